@@ -1,0 +1,42 @@
+# stalesgd: `make test` and `make run` set up everything they need from nothing.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# BLAS inside worker kernels must stay single-threaded (DESIGN §7).
+export OPENBLAS_NUM_THREADS := 1
+export OMP_NUM_THREADS := 1
+export MKL_NUM_THREADS := 1
+
+.PHONY: all venv test test-slow run bench lint clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not bench" tests
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m "slow" tests
+
+run: $(STAMP)
+	$(BIN)/stalesgd run
+
+bench: $(STAMP)
+	mkdir -p results
+	$(BIN)/python -m pytest bench -m bench -p no:cacheprovider \
+	    --benchmark-json=results/bench.json -q
+	$(BIN)/python bench/summary.py results/bench.json
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

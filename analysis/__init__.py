@@ -1,0 +1,1 @@
+"""Comparison of simulated and measured runs, theory checks and reports."""

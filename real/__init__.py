@@ -1,0 +1,1 @@
+"""Asynchronous SGD run for real: multithreaded Numba engines."""

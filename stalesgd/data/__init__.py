@@ -1,0 +1,1 @@
+"""Data sets: seeded synthetic generators and readers of the standard files."""

@@ -1,0 +1,1 @@
+"""Models over one flat parameter vector, with Numba loss and gradient kernels."""

@@ -1,0 +1,96 @@
+"""The contract every model obeys, so that engines can drive any of them.
+
+A *model* owns one flat parameter vector ``theta`` (float32 or float64); its
+layers are views into it.  Engines never look inside a model: they call two
+Numba kernels with one fixed calling convention, from inside their own
+``@njit(nogil=True)`` worker loops, with buffers they preallocated once:
+
+``loss = grad_kernel(theta, X, y, idx, grad, ws, dims)``
+    Mean loss of the minibatch ``X[idx], y[idx]`` at ``theta`` (returned as a
+    float64), and its gradient written into ``grad`` (overwritten, same
+    length and dtype as ``theta``).  ``ws`` is a 1-D scratch array of the
+    parameter dtype of at least ``model.workspace_size(len(idx))`` elements;
+    ``dims`` is the model's int64 architecture vector.  No allocation, no
+    Python, no GIL.
+
+``loss_sum, n_correct = loss_kernel(theta, X, y, idx, ws, dims)``
+    Summed loss and number of correct predictions (0 for regression) over
+    ``X[idx]``, for evaluation; same rules.
+
+``X`` is 2-D, C-contiguous, of the parameter dtype (images flattened);
+``y`` is int64 class labels for classifiers and the parameter dtype for
+regression.  ``idx`` is an int64 array of row indices.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+DTYPES: dict[str, type] = {"float32": np.float32, "float64": np.float64}
+INIT_SCHEMES = ("default", "he", "glorot", "normal")
+
+
+def resolve_dtype(dtype: str | type | np.dtype) -> np.dtype:
+    """Return the numpy dtype named by ``dtype``; only float32 and float64 are allowed."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise ValueError(f"dtype {dtype!r} is not allowed; use 'float32' or 'float64'") from exc
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype {dtype!r} is not allowed; use 'float32' or 'float64'")
+    return dt
+
+
+@dataclass
+class Model(ABC):
+    """A differentiable model over one flat parameter vector.
+
+    Subclasses set ``dims`` (int64 architecture vector passed to the kernels),
+    ``n_params`` and ``layers`` (name -> (offset, shape) into ``theta``), and
+    provide the two kernels and the workspace size.
+    """
+
+    dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float64))
+
+    name: str = field(init=False, default="model")
+    dims: np.ndarray = field(init=False, repr=False)
+    n_params: int = field(init=False, default=0)
+    layers: dict[str, tuple[int, tuple[int, ...]]] = field(init=False, default_factory=dict)
+    is_classifier: bool = field(init=False, default=True)
+
+    @property
+    @abstractmethod
+    def grad_kernel(self) -> Any:
+        """The Numba ``grad_kernel`` of this model (see the module docstring)."""
+
+    @property
+    @abstractmethod
+    def loss_kernel(self) -> Any:
+        """The Numba ``loss_kernel`` of this model (see the module docstring)."""
+
+    @abstractmethod
+    def workspace_size(self, batch: int) -> int:
+        """Number of scratch elements the kernels need for a batch of ``batch`` rows."""
+
+    @abstractmethod
+    def init_params(self, seed: int, scheme: str = "default") -> np.ndarray:
+        """A fresh, seeded parameter vector.
+
+        ``scheme``: ``default`` (He for ReLU layers, Glorot otherwise),
+        ``he``, ``glorot``, or ``normal`` (N(0, 0.01²) weights, as the
+        reference C++ implementation).  Biases start at zero.
+        """
+
+    def view(self, theta: np.ndarray, layer: str) -> np.ndarray:
+        """The named layer as a view into ``theta`` (no copy)."""
+        offset, shape = self.layers[layer]
+        size = int(np.prod(shape))
+        return theta[offset : offset + size].reshape(shape)
+
+    def workspace(self, batch: int) -> np.ndarray:
+        """A preallocated scratch array for ``batch`` rows."""
+        return np.zeros(max(1, self.workspace_size(batch)), dtype=self.dtype)
