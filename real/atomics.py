@@ -1,0 +1,265 @@
+"""Sequentially consistent atomics on slots of NumPy arrays, usable from nopython code.
+
+The engines share counters (the version counter t, update counts, reference
+counts, version-tagged pointers) between worker threads that run
+``@njit(nogil=True)`` loops at the same time.  Plain loads and stores are not
+enough there: the compiler may hoist a plain load out of a spin-wait (an
+endless loop, measured on this machine) and a plain ``a[i] += 1`` loses
+updates.  These functions emit LLVM ``atomicrmw`` / ``cmpxchg`` /
+``load atomic`` / ``store atomic`` / ``fence`` instructions, all ``seq_cst``,
+through :func:`numba.extending.intrinsic`.
+
+Every function takes a 1-D NumPy array and an integer index and works on the
+slot ``arr[i]``.  Slots are ``int64`` (all operations) or ``float64``
+(load, store, exchange, add, sub; a float add is lowered by LLVM to a
+compare-and-swap loop on the bit pattern).  The array must be aligned and
+writable (``atomic_load`` also accepts read-only arrays); any stride is
+allowed.  Wrong types raise a :class:`numba.core.errors.TypingError` naming
+the argument when the caller is compiled.  The index is always bounds-checked
+(one unsigned compare, far cheaper than the atomic instruction): an index
+outside ``[0, len(arr))`` raises ``IndexError`` (negative indices are *not*
+wrapped around).
+
+The public functions are ``@njit(nogil=True)`` wrappers, so they can be called
+from nopython code (LLVM inlines them) and from plain Python (for tests and
+for a monitor thread reading counters).
+"""
+
+from __future__ import annotations
+
+from numba import njit, types
+from numba.core import cgutils
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
+
+__all__ = [
+    "atomic_add",
+    "atomic_sub",
+    "atomic_cas",
+    "atomic_load",
+    "atomic_store",
+    "atomic_xchg",
+    "fence",
+]
+
+_ORDER = "seq_cst"
+_INT = types.int64
+_FLOAT = types.float64
+# Operations and the element types they accept.
+_ALLOWED = {
+    "atomic_add": (_INT, _FLOAT),
+    "atomic_sub": (_INT, _FLOAT),
+    "atomic_xchg": (_INT, _FLOAT),
+    "atomic_load": (_INT, _FLOAT),
+    "atomic_store": (_INT, _FLOAT),
+    "atomic_cas": (_INT,),
+}
+
+
+def _check_array(op: str, arr: types.Type, *, write: bool) -> None:
+    """Raise a TypingError unless ``arr`` is a 1-D aligned array of a dtype ``op`` accepts."""
+    allowed = _ALLOWED[op]
+    names = " or ".join(str(t) for t in allowed)
+    if not isinstance(arr, types.Array):
+        raise TypingError(f"{op}: argument 'arr' must be a 1-D {names} NumPy array, got {arr}")
+    if arr.ndim != 1 or arr.dtype not in allowed:
+        raise TypingError(
+            f"{op}: argument 'arr' must be a 1-D {names} NumPy array, got {arr.ndim}-D "
+            f"{arr.dtype} ({arr})"
+        )
+    if not arr.aligned:
+        raise TypingError(f"{op}: argument 'arr' must be aligned for atomic access, got {arr}")
+    if write and not arr.mutable:
+        raise TypingError(f"{op}: argument 'arr' is read-only ({arr}); atomics need a writable one")
+
+
+def _check_index(op: str, i: types.Type) -> None:
+    """Raise a TypingError unless ``i`` is an integer."""
+    if not isinstance(i, types.Integer):
+        raise TypingError(f"{op}: argument 'i' must be an integer index, got {i}")
+
+
+def _check_value(op: str, name: str, v: types.Type, dtype: types.Type) -> None:
+    """Raise a TypingError unless ``v`` converts safely to the slot type ``dtype``."""
+    ok = isinstance(v, (types.Integer, types.Boolean))
+    if dtype == _FLOAT:
+        ok = ok or isinstance(v, types.Float)
+    if not ok:
+        raise TypingError(f"{op}: argument '{name}' must be a number storable in {dtype}, got {v}")
+
+
+def _slot_pointer(context, builder, arrty, arr, ity, idx):
+    """Return the LLVM pointer to ``arr[idx]``, raising IndexError when out of bounds."""
+    ary = context.make_array(arrty)(context, builder, arr)
+    ind = context.cast(builder, idx, ity, types.intp)
+    (n,) = cgutils.unpack_tuple(builder, ary.shape, count=1)
+    # Unsigned compare: a negative index becomes huge and fails too.
+    out = builder.icmp_unsigned(">=", ind, n)
+    with cgutils.if_unlikely(builder, out):
+        context.call_conv.return_user_exc(
+            builder, IndexError, ("atomic operation: index out of bounds",)
+        )
+    (stride,) = cgutils.unpack_tuple(builder, ary.strides, count=1)
+    return cgutils.get_item_pointer2(
+        context,
+        builder,
+        data=ary.data,
+        shape=[n],
+        strides=[stride],
+        layout=arrty.layout,
+        inds=[ind],
+    )
+
+
+def _value(context, builder, vty, v, dtype):
+    """Cast the value ``v`` of Numba type ``vty`` to the slot type ``dtype``."""
+    return context.cast(builder, v, vty, dtype)
+
+
+def _rmw_intrinsic(op: str, int_op: str, float_op: str):
+    """Build an intrinsic ``(arr, i, v) -> old`` doing an atomic read-modify-write."""
+
+    def typer(typingctx, arr, i, v):
+        _check_array(op, arr, write=True)
+        _check_index(op, i)
+        _check_value(op, "v", v, arr.dtype)
+        sig = arr.dtype(arr, i, v)
+
+        def codegen(context, builder, signature, args):
+            arrty, ity, vty = signature.args
+            a, ind, val = args
+            ptr = _slot_pointer(context, builder, arrty, a, ity, ind)
+            val = _value(context, builder, vty, val, arrty.dtype)
+            llop = float_op if arrty.dtype == _FLOAT else int_op
+            return builder.atomic_rmw(llop, ptr, val, _ORDER)
+
+        return sig, codegen
+
+    typer.__name__ = f"_{op}_intrinsic"
+    return intrinsic(typer)
+
+
+_add = _rmw_intrinsic("atomic_add", "add", "fadd")
+_sub = _rmw_intrinsic("atomic_sub", "sub", "fsub")
+_xchg = _rmw_intrinsic("atomic_xchg", "xchg", "xchg")
+
+
+@intrinsic
+def _cas(typingctx, arr, i, expected, new):
+    """Intrinsic: ``cmpxchg seq_cst seq_cst`` on ``arr[i]``; returns the old value."""
+    op = "atomic_cas"
+    _check_array(op, arr, write=True)
+    _check_index(op, i)
+    _check_value(op, "expected", expected, arr.dtype)
+    _check_value(op, "new", new, arr.dtype)
+    sig = arr.dtype(arr, i, expected, new)
+
+    def codegen(context, builder, signature, args):
+        arrty, ity, ety, nty = signature.args
+        a, ind, exp, nv = args
+        ptr = _slot_pointer(context, builder, arrty, a, ity, ind)
+        exp = _value(context, builder, ety, exp, arrty.dtype)
+        nv = _value(context, builder, nty, nv, arrty.dtype)
+        pair = builder.cmpxchg(ptr, exp, nv, _ORDER, _ORDER)
+        return builder.extract_value(pair, 0)
+
+    return sig, codegen
+
+
+@intrinsic
+def _load(typingctx, arr, i):
+    """Intrinsic: ``load atomic seq_cst`` of ``arr[i]``."""
+    op = "atomic_load"
+    _check_array(op, arr, write=False)
+    _check_index(op, i)
+    sig = arr.dtype(arr, i)
+
+    def codegen(context, builder, signature, args):
+        arrty, ity = signature.args
+        a, ind = args
+        ptr = _slot_pointer(context, builder, arrty, a, ity, ind)
+        llty = context.get_data_type(arrty.dtype)
+        return builder.load_atomic(ptr, _ORDER, align=8, typ=llty)
+
+    return sig, codegen
+
+
+@intrinsic
+def _store(typingctx, arr, i, v):
+    """Intrinsic: ``store atomic seq_cst`` of ``v`` into ``arr[i]``."""
+    op = "atomic_store"
+    _check_array(op, arr, write=True)
+    _check_index(op, i)
+    _check_value(op, "v", v, arr.dtype)
+    sig = types.none(arr, i, v)
+
+    def codegen(context, builder, signature, args):
+        arrty, ity, vty = signature.args
+        a, ind, val = args
+        ptr = _slot_pointer(context, builder, arrty, a, ity, ind)
+        val = _value(context, builder, vty, val, arrty.dtype)
+        builder.store_atomic(val, ptr, _ORDER, align=8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _fence(typingctx):
+    """Intrinsic: a ``fence seq_cst`` (full memory barrier)."""
+    sig = types.none()
+
+    def codegen(context, builder, signature, args):
+        builder.fence(_ORDER)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(nogil=True)
+def atomic_add(arr, i, v):
+    """Atomically add ``v`` to ``arr[i]`` and return the value it had before (fetch-add).
+
+    int64 slots wrap around on overflow; float64 slots use a CAS loop (LLVM ``fadd``).
+    """
+    return _add(arr, i, v)
+
+
+@njit(nogil=True)
+def atomic_sub(arr, i, v):
+    """Atomically subtract ``v`` from ``arr[i]`` and return the value it had before."""
+    return _sub(arr, i, v)
+
+
+@njit(nogil=True)
+def atomic_xchg(arr, i, v):
+    """Atomically replace ``arr[i]`` by ``v`` and return the value it had before."""
+    return _xchg(arr, i, v)
+
+
+@njit(nogil=True)
+def atomic_cas(arr, i, expected, new):
+    """Compare-and-swap on an int64 slot: if ``arr[i] == expected`` set it to ``new``.
+
+    Returns the value ``arr[i]`` had before; the swap happened iff it equals
+    ``expected``.  Strong CAS: it never fails spuriously.
+    """
+    return _cas(arr, i, expected, new)
+
+
+@njit(nogil=True)
+def atomic_load(arr, i):
+    """Read ``arr[i]`` atomically; never hoisted out of a loop, so safe for spin-waits."""
+    return _load(arr, i)
+
+
+@njit(nogil=True)
+def atomic_store(arr, i, v):
+    """Write ``v`` into ``arr[i]`` atomically, visible to every later atomic load."""
+    _store(arr, i, v)
+
+
+@njit(nogil=True)
+def fence():
+    """Full sequentially consistent memory barrier (orders plain loads and stores too)."""
+    _fence()

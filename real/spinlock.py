@@ -1,0 +1,128 @@
+"""A spin lock on an int64 array slot, and scheduler yields, for nopython worker loops.
+
+The ``lock`` engine protects the shared parameter vector with one lock that
+worker threads take from inside ``@njit(nogil=True)`` loops, where Python's
+``threading.Lock`` is not available.  The lock is one int64 slot of a NumPy
+array: 0 = free, 1 = held.  Acquire is test-and-test-and-set: spin on atomic
+loads (cheap, the cache line stays shared) and try a compare-and-swap only
+when the lock looks free.  After ``SPINS_BEFORE_YIELD`` failed spins the
+waiter calls ``sched_yield()`` so that, with more workers than cores
+(oversubscription), the holder gets the CPU back instead of being starved by
+spinners.
+
+Not re-entrant and not fair; release by a thread that does not hold the lock
+is not detected, but releasing a free lock raises ``RuntimeError``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import platform
+import sys
+
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .atomics import _cas, _load, _xchg
+
+__all__ = [
+    "SPINS_BEFORE_YIELD",
+    "cpu_relax",
+    "sched_yield",
+    "spin_lock_acquire",
+    "spin_lock_release",
+    "spin_lock_try_acquire",
+]
+
+#: Failed spins after which a waiting thread yields the CPU to the scheduler.
+SPINS_BEFORE_YIELD = 64
+
+
+def _bind_sched_yield():
+    """Return a ctypes binding ``() -> int`` of the OS call that yields the CPU."""
+    if sys.platform == "win32":  # pragma: no cover - not exercised on Linux CI
+        fn = ctypes.windll.kernel32.SwitchToThread
+    else:
+        lib = ctypes.CDLL(ctypes.util.find_library("c") or None)
+        fn = lib.sched_yield
+    fn.argtypes = ()
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_c_sched_yield = _bind_sched_yield()
+
+
+@njit(nogil=True)
+def sched_yield() -> int:
+    """Give the CPU to another runnable thread (libc ``sched_yield``); returns 0 on success.
+
+    Callable from nopython code (Numba calls the ctypes function pointer directly).
+    """
+    return _c_sched_yield()
+
+
+_MACHINE = platform.machine().lower()
+
+
+@intrinsic
+def _pause(typingctx):
+    """Intrinsic: the CPU's spin-wait hint (x86 ``pause``, ARM ``yield``), else nothing."""
+    sig = types.none()
+
+    def codegen(context, builder, signature, args):
+        mod = builder.module
+        if _MACHINE in ("x86_64", "amd64", "i386", "i686"):
+            fn = cgutils.get_or_insert_function(
+                mod, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause"
+            )
+            builder.call(fn, [])
+        elif _MACHINE in ("aarch64", "arm64"):
+            fn = cgutils.get_or_insert_function(
+                mod, ir.FunctionType(ir.VoidType(), [ir.IntType(32)]), "llvm.aarch64.hint"
+            )
+            builder.call(fn, [ir.Constant(ir.IntType(32), 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(nogil=True)
+def cpu_relax() -> None:
+    """Tell the CPU we are in a spin-wait (saves power, frees the sibling hyper-thread)."""
+    _pause()
+
+
+@njit(nogil=True)
+def spin_lock_try_acquire(lock, i) -> bool:
+    """Take the lock in slot ``lock[i]`` if it is free right now; return whether we got it."""
+    return _load(lock, i) == 0 and _cas(lock, i, 0, 1) == 0
+
+
+@njit(nogil=True)
+def spin_lock_acquire(lock, i) -> int:
+    """Take the lock in slot ``lock[i]``, waiting as long as needed.
+
+    Spins on atomic loads and yields to the scheduler every
+    ``SPINS_BEFORE_YIELD`` spins.  Returns the number of spins it waited
+    (0 when the lock was free), a cheap contention measure.
+    """
+    spins = 0
+    while True:
+        if _load(lock, i) == 0 and _cas(lock, i, 0, 1) == 0:
+            return spins
+        spins += 1
+        if spins % SPINS_BEFORE_YIELD == 0:
+            sched_yield()
+        else:
+            _pause()
+
+
+@njit(nogil=True)
+def spin_lock_release(lock, i) -> None:
+    """Release the lock in slot ``lock[i]``; raises RuntimeError if it was not held."""
+    if _xchg(lock, i, 0) != 1:
+        raise RuntimeError("spin_lock_release: the lock was not held")

@@ -1,0 +1,196 @@
+"""Seeded synthetic data sets: they need no files, so the built-in default runs on them.
+
+Three kinds (option ``kind=``), all drawn with ``numpy.random.default_rng(seed)``
+in float64 and then cast, so the same seed gives the same data bit for bit:
+
+``regression``
+    ``x ~ N(0, S²)`` with ``S`` diagonal, geometric from 1 to ``1/sqrt(cond)``
+    (so the feature covariance has condition number ``cond``);
+    ``y = x·w_true + bias + noise·ε``.  ``meta`` carries the generating
+    ``w_true``/``b_true`` and the least-squares minimiser ``w_star``/``b_star``
+    of the training set (the exact optimum of the empirical squared loss).
+``classification``
+    a Gaussian mixture: ``n_classes`` means at pairwise distance
+    ``separation`` (orthonormal directions when ``n_classes <= n_features``,
+    centred), within-class covariance ``noise²·I``, balanced classes in random
+    order.  Larger ``separation`` means easier classes.
+``images``
+    small image classification without files (e.g. LeNet smoke runs): each
+    class is a random blocky prototype (blocks of 4×4 pixels); an image is its
+    class prototype, contrast ``separation``, plus ``noise`` per pixel,
+    clipped to [0,1] and stored as bytes, then normalised exactly like real
+    images (``normalize=``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .dataset import Dataset
+from .transforms import channel_stats, check_normalize, pixels_to_inputs
+
+#: Allowed options and defaults of each kind.
+KIND_OPTIONS: dict[str, dict[str, Any]] = {
+    "regression": {"n_train": 10000, "n_test": 2000, "n_features": 20, "noise": 0.1,
+                   "cond": 1.0, "bias": 0.0},
+    "classification": {"n_train": 10000, "n_test": 2000, "n_features": 20, "n_classes": 2,
+                       "separation": 2.0, "noise": 1.0},
+    "images": {"n_train": 2000, "n_test": 500, "input_shape": (1, 28, 28), "n_classes": 10,
+               "separation": 1.0, "noise": 0.25, "normalize": "standard"},
+}
+KINDS = tuple(KIND_OPTIONS)
+
+
+def _int(key: str, v: Any, lo: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < lo:
+        raise ValueError(f"{key}={v!r} is not allowed; use an integer >= {lo}")
+    return int(v)
+
+
+def _float(key: str, v: Any, lo: float) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not (
+        math.isfinite(float(v)) and float(v) >= lo
+    ):
+        raise ValueError(f"{key}={v!r} is not allowed; use a finite number >= {lo}")
+    return float(v)
+
+
+def resolve_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Defaults of ``kind`` overridden by ``options``; unknown kinds/keys raise."""
+    if kind not in KIND_OPTIONS:
+        raise ValueError(f"synthetic kind={kind!r} is not allowed; use one of {KINDS}")
+    allowed = KIND_OPTIONS[kind]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"option(s) {unknown} not allowed for synthetic kind={kind!r}; "
+            f"allowed: {sorted(allowed)} (plus dtype, seed)"
+        )
+    return {**allowed, **options}
+
+
+def make_regression(*, n_train: int, n_test: int, n_features: int, noise: float, cond: float,
+                    bias: float, seed: int, dtype: np.dtype) -> Dataset:
+    """Linear regression with a known solution (see the module docstring)."""
+    n_train, n_test = _int("n_train", n_train, 1), _int("n_test", n_test, 1)
+    d = _int("n_features", n_features, 1)
+    noise, cond = _float("noise", noise, 0.0), _float("cond", cond, 1.0)
+    bias = float(bias)
+    rng = np.random.default_rng(seed)
+    w_true = rng.standard_normal(d)
+    scale = np.geomspace(1.0, 1.0 / math.sqrt(cond), d) if d > 1 else np.ones(1)
+    n = n_train + n_test
+    X = rng.standard_normal((n, d)) * scale
+    y = X @ w_true + bias + noise * rng.standard_normal(n)
+    Xtr, ytr = X[:n_train], y[:n_train]
+    A = np.hstack([Xtr, np.ones((n_train, 1))])
+    sol, *_ = np.linalg.lstsq(A, ytr, rcond=None)
+    resid = A @ sol - ytr
+    return Dataset(
+        name="synthetic",
+        X_train=np.ascontiguousarray(Xtr, dtype=dtype),
+        y_train=np.ascontiguousarray(ytr, dtype=dtype),
+        X_test=np.ascontiguousarray(X[n_train:], dtype=dtype),
+        y_test=np.ascontiguousarray(y[n_train:], dtype=dtype),
+        n_classes=0,
+        input_shape=(d,),
+        meta={
+            "kind": "regression", "seed": seed, "noise": noise, "cond": cond,
+            "feature_scale": scale,
+            "w_true": w_true, "b_true": bias,
+            "w_star": sol[:d], "b_star": float(sol[d]),
+            "train_mse_star": float(np.mean(resid**2)),
+        },
+    )
+
+
+def mixture_means(rng: np.random.Generator, n_classes: int, d: int,
+                  separation: float) -> np.ndarray:
+    """``n_classes`` centred means in R^d at pairwise distance ``separation``.
+
+    Exact when ``n_classes <= d`` (orthonormal directions); otherwise random
+    unit directions, so distances are only approximately ``separation``.
+    """
+    G = rng.standard_normal((d, n_classes))
+    if n_classes <= d:
+        Q, _ = np.linalg.qr(G)
+        dirs = Q[:, :n_classes].T
+    else:
+        dirs = (G / np.linalg.norm(G, axis=0)).T
+    means = dirs * (separation / math.sqrt(2.0))
+    return means - means.mean(axis=0)
+
+
+def make_classification(*, n_train: int, n_test: int, n_features: int, n_classes: int,
+                        separation: float, noise: float, seed: int,
+                        dtype: np.dtype) -> Dataset:
+    """Gaussian-mixture classification (see the module docstring)."""
+    n_train, n_test = _int("n_train", n_train, 1), _int("n_test", n_test, 1)
+    d, K = _int("n_features", n_features, 1), _int("n_classes", n_classes, 2)
+    separation, noise = _float("separation", separation, 0.0), _float("noise", noise, 0.0)
+    rng = np.random.default_rng(seed)
+    means = mixture_means(rng, K, d, separation)
+    n = n_train + n_test
+    y = rng.permutation(np.arange(n) % K)
+    X = means[y] + noise * rng.standard_normal((n, d))
+    meta: dict[str, Any] = {"kind": "classification", "seed": seed, "means": means,
+                            "separation": separation, "noise": noise}
+    if K == 2 and noise > 0:
+        # Bayes-optimal accuracy of two equal-weight isotropic Gaussians.
+        meta["bayes_accuracy"] = 0.5 * (1.0 + math.erf(separation / (2 * noise) / math.sqrt(2)))
+    return Dataset(
+        name="synthetic",
+        X_train=np.ascontiguousarray(X[:n_train], dtype=dtype),
+        y_train=y[:n_train].astype(np.int64),
+        X_test=np.ascontiguousarray(X[n_train:], dtype=dtype),
+        y_test=y[n_train:].astype(np.int64),
+        n_classes=K,
+        input_shape=(d,),
+        meta=meta,
+    )
+
+
+def make_images(*, n_train: int, n_test: int, input_shape: tuple[int, ...], n_classes: int,
+                separation: float, noise: float, normalize: str, seed: int,
+                dtype: np.dtype) -> Dataset:
+    """Synthetic image classification shaped like a real image set (see the module docstring)."""
+    n_train, n_test = _int("n_train", n_train, 1), _int("n_test", n_test, 1)
+    K = _int("n_classes", n_classes, 2)
+    separation, noise = _float("separation", separation, 0.0), _float("noise", noise, 0.0)
+    check_normalize(normalize)
+    shape = tuple(input_shape)
+    if len(shape) != 3 or any(isinstance(s, bool) or int(s) != s or s < 1 for s in shape):
+        raise ValueError(f"input_shape={input_shape!r} is not allowed; use (C, H, W) positive")
+    C, H, W = (int(s) for s in shape)
+    rng = np.random.default_rng(seed)
+    block = 4
+    coarse = rng.random((K, C, -(-H // block), -(-W // block)))
+    protos = np.repeat(np.repeat(coarse, block, axis=2), block, axis=3)[:, :, :H, :W]
+    n = n_train + n_test
+    y = rng.permutation(np.arange(n) % K)
+    imgs = 0.5 + separation * (protos[y] - 0.5) + noise * rng.standard_normal((n, C, H, W))
+    pixels = np.rint(np.clip(imgs, 0.0, 1.0) * 255.0).astype(np.uint8).reshape(n, -1)
+    mean, std = channel_stats(pixels[:n_train], C)
+    return Dataset(
+        name="synthetic",
+        X_train=pixels_to_inputs(pixels[:n_train], dtype, C, normalize, mean, std),
+        y_train=y[:n_train].astype(np.int64),
+        X_test=pixels_to_inputs(pixels[n_train:], dtype, C, normalize, mean, std),
+        y_test=y[n_train:].astype(np.int64),
+        n_classes=K,
+        input_shape=(C, H, W),
+        meta={"kind": "images", "seed": seed, "separation": separation, "noise": noise,
+              "normalize": normalize, "channel_mean": mean.tolist(),
+              "channel_std": std.tolist()},
+    )
+
+
+def make_synthetic(kind: str, *, seed: int, dtype: np.dtype, **options: Any) -> Dataset:
+    """Dispatch to the generator of ``kind`` after validating its options."""
+    opts = resolve_options(kind, options)
+    maker = {"regression": make_regression, "classification": make_classification,
+             "images": make_images}[kind]
+    return maker(seed=seed, dtype=dtype, **opts)

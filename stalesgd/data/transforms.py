@@ -1,0 +1,92 @@
+"""Turning raw pixels into model inputs: [0,1] scaling, normalisation, subsets, splits.
+
+Two normalisations (option ``normalize=``):
+
+``"standard"`` (default)
+    pixels scaled to [0,1], then per-channel standardisation with the mean and
+    standard deviation of the **full** training set (so a subset sees the same
+    transform as the whole set, and test data uses training statistics).
+``"unit"``
+    the plain [0,1] scaling, ``x / 255`` (what the reference C++ code fed its
+    networks).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NORMALIZATIONS = ("standard", "unit")
+
+
+def check_normalize(normalize: str) -> str:
+    """Validate the ``normalize`` option."""
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize={normalize!r} is not allowed; use one of {NORMALIZATIONS}")
+    return normalize
+
+
+def channel_stats(pixels: np.ndarray, n_channels: int,
+                  chunk: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
+    """Exact per-channel mean and std, in [0,1] units, of uint8 ``pixels`` ``(n, C*H*W)``.
+
+    Sums and sums of squares are accumulated in float64 over chunks of about
+    ``chunk`` values; they are integers below 2**53 for any realistic set, so
+    exact, and no full-size float copy is made.
+    """
+    n = pixels.shape[0]
+    per = pixels.reshape(n, n_channels, -1)
+    rows = max(1, chunk // max(1, per.shape[2]))
+    mean = np.empty(n_channels)
+    std = np.empty(n_channels)
+    for c in range(n_channels):
+        s = ss = 0.0
+        for start in range(0, n, rows):
+            f = per[start:start + rows, c, :].astype(np.float64).ravel()
+            s += float(f.sum())
+            ss += float(f @ f)
+        total = float(n * per.shape[2])
+        m = s / total
+        var = max(ss / total - m * m, 0.0)
+        mean[c] = m / 255.0
+        std[c] = np.sqrt(var) / 255.0 if var > 0 else 1.0
+    return mean, std
+
+
+def pixels_to_inputs(pixels: np.ndarray, dtype: np.dtype, n_channels: int, normalize: str,
+                     mean: np.ndarray | None = None,
+                     std: np.ndarray | None = None) -> np.ndarray:
+    """uint8 ``(n, C*H*W)`` pixels -> C-contiguous float inputs of ``dtype``.
+
+    ``normalize="unit"`` gives ``x/255``; ``"standard"`` gives
+    ``(x/255 - mean[c]) / std[c]`` with the given per-channel statistics.
+    """
+    check_normalize(normalize)
+    out = np.multiply(pixels, dtype.type(1.0 / 255.0), dtype=dtype)
+    if normalize == "standard":
+        if mean is None or std is None:
+            raise ValueError("normalize='standard' needs the training-set mean and std")
+        view = out.reshape(out.shape[0], n_channels, -1)
+        view -= np.asarray(mean, dtype=dtype)[None, :, None]
+        view *= (1.0 / np.asarray(std, dtype=np.float64)).astype(dtype)[None, :, None]
+    return np.ascontiguousarray(out)
+
+
+def check_count(key: str, value: object, available: int) -> int:
+    """Validate a subset size ``n_train``/``n_test`` (None means all ``available``)."""
+    if value is None:
+        return available
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{key}={value!r} is not allowed; use an integer 1..{available} or None")
+    if not 1 <= int(value) <= available:
+        raise ValueError(f"{key}={value} is not allowed; use an integer 1..{available} or None")
+    return int(value)
+
+
+def train_test_split(X: np.ndarray, y: np.ndarray, n_test: int, seed: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Shuffle rows with ``seed`` and split off ``n_test`` of them as the test set."""
+    if not 0 < n_test < len(X):
+        raise ValueError(f"n_test={n_test} must be between 1 and {len(X) - 1}")
+    perm = np.random.default_rng(seed).permutation(len(X))
+    te, tr = perm[:n_test], perm[n_test:]
+    return X[tr], y[tr], X[te], y[te]
