@@ -1,0 +1,38 @@
+"""A monotonic clock readable from inside nopython worker loops.
+
+Workers time-stamp every read and apply; ``time.perf_counter`` is not
+available in nopython mode, so the libc ``clock_gettime(CLOCK_MONOTONIC)``
+is called through ctypes (a vDSO call, about 30 ns).  It is the same clock
+as Python's ``time.monotonic``, so Python code can share the time origin.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+
+import numpy as np
+from numba import njit
+
+_CLOCK_MONOTONIC = 1
+_libc = ctypes.CDLL(None)
+_clock_gettime = _libc.clock_gettime
+_clock_gettime.argtypes = [ctypes.c_int, ctypes.c_void_p]
+_clock_gettime.restype = ctypes.c_int
+
+
+def new_timespec() -> np.ndarray:
+    """Scratch space for :func:`monotonic_now`; one per thread."""
+    return np.zeros(2, dtype=np.int64)
+
+
+@njit(nogil=True)
+def monotonic_now(timespec: np.ndarray) -> float:
+    """Seconds on the monotonic clock; ``timespec`` is this thread's scratch."""
+    _clock_gettime(_CLOCK_MONOTONIC, timespec.ctypes.data)
+    return timespec[0] + timespec[1] * 1e-9
+
+
+def python_now() -> float:
+    """The same clock from Python."""
+    return time.monotonic()
