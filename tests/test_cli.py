@@ -1,0 +1,366 @@
+"""The command line and the runner, with a fake engine registered by the tests themselves."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stalesgd import engines
+from stalesgd.cli import NOT_BUILT, main
+from stalesgd.experiment import RunSpec, default_experiment, load_experiment
+from stalesgd.records import RunRecord, load_results
+from stalesgd.runner import RunInterrupted, format_summary, run_experiment
+
+SUBCOMMANDS = ("run", "real", "sim", "calibrate", "compare", "report", "data")
+
+EXPERIMENT = """
+name = "fake-sweep"
+engine = "fake"
+seeds = [0, 1]
+
+[problem]
+name = "logreg-synthetic"
+
+[stop]
+updates = 200
+target_loss = 0.5
+
+[sweep]
+workers = [1, 2]
+"algorithm.name" = ["lock", "hogwild"]
+"sim.cores" = [3]
+"""
+
+
+def fake_record(spec: RunSpec, n: int | None = None) -> RunRecord:
+    """A small record that depends on the spec: n updates by spec.workers workers."""
+    n = (spec.stop.updates or 100) if n is None else n
+    rng = np.random.default_rng(spec.seed)
+    t = np.cumsum(rng.exponential(1e-3 / spec.workers, n))
+    ks = np.arange(0, n, max(1, n // 10))
+    return RunRecord(
+        summary={"peak_param_bytes": 8 * 21 * spec.workers},
+        updates={"k": np.arange(n), "worker": np.arange(n) % spec.workers, "t_read": t - 1e-4,
+                 "t_apply": t, "tau": rng.integers(0, spec.workers, n),
+                 "eta": np.full(n, spec.stepsize.lr)},
+        evals={"t": t[ks], "k": ks, "loss": 0.7 * np.exp(-ks / (n / 3)),
+               "active_workers": np.full(len(ks), spec.workers)},
+    )
+
+
+class FakeEngine:
+    """Records the specs it is called with; can raise on a given call."""
+
+    def __init__(self, fail_on: int | None = None, exc: BaseException | None = None):
+        self.calls: list[RunSpec] = []
+        self.fail_on, self.exc = fail_on, exc
+
+    def __call__(self, spec: RunSpec, progress: bool) -> RunRecord:
+        self.calls.append(spec)
+        if self.fail_on is not None and len(self.calls) == self.fail_on:
+            raise self.exc
+        return fake_record(spec)
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    def install(engine, name: str = "fake"):
+        monkeypatch.setitem(engines._REGISTRY, name, engine)
+        return engine
+    return install
+
+
+@pytest.fixture
+def exp_file(tmp_path):
+    path = tmp_path / "sweep.toml"
+    path.write_text(EXPERIMENT)
+    return path
+
+
+def only_folder(root: Path) -> Path:
+    folders = [p for p in root.iterdir() if p.is_dir()]
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in SUBCOMMANDS:
+        assert f"\n    {cmd}" in out, cmd
+    for cmd in NOT_BUILT:  # the help line of an unbuilt command says so
+        entry = out.split(f"\n    {cmd}", 1)[1][:120]
+        assert "not built yet" in " ".join(entry.split()), (cmd, entry)
+
+
+def test_installed_entry_point_help_and_version():
+    exe = Path(sys.executable).with_name("stalesgd")
+    if not exe.exists():
+        pytest.skip("the stalesgd console script is not installed next to this Python")
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    assert all(cmd in out.stdout for cmd in SUBCOMMANDS)
+    ver = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=60)
+    from stalesgd import __version__
+
+    assert ver.returncode == 0 and __version__ in ver.stdout
+
+
+@pytest.mark.parametrize("argv", [["calibrate", "somedir"], ["compare", "a", "b"],
+                                  ["report", "somedir"]])
+def test_unbuilt_commands_exit_2_and_say_what_is_missing(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"`stalesgd {argv[0]}` is not built yet" in err
+    assert "issue" in err
+
+
+def test_unbuilt_engine_says_which_issue(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(engines.PLANNED, "warp", engines.PlannedEngine(
+        "the warp engine", "stalesgd.no_such_module_for_tests", "issue 99"))
+    path = tmp_path / "w.toml"
+    path.write_text(EXPERIMENT.replace('engine = "fake"', 'engine = "warp"'))
+    assert main(["run", str(path), "--out", str(tmp_path / "res"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "the warp engine is not built yet (issue 99)" in err
+    assert not (tmp_path / "res").exists()  # no folder for a sweep that cannot start
+    with pytest.raises(engines.EngineNotAvailable, match="unknown; known engines:.*real.*sim"):
+        engines.get_engine("nonsense")
+
+
+def test_real_engine_is_registered():
+    assert engines.get_engine("real").__name__ == "run_real"
+
+
+def test_run_sweep_writes_every_run(fake, exp_file, tmp_path, capsys):
+    engine = fake(FakeEngine())
+    out = tmp_path / "res"
+    assert main(["run", str(exp_file), "--out", str(out), "--no-progress"]) == 0
+    folder = only_folder(out)
+    assert folder.name.startswith("fake-sweep-")
+    res = load_results(folder)
+    assert len(engine.calls) == len(res.runs) == 2 * 2 * 2
+    got = sorted(zip(res.runs.workers, res.runs.algorithm, res.runs.seed, strict=True))
+    assert got == sorted((w, a, s) for w in (1, 2) for a in ("lock", "hogwild") for s in (0, 1))
+    assert (res.runs.updates == 200).all() and not res.runs.interrupted.any()
+    assert (res.runs["sim.cores"] == 3).all()  # swept keys without a column get one
+    assert res.updates.groupby("run_id").size().eq(200).all()
+    # derived values match the fake engine's logs
+    first = res.runs.iloc[0]
+    rec = fake_record(engine.calls[0])
+    assert first.updates_per_s == pytest.approx(200 / rec.updates["t_apply"].max())
+    reached = np.flatnonzero(rec.evals["loss"] <= 0.5)[0]
+    assert first.time_to_target == pytest.approx(rec.evals["t"][reached])
+    assert first.peak_param_bytes == 8 * 21 * first.workers
+    # the resolved config is loadable and is the experiment that ran
+    assert load_experiment(folder / "config.toml") == load_experiment(exp_file)
+    assert (folder / "machine.json").exists() and not (folder / "parts").exists()
+    out_text = capsys.readouterr().out
+    assert "results:" in out_text and str(folder) in out_text
+    assert "hogwild" in out_text and "updates/s" in out_text
+
+
+def test_ctrl_c_keeps_finished_runs(fake, exp_file, tmp_path, capsys):
+    engine = fake(FakeEngine(fail_on=3, exc=KeyboardInterrupt()))
+    out = tmp_path / "res"
+    assert main(["run", str(exp_file), "--out", str(out), "--no-progress"]) == 130
+    assert len(engine.calls) == 3
+    folder = only_folder(out)
+    res = load_results(folder)
+    assert list(res.runs.run_id) == ["r0000", "r0001"]
+    assert set(res.updates.run_id) == {"r0000", "r0001"}
+    assert not res.runs.interrupted.any()
+    assert not (folder / "parts").exists()  # merged
+    captured = capsys.readouterr()
+    assert "interrupted" in captured.err and str(folder) in captured.out
+
+
+SIGINT_SCRIPT = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from stalesgd import engines
+from stalesgd.cli import main
+from stalesgd.records import RunRecord
+
+marker = Path(sys.argv[1])
+
+def engine(spec, progress):
+    if spec.index == 2:
+        marker.write_text("started")
+        time.sleep(60)
+    n = 10
+    return RunRecord({}, {"k": np.arange(n), "worker": np.zeros(n, int), "t_read": np.arange(n),
+                          "t_apply": np.arange(n) + 0.5, "tau": np.zeros(n, int),
+                          "eta": np.ones(n)}, {})
+
+engines.register_engine("fake", engine)
+sys.exit(main(["run", sys.argv[2], "--out", sys.argv[3]]))
+"""
+
+
+def test_real_sigint_mid_sweep(exp_file, tmp_path):
+    """A real Ctrl-C (SIGINT) in the middle of the third run: exit 130, two runs on disk."""
+    import signal
+    import time
+
+    marker, out = tmp_path / "started", tmp_path / "res"
+    proc = subprocess.Popen([sys.executable, "-c", SIGINT_SCRIPT, str(marker), str(exp_file),
+                             str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 50
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), proc.communicate(timeout=10)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    folder = only_folder(out)
+    assert str(folder) in stdout and "interrupted" in stderr
+    res = load_results(folder)
+    assert list(res.runs.run_id) == ["r0000", "r0001"] and len(res.updates) == 20
+    assert not (folder / "parts").exists()
+
+
+def test_interrupted_run_with_partial_record_is_kept(fake, exp_file, tmp_path):
+    spec_holder = {}
+
+    def engine(spec, progress):
+        if spec.index == 2:
+            spec_holder["spec"] = spec
+            raise RunInterrupted(fake_record(spec, n=50))
+        return fake_record(spec)
+
+    fake(engine)
+    outcome = run_experiment(load_experiment(exp_file), out=tmp_path, progress=False)
+    assert outcome.interrupted and outcome.planned == 8
+    res = load_results(outcome.folder)
+    assert list(res.runs.run_id) == ["r0000", "r0001", "r0002"]
+    assert res.runs.interrupted.tolist() == [False, False, True]
+    assert res.runs.updates.tolist() == [200, 200, 50]
+
+
+def test_interruption_while_unmerged_leaves_a_readable_folder(fake, exp_file, tmp_path,
+                                                               monkeypatch):
+    """Even if the final merge itself is cut short, the part files are read back."""
+    from stalesgd import records
+
+    fake(FakeEngine(fail_on=3, exc=KeyboardInterrupt()))
+
+    def no_merge(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(records.ResultsFolder, "close", no_merge)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(load_experiment(exp_file), out=tmp_path, progress=False)
+    folder = only_folder(tmp_path)
+    assert (folder / "parts").exists()
+    res = load_results(folder)
+    assert list(res.runs.run_id) == ["r0000", "r0001"]
+
+
+def test_divergence_is_recorded_not_a_crash(fake, exp_file, tmp_path):
+    fake(FakeEngine(fail_on=2, exc=FloatingPointError("overflow in update")))
+    outcome = run_experiment(load_experiment(exp_file), out=tmp_path, progress=False)
+    assert not outcome.interrupted
+    res = load_results(outcome.folder)
+    assert len(res.runs) == 8
+    assert res.runs.diverged.tolist() == [False, True] + [False] * 6
+    assert "overflow" in res.runs.error.iloc[1]
+
+
+def test_progress_bar_runs(fake, exp_file, tmp_path, capsys):
+    fake(FakeEngine())
+    assert main(["run", str(exp_file), "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "8/8" in err
+
+
+def test_real_flags_go_through_the_same_path(fake, tmp_path):
+    engine = fake(FakeEngine(), name="real")
+    code = main(["real", "--problem", "softmax-mnist", "--algorithm", "leashed", "--workers", "3",
+                 "--stepsize", "tail", "--lr", "0.02", "--batch", "8", "--updates", "120",
+                 "--seed", "5", "--persistence", "2", "--out", str(tmp_path), "--no-progress"])
+    assert code == 0
+    (spec,) = engine.calls
+    assert (spec.engine, spec.problem.name, spec.algorithm.name, spec.workers) == (
+        "real", "softmax-mnist", "leashed", 3)
+    assert (spec.stepsize.rule, spec.stepsize.lr, spec.problem.batch, spec.stop.updates,
+            spec.seed, spec.algorithm.persistence) == ("tail", 0.02, 8, 120, 5, 2)
+    res = load_results(only_folder(tmp_path))
+    assert res.runs.algorithm.tolist() == ["leashed"] and res.config["engine"] == "real"
+
+
+def test_sim_flags_and_bad_values(fake, tmp_path, capsys):
+    engine = fake(FakeEngine(), name="sim")
+    base = ["sim", "--problem", "logreg-synthetic", "--algorithm", "hogwild", "--workers", "4",
+            "--out", str(tmp_path), "--no-progress"]
+    assert main(base + ["--cores", "2", "--compute", "gamma:2ms:0.5", "--seconds", "1.5s",
+                        "--timing-only", "--update", "det:10us"]) == 0
+    (spec,) = engine.calls
+    assert spec.sim.cores == 2 and spec.sim.compute == "gamma:2ms:0.5"
+    assert spec.sim.timing_only and spec.sim.update == "det:10us" and spec.stop.seconds == 1.5
+    assert main(base + ["--compute", "exp:2"]) == 2
+    err = capsys.readouterr().err
+    assert "sim.compute = 'exp:2'" in err and "exp:MEAN" in err
+    assert main(base[:6] + ["0", "--out", str(tmp_path)]) == 2
+    assert "workers = 0" in capsys.readouterr().err
+
+
+def test_run_without_file_uses_the_default(fake, tmp_path, capsys, monkeypatch):
+    engine = fake(FakeEngine(), name="real")
+    assert main(["run", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert [s.algorithm.name for s in engine.calls] == [
+        r.algorithm.name for r in __import__("stalesgd.experiment").experiment.expand(
+            default_experiment())]
+    assert only_folder(tmp_path).name.startswith("default-")
+
+
+def test_run_dry_run_and_missing_file(tmp_path, capsys):
+    assert main(["run", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == len(default_experiment().sweep["algorithm.name"])
+    assert main(["run", str(tmp_path / "missing.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_bad_experiment_file_exits_2_naming_the_key(tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text(EXPERIMENT.replace("updates = 200", "updates = -5"))
+    assert main(["run", str(path), "--out", str(tmp_path)]) == 2
+    assert "bad.toml: stop.updates = -5" in capsys.readouterr().err
+
+
+def test_data_delegates(monkeypatch, capsys):
+    import types
+
+    calls = []
+    module = types.ModuleType("stalesgd.data.cli")
+    module.data_command = lambda action, name, data_dir, out: calls.append(
+        (action, name, data_dir)) or 3
+    monkeypatch.setitem(sys.modules, "stalesgd.data.cli", module)
+    assert main(["data", "verify", "mnist", "--data-dir", "/x"]) == 3
+    assert calls == [("verify", "mnist", "/x")]
+
+
+def test_summary_table_marks_flags():
+    text = format_summary([
+        {"run_id": "r0", "engine": "real", "algorithm": "lock", "workers": 2, "seed": 0,
+         "updates_per_s": 1234.5, "final_loss": 0.3, "time_to_target": math.nan},
+        {"run_id": "r1", "engine": "real", "algorithm": "hogwild", "workers": 2, "seed": 0,
+         "updates_per_s": 99.0, "final_loss": math.nan, "time_to_target": None,
+         "diverged": True},
+    ])
+    lines = text.splitlines()
+    assert len(lines) == 4 and "1234" in lines[2] and "diverged" in lines[3]
