@@ -1,0 +1,249 @@
+"""Entry point of the simulator's timing-only mode: ``simulate_timing`` -> :class:`SimResult`.
+
+This builds the timing models and the per-worker random streams from a seed,
+runs :class:`~stalesgd.sim.model.Simulation` and hands back the per-update
+columns (named as the run-record ``updates`` table, DESIGN §3) with the run's
+counters.  Numeric replay plugs in through ``hook`` (a
+:class:`~stalesgd.sim.model.ReplayHook`); the ``sim`` engine registration and the
+command line build on this function.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import simpy
+
+from .model import ALGORITHMS, ReplayHook, Simulation
+from .timing import Scaled, Timing, as_timings, parse_duration, per_param, worker_factors
+
+__all__ = [
+    "SimResult",
+    "simulate_timing",
+    "worker_rngs",
+    "DEFAULT_TIME_SLICE",
+    "READ_COST_PER_PARAM",
+    "UPDATE_COST_PER_PARAM",
+]
+
+#: scheduler time slice of the simulated machine (seconds)
+DEFAULT_TIME_SLICE = 4e-3
+#: default copy cost per parameter (seconds): ~8 bytes at ~16 GB/s
+READ_COST_PER_PARAM = 0.5e-9
+#: default apply cost per parameter (seconds): read gradient, read-modify-write θ
+UPDATE_COST_PER_PARAM = 1.0e-9
+
+TimingSpec = str | float | Timing | Sequence[str | float | Timing]
+
+
+@dataclass
+class SimResult:
+    """What one simulated run produced.
+
+    ``updates`` holds the columns ``k, worker, t_read, t_apply, tau, eta, attempts,
+    dropped`` (one row per update, dropped gradients as rows with ``k = -1``);
+    the counters are over those rows.
+    """
+
+    algorithm: str
+    workers: int
+    cores: int
+    seed: int
+    updates: dict[str, np.ndarray]
+    n_updates: int
+    duration: float
+    failed_publishes: int
+    dropped: int
+    preemptions: int
+    lock_contended: int
+    wall_seconds: float
+    active_changes: list[tuple[float, int]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def throughput(self) -> float:
+        """Applied updates per simulated second."""
+        return self.n_updates / self.duration if self.duration > 0 else math.inf
+
+    @property
+    def tau(self) -> np.ndarray:
+        """Staleness of the applied (not dropped) updates, in apply order."""
+        return self.updates["tau"][~self.updates["dropped"]]
+
+    @property
+    def updates_per_wall_second(self) -> float:
+        """Simulation speed: applied updates per second of wall-clock time."""
+        return self.n_updates / self.wall_seconds if self.wall_seconds > 0 else math.inf
+
+    def summary(self) -> dict[str, Any]:
+        """Run-level numbers for the ``runs`` table (engine-specific extras included)."""
+        return {
+            "engine": "sim",
+            "algorithm": self.algorithm,
+            "workers": self.workers,
+            "seed": self.seed,
+            "updates": self.n_updates,
+            "seconds": self.duration,
+            "updates_per_s": self.throughput,
+            "cores": self.cores,
+            "failed_publishes": self.failed_publishes,
+            "dropped": self.dropped,
+            "preemptions": self.preemptions,
+            "lock_contended": self.lock_contended,
+            "wall_seconds": self.wall_seconds,
+        }
+
+
+def worker_rngs(
+    seed: int, workers: int
+) -> list[tuple[np.random.Generator, np.random.Generator, np.random.Generator]]:
+    """Independent ``(compute, read, update)`` generators per worker, spawned from ``seed``.
+
+    Worker ``w``'s streams come from ``SeedSequence(seed).spawn(workers)[w].spawn(3)``,
+    so they do not depend on how many other streams are drawn from.
+    """
+    if not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed {seed!r} must be an integer >= 0")
+    out = []
+    for ss in np.random.SeedSequence(int(seed)).spawn(int(workers)):
+        c, r, u = (np.random.Generator(np.random.PCG64(s)) for s in ss.spawn(3))
+        out.append((c, r, u))
+    return out
+
+
+def simulate_timing(
+    algorithm: str,
+    workers: int,
+    *,
+    cores: int,
+    compute: TimingSpec,
+    read: TimingSpec | None = None,
+    update: TimingSpec | None = None,
+    updates: int | None = None,
+    seconds: float | None = None,
+    seed: int = 0,
+    persistence: int | float | None = None,
+    time_slice: float | str = DEFAULT_TIME_SLICE,
+    lock_handover: float | str = 0.0,
+    cas_cost: float | str = 0.0,
+    n_params: int = 0,
+    slow: Mapping[int, float] | None = None,
+    spread: float = 1.0,
+    active_schedule: Sequence[tuple[float, int]] | None = None,
+    controller: Callable[[Simulation], Generator[simpy.Event, None, None]] | None = None,
+    hook: ReplayHook | None = None,
+) -> SimResult:
+    """Simulate ``workers`` workers running ``algorithm`` on ``cores`` cores, timing only.
+
+    ``compute``/``read``/``update`` are timing specs (``'exp:2ms'``, ``'det:0'``,
+    ``'gamma:2ms:0.5'``, ``'lognormal:2ms:0.5'``, a number of seconds, a
+    :class:`~stalesgd.sim.timing.Timing`, or one per worker).  ``read``/``update``
+    default to a per-parameter cost times ``n_params``.  ``slow``/``spread`` scale
+    the compute time per worker (see :func:`~stalesgd.sim.timing.worker_factors`).
+    ``persistence`` bounds ``leashed`` retries (``None`` or ``inf``: unbounded).
+    ``active_schedule`` is a list of ``(time, active_workers)`` changes (elastic);
+    ``controller(sim)`` a SimPy process generator for custom control.  Stops after
+    ``updates`` applied updates or ``seconds`` simulated seconds, whichever first.
+    """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm {algorithm!r} is not known; allowed: {ALGORITHMS}")
+    if isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1:
+        raise ValueError(f"workers {workers!r} must be an integer >= 1")
+    m = int(workers)
+    if isinstance(cores, bool) or not isinstance(cores, int | np.integer) or cores < 1:
+        raise ValueError(f"cores {cores!r} must be an integer >= 1")
+    if isinstance(n_params, bool) or not isinstance(n_params, int | np.integer) or n_params < 0:
+        raise ValueError(f"n_params {n_params!r} must be an integer >= 0")
+    if persistence is not None and math.isinf(persistence):
+        persistence = None
+    if persistence is not None and (persistence < 0 or int(persistence) != persistence):
+        raise ValueError(f"persistence {persistence!r} must be an integer >= 0, None or inf")
+
+    factors = worker_factors(m, slow=slow, spread=spread)
+    comp = [
+        t if f == 1.0 else Scaled(t, float(f))
+        for t, f in zip(as_timings(compute, m), factors, strict=True)
+    ]
+    rd = as_timings(per_param(READ_COST_PER_PARAM, n_params) if read is None else read, m)
+    up = as_timings(per_param(UPDATE_COST_PER_PARAM, n_params) if update is None else update, m)
+
+    sim = Simulation(
+        algorithm,
+        m,
+        cores=int(cores),
+        compute=comp,
+        read=rd,
+        update=up,
+        rngs=worker_rngs(seed, m),
+        persistence=None if persistence is None else int(persistence),
+        time_slice=parse_duration(time_slice),
+        lock_handover=parse_duration(lock_handover),
+        cas_cost=parse_duration(cas_cost),
+        hook=hook,
+        capacity=(int(updates) + int(updates) // 8 + 64) if updates is not None else 1 << 16,
+    )
+    schedule = _schedule_controller(active_schedule, controller)
+
+    t_wall = time.perf_counter()
+    sim.run(updates=updates, seconds=seconds, controller=schedule)
+    wall = time.perf_counter() - t_wall
+
+    cols = sim.log.columns(sim.rows)
+    dropped_mask = cols["dropped"]
+    n_updates = int((~dropped_mask).sum())
+    failed = int((cols["attempts"] - 1)[~dropped_mask].sum() + cols["attempts"][dropped_mask].sum())
+    return SimResult(
+        algorithm=algorithm,
+        workers=m,
+        cores=int(cores),
+        seed=int(seed),
+        updates=cols,
+        n_updates=n_updates,
+        duration=sim.duration,
+        failed_publishes=failed,
+        dropped=int(dropped_mask.sum()),
+        preemptions=sim.machine.preemptions,
+        lock_contended=sim.lock.contended,
+        wall_seconds=wall,
+        active_changes=list(sim.active_changes),
+        config={
+            "compute": repr(compute),
+            "read": repr(read),
+            "update": repr(update),
+            "updates": updates,
+            "seconds": seconds,
+            "persistence": persistence,
+            "time_slice": parse_duration(time_slice),
+            "lock_handover": parse_duration(lock_handover),
+            "cas_cost": parse_duration(cas_cost),
+            "n_params": int(n_params),
+            "speed_factors": factors.tolist(),
+        },
+    )
+
+
+def _schedule_controller(
+    schedule: Sequence[tuple[float, int]] | None,
+    controller: Callable[[Simulation], Generator[simpy.Event, None, None]] | None,
+) -> Callable[[Simulation], Generator[simpy.Event, None, None]] | None:
+    """Combine a fixed ``(time, active)`` schedule and a custom controller into one process."""
+    if not schedule:
+        return controller
+    steps = sorted((float(t), int(n)) for t, n in schedule)
+    if steps[0][0] < 0:
+        raise ValueError(f"active_schedule times must be >= 0, got {steps[0][0]!r}")
+
+    def run(sim: Simulation) -> Generator[simpy.Event, None, None]:
+        if controller is not None:
+            sim.env.process(controller(sim))
+        for t, n in steps:
+            if t > sim.env.now:
+                yield sim.env.timeout(t - sim.env.now)
+            sim.set_active(n)
+
+    return run

@@ -1,0 +1,465 @@
+"""Workers as SimPy processes running the algorithms of DESIGN §4 in simulated time.
+
+State is the version counter ``v`` (number of updates applied).  A worker reads
+at version ``t0``, computes, and applies at ``t1``; the record holds
+``tau = t1 - t0`` for every update, and dropped gradients (``leashed``) as rows
+with ``k = -1``.  Numerics are not simulated here: a :class:`ReplayHook` is
+called at every read and apply with ``(worker, version)`` so that numeric replay
+can evaluate the real gradient kernels at the θ each simulated read saw.
+
+Timing per algorithm (``r`` read/copy, ``c`` compute, ``u`` update/apply,
+``h`` lock hand-over, ``a`` atomic/compare-and-swap cost):
+
+* ``seq``: one worker; ``t0 = v`` at the read, ``r + c + u``, then ``v += 1``.
+* ``sync``: all active workers read the same θ (``r + c`` each), wait at a
+  barrier; the last to arrive applies the mean gradient (``u``), one version per
+  round, ``tau = 0``.
+* ``lock``: under the lock ``t0 = v`` and copy (``r``); compute outside (``c``);
+  under the lock apply (``u``), ``tau = v - t0``, ``v += 1``.  A released lock
+  wakes its longest waiter, who retries ``h`` later; whoever asks first gets it
+  (see :class:`~stalesgd.sim.machine.Lock`).
+* ``hogwild``: ``t0 = v`` at the read start, ``r + c + u`` with no waiting, then an
+  atomic fetch-add (``a``) gives ``t1`` and increments ``v``.
+* ``leashed``: take the latest published version ``t0`` (``a``), compute on it
+  (``c``); then per attempt copy the latest (``t1``, ``r``), apply (``u``) and
+  publish by compare-and-swap (``a``), which fails if another publish landed since
+  the copy; retry up to ``persistence`` times, then drop (``persistence=0`` drops
+  at the first failure, ``None`` never drops).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator, Sequence
+
+import numpy as np
+import simpy
+
+from .machine import Lock, Machine
+from .timing import Sampler, Timing
+
+__all__ = ["ALGORITHMS", "ReplayHook", "Simulation", "UpdateLog"]
+
+ALGORITHMS = ("seq", "sync", "lock", "hogwild", "leashed")
+ASYNC_ALGORITHMS = ("lock", "hogwild", "leashed")
+
+
+class ReplayHook:
+    """Callbacks for numeric replay; the base class does nothing (timing-only mode).
+
+    ``read`` is called when a worker takes its snapshot at version ``version``;
+    ``apply`` when its gradient (computed at ``t0``) is applied on top of version
+    ``t1`` and returns the step size used (NaN in timing-only mode); ``apply_mean``
+    is the ``sync`` round update of the given workers' gradients; ``drop`` when a
+    gradient is discarded.
+    """
+
+    def read(self, worker: int, version: int) -> None:
+        """Worker ``worker`` reads θ at ``version``."""
+
+    def apply(self, worker: int, t0: int, t1: int) -> float:
+        """Apply ``worker``'s gradient (read at ``t0``) onto version ``t1``; return η."""
+        return math.nan
+
+    def apply_mean(self, workers: Sequence[int], version: int) -> float:
+        """Apply the mean gradient of ``workers`` (all read at ``version``); return η."""
+        return math.nan
+
+    def drop(self, worker: int, t0: int) -> None:
+        """``worker`` discards its gradient computed at ``t0``."""
+
+
+class UpdateLog:
+    """Preallocated, growable per-update columns (the run-record ``updates`` table)."""
+
+    __slots__ = ("n", "k", "worker", "t_read", "t_apply", "tau", "eta", "attempts", "dropped")
+
+    def __init__(self, capacity: int) -> None:
+        cap = max(int(capacity), 16)
+        self.n = 0
+        self.k = np.empty(cap, np.int64)
+        self.worker = np.empty(cap, np.int32)
+        self.t_read = np.empty(cap, np.float64)
+        self.t_apply = np.empty(cap, np.float64)
+        self.tau = np.empty(cap, np.int64)
+        self.eta = np.empty(cap, np.float64)
+        self.attempts = np.empty(cap, np.int32)
+        self.dropped = np.empty(cap, np.bool_)
+
+    _COLS = ("k", "worker", "t_read", "t_apply", "tau", "eta", "attempts", "dropped")
+
+    def add(
+        self,
+        k: int,
+        worker: int,
+        t_read: float,
+        t_apply: float,
+        tau: int,
+        eta: float,
+        attempts: int,
+        dropped: bool,
+    ) -> None:
+        """Append one row, doubling the arrays when full."""
+        i = self.n
+        if i == self.k.shape[0]:
+            self._grow()
+        self.k[i] = k
+        self.worker[i] = worker
+        self.t_read[i] = t_read
+        self.t_apply[i] = t_apply
+        self.tau[i] = tau
+        self.eta[i] = eta
+        self.attempts[i] = attempts
+        self.dropped[i] = dropped
+        self.n = i + 1
+
+    def _grow(self) -> None:
+        for name in self._COLS:
+            old = getattr(self, name)
+            new = np.empty(2 * old.shape[0], old.dtype)
+            new[: old.shape[0]] = old
+            setattr(self, name, new)
+
+    def columns(self, n: int | None = None) -> dict[str, np.ndarray]:
+        """The first ``n`` rows (default all) as a dict of contiguous arrays (copies)."""
+        n = self.n if n is None else n
+        return {name: getattr(self, name)[:n].copy() for name in self._COLS}
+
+
+class Simulation:
+    """One simulated run: the machine, the shared state and one SimPy process per worker.
+
+    ``compute``, ``read`` and ``update`` are per-worker timing models; ``rngs`` the
+    per-worker ``(compute, read, update)`` generators.  Call :meth:`run` once.
+    """
+
+    def __init__(
+        self,
+        algorithm: str,
+        workers: int,
+        *,
+        cores: int,
+        compute: Sequence[Timing],
+        read: Sequence[Timing],
+        update: Sequence[Timing],
+        rngs: Sequence[tuple[np.random.Generator, np.random.Generator, np.random.Generator]],
+        persistence: int | None = None,
+        time_slice: float = 4e-3,
+        lock_handover: float = 0.0,
+        cas_cost: float = 0.0,
+        hook: ReplayHook | None = None,
+        capacity: int = 1 << 16,
+    ) -> None:
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm {algorithm!r} is not known; allowed: {ALGORITHMS}")
+        if int(workers) < 1:
+            raise ValueError(f"workers {workers!r} must be >= 1")
+        if algorithm == "seq" and workers != 1:
+            raise ValueError(f"algorithm 'seq' runs one worker, got workers={workers}")
+        if persistence is not None and int(persistence) < 0:
+            raise ValueError(f"persistence {persistence!r} must be >= 0 or None (unbounded)")
+        for name, val in (("lock_handover", lock_handover), ("cas_cost", cas_cost)):
+            if not (math.isfinite(val) and val >= 0):
+                raise ValueError(f"{name} {val!r} must be a finite number of seconds >= 0")
+        m = int(workers)
+        for name, seq in (("compute", compute), ("read", read), ("update", update), ("rngs", rngs)):
+            if len(seq) != m:
+                raise ValueError(f"{name} has {len(seq)} entries, expected one per worker ({m})")
+        self.algorithm = algorithm
+        self.workers = m
+        self.env = simpy.Environment()
+        self.machine = Machine(self.env, cores, time_slice, m)
+        self.oversubscribed = m > self.machine.cores
+        self.lock = Lock(self.env, float(lock_handover))
+        self.persistence = None if persistence is None else int(persistence)
+        self.lock_handover = float(lock_handover)
+        self.cas_cost = float(cas_cost)
+        self.hook = hook
+        self.log = UpdateLog(capacity)
+        self._samplers = [
+            (Sampler(compute[w], rngs[w][0]), Sampler(read[w], rngs[w][1]),
+             Sampler(update[w], rngs[w][2]))
+            for w in range(m)
+        ]
+        # shared state
+        self.v = 0
+        self.failed_publishes = 0
+        self.dropped = 0
+        self.active = m
+        self.active_changes: list[tuple[float, int]] = [(0.0, m)]
+        self._parked: dict[int, simpy.Event] = {}
+        # sync barrier
+        self._arrived: list[int] = []
+        self._round_ev = self.env.event()
+        self._round_start = 0.0
+        # stopping
+        self._stop_ev = self.env.event()
+        self._target: int | None = None
+        self._rows_at_stop: int | None = None
+        self._ran = False
+
+    # ------------------------------------------------------------------ control
+    def set_active(self, n: int) -> None:
+        """Run only workers ``0..n-1`` from now on (elastic parallelism).
+
+        Workers with index ``>= n`` park at their next loop boundary; parked workers
+        with index ``< n`` resume at once.  Only for the asynchronous algorithms.
+        """
+        if self.algorithm not in ASYNC_ALGORITHMS:
+            raise ValueError(
+                f"set_active needs an asynchronous algorithm {ASYNC_ALGORITHMS}, "
+                f"not {self.algorithm!r}"
+            )
+        n = int(n)
+        if not 0 <= n <= self.workers:
+            raise ValueError(f"active workers {n!r} must be in 0..{self.workers}")
+        self.active = n
+        self.active_changes.append((self.env.now, n))
+        for w in sorted(self._parked):
+            if w < n:
+                self._parked.pop(w).succeed()
+
+    def _park(self, w: int) -> Generator[simpy.Event, None, None]:
+        if self.oversubscribed:
+            self.machine.release(w)
+        ev = self.env.event()
+        self._parked[w] = ev
+        yield ev
+        if self.oversubscribed:
+            yield from self.machine.acquire(w)
+
+    def _applied(self) -> None:
+        """Bookkeeping after ``v`` was incremented: stop at the target number of updates."""
+        if self._target is not None and self.v >= self._target and self._rows_at_stop is None:
+            self._rows_at_stop = self.log.n
+            self._stop_ev.succeed()
+
+    # ------------------------------------------------------------------ workers
+    def _hogwild(self, w: int) -> Generator[simpy.Event, None, None]:
+        env, log, hook = self.env, self.log, self.hook
+        comp, rd, upd = self._samplers[w]
+        mach = self.machine if self.oversubscribed else None
+        cas = self.cas_cost
+        while True:
+            if w >= self.active:
+                yield from self._park(w)
+                continue
+            t_read = env.now
+            t0 = self.v
+            if hook is not None:
+                hook.read(w, t0)
+            d = rd.next() + comp.next() + upd.next() + cas
+            if mach is None:
+                if d > 0.0:
+                    yield env.timeout(d)
+            else:
+                yield from mach.run(w, d)
+            t1 = self.v
+            self.v = t1 + 1
+            eta = math.nan if hook is None else hook.apply(w, t0, t1)
+            log.add(t1, w, t_read, env.now, t1 - t0, eta, 1, False)
+            self._applied()
+
+    def _lock(self, w: int) -> Generator[simpy.Event, None, None]:
+        env, log, hook, lock = self.env, self.log, self.hook, self.lock
+        comp, rd, upd = self._samplers[w]
+        mach = self.machine if self.oversubscribed else None
+
+        def release_cb(_event: simpy.Event) -> None:
+            lock.release()
+
+        while True:
+            if w >= self.active:
+                yield from self._park(w)
+                continue
+            # read under the lock
+            ev = lock.try_acquire()
+            while ev is not None:
+                if mach is not None:
+                    mach.release(w)
+                yield ev
+                if mach is not None:
+                    yield from mach.acquire(w)
+                ev = lock.retry()
+            t_read = env.now
+            t0 = self.v
+            if hook is not None:
+                hook.read(w, t0)
+            r = rd.next()
+            c = comp.next()
+            if mach is None:
+                # the release at the end of the copy is a callback, not a process step:
+                # the worker sleeps once for copy + compute (same timing, fewer events)
+                if r > 0.0:
+                    env.timeout(r).callbacks.append(release_cb)
+                else:
+                    lock.release()
+                if r + c > 0.0:
+                    yield env.timeout(r + c)
+            else:
+                if r > 0.0:
+                    yield from mach.run(w, r)
+                lock.release()
+                # compute outside the lock
+                if c > 0.0:
+                    yield from mach.run(w, c)
+            # apply under the lock
+            ev = lock.try_acquire()
+            while ev is not None:
+                if mach is not None:
+                    mach.release(w)
+                yield ev
+                if mach is not None:
+                    yield from mach.acquire(w)
+                ev = lock.retry()
+            t1 = self.v
+            d = upd.next()
+            if d > 0.0:
+                if mach is None:
+                    yield env.timeout(d)
+                else:
+                    yield from mach.run(w, d)
+            self.v = t1 + 1
+            eta = math.nan if hook is None else hook.apply(w, t0, t1)
+            log.add(t1, w, t_read, env.now, t1 - t0, eta, 1, False)
+            lock.release()
+            self._applied()
+
+    def _leashed(self, w: int) -> Generator[simpy.Event, None, None]:
+        env, log, hook = self.env, self.log, self.hook
+        comp, rd, upd = self._samplers[w]
+        mach = self.machine if self.oversubscribed else None
+        cas = self.cas_cost
+        bound = self.persistence
+        while True:
+            if w >= self.active:
+                yield from self._park(w)
+                continue
+            # take a reference to the latest published θ and compute on it
+            t_read = env.now
+            t0 = self.v
+            if hook is not None:
+                hook.read(w, t0)
+            d = cas + comp.next()
+            if mach is None:
+                if d > 0.0:
+                    yield env.timeout(d)
+            else:
+                yield from mach.run(w, d)
+            attempts = 0
+            while True:
+                attempts += 1
+                t1 = self.v  # copy the latest published version
+                d = rd.next() + upd.next() + cas
+                if d > 0.0:
+                    if mach is None:
+                        yield env.timeout(d)
+                    else:
+                        yield from mach.run(w, d)
+                if self.v == t1:  # compare-and-swap succeeds
+                    self.v = t1 + 1
+                    eta = math.nan if hook is None else hook.apply(w, t0, t1)
+                    log.add(t1, w, t_read, env.now, t1 - t0, eta, attempts, False)
+                    self._applied()
+                    break
+                self.failed_publishes += 1
+                if bound is not None and attempts > bound:
+                    self.dropped += 1
+                    if hook is not None:
+                        hook.drop(w, t0)
+                    log.add(-1, w, t_read, env.now, t1 - t0, math.nan, attempts, True)
+                    break
+
+    def _sync(self, w: int) -> Generator[simpy.Event, None, None]:
+        env, log, hook = self.env, self.log, self.hook
+        comp, rd, upd = self._samplers[w]
+        mach = self.machine if self.oversubscribed else None
+        while True:
+            t0 = self.v
+            if hook is not None:
+                hook.read(w, t0)
+            d = rd.next() + comp.next()
+            if mach is None:
+                if d > 0.0:
+                    yield env.timeout(d)
+            else:
+                yield from mach.run(w, d)
+            self._arrived.append(w)
+            if len(self._arrived) < self.workers:
+                ev = self._round_ev
+                if mach is not None:
+                    mach.release(w)
+                yield ev
+                if mach is not None:
+                    yield from mach.acquire(w)
+                continue
+            # the last worker to arrive applies the averaged update
+            d = upd.next()
+            if d > 0.0:
+                if mach is None:
+                    yield env.timeout(d)
+                else:
+                    yield from mach.run(w, d)
+            k = self.v
+            self.v = k + 1
+            eta = math.nan if hook is None else hook.apply_mean(tuple(self._arrived), k)
+            log.add(k, w, self._round_start, env.now, 0, eta, 1, False)
+            self._arrived = []
+            self._round_start = env.now
+            ev, self._round_ev = self._round_ev, env.event()
+            ev.succeed()
+            self._applied()
+
+    # ------------------------------------------------------------------ running
+    def run(
+        self,
+        updates: int | None = None,
+        seconds: float | None = None,
+        controller: Callable[[Simulation], Generator[simpy.Event, None, None]] | None = None,
+    ) -> None:
+        """Simulate until ``updates`` updates were applied or ``seconds`` simulated seconds passed.
+
+        ``controller(sim)``, if given, is started as a SimPy process (e.g. to call
+        :meth:`set_active` at chosen times).  At least one stop rule is required.
+        """
+        if self._ran:
+            raise RuntimeError("a Simulation can run only once; build a new one")
+        self._ran = True
+        if updates is None and seconds is None:
+            raise ValueError("give a stop rule: updates=N and/or seconds=T")
+        if updates is not None and int(updates) < 1:
+            raise ValueError(f"updates {updates!r} must be >= 1")
+        if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f"seconds {seconds!r} must be a finite number > 0")
+        self._target = None if updates is None else int(updates)
+        env = self.env
+        body = {
+            "seq": self._hogwild,
+            "hogwild": self._hogwild,
+            "lock": self._lock,
+            "leashed": self._leashed,
+            "sync": self._sync,
+        }[self.algorithm]
+        for w in range(self.workers):
+            env.process(body(w))
+        if controller is not None:
+            env.process(controller(self))
+        if seconds is not None:
+            timer = env.timeout(float(seconds))
+            timer.callbacks.append(self._time_up)
+        try:
+            env.run(until=self._stop_ev)
+        except RuntimeError as exc:  # every worker parked and nothing left to happen
+            if "No scheduled events left" not in str(exc):
+                raise
+        self.duration = float(env.now)
+
+    def _time_up(self, _event: simpy.Event) -> None:
+        if not self._stop_ev.triggered:
+            self._rows_at_stop = self.log.n
+            self._stop_ev.succeed()
+
+    @property
+    def rows(self) -> int:
+        """Number of rows that belong to the run (rows logged after the stop are discarded)."""
+        return self.log.n if self._rows_at_stop is None else self._rows_at_stop
