@@ -249,6 +249,9 @@ class RealRun:
             fn(*args)
         self._take_snapshot(dummy)
         self.problem.evaluate(self.shared.theta, self.spec.eval.split, 8)
+        if self.estimator is not None:  # its njit state update, on a throwaway estimator
+            one = np.zeros(1, dtype=np.int64)
+            self.rule.estimator(self.tau_max).update(one, one)
 
     # ----- monitor -------------------------------------------------------------------------
 

@@ -127,19 +127,19 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def format_summary(summaries: list[dict[str, Any]]) -> str:
-    """A short plain-text table: per run, algorithm, workers, updates/s, final loss, time to
+    """A short plain-text table: per run, algorithm, step-size rule, workers, updates/s, final loss, time to
     target, and a flag for diverged or interrupted runs."""
-    header = ("run", "engine", "algorithm", "workers", "seed", "updates/s", "final loss",
-              "time to target (s)", "flag")
+    header = ("run", "engine", "algorithm", "step size", "workers", "seed", "updates/s",
+              "final loss", "time to target (s)", "flag")
     rows = [header]
     for s in summaries:
         flag = "diverged" if s.get("diverged") else ("interrupted" if s.get("interrupted") else "")
         rows.append((str(s.get("run_id")), str(s.get("engine")), str(s.get("algorithm")),
-                     str(s.get("workers")), str(s.get("seed")),
+                     str(s.get("stepsize")), str(s.get("workers")), str(s.get("seed")),
                      _fmt(s.get("updates_per_s"), ".0f"), _fmt(s.get("final_loss"), ".4g"),
                      _fmt(s.get("time_to_target"), ".3g"), flag))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i < 3 or i == len(header) - 1 else c.rjust(w) for i, (c, w) in
+    lines = ["  ".join(c.ljust(w) if i < 4 or i == len(header) - 1 else c.rjust(w) for i, (c, w) in
                        enumerate(zip(r, widths, strict=True))).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
