@@ -127,8 +127,8 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def format_summary(summaries: list[dict[str, Any]]) -> str:
-    """A short plain-text table: per run, algorithm, step-size rule, workers, updates/s, final loss, time to
-    target, and a flag for diverged or interrupted runs."""
+    """A short plain-text table: per run, algorithm, step-size rule, workers, updates/s,
+    final loss, time to target, and a flag for diverged or interrupted runs."""
     header = ("run", "engine", "algorithm", "step size", "workers", "seed", "updates/s",
               "final loss", "time to target (s)", "flag")
     rows = [header]

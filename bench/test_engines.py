@@ -1,0 +1,157 @@
+"""Benchmarks of the real engine: updates/s per algorithm, scaling from 1 to 2
+workers, overhead against the bare gradient kernel, Leashed-SGD's publish
+statistics, staleness under oversubscription, and peak RSS of an MNIST run.
+
+The model is the MLP 784-128-10 on MNIST (from ``../shared/data`` or the
+usual search path; a synthetic set of the same shape when MNIST is absent,
+which ``extra_info["data"]`` says).  Updates/s come from the run records
+(compilation excluded); each figure is the median of ``REPEATS`` runs.  Run
+with ``make bench``; excluded from ``make test``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from stalesgd.real.engine import RealRun
+
+from stalesgd.experiment import expand, experiment_from_flags
+from stalesgd.problems.registry import make_problem
+
+pytestmark = pytest.mark.bench
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPEATS = 3
+#: Updates per run, by batch: about a second of work per worker.
+UPDATES = {16: 8000, 128: 2500}
+
+
+def _mnist_options() -> tuple[str, dict]:
+    if (SHARED_DATA / "mnist").is_dir():
+        return "mlp-mnist", {"hidden": [128], "data_dir": str(SHARED_DATA)}
+    try:
+        make_problem("mlp-mnist", n_train=10)
+        return "mlp-mnist", {"hidden": [128]}
+    except Exception:  # noqa: BLE001 - no MNIST anywhere: same shapes, synthetic
+        return "mlp-synthetic", {"hidden": [128], "n_features": 784, "n_classes": 10,
+                                 "n_train": 60000, "n_test": 2000}
+
+
+PROBLEM, OPTIONS = _mnist_options()
+
+
+def _spec(algorithm: str, workers: int, batch: int, dtype: str, updates: int, seed: int = 0):
+    exp = experiment_from_flags("real", problem=PROBLEM, algorithm=algorithm, workers=workers,
+                                updates=updates, lr=0.01, batch=batch, dtype=dtype, seed=seed)
+    spec = expand(exp)[0]
+    problem = dataclasses.replace(spec.problem, options=dict(OPTIONS))
+    ev = dataclasses.replace(spec.eval, every_updates=None, every_seconds=1e9, max_rows=500)
+    return dataclasses.replace(spec, problem=problem, eval=ev)
+
+
+def _median_run(algorithm: str, workers: int, batch: int, dtype: str, updates: int):
+    summaries = []
+    for r in range(REPEATS):
+        spec = _spec(algorithm, workers, batch, dtype, updates, seed=r)
+        rec = RealRun(spec, progress=False).run()
+        summaries.append(rec.summary | {"tau_p99": float(np.quantile(rec.updates["tau"], 0.99))})
+    ups = [s["updates_per_s"] for s in summaries]
+    mid = summaries[int(np.argsort(ups)[len(ups) // 2])]
+    return float(np.median(ups)), mid
+
+
+def _bare_kernel_updates_per_s(batch: int, dtype: str, updates: int) -> float:
+    """The gradient kernel and the SGD step in one nopython loop, no engine around it."""
+    from numba import njit
+
+    @njit(nogil=True)
+    def loop(kernel, theta, X, y, idx, grad, ws, dims, n):
+        rows = X.shape[0]
+        for _ in range(n):
+            for i in range(idx.shape[0]):
+                idx[i] = np.random.randint(0, rows)
+            kernel(theta, X, y, idx, grad, ws, dims)
+            for j in range(theta.shape[0]):
+                theta[j] -= 0.01 * grad[j]
+
+    p = make_problem(PROBLEM, dtype=dtype, **OPTIONS)
+    theta = p.init_params(0)
+    grad = np.zeros_like(theta)
+    idx = np.zeros(batch, dtype=np.int64)
+    ws = p.workspace(batch)
+    d = p.dataset
+    args = (p.model.grad_kernel, theta, d.X_train, d.y_train, idx, grad, ws, p.model.dims)
+    loop(*args, 10)
+    times = []
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        loop(*args, updates)
+        times.append(time.perf_counter() - t0)
+    return updates / float(np.median(times))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("batch", [16, 128])
+@pytest.mark.parametrize("algorithm", ["lock", "hogwild", "leashed"])
+def test_engine_scaling(benchmark, algorithm, batch, dtype):
+    """1 and 2 workers; the benchmark's timed call is the 2-worker run."""
+    n = UPDATES[batch]
+    one, s1 = _median_run(algorithm, 1, batch, dtype, n)
+    bare = _bare_kernel_updates_per_s(batch, dtype, n)
+    two, s2 = benchmark.pedantic(lambda: _median_run(algorithm, 2, batch, dtype, 2 * n),
+                                 rounds=1, iterations=1)
+    info = {
+        "data": PROBLEM, "updates_per_s": two, "updates_per_s_1w": one,
+        "scaling_2v1": two / one, "bare_kernel_updates_per_s": bare,
+        "engine_vs_bare_1w": one / bare, "mean_tau_2w": s2["mean_tau"],
+        "tau_p99_2w": s2["tau_p99"], "peak_param_bytes_2w": s2["peak_param_bytes"],
+    }
+    if algorithm == "leashed":
+        info.update(failed_per_update_2w=s2["failed_publishes"] / s2["updates"],
+                    tries_per_update_2w=s2["tries_per_update"],
+                    pool_high_water_2w=s2["pool_high_water"])
+    benchmark.extra_info.update(info)
+
+
+@pytest.mark.parametrize("workers", [4, 8])
+@pytest.mark.parametrize("algorithm", ["lock", "hogwild", "leashed"])
+def test_oversubscription(benchmark, algorithm, workers):
+    """More workers than the 2 cores: τ grows a heavy tail (p99 ≫ mean); recorded."""
+    ups, s = benchmark.pedantic(lambda: _median_run(algorithm, workers, 16, "float32", 8000),
+                                rounds=1, iterations=1)
+    benchmark.extra_info.update(
+        data=PROBLEM, updates_per_s=ups, workers=workers, mean_tau=s["mean_tau"],
+        tau_p99=s["tau_p99"], tau_p99_over_mean=s["tau_p99"] / max(s["mean_tau"], 1e-12),
+        failed_per_update=(s.get("failed_publishes", 0) / s["updates"]),
+    )
+
+
+def test_peak_rss_of_an_mnist_run(benchmark, tmp_path):
+    """Peak RSS of a whole `stalesgd real` process (MLP on MNIST, 2 workers, leashed)."""
+    out = tmp_path / "res"
+    cmd = [sys.executable, "-m", "stalesgd.cli", "real", "--problem", PROBLEM,
+           "--algorithm", "leashed", "--workers", "2", "--updates", "5000", "--dtype", "float32",
+           "--out", str(out), "--no-progress"]
+    env = dict(os.environ)
+    if (SHARED_DATA / "mnist").is_dir():
+        env["STALESGD_DATA"] = str(SHARED_DATA)
+    if PROBLEM != "mlp-mnist":
+        pytest.skip("MNIST is not available; the RSS figure is only meaningful on it")
+    benchmark.pedantic(lambda: subprocess.run(cmd, check=True, env=env, capture_output=True),
+                       rounds=1, iterations=1)
+    from stalesgd.records import load_results
+
+    folder = next(out.iterdir())
+    runs = load_results(folder).runs
+    rss = int(runs["peak_rss_bytes"].iloc[0])
+    benchmark.extra_info.update(peak_rss_bytes=rss, peak_rss_mb=rss / 2**20,
+                                vs_cpp_reference_791mb=rss / (791 * 2**20),
+                                cpu=json.loads((folder / "machine.json").read_text())["cpu_model"])

@@ -1,0 +1,186 @@
+"""Numba helpers shared by the dense models' kernels, and their initialisers.
+
+Everything here that runs per step is ``@njit(nogil=True)`` and allocation
+free: it reads and writes arrays the caller preallocated.  The helpers keep
+arithmetic in the array's own dtype (``scalar_like`` casts Python floats so
+that float32 kernels never silently widen to float64).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+from numba.extending import overload
+
+from stalesgd.problems.base import INIT_SCHEMES
+
+
+def scalar_like(x, arr):  # pragma: no cover - replaced by the overload in jitted code
+    """``x`` converted to the element type of ``arr`` (usable inside ``@njit`` code)."""
+    return arr.dtype.type(x)
+
+
+@overload(scalar_like, inline="always")
+def _scalar_like_impl(x, arr):
+    dt = arr.dtype
+
+    def impl(x, arr):
+        return dt(x)
+
+    return impl
+
+
+@njit(nogil=True, fastmath=False)
+def gather_rows(X, idx, out):
+    """Copy rows ``X[idx]`` into the 2-D array ``out`` (shape ``(len(idx), X.shape[1])``)."""
+    d = X.shape[1]
+    n = X.shape[0]
+    for i in range(idx.shape[0]):
+        r = idx[i]
+        if r < 0 or r >= n:
+            raise IndexError("minibatch row index out of range")
+        for j in range(d):
+            out[i, j] = X[r, j]
+
+
+@njit(nogil=True, fastmath=False)
+def softplus(z):
+    """Stable log(1 + exp(z)) in float64: max(z, 0) + log1p(exp(-|z|))."""
+    z = np.float64(z)
+    return max(z, 0.0) + np.log1p(np.exp(-abs(z)))
+
+
+@njit(nogil=True, fastmath=False)
+def sigmoid(z):
+    """Stable logistic function in float64 (never exponentiates a positive number)."""
+    z = np.float64(z)
+    if z >= 0.0:
+        return 1.0 / (1.0 + np.exp(-z))
+    e = np.exp(z)
+    return e / (1.0 + e)
+
+
+@njit(nogil=True, fastmath=False)
+def softmax_xent_rows(Z, y, idx, scale):
+    """Softmax cross-entropy over the rows of ``Z`` (logits), in place.
+
+    Row ``i`` has label ``y[idx[i]]``.  On return
+    ``Z[i] = scale * (softmax(Z[i]) - onehot(y[idx[i]]))`` (with ``scale = 1/B``
+    this is the gradient of the mean loss with respect to the logits); ``scale``
+    must have ``Z``'s dtype.
+    Returns ``(loss_sum, n_correct)``: the summed loss as float64, computed
+    with log-sum-exp so that huge logits give finite values, and how many rows
+    have their largest logit at the label.
+    """
+    B, K = Z.shape
+    loss = 0.0
+    correct = 0
+    for i in range(B):
+        lab = y[idx[i]]
+        if lab < 0 or lab >= K:
+            raise IndexError("class label out of range")
+        m = Z[i, 0]
+        am = 0
+        for k in range(1, K):
+            if Z[i, k] > m:
+                m = Z[i, k]
+                am = k
+        if am == lab:
+            correct += 1
+        zy = Z[i, lab]
+        s = scalar_like(0.0, Z)
+        for k in range(K):
+            e = np.exp(Z[i, k] - m)
+            Z[i, k] = e
+            s += e
+        loss += np.log(np.float64(s)) + np.float64(m) - np.float64(zy)
+        f = scale / s
+        for k in range(K):
+            Z[i, k] *= f
+        Z[i, lab] -= scale
+    return loss, correct
+
+
+@njit(nogil=True, fastmath=False)
+def softmax_xent_loss_rows(Z, y, idx):
+    """Summed softmax cross-entropy (float64, log-sum-exp) and correct count; ``Z`` unchanged.
+
+    Row ``i`` of the logits ``Z`` has label ``y[idx[i]]``.
+    """
+    B, K = Z.shape
+    loss = 0.0
+    correct = 0
+    for i in range(B):
+        lab = y[idx[i]]
+        if lab < 0 or lab >= K:
+            raise IndexError("class label out of range")
+        m = Z[i, 0]
+        am = 0
+        for k in range(1, K):
+            if Z[i, k] > m:
+                m = Z[i, k]
+                am = k
+        if am == lab:
+            correct += 1
+        s = 0.0
+        for k in range(K):
+            s += np.exp(np.float64(Z[i, k] - m))
+        loss += np.log(s) + np.float64(m) - np.float64(Z[i, lab])
+    return loss, correct
+
+
+@njit(nogil=True, fastmath=False)
+def sgd_step(theta, grad, eta):
+    """theta -= eta * grad, element-wise, in theta's dtype."""
+    e = scalar_like(eta, theta)
+    for i in range(theta.shape[0]):
+        theta[i] -= e * grad[i]
+
+
+@njit(nogil=True, fastmath=False)
+def evaluate_chunks(loss_kernel, theta, X, y, idx, chunk, ws, dims):
+    """Sum ``loss_kernel`` over ``idx`` in chunks of ``chunk`` rows, in one call.
+
+    Returns ``(loss_sum, n_correct)`` over all rows; ``ws`` must hold a
+    workspace for ``chunk`` rows.
+    """
+    n = idx.shape[0]
+    total = 0.0
+    correct = 0
+    start = 0
+    while start < n:
+        stop = min(start + chunk, n)
+        ls, nc = loss_kernel(theta, X, y, idx[start:stop], ws, dims)
+        total += ls
+        correct += nc
+        start = stop
+    return total, correct
+
+
+# --- initialisation (Python side, called once per run) --------------------------------------
+
+
+def check_scheme(scheme: str) -> str:
+    """Validate an init scheme name against ``base.INIT_SCHEMES``."""
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"init scheme {scheme!r} is not allowed; use one of {INIT_SCHEMES}")
+    return scheme
+
+
+def init_weight(
+    rng: np.random.Generator, fan_in: int, fan_out: int, scheme: str, shape: tuple[int, ...]
+) -> np.ndarray:
+    """Draw one weight matrix in float64 for an explicit scheme.
+
+    ``he``: N(0, 2/fan_in) (He et al. 2015, for ReLU layers);
+    ``glorot``: U(-a, a) with a = sqrt(6/(fan_in + fan_out)), std sqrt(2/(fan_in + fan_out))
+    (Glorot & Bengio 2010); ``normal``: N(0, 0.01²) as in the reference C++ code.
+    """
+    if scheme == "he":
+        return rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
+    if scheme == "glorot":
+        a = np.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-a, a, size=shape)
+    if scheme == "normal":
+        return rng.normal(0.0, 0.01, size=shape)
+    raise ValueError(f"init scheme {scheme!r} is not allowed here; use 'he', 'glorot' or 'normal'")

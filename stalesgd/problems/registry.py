@@ -1,0 +1,272 @@
+"""Problems by name: a model bound to a data set, ``MODEL-DATA`` (e.g. ``mlp-mnist``).
+
+``make_problem`` is the one place that turns a problem name and its options
+into arrays and kernels; engines then take ``problem.model.grad_kernel``,
+``problem.dataset.X_train`` … into their own ``@njit`` loops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from stalesgd.data.dataset import Dataset
+from stalesgd.problems._kernels import evaluate_chunks
+from stalesgd.problems.base import INIT_SCHEMES, Model, resolve_dtype
+
+MODELS: tuple[str, ...] = ("linreg", "logreg", "softmax", "mlp", "lenet")
+DATASETS: tuple[str, ...] = ("synthetic", "mnist", "fashion-mnist", "cifar10")
+#: Options each model consumes; every other option goes to the data loader.
+MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
+    "linreg": (),
+    "logreg": (),
+    "softmax": (),
+    "mlp": ("hidden",),
+    "lenet": ("fc84",),
+}
+#: Rows per chunk when ``Problem.evaluate`` walks a split.
+EVAL_CHUNK = 256
+
+
+def problem_names() -> list[str]:
+    """Every ``MODEL-DATA`` combination the registry knows (some need files to load)."""
+    return [f"{m}-{d}" for m in MODELS for d in DATASETS]
+
+
+@dataclass
+class Problem:
+    """A model with its data: the unit engines train on.
+
+    ``init`` is the initialisation scheme used by :meth:`init_params`.  For
+    ``linreg`` problems, ``L``, ``mu``, ``theta_star`` and ``f_star`` describe
+    the training objective ``½·mean((Xθ − y)²)`` exactly (computed in float64
+    on first access), so convergence theory can be checked.
+    """
+
+    name: str
+    model: Model
+    dataset: Dataset
+    init: str = "default"
+
+    # --- convenience wrappers (Python level; engines call the kernels directly) ---
+
+    def init_params(self, seed: int = 0) -> np.ndarray:
+        """Fresh seeded parameters with this problem's init scheme."""
+        return self.model.init_params(seed, self.init)
+
+    def workspace(self, batch: int) -> np.ndarray:
+        """A scratch array sized for minibatches of ``batch`` rows."""
+        return self.model.workspace(batch)
+
+    def loss_grad(self, theta: np.ndarray, idx: Any, grad: np.ndarray, ws: np.ndarray) -> float:
+        """Mean training loss over rows ``idx`` and its gradient written into ``grad``."""
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        self._check_theta(theta)
+        if grad.shape != theta.shape or grad.dtype != theta.dtype:
+            raise ValueError(
+                f"grad must have theta's shape {theta.shape} and dtype {theta.dtype}; "
+                f"got {grad.shape} {grad.dtype}"
+            )
+        need = self.model.workspace_size(len(idx))
+        if ws.dtype != theta.dtype or ws.size < need:
+            raise ValueError(f"ws must be {theta.dtype} with at least {need} elements")
+        d = self.dataset
+        return float(
+            self.model.grad_kernel(theta, d.X_train, d.y_train, idx, grad, ws, self.model.dims)
+        )
+
+    def evaluate(
+        self, theta: np.ndarray, split: str = "test", max_rows: int | None = None
+    ) -> tuple[float, float]:
+        """(mean loss, accuracy) on the first ``max_rows`` rows of ``split`` ("test" or "train").
+
+        One Numba call walks the split in chunks of ``EVAL_CHUNK`` rows.
+        Accuracy is NaN for regression.  Loss is the model's per-example loss
+        (``½ r²`` for linreg, cross-entropy for classifiers).
+        """
+        if split == "test":
+            X, y = self.dataset.X_test, self.dataset.y_test
+        elif split == "train":
+            X, y = self.dataset.X_train, self.dataset.y_train
+        else:
+            raise ValueError(f"split={split!r} is not allowed; use 'test' or 'train'")
+        self._check_theta(theta)
+        n = X.shape[0]
+        if max_rows is not None:
+            if int(max_rows) <= 0:
+                raise ValueError(f"max_rows={max_rows!r} is not allowed; must be positive")
+            n = min(n, int(max_rows))
+        if n == 0:
+            raise ValueError(f"split {split!r} of {self.name} has no rows")
+        idx = np.arange(n, dtype=np.int64)
+        chunk = min(EVAL_CHUNK, n)
+        ws = self.model.workspace(chunk)
+        loss_sum, correct = evaluate_chunks(
+            self.model.loss_kernel, theta, X, y, idx, chunk, ws, self.model.dims
+        )
+        acc = correct / n if self.model.is_classifier else float("nan")
+        return float(loss_sum / n), float(acc)
+
+    def _check_theta(self, theta: np.ndarray) -> None:
+        if theta.shape != (self.model.n_params,) or theta.dtype != self.model.dtype:
+            raise ValueError(
+                f"theta must be a ({self.model.n_params},) {self.model.dtype} array; "
+                f"got {theta.shape} {theta.dtype}"
+            )
+
+    # --- least-squares constants (linreg only) ---
+
+    def _require_linreg(self, what: str) -> None:
+        if self.model.name != "linreg":
+            raise ValueError(f"{what} is defined only for linreg problems, not {self.name!r}")
+
+    @cached_property
+    def _hessian_eigs(self) -> np.ndarray:
+        self._require_linreg("the Hessian spectrum")
+        X = np.asarray(self.dataset.X_train, dtype=np.float64)
+        return np.linalg.eigvalsh(X.T @ X / X.shape[0])
+
+    @property
+    def L(self) -> float:
+        """Smoothness: the largest eigenvalue of the Hessian XᵀX/n of the training loss."""
+        self._require_linreg("L")
+        return float(self._hessian_eigs[-1])
+
+    @property
+    def mu(self) -> float:
+        """Strong convexity: the smallest eigenvalue of XᵀX/n (0 if rank-deficient)."""
+        self._require_linreg("mu")
+        return float(max(self._hessian_eigs[0], 0.0))
+
+    @cached_property
+    def theta_star(self) -> np.ndarray:
+        """The least-squares minimiser of the training loss, in float64."""
+        self._require_linreg("theta_star")
+        X = np.asarray(self.dataset.X_train, dtype=np.float64)
+        y = np.asarray(self.dataset.y_train, dtype=np.float64)
+        return np.linalg.lstsq(X, y, rcond=None)[0]
+
+    @property
+    def f_star(self) -> float:
+        """The minimum of the training loss ½·mean((Xθ − y)²), in float64."""
+        self._require_linreg("f_star")
+        X = np.asarray(self.dataset.X_train, dtype=np.float64)
+        y = np.asarray(self.dataset.y_train, dtype=np.float64)
+        r = X @ self.theta_star - y
+        return float(0.5 * np.mean(r * r))
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    model, sep, data = str(name).partition("-")
+    if not sep or model not in MODELS or data not in DATASETS:
+        raise ValueError(
+            f"unknown problem {name!r}; names are MODEL-DATA with MODEL in {MODELS} "
+            f"and DATA in {DATASETS} (e.g. 'mlp-mnist')"
+        )
+    return model, data
+
+
+def _synthetic_defaults(model: str) -> dict[str, Any]:
+    """Loader options that make the synthetic set fit the model (overridable by the caller)."""
+    if model == "linreg":
+        return {"kind": "regression"}
+    if model == "logreg":
+        return {"kind": "classification", "n_classes": 2}
+    if model == "lenet":
+        return {"kind": "images"}
+    return {"kind": "classification", "n_classes": 10}
+
+
+def _build_model(model: str, data: Dataset, dtype: np.dtype, opts: dict[str, Any]) -> Model:
+    if model == "linreg":
+        if data.n_classes != 0:
+            raise ValueError(f"linreg needs a regression data set; {data.name!r} has classes")
+        from stalesgd.problems.linreg import LinearRegression
+
+        return LinearRegression(n_features=data.n_features, dtype=dtype)
+    if data.n_classes < 2:
+        raise ValueError(f"{model} needs a classification data set; {data.name!r} is regression")
+    if model == "logreg":
+        if data.n_classes != 2:
+            raise ValueError(
+                f"logreg needs 2 classes; data set {data.name!r} has {data.n_classes}"
+            )
+        from stalesgd.problems.logreg import LogisticRegression
+
+        return LogisticRegression(n_features=data.n_features, dtype=dtype)
+    if model == "softmax":
+        from stalesgd.problems.softmax import SoftmaxRegression
+
+        return SoftmaxRegression(n_features=data.n_features, n_classes=data.n_classes, dtype=dtype)
+    if model == "mlp":
+        from stalesgd.problems.mlp import MLP
+
+        return MLP(
+            n_features=data.n_features,
+            n_classes=data.n_classes,
+            hidden=opts.get("hidden", (128,)),
+            dtype=dtype,
+        )
+    # lenet: written separately; imported lazily so the dense models never depend on it
+    if len(data.input_shape) != 3:
+        raise ValueError(
+            f"lenet needs image data (C, H, W); {data.name!r} has input_shape {data.input_shape}"
+        )
+    from stalesgd.problems.lenet import LeNet5
+
+    return LeNet5(
+        input_shape=tuple(data.input_shape), fc84=bool(opts.get("fc84", True)), dtype=dtype
+    )
+
+
+def make_problem(
+    name: str,
+    *,
+    dtype: str = "float64",
+    seed: int = 0,
+    data_dir: Any = None,
+    init: str = "default",
+    **options: Any,
+) -> Problem:
+    """Build the problem ``MODEL-DATA`` in ``dtype``.
+
+    ``seed`` seeds synthetic data; ``data_dir`` is searched first for data
+    files; ``init`` picks the initialisation scheme (one of ``INIT_SCHEMES``).
+    Model options: mlp ``hidden=(128,)`` (widths of the hidden layers, any
+    number), lenet ``fc84=True``.  Every other option goes to
+    ``stalesgd.data.load_dataset`` (e.g. the synthetic generator's size and
+    separation).  For ``synthetic`` the generator's ``kind`` is chosen to fit
+    the model unless given: ``regression`` for linreg (its ``bias`` option
+    should stay 0, linreg has no bias term), a 2-class ``classification``
+    mixture for logreg, ``classification`` for softmax and mlp (the loader's
+    default number of classes), ``images`` for lenet.
+    """
+    model_name, data_name = _split_name(name)
+    dt = resolve_dtype(dtype)
+    if init not in INIT_SCHEMES:
+        raise ValueError(f"init={init!r} is not allowed; use one of {INIT_SCHEMES}")
+    model_opts: dict[str, Any] = {}
+    data_opts: dict[str, Any] = {}
+    foreign = {k for m, keys in MODEL_OPTIONS.items() if m != model_name for k in keys}
+    for key, value in options.items():
+        if key in MODEL_OPTIONS[model_name]:
+            model_opts[key] = value
+        elif key in foreign:
+            allowed = MODEL_OPTIONS[model_name] or "none"
+            raise ValueError(
+                f"option {key}={value!r} is not allowed for model {model_name!r} "
+                f"(its model options: {allowed})"
+            )
+        else:
+            data_opts[key] = value
+    if data_name == "synthetic":
+        data_opts = {**_synthetic_defaults(model_name), **data_opts}
+
+    from stalesgd.data import load_dataset
+
+    dataset = load_dataset(data_name, dtype=dt.name, data_dir=data_dir, seed=seed, **data_opts)
+    model = _build_model(model_name, dataset, dt, model_opts)
+    return Problem(name=f"{model_name}-{data_name}", model=model, dataset=dataset, init=init)
