@@ -435,7 +435,7 @@ def _summary(spec: RunSpec, evals: dict[str, np.ndarray], n: int, seconds: float
              diverged: bool, interrupted: bool) -> dict[str, Any]:
     """The per-run row of the record: throughput and time/updates to target."""
     target = spec.stop.target_loss
-    t_hit, k_hit = math.nan, -1
+    t_hit, k_hit = math.nan, None  # null when the target is not reached (RUNS_SCHEMA)
     if target is not None:
         hit = np.flatnonzero(evals["loss"] <= target)
         if hit.size:
@@ -458,7 +458,7 @@ def _summary(spec: RunSpec, evals: dict[str, np.ndarray], n: int, seconds: float
         "time_to_target": t_hit,
         "updates_to_target": k_hit,
         "final_loss": final_loss,
-        "converged": bool(target is not None and k_hit >= 0 and not diverged),
+        "converged": bool(target is not None and k_hit is not None and not diverged),
         "diverged": diverged,
         "interrupted": interrupted,
     }

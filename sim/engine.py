@@ -62,6 +62,7 @@ class SimResult:
     preemptions: int
     lock_contended: int
     wall_seconds: float
+    interrupted: bool = False
     active_changes: list[tuple[float, int]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -137,6 +138,8 @@ def simulate_timing(
     active_schedule: Sequence[tuple[float, int]] | None = None,
     controller: Callable[[Simulation], Generator[simpy.Event, None, None]] | None = None,
     hook: ReplayHook | None = None,
+    monitor: Callable[[Simulation], None] | None = None,
+    monitor_every: int = 1024,
 ) -> SimResult:
     """Simulate ``workers`` workers running ``algorithm`` on ``cores`` cores, timing only.
 
@@ -148,7 +151,10 @@ def simulate_timing(
     ``persistence`` bounds ``leashed`` retries (``None`` or ``inf``: unbounded).
     ``active_schedule`` is a list of ``(time, active_workers)`` changes (elastic);
     ``controller(sim)`` a SimPy process generator for custom control.  Stops after
-    ``updates`` applied updates or ``seconds`` simulated seconds, whichever first.
+    ``updates`` applied updates or ``seconds`` simulated seconds, whichever first, or
+    when ``hook`` stops the simulation.  ``monitor(sim)`` is called every
+    ``monitor_every`` applied updates (progress).  Ctrl-C ends the run early with
+    ``interrupted = True`` and the rows logged so far.
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm {algorithm!r} is not known; allowed: {ALGORITHMS}")
@@ -190,7 +196,8 @@ def simulate_timing(
     schedule = _schedule_controller(active_schedule, controller)
 
     t_wall = time.perf_counter()
-    sim.run(updates=updates, seconds=seconds, controller=schedule)
+    sim.run(updates=updates, seconds=seconds, controller=schedule, monitor=monitor,
+            monitor_every=monitor_every)
     wall = time.perf_counter() - t_wall
 
     cols = sim.log.columns(sim.rows)
@@ -210,6 +217,7 @@ def simulate_timing(
         preemptions=sim.machine.preemptions,
         lock_contended=sim.lock.contended,
         wall_seconds=wall,
+        interrupted=sim.interrupted,
         active_changes=list(sim.active_changes),
         config={
             "compute": repr(compute),

@@ -68,6 +68,11 @@ class ReplayHook:
     def drop(self, worker: int, t0: int) -> None:
         """``worker`` discards its gradient computed at ``t0``."""
 
+    def bind(self, sim: Simulation) -> None:
+        """Called once by :class:`Simulation` before it runs, so the hook can read the
+        simulated clock (``sim.env.now``), start SimPy processes and call
+        :meth:`Simulation.stop`."""
+
 
 class UpdateLog:
     """Preallocated, growable per-update columns (the run-record ``updates`` table)."""
@@ -197,6 +202,16 @@ class Simulation:
         self._target: int | None = None
         self._rows_at_stop: int | None = None
         self._ran = False
+        # per-update bookkeeping runs only when v reaches _next_check (one comparison per update)
+        self._next_check: float = math.inf
+        self._monitor: Callable[[Simulation], None] | None = None
+        self._monitor_every = 1
+        self._next_tick: float = math.inf
+        #: True when Ctrl-C ended :meth:`run` (the rows logged so far are kept)
+        self.interrupted = False
+        self.duration = 0.0
+        if hook is not None:
+            hook.bind(self)
 
     # ------------------------------------------------------------------ control
     def set_active(self, n: int) -> None:
@@ -229,10 +244,40 @@ class Simulation:
             yield from self.machine.acquire(w)
 
     def _applied(self) -> None:
-        """Bookkeeping after ``v`` was incremented: stop at the target number of updates."""
-        if self._target is not None and self.v >= self._target and self._rows_at_stop is None:
-            self._rows_at_stop = self.log.n
+        """Bookkeeping after ``v`` was incremented (and the row logged): stop at the target
+        number of updates, call the progress monitor every ``monitor_every`` updates."""
+        if self.v >= self._next_check:
+            self._check()
+
+    def _check(self) -> None:
+        v = self.v
+        target = math.inf if self._target is None else self._target
+        if v >= target:
+            self.stop()
+        if self._monitor is not None and v >= self._next_tick:
+            self._monitor(self)
+            self._next_tick = v + self._monitor_every
+        self._next_check = target if v < target else math.inf
+        if self._monitor is not None:
+            self._next_check = min(self._next_check, self._next_tick)
+
+    def stop(self, *, after_current: bool = False) -> None:
+        """End the run at the current simulated time; later rows are not part of the run.
+
+        ``after_current=True`` keeps the row being logged now: use it only from inside
+        :meth:`ReplayHook.apply`/:meth:`ReplayHook.apply_mean`, whose row the model logs
+        right after the hook returns.  Calling it again does nothing.
+        """
+        if self._rows_at_stop is not None:
+            return
+        self._rows_at_stop = self.log.n + (1 if after_current else 0)
+        if not self._stop_ev.triggered:
             self._stop_ev.succeed()
+
+    @property
+    def stopped(self) -> bool:
+        """True once a stop rule (or :meth:`stop`) ended the run; numerics must then freeze."""
+        return self._rows_at_stop is not None
 
     # ------------------------------------------------------------------ workers
     def _hogwild(self, w: int) -> Generator[simpy.Event, None, None]:
@@ -416,11 +461,16 @@ class Simulation:
         updates: int | None = None,
         seconds: float | None = None,
         controller: Callable[[Simulation], Generator[simpy.Event, None, None]] | None = None,
+        monitor: Callable[[Simulation], None] | None = None,
+        monitor_every: int = 1024,
     ) -> None:
         """Simulate until ``updates`` updates were applied or ``seconds`` simulated seconds passed.
 
         ``controller(sim)``, if given, is started as a SimPy process (e.g. to call
-        :meth:`set_active` at chosen times).  At least one stop rule is required.
+        :meth:`set_active` at chosen times).  ``monitor(sim)`` is called every
+        ``monitor_every`` applied updates (progress bars).  At least one stop rule is
+        required.  Ctrl-C ends the run cleanly: :attr:`interrupted` is set and the rows
+        logged so far are kept.
         """
         if self._ran:
             raise RuntimeError("a Simulation can run only once; build a new one")
@@ -432,6 +482,13 @@ class Simulation:
         if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
             raise ValueError(f"seconds {seconds!r} must be a finite number > 0")
         self._target = None if updates is None else int(updates)
+        if int(monitor_every) < 1:
+            raise ValueError(f"monitor_every {monitor_every!r} must be >= 1")
+        self._monitor = monitor
+        self._monitor_every = int(monitor_every)
+        self._next_tick = self._monitor_every if monitor is not None else math.inf
+        self._next_check = min(math.inf if self._target is None else self._target,
+                               self._next_tick)
         env = self.env
         body = {
             "seq": self._hogwild,
@@ -452,12 +509,14 @@ class Simulation:
         except RuntimeError as exc:  # every worker parked and nothing left to happen
             if "No scheduled events left" not in str(exc):
                 raise
+        except KeyboardInterrupt:
+            self.interrupted = True
+            if self._rows_at_stop is None:
+                self._rows_at_stop = self.log.n
         self.duration = float(env.now)
 
     def _time_up(self, _event: simpy.Event) -> None:
-        if not self._stop_ev.triggered:
-            self._rows_at_stop = self.log.n
-            self._stop_ev.succeed()
+        self.stop()
 
     @property
     def rows(self) -> int:

@@ -1,0 +1,227 @@
+"""I.i.d. staleness injection: SGD where update k uses the gradient at θ_{k−τ_k}, τ_k ~ PDF.
+
+This is the model most convergence theory is written for (and the one whose
+expected error on quadratics obeys an exact linear recursion, DESIGN §8): no
+workers and no timing, just one sequential loop
+
+    τ_k ~ pdf (i.i.d.),  t0 = max(k − τ_k, 0),  θ_{k+1} = θ_k − lr·s(τ)·∇f_{B_k}(θ_{t0})
+
+that keeps the last τmax + 1 iterates in a ring buffer (τmax = the last τ with
+positive probability).  Before update τ_k, the read falls back to θ_0, and the
+recorded τ is the effective one, k − t0, so ``tau`` keeps the meaning of DESIGN §4.
+
+Randomness: minibatches come from worker 0's stream of the simulator and the real
+engine (:func:`~stalesgd.sim.replay.worker_seeds`), the τ draws from a separate
+stream of the same seed, so with ``pdf = [1]`` (τ ≡ 0) the run is plain sequential
+SGD, bit for bit the same as ``seq`` in the simulator's numeric replay.
+
+The record uses an *update clock*: time is the number of updates applied
+(``t_read = t0``, ``t_apply = k + 1``, evaluation at version k has ``t = k``), so
+``seconds`` equals ``updates`` and ``updates_per_s`` is 1; ``wall_seconds`` is the
+loop's run time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from stalesgd.problems.registry import Problem
+from stalesgd.records import RunRecord
+from stalesgd.stepsize import StepSizeRule, make_rule
+
+from .replay import BatchStream, EvalLog, StepSizes, apply_step, worker_seeds
+
+__all__ = ["run_iid_staleness", "TAU_STREAM_KEY"]
+
+#: spawn key of the τ stream: ``SeedSequence(seed, spawn_key=(TAU_STREAM_KEY,))``
+TAU_STREAM_KEY = 0x7A55
+
+
+@njit(nogil=True)
+def _step_into(dst: np.ndarray, src: np.ndarray, grad: np.ndarray, eta: float) -> None:
+    """dst ← src − η g element by element (the same arithmetic as an in-place step)."""
+    for j in range(dst.shape[0]):
+        dst[j] = src[j] - eta * grad[j]
+
+
+def _check_pdf(pdf: np.ndarray | Sequence[float]) -> np.ndarray:
+    p = np.asarray(pdf, dtype=np.float64)
+    if p.ndim != 1 or p.size == 0:
+        raise ValueError("pdf must be a non-empty 1-D array indexed by τ (pdf[t] = P[τ = t])")
+    if not np.all(np.isfinite(p)) or np.any(p < 0) or not p.sum() > 0:
+        raise ValueError("pdf must hold finite values >= 0 with a positive sum")
+    if abs(p.sum() - 1.0) > 1e-9:
+        raise ValueError(f"pdf must sum to 1 (got {p.sum():.12g}); normalise it first")
+    last = int(np.flatnonzero(p)[-1])
+    return p[: last + 1] / p[: last + 1].sum()
+
+
+def _step_sizes(stepsize: str | StepSizeRule | np.ndarray | Sequence[float], lr: float,
+                workers: int, tau_max: int, options: Mapping[str, Any] | None) -> StepSizes:
+    if isinstance(stepsize, str):
+        rule = make_rule(stepsize, workers=workers, lr=lr, **dict(options or {}))
+        return StepSizes(rule, tau_max, lr)
+    if options:
+        raise ValueError("stepsize_options only apply when stepsize is a rule name")
+    if isinstance(stepsize, StepSizeRule):
+        return StepSizes(stepsize, tau_max, lr)
+    return StepSizes.from_table(np.asarray(stepsize, dtype=np.float64), lr)
+
+
+def run_iid_staleness(
+    problem: Problem,
+    pdf: np.ndarray | Sequence[float],
+    *,
+    updates: int,
+    lr: float,
+    stepsize: str | StepSizeRule | np.ndarray | Sequence[float] = "constant",
+    stepsize_options: Mapping[str, Any] | None = None,
+    workers: int = 1,
+    batch: int = 16,
+    seed: int = 0,
+    eval_every: int | None = None,
+    split: str = "test",
+    max_rows: int | None = 2000,
+    theta0: np.ndarray | None = None,
+    run_id: str = "iid",
+    final_params: np.ndarray | None = None,
+) -> RunRecord:
+    """Run ``updates`` SGD steps on ``problem`` with staleness drawn i.i.d. from ``pdf``.
+
+    ``pdf[t]`` is P[τ = t] (it must sum to 1).  The step size is η(τ) = lr·s(τ) with
+    ``stepsize`` a rule name (options in ``stepsize_options``; ``workers`` is the m the
+    rule sees, e.g. for ``exponential``; an online rule such as ``tail`` learns its table
+    from the drawn τ), a :class:`~stalesgd.stepsize.StepSizeRule`, or a table s[0..] directly.
+    ``eval_every`` (default ``updates // 50``) sets how often the loss on ``split`` is
+    evaluated (also at k = 0 and at the end).  ``theta0`` defaults to
+    ``problem.init_params(seed)``; ``final_params``, if given, receives the last iterate.
+    A non-finite loss stops the run and marks it diverged.
+    Returns a :class:`~stalesgd.records.RunRecord` with ``engine = "iid"`` on the update
+    clock (see the module docstring).
+    """
+    if isinstance(updates, bool) or not isinstance(updates, int | np.integer) or updates < 1:
+        raise ValueError(f"updates {updates!r} must be an integer >= 1")
+    if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1:
+        raise ValueError(f"batch {batch!r} must be an integer >= 1")
+    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr {lr!r} must be a finite number > 0")
+    if eval_every is None:
+        eval_every = max(1, int(updates) // 50)
+    if isinstance(eval_every, bool) or not isinstance(eval_every, int | np.integer) \
+            or eval_every < 1:
+        raise ValueError(f"eval_every {eval_every!r} must be an integer >= 1")
+    if split not in ("train", "test"):
+        raise ValueError(f"split {split!r} is not allowed; use 'train' or 'test'")
+    p = _check_pdf(pdf)
+    tau_max = p.size - 1
+    n = int(updates)
+    step = _step_sizes(stepsize, float(lr), int(workers), tau_max, stepsize_options)
+
+    model, data = problem.model, problem.dataset
+    kernel, X, y, dims = model.grad_kernel, data.X_train, data.y_train, model.dims
+    seed0 = worker_seeds(seed, 1)[0]
+    stream = BatchStream(seed0, X.shape[0], batch)
+    tau_rng = np.random.Generator(np.random.PCG64(
+        np.random.SeedSequence(int(seed), spawn_key=(TAU_STREAM_KEY,))))
+    drawn = tau_rng.choice(p.size, size=n, p=p) if p.size > 1 else np.zeros(n, np.int64)
+    ks = np.arange(n, dtype=np.int64)
+    tau = np.minimum(drawn.astype(np.int64), ks)  # no read before θ_0
+
+    theta = problem.init_params(seed) if theta0 is None else np.array(theta0, copy=True)
+    if theta.shape != (model.n_params,) or theta.dtype != model.dtype:
+        raise ValueError(f"theta0 must be a ({model.n_params},) {model.dtype} array; "
+                         f"got {theta.shape} {theta.dtype}")
+    if final_params is not None and (final_params.shape != theta.shape
+                                     or final_params.dtype != theta.dtype):
+        raise ValueError(f"final_params must be a {theta.shape} {theta.dtype} array; "
+                         f"got {final_params.shape} {final_params.dtype}")
+    ring_size = tau_max + 1
+    ring = np.empty((ring_size, model.n_params), dtype=model.dtype)
+    ring[0] = theta
+    grad = np.zeros(model.n_params, dtype=model.dtype)
+    ws = problem.workspace(batch)
+    eta = np.full(n, math.nan)
+    evals = EvalLog()
+
+    def evaluate(k: int) -> float:
+        with np.errstate(all="ignore"):
+            loss, acc = problem.evaluate(ring[k % ring_size], split, max_rows)
+        evals.add(float(k), k, loss, acc, 1)
+        return loss
+
+    diverged = not math.isfinite(evaluate(0))
+    done = 0
+    t_wall = time.perf_counter()
+    while done < n and not diverged:
+        k = done
+        t = int(tau[k])
+        loss = kernel(ring[(k - t) % ring_size], X, y, stream.next(), grad, ws, dims)
+        if not math.isfinite(loss):
+            diverged = True
+            break
+        e = step.eta(t, 0)
+        eta[k] = e
+        if ring_size == 1:
+            apply_step(ring[0], grad, e)
+        else:
+            _step_into(ring[(k + 1) % ring_size], ring[k % ring_size], grad, e)
+        done = k + 1
+        if done % eval_every == 0 and not math.isfinite(evaluate(done)):
+            diverged = True
+    wall = time.perf_counter() - t_wall
+    if final_params is not None:
+        final_params[:] = ring[done % ring_size]
+    if not evals.k or evals.k[-1] != done:
+        diverged = not math.isfinite(evaluate(done)) or diverged
+
+    updates_cols = {
+        "k": ks[:done].copy(),
+        "worker": np.zeros(done, dtype=np.int32),
+        "t_read": (ks[:done] - tau[:done]).astype(np.float64),
+        "t_apply": (ks[:done] + 1).astype(np.float64),
+        "tau": tau[:done].copy(),
+        "eta": eta[:done],
+        "attempts": np.ones(done, dtype=np.int32),
+        "dropped": np.zeros(done, dtype=bool),
+    }
+    ev = evals.arrays()
+    rule_name = stepsize if isinstance(stepsize, str) else (
+        stepsize.name if isinstance(stepsize, StepSizeRule) else "table")
+    summary = {
+        "run_id": run_id,
+        "engine": "iid",
+        "algorithm": "iid",
+        "problem": problem.name,
+        "workers": int(workers),
+        "stepsize": rule_name,
+        "lr": float(lr),
+        "batch": int(batch),
+        "seed": int(seed),
+        "updates": done,
+        "seconds": float(done),
+        "updates_per_s": 1.0 if done else math.nan,
+        "target_loss": math.nan,
+        "time_to_target": math.nan,
+        "updates_to_target": None,
+        "final_loss": float(ev["loss"][-1]),
+        "converged": not diverged,
+        "diverged": diverged,
+        "interrupted": False,
+        "peak_param_bytes": int(ring.nbytes + grad.nbytes),
+        "peak_rss_bytes": None,
+        "stop_reason": "diverged" if diverged else "updates",
+        "clock": "updates",
+        "worker_seeds": str(seed0),
+        "mean_tau": float(tau[:done].mean()) if done else math.nan,
+        "pdf": [float(v) for v in p],
+        "tau_max": tau_max,
+        "stepsize_tables": step.n_tables,
+        "wall_seconds": wall,
+    }
+    return RunRecord(summary=summary, updates=updates_cols, evals=ev)

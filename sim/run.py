@@ -1,0 +1,289 @@
+"""The ``sim`` engine: one resolved experiment point (a :class:`RunSpec`) simulated to a run record.
+
+``run_sim(spec)`` builds the problem, the step-size rule and the timing model of
+``spec.sim`` (DESIGN §6), runs :func:`~stalesgd.sim.engine.simulate_timing` with, unless
+``timing_only``, the :class:`~stalesgd.sim.replay.NumericReplay` hook, and writes the same
+record as the real engine (DESIGN §3): one row per update (dropped gradients included),
+evaluations on the simulated clock, and one summary row whose ``seconds`` and
+``updates_per_s`` are in *simulated* time (``wall_seconds`` is the simulation's own run
+time).  Stop rules: ``updates``, ``seconds`` (simulated) and ``target_loss`` (numeric mode).
+Ctrl-C ends the run and the partial record is returned with ``interrupted = True``, as the
+real engine does (the runner keeps it and stops the sweep).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from stalesgd.experiment import PER_PARAM, ExperimentError, RunSpec
+from stalesgd.problems.registry import Problem, make_problem
+from stalesgd.records import RunRecord
+from stalesgd.stepsize import make_rule
+
+from .engine import SimResult, simulate_timing
+from .model import ALGORITHMS, Simulation
+from .replay import NumericReplay, StepSizes, _apply_mean, apply_step, worker_seeds
+from .timing import parse_duration
+
+__all__ = ["SimRun", "run_sim", "default_tau_max", "ALGORITHM_OPTIONS"]
+
+#: ``algorithm.options`` the simulator reads (durations, e.g. ``"2us"``): lock hand-over
+#: latency and the cost of one atomic / compare-and-swap.  Other keys are rejected.
+ALGORITHM_OPTIONS = ("lock_handover", "cas_cost")
+#: progress-bar refresh, in applied updates
+MONITOR_EVERY = 512
+
+
+def default_tau_max(workers: int) -> int:
+    """Length − 1 of the step-size table; the same choice as the real engine (τ beyond it
+    uses the last entry), so both engines index identical tables."""
+    return max(64, 16 * workers)
+
+
+def _param_bytes(algorithm: str, theta_nbytes: int, workers: int) -> int | None:
+    """Parameter-buffer bytes the *real* engine would hold for this algorithm (its formula):
+    θ, each worker's private copy and/or gradient, and the monitor's snapshot.  ``leashed``:
+    None, because the pool's high-water mark is not modelled by the simulator."""
+    if algorithm == "leashed":
+        return None
+    per_worker = {"seq": 2, "lock": 2, "hogwild": 1, "sync": 1}[algorithm]
+    return theta_nbytes * (1 + per_worker * workers) + theta_nbytes
+
+
+class _Bar:
+    """A tqdm bar over applied updates (or simulated seconds for a time budget), or nothing."""
+
+    def __init__(self, enabled: bool, updates: int | None, seconds: float | None) -> None:
+        self.bar = None
+        self.by_updates = updates is not None
+        self.shown: float = 0
+        if enabled:
+            from tqdm.auto import tqdm
+
+            total = updates if updates is not None else seconds
+            self.bar = tqdm(total=total, unit="upd" if self.by_updates else "sim-s",
+                            dynamic_ncols=True, leave=False)
+
+    def __call__(self, sim: Simulation) -> None:
+        if self.bar is None:
+            return
+        value = sim.v if self.by_updates else min(sim.env.now, float(self.bar.total))
+        self.bar.update(value - self.shown)
+        self.shown = value
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class SimRun:
+    """One run of the ``sim`` engine; :meth:`run` returns its :class:`RunRecord`.
+
+    ``problem`` and ``theta0`` replace the spec's problem and initial parameters
+    (tests, custom models), as for the real engine.
+    """
+
+    def __init__(self, spec: RunSpec, progress: bool = True, problem: Problem | None = None,
+                 theta0: np.ndarray | None = None) -> None:
+        alg = spec.algorithm.name
+        if alg not in ALGORITHMS:
+            raise ExperimentError("algorithm.name", alg, ", ".join(ALGORITHMS))
+        if alg == "seq" and spec.workers != 1:
+            raise ExperimentError("workers", spec.workers, "1 with algorithm 'seq'")
+        sim = spec.sim
+        if sim.calibration is not None:
+            raise ExperimentError(
+                "sim.calibration", sim.calibration,
+                "none yet: calibration files (a timing model fitted to a real run by "
+                "`stalesgd calibrate`) come with the analysis layer, issue 6; set the timing "
+                "with sim.compute/read/update instead", "is not supported yet")
+        self.options = self._algorithm_options(spec.algorithm.options)
+        self.spec = spec
+        self.progress = progress
+        self.m = spec.workers
+        p = spec.problem
+        self.problem = problem if problem is not None else make_problem(
+            p.name, dtype=p.dtype, **p.options)
+        self.rule = make_rule(spec.stepsize.rule, workers=self.m, lr=spec.stepsize.lr,
+                              **spec.stepsize.options)
+        self.tau_max = default_tau_max(self.m)
+        self.step = StepSizes(self.rule, self.tau_max, float(spec.stepsize.lr))
+        self.timing_only = bool(sim.timing_only)
+        self.theta0 = theta0
+        self.hook: NumericReplay | None = None
+
+    @staticmethod
+    def _algorithm_options(options: dict[str, Any]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for key, value in options.items():
+            if key not in ALGORITHM_OPTIONS:
+                raise ExperimentError(f"algorithm.options.{key}", value,
+                                      f"for the sim engine: {', '.join(ALGORITHM_OPTIONS)}",
+                                      "is an unknown option")
+            try:
+                out[key] = parse_duration(value)
+            except ValueError as exc:
+                raise ExperimentError(f"algorithm.options.{key}", value,
+                                      "a duration such as '2us' or a number of seconds",
+                                      f"is not allowed ({exc})") from None
+        return out
+
+    # ------------------------------------------------------------------ numerics
+    def _make_hook(self) -> NumericReplay:
+        spec = self.spec
+        ev, stop = spec.eval, spec.stop
+        hook = NumericReplay(
+            self.problem, self.m, self.step, batch=spec.problem.batch, seed=spec.seed,
+            theta0=self.theta0, every_updates=ev.every_updates, every_seconds=ev.every_seconds,
+            split=ev.split, max_rows=ev.max_rows, target_loss=stop.target_loss,
+            at_target=stop.at_target)
+        # compile every kernel before the clock starts (as the real engine does)
+        theta = hook.theta.copy()
+        grad = np.zeros_like(theta)
+        idx = np.zeros(spec.problem.batch, dtype=np.int64)
+        self.problem.loss_grad(theta, idx, grad, hook.ws)
+        apply_step(theta, grad, 0.0)
+        _apply_mean(theta, hook.grads, 0.0)
+        self.problem.evaluate(theta, ev.split, 8)
+        scratch = self.rule.estimator(self.tau_max)  # an online rule's kernel, on a throwaway
+        if scratch is not None:
+            scratch.update(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))
+        return hook
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> RunRecord:
+        """Simulate to a stop rule and return the record (partial if interrupted)."""
+        spec, sim = self.spec, self.spec.sim
+        stop = spec.stop
+        self.hook = None if self.timing_only else self._make_hook()
+        n_params = self.problem.model.n_params
+        bar = _Bar(self.progress, stop.updates, stop.seconds)
+        kwargs = dict(
+            cores=sim.cores if sim.cores is not None else self.m,
+            compute=sim.compute,
+            read=None if sim.read == PER_PARAM else sim.read,
+            update=None if sim.update == PER_PARAM else sim.update,
+            updates=stop.updates, seconds=stop.seconds, seed=spec.seed,
+            persistence=spec.algorithm.persistence,
+            time_slice=parse_duration(sim.time_slice),
+            lock_handover=self.options.get("lock_handover", 0.0),
+            cas_cost=self.options.get("cas_cost", 0.0),
+            n_params=n_params, hook=self.hook,
+            monitor=bar if bar.bar is not None else None, monitor_every=MONITOR_EVERY)
+        try:
+            # BLAS inside the gradient kernels runs single-threaded, as in the real engine
+            with threadpool_limits(limits=1):
+                res = simulate_timing(spec.algorithm.name, self.m, **kwargs)
+        finally:
+            bar.close()
+        return self._record(res)
+
+    def _record(self, res: SimResult) -> RunRecord:
+        spec, hook = self.spec, self.hook
+        updates = res.updates
+        dropped = updates["dropped"]
+        applied = ~dropped
+        n = int(applied.sum())
+        if hook is None:
+            eta = updates["eta"]
+            eta[applied] = self.step.etas(updates["tau"][applied], updates["worker"][applied])
+        else:
+            hook.finish(res.duration, n, res.interrupted)
+        updates["eta"][dropped] = 0.0  # as the real engine logs dropped gradients
+        evals = hook.evals.arrays() if hook is not None else _no_evals()
+
+        reason = hook.stop_reason if hook is not None else ""
+        if res.interrupted:
+            reason = "interrupted"
+        elif not reason:
+            if spec.stop.updates is not None and n >= spec.stop.updates:
+                reason = "updates"
+            elif spec.stop.seconds is not None and res.duration >= spec.stop.seconds:
+                reason = "seconds"
+            else:
+                reason = "stopped"
+        diverged = bool(hook is not None and hook.diverged)
+        summary = _summary(spec, evals, n, res.duration, diverged, res.interrupted)
+        theta_nbytes = n_params_bytes(self.problem)
+        attempts = updates["attempts"]
+        summary.update(
+            peak_param_bytes=_param_bytes(spec.algorithm.name, theta_nbytes, self.m),
+            peak_rss_bytes=None,  # the simulated machine's RSS is not modelled
+            stop_reason=reason,
+            worker_seeds=",".join(str(s) for s in worker_seeds(spec.seed, self.m)),
+            mean_tau=float(np.mean(updates["tau"][applied])) if n else math.nan,
+            stepsize_tables=self.step.n_tables,
+            cores=res.cores,
+            timing_only=self.timing_only,
+            compute=spec.sim.compute,
+            read=spec.sim.read,
+            update=spec.sim.update,
+            time_slice=spec.sim.time_slice,
+            preemptions=res.preemptions,
+            lock_contended=res.lock_contended,
+            wall_seconds=res.wall_seconds,
+            sim_updates_per_wall_s=res.updates_per_wall_second,
+        )
+        if spec.algorithm.name == "leashed":
+            summary.update(
+                persistence=float(spec.algorithm.persistence),
+                failed_publishes=res.failed_publishes,
+                dropped=res.dropped,
+                tries_per_update=(int(attempts[applied].sum()) / n) if n else math.nan,
+                pool_high_water=None,  # the buffer pool is not modelled by the simulator
+                pool_high_water_bytes=None,
+            )
+        return RunRecord(summary=summary, updates=updates, evals=evals)
+
+
+def n_params_bytes(problem: Problem) -> int:
+    """Bytes of one parameter vector of ``problem``."""
+    return int(problem.model.n_params) * int(np.dtype(problem.model.dtype).itemsize)
+
+
+def _no_evals() -> dict[str, np.ndarray]:
+    return {"t": np.zeros(0), "k": np.zeros(0, np.int64), "loss": np.zeros(0),
+            "accuracy": np.zeros(0), "active_workers": np.zeros(0, np.int32)}
+
+
+def _summary(spec: RunSpec, evals: dict[str, np.ndarray], n: int, seconds: float,
+             diverged: bool, interrupted: bool) -> dict[str, Any]:
+    """The per-run row: the real engine's columns, with simulated seconds."""
+    target = spec.stop.target_loss
+    t_hit, k_hit = math.nan, -1
+    if target is not None:
+        hit = np.flatnonzero(evals["loss"] <= target)
+        if hit.size:
+            t_hit, k_hit = float(evals["t"][hit[0]]), int(evals["k"][hit[0]])
+    final_loss = float(evals["loss"][-1]) if len(evals["loss"]) else math.nan
+    return {
+        "run_id": spec.run_id,
+        "engine": "sim",
+        "algorithm": spec.algorithm.name,
+        "problem": spec.problem.name,
+        "workers": spec.workers,
+        "stepsize": spec.stepsize.rule,
+        "lr": float(spec.stepsize.lr),
+        "batch": spec.problem.batch,
+        "seed": spec.seed,
+        "updates": int(n),
+        "seconds": float(seconds),
+        "updates_per_s": n / seconds if seconds > 0 else math.nan,
+        "target_loss": math.nan if target is None else float(target),
+        "time_to_target": t_hit,
+        "updates_to_target": k_hit if k_hit >= 0 else None,
+        "final_loss": final_loss,
+        "converged": bool(target is not None and k_hit >= 0 and not diverged),
+        "diverged": diverged,
+        "interrupted": interrupted,
+    }
+
+
+def run_sim(spec: RunSpec, progress: bool = True) -> RunRecord:
+    """Simulate ``spec`` (numeric replay unless ``spec.sim.timing_only``) and return its run
+    record (DESIGN §3), ``engine = "sim"``, times in simulated seconds."""
+    return SimRun(spec, progress).run()
