@@ -1,9 +1,10 @@
 """The ``stalesgd`` command line (DESIGN §3).
 
 ``run`` runs an experiment file (or the built-in default); ``real`` and ``sim`` describe one
-run with flags and go through the same experiment validation and runner; ``data`` delegates to
-:mod:`stalesgd.data.cli`.  Commands that later issues add (``calibrate``, ``compare``,
-``report``) say so and exit with code 2.
+run with flags and go through the same experiment validation and runner; ``compare`` and
+``report`` delegate to :mod:`stalesgd.analysis`; ``data`` delegates to
+:mod:`stalesgd.data.cli`.  Commands that later issues add (``calibrate``) say so and exit with
+code 2.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from stalesgd import __version__
 
@@ -21,9 +23,6 @@ EXIT_INTERRUPTED = 130
 NOT_BUILT: dict[str, str] = {
     "calibrate": "fitting a sim timing model to a real run comes with the analysis layer "
                  "(issue 6)",
-    "compare": "comparing sim and real runs (PDF(τ), speedups) comes with the analysis layer "
-               "(issue 6)",
-    "report": "HTML/Markdown reports with figures come with the analysis layer (issue 6)",
 }
 """Commands that exist in the design but not yet in the code, and which issue adds them."""
 
@@ -44,6 +43,14 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float64", help="float32 | float64 (default: float64)")
     p.add_argument("--persistence", default=None,
                    help="leashed: publish retries before dropping, 0..inf (default: inf)")
+    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                   help="problem option, value in TOML syntax, e.g. -o 'hidden=[128, 128]' "
+                        "or -o n_train=5000 (repeatable)")
+    p.add_argument("--stepsize-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="step-size rule option, e.g. --stepsize-option refresh_every=1000")
+    p.add_argument("--data-dir", default=None,
+                   help="look for data sets here first (default: $STALESGD_DATA, user cache, "
+                        "/usr/share/datasets)")
     stop = p.add_mutually_exclusive_group()
     stop.add_argument("--updates", type=int, help="stop after N updates (default: 20000)")
     stop.add_argument("--seconds", help="stop after T seconds (number or e.g. '1.5s')")
@@ -53,6 +60,18 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="experiment name (default: ENGINE-PROBLEM-ALG)")
     p.add_argument("--out", default="results", help="results root (default: results)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_report_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", type=float, default=None,
+                   help="target loss for time/updates to target (default: each run's own)")
+    p.add_argument("--log-y", choices=("auto", "on", "off"), default="auto",
+                   help="log scale for the PDF(τ) figures (default: auto)")
+    p.add_argument("--no-run-fits", action="store_true",
+                   help="fit laws to each configuration's pooled τ only, not to every run")
+    p.add_argument("--families", default=None,
+                   help="comma-separated laws to fit: geometric,poisson,cmp,negbin (default: "
+                        "all; cmp is the slow one)")
 
 
 def _engine_note(name: str) -> str:
@@ -85,8 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(p)
 
     p = sub.add_parser("sim",
-                       help=f"one run in the discrete-event simulator ({_engine_note('sim')})",
-                       description="One run in the simulator, described by flags.")
+                       help="one run in the discrete-event simulator (timing only or numeric "
+                            "replay)",
+                       description="One run in the simulator, described by flags; times are "
+                                   "simulated seconds.")
     _add_run_flags(p)
     p.add_argument("--cores", type=int, default=None, help="simulated cores (default: one per "
                                                             "worker)")
@@ -100,16 +121,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timing-only", action="store_true", help="timing only, no numeric replay")
     p.add_argument("--calibration", default=None, help="timing model fitted by `calibrate`")
 
-    for name, helptext, arg in (
-        ("calibrate", "fit a sim timing model to a real run", "REAL_DIR"),
-        ("compare", "compare results folders (sim vs real, PDF(τ), speedups)", "DIR"),
-        ("report", "write an HTML/Markdown report for a results folder", "DIR"),
-    ):
-        p = sub.add_parser(name, help=f"{helptext} — not built yet",
-                           description=f"{helptext}. Not built yet: {NOT_BUILT[name]}.")
-        p.add_argument("dirs", nargs="+" if name == "compare" else 1, metavar=arg)
-        if name == "calibrate":
-            p.add_argument("--out", default=None, help="where to write the timing model")
+    p = sub.add_parser("calibrate", help="fit a sim timing model to a real run — not built yet",
+                       description="Fit a sim timing model to a real run. Not built yet: "
+                                   f"{NOT_BUILT['calibrate']}.")
+    p.add_argument("dirs", nargs=1, metavar="REAL_DIR")
+    p.add_argument("--out", default=None, help="where to write the timing model")
+
+    p = sub.add_parser("compare", help="compare results folders (sim vs real, PDF(τ), speedups)",
+                       description="Join results folders (e.g. one sim, one real) on their "
+                                   "configurations, print the comparison tables and write "
+                                   "report.md / report.html / figures into OUT.")
+    p.add_argument("dirs", nargs="+", metavar="DIR")
+    p.add_argument("--out", default=None,
+                   help="report folder (default: results/compare-<timestamp>/)")
+    _add_report_flags(p)
+
+    p = sub.add_parser("report", help="write an HTML/Markdown report for a results folder",
+                       description="Write report.md, a self-contained report.html and "
+                                   "figures/*.png into the results folder DIR.")
+    p.add_argument("dirs", nargs=1, metavar="DIR")
+    _add_report_flags(p)
 
     p = sub.add_parser("data", help="list, verify, locate or download data sets",
                        description="Data sets: list | verify | path | download [NAME].")
@@ -153,6 +184,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return _run(exp, args.out, not args.no_progress)
 
 
+def _key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
+    """Parse repeated ``KEY=VALUE`` flags; values in TOML syntax, bare words as strings."""
+    import tomllib
+
+    from stalesgd.experiment import ExperimentError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ExperimentError(flag, item, "KEY=VALUE, e.g. n_train=5000")
+        try:
+            out[key] = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = text.strip()
+    return out
+
+
 def _cmd_engine(args: argparse.Namespace) -> int:
     from stalesgd.experiment import experiment_from_flags
 
@@ -173,8 +223,13 @@ def _cmd_engine(args: argparse.Namespace) -> int:
         sim = {"cores": args.cores, "compute": args.compute, "read": args.read,
                "update": args.update, "time_slice": args.time_slice,
                "timing_only": args.timing_only, "calibration": args.calibration}
+    problem_options = _key_values(args.option, "--option")
+    if args.data_dir is not None:
+        problem_options["data_dir"] = args.data_dir
+    stepsize_options = _key_values(args.stepsize_option, "--stepsize-option")
     exp = experiment_from_flags(
-        args.command, problem=args.problem, algorithm=args.algorithm, workers=args.workers,
+        args.command, problem_options=problem_options, stepsize_options=stepsize_options,
+        problem=args.problem, algorithm=args.algorithm, workers=args.workers,
         stepsize=args.stepsize, lr=args.lr, batch=args.batch, dtype=args.dtype,
         updates=args.updates, seconds=seconds, target_loss=args.target_loss, seed=args.seed,
         persistence=persistence, sim=sim, name=args.name)
@@ -184,6 +239,34 @@ def _cmd_engine(args: argparse.Namespace) -> int:
 def _cmd_not_built(args: argparse.Namespace) -> int:
     _err(f"`stalesgd {args.command}` is not built yet: {NOT_BUILT[args.command]}.")
     return EXIT_USAGE
+
+
+def _cmd_analysis(args: argparse.Namespace) -> int:
+    from stalesgd.analysis import AnalysisError, analyse, comparison_text, write_report
+    from stalesgd.analysis.report import default_compare_dir
+    from stalesgd.staleness import FAMILIES
+
+    log_y = {"auto": None, "on": True, "off": False}[args.log_y]
+    families = FAMILIES if args.families is None else tuple(
+        f.strip() for f in args.families.split(",") if f.strip())
+    bad = [f for f in families if f not in FAMILIES]
+    if bad or not families:
+        _err(f"--families {args.families!r} is not allowed; choose from {', '.join(FAMILIES)}")
+        return EXIT_USAGE
+    try:
+        analysis = analyse(args.dirs, target=args.target, run_fits=not args.no_run_fits,
+                           families=families)
+        if args.command == "compare":
+            out = Path(args.out) if args.out else default_compare_dir()
+            print(comparison_text(analysis))
+        else:
+            out = Path(args.dirs[0])
+        files = write_report(args.dirs, out, log_y=log_y, analysis=analysis)
+    except (AnalysisError, FileNotFoundError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    print(f"report: {files.html} ({len(files.figures)} figures), {files.markdown}")
+    return 0
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -203,8 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     handlers = {"run": _cmd_run, "real": _cmd_engine, "sim": _cmd_engine,
-                "calibrate": _cmd_not_built, "compare": _cmd_not_built,
-                "report": _cmd_not_built, "data": _cmd_data}
+                "calibrate": _cmd_not_built, "compare": _cmd_analysis,
+                "report": _cmd_analysis, "data": _cmd_data}
     try:
         return handlers[args.command](args)
     except ExperimentError as exc:

@@ -670,7 +670,9 @@ def experiment_from_flags(engine: str, *, problem: str, algorithm: str, workers:
                           dtype: str = "float64", updates: int | None = None,
                           seconds: float | str | None = None, target_loss: float | None = None,
                           seed: int = 0, persistence: int | str | None = None,
-                          sim: dict[str, Any] | None = None, name: str | None = None
+                          sim: dict[str, Any] | None = None, name: str | None = None,
+                          problem_options: dict[str, Any] | None = None,
+                          stepsize_options: dict[str, Any] | None = None,
                           ) -> Experiment:
     """The experiment described by ``stalesgd real``/``stalesgd sim`` flags.
 
@@ -694,9 +696,10 @@ def experiment_from_flags(engine: str, *, problem: str, algorithm: str, workers:
         "engine": engine,
         "workers": workers,
         "seeds": [seed],
-        "problem": {"name": problem, "batch": batch, "dtype": dtype},
+        "problem": {"name": problem, "batch": batch, "dtype": dtype,
+                    "options": dict(problem_options or {})},
         "algorithm": alg,
-        "stepsize": {"rule": stepsize, "lr": lr},
+        "stepsize": {"rule": stepsize, "lr": lr, "options": dict(stepsize_options or {})},
         "stop": stop,
     }
     if sim:

@@ -250,6 +250,11 @@ def _cmp_terms(log_lam: float, nu: float) -> np.ndarray | None:
         mode = float(np.exp(log_mode)) if log_mode > -700 else 0.0
         sd = float(np.sqrt(max(mode, 1.0) / nu))
         J = int(mode + 12.0 * sd + 32)
+        if log_lam < 0.0:
+            # Every ratio term[j+1]/term[j] = λ/(j+1)^ν is at most λ < 1, so the
+            # terms fall at least geometrically from term[0] = top; this bound
+            # is what keeps ν → 0 (the geometric limit) cheap.
+            J = min(J, int((_CMP_NATS + 8.0) / -log_lam) + 32)
     else:
         J = int(64 + 50.0 / max(-log_lam, 1e-12))
     J = max(J, 16)
@@ -485,7 +490,7 @@ def fit_cmp(counts: np.ndarray | Sequence[float]) -> Fit:
     starts = []
     nu0 = float(np.clip(m / v, 0.05, 60.0))
     for nu_s in (nu0, 1.0):
-        lam_base = max(m + (nu_s - 1.0) / (2.0 * nu_s), 0.5)
+        lam_base = max(m + (nu_s - 1.0) / (2.0 * nu_s), 0.5 * m)
         starts.append(np.array([nu_s * np.log(lam_base), np.log(nu_s)]))
     best = None
     for x0 in starts:

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 from numba import njit
+from stalesgd.real import workers as W
+from stalesgd.real.atomics import atomic_add
+from stalesgd.real.engine import RealRun, final_params, run_real
 
 from stalesgd.data.dataset import Dataset
 from stalesgd.experiment import expand, experiment_from_flags
 from stalesgd.problems.base import Model
 from stalesgd.problems.registry import Problem
-from stalesgd.real import workers as W
-from stalesgd.real.atomics import atomic_add
-from stalesgd.real.engine import RealRun, final_params, run_real
 
 
 def make_spec(algorithm: str, workers: int, *, problem: str = "logreg-synthetic",

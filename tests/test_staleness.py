@@ -192,6 +192,28 @@ def test_cmp_recovers_known_parameters(mean, nu):
     assert f.params["nu"] == pytest.approx(nu, rel=0.015)
 
 
+def test_cmp_reaches_the_geometric_limit():
+    """Geometric data: the CMP MLE heads to ν → 0 with λ → q; the support must stay short."""
+    rng = np.random.default_rng(0)
+    counts = np.bincount(rng.geometric(0.3, 100_000) - 1).astype(float)
+    f = st.fit_cmp(counts)
+    g = st.fit_geometric(counts)
+    assert f.converged, f.reason
+    assert f.params["nu"] < 1e-3
+    assert abs(f.params["lam"] - (1.0 - g.params["p"])) < 1e-3
+    # CMP nests the geometric law, so its likelihood cannot be (meaningfully) worse.
+    assert f.loglik >= g.loglik - 1e-6 * abs(g.loglik)
+
+
+def test_cmp_on_two_support_points_with_a_tiny_mean():
+    """A PDF almost all at 0 (found by hypothesis): once hung the optimiser at ν ≈ 1e-11."""
+    for counts in ([0.99975, 0.00025], [9999.75, 0.25]):
+        f = st.fit_cmp(counts)
+        p = st.fit_poisson(counts)
+        assert f.converged, f.reason
+        assert f.loglik >= p.loglik - 1e-9
+
+
 def test_cmp_not_applicable_on_a_point_mass():
     f = st.fit_cmp([0, 0, 7])
     assert not f.applicable and "variance 0" in f.reason

@@ -1,0 +1,463 @@
+"""Reports: ``report.md`` and a self-contained ``report.html`` for one or more results folders.
+
+:func:`analyse` loads folders and computes every table and figure; :func:`write_report` writes
+``report.md`` (the tables as Markdown, figures linked from ``figures/``) and ``report.html``
+(the same tables as HTML, every figure embedded as a base64 PNG, no external file or network
+needed) into an output folder.  ``stalesgd report DIR`` writes them into the results folder
+itself; ``stalesgd compare DIR [DIR ...]`` joins several folders (e.g. one sim, one real),
+prints :func:`comparison_text` and writes the report into a new folder (DESIGN §3, §8).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stalesgd.staleness import FAMILIES
+
+from .figures import FigureFile, make_figures
+from .load import AnalysisError, Loaded, load_folders
+from .speedup import speedup_table
+from .staleness_report import StalenessTables, staleness_tables
+
+__all__ = [
+    "Analysis",
+    "ReportFiles",
+    "analyse",
+    "comparison_text",
+    "default_compare_dir",
+    "html_table",
+    "markdown_table",
+    "text_table",
+    "write_report",
+]
+
+MISSING = "–"
+
+
+@dataclass
+class Analysis:
+    """Everything a report shows: the loaded tables, staleness and speedup tables, notes about
+    the input (what could not be computed and why), and the figures once drawn."""
+
+    loaded: Loaded
+    stale: StalenessTables
+    speedup: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    figures: list[FigureFile] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Paths written by :func:`write_report`."""
+
+    folder: Path
+    markdown: Path
+    html: Path
+    figures: list[Path]
+
+
+def _notes(loaded: Loaded) -> list[str]:
+    notes: list[str] = []
+    runs = loaded.runs
+    for src, res in zip(loaded.sources, loaded.folders, strict=True):
+        if (res.path / "parts").exists():
+            notes.append(f"{src}: not merged (interrupted while writing); finished runs were "
+                         "read from its part files.")
+        mine = runs[runs["source"] == src]
+        if mine.empty:
+            notes.append(f"{src}: no finished run.")
+            continue
+        if not mine["evaluated"].any():
+            notes.append(f"{src}: no evaluations (e.g. a timing-only simulation): no loss "
+                         "curves, no time to target, no convergence judgement.")
+        if not np.isfinite(pd.to_numeric(mine["target_loss"], errors="coerce")).any():
+            notes.append(f"{src}: no target loss: time/updates to target and speedups are "
+                         "not defined (pass --target LOSS to set one).")
+        n_int = int(mine.get("interrupted", pd.Series(False)).fillna(False).astype(bool).sum())
+        if n_int:
+            notes.append(f"{src}: {n_int} interrupted run(s), kept in the tables; left out of "
+                         "the non-convergence rate unless they diverged or reached the target.")
+    return notes
+
+
+def analyse(dirs: str | Path | Iterable[str | Path], target: float | None = None,
+            run_fits: bool = True, families: Iterable[str] = FAMILIES) -> Analysis:
+    """Load results folders and compute the staleness and speedup tables (no files written).
+
+    ``target``: target loss overriding the runs' own; ``run_fits``: also fit a law to every
+    run's τ histogram (not only to each configuration's pooled one); ``families``: the laws
+    tried (default all of :data:`stalesgd.staleness.FAMILIES`).
+    """
+    loaded = load_folders(dirs, target=target)
+    stale = staleness_tables(loaded, run_fits=run_fits, families=families)
+    return Analysis(loaded=loaded, stale=stale, speedup=speedup_table(loaded),
+                    notes=_notes(loaded))
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting
+# ---------------------------------------------------------------------------------------------
+
+
+def _cell(value: Any, spec: str = "") -> str:
+    if value is None or value is pd.NA:
+        return MISSING
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else ""
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}" if spec == "," else str(int(value))
+    if isinstance(value, float | np.floating):
+        v = float(value)
+        if math.isnan(v):
+            return MISSING
+        if math.isinf(v):
+            return "∞" if v > 0 else "−∞"
+        if spec == "%":
+            return f"{v:.0%}"
+        if spec == ",":
+            return f"{v:,.0f}"
+        if spec == "int":
+            return str(int(round(v)))
+        return format(v, spec or ".4g")
+    return str(value)
+
+
+def _display(df: pd.DataFrame, columns: list[tuple[str, str, str]]) -> pd.DataFrame:
+    """Pick ``(column, header, format)`` from ``df`` and render every cell as text."""
+    out = {}
+    for col, header, spec in columns:
+        if col in df:
+            out[header] = [_cell(v, spec) for v in df[col].tolist()]
+    return pd.DataFrame(out, index=range(len(df)))
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of a frame of text cells (``|`` escaped)."""
+    if df.empty:
+        return "_(none)_\n"
+
+    def esc(s: Any) -> str:
+        return str(s).replace("|", "\\|").replace("\n", " ")
+
+    head = "| " + " | ".join(esc(c) for c in df.columns) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    rows = ["| " + " | ".join(esc(v) for v in r) + " |" for r in df.itertuples(index=False)]
+    return "\n".join([head, rule, *rows]) + "\n"
+
+
+def html_table(df: pd.DataFrame) -> str:
+    """An HTML ``<table>`` of a frame of text cells (every cell escaped)."""
+    if df.empty:
+        return "<p><em>(none)</em></p>\n"
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = "\n".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>"
+                     for r in df.itertuples(index=False))
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>\n"
+
+
+def text_table(df: pd.DataFrame) -> str:
+    """A plain-text table (columns padded) for the terminal."""
+    if df.empty:
+        return "(none)\n"
+    cols = [str(c) for c in df.columns]
+    cells = [[str(v) for v in r] for r in df.itertuples(index=False)]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+              for r in cells]
+    return "\n".join(lines) + "\n"
+
+
+def _flags(row: pd.Series) -> str:
+    out = []
+    if bool(row.get("diverged", False)):
+        out.append("diverged")
+    if bool(row.get("interrupted", False)):
+        out.append("interrupted")
+    if not bool(row.get("evaluated", False)):
+        out.append("no evals")
+    elif np.isfinite(row.get("target_loss", math.nan)) and not bool(row.get("reached", False)):
+        out.append("target not reached")
+    return ", ".join(out)
+
+
+def runs_display(analysis: Analysis) -> pd.DataFrame:
+    """The runs table as text cells (one row per run)."""
+    runs = analysis.loaded.runs.copy()
+    if runs.empty:
+        return pd.DataFrame()
+    runs["flags"] = [_flags(r) for _, r in runs.iterrows()]
+    stale = analysis.stale.per_run
+    if not stale.empty:
+        runs = runs.drop(columns=["mean_tau"], errors="ignore").merge(
+            stale[["uid", "mean"]].rename(columns={"mean": "mean_tau"}), on="uid", how="left")
+    cols = [("run_id", "run", "")]
+    if len(analysis.loaded.sources) > 1:
+        cols.insert(0, ("source", "folder", ""))
+    cols += [("engine", "engine", ""), ("algorithm", "algorithm", ""), ("workers", "m", ""),
+             ("stepsize", "rule", ""), ("lr", "lr", ".4g"), ("batch", "batch", ""),
+             ("seed", "seed", ""), ("updates", "updates", ","), ("seconds", "seconds", ".3g"),
+             ("updates_per_s", "updates/s", ","), ("mean_tau", "mean τ", ".3g"),
+             ("final_loss", "final loss", ".4g"), ("target_loss", "target", ".4g"),
+             ("time_to_target", "time to target (s)", ".3g"),
+             ("updates_to_target", "updates to target", "int"),
+             ("peak_rss_bytes", "peak RSS (MB)", ".4g"), ("flags", "flags", "")]
+    if "peak_rss_bytes" in runs:
+        runs["peak_rss_bytes"] = pd.to_numeric(runs["peak_rss_bytes"], errors="coerce") / 1e6
+    return _display(runs, cols)
+
+
+_STALE_COLS = [("n", "n", ","), ("mean", "mean τ", ".3g"), ("var", "var", ".3g"),
+               ("dispersion", "var/mean", ".3g"), ("p50", "p50", "int"), ("p90", "p90", "int"),
+               ("p99", "p99", "int"), ("max", "max", "int"), ("best_law", "best law (AIC)", ""),
+               ("law_params", "parameters", ""), ("aic", "AIC", ".6g")]
+
+
+def staleness_display(analysis: Analysis) -> pd.DataFrame:
+    """PDF(τ) summary and best law per configuration and engine, as text cells."""
+    cols = [("config_key", "configuration", ""), ("engine", "engine", ""), ("runs", "runs", "")]
+    return _display(analysis.stale.per_config, cols + _STALE_COLS)
+
+
+def staleness_runs_display(analysis: Analysis) -> pd.DataFrame:
+    """PDF(τ) summary and best law per run, as text cells."""
+    cols = [("run_id", "run", ""), ("engine", "engine", ""), ("seed", "seed", "")]
+    if len(analysis.loaded.sources) > 1:
+        cols.insert(0, ("source", "folder", ""))
+    return _display(analysis.stale.per_run, cols + _STALE_COLS)
+
+
+def distances_display(analysis: Analysis) -> pd.DataFrame:
+    """TV, KS and W1 between engines per configuration, as text cells."""
+    return _display(analysis.stale.distances, [
+        ("config_key", "configuration", ""), ("engine_a", "reference", ""),
+        ("engine_b", "engine", ""), ("n_a", "n ref", ","), ("n_b", "n", ","),
+        ("tv", "TV", ".4f"), ("ks", "KS", ".4f"), ("ks_pvalue", "KS p-value", ".3g"),
+        ("w1", "W1 (τ)", ".4g")])
+
+
+def speedup_display(analysis: Analysis) -> pd.DataFrame:
+    """Throughput, targets, non-convergence and speedup per configuration, as text cells."""
+    return _display(analysis.speedup, [
+        ("config_key", "configuration", ""), ("engine", "engine", ""), ("runs", "runs", ""),
+        ("updates_per_s", "updates/s", ","), ("updates_per_s_std", "± (sd)", ","),
+        ("target_loss", "target", ".4g"), ("reached", "reached", ""),
+        ("time_to_target", "time to target (s)", ".3g"),
+        ("updates_to_target", "updates to target", ","),
+        ("nonconv_rate", "non-converged", "%"), ("judged", "of runs", ""),
+        ("speedup", "speedup vs seq", ".3g"), ("throughput_ratio", "= throughput ×", ".3g"),
+        ("efficiency_ratio", "efficiency", ".3g"),
+        ("throughput_ratio_run", "updates/s ratio (whole run)", ".3g")])
+
+
+# ---------------------------------------------------------------------------------------------
+# Header: experiment, machine, config
+# ---------------------------------------------------------------------------------------------
+
+
+def _machine_lines(machine: dict[str, Any]) -> list[str]:
+    if not machine:
+        return ["machine: not recorded (no machine.json)"]
+    cores = "/".join(str(machine.get(k, "?")) for k in
+                     ("logical_cores", "physical_cores", "usable_cores"))
+    mem = machine.get("memory_bytes")
+    lines = [f"CPU: {machine.get('cpu_model') or '?'}; cores logical/physical/usable: {cores}"
+             + (f"; memory {mem / 2**30:.1f} GiB" if isinstance(mem, int | float) else "")]
+    lines.append(f"OS: {machine.get('os', '?')}; Python {machine.get('python', '?')}; "
+                 f"stalesgd {machine.get('stalesgd', '?')} (git "
+                 f"{str(machine.get('git_commit') or '?')[:10]}"
+                 f"{', dirty' if machine.get('git_dirty') else ''})")
+    libs = machine.get("libraries") or {}
+    if libs:
+        lines.append("libraries: " + ", ".join(f"{k} {v}" for k, v in libs.items()
+                                               if v is not None))
+    if machine.get("recorded_at"):
+        lines.append(f"recorded at {machine['recorded_at']}")
+    return lines
+
+
+def _config_text(path: Path) -> str:
+    p = path / "config.toml"
+    return p.read_text() if p.exists() else "(no config.toml)"
+
+
+def _title(analysis: Analysis) -> str:
+    names = []
+    for res, src in zip(analysis.loaded.folders, analysis.loaded.sources, strict=True):
+        names.append(str(res.config.get("name") or src))
+    if len(names) == 1:
+        return f"stalesgd report: {names[0]}"
+    return "stalesgd comparison: " + " vs ".join(dict.fromkeys(names))
+
+
+_DEFINITIONS = [
+    "Staleness τ: of applied updates (dropped gradients left out); a configuration's PDF pools "
+    "its seeds.",
+    "Best law: lowest AIC among geometric, Poisson, Conway–Maxwell–Poisson and negative "
+    "binomial (maximum likelihood, stalesgd.staleness).",
+    "Distances: total variation ½Σ|p−q|, Kolmogorov–Smirnov max|F−G| (two-sample p-value; "
+    "conservative for discrete τ and optimistic for autocorrelated τ, as it treats updates as "
+    "independent samples), Wasserstein-1 Σ|F−G| in units of τ.",
+    "Speedup vs seq = T_seq / T (mean time to target over the seeds that reached it) = "
+    "throughput ratio × efficiency ratio, with throughput = updates to target / time to "
+    "target and efficiency = U_seq / U (updates to target).",
+    "Non-converged: diverged, or evaluated with a target and never reached it; runs without "
+    "evaluations and interrupted runs are not judged unless they diverged.",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+
+def _sections(analysis: Analysis) -> list[tuple[str, str, pd.DataFrame]]:
+    return [
+        ("runs", "Runs", runs_display(analysis)),
+        ("staleness", "Staleness PDF(τ) per configuration", staleness_display(analysis)),
+        ("distances", "Simulated vs measured PDF(τ): distances", distances_display(analysis)),
+        ("speedup", "Throughput, time to target and speedup", speedup_display(analysis)),
+        ("staleness-runs", "Staleness PDF(τ) per run", staleness_runs_display(analysis)),
+    ]
+
+
+def _markdown(analysis: Analysis, out: Path) -> str:
+    lines = [f"# {_title(analysis)}", ""]
+    for src, res in zip(analysis.loaded.sources, analysis.loaded.folders, strict=True):
+        lines += [f"## Folder `{src}`", ""]
+        lines += [f"- {line}" for line in _machine_lines(res.machine)]
+        lines += ["", "<details><summary>config.toml</summary>", "", "```toml",
+                  _config_text(res.path).rstrip(), "```", "", "</details>", ""]
+    if analysis.notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in analysis.notes] + [""]
+    for _, title, table in _sections(analysis):
+        lines += [f"## {title}", "", markdown_table(table)]
+    lines += ["## Definitions", ""] + [f"- {d}" for d in _DEFINITIONS] + [""]
+    lines += ["## Figures", ""]
+    for fig in analysis.figures:
+        rel = fig.path.relative_to(out).as_posix() if fig.path.is_relative_to(out) \
+            else fig.path.as_posix()
+        lines += [f"### {fig.title}", "", f"![{fig.title}]({rel})", "", fig.caption, ""]
+    if not analysis.figures:
+        lines += ["_(no figures: nothing to plot)_", ""]
+    return "\n".join(lines)
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px;
+       padding: 0 1em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em;
+     border-bottom: 1px solid #ccc; } h3 { font-size: 1em; }
+table { border-collapse: collapse; font-size: 0.82em; margin: 0.5em 0; display: block;
+        overflow-x: auto; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; white-space: nowrap; }
+th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
+tbody tr:nth-child(even) { background: #fafafa; }
+pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.8em; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: 0.85em; color: #555; } .notes li { color: #8a4b00; }
+"""
+
+
+def _img_tag(fig: FigureFile) -> str:
+    data = base64.b64encode(fig.path.read_bytes()).decode("ascii")
+    return (f'<figure id="{html.escape(fig.path.stem)}"><img alt="{html.escape(fig.title)}" '
+            f'data-file="{html.escape(fig.path.name)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(fig.title)} — {html.escape(fig.caption)}</figcaption>"
+            "</figure>")
+
+
+def _html(analysis: Analysis) -> str:
+    title = html.escape(_title(analysis))
+    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+             f"<title>{title}</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
+             f"<h1>{title}</h1>"]
+    for src, res in zip(analysis.loaded.sources, analysis.loaded.folders, strict=True):
+        parts.append(f"<h2>Folder <code>{html.escape(src)}</code></h2><ul>")
+        parts += [f"<li>{html.escape(line)}</li>" for line in _machine_lines(res.machine)]
+        parts.append("</ul><details><summary>config.toml</summary><pre>"
+                     f"{html.escape(_config_text(res.path))}</pre></details>")
+    if analysis.notes:
+        parts.append('<h2>Notes</h2><ul class="notes">')
+        parts += [f"<li>{html.escape(n)}</li>" for n in analysis.notes]
+        parts.append("</ul>")
+    for anchor, heading, table in _sections(analysis):
+        parts.append(f'<h2 id="{anchor}">{html.escape(heading)}</h2>')
+        parts.append(html_table(table))
+    parts.append("<h2>Definitions</h2><ul>")
+    parts += [f"<li>{html.escape(d)}</li>" for d in _DEFINITIONS]
+    parts.append("</ul>")
+    parts.append('<h2 id="figures">Figures</h2>')
+    parts += [_img_tag(f) for f in analysis.figures]
+    if not analysis.figures:
+        parts.append("<p><em>(no figures: nothing to plot)</em></p>")
+    parts += ["</body>", "</html>", ""]
+    return "\n".join(parts)
+
+
+def write_report(dirs: str | Path | Iterable[str | Path], out_dir: str | Path | None = None,
+                 target: float | None = None, log_y: bool | None = None,
+                 run_fits: bool = True, families: Iterable[str] = FAMILIES,
+                 analysis: Analysis | None = None) -> ReportFiles:
+    """Analyse ``dirs`` and write ``report.md``, ``report.html`` and ``figures/*.png``.
+
+    ``out_dir`` defaults to the single folder given (an error for several folders: pass one).
+    ``analysis``: a result of :func:`analyse` to reuse instead of loading again.
+    """
+    if isinstance(dirs, str | Path):
+        dirs = [dirs]
+    dirs = [Path(d) for d in dirs]
+    if out_dir is None:
+        if len(dirs) != 1:
+            raise AnalysisError(f"{len(dirs)} results folders given; say where the joint "
+                                "report goes (out_dir)")
+        out_dir = dirs[0]
+    out = Path(out_dir)
+    if analysis is None:
+        analysis = analyse(dirs, target=target, run_fits=run_fits, families=families)
+    out.mkdir(parents=True, exist_ok=True)
+    analysis.figures = make_figures(analysis.loaded, analysis.stale, analysis.speedup,
+                                    out / "figures", log_y=log_y)
+    md, page = out / "report.md", out / "report.html"
+    md.write_text(_markdown(analysis, out), encoding="utf-8")
+    page.write_text(_html(analysis), encoding="utf-8")
+    return ReportFiles(folder=out, markdown=md, html=page,
+                       figures=[f.path for f in analysis.figures])
+
+
+def comparison_text(analysis: Analysis) -> str:
+    """The comparison tables (staleness per configuration, engine distances, speedup) as
+    plain text for the terminal."""
+    out = [_title(analysis), ""]
+    for note in analysis.notes:
+        out.append(f"note: {note}")
+    if analysis.notes:
+        out.append("")
+    for anchor, heading, table in _sections(analysis):
+        if anchor in ("runs", "staleness-runs"):
+            continue
+        out += [heading, text_table(table)]
+    return "\n".join(out)
+
+
+def default_compare_dir(root: str | Path = "results") -> Path:
+    """A fresh ``<root>/compare-<YYYYmmdd-HHMMSS>`` path (``-2``, ``-3``… if taken); not
+    created."""
+    root = Path(root)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for i in range(1, 1000):
+        path = root / (f"compare-{stamp}" + ("" if i == 1 else f"-{i}"))
+        if not path.exists():
+            return path
+    raise FileExistsError(f"no free compare folder name under {root}")
