@@ -423,6 +423,7 @@ class RealRun:
             summary.update(
                 persistence=float(spec.algorithm.persistence),
                 failed_publishes=int(sh.ctrl[W.C_FAILED]),
+                failed_publishes_at_stop=int(sh.ctrl[W.C_FAILED_AT_STOP]),
                 dropped=int(sh.ctrl[W.C_DROPPED]),
                 tries_per_update=(int(sh.ctrl[W.C_SUCCESS_TRIES]) / n) if n else math.nan,
                 pool_high_water=int(sh.ctrl[W.C_HIGH_WATER]),

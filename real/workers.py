@@ -266,7 +266,8 @@ C_HIGH_WATER = 11 * _LINE
 C_FAILED = 12 * _LINE
 C_DROPPED = 13 * _LINE
 C_SUCCESS_TRIES = 14 * _LINE
-N_CTRL_LEASHED = 15 * _LINE
+C_FAILED_AT_STOP = 15 * _LINE  # failed publishes of gradients still retrying when the run ended
+N_CTRL_LEASHED = 16 * _LINE
 
 
 def new_leashed_control(pool_size: int) -> np.ndarray:
@@ -362,6 +363,8 @@ def leashed_worker(kernel, worker, seed, pool, refs, X, y, batch_idx, grad, ws, 
             if t1 >= n_max:
                 _release(refs, b1, ctrl)
                 atomic_store(ctrl, C_STOP, 1)
+                if attempts > 1:  # this gradient's earlier failures were counted
+                    atomic_add(ctrl, C_FAILED_AT_STOP, attempts - 1)
                 return
             tau = t1 - t0
             eta = _eta(tables, ctrl, lr, tau)

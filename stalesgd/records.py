@@ -22,13 +22,15 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:  # pandas is only needed to read results back; keep it out of runs
+    import pandas as pd
 
 UPDATES_SCHEMA = pa.schema([
     ("run_id", pa.string()),

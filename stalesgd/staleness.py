@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import optimize, special, stats
+from scipy import special
 
 __all__ = [
     "FAMILIES",
@@ -347,6 +347,7 @@ class Fit:
 
     def logpmf(self, k: np.ndarray | int) -> np.ndarray:
         """Log-probabilities of the fitted law at integer τ values ``k``."""
+        from scipy import stats  # deferred: ~70 MB that runs do not need
         if not self.applicable:
             raise ValueError(f"{self.family} fit is not applicable: {self.reason}")
         kk = np.asarray(k, dtype=np.float64)
@@ -476,6 +477,7 @@ def fit_cmp(counts: np.ndarray | Sequence[float]) -> Fit:
     information.  Not applicable when the histogram has a single support
     point (the MLE is at ν = ∞).
     """
+    from scipy import optimize
     c = _trim(_as_counts(counts))
     n, m, v = _moments(c)
     if np.count_nonzero(c) < 2:
@@ -558,6 +560,7 @@ def fit_negbin(counts: np.ndarray | Sequence[float]) -> Fit:
     The MLE exists only for over-dispersed data (variance > mean); otherwise
     the fit is returned as not applicable (the law tends to Poisson as r → ∞).
     """
+    from scipy import optimize, stats
     c = _trim(_as_counts(counts))
     n, m, v = _moments(c)
     if not v > m * (1.0 + 1e-12) or m <= 0:
@@ -706,6 +709,7 @@ def ks_test(
     none the p-value is NaN.  τ is discrete, so the p-value is conservative
     (larger than exact) — read it as a screening tool, not an exact test.
     """
+    from scipy import stats
     a_raw, b_raw = np.asarray(p), np.asarray(q)
     na = _sample_size(a_raw, n_p)
     nb = _sample_size(b_raw, n_q)
