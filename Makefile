@@ -31,6 +31,8 @@ run: $(STAMP)
 
 bench: $(STAMP)
 	mkdir -p results
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[torch]' \
+	    || echo "torch is not installable here: the PyTorch peer comparison will be skipped"
 	$(BIN)/python -m pytest bench -m bench -p no:cacheprovider \
 	    --benchmark-json=results/bench.json -q
 	$(BIN)/python bench/summary.py results/bench.json

@@ -135,7 +135,7 @@ def pdf_figure(key: str, hists: dict[str, np.ndarray], path: Path,
         log_y = largest > 0 and largest / smallest > 100
     if log_y:
         ax.set_yscale("log")
-        ax.set_ylim(bottom=max(smallest / 3, 1e-9))
+        ax.set_ylim(bottom=max(smallest / 3, 1e-9), top=1.5)  # probabilities: nothing above 1
     ax.set_xlim(-0.6, x_max + 0.6)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("staleness τ")

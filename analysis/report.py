@@ -332,8 +332,17 @@ def _sections(analysis: Analysis) -> list[tuple[str, str, pd.DataFrame]]:
     ]
 
 
+def _headline_lines(analysis: Analysis) -> tuple[str, ...]:
+    from .headline import headline  # imports this module
+
+    return headline(analysis).lines
+
+
 def _markdown(analysis: Analysis, out: Path) -> str:
     lines = [f"# {_title(analysis)}", ""]
+    head = _headline_lines(analysis)
+    if head:
+        lines += ["## Headline", ""] + [f"- {h}" for h in head] + [""]
     for src, res in zip(analysis.loaded.sources, analysis.loaded.folders, strict=True):
         lines += [f"## Folder `{src}`", ""]
         lines += [f"- {line}" for line in _machine_lines(res.machine)]
@@ -383,6 +392,11 @@ def _html(analysis: Analysis) -> str:
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
              f"<title>{title}</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
              f"<h1>{title}</h1>"]
+    head = _headline_lines(analysis)
+    if head:
+        parts.append("<h2>Headline</h2><ul>")
+        parts += [f"<li>{html.escape(h)}</li>" for h in head]
+        parts.append("</ul>")
     for src, res in zip(analysis.loaded.sources, analysis.loaded.folders, strict=True):
         parts.append(f"<h2>Folder <code>{html.escape(src)}</code></h2><ul>")
         parts += [f"<li>{html.escape(line)}</li>" for line in _machine_lines(res.machine)]

@@ -6,10 +6,11 @@ Reads each benchmark's ``extra_info`` (keys used by every bench file here):
 ``updates_per_s``, ``gflops``, ``gemm_gflops`` (single-core GEMM of the same
 precision, same run) and ``numpy_updates_per_s`` (a plain NumPy reference),
 and prints name, median seconds per timed call, updates/s, GFLOP/s,
-GFLOP/s ÷ GEMM GFLOP/s and updates/s ÷ NumPy updates/s.  Missing values print
-as ``-``.  When ``updates_per_s`` is absent but ``updates_per_call`` is given,
-updates/s is derived from the median time; benchmarks that are not about
-updates (fits, memory) show only their median time.
+GFLOP/s ÷ GEMM GFLOP/s, updates/s ÷ NumPy updates/s and the ratios of
+:data:`RATIO_KEYS` a benchmark measured.  Missing values print as ``-``.
+When ``updates_per_s`` is absent but ``updates_per_call`` is given, updates/s
+is derived from the median time; benchmarks that are not about updates (fits,
+memory) show only their median time.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ import math
 import sys
 from pathlib import Path
 from typing import Any
+
+#: Ratios measured inside one benchmark (same run, same load), shown in the last column.
+RATIO_KEYS = ("scaling_2v1", "engine_vs_bare_1w", "tau_p99_over_mean", "failed_per_update_2w",
+              "vs_cpp_reference_791mb", "sim_vs_bare_simpy", "replay_overhead",
+              "stalesgd_vs_torch_updates_per_s", "stalesgd_vs_torch_time_to_target")
 
 
 def _num(info: dict[str, Any], key: str) -> float | None:
@@ -41,8 +47,10 @@ def rows(data: dict[str, Any]) -> list[dict[str, Any]]:
         gflops = _num(info, "gflops")
         gemm = _num(info, "gemm_gflops")
         ref = _num(info, "numpy_updates_per_s")
+        ratios = [f"{key}={info[key]:.3g}" for key in RATIO_KEYS if _num(info, key) is not None]
         out.append(
             {
+                "ratios": ", ".join(ratios) or "-",
                 "name": b.get("fullname") or b.get("name", "?"),
                 "median_s": median,
                 "updates_per_s": ups,
@@ -63,7 +71,7 @@ def _fmt(v: float | None, spec: str) -> str:
 def format_table(table: list[dict[str, Any]]) -> str:
     """The rows as a fixed-width text table."""
     head = ("benchmark", "median s", "updates/s", "GFLOP/s", "GEMM GFLOP/s", "/GEMM",
-            "NumPy upd/s", "/NumPy")
+            "NumPy upd/s", "/NumPy", "ratios")
     body = []
     for r in table:
         vs_gemm, vs_numpy = r["vs_gemm"], r["vs_numpy"]
@@ -76,6 +84,7 @@ def format_table(table: list[dict[str, Any]]) -> str:
             "-" if vs_gemm is None else f"{100 * vs_gemm:.0f}%",
             _fmt(r["numpy_updates_per_s"], ",.0f"),
             "-" if vs_numpy is None else f"{vs_numpy:.2f}x",
+            r["ratios"],
         ))
     widths = [max(len(c) for c in col) for col in zip(head, *body, strict=True)]
 

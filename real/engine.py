@@ -7,6 +7,13 @@ at the configured cadence, refreshes adaptive step-size tables, enforces the
 stop rules (updates, time budget, target loss), shows a progress bar, and
 turns Ctrl-C, NaN or overflow into a clean stop.  The per-update logs the
 workers filled become the run record of DESIGN §3.
+
+Elastic parallelism (issue 8): the run's controller (:mod:`stalesgd.elastic`) runs in the
+monitor, in wall time.  It starts from the evaluation at t = 0, is asked again whenever its
+phase ends (the monitor then polls every :data:`ELASTIC_POLL_SECONDS`), sees the loss of a
+consistent snapshot (racy for ``hogwild``, which has none), and sets ``ctrl[C_ACTIVE]``:
+workers 0..m−1 run, the others park in short sleeps.  The record gets the m(t) trace
+(``control`` table, with ``t_set``, the time the new m was published) and CPU-seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from stalesgd.elastic import Controller, make_controller
 from stalesgd.experiment import RunSpec
 from stalesgd.problems.registry import Problem, make_problem
 from stalesgd.records import RunRecord
@@ -37,6 +45,8 @@ ALGORITHMS = ("seq", "sync", "lock", "hogwild", "leashed")
 DEFAULT_LOG_CAPACITY = 2_000_000
 #: How often the monitor wakes up to check stop rules and the progress bar.
 POLL_SECONDS = 0.01
+#: The monitor's poll interval while an elastic controller is active (phases end on time).
+ELASTIC_POLL_SECONDS = 0.001
 
 
 def default_tau_max(workers: int) -> int:
@@ -178,6 +188,12 @@ class RealRun:
         self.shared = _Shared.allocate(theta, self.rule.table(self.tau_max), self.capacity,
                                        self.m if self.leashed else 0)
         self.snapshot = np.empty_like(theta)
+        c = spec.controller
+        self.controller: Controller = make_controller(c.name, self.m, **c.options)
+        self.elastic = not (c.name == "static" and self.controller.level == self.m)
+        self.active = self.m
+        self.t_set: list[float] = []  # when each controller decision was published
+        self.worker_cpu = np.zeros(self.m, dtype=np.float64)
         self.evals = _Evals()
         self.stop_reason = ""
         self.interrupted = False
@@ -248,6 +264,8 @@ class RealRun:
             compile_for(fn, args)
             fn(*args)
         self._take_snapshot(dummy)
+        # the atomics the monitor calls from Python (a first call would compile mid-run)
+        W.atomic_store(dummy.ctrl, W.C_ACTIVE, W.atomic_load(dummy.ctrl, W.C_ACTIVE))
         self.problem.evaluate(self.shared.theta, self.spec.eval.split, 8)
         if self.estimator is not None:  # its njit state update, on a throwaway estimator
             one = np.zeros(1, dtype=np.int64)
@@ -269,12 +287,30 @@ class RealRun:
         ev = self.spec.eval
         with np.errstate(all="ignore"):
             loss, acc = self.problem.evaluate(self.snapshot, ev.split, ev.max_rows)
-        self.evals.add(t, k, loss, acc, self.m)
+        self.evals.add(t, k, loss, acc, self.active)
         if not math.isfinite(loss):
             W.atomic_store(self.shared.ctrl, W.C_DIVERGED, 1)
             W.atomic_store(self.shared.ctrl, W.C_STOP, 1)
             self.stop_reason = self.stop_reason or "diverged"
         return loss
+
+    def _control(self, t_origin: float, start: bool = False) -> None:
+        """Ask the controller for m (at the start, or when its phase ended) and publish it."""
+        ctl = self.controller
+        if ctl.needs_loss:
+            k = self._take_snapshot()
+            t = python_now() - t_origin
+            ev = self.spec.eval
+            with np.errstate(all="ignore"):
+                loss = float(self.problem.evaluate(self.snapshot, ev.split, ev.max_rows)[0])
+        else:
+            k = int(W.atomic_load(self.shared.ctrl, W.C_VERSION))
+            t, loss = python_now() - t_origin, None
+        m = ctl.start(t, k, loss) if start else ctl.observe(t, k, loss)
+        if m != self.active or start:
+            self.active = m
+            W.atomic_store(self.shared.ctrl, W.C_ACTIVE, m if self.elastic else W.ALL_ACTIVE)
+        self.t_set.append(python_now() - t_origin)
 
     def _refresh_stepsize(self) -> None:
         """Hand the online estimator the staleness logged since the last call, in the
@@ -304,12 +340,18 @@ class RealRun:
         bar = _progress_bar(self.progress, stop)
         next_eval_t = ev.every_seconds or math.inf
         next_eval_k = ev.every_updates or math.inf
+        ctl = self.controller
+        # Evaluations due every N updates are taken at the first poll after update N, so poll
+        # at the fine interval then (≈1000 wake-ups/s, a few % of one core).
+        poll = ELASTIC_POLL_SECONDS if self.elastic or ev.every_updates else POLL_SECONDS
         try:
             while any(t.is_alive() for t in threads):
-                time.sleep(POLL_SECONDS)
+                time.sleep(poll)
                 now = python_now() - t_origin
                 k = int(W.atomic_load(sh.ctrl, W.C_VERSION))
                 bar.update(now, k)
+                if self.elastic and ctl.due(now, k) and W.atomic_load(sh.ctrl, W.C_STOP) == 0:
+                    self._control(t_origin)
                 self._refresh_stepsize()
                 if now >= next_eval_t or k >= next_eval_k:
                     loss = self._evaluate(t_origin)
@@ -342,28 +384,34 @@ class RealRun:
             self._compile()
             t_origin = python_now()
             calls = self._worker_calls(self.shared, self.capacity, t_origin)
-            threads = [threading.Thread(target=self._guarded, args=(fn, args), daemon=True,
+            threads = [threading.Thread(target=self._guarded, args=(fn, args, i), daemon=True,
                                         name=f"stalesgd-worker-{i}")
                        for i, (fn, args) in enumerate(calls)]
             self._evaluate(t_origin)
+            self._control(t_origin, start=True)
+            cpu0 = _process_cpu()
             for t in threads:
                 t.start()
             self._monitor(threads, t_origin)
             for t in threads:
                 t.join()
             t_end = python_now() - t_origin
+            self.cpu_seconds = _process_cpu() - cpu0
             if self.worker_error is not None:
                 raise self.worker_error
             if not self.interrupted:
                 self._evaluate(t_origin)
         return self._record(t_end)
 
-    def _guarded(self, fn, args) -> None:
+    def _guarded(self, fn, args, index: int) -> None:
+        cpu0 = time.thread_time()
         try:
             fn(*args)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
             self.worker_error = exc
             W.atomic_store(self.shared.ctrl, W.C_STOP, 1)
+        finally:
+            self.worker_cpu[index] = time.thread_time() - cpu0
 
     def _update_columns(self) -> dict[str, np.ndarray]:
         sh = self.shared
@@ -418,6 +466,7 @@ class RealRun:
             worker_seeds=",".join(str(s) for s in self.seeds),
             mean_tau=float(np.mean(applied)) if applied.size else math.nan,
             stepsize_tables=self.estimator.n_tables if self.estimator is not None else 0,
+            **self._elastic_summary(seconds),
         )
         if self.leashed:
             summary.update(
@@ -429,7 +478,34 @@ class RealRun:
                 pool_high_water=int(sh.ctrl[W.C_HIGH_WATER]),
                 pool_high_water_bytes=int(sh.ctrl[W.C_HIGH_WATER]) * sh.theta.nbytes,
             )
-        return RunRecord(summary=summary, updates=updates, evals=evals)
+        control = self.controller.trace_columns()
+        control["t_set"] = np.asarray(self.t_set[: len(control["t"])], dtype=np.float64)
+        return RunRecord(summary=summary, updates=updates, evals=evals, control=control)
+
+    def _elastic_summary(self, seconds: float) -> dict[str, Any]:
+        """Controller, CPU-seconds (the process during the run, monitor included; the worker
+        threads' own, total and per worker) and the time-averaged number of active workers."""
+        from stalesgd.elastic import cpu_seconds_from_trace
+
+        tr = self.controller.trace
+        changes = [(min(ts, seconds), p.m) for ts, p in zip(self.t_set, tr, strict=False)]
+        changes[0] = (0.0, changes[0][1])
+        busy = cpu_seconds_from_trace(changes, seconds)
+        return {
+            "controller": self.controller.name,
+            "cpu_seconds": float(getattr(self, "cpu_seconds", math.nan)),
+            "worker_cpu_seconds": float(self.worker_cpu.sum()),
+            "worker_cpu": ",".join(f"{c:.4f}" for c in self.worker_cpu),
+            "mean_active": busy / seconds if seconds > 0 else float(self.m),
+            "controller_changes": int(sum(1 for a, b in zip(tr, tr[1:], strict=False)
+                                          if a.m != b.m)),
+        }
+
+
+def _process_cpu() -> float:
+    """User + system CPU-seconds of this process so far (all threads)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _summary(spec: RunSpec, evals: dict[str, np.ndarray], n: int, seconds: float,

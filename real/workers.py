@@ -12,6 +12,10 @@ Shared state travels as arrays:
     control slots, indexed by the ``C_*`` constants: the version counter
     (number of updates applied), the stop and diverged flags, the lock, the
     index of the active step-size table, and barrier counters for ``sync``.
+``ctrl[C_ACTIVE]``
+    elastic parallelism: workers with index ≥ this value park at the top of their loop
+    (sleeping in short ``nanosleep`` naps, so a parked worker uses no core) and rejoin when
+    it rises again, with their RNG state and logs intact; it starts above any worker count.
 ``tables`` (float64, 2 × (τmax+1))
     double-buffered step-size tables s(τ); the monitor writes the inactive
     row and then atomically switches ``C_TABLE``, so workers never stop.
@@ -26,6 +30,8 @@ applied at.
 """
 
 from __future__ import annotations
+
+import ctypes
 
 import numpy as np
 from numba import njit
@@ -50,9 +56,49 @@ C_SYNC_DONE = 8 * _LINE
 N_CTRL = 9 * _LINE
 
 
+#: ``ctrl[C_ACTIVE]`` when every worker runs (no elastic control)
+ALL_ACTIVE = 1 << 62
+#: first nap of a parked worker between two looks at ``ctrl[C_ACTIVE]`` (nanoseconds); the
+#: naps double up to :data:`PARK_MAX_NANOS`, so a short pause rejoins fast and a long one
+#: costs a wake-up every 2 ms (measured: a parked worker uses < 1 % of a core)
+PARK_NANOS = 100_000
+PARK_MAX_NANOS = 2_000_000
+
+_libc = ctypes.CDLL(None)
+_nanosleep = _libc.nanosleep
+_nanosleep.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+_nanosleep.restype = ctypes.c_int
+
+
 def new_control() -> np.ndarray:
-    """A zeroed control array."""
-    return np.zeros(N_CTRL, dtype=np.int64)
+    """A control array, zeroed except that every worker is active."""
+    ctrl = np.zeros(N_CTRL, dtype=np.int64)
+    ctrl[C_ACTIVE] = ALL_ACTIVE
+    return ctrl
+
+
+@njit(nogil=True)
+def park_while_inactive(ctrl: np.ndarray, worker: int, nap: np.ndarray) -> int:
+    """Sleep in naps (``nap`` is a timespec scratch: seconds, nanoseconds) while this worker
+    is parked (``worker >= ctrl[C_ACTIVE]``) and the run goes on; returns the naps taken.
+    Atomic loads, so the check is not hoisted out of the loop; ``nanosleep`` gives the core
+    away; the nap doubles from :data:`PARK_NANOS` to :data:`PARK_MAX_NANOS`."""
+    naps = 0
+    nap[0] = 0
+    nap[1] = PARK_NANOS
+    while worker >= atomic_load(ctrl, C_ACTIVE) and atomic_load(ctrl, C_STOP) == 0:
+        _nanosleep(nap.ctypes.data, 0)
+        naps += 1
+        if nap[1] < PARK_MAX_NANOS:
+            nap[1] = min(2 * nap[1], PARK_MAX_NANOS)
+    return naps
+
+
+@njit(nogil=True)
+def _new_nap() -> np.ndarray:
+    nap = np.zeros(2, dtype=np.int64)
+    nap[1] = PARK_NANOS
+    return nap
 
 
 @njit(nogil=True)
@@ -99,7 +145,11 @@ def lock_worker(kernel, worker, seed, theta, local, X, y, batch_idx, grad, ws, d
     np.random.seed(seed)
     n_rows = X.shape[0]
     n_params = theta.shape[0]
+    nap = _new_nap()
     while atomic_load(ctrl, C_STOP) == 0:
+        if worker >= atomic_load(ctrl, C_ACTIVE):
+            park_while_inactive(ctrl, worker, nap)
+            continue
         _draw_batch(batch_idx, n_rows)
         spin_lock_acquire(ctrl, C_LOCK)
         t_read = monotonic_now(timespec) - t_origin
@@ -142,7 +192,11 @@ def hogwild_worker(kernel, worker, seed, theta, local, X, y, batch_idx, grad, ws
     np.random.seed(seed)
     n_rows = X.shape[0]
     n_params = theta.shape[0]
+    nap = _new_nap()
     while atomic_load(ctrl, C_STOP) == 0:
+        if worker >= atomic_load(ctrl, C_ACTIVE):
+            park_while_inactive(ctrl, worker, nap)
+            continue
         _draw_batch(batch_idx, n_rows)
         t_read = monotonic_now(timespec) - t_origin
         t0 = atomic_load(ctrl, C_VERSION)
@@ -273,6 +327,7 @@ N_CTRL_LEASHED = 16 * _LINE
 def new_leashed_control(pool_size: int) -> np.ndarray:
     """A control array for Leashed-SGD with buffer 0 published at version 0."""
     ctrl = np.zeros(N_CTRL_LEASHED, dtype=np.int64)
+    ctrl[C_ACTIVE] = ALL_ACTIVE
     ctrl[C_LATEST] = 0 * pool_size + 0
     ctrl[C_IN_USE] = 1
     ctrl[C_HIGH_WATER] = 1
@@ -343,7 +398,11 @@ def leashed_worker(kernel, worker, seed, pool, refs, X, y, batch_idx, grad, ws, 
     n_rows = X.shape[0]
     pool_size = pool.shape[0]
     n_params = pool.shape[1]
+    nap = _new_nap()
     while atomic_load(ctrl, C_STOP) == 0:
+        if worker >= atomic_load(ctrl, C_ACTIVE):  # parked workers hold no buffer
+            park_while_inactive(ctrl, worker, nap)
+            continue
         _draw_batch(batch_idx, n_rows)
         t_read = monotonic_now(timespec) - t_origin
         p0 = acquire_latest(refs, ctrl, pool_size)

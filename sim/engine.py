@@ -14,16 +14,22 @@ import math
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import simpy
 
 from .model import ALGORITHMS, ReplayHook, Simulation
+
+if TYPE_CHECKING:
+    from stalesgd.elastic import Controller
 from .timing import Scaled, Timing, as_timings, parse_duration, per_param, worker_factors
 
 __all__ = [
     "SimResult",
+    "attach_controller",
+    "elastic_process",
+    "elastic_summary",
     "simulate_timing",
     "worker_rngs",
     "DEFAULT_TIME_SLICE",
@@ -255,3 +261,101 @@ def _schedule_controller(
             sim.set_active(n)
 
     return run
+
+
+def elastic_process(
+    ctl: Controller, loss: Callable[[Simulation], float] | None = None
+) -> Callable[[Simulation], Generator[simpy.Event, None, None]]:
+    """A SimPy controller process (for ``simulate_timing(controller=...)``) that lets the
+    elastic controller ``ctl`` (:mod:`stalesgd.elastic`) set the active workers in simulated
+    time.
+
+    At t = 0 the controller starts with ``loss(sim)`` (an evaluation of the replayed θ, i.e.
+    a consistent snapshot; None when ``loss`` is None); after that it is called exactly when
+    its phase ends: after ``ctl.next_k`` applied updates (a :meth:`Simulation.watch`, fired
+    right after that update is logged, so the evaluation sees θ_k) or at simulated time
+    ``ctl.next_t``.  :meth:`Simulation.set_active` is called only when m changes, so
+    ``sim.active_changes`` holds the m(t) steps and ``ctl.trace`` every decision.
+    """
+    if ctl.needs_loss and loss is None:
+        raise ValueError(f"the {ctl.name} controller needs a loss (numeric replay), not "
+                         "timing-only mode")
+
+    def run(sim: Simulation) -> Generator[simpy.Event, None, None]:
+        generation = [0]
+
+        def measure() -> float | None:
+            return None if loss is None else float(loss(sim))
+
+        def arm() -> None:
+            generation[0] += 1
+            g = generation[0]
+            sim.watch(ctl.next_k, lambda _sim: fire(g))
+            if math.isfinite(ctl.next_t):
+                ev = sim.env.timeout(max(0.0, ctl.next_t - sim.env.now))
+                ev.callbacks.append(lambda _ev: fire(g))
+
+        def fire(g: int) -> None:
+            if g != generation[0] or sim.stopped:
+                return  # superseded by a later decision, or the run is over
+            t, k = sim.env.now, sim.v
+            if ctl.due(t, k):
+                m = ctl.observe(t, k, measure())
+                if m != sim.active:
+                    sim.set_active(m)
+            arm()
+
+        m = ctl.start(sim.env.now, sim.v, measure())
+        if m != sim.active:
+            sim.set_active(m)
+        arm()
+        yield sim.env.timeout(0)
+
+    return run
+
+
+def attach_controller(
+    spec: Any, workers: int, hook: Any | None
+) -> tuple[Controller, Callable[[Simulation], Generator[simpy.Event, None, None]] | None]:
+    """The elastic controller of a run spec (``spec.controller``) and, unless it is the plain
+    ``static`` baseline (all workers, nothing to do), its SimPy process.
+
+    Its progress signal is the loss of the replayed θ evaluated as the run's ``[eval]``
+    evaluations are (same split and rows).  Controllers that need a loss cannot run in
+    timing-only mode (an :class:`~stalesgd.experiment.ExperimentError`)."""
+    from stalesgd.elastic import make_controller
+    from stalesgd.experiment import ExperimentError
+
+    c = spec.controller
+    ctl = make_controller(c.name, workers, **c.options)
+    if c.name == "static" and ctl.level == workers:
+        ctl.start(0.0, 0, None)  # the one-row trace: m = M from the start
+        return ctl, None
+    if ctl.needs_loss and hook is None:
+        raise ExperimentError("controller.name", c.name,
+                              "static or schedule with sim.timing_only = true (the "
+                              f"{c.name} controller measures the loss, which needs numeric "
+                              "replay)")
+
+    def loss(_sim: Simulation) -> float:
+        with np.errstate(all="ignore"):
+            return float(hook.problem.evaluate(hook.theta, hook.split, hook.max_rows)[0])
+
+    return ctl, elastic_process(ctl, None if hook is None else loss)
+
+
+def elastic_summary(ctl: Controller, res: SimResult) -> dict[str, Any]:
+    """Run-summary values of elastic control: the controller, the CPU-seconds the active
+    workers used (∫ min(m(t), cores) dt: a parked worker uses no core, an active one a whole
+    core, as a real worker that computes or spins does) and the time-averaged m."""
+    from stalesgd.elastic import cpu_seconds_from_trace
+
+    changes = list(res.active_changes)
+    duration = res.duration
+    busy = cpu_seconds_from_trace(changes, duration)
+    return {
+        "controller": ctl.name,
+        "cpu_seconds": cpu_seconds_from_trace(changes, duration, res.cores),
+        "mean_active": busy / duration if duration > 0 else float(res.workers),
+        "controller_changes": len(changes) - 1,
+    }

@@ -207,6 +207,9 @@ class Simulation:
         self._monitor: Callable[[Simulation], None] | None = None
         self._monitor_every = 1
         self._next_tick: float = math.inf
+        # a one-shot callback at a number of applied updates (elastic controllers)
+        self._watch_k: float = math.inf
+        self._watch: Callable[[Simulation], None] | None = None
         #: True when Ctrl-C ended :meth:`run` (the rows logged so far are kept)
         self.interrupted = False
         self.duration = 0.0
@@ -234,6 +237,16 @@ class Simulation:
             if w < n:
                 self._parked.pop(w).succeed()
 
+    def watch(self, k: float, callback: Callable[[Simulation], None]) -> None:
+        """Call ``callback(sim)`` once, right after the update that brings ``v`` to ``k`` is
+        applied and logged (a later call replaces an earlier watch; ``inf`` clears it).
+
+        This is how a controller acts after a number of updates without polling; the
+        callback may call :meth:`set_active` and :meth:`watch` again."""
+        self._watch_k = float(k)
+        self._watch = callback if math.isfinite(self._watch_k) else None
+        self._next_check = min(self._next_check, self._watch_k)
+
     def _park(self, w: int) -> Generator[simpy.Event, None, None]:
         if self.oversubscribed:
             self.machine.release(w)
@@ -257,9 +270,14 @@ class Simulation:
         if self._monitor is not None and v >= self._next_tick:
             self._monitor(self)
             self._next_tick = v + self._monitor_every
+        if v >= self._watch_k:
+            callback, self._watch, self._watch_k = self._watch, None, math.inf
+            if callback is not None and not self.stopped:
+                callback(self)
         self._next_check = target if v < target else math.inf
         if self._monitor is not None:
             self._next_check = min(self._next_check, self._next_tick)
+        self._next_check = min(self._next_check, self._watch_k)
 
     def stop(self, *, after_current: bool = False) -> None:
         """End the run at the current simulated time; later rows are not part of the run.
@@ -488,7 +506,7 @@ class Simulation:
         self._monitor_every = int(monitor_every)
         self._next_tick = self._monitor_every if monitor is not None else math.inf
         self._next_check = min(math.inf if self._target is None else self._target,
-                               self._next_tick)
+                               self._next_tick, self._watch_k)
         env = self.env
         body = {
             "seq": self._hogwild,

@@ -14,22 +14,24 @@ real engine does (the runner keeps it and stops the sweep).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from stalesgd.experiment import PER_PARAM, ExperimentError, RunSpec
+from stalesgd.experiment import PER_PARAM, ExperimentError, RunSpec, SimSpec
 from stalesgd.problems.registry import Problem, make_problem
 from stalesgd.records import RunRecord
 from stalesgd.stepsize import make_rule
 
-from .engine import SimResult, simulate_timing
+from .engine import SimResult, attach_controller, elastic_summary, simulate_timing
 from .model import ALGORITHMS, Simulation
 from .replay import NumericReplay, StepSizes, _apply_mean, apply_step, worker_seeds
-from .timing import parse_duration
+from .timing import Deterministic, Empirical, Gamma, LogNormal, Timing, parse_duration
 
-__all__ = ["SimRun", "run_sim", "default_tau_max", "ALGORITHM_OPTIONS"]
+__all__ = ["SimRun", "run_sim", "default_tau_max", "ALGORITHM_OPTIONS", "CalibratedTiming",
+           "calibrated_timing"]
 
 #: ``algorithm.options`` the simulator reads (durations, e.g. ``"2us"``): lock hand-over
 #: latency and the cost of one atomic / compare-and-swap.  Other keys are rejected.
@@ -95,13 +97,8 @@ class SimRun:
         if alg == "seq" and spec.workers != 1:
             raise ExperimentError("workers", spec.workers, "1 with algorithm 'seq'")
         sim = spec.sim
-        if sim.calibration is not None:
-            raise ExperimentError(
-                "sim.calibration", sim.calibration,
-                "none yet: calibration files (a timing model fitted to a real run by "
-                "`stalesgd calibrate`) come with the analysis layer, issue 6; set the timing "
-                "with sim.compute/read/update instead", "is not supported yet")
         self.options = self._algorithm_options(spec.algorithm.options)
+        self.calibration = None if sim.calibration is None else _load_calibration(spec)
         self.spec = spec
         self.progress = progress
         self.m = spec.workers
@@ -174,6 +171,11 @@ class SimRun:
             cas_cost=self.options.get("cas_cost", 0.0),
             n_params=n_params, hook=self.hook,
             monitor=bar if bar.bar is not None else None, monitor_every=MONITOR_EVERY)
+        if self.calibration is not None:
+            self.calibrated = calibrated_timing(self.calibration, spec, self.options, n_params)
+            kwargs.update(self.calibrated.kwargs)
+        # elastic parallelism control (issue 8): None for the static baseline
+        self.controller, kwargs["controller"] = attach_controller(spec, self.m, self.hook)
         try:
             # BLAS inside the gradient kernels runs single-threaded, as in the real engine
             with threadpool_limits(limits=1):
@@ -228,6 +230,9 @@ class SimRun:
             wall_seconds=res.wall_seconds,
             sim_updates_per_wall_s=res.updates_per_wall_second,
         )
+        if self.calibration is not None:
+            summary.update(self.calibrated.summary)
+            summary["cores"] = res.cores
         if spec.algorithm.name == "leashed":
             summary.update(
                 persistence=float(spec.algorithm.persistence),
@@ -237,7 +242,129 @@ class SimRun:
                 pool_high_water=None,  # the buffer pool is not modelled by the simulator
                 pool_high_water_bytes=None,
             )
-        return RunRecord(summary=summary, updates=updates, evals=evals)
+        summary.update(elastic_summary(self.controller, res))
+        return RunRecord(summary=summary, updates=updates, evals=evals,
+                         control=self.controller.trace_columns())
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration: a timing model fitted to a real run (``stalesgd calibrate``, analysis/calibrate.py)
+# ---------------------------------------------------------------------------------------------
+
+_CAL_ALLOWED = "a calibration file written by `stalesgd calibrate REAL_DIR` (JSON)"
+
+
+def _load_calibration(spec: RunSpec):
+    """Load ``spec.sim.calibration`` (a path, relative to the working directory) and check
+    that it was fitted to this run's problem, batch and dtype."""
+    from stalesgd.analysis.calibrate import CalibrationError, check_compatible, load_calibration
+
+    try:
+        cal = load_calibration(spec.sim.calibration)
+        check_compatible(cal, spec.problem.name, spec.problem.batch, spec.problem.dtype)
+    except CalibrationError as exc:
+        raise ExperimentError("sim.calibration", spec.sim.calibration, _CAL_ALLOWED,
+                              f"cannot be used: {exc}") from None
+    return cal
+
+
+@dataclass
+class CalibratedTiming:
+    """What a calibration contributes to one simulation: keyword arguments of
+    :func:`~stalesgd.sim.engine.simulate_timing` and fields for the run summary."""
+
+    kwargs: dict[str, Any]
+    summary: dict[str, Any]
+
+
+def _compute_timing(model: dict[str, Any], parametric: bool) -> Timing:
+    if parametric:
+        fit = model["fit"]
+        if fit["cv"] <= 0:
+            return Deterministic(float(fit["mean"]))
+        cls = Gamma if fit["kind"] == "gamma" else LogNormal
+        return cls(float(fit["mean"]), float(fit["cv"]))
+    return Empirical(np.asarray(model["samples_ns"], dtype=np.float64) * 1e-9)
+
+
+def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
+                      n_params: int) -> CalibratedTiming:
+    """The timing model of ``cal`` (a :class:`stalesgd.analysis.calibrate.Calibration`) for
+    ``spec``.
+
+    Compute: the measured configuration (same algorithm and workers) if the file has it,
+    worker ``w`` resampling its own measured durations and workers beyond the measured ones
+    that configuration's pooled durations; otherwise the file's pooled model for every
+    worker.  Resampling is empirical unless the file's ``default_model`` is ``parametric``
+    (then the fitted gamma/log-normal).  Read/update/CAS: the file's per-parameter costs
+    (``hogwild`` reads 0, ``leashed`` applies with the fused copy-apply).  Cores, time slice
+    and lock hand-over: the file's; cores are the *effective* cores the measured
+    configuration got (``effective_cores``: fewer than the machine's when other load shared
+    it), or the file's ``effective_cores`` for other configurations.
+
+    Explicit settings win over the file: ``sim.compute``/``sim.time_slice`` when they differ
+    from their defaults (a value equal to the default cannot be told apart from an unset
+    one), ``sim.read``/``sim.update`` when not ``per-param``, ``sim.cores`` when set,
+    ``algorithm.options.lock_handover``/``cas_cost`` when given.
+
+    The run is labelled ``prediction = True`` unless the file measured exactly this
+    (algorithm, workers) on as many (effective) cores as simulated.
+    """
+    from stalesgd.analysis.calibrate import sim_timing_costs
+
+    sim, d, m = spec.sim, cal.data, spec.workers
+    alg = spec.algorithm.name
+    defaults = SimSpec()
+    kwargs: dict[str, Any] = {}
+    overridden = []
+    entry = cal.configuration(alg, m) if alg in ("seq", "lock", "hogwild", "leashed") else None
+    parametric = d["default_model"] == "parametric"
+    if sim.compute != defaults.compute:
+        overridden.append("compute")
+    else:
+        pooled = entry["compute"] if entry is not None else d["pooled"]
+        base = _compute_timing(pooled, parametric)
+        comp = [base] * m
+        if entry is not None and not parametric:
+            for w, ns in enumerate(entry["per_worker_ns"][:m]):
+                if ns:
+                    comp[w] = Empirical(np.asarray(ns, dtype=np.float64) * 1e-9)
+        kwargs["compute"] = comp
+    costs = sim_timing_costs(alg if alg != "sync" else "lock", n_params, d)
+    if sim.read == PER_PARAM:
+        kwargs["read"] = costs["read"]
+    else:
+        overridden.append("read")
+    if sim.update == PER_PARAM:
+        kwargs["update"] = costs["update"]
+    else:
+        overridden.append("update")
+    measured_cores = int(entry["effective_cores"] if entry is not None
+                         else d.get("effective_cores", d["cores"]))
+    cores = int(sim.cores) if sim.cores is not None else measured_cores
+    kwargs["cores"] = cores
+    if sim.time_slice == defaults.time_slice:
+        kwargs["time_slice"] = float(d["time_slice"])
+    else:
+        overridden.append("time_slice")
+    kwargs["lock_handover"] = options.get("lock_handover", float(d["lock_handover"]))
+    kwargs["cas_cost"] = options.get("cas_cost", float(costs["cas"]))
+    exact = entry is not None and cores == measured_cores
+    summary = {
+        "calibrated": True,
+        "calibration": str(sim.calibration),
+        "calibration_match": "exact" if entry is not None else "pooled",
+        "calibration_model": "parametric" if parametric else "empirical",
+        "calibration_overrides": ",".join(overridden),
+        "prediction": not exact,
+        "time_slice": f"{kwargs.get('time_slice', parse_duration(sim.time_slice)) * 1e3:.6g}ms",
+    }
+    if "compute" not in overridden:
+        summary["compute"] = f"calibrated ({summary['calibration_model']})"
+    for key in ("read", "update"):
+        if key not in overridden:
+            summary[key] = f"calibrated det:{kwargs[key] * 1e9:.6g}ns"
+    return CalibratedTiming(kwargs=kwargs, summary=summary)
 
 
 def n_params_bytes(problem: Problem) -> int:

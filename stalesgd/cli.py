@@ -2,9 +2,9 @@
 
 ``run`` runs an experiment file (or the built-in default); ``real`` and ``sim`` describe one
 run with flags and go through the same experiment validation and runner; ``compare`` and
-``report`` delegate to :mod:`stalesgd.analysis`; ``data`` delegates to
-:mod:`stalesgd.data.cli`.  Commands that later issues add (``calibrate``) say so and exit with
-code 2.
+``report`` delegate to :mod:`stalesgd.analysis` and ``calibrate`` to
+:mod:`stalesgd.analysis.calibrate`; ``data`` delegates to :mod:`stalesgd.data.cli`.  Commands
+listed in :data:`NOT_BUILT` (none at the moment) say so and exit with code 2.
 """
 
 from __future__ import annotations
@@ -20,10 +20,7 @@ from stalesgd import __version__
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-NOT_BUILT: dict[str, str] = {
-    "calibrate": "fitting a sim timing model to a real run comes with the analysis layer "
-                 "(issue 6)",
-}
+NOT_BUILT: dict[str, str] = {}
 """Commands that exist in the design but not yet in the code, and which issue adds them."""
 
 
@@ -48,6 +45,12 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
                         "or -o n_train=5000 (repeatable)")
     p.add_argument("--stepsize-option", action="append", default=[], metavar="KEY=VALUE",
                    help="step-size rule option, e.g. --stepsize-option refresh_every=1000")
+    p.add_argument("--controller", default=None,
+                   help="elastic parallelism controller: static | window | ternary | model | "
+                        "schedule (default: static, all workers; see stalesgd.elastic)")
+    p.add_argument("--controller-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="controller option, value in TOML syntax, e.g. --controller-option "
+                        "probe=2000 or --controller-option 'steps=[[0, 4], [5000, 1]]'")
     p.add_argument("--data-dir", default=None,
                    help="look for data sets here first (default: $STALESGD_DATA, user cache, "
                         "/usr/share/datasets)")
@@ -97,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true",
                    help="validate and list the runs without running them")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write report.md/report.html into the results folder")
 
     p = sub.add_parser("real",
                        help=f"one run on the real multithreaded engine ({_engine_note('real')})",
@@ -121,11 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timing-only", action="store_true", help="timing only, no numeric replay")
     p.add_argument("--calibration", default=None, help="timing model fitted by `calibrate`")
 
-    p = sub.add_parser("calibrate", help="fit a sim timing model to a real run — not built yet",
-                       description="Fit a sim timing model to a real run. Not built yet: "
-                                   f"{NOT_BUILT['calibrate']}.")
+    p = sub.add_parser("calibrate", help="fit a sim timing model to a real run",
+                       description="Fit the simulator's timing model (compute-time "
+                                   "distributions, read/update costs, lock hand-over, cores, "
+                                   "time slice) to the real runs of a results folder and write "
+                                   "it as JSON for `stalesgd sim --calibration FILE`.")
     p.add_argument("dirs", nargs=1, metavar="REAL_DIR")
-    p.add_argument("--out", default=None, help="where to write the timing model")
+    p.add_argument("--out", default=None,
+                   help="calibration file to write (default: REAL_DIR/calibration.json)")
+    p.add_argument("--run", action="append", default=None, metavar="RUN_ID",
+                   help="calibrate from this run only (repeatable; default: every real run)")
+    p.add_argument("--model", choices=("empirical", "parametric"), default="empirical",
+                   help="compute model the simulator uses by default: resample the measured "
+                        "durations, or the fitted gamma/log-normal (default: empirical)")
 
     p = sub.add_parser("compare", help="compare results folders (sim vs real, PDF(τ), speedups)",
                        description="Join results folders (e.g. one sim, one real) on their "
@@ -150,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(exp, out: str, progress: bool) -> int:
+def _run(exp, out: str, progress: bool, report: bool = False) -> int:
     from stalesgd.engines import EngineNotAvailable
     from stalesgd.runner import format_summary, run_experiment
 
@@ -162,7 +175,26 @@ def _run(exp, out: str, progress: bool) -> int:
     if outcome.summaries:
         print(format_summary(outcome.summaries))
     print(f"results: {outcome.folder} ({len(outcome.summaries)} of {outcome.planned} runs)")
+    if report and outcome.summaries:
+        _write_run_report(outcome.folder)
     return EXIT_INTERRUPTED if outcome.interrupted else 0
+
+
+def _write_run_report(folder: Path) -> None:
+    """Write the folder's report and print where it is and its headline numbers."""
+    from stalesgd.analysis import AnalysisError, analyse, write_report
+    from stalesgd.analysis.headline import headline
+
+    print("writing the report (staleness fits, figures)…", file=sys.stderr)
+    try:
+        analysis = analyse([folder])
+        files = write_report([folder], folder, analysis=analysis)
+    except AnalysisError as exc:
+        _err(f"no report: {exc}")
+        return
+    print(f"report: {files.html}")
+    for line in headline(analysis).lines:
+        print(f"  {line}")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -181,7 +213,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"{spec.run_id}  engine={spec.engine} algorithm={spec.algorithm.name} "
                   f"workers={spec.workers} seed={spec.seed} {spec.point}")
         return 0
-    return _run(exp, args.out, not args.no_progress)
+    return _run(exp, args.out, not args.no_progress, report=not args.no_report)
 
 
 def _key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
@@ -227,13 +259,32 @@ def _cmd_engine(args: argparse.Namespace) -> int:
     if args.data_dir is not None:
         problem_options["data_dir"] = args.data_dir
     stepsize_options = _key_values(args.stepsize_option, "--stepsize-option")
+    controller_options = _key_values(args.controller_option, "--controller-option")
     exp = experiment_from_flags(
         args.command, problem_options=problem_options, stepsize_options=stepsize_options,
         problem=args.problem, algorithm=args.algorithm, workers=args.workers,
         stepsize=args.stepsize, lr=args.lr, batch=args.batch, dtype=args.dtype,
         updates=args.updates, seconds=seconds, target_loss=args.target_loss, seed=args.seed,
-        persistence=persistence, sim=sim, name=args.name)
+        persistence=persistence, sim=sim, name=args.name, controller=args.controller,
+        controller_options=controller_options)
     return _run(exp, args.out, not args.no_progress)
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from stalesgd.analysis.calibrate import CalibrationError, calibrate
+
+    folder = Path(args.dirs[0])
+    out = Path(args.out) if args.out else folder / "calibration.json"
+    try:
+        cal = calibrate(folder, runs=args.run)
+    except (CalibrationError, FileNotFoundError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    cal.data["default_model"] = args.model
+    cal.save(out)
+    print(cal.summary_text())
+    print(f"calibration: {out} (default model: {args.model})")
+    return 0
 
 
 def _cmd_not_built(args: argparse.Namespace) -> int:
@@ -286,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     handlers = {"run": _cmd_run, "real": _cmd_engine, "sim": _cmd_engine,
-                "calibrate": _cmd_not_built, "compare": _cmd_analysis,
+                "calibrate": _cmd_calibrate, "compare": _cmd_analysis,
                 "report": _cmd_analysis, "data": _cmd_data}
     try:
         return handlers[args.command](args)

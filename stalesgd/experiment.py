@@ -42,6 +42,10 @@ An experiment file (DESIGN §3) is flat and readable::
     timing_only = false
     calibration = "calib.json"       # optional
 
+    [controller]                     # elastic parallelism (asynchronous algorithms only)
+    name = "window"                  # static (default) | window | ternary | model | schedule
+    options = {probe = 2000, execute = 10000}   # see stalesgd.elastic
+
     [sweep]                          # cartesian product of every list, times the seeds
     workers = [1, 2, 4]
     "stepsize.rule" = ["constant", "tail"]
@@ -177,6 +181,15 @@ class SimSpec:
 
 
 @dataclass(frozen=True)
+class ControllerSpec:
+    """Elastic parallelism control: the controller ``name`` (:mod:`stalesgd.elastic`) and its
+    ``options``; ``static`` (all workers, always) by default."""
+
+    name: str = "static"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Experiment:
     """A resolved experiment: the base run, the seeds and the sweep (dotted key -> values)."""
 
@@ -190,6 +203,7 @@ class Experiment:
     stop: StopSpec = field(default_factory=lambda: StopSpec(updates=20000))
     eval: EvalSpec = field(default_factory=lambda: EvalSpec(every_updates=400))
     sim: SimSpec = field(default_factory=SimSpec)
+    controller: ControllerSpec = field(default_factory=ControllerSpec)
     sweep: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -217,6 +231,7 @@ class RunSpec:
     stop: StopSpec
     eval: EvalSpec
     sim: SimSpec
+    controller: ControllerSpec = field(default_factory=ControllerSpec)
     point: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -355,8 +370,9 @@ def _duration(value: Any, key: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 _TOP_KEYS = ("name", "engine", "workers", "seeds", "seed", "repeats", "problem", "algorithm",
-             "stepsize", "stop", "eval", "sim", "sweep")
-_BODY_KEYS = ("engine", "workers", "problem", "algorithm", "stepsize", "stop", "eval", "sim")
+             "stepsize", "stop", "eval", "sim", "controller", "sweep")
+_BODY_KEYS = ("engine", "workers", "problem", "algorithm", "stepsize", "stop", "eval", "sim",
+              "controller")
 _TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "problem": ("name", "batch", "dtype", "options"),
     "algorithm": ("name", "persistence", "options"),
@@ -364,6 +380,7 @@ _TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "stop": ("updates", "seconds", "target_loss", "at_target"),
     "eval": ("every_seconds", "every_updates", "split", "max_rows"),
     "sim": ("cores", "compute", "read", "update", "time_slice", "timing_only", "calibration"),
+    "controller": ("name", "options"),
 }
 
 
@@ -446,21 +463,42 @@ def _parse_sim(raw: Any) -> SimSpec:
     )
 
 
+def _parse_controller(raw: Any, workers: int, algorithm: str) -> ControllerSpec:
+    """The [controller] table, checked by building the controller for ``workers`` threads."""
+    from stalesgd.elastic import CONTROLLERS, ControllerError, make_controller
+
+    t = _table(raw, "controller", _TABLE_KEYS["controller"])
+    name = _choice(t.get("name", "static"), "controller.name", tuple(CONTROLLERS))
+    options = _options(t.get("options", {}), "controller.options")
+    if name != "static" and algorithm not in ("lock", "hogwild", "leashed"):
+        raise ExperimentError("controller.name", name,
+                              "static with algorithm seq or sync (elastic control needs an "
+                              "asynchronous algorithm: lock, hogwild, leashed)")
+    try:
+        make_controller(name, workers, **options)
+    except ControllerError as exc:
+        raise ExperimentError(exc.key, exc.value, exc.allowed, exc.problem) from None
+    return ControllerSpec(name=name, options=options)
+
+
 def _parse_body(raw: dict[str, Any]) -> dict[str, Any]:
     """Validate the keys shared by an experiment and one run; returns the parsed parts."""
     if "problem" not in raw:
         raise ExperimentError("problem", None, "a [problem] table with name = \"MODEL-DATA\"",
                               "is missing")
     stop = _parse_stop(raw.get("stop", {"updates": 20000}))
+    workers = _int(raw.get("workers", 1), "workers", 1)
+    algorithm = _parse_algorithm(raw.get("algorithm", {}))
     return dict(
         engine=_choice(raw.get("engine", "real"), "engine", engines.engine_names()),
-        workers=_int(raw.get("workers", 1), "workers", 1),
+        workers=workers,
         problem=_parse_problem(raw["problem"]),
-        algorithm=_parse_algorithm(raw.get("algorithm", {})),
+        algorithm=algorithm,
         stepsize=_parse_stepsize(raw.get("stepsize", {})),
         stop=stop,
         eval=_parse_eval(raw.get("eval", {}), stop),
         sim=_parse_sim(raw.get("sim", {})),
+        controller=_parse_controller(raw.get("controller", {}), workers, algorithm.name),
     )
 
 
@@ -498,13 +536,13 @@ def _flatten_sweep(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _check_sweep_key(key: str, value: Any) -> None:
     parts = key.split(".")
     allowed = ("engine, workers, or TABLE.KEY for the keys of [problem], [algorithm], "
-               "[stepsize], [stop], [eval], [sim], or TABLE.options.NAME")
+               "[stepsize], [stop], [eval], [sim], [controller], or TABLE.options.NAME")
     if len(parts) == 1 and parts[0] in ("engine", "workers"):
         return
     if len(parts) == 2 and parts[0] in _TABLE_KEYS and parts[1] in _TABLE_KEYS[parts[0]] \
             and parts[1] != "options":
         return
-    if len(parts) >= 3 and parts[0] in ("problem", "algorithm", "stepsize") \
+    if len(parts) >= 3 and parts[0] in ("problem", "algorithm", "stepsize", "controller") \
             and parts[1] == "options":
         return
     raise ExperimentError(f"sweep.{key}", value, allowed, "is not a key that can be swept")
@@ -646,22 +684,29 @@ def _asdict_body(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def default_experiment() -> Experiment:
-    """The built-in experiment run by ``stalesgd run`` with no file.
+    """The built-in experiment run by ``stalesgd run`` with no file (the main job).
 
-    Small and fast (a few seconds of training per run, on synthetic data that needs no files):
-    logistic regression on ``logreg-synthetic`` with 2 workers, comparing the algorithms.
+    On ``logreg-synthetic`` (no files needed): ``lock``, ``hogwild`` and ``leashed`` ×
+    ``constant`` and ``tail`` × 1, 2 and 4 workers, for real, then the same 18
+    configurations in the simulator with numeric replay, calibrated from those real runs
+    (``sim.calibration = "auto"``).  A few seconds of training per run, a few minutes in all.
     """
     return parse_experiment({
         "name": "default",
         "engine": "real",
-        "workers": 2,
+        "workers": 1,
         "seeds": [0],
-        "problem": {"name": "logreg-synthetic", "batch": 16, "dtype": "float64"},
+        "problem": {"name": "logreg-synthetic", "batch": 16, "dtype": "float64",
+                    "options": {"n_features": 200, "n_train": 20000}},
         "algorithm": {"name": "lock"},
-        "stepsize": {"rule": "constant", "lr": 0.05},
-        "stop": {"updates": 20000, "seconds": 5.0, "target_loss": 0.45, "at_target": False},
+        "stepsize": {"rule": "constant", "lr": 0.005},
+        "stop": {"updates": 20000, "seconds": 10.0, "target_loss": 0.40, "at_target": False},
         "eval": {"every_updates": 500, "split": "test", "max_rows": 2000},
-        "sweep": {"algorithm.name": ["seq", "sync", "lock", "hogwild", "leashed"]},
+        "sim": {"calibration": "auto"},
+        "sweep": {"engine": ["real", "sim"],
+                  "algorithm.name": ["lock", "hogwild", "leashed"],
+                  "stepsize.rule": ["constant", "tail"],
+                  "workers": [1, 2, 4]},
     })
 
 
@@ -673,11 +718,14 @@ def experiment_from_flags(engine: str, *, problem: str, algorithm: str, workers:
                           sim: dict[str, Any] | None = None, name: str | None = None,
                           problem_options: dict[str, Any] | None = None,
                           stepsize_options: dict[str, Any] | None = None,
+                          controller: str | None = None,
+                          controller_options: dict[str, Any] | None = None,
                           ) -> Experiment:
     """The experiment described by ``stalesgd real``/``stalesgd sim`` flags.
 
     It goes through the same validation as an experiment file (one code path); a run without
-    ``updates`` or ``seconds`` stops after 20000 updates.
+    ``updates`` or ``seconds`` stops after 20000 updates.  ``controller`` names the elastic
+    parallelism controller (default ``static``) and ``controller_options`` its options.
     """
     stop: dict[str, Any] = {}
     if updates is not None:
@@ -704,6 +752,9 @@ def experiment_from_flags(engine: str, *, problem: str, algorithm: str, workers:
     }
     if sim:
         raw["sim"] = {k: v for k, v in sim.items() if v is not None}
+    if controller is not None or controller_options:
+        raw["controller"] = {"name": controller or "static",
+                             "options": dict(controller_options or {})}
     return parse_experiment(raw, source="command line")
 
 
@@ -794,14 +845,15 @@ def to_toml(exp: Experiment) -> str:
     """The resolved experiment as TOML text; :func:`loads_experiment` of it gives ``exp`` back."""
     data = exp.to_dict()
     order = ["name", "engine", "workers", "seeds", "problem", "algorithm", "stepsize", "stop",
-             "eval", "sim", "sweep"]
+             "eval", "sim", "controller", "sweep"]
     ordered = {k: data[k] for k in order if k in data and data[k] != {}}
     return dict_to_toml(ordered, header=f"stalesgd experiment {exp.name!r} (resolved)")
 
 
 __all__ = [
     "ALGORITHMS", "DATASETS", "DTYPES", "MODELS", "SPLITS", "STEPSIZE_RULES",
-    "AlgorithmSpec", "EvalSpec", "Experiment", "ExperimentError", "ProblemSpec", "RunSpec",
+    "AlgorithmSpec", "ControllerSpec", "EvalSpec", "Experiment", "ExperimentError",
+    "ProblemSpec", "RunSpec",
     "SimSpec", "StepsizeSpec", "StopSpec", "default_experiment", "dict_to_toml", "expand",
     "experiment_from_flags", "load_experiment", "loads_experiment", "parse_experiment",
     "to_toml", "toml_value",

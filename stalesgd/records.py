@@ -4,7 +4,8 @@ An engine returns a :class:`RunRecord` (``summary`` dict, ``updates`` and ``eval
 arrays).  A :class:`ResultsFolder` (``results/<experiment>-<timestamp>/``) holds the resolved
 ``config.toml``, ``machine.json`` and the Parquet tables ``runs.parquet``, ``updates.parquet``
 and ``evals.parquet`` with the column names and pyarrow types of :data:`RUNS_SCHEMA`,
-:data:`UPDATES_SCHEMA` and :data:`EVALS_SCHEMA` (DESIGN §3; other tools read them).
+:data:`UPDATES_SCHEMA` and :data:`EVALS_SCHEMA` (DESIGN §3; other tools read them), and
+``control.parquet`` (:data:`CONTROL_SCHEMA`, the m(t) trace of elastic runs).
 
 Durability: each finished run is written at once as part files under ``parts/`` (each file
 written to a temporary name, synced, then renamed; the run's ``runs`` part last, as its commit
@@ -55,6 +56,18 @@ EVALS_SCHEMA = pa.schema([
 ])
 """One row per evaluation on a consistent snapshot."""
 
+CONTROL_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("t", pa.float64()),         # from this time on (seconds since the start) ...
+    ("k", pa.int64()),           # ... and this update on,
+    ("m", pa.int32()),           # m workers are active
+    ("probing", pa.bool_()),     # the phase probes a level (elastic controllers)
+    ("rate", pa.float64()),      # progress rate of the phase that ended here; NaN if none
+    ("loss", pa.float64()),      # the loss the controller saw; NaN if none
+])
+"""The m(t) trace of elastic parallelism control (issue 8): one row per controller decision.
+Folders written before it existed read back with an empty ``control`` table."""
+
 RUNS_SCHEMA = pa.schema([
     ("run_id", pa.string()),
     ("engine", pa.string()),
@@ -79,9 +92,11 @@ RUNS_SCHEMA = pa.schema([
 ])
 """One row per run; engines and the runner may add free extra columns after these."""
 
-TABLES = ("runs", "updates", "evals")
-SCHEMAS = {"runs": RUNS_SCHEMA, "updates": UPDATES_SCHEMA, "evals": EVALS_SCHEMA}
-_DEFAULTS = {"updates": {"attempts": 1, "dropped": False}, "evals": {"accuracy": math.nan}}
+TABLES = ("runs", "updates", "evals", "control")
+SCHEMAS = {"runs": RUNS_SCHEMA, "updates": UPDATES_SCHEMA, "evals": EVALS_SCHEMA,
+           "control": CONTROL_SCHEMA}
+_DEFAULTS = {"updates": {"attempts": 1, "dropped": False}, "evals": {"accuracy": math.nan},
+             "control": {"probing": False, "rate": math.nan, "loss": math.nan}}
 
 
 class RecordError(ValueError):
@@ -102,6 +117,8 @@ class RunRecord:
     summary: dict[str, Any] = field(default_factory=dict)
     updates: dict[str, np.ndarray] = field(default_factory=dict)
     evals: dict[str, np.ndarray] = field(default_factory=dict)
+    control: dict[str, np.ndarray] = field(default_factory=dict)
+    """The m(t) trace, columns of :data:`CONTROL_SCHEMA` without ``run_id`` (may be empty)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,6 +335,7 @@ class ResultsFolder:
                               "string without '/'")
         tables = {"updates": updates_table(run_id, record.updates),
                   "evals": evals_table(run_id, record.evals),
+                  "control": _column_table("control", run_id, record.control),
                   "runs": runs_table([summary])}
         self.parts.mkdir(exist_ok=True)
         for kind in TABLES[1:] + TABLES[:1]:  # updates, evals, then runs (the commit mark)
@@ -379,6 +397,7 @@ class Results:
     evals: pd.DataFrame
     config: dict[str, Any]
     machine: dict[str, Any]
+    control: pd.DataFrame | None = None  # the m(t) trace; empty for folders without one
 
 
 def read_tables(path: str | Path) -> dict[str, pa.Table]:

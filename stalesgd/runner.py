@@ -8,6 +8,8 @@ hands back is kept with ``interrupted = True``, and the folder is merged and rea
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import sys
 from collections.abc import Callable
@@ -18,7 +20,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from stalesgd import engines
-from stalesgd.experiment import Experiment, RunSpec, expand, to_toml
+from stalesgd.experiment import Experiment, ExperimentError, RunSpec, expand, to_toml
 from stalesgd.machine import machine_info
 from stalesgd.records import ResultsFolder, RunRecord, summarize
 
@@ -69,6 +71,70 @@ def _diverged_record(exc: BaseException) -> RunRecord:
                               "error": f"{type(exc).__name__}: {exc}"})
 
 
+#: ``sim.calibration`` value asking for a calibration fitted to this experiment's own real runs.
+AUTO_CALIBRATION = "auto"
+
+
+def _needs_auto_calibration(spec: RunSpec) -> bool:
+    return spec.engine == "sim" and spec.sim.calibration == AUTO_CALIBRATION
+
+
+def _calibration_group(spec: RunSpec) -> tuple[Any, ...]:
+    """Real runs calibrate a sim run when they share problem (with its options), batch, dtype."""
+    p = spec.problem
+    return (p.name, p.batch, p.dtype, json.dumps(p.options, sort_keys=True, default=str))
+
+
+def _order_for_calibration(runs: list[RunSpec]) -> list[RunSpec]:
+    """Auto-calibrated sim runs go last (stable otherwise), after the real runs they need; an
+    auto-calibrated sim run without a real run of its group is an error before anything runs."""
+    real_groups = {_calibration_group(r) for r in runs if r.engine == "real"}
+    for r in runs:
+        if _needs_auto_calibration(r) and _calibration_group(r) not in real_groups:
+            raise ExperimentError(
+                "sim.calibration", AUTO_CALIBRATION,
+                "a calibration file, or 'auto' with real runs of the same problem, batch and "
+                f"dtype in the same experiment (run {r.run_id} has none)", "cannot be used")
+    return sorted(runs, key=_needs_auto_calibration)
+
+
+class _AutoCalibrations:
+    """Fits, once per group, the simulator's timing model to the real runs already written to
+    the results folder, and points auto-calibrated sim runs at the file
+    (``calibration-<n>.json`` in the folder; :func:`stalesgd.analysis.calibrate.calibrate`)."""
+
+    def __init__(self, folder: Path, echo: Callable[[str], None]) -> None:
+        self.folder = folder
+        self.echo = echo
+        self.files: dict[tuple[Any, ...], Path] = {}
+        self.real: dict[tuple[Any, ...], list[str]] = {}
+
+    def note(self, spec: RunSpec, summary: dict[str, Any]) -> None:
+        if spec.engine == "real" and not summary.get("interrupted"):
+            self.real.setdefault(_calibration_group(spec), []).append(spec.run_id)
+
+    def resolve(self, spec: RunSpec) -> RunSpec:
+        if not _needs_auto_calibration(spec):
+            return spec
+        group = _calibration_group(spec)
+        path = self.files.get(group)
+        if path is None:
+            from stalesgd.analysis.calibrate import CalibrationError, calibrate
+
+            ids = self.real.get(group, [])
+            try:
+                cal = calibrate(self.folder, runs=ids)
+            except CalibrationError as exc:
+                raise ExperimentError("sim.calibration", AUTO_CALIBRATION,
+                                      "real runs to calibrate from", f"failed: {exc}") from None
+            path = self.folder / f"calibration-{len(self.files) + 1}.json"
+            cal.save(path)
+            self.files[group] = path
+            self.echo(f"calibrated the simulator from {len(ids)} real runs: {path.name}")
+        return dataclasses.replace(spec, sim=dataclasses.replace(spec.sim,
+                                                                 calibration=str(path)))
+
+
 def run_experiment(exp: Experiment, out: str | Path = "results", progress: bool = True,
                    echo: Callable[[str], None] | None = None) -> SweepOutcome:
     """Run every run of ``exp`` and store them under ``<out>/<name>-<timestamp>/``.
@@ -79,13 +145,15 @@ def run_experiment(exp: Experiment, out: str | Path = "results", progress: bool 
     is merged, and the outcome says ``interrupted``.
     """
     echo = echo or (lambda msg: print(msg, file=sys.stderr))
-    runs = expand(exp)
+    runs = _order_for_calibration(expand(exp))
     fns = {name: engines.get_engine(name) for name in dict.fromkeys(r.engine for r in runs)}
     folder = ResultsFolder.create(exp.name, out, config_toml=to_toml(exp), machine=machine_info())
     outcome = SweepOutcome(folder=folder.path, interrupted=False, planned=len(runs))
     bar = tqdm(total=len(runs), desc=exp.name, unit="run", disable=not progress, file=sys.stderr)
+    auto = _AutoCalibrations(folder.path, echo)
     try:
         for spec in runs:
+            spec = auto.resolve(spec)
             bar.set_postfix_str(f"{spec.run_id} {spec.algorithm.name} m={spec.workers}")
             try:
                 record = fns[spec.engine](spec, progress)
@@ -106,6 +174,7 @@ def run_experiment(exp: Experiment, out: str | Path = "results", progress: bool 
             summary = run_summary(spec, record)
             folder.write_run(summary, record)
             outcome.summaries.append(summary)
+            auto.note(spec, summary)
             bar.update(1)
             if summary.get("interrupted"):  # the engine caught Ctrl-C itself
                 outcome.interrupted = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -113,13 +114,14 @@ def test_installed_entry_point_help_and_version():
     assert ver.returncode == 0 and __version__ in ver.stdout
 
 
-@pytest.mark.parametrize("argv", [["calibrate", "somedir"]])
-def test_unbuilt_commands_exit_2_and_say_what_is_missing(argv, capsys):
-    assert set(NOT_BUILT) == {"calibrate"}
-    assert main(argv) == 2
+def test_every_designed_command_is_built_and_calibrate_names_a_missing_folder(tmp_path,
+                                                                             capsys):
+    assert NOT_BUILT == {}
+    missing = tmp_path / "no-such-results"
+    assert main(["calibrate", str(missing)]) == 2
     err = capsys.readouterr().err
-    assert f"`stalesgd {argv[0]}` is not built yet" in err
-    assert "issue" in err
+    assert "not built yet" not in err
+    assert str(missing) in err and "does not exist" in err
 
 
 def test_unbuilt_engine_says_which_issue(monkeypatch, tmp_path, capsys):
@@ -319,18 +321,38 @@ def test_sim_flags_and_bad_values(fake, tmp_path, capsys):
 
 
 def test_run_without_file_uses_the_default(fake, tmp_path, capsys, monkeypatch):
-    engine = fake(FakeEngine(), name="real")
-    assert main(["run", "--out", str(tmp_path), "--no-progress"]) == 0
-    assert [s.algorithm.name for s in engine.calls] == [
-        r.algorithm.name for r in __import__("stalesgd.experiment").experiment.expand(
-            default_experiment())]
-    assert only_folder(tmp_path).name.startswith("default-")
+    """The main job: every real run first, then the sim runs, calibrated from the real ones."""
+    real = fake(FakeEngine(), name="real")
+    sim = fake(FakeEngine(), name="sim")
+    assert main(["run", "--out", str(tmp_path), "--no-progress", "--no-report"]) == 0
+    planned = __import__("stalesgd.experiment").experiment.expand(default_experiment())
+    assert len(real.calls) + len(sim.calls) == len(planned) == 36
+    assert sorted(r.run_id for r in real.calls + sim.calls) == sorted(r.run_id for r in planned)
+    folder = only_folder(tmp_path)
+    assert folder.name.startswith("default-")
+    files = {Path(s.sim.calibration) for s in sim.calls}
+    assert len(files) == 1 and next(iter(files)).parent == folder and next(iter(files)).is_file()
+    assert json.loads(next(iter(files)).read_text())["source"]["run_ids"] == sorted(
+        s.run_id for s in real.calls)
+    assert "calibrated the simulator from 18 real runs" in capsys.readouterr().err
+
+
+def test_auto_calibration_needs_real_runs_of_the_same_problem(fake, tmp_path, capsys):
+    fake(FakeEngine(), name="sim")
+    path = tmp_path / "sim.toml"
+    path.write_text(EXPERIMENT.replace('engine = "fake"', 'engine = "sim"')
+                    + '\n[sim]\ncalibration = "auto"\n')
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "sim.calibration = 'auto'" in err and "real runs of the same problem" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_run_dry_run_and_missing_file(tmp_path, capsys):
     assert main(["run", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert out.count("\n") == len(default_experiment().sweep["algorithm.name"])
+    assert out.count("\n") == len(__import__("stalesgd.experiment").experiment.expand(
+        default_experiment()))
     assert main(["run", str(tmp_path / "missing.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
 

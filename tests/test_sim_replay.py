@@ -327,7 +327,8 @@ def test_cli_timing_only_and_bad_input(tmp_path, capsys):
     code = main(["sim", "--problem", "logreg-synthetic", "--algorithm", "lock", "--workers", "2",
                  "--calibration", "fit.json", "--out", str(tmp_path), "--no-progress"])
     assert code == 2
-    assert "issue 6" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "fit.json" in err and "does not exist" in err
 
 
 def test_engine_rejects_unknown_algorithm_options():

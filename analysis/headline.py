@@ -1,0 +1,89 @@
+"""Headline numbers: the three lines a run of the main job ends with.
+
+1. How well the simulator predicts PDF(τ): the median (and worst) total-variation distance
+   between simulated and measured PDF(τ) over the configurations run by both engines with
+   more than one worker (one worker has τ ≡ 0 in both, a distance of 0 that says nothing).
+2. How well it predicts throughput: the median |sim/real − 1| of updates/s.
+3. What parallelism bought for real: the configuration that reached the target loss first,
+   and its speed-up over the same algorithm and rule with one worker.
+
+Each is ``None`` when the folder does not hold what it needs (e.g. only one engine).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .report import Analysis
+
+__all__ = ["Headline", "headline"]
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The three headline numbers (``None`` where not computable) and their sentences."""
+
+    tv_median: float | None
+    tv_max: float | None
+    throughput_error_median: float | None
+    best_config: str | None
+    best_time_to_target: float | None
+    best_speedup_vs_one_worker: float | None
+    lines: tuple[str, ...]
+
+
+def _workers(key: str) -> int | None:
+    for part in key.split():
+        if part.startswith("m=") and part[2:].isdigit():
+            return int(part[2:])
+    return None
+
+
+def headline(analysis: Analysis, reference: str = "real", other: str = "sim") -> Headline:
+    """The headline numbers of an :class:`~stalesgd.analysis.report.Analysis`."""
+    lines: list[str] = []
+    tv_med = tv_max = err_med = best_t = best_speedup = None
+    best_key = None
+
+    d = analysis.stale.distances
+    if not d.empty:
+        pair = d[(d["engine_a"] == reference) & (d["engine_b"] == other)]
+        pair = pair[[(_workers(k) or 0) > 1 for k in pair["config_key"]]]
+        tv = pd.to_numeric(pair["tv"], errors="coerce")
+        if tv.notna().any():
+            tv_med, tv_max = float(tv.median()), float(tv.max())
+            worst = pair.loc[tv.idxmax(), "config_key"]
+            lines.append(f"PDF(τ) {other} vs {reference}: median total variation {tv_med:.3f} "
+                         f"over {int(tv.notna().sum())} configurations with m > 1 "
+                         f"(worst {tv_max:.3f}: {worst})")
+
+    sp = analysis.speedup
+    if not sp.empty:
+        ups = sp.pivot_table(index="config_key", columns="engine", values="updates_per_s",
+                             aggfunc="mean")
+        if reference in ups and other in ups:
+            ratio = (ups[other] / ups[reference]).replace([np.inf, -np.inf], np.nan).dropna()
+            if len(ratio):
+                err_med = float((ratio - 1.0).abs().median())
+                lines.append(f"updates/s predicted by {other}: median error {100 * err_med:.0f} % "
+                             f"over {len(ratio)} configurations (sim/real from "
+                             f"{ratio.min():.2f} to {ratio.max():.2f})")
+        real = sp[(sp["engine"] == reference) & sp["time_to_target"].notna()]
+        if len(real):
+            row = real.loc[real["time_to_target"].idxmin()]
+            best_key, best_t = str(row["config_key"]), float(row["time_to_target"])
+            one = sp[(sp["engine"] == reference) & (sp["algorithm"] == row["algorithm"])
+                     & (sp["stepsize"] == row["stepsize"]) & (sp["workers"] == 1)]
+            text = (f"first to loss {row['target_loss']:.4g} ({reference}): {best_key} "
+                    f"in {best_t:.3g} s")
+            if len(one) and math.isfinite(float(one["time_to_target"].iloc[0])):
+                best_speedup = float(one["time_to_target"].iloc[0]) / best_t
+                text += f", {best_speedup:.2f}× its 1-worker time"
+            lines.append(text)
+        elif (sp["engine"] == reference).any():
+            lines.append(f"no {reference} run reached its target loss")
+    return Headline(tv_med, tv_max, err_med, best_key, best_t, best_speedup, tuple(lines))

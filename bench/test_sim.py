@@ -1,0 +1,131 @@
+"""Benchmarks of the simulator: simulated updates per wall second in timing-only mode, against
+a bare SimPy loop measured in the same process, and the overhead of numeric replay on top of
+the gradient cost.
+
+Targets (simulator issue): timing-only ``lock`` with 16 workers ≥ 200,000 simulated updates/s
+(a bare SimPy loop manages about 500,000 events/s on this machine); numeric replay's own
+overhead ≤ 25 % over the gradient kernel alone.  Run with ``make bench``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import pytest
+import simpy
+from stalesgd.sim.engine import simulate_timing
+from stalesgd.sim.run import SimRun
+
+from stalesgd.experiment import expand, experiment_from_flags
+from stalesgd.problems.registry import make_problem
+
+pytestmark = pytest.mark.bench
+
+REPEATS = 3
+
+
+def _bare_simpy_events_per_s(n: int = 200_000) -> float:
+    """One process doing n timeouts: the floor of what any SimPy model can reach."""
+
+    def proc(env: simpy.Environment):
+        for _ in range(n):
+            yield env.timeout(1.0)
+
+    best = 0.0
+    for _ in range(REPEATS):
+        env = simpy.Environment()
+        env.process(proc(env))
+        t0 = time.perf_counter()
+        env.run()
+        best = max(best, n / (time.perf_counter() - t0))
+    return best
+
+
+@pytest.mark.parametrize("algorithm,workers", [("lock", 16), ("hogwild", 16), ("leashed", 16),
+                                               ("lock", 64)])
+def test_timing_only_throughput(benchmark, algorithm, workers):
+    """Simulated updates per wall-clock second, timing only, exponential compute times."""
+    n = 100_000
+
+    def run():
+        t0 = time.perf_counter()
+        res = simulate_timing(algorithm, workers, cores=workers, compute="exp:1ms",
+                              updates=n, seed=0, n_params=7850)
+        return n / (time.perf_counter() - t0), res
+
+    rates = []
+    res = None
+    for _ in range(REPEATS - 1):
+        rate, res = run()
+        rates.append(rate)
+    rate, res = benchmark.pedantic(run, rounds=1, iterations=1)
+    rates.append(rate)
+    ups = float(np.median(rates))
+    bare = _bare_simpy_events_per_s()
+    benchmark.extra_info.update(updates_per_s=ups, bare_simpy_events_per_s=bare,
+                                sim_vs_bare_simpy=ups / bare, workers=workers,
+                                target_updates_per_s=200_000)
+
+
+def _bare_kernel_seconds(problem, batch: int, n: int) -> float:
+    """n gradient evaluations and SGD steps in one nopython loop (the cost replay cannot avoid)."""
+    from numba import njit
+
+    @njit(nogil=True)
+    def loop(kernel, theta, X, y, idx, grad, ws, dims, n):
+        rows = X.shape[0]
+        for _ in range(n):
+            for i in range(idx.shape[0]):
+                idx[i] = np.random.randint(0, rows)
+            kernel(theta, X, y, idx, grad, ws, dims)
+            for j in range(theta.shape[0]):
+                theta[j] -= 0.01 * grad[j]
+
+    theta = problem.init_params(0)
+    d = problem.dataset
+    args = (problem.model.grad_kernel, theta, d.X_train, d.y_train, np.zeros(batch, np.int64),
+            np.zeros_like(theta), problem.workspace(batch), problem.model.dims)
+    loop(*args, 10)
+    times = []
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        loop(*args, n)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+@pytest.mark.parametrize("model,batch", [("mlp", 16), ("mlp", 128), ("logreg", 16)])
+def test_numeric_replay_overhead(benchmark, model, batch):
+    """Numeric replay of ``lock`` with 4 simulated workers against the bare kernel loop.
+
+    Only the simulation is timed (problem and data are built before); the overhead is the
+    wall time over the bare loop's, minus one, on the same machine in the same process.
+    """
+    n = 4000 if batch == 16 else 1500
+    name = f"{model}-synthetic"
+    options = {"n_features": 784, "n_train": 20000, "n_test": 500}
+    if model == "mlp":
+        options |= {"hidden": [128], "n_classes": 10}
+    exp = experiment_from_flags("sim", problem=name, algorithm="lock", workers=4,
+                                updates=n, lr=0.01, batch=batch, dtype="float32",
+                                problem_options=options,
+                                sim={"compute": "exp:1ms", "cores": 4})
+    spec = expand(exp)[0]
+    spec = dataclasses.replace(spec, eval=dataclasses.replace(spec.eval, every_updates=n))
+    problem = make_problem(name, dtype="float32", **options)  # built once, outside the timing
+    SimRun(spec, progress=False, problem=problem).run()  # compile
+
+    def run():
+        sim = SimRun(spec, progress=False, problem=problem)
+        t0 = time.perf_counter()
+        sim.run()
+        return time.perf_counter() - t0
+
+    walls = [run() for _ in range(REPEATS - 1)]
+    walls.append(benchmark.pedantic(run, rounds=1, iterations=1))
+    wall = float(np.median(walls))
+    bare = _bare_kernel_seconds(problem, batch, n)
+    benchmark.extra_info.update(updates_per_s=n / wall, bare_kernel_updates_per_s=n / bare,
+                                replay_overhead=wall / bare - 1.0, target_overhead=0.25)

@@ -1,0 +1,288 @@
+"""Calibration: real run -> timing model file -> calibrated simulation (analysis/calibrate.py,
+the calibration branch of sim/run.py, ``stalesgd calibrate``)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from stalesgd.analysis.calibrate import (
+    FORMAT,
+    VERSION,
+    CalibrationError,
+    calibrate,
+    fit_compute,
+    load_calibration,
+)
+from stalesgd.sim.run import SimRun
+
+from stalesgd.cli import main
+from stalesgd.experiment import ExperimentError, expand, experiment_from_flags, parse_experiment
+from stalesgd.records import ResultsFolder, RunRecord, load_results
+from stalesgd.runner import run_experiment
+
+PROBLEM = "mlp-synthetic"
+#: costs given to calibrate() on fake records, so expectations are exact
+COSTS = {"read_per_param": 1e-10, "update_per_param": 2e-10, "fused_per_param": 2.5e-10,
+         "cas_cost": 5e-8, "source": "test"}
+
+
+def records_throughput(updates) -> float:
+    """Applied updates per second over the records' span (the same measure for both engines)."""
+    ok = ~np.asarray(updates["dropped"], dtype=bool)
+    t_apply = np.asarray(updates["t_apply"])[ok]
+    return t_apply.size / float(t_apply.max() - np.min(np.asarray(updates["t_read"])))
+
+
+@pytest.fixture(scope="module")
+def real_folder(tmp_path_factory):
+    """A small real sweep: lock with 1 and 2 workers on the MLP problem."""
+    exp = parse_experiment({
+        "name": "calreal", "engine": "real", "seeds": [0],
+        "problem": {"name": PROBLEM, "batch": 16},
+        "algorithm": {"name": "lock"},
+        "stop": {"updates": 4000}, "eval": {"every_updates": 2000},
+        "sweep": {"workers": [1, 2]},
+    })
+    out = run_experiment(exp, out=tmp_path_factory.mktemp("real"), progress=False,
+                         echo=lambda _m: None)
+    return out.folder
+
+
+@pytest.fixture(scope="module")
+def cal_file(real_folder, tmp_path_factory):
+    cal = calibrate(real_folder)
+    return cal.save(tmp_path_factory.mktemp("cal") / "cal.json")
+
+
+def sim_spec(cal_path, workers=1, algorithm="lock", updates=3000, **sim):
+    sim = {"timing_only": True, "calibration": str(cal_path), **sim}
+    exp = experiment_from_flags("sim", problem=PROBLEM, algorithm=algorithm, workers=workers,
+                                batch=16, updates=updates, sim=sim)
+    return expand(exp)[0]
+
+
+# ------------------------------------------------------------------------- the file itself
+
+
+def test_calibration_file_records_source_machine_and_models(real_folder, cal_file):
+    data = json.loads(cal_file.read_text())
+    res = load_results(real_folder)
+    assert data["format"] == FORMAT and data["version"] == VERSION
+    assert data["source"]["run_ids"] == sorted(res.runs["run_id"])
+    assert data["machine"]["hostname"] == res.machine["hostname"]
+    assert data["cores"] == res.machine["usable_cores"]
+    assert data["problem"]["name"] == PROBLEM and data["problem"]["batch"] == 16
+    assert {(c["algorithm"], c["workers"]) for c in data["configurations"]} == {
+        ("lock", 1), ("lock", 2)}
+    for c in data["configurations"]:
+        assert len(c["per_worker_ns"]) == c["workers"]
+        assert c["compute"]["fit"]["kind"] in ("gamma", "lognormal")
+        assert 1 <= c["effective_cores"] <= data["cores"]
+    # per-parameter costs come from a micro-measurement and are plausible (0.01..50 ns)
+    for key in ("read_per_param", "update_per_param", "fused_per_param"):
+        assert 1e-11 < data[key] < 5e-8, key
+    assert "micro-benchmark" in data["costs_source"]
+    pooled = data["pooled"]
+    assert pooled["n"] == sum(c["compute"]["n"] for c in data["configurations"])
+    assert load_calibration(cal_file).data == data
+
+
+def test_calibrated_sim_reproduces_real_lock_throughput(real_folder, cal_file):
+    res = load_results(real_folder)
+    for m in (1, 2):
+        rid = res.runs[res.runs["workers"] == m]["run_id"].iloc[0]
+        real = res.updates[res.updates["run_id"] == rid]
+        rec = SimRun(sim_spec(cal_file, workers=m), progress=False).run()
+        s = rec.summary
+        assert s["calibrated"] is True and s["calibration"] == str(cal_file)
+        assert s["calibration_match"] == "exact" and s["prediction"] is False
+        assert s["compute"] == "calibrated (empirical)"
+        ratio = records_throughput(rec.updates) / records_throughput(real)
+        assert 1 / 1.5 < ratio < 1.5, (m, ratio)
+
+
+def test_more_workers_and_cores_than_measured_is_a_labelled_prediction(cal_file):
+    rec = SimRun(sim_spec(cal_file, workers=16, cores=16, updates=4000), progress=False).run()
+    s = rec.summary
+    assert s["prediction"] is True and s["calibration_match"] == "pooled"
+    assert s["cores"] == 16
+    assert set(np.unique(rec.updates["worker"])) == set(range(16))
+    # Without a lock to serialise them, 16 workers on 16 cores run ~16/3 times as fast as 3
+    # workers on 3 cores with the same (pooled: neither was measured) compute model; lock would
+    # be bounded by its serial read + update, which depends on the measured machine.
+    many = SimRun(sim_spec(cal_file, workers=16, cores=16, updates=8000, algorithm="hogwild"),
+                  progress=False).run()
+    few = SimRun(sim_spec(cal_file, workers=3, cores=3, updates=3000, algorithm="hogwild"),
+                 progress=False).run()
+    assert many.summary["calibration_match"] == few.summary["calibration_match"] == "pooled"
+    ratio = records_throughput(many.updates) / records_throughput(few.updates)
+    assert 0.8 * 16 / 3 < ratio < 1.2 * 16 / 3
+
+
+def test_explicit_settings_override_the_file(cal_file):
+    spec = sim_spec(cal_file, workers=1, compute="det:1ms", update="det:0", read="det:0")
+    s = SimRun(spec, progress=False).run().summary
+    assert s["calibration_overrides"] == "compute,read,update"
+    assert s["compute"] == "det:1ms"
+    assert s["updates_per_s"] == pytest.approx(1000.0, rel=1e-6)
+
+
+def test_numeric_replay_with_a_calibration(cal_file):
+    spec = sim_spec(cal_file, workers=2, updates=400, timing_only=False)
+    rec = SimRun(spec, progress=False).run()
+    assert rec.summary["calibrated"] and np.isfinite(rec.summary["final_loss"])
+
+
+# ------------------------------------------------------------------------- bad files
+
+
+def write(tmp_path, data, name="c.json"):
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (None, "does not exist"),
+    ("{not json", "not valid JSON"),
+    ({"format": "something-else"}, "not a stalesgd calibration"),
+    ({"version": 99}, "version 99"),
+    ({"drop": "cores"}, "lacks the key 'cores'"),
+    ({"time_slice": -1.0}, "time_slice"),
+    ({"pooled": {"samples_ns": []}}, "pooled.samples_ns"),
+    ({"default_model": "magic"}, "default_model"),
+])
+def test_bad_calibration_files_give_clear_errors(cal_file, tmp_path, mutate, words):
+    if mutate is None:
+        path = tmp_path / "missing.json"
+    elif isinstance(mutate, str):
+        path = write(tmp_path, mutate)
+    else:
+        data = json.loads(cal_file.read_text())
+        if "drop" in mutate:
+            del data[mutate["drop"]]
+        else:
+            data.update(mutate)
+        path = write(tmp_path, data)
+    with pytest.raises(CalibrationError, match=words):
+        load_calibration(path)
+    with pytest.raises(ExperimentError) as info:
+        SimRun(sim_spec(path), progress=False)
+    assert "sim.calibration" in str(info.value) and words.split("'")[0] in str(info.value)
+
+
+def test_calibration_for_another_problem_is_rejected(cal_file):
+    exp = experiment_from_flags("sim", problem=PROBLEM, algorithm="lock", workers=1, batch=32,
+                                updates=100, sim={"calibration": str(cal_file)})
+    with pytest.raises(ExperimentError, match="fitted to problem mlp-synthetic batch 16"):
+        SimRun(expand(exp)[0], progress=False)
+
+
+# ------------------------------------------------------------------ semantics on fake records
+
+
+def fake_folder(root, algorithm, workers, cores, rows):
+    """A results folder with one real-engine run whose updates are ``rows`` (dict of arrays)."""
+    folder = ResultsFolder.create("fake", root, config_toml="",
+                                  machine={"hostname": "fake", "usable_cores": cores,
+                                           "logical_cores": cores})
+    n = len(rows["t_read"])
+    summary = {"run_id": "r0000", "engine": "real", "algorithm": algorithm,
+               "problem": PROBLEM, "workers": workers, "batch": 16, "dtype": "float64",
+               "updates": n, "seconds": float(rows["t_apply"].max())}
+    rows = {"k": np.arange(n), "tau": np.zeros(n, np.int64), "eta": np.full(n, 0.05),
+            "attempts": np.ones(n, np.int32), "dropped": np.zeros(n, bool), **rows}
+    with folder:
+        folder.write_run(summary, RunRecord(summary=summary, updates=rows, evals={
+            "t": np.zeros(0), "k": np.zeros(0, np.int64), "loss": np.zeros(0),
+            "active_workers": np.zeros(0, np.int32)}))
+    return folder.path
+
+
+def test_compute_is_the_cycle_minus_what_the_simulator_adds(tmp_path):
+    n, cycle = 400, 10e-6
+    t = np.arange(n) * cycle
+    path = fake_folder(tmp_path, "lock", 1, 2, {"worker": np.zeros(n, np.int32),
+                                                 "t_read": t, "t_apply": t + 8e-6})
+    cal = calibrate(path, costs=COSTS)
+    p = cal.data["problem"]["n_params"]
+    expected = cycle - (COSTS["read_per_param"] + COSTS["update_per_param"]) * p
+    comp = cal.configuration("lock", 1)["compute"]
+    assert comp["mean"] == pytest.approx(expected, rel=1e-6)
+    assert comp["cv"] < 1e-6
+    assert cal.data["time_slice_source"].startswith("default")
+
+
+def test_oversubscribed_run_gives_time_slice_and_drops_descheduled_gaps(tmp_path):
+    # hogwild, 3 workers round-robin on 1 core, bursts of 200 cycles of 10 us (a 2 ms slice)
+    m, cycle, per_burst, rounds = 3, 10e-6, 200, 6
+    worker, t_read = [], []
+    now = 0.0
+    for _ in range(rounds):
+        for w in range(m):
+            for _ in range(per_burst):
+                worker.append(w)
+                t_read.append(now)
+                now += cycle
+    t_read = np.array(t_read)
+    path = fake_folder(tmp_path, "hogwild", m, 1, {"worker": np.array(worker, np.int32),
+                                                    "t_read": t_read, "t_apply": t_read + 9e-6})
+    cal = calibrate(path, costs=COSTS)
+    entry = cal.configuration("hogwild", m)
+    assert entry["oversubscribed"] and entry["effective_cores"] == 1
+    assert entry["preempted_cycles"] == m * (rounds - 1)
+    assert cal.data["time_slice"] == pytest.approx((per_burst - 1) * cycle, rel=1e-6)
+    u = COSTS["update_per_param"] * cal.data["problem"]["n_params"] + COSTS["cas_cost"]
+    assert entry["compute"]["mean"] == pytest.approx(cycle - u, rel=1e-6)
+
+
+def test_calibrate_refuses_folders_without_real_runs(tmp_path):
+    exp = experiment_from_flags("sim", problem="logreg-synthetic", algorithm="lock", workers=1,
+                                updates=50, sim={"timing_only": True, "compute": "det:1ms"})
+    folder = run_experiment(exp, out=tmp_path, progress=False, echo=lambda _m: None).folder
+    with pytest.raises(CalibrationError, match="no real run"):
+        calibrate(folder, costs=COSTS)
+
+
+@pytest.mark.parametrize("kind", ["gamma", "lognormal"])
+def test_fit_compute_chooses_the_family_by_likelihood(kind):
+    rng = np.random.default_rng(1)
+    mean, cv = 20e-6, 0.6
+    if kind == "gamma":
+        x = rng.gamma(1 / cv**2, mean * cv**2, 4000)
+    else:
+        s2 = np.log1p(cv**2)
+        x = rng.lognormal(np.log(mean) - s2 / 2, np.sqrt(s2), 4000)
+    fit = fit_compute(x)["fit"]
+    assert fit["kind"] == kind
+    assert fit["mean"] == pytest.approx(mean, rel=0.05)
+    assert fit["cv"] == pytest.approx(cv, rel=0.1)
+
+
+# ------------------------------------------------------------------------- command line
+
+
+def test_cli_calibrate_then_sim_end_to_end(real_folder, tmp_path, capsys):
+    assert main(["calibrate", str(real_folder)]) == 0
+    out = capsys.readouterr().out
+    assert "compute, pooled" in out and "lock" in out
+    default = real_folder / "calibration.json"
+    assert default.is_file()
+    target = tmp_path / "model.json"
+    assert main(["calibrate", str(real_folder), "--out", str(target), "--model",
+                 "parametric", "--run", "r0000"]) == 0
+    cal = load_calibration(target)
+    assert cal.data["default_model"] == "parametric"
+    assert cal.data["source"]["run_ids"] == ["r0000"]
+    code = main(["sim", "--problem", PROBLEM, "--algorithm", "lock", "--workers", "2",
+                 "--updates", "500", "--timing-only", "--calibration", str(target),
+                 "--out", str(tmp_path / "res"), "--no-progress"])
+    assert code == 0
+    runs = load_results(next((tmp_path / "res").iterdir())).runs
+    assert bool(runs["calibrated"].iloc[0]) and bool(runs["prediction"].iloc[0])
+    assert runs["calibration_model"].iloc[0] == "parametric"
+    capsys.readouterr()
+    assert main(["calibrate", str(tmp_path / "nothing-here")]) == 2
+    assert "does not exist" in capsys.readouterr().err
