@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from stalesgd.experiment import PER_PARAM, ExperimentError, RunSpec, SimSpec
+from stalesgd.experiment import (
+    DEFAULT_SIM_COMPUTE,
+    DEFAULT_TIME_SLICE,
+    PER_PARAM,
+    ExperimentError,
+    RunSpec,
+)
 from stalesgd.problems.registry import Problem, make_problem
 from stalesgd.records import RunRecord
 from stalesgd.stepsize import make_rule
@@ -161,12 +167,12 @@ class SimRun:
         bar = _Bar(self.progress, stop.updates, stop.seconds)
         kwargs = dict(
             cores=sim.cores if sim.cores is not None else self.m,
-            compute=sim.compute,
+            compute=sim.compute or DEFAULT_SIM_COMPUTE,
             read=None if sim.read == PER_PARAM else sim.read,
             update=None if sim.update == PER_PARAM else sim.update,
             updates=stop.updates, seconds=stop.seconds, seed=spec.seed,
             persistence=spec.algorithm.persistence,
-            time_slice=parse_duration(sim.time_slice),
+            time_slice=parse_duration(sim.time_slice or DEFAULT_TIME_SLICE),
             lock_handover=self.options.get("lock_handover", 0.0),
             cas_cost=self.options.get("cas_cost", 0.0),
             n_params=n_params, hook=self.hook,
@@ -221,10 +227,10 @@ class SimRun:
             stepsize_tables=self.step.n_tables,
             cores=res.cores,
             timing_only=self.timing_only,
-            compute=spec.sim.compute,
+            compute=spec.sim.compute or DEFAULT_SIM_COMPUTE,
             read=spec.sim.read,
             update=spec.sim.update,
-            time_slice=spec.sim.time_slice,
+            time_slice=spec.sim.time_slice or DEFAULT_TIME_SLICE,
             preemptions=res.preemptions,
             lock_contended=res.lock_contended,
             wall_seconds=res.wall_seconds,
@@ -302,9 +308,8 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
     configuration got (``effective_cores``: fewer than the machine's when other load shared
     it), or the file's ``effective_cores`` for other configurations.
 
-    Explicit settings win over the file: ``sim.compute``/``sim.time_slice`` when they differ
-    from their defaults (a value equal to the default cannot be told apart from an unset
-    one), ``sim.read``/``sim.update`` when not ``per-param``, ``sim.cores`` when set,
+    Explicit settings win over the file: ``sim.compute``/``sim.time_slice`` whenever given,
+    ``sim.read``/``sim.update`` when not ``per-param``, ``sim.cores`` when set,
     ``algorithm.options.lock_handover``/``cas_cost`` when given.
 
     The run is labelled ``prediction = True`` unless the file measured exactly this
@@ -314,12 +319,11 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
 
     sim, d, m = spec.sim, cal.data, spec.workers
     alg = spec.algorithm.name
-    defaults = SimSpec()
     kwargs: dict[str, Any] = {}
     overridden = []
     entry = cal.configuration(alg, m) if alg in ("seq", "lock", "hogwild", "leashed") else None
     parametric = d["default_model"] == "parametric"
-    if sim.compute != defaults.compute:
+    if sim.compute is not None:
         overridden.append("compute")
     else:
         pooled = entry["compute"] if entry is not None else d["pooled"]
@@ -343,7 +347,7 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
                          else d.get("effective_cores", d["cores"]))
     cores = int(sim.cores) if sim.cores is not None else measured_cores
     kwargs["cores"] = cores
-    if sim.time_slice == defaults.time_slice:
+    if sim.time_slice is None:
         kwargs["time_slice"] = float(d["time_slice"])
     else:
         overridden.append("time_slice")
@@ -357,7 +361,8 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
         "calibration_model": "parametric" if parametric else "empirical",
         "calibration_overrides": ",".join(overridden),
         "prediction": not exact,
-        "time_slice": f"{kwargs.get('time_slice', parse_duration(sim.time_slice)) * 1e3:.6g}ms",
+        "time_slice": (f"{kwargs['time_slice'] * 1e3:.6g}ms" if "time_slice" in kwargs
+                       else str(sim.time_slice)),
     }
     if "compute" not in overridden:
         summary["compute"] = f"calibrated ({summary['calibration_model']})"

@@ -167,15 +167,26 @@ class EvalSpec:
     max_rows: int = 2000
 
 
+#: The simulator's gradient-time distribution and scheduler time slice when neither the
+#: experiment nor a calibration file sets them.
+DEFAULT_SIM_COMPUTE = "exp:2ms"
+DEFAULT_TIME_SLICE = "4ms"
+
+
 @dataclass(frozen=True)
 class SimSpec:
-    """Simulator settings: cores (None = one per worker), timing distributions, time slice."""
+    """Simulator settings: cores (None = one per worker), timing distributions, time slice.
+
+    ``compute`` and ``time_slice`` are None when not given: the simulator then takes them from
+    the calibration file, if any, else :data:`DEFAULT_SIM_COMPUTE` / :data:`DEFAULT_TIME_SLICE`
+    (so a value given explicitly, even equal to the default, always wins over a calibration).
+    """
 
     cores: int | None = None
-    compute: str = "exp:2ms"
+    compute: str | None = None
     read: str = PER_PARAM
     update: str = PER_PARAM
-    time_slice: str = "4ms"
+    time_slice: str | None = None
     timing_only: bool = False
     calibration: str | None = None
 
@@ -454,10 +465,12 @@ def _parse_sim(raw: Any) -> SimSpec:
         raise ExperimentError("sim.calibration", calibration, "a file name (string)")
     return SimSpec(
         cores=_int(t["cores"], "sim.cores", 1) if "cores" in t else None,
-        compute=_distribution(t.get("compute", "exp:2ms"), "sim.compute", per_param=False),
+        compute=(_distribution(t["compute"], "sim.compute", per_param=False)
+                 if t.get("compute") is not None else None),
         read=_distribution(t.get("read", PER_PARAM), "sim.read", per_param=True),
         update=_distribution(t.get("update", PER_PARAM), "sim.update", per_param=True),
-        time_slice=_duration(t.get("time_slice", "4ms"), "sim.time_slice"),
+        time_slice=(_duration(t["time_slice"], "sim.time_slice")
+                    if t.get("time_slice") is not None else None),
         timing_only=_bool(t.get("timing_only", False), "sim.timing_only"),
         calibration=calibration,
     )

@@ -286,3 +286,13 @@ def test_cli_calibrate_then_sim_end_to_end(real_folder, tmp_path, capsys):
     capsys.readouterr()
     assert main(["calibrate", str(tmp_path / "nothing-here")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_an_explicit_default_value_still_overrides_the_file(cal_file):
+    """compute/time_slice given explicitly win even when equal to the built-in defaults."""
+    spec = sim_spec(cal_file, workers=1, compute="exp:2ms", time_slice="4ms")
+    s = SimRun(spec, progress=False).run().summary
+    assert s["calibration_overrides"].split(",") == ["compute", "time_slice"]
+    assert s["compute"] == "exp:2ms" and s["time_slice"] == "4ms"
+    plain = SimRun(sim_spec(cal_file, workers=1), progress=False).run().summary
+    assert plain["calibration_overrides"] == ""
