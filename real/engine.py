@@ -30,6 +30,7 @@ from threadpoolctl import threadpool_limits
 
 from stalesgd.elastic import Controller, make_controller
 from stalesgd.experiment import RunSpec
+from stalesgd.machine import peak_rss_bytes
 from stalesgd.problems.registry import Problem, make_problem
 from stalesgd.records import RunRecord
 from stalesgd.stepsize import make_rule
@@ -461,7 +462,7 @@ class RealRun:
         applied = updates["tau"][~updates["dropped"]]
         summary.update(
             peak_param_bytes=self._param_bytes(),
-            peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            peak_rss_bytes=peak_rss_bytes(),
             stop_reason=self.stop_reason,
             worker_seeds=",".join(str(s) for s in self.seeds),
             mean_tau=float(np.mean(applied)) if applied.size else math.nan,

@@ -142,3 +142,26 @@ def machine_info() -> dict[str, Any]:
                                                      "MKL_NUM_THREADS")},
         "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def peak_rss_bytes() -> int | None:
+    """The peak resident set size of this process's address space, in bytes.
+
+    Read from ``VmHWM`` in ``/proc/self/status``.  ``getrusage().ru_maxrss`` is not used where
+    this is available: Linux carries ``ru_maxrss`` over ``execve``, so a process started by a
+    large parent (e.g. ``subprocess`` from a test runner holding a data set) reports the
+    parent's peak, not its own.  Falls back to ``ru_maxrss`` elsewhere; None if neither exists.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    except (ImportError, OSError):
+        return None
