@@ -311,17 +311,27 @@ class Simulation:
             t0 = self.v
             if hook is not None:
                 hook.read(w, t0)
-            d = rd.next() + comp.next() + upd.next() + cas
+            d = rd.next() + comp.next()
+            u = upd.next()
+            d += cas
             if mach is None:
                 if d > 0.0:
                     yield env.timeout(d)
             else:
                 yield from mach.run(w, d)
+            # As the real worker: the update index is claimed (fetch-add) before the
+            # element-wise update, so τ counts the claims between the read and this claim,
+            # not those made while this worker writes.
             t1 = self.v
             self.v = t1 + 1
             eta = math.nan if hook is None else hook.apply(w, t0, t1)
-            log.add(t1, w, t_read, env.now, t1 - t0, eta, 1, False)
+            log.add(t1, w, t_read, env.now + u, t1 - t0, eta, 1, False)
             self._applied()
+            if mach is None:
+                if u > 0.0:
+                    yield env.timeout(u)
+            elif u > 0.0:
+                yield from mach.run(w, u)
 
     def _lock(self, w: int) -> Generator[simpy.Event, None, None]:
         env, log, hook, lock = self.env, self.log, self.hook, self.lock
