@@ -63,6 +63,8 @@ class Loaded:
     evals: pd.DataFrame
     folders: list[Results] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    control: pd.DataFrame | None = None
+    """Elastic runs' m(t) traces (``source``, ``uid`` and the control columns), or None."""
 
     @property
     def engines(self) -> list[str]:
@@ -245,4 +247,14 @@ def load_folders(dirs: str | Path | Iterable[str | Path],
     else:
         runs["config_key"] = pd.Series([], dtype=object)
     runs = fill_targets(runs, evals, target, config_targets)
-    return Loaded(runs=runs, updates=updates, evals=evals, folders=folders, sources=sources)
+    ctl_l = []
+    for src, res in zip(sources, folders, strict=True):
+        ctl = getattr(res, "control", None)  # folders written before elastic runs have none
+        if ctl is not None and len(ctl):
+            f = ctl.copy()
+            f.insert(0, "source", src)
+            f.insert(1, "uid", src + "/" + f["run_id"].astype(str))
+            ctl_l.append(f)
+    control = pd.concat(ctl_l, ignore_index=True) if ctl_l else None
+    return Loaded(runs=runs, updates=updates, evals=evals, folders=folders, sources=sources,
+                  control=control)

@@ -25,6 +25,7 @@ import pandas as pd
 from stalesgd.staleness import FAMILIES
 
 from .figures import FigureFile, make_figures
+from .figures_extra import extra_figures
 from .load import AnalysisError, Loaded, load_folders
 from .speedup import speedup_table
 from .staleness_report import StalenessTables, staleness_tables
@@ -443,6 +444,10 @@ def write_report(dirs: str | Path | Iterable[str | Path], out_dir: str | Path | 
     out.mkdir(parents=True, exist_ok=True)
     analysis.figures = make_figures(analysis.loaded, analysis.stale, analysis.speedup,
                                     out / "figures", log_y=log_y)
+    extra, skipped = extra_figures(analysis.loaded, out / "figures")
+    analysis.figures = analysis.figures + extra
+    analysis.notes = list(analysis.notes) + [n for n in skipped
+                                             if not n.startswith("Elastic figure skipped")]
     md, page = out / "report.md", out / "report.html"
     md.write_text(_markdown(analysis, out), encoding="utf-8")
     page.write_text(_html(analysis), encoding="utf-8")

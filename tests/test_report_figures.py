@@ -1,0 +1,51 @@
+"""The report's cross-configuration figures: speedup, memory, η(τ), τ over time, elastic m(t)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stalesgd.analysis import analyse, write_report
+from stalesgd.analysis.figures_extra import extra_figures
+from stalesgd.analysis.load import load_folders
+from stalesgd.cli import main
+
+
+def _run(root: Path, *args: str) -> Path:
+    before = set(root.iterdir()) if root.exists() else set()
+    assert main([*args, "--out", str(root), "--no-progress"]) == 0
+    (folder,) = set(root.iterdir()) - before
+    return folder
+
+
+def test_report_draws_every_cross_configuration_figure(tmp_path):
+    root = tmp_path / "res"
+    common = ["--problem", "logreg-synthetic", "--algorithm", "lock", "--updates", "3000"]
+    one = _run(root, "real", *common, "--workers", "1", "--stepsize", "tail")
+    two = _run(root, "real", *common, "--workers", "2", "--stepsize", "tail")
+    elastic = _run(root, "sim", *common, "--workers", "4", "--compute", "exp:1ms",
+                   "--controller", "schedule",
+                   "--controller-option", "steps=[[0, 4], [1500, 1]]")
+    loaded = load_folders([one, two, elastic])
+    assert loaded.control is not None and set(loaded.control["m"]) >= {1, 4}
+    files, notes = extra_figures(loaded, tmp_path / "fig")
+    kinds = [f.kind for f in files]
+    for kind in ("speedup", "memory", "elastic", "stepsize", "tau_time"):
+        assert kind in kinds, (kind, notes)
+    assert all(f.path.is_file() and f.path.stat().st_size > 5000 for f in files)
+
+    report = write_report([one, two, elastic], tmp_path / "report",
+                          analysis=analyse([one, two, elastic], run_fits=False))
+    page = report.html.read_text()
+    assert page.count("data:image/png;base64,") == len(report.figures)
+    assert {"speedup_vs_workers.png", "memory.png", "elastic_1.png",
+            "stepsize_tables.png"} <= {p.name for p in report.figures}
+
+
+def test_folders_without_elastic_runs_have_no_control_and_no_elastic_figure(tmp_path):
+    one = _run(tmp_path / "res", "real", "--problem", "logreg-synthetic", "--algorithm",
+               "lock", "--workers", "1", "--updates", "2000")
+    loaded = load_folders([one])
+    files, notes = extra_figures(loaded, tmp_path / "fig")
+    assert "elastic" not in [f.kind for f in files]
+    assert any(n.startswith("Elastic figure skipped") for n in notes)
+    assert any(n.startswith("Speedup figure skipped") for n in notes)  # m = 1 only
