@@ -7,6 +7,7 @@ from pathlib import Path
 from stalesgd.analysis import analyse, write_report
 from stalesgd.analysis.figures_extra import extra_figures
 from stalesgd.analysis.load import load_folders
+
 from stalesgd.cli import main
 
 
