@@ -1,0 +1,79 @@
+"""Elastic parallelism against static parallelism in the simulator: CPU-seconds and simulated
+time to a target loss, non-convergence, over seeds (issue 8's measurement).
+
+Lock AsyncSGD on ``logreg-synthetic`` with a large step size (0.5), exponential compute times
+(mean 2 ms), one simulated core per worker, numeric replay, target loss 0.385, at most 60,000
+updates; M = 16, 32, 64 workers; controllers ``static`` (m = M), ``window`` and ``model``
+(probe 500 updates, execute 2,000).  Times and CPU-seconds are simulated (CPU-seconds =
+∫ min(m(t), cores) dt).  Usage::
+
+    python bench/elastic_savings.py [--seeds 5] [--workers 16 32 64] [--csv out.csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pandas as pd
+from stalesgd.sim.run import run_sim
+
+from stalesgd.experiment import expand, experiment_from_flags
+
+CONTROLLERS = (("static", {}), ("window", {"probe": 500, "execute": 2000}),
+               ("model", {"probe": 500, "execute": 2000}))
+
+
+def measure(workers: list[int], seeds: int) -> pd.DataFrame:
+    """One row per (M, controller, seed): time and CPU-seconds to target, mean active m."""
+    rows = []
+    for M in workers:
+        for name, options in CONTROLLERS:
+            for seed in range(seeds):
+                exp = experiment_from_flags(
+                    "sim", problem="logreg-synthetic", algorithm="lock", workers=M, lr=0.5,
+                    updates=60000, target_loss=0.385, seed=seed, sim={"compute": "exp:2ms"},
+                    controller=name, controller_options=options)
+                spec = expand(exp)[0]
+                spec = dataclasses.replace(
+                    spec, stop=dataclasses.replace(spec.stop, at_target=True),
+                    eval=dataclasses.replace(spec.eval, every_updates=500))
+                s = run_sim(spec, progress=False).summary
+                rows.append({"M": M, "controller": name, "seed": seed,
+                             "time_to_target": s.get("time_to_target"),
+                             "cpu_seconds": s.get("cpu_seconds"),
+                             "mean_active": s.get("mean_active"),
+                             "diverged": bool(s.get("diverged"))})
+    return pd.DataFrame(rows)
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (M, controller): runs that reached the target, medians, CPU saved against static."""
+    def agg(d: pd.DataFrame) -> pd.Series:
+        hit = d["time_to_target"].notna() & ~d["diverged"]
+        return pd.Series({"reached": f"{int(hit.sum())}/{len(d)}",
+                          "time_to_target_median": d.loc[hit, "time_to_target"].median(),
+                          "cpu_seconds_median": d["cpu_seconds"].median(),
+                          "cpu_to_target_median": d.loc[hit, "cpu_seconds"].median(),
+                          "mean_active": d["mean_active"].mean()})
+    out = df.groupby(["M", "controller"]).apply(agg, include_groups=False)
+    static = out.xs("static", level="controller")["cpu_seconds_median"]
+    out["cpu_vs_static"] = [row.cpu_seconds_median / static.loc[m]
+                            for (m, _), row in out.iterrows()]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--workers", type=int, nargs="+", default=[16, 32, 64])
+    ap.add_argument("--csv", default=None, help="also write the per-run rows here")
+    args = ap.parse_args()
+    df = measure(args.workers, args.seeds)
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+    print(summary(df).round(3).to_string())
+
+
+if __name__ == "__main__":
+    main()
