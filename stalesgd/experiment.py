@@ -216,6 +216,9 @@ class Experiment:
     sim: SimSpec = field(default_factory=SimSpec)
     controller: ControllerSpec = field(default_factory=ControllerSpec)
     sweep: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    exclude: tuple[dict[str, Any], ...] = ()
+    """Sweep points left out: each entry maps swept keys to one of their values; a point that
+    matches every pair of an entry is not run (e.g. ``{engine = "real", workers = 64}``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (the TOML layout); None values are left out."""
@@ -381,7 +384,7 @@ def _duration(value: Any, key: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 _TOP_KEYS = ("name", "engine", "workers", "seeds", "seed", "repeats", "problem", "algorithm",
-             "stepsize", "stop", "eval", "sim", "controller", "sweep")
+             "stepsize", "stop", "eval", "sim", "controller", "sweep", "exclude")
 _BODY_KEYS = ("engine", "workers", "problem", "algorithm", "stepsize", "stop", "eval", "sim",
               "controller")
 _TABLE_KEYS: dict[str, tuple[str, ...]] = {
@@ -596,6 +599,31 @@ def _parse_sweep(raw: Any) -> dict[str, tuple[Any, ...]]:
     return sweep
 
 
+def _parse_exclude(raw: Any, sweep: dict[str, tuple[Any, ...]]) -> tuple[dict[str, Any], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ExperimentError("exclude", raw, "an array of tables of swept key = value, e.g. "
+                              "exclude = [{engine = \"real\", workers = 64}]")
+    out = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict) or not entry:
+            raise ExperimentError(f"exclude[{i}]", entry, "a non-empty table of swept "
+                                  "key = value")
+        flat = _flatten_sweep(entry)
+        for key, value in flat.items():
+            if key not in sweep:
+                raise ExperimentError(f"exclude[{i}].{key}", value,
+                                      f"a swept key ({', '.join(sweep) or 'nothing is swept'})",
+                                      "is not swept")
+            if value not in sweep[key]:
+                raise ExperimentError(f"exclude[{i}].{key}", value,
+                                      f"one of the swept values {list(sweep[key])}",
+                                      "is never swept")
+        out.append(flat)
+    return tuple(out)
+
+
 def parse_experiment(raw: dict[str, Any], source: str | None = None,
                      default_name: str = "experiment") -> Experiment:
     """Validate a raw experiment (the dict read from TOML) and resolve its defaults.
@@ -610,8 +638,9 @@ def parse_experiment(raw: dict[str, Any], source: str | None = None,
             raise ExperimentError("name", name, "a non-empty name of letters, digits, '_', '-' "
                                   "and '.', starting with a letter or digit")
         body = _parse_body(raw)
-        exp = Experiment(name=name, seeds=_parse_seeds(raw), sweep=_parse_sweep(raw.get("sweep")),
-                         **body)
+        sweep = _parse_sweep(raw.get("sweep"))
+        exp = Experiment(name=name, seeds=_parse_seeds(raw), sweep=sweep,
+                         exclude=_parse_exclude(raw.get("exclude"), sweep), **body)
         expand(exp)  # validates every sweep point
         return exp
     except ExperimentError as exc:
@@ -651,18 +680,22 @@ def loads_experiment(text: str, source: str | None = None) -> Experiment:
 
 
 def expand(exp: Experiment) -> list[RunSpec]:
-    """One :class:`RunSpec` per run: the cartesian product of the sweep, times the seeds.
+    """One :class:`RunSpec` per run: the cartesian product of the sweep (less the points
+    ``exclude`` names), times the seeds.
 
     Sweep keys vary slowest in the order written, seeds fastest.  ``seq`` runs one worker, so
     points that then coincide are run once.
     """
     base = exp.to_dict()
-    for key in ("name", "seeds", "sweep"):
+    for key in ("name", "seeds", "sweep", "exclude"):
         base.pop(key, None)
     keys = list(exp.sweep)
     runs: list[RunSpec] = []
     seen: set[str] = set()
     for combo in itertools.product(*(exp.sweep[k] for k in keys)):
+        chosen = dict(zip(keys, combo, strict=True))
+        if any(all(chosen[k] == v for k, v in ex.items()) for ex in exp.exclude):
+            continue
         raw = copy.deepcopy(base)
         for key, value in zip(keys, combo, strict=True):
             _set_path(raw, key, value)
@@ -857,9 +890,9 @@ def dict_to_toml(data: dict[str, Any], header: str = "") -> str:
 def to_toml(exp: Experiment) -> str:
     """The resolved experiment as TOML text; :func:`loads_experiment` of it gives ``exp`` back."""
     data = exp.to_dict()
-    order = ["name", "engine", "workers", "seeds", "problem", "algorithm", "stepsize", "stop",
-             "eval", "sim", "controller", "sweep"]
-    ordered = {k: data[k] for k in order if k in data and data[k] != {}}
+    order = ["name", "engine", "workers", "seeds", "exclude", "problem", "algorithm", "stepsize",
+             "stop", "eval", "sim", "controller", "sweep"]
+    ordered = {k: data[k] for k in order if k in data and data[k] not in ({}, [])}
     return dict_to_toml(ordered, header=f"stalesgd experiment {exp.name!r} (resolved)")
 
 

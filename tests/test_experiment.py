@@ -399,3 +399,37 @@ def test_distribution_samples_have_the_stated_mean_and_cv(text):
     assert abs(x.mean() - dist.mean) <= 5 * se + 1e-15
     assert x.std() == pytest.approx(dist.std, rel=0.05, abs=1e-15)
     assert np.all(x >= 0)
+
+
+EXCLUDING = """
+name = "ex"
+exclude = [{engine = "real", workers = 16}, {engine = "real", workers = 32}]
+[problem]
+name = "logreg-synthetic"
+[sim]
+calibration = "auto"
+[sweep]
+engine = ["real", "sim"]
+workers = [1, 2, 16, 32]
+"""
+
+
+def test_exclude_leaves_out_the_named_sweep_points_and_round_trips():
+    exp = loads_experiment(EXCLUDING)
+    got = [(r.engine, r.workers) for r in expand(exp)]
+    assert got == [("real", 1), ("real", 2), ("sim", 1), ("sim", 2), ("sim", 16), ("sim", 32)]
+    assert [r.run_id for r in expand(exp)] == [f"r{i:04d}" for i in range(6)]
+    assert loads_experiment(to_toml(exp)) == exp
+
+
+@pytest.mark.parametrize("bad,message", [
+    ('exclude = [{engine = "real", workers = 17}]', "exclude[0].workers = 17 is never swept"),
+    ('exclude = [{seed = 3}]', "exclude[0].seed = 3 is not swept"),
+    ('exclude = {engine = "real"}', "exclude = "),
+    ('exclude = [{}]', "exclude[0] = {}"),
+])
+def test_bad_exclude_names_the_entry(bad, message):
+    text = EXCLUDING.replace(EXCLUDING.splitlines()[2], bad)
+    with pytest.raises(ExperimentError) as err:
+        loads_experiment(text)
+    assert message in str(err.value)
