@@ -89,3 +89,37 @@ def gemm() -> Callable[[str], dict[str, float | str]]:
 def best_time() -> Callable[..., float]:
     """``best_time(fn, rounds=7)`` -> shortest wall time of ``fn()`` (see ``best_seconds``)."""
     return best_seconds
+
+
+@njit(nogil=True)
+def _bare_sgd(kernel, theta, X, y, idx, grad, ws, dims, n):
+    rows = X.shape[0]
+    for _ in range(n):
+        for i in range(idx.shape[0]):
+            idx[i] = np.random.randint(0, rows)
+        kernel(theta, X, y, idx, grad, ws, dims)
+        for j in range(theta.shape[0]):
+            theta[j] -= 0.01 * grad[j]
+
+
+def bare_sgd_seconds(problem, batch: int, n: int, repeats: int = 3) -> float:
+    """Median wall time of ``n`` plain SGD steps (minibatch draw, gradient kernel, update) in
+    one nopython loop: what an engine or the simulator cannot avoid, the yardstick for their
+    overhead."""
+    theta = problem.init_params(0)
+    d = problem.dataset
+    args = (problem.model.grad_kernel, theta, d.X_train, d.y_train, np.zeros(batch, np.int64),
+            np.zeros_like(theta), problem.workspace(batch), problem.model.dims)
+    _bare_sgd(*args, 10)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _bare_sgd(*args, n)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+@pytest.fixture(scope="session")
+def bare_sgd():
+    """:func:`bare_sgd_seconds`, for benchmarks to compare against."""
+    return bare_sgd_seconds

@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -68,44 +67,14 @@ def _median_run(algorithm: str, workers: int, batch: int, dtype: str, updates: i
     return float(np.median(ups)), mid
 
 
-def _bare_kernel_updates_per_s(batch: int, dtype: str, updates: int) -> float:
-    """The gradient kernel and the SGD step in one nopython loop, no engine around it."""
-    from numba import njit
-
-    @njit(nogil=True)
-    def loop(kernel, theta, X, y, idx, grad, ws, dims, n):
-        rows = X.shape[0]
-        for _ in range(n):
-            for i in range(idx.shape[0]):
-                idx[i] = np.random.randint(0, rows)
-            kernel(theta, X, y, idx, grad, ws, dims)
-            for j in range(theta.shape[0]):
-                theta[j] -= 0.01 * grad[j]
-
-    p = make_problem(PROBLEM, dtype=dtype, **OPTIONS)
-    theta = p.init_params(0)
-    grad = np.zeros_like(theta)
-    idx = np.zeros(batch, dtype=np.int64)
-    ws = p.workspace(batch)
-    d = p.dataset
-    args = (p.model.grad_kernel, theta, d.X_train, d.y_train, idx, grad, ws, p.model.dims)
-    loop(*args, 10)
-    times = []
-    for _ in range(REPEATS):
-        t0 = time.perf_counter()
-        loop(*args, updates)
-        times.append(time.perf_counter() - t0)
-    return updates / float(np.median(times))
-
-
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("batch", [16, 128])
 @pytest.mark.parametrize("algorithm", ["lock", "hogwild", "leashed"])
-def test_engine_scaling(benchmark, algorithm, batch, dtype):
+def test_engine_scaling(benchmark, bare_sgd, algorithm, batch, dtype):
     """1 and 2 workers; the benchmark's timed call is the 2-worker run."""
     n = UPDATES[batch]
     one, s1 = _median_run(algorithm, 1, batch, dtype, n)
-    bare = _bare_kernel_updates_per_s(batch, dtype, n)
+    bare = n / bare_sgd(make_problem(PROBLEM, dtype=dtype, **OPTIONS), batch, n, REPEATS)
     two, s2 = benchmark.pedantic(lambda: _median_run(algorithm, 2, batch, dtype, 2 * n),
                                  rounds=1, iterations=1)
     info = {

@@ -69,35 +69,8 @@ def test_timing_only_throughput(benchmark, algorithm, workers):
                                 target_updates_per_s=200_000)
 
 
-def _bare_kernel_seconds(problem, batch: int, n: int) -> float:
-    """n gradient evaluations and SGD steps in one nopython loop (the cost replay cannot avoid)."""
-    from numba import njit
-
-    @njit(nogil=True)
-    def loop(kernel, theta, X, y, idx, grad, ws, dims, n):
-        rows = X.shape[0]
-        for _ in range(n):
-            for i in range(idx.shape[0]):
-                idx[i] = np.random.randint(0, rows)
-            kernel(theta, X, y, idx, grad, ws, dims)
-            for j in range(theta.shape[0]):
-                theta[j] -= 0.01 * grad[j]
-
-    theta = problem.init_params(0)
-    d = problem.dataset
-    args = (problem.model.grad_kernel, theta, d.X_train, d.y_train, np.zeros(batch, np.int64),
-            np.zeros_like(theta), problem.workspace(batch), problem.model.dims)
-    loop(*args, 10)
-    times = []
-    for _ in range(REPEATS):
-        t0 = time.perf_counter()
-        loop(*args, n)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 @pytest.mark.parametrize("model,batch", [("mlp", 16), ("mlp", 128), ("logreg", 16)])
-def test_numeric_replay_overhead(benchmark, model, batch):
+def test_numeric_replay_overhead(benchmark, bare_sgd, model, batch):
     """Numeric replay of ``lock`` with 4 simulated workers against the bare kernel loop.
 
     Only the simulation is timed (problem and data are built before); the overhead is the
@@ -126,6 +99,6 @@ def test_numeric_replay_overhead(benchmark, model, batch):
     walls = [run() for _ in range(REPEATS - 1)]
     walls.append(benchmark.pedantic(run, rounds=1, iterations=1))
     wall = float(np.median(walls))
-    bare = _bare_kernel_seconds(problem, batch, n)
+    bare = bare_sgd(problem, batch, n, REPEATS)
     benchmark.extra_info.update(updates_per_s=n / wall, bare_kernel_updates_per_s=n / bare,
                                 replay_overhead=wall / bare - 1.0, target_overhead=0.25)
