@@ -8,6 +8,13 @@ updates; M = 16, 32, 64 workers; controllers ``static`` (m = M), ``window`` and 
 ∫ min(m(t), cores) dt).  Usage::
 
     python bench/elastic_savings.py [--seeds 5] [--workers 16 32 64] [--csv out.csv]
+
+``--real`` measures the real engine instead, on this machine: lock, MLP 784-128-10 on MNIST
+(float32, lr 0.05; data from ``STALESGD_DATA`` or the usual search path), target 0.12 within
+120,000 updates, M = 4 and 8 threads (oversubscribed on 2 cores), probe 3,000 / execute
+12,000 updates; wall seconds and process CPU-seconds::
+
+    STALESGD_DATA=../shared/data python bench/elastic_savings.py --real --seeds 3 --workers 4 8
 """
 
 from __future__ import annotations
@@ -47,6 +54,33 @@ def measure(workers: list[int], seeds: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def measure_real(workers: list[int], seeds: int) -> pd.DataFrame:
+    """The same comparison on the real engine (wall time, process CPU-seconds)."""
+    from stalesgd.real.engine import run_real
+
+    rows = []
+    for M in workers:
+        for name, options in CONTROLLERS:
+            opts = {k: 6 * v for k, v in options.items()}  # longer phases: ~6k updates/s
+            for seed in range(seeds):
+                exp = experiment_from_flags(
+                    "real", problem="mlp-mnist", algorithm="lock", workers=M, lr=0.05,
+                    updates=120000, target_loss=0.12, seed=seed, dtype="float32",
+                    problem_options={"hidden": [128]}, controller=name,
+                    controller_options=opts)
+                spec = expand(exp)[0]
+                spec = dataclasses.replace(
+                    spec, stop=dataclasses.replace(spec.stop, at_target=True),
+                    eval=dataclasses.replace(spec.eval, every_updates=500))
+                s = run_real(spec, progress=False).summary
+                rows.append({"M": M, "controller": name, "seed": seed,
+                             "time_to_target": s.get("time_to_target"),
+                             "cpu_seconds": s.get("cpu_seconds"),
+                             "mean_active": s.get("mean_active"),
+                             "diverged": bool(s.get("diverged"))})
+    return pd.DataFrame(rows)
+
+
 def summary(df: pd.DataFrame) -> pd.DataFrame:
     """Per (M, controller): runs that reached the target, medians, CPU saved against static."""
     def agg(d: pd.DataFrame) -> pd.Series:
@@ -68,8 +102,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--workers", type=int, nargs="+", default=[16, 32, 64])
     ap.add_argument("--csv", default=None, help="also write the per-run rows here")
+    ap.add_argument("--real", action="store_true", help="the real engine (see above)")
     args = ap.parse_args()
-    df = measure(args.workers, args.seeds)
+    df = (measure_real if args.real else measure)(args.workers, args.seeds)
     if args.csv:
         df.to_csv(args.csv, index=False)
     print(summary(df).round(3).to_string())
