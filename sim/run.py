@@ -341,6 +341,8 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
         overridden.append("read")
     if sim.update == PER_PARAM:
         kwargs["update"] = costs["update"]
+        if entry is not None and entry.get("hogwild_write_s") is not None:
+            kwargs["update"] = float(entry["hogwild_write_s"])  # the measured, contended write
     else:
         overridden.append("update")
     measured_cores = int(entry["effective_cores"] if entry is not None

@@ -296,3 +296,27 @@ def test_an_explicit_default_value_still_overrides_the_file(cal_file):
     assert s["compute"] == "exp:2ms" and s["time_slice"] == "4ms"
     plain = SimRun(sim_spec(cal_file, workers=1), progress=False).run().summary
     assert plain["calibration_overrides"] == ""
+
+
+def test_hogwild_write_share_from_mean_staleness(tmp_path):
+    """Hogwild's contended element-wise write is estimated from E[τ] ≈ (m − 1)·(window share),
+    so the calibrated simulation of the same configuration reproduces the measured E[τ]."""
+    exp = parse_experiment({
+        "name": "hog", "engine": "real", "seeds": [0], "workers": 2,
+        "problem": {"name": PROBLEM, "batch": 16}, "algorithm": {"name": "hogwild"},
+        "stop": {"updates": 6000}, "eval": {"every_updates": 3000},
+    })
+    folder = run_experiment(exp, out=tmp_path, progress=False, echo=lambda _m: None).folder
+    cal = calibrate(folder)
+    entry = cal.configuration("hogwild", 2)
+    if entry["oversubscribed"]:  # another process held a core: no share can be read off τ
+        assert "hogwild_write_s" not in entry
+        return
+    path = cal.save(tmp_path / "cal.json")
+    write = entry["hogwild_write_s"]
+    cycle = 1.0 / (entry["updates_per_s"] / 2)
+    assert 0.0 < write < cycle
+    sim = SimRun(sim_spec(path, workers=2, algorithm="hogwild", updates=6000),
+                 progress=False).run()
+    assert sim.summary["calibration_match"] == "exact"
+    assert abs(float(np.mean(sim.updates["tau"])) - entry["mean_tau"]) < 0.15
