@@ -32,7 +32,7 @@ from stalesgd.elastic import Controller, make_controller
 from stalesgd.experiment import RunSpec
 from stalesgd.machine import peak_rss_bytes
 from stalesgd.problems.registry import Problem, make_problem
-from stalesgd.records import RunRecord
+from stalesgd.records import RunRecord, engine_summary
 from stalesgd.stepsize import make_rule
 
 from . import workers as W
@@ -458,7 +458,7 @@ class RealRun:
                 self.stop_reason = "updates" if spec.stop.updates else "log-full"
             else:
                 self.stop_reason = "stopped"
-        summary = _summary(spec, evals, n, seconds, diverged, self.interrupted)
+        summary = engine_summary("real", spec, evals, n, seconds, diverged, self.interrupted)
         applied = updates["tau"][~updates["dropped"]]
         summary.update(
             peak_param_bytes=self._param_bytes(),
@@ -509,37 +509,6 @@ def _process_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def _summary(spec: RunSpec, evals: dict[str, np.ndarray], n: int, seconds: float,
-             diverged: bool, interrupted: bool) -> dict[str, Any]:
-    """The per-run row of the record: throughput and time/updates to target."""
-    target = spec.stop.target_loss
-    t_hit, k_hit = math.nan, None  # null when the target is not reached (RUNS_SCHEMA)
-    if target is not None:
-        hit = np.flatnonzero(evals["loss"] <= target)
-        if hit.size:
-            t_hit, k_hit = float(evals["t"][hit[0]]), int(evals["k"][hit[0]])
-    final_loss = float(evals["loss"][-1]) if len(evals["loss"]) else math.nan
-    return {
-        "run_id": spec.run_id,
-        "engine": "real",
-        "algorithm": spec.algorithm.name,
-        "problem": spec.problem.name,
-        "workers": spec.workers,
-        "stepsize": spec.stepsize.rule,
-        "lr": float(spec.stepsize.lr),
-        "batch": spec.problem.batch,
-        "seed": spec.seed,
-        "updates": int(n),
-        "seconds": float(seconds),
-        "updates_per_s": n / seconds if seconds > 0 else math.nan,
-        "target_loss": math.nan if target is None else float(target),
-        "time_to_target": t_hit,
-        "updates_to_target": k_hit,
-        "final_loss": final_loss,
-        "converged": bool(target is not None and k_hit is not None and not diverged),
-        "diverged": diverged,
-        "interrupted": interrupted,
-    }
 
 
 class _Bar:

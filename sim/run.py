@@ -28,7 +28,7 @@ from stalesgd.experiment import (
     RunSpec,
 )
 from stalesgd.problems.registry import Problem, make_problem
-from stalesgd.records import RunRecord
+from stalesgd.records import RunRecord, engine_summary
 from stalesgd.stepsize import make_rule
 
 from .engine import SimResult, attach_controller, elastic_summary, simulate_timing
@@ -215,7 +215,7 @@ class SimRun:
             else:
                 reason = "stopped"
         diverged = bool(hook is not None and hook.diverged)
-        summary = _summary(spec, evals, n, res.duration, diverged, res.interrupted)
+        summary = engine_summary("sim", spec, evals, n, res.duration, diverged, res.interrupted)
         theta_nbytes = n_params_bytes(self.problem)
         attempts = updates["attempts"]
         summary.update(
@@ -384,37 +384,6 @@ def _no_evals() -> dict[str, np.ndarray]:
             "accuracy": np.zeros(0), "active_workers": np.zeros(0, np.int32)}
 
 
-def _summary(spec: RunSpec, evals: dict[str, np.ndarray], n: int, seconds: float,
-             diverged: bool, interrupted: bool) -> dict[str, Any]:
-    """The per-run row: the real engine's columns, with simulated seconds."""
-    target = spec.stop.target_loss
-    t_hit, k_hit = math.nan, -1
-    if target is not None:
-        hit = np.flatnonzero(evals["loss"] <= target)
-        if hit.size:
-            t_hit, k_hit = float(evals["t"][hit[0]]), int(evals["k"][hit[0]])
-    final_loss = float(evals["loss"][-1]) if len(evals["loss"]) else math.nan
-    return {
-        "run_id": spec.run_id,
-        "engine": "sim",
-        "algorithm": spec.algorithm.name,
-        "problem": spec.problem.name,
-        "workers": spec.workers,
-        "stepsize": spec.stepsize.rule,
-        "lr": float(spec.stepsize.lr),
-        "batch": spec.problem.batch,
-        "seed": spec.seed,
-        "updates": int(n),
-        "seconds": float(seconds),
-        "updates_per_s": n / seconds if seconds > 0 else math.nan,
-        "target_loss": math.nan if target is None else float(target),
-        "time_to_target": t_hit,
-        "updates_to_target": k_hit if k_hit >= 0 else None,
-        "final_loss": final_loss,
-        "converged": bool(target is not None and k_hit >= 0 and not diverged),
-        "diverged": diverged,
-        "interrupted": interrupted,
-    }
 
 
 def run_sim(spec: RunSpec, progress: bool = True) -> RunRecord:

@@ -33,6 +33,8 @@ import pyarrow.parquet as pq
 if TYPE_CHECKING:  # pandas is only needed to read results back; keep it out of runs
     import pandas as pd
 
+    from stalesgd.experiment import RunSpec
+
 UPDATES_SCHEMA = pa.schema([
     ("run_id", pa.string()),
     ("k", pa.int64()),          # global update index; -1 for dropped gradients
@@ -420,3 +422,38 @@ def load_results(path: str | Path) -> Results:
         machine = json.loads((path / "machine.json").read_text())
     return Results(path=path, config=config, machine=machine,
                    **{kind: t.to_pandas() for kind, t in tables.items()})
+
+
+def engine_summary(engine: str, spec: RunSpec, evals: dict[str, np.ndarray], n: int,
+                   seconds: float, diverged: bool, interrupted: bool) -> dict[str, Any]:
+    """The per-run row an engine hands back: the spec's identity, throughput, and time and
+    updates to target (the first evaluation at or below ``stop.target_loss``; NaN / null
+    when not reached), for ``n`` updates in ``seconds`` (wall or simulated)."""
+    target = spec.stop.target_loss
+    t_hit, k_hit = math.nan, None  # null when the target is not reached (RUNS_SCHEMA)
+    if target is not None:
+        hit = np.flatnonzero(evals["loss"] <= target)
+        if hit.size:
+            t_hit, k_hit = float(evals["t"][hit[0]]), int(evals["k"][hit[0]])
+    final_loss = float(evals["loss"][-1]) if len(evals["loss"]) else math.nan
+    return {
+        "run_id": spec.run_id,
+        "engine": engine,
+        "algorithm": spec.algorithm.name,
+        "problem": spec.problem.name,
+        "workers": spec.workers,
+        "stepsize": spec.stepsize.rule,
+        "lr": float(spec.stepsize.lr),
+        "batch": spec.problem.batch,
+        "seed": spec.seed,
+        "updates": int(n),
+        "seconds": float(seconds),
+        "updates_per_s": n / seconds if seconds > 0 else math.nan,
+        "target_loss": math.nan if target is None else float(target),
+        "time_to_target": t_hit,
+        "updates_to_target": k_hit,
+        "final_loss": final_loss,
+        "converged": bool(target is not None and k_hit is not None and not diverged),
+        "diverged": diverged,
+        "interrupted": interrupted,
+    }
