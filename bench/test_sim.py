@@ -43,16 +43,21 @@ def _bare_simpy_events_per_s(n: int = 200_000) -> float:
     return best
 
 
-@pytest.mark.parametrize("algorithm,workers", [("lock", 16), ("hogwild", 16), ("leashed", 16),
-                                               ("lock", 64)])
-def test_timing_only_throughput(benchmark, algorithm, workers):
-    """Simulated updates per wall-clock second, timing only, exponential compute times."""
+@pytest.mark.parametrize("algorithm,workers,loop", [("lock", 16, "fast"), ("hogwild", 16, "fast"),
+                                                    ("leashed", 16, "fast"), ("lock", 64, "fast"),
+                                                    ("lock", 16, "simpy")])
+def test_timing_only_throughput(benchmark, algorithm, workers, loop):
+    """Simulated updates per wall-clock second, timing only, exponential compute times.
+
+    ``loop="fast"`` is the default (the heap-based fast path applies: cores = workers);
+    ``"simpy"`` forces the SimPy model that oversubscribed or elastic runs use."""
     n = 100_000
 
     def run():
         t0 = time.perf_counter()
         res = simulate_timing(algorithm, workers, cores=workers, compute="exp:1ms",
-                              updates=n, seed=0, n_params=7850)
+                              updates=n, seed=0, n_params=7850, fast=loop == "fast")
+        assert res.config["event_loop"] == loop
         return n / (time.perf_counter() - t0), res
 
     rates = []

@@ -146,6 +146,7 @@ def simulate_timing(
     hook: ReplayHook | None = None,
     monitor: Callable[[Simulation], None] | None = None,
     monitor_every: int = 1024,
+    fast: bool = True,
 ) -> SimResult:
     """Simulate ``workers`` workers running ``algorithm`` on ``cores`` cores, timing only.
 
@@ -160,7 +161,8 @@ def simulate_timing(
     ``updates`` applied updates or ``seconds`` simulated seconds, whichever first, or
     when ``hook`` stops the simulation.  ``monitor(sim)`` is called every
     ``monitor_every`` applied updates (progress).  Ctrl-C ends the run early with
-    ``interrupted = True`` and the rows logged so far.
+    ``interrupted = True`` and the rows logged so far.  ``fast=False`` forces the SimPy
+    model even where the heap-based fast path applies (:meth:`Simulation.run`).
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm {algorithm!r} is not known; allowed: {ALGORITHMS}")
@@ -203,7 +205,7 @@ def simulate_timing(
 
     t_wall = time.perf_counter()
     sim.run(updates=updates, seconds=seconds, controller=schedule, monitor=monitor,
-            monitor_every=monitor_every)
+            monitor_every=monitor_every, fast=fast)
     wall = time.perf_counter() - t_wall
 
     cols = sim.log.columns(sim.rows)
@@ -237,6 +239,7 @@ def simulate_timing(
             "cas_cost": parse_duration(cas_cost),
             "n_params": int(n_params),
             "speed_factors": factors.tolist(),
+            "event_loop": sim.path,
         },
     )
 

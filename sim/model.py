@@ -25,6 +25,13 @@ Timing per algorithm (``r`` read/copy, ``c`` compute, ``u`` update/apply,
   publish by compare-and-swap (``a``), which fails if another publish landed since
   the copy; retry up to ``persistence`` times, then drop (``persistence=0`` drops
   at the first failure, ``None`` never drops).
+
+Event loops: :meth:`Simulation.run` uses the heap-based loop of
+:mod:`stalesgd.sim.fastpath` when every worker has its own core and no controller,
+timed SimPy process or lock hand-over latency is involved (the common case: a few
+times faster, the same records); otherwise the SimPy processes below run.  A hook that
+starts SimPy processes must do so in :meth:`ReplayHook.bind` (they are then detected and
+the SimPy loop is used), not later during the run.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from collections.abc import Callable, Generator, Sequence
 import numpy as np
 import simpy
 
+from .fastpath import fast_path_blocker, run_fast
 from .machine import Lock, Machine
 from .timing import Sampler, Timing
 
@@ -73,6 +81,11 @@ class ReplayHook:
         simulated clock (``sim.env.now``), start SimPy processes and call
         :meth:`Simulation.stop`."""
 
+    def flush(self) -> None:
+        """Called once when the run ends, before its results are read: a hook that defers
+        work (batched numerics) finishes it here and may still call
+        :meth:`Simulation.stop_retroactively`."""
+
 
 class UpdateLog:
     """Preallocated, growable per-update columns (the run-record ``updates`` table)."""
@@ -92,6 +105,8 @@ class UpdateLog:
         self.dropped = np.empty(cap, np.bool_)
 
     _COLS = ("k", "worker", "t_read", "t_apply", "tau", "eta", "attempts", "dropped")
+    #: values of the columns a fill may leave out (one attempt, not dropped)
+    _DEFAULTS = {"attempts": 1, "dropped": False}
 
     def add(
         self,
@@ -124,6 +139,23 @@ class UpdateLog:
             new = np.empty(2 * old.shape[0], old.dtype)
             new[: old.shape[0]] = old
             setattr(self, name, new)
+
+    def fill(self, rows: object) -> None:
+        """Replace the contents by ``rows`` (an object with one sequence per column, as the
+        fast path collects them) and set :attr:`n` to their length."""
+        n = len(rows.k)
+        if n > self.k.shape[0]:
+            for name in self._COLS:
+                setattr(self, name, np.empty(n, getattr(self, name).dtype))
+        for name in self._COLS:
+            vals = getattr(rows, name)
+            if len(vals) == n:
+                getattr(self, name)[:n] = vals
+            elif len(vals) == 0 and name in self._DEFAULTS:
+                getattr(self, name)[:n] = self._DEFAULTS[name]
+            else:
+                raise ValueError(f"column {name!r} has {len(vals)} rows, expected {n}")
+        self.n = n
 
     def columns(self, n: int | None = None) -> dict[str, np.ndarray]:
         """The first ``n`` rows (default all) as a dict of contiguous arrays (copies)."""
@@ -213,6 +245,9 @@ class Simulation:
         #: True when Ctrl-C ended :meth:`run` (the rows logged so far are kept)
         self.interrupted = False
         self.duration = 0.0
+        self._stopped_at: float | None = None
+        #: which event loop ran: "fast" (:mod:`stalesgd.sim.fastpath`) or "simpy"
+        self.path = ""
         if hook is not None:
             hook.bind(self)
 
@@ -289,6 +324,17 @@ class Simulation:
         if self._rows_at_stop is not None:
             return
         self._rows_at_stop = self.log.n + (1 if after_current else 0)
+        if not self._stop_ev.triggered:
+            self._stop_ev.succeed()
+
+    def stop_retroactively(self, rows: int, t: float) -> None:
+        """End the run as of an earlier instant ``t`` at which ``rows`` rows were logged (for
+        hooks that find out late, e.g. a divergence in batched numerics).  Rows from there on
+        are not part of the run and the duration is ``t``; an earlier stop is kept."""
+        if self._rows_at_stop is not None and self._rows_at_stop <= rows:
+            return
+        self._rows_at_stop = int(rows)
+        self._stopped_at = float(t)
         if not self._stop_ev.triggered:
             self._stop_ev.succeed()
 
@@ -491,6 +537,7 @@ class Simulation:
         controller: Callable[[Simulation], Generator[simpy.Event, None, None]] | None = None,
         monitor: Callable[[Simulation], None] | None = None,
         monitor_every: int = 1024,
+        fast: bool = True,
     ) -> None:
         """Simulate until ``updates`` updates were applied or ``seconds`` simulated seconds passed.
 
@@ -499,6 +546,11 @@ class Simulation:
         ``monitor_every`` applied updates (progress bars).  At least one stop rule is
         required.  Ctrl-C ends the run cleanly: :attr:`interrupted` is set and the rows
         logged so far are kept.
+
+        With ``fast`` (the default) the run uses the heap-based event loop of
+        :mod:`stalesgd.sim.fastpath` whenever it applies (no oversubscription, no
+        controller, see :func:`~stalesgd.sim.fastpath.fast_path_blocker`): same model, a
+        fraction of the cost.  :attr:`path` tells which one ran (``"fast"``/``"simpy"``).
         """
         if self._ran:
             raise RuntimeError("a Simulation can run only once; build a new one")
@@ -518,6 +570,14 @@ class Simulation:
         self._next_check = min(math.inf if self._target is None else self._target,
                                self._next_tick, self._watch_k)
         env = self.env
+        if fast and fast_path_blocker(self, controller) is None:
+            self.path = "fast"
+            try:
+                run_fast(self, math.inf if seconds is None else float(seconds))
+            finally:
+                self._finish()
+            return
+        self.path = "simpy"
         body = {
             "seq": self._hogwild,
             "hogwild": self._hogwild,
@@ -542,6 +602,14 @@ class Simulation:
             if self._rows_at_stop is None:
                 self._rows_at_stop = self.log.n
         self.duration = float(env.now)
+        self._finish()
+
+    def _finish(self) -> None:
+        """Let the hook finish deferred work; a retroactive stop sets the duration."""
+        if self.hook is not None:
+            self.hook.flush()
+        if self._stopped_at is not None:
+            self.duration = min(self.duration, self._stopped_at)
 
     def _time_up(self, _event: simpy.Event) -> None:
         self.stop()

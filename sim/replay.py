@@ -27,6 +27,18 @@ applies; this hook does the arithmetic of DESIGN §4 at those instants:
   θ, which is consistent by construction.  A target loss can stop the run; a
   non-finite minibatch or evaluated loss marks it diverged and stops it.
 
+Batched execution (speed, same arithmetic): ``read`` and ``apply`` only *record* the
+operation (worker, η); the recorded sequence runs in one compiled loop
+(:func:`_replay_ops`, minibatch draws included) whenever θ is needed — before every
+evaluation, when :attr:`NumericReplay.theta` is read (elastic controllers), every
+:data:`FLUSH_OPS` operations and at the end of the run (:meth:`ReplayHook.flush`).  The
+order of reads and applies is the one of the simulation, so θ and every gradient are
+bit for bit those of running each operation at once.  A read that gives a non-finite
+loss stops the run retroactively at that read (its row count and simulated time,
+:meth:`~stalesgd.sim.model.Simulation.stop_retroactively`).  Tables an online step-size
+rule produced after that read are not counted (:meth:`StepSizes.cut`).  The simulator's
+fast path appends to the buffers directly (:meth:`NumericReplay.inline`).
+
 Bit-for-bit agreement with the real engine: minibatches come from one legacy
 Mersenne-Twister stream per worker (``np.random.RandomState(seed_w)``) with the
 per-worker seeds the real engine derives from the run seed (:func:`worker_seeds`);
@@ -87,10 +99,12 @@ class BatchStream:
 
     Draws come from ``np.random.RandomState(seed)`` in chunks; the sequence equals
     ``randint(0, n_rows)`` called once per index, which is what the real engine's
-    Numba workers do after ``np.random.seed(seed)``.
+    Numba workers do after ``np.random.seed(seed)``.  For ``2 <= n_rows < 2**32`` the
+    chunks are made from raw 32-bit Mersenne-Twister outputs with the same masked
+    rejection as ``randint`` (vectorised; several times faster, the same indices).
     """
 
-    __slots__ = ("_rs", "_n_rows", "_batch", "_buf", "_pos")
+    __slots__ = ("_rs", "_n_rows", "_batch", "_buf", "_pos", "_mask", "_accept")
 
     def __init__(self, seed: int, n_rows: int, batch: int) -> None:
         if int(n_rows) < 1:
@@ -102,16 +116,48 @@ class BatchStream:
         self._batch = int(batch)
         self._buf = np.empty(0, dtype=np.int64)
         self._pos = 0
+        rng = self._n_rows - 1  # randint's range; its masked rejection uses 32-bit draws
+        self._mask = (1 << rng.bit_length()) - 1 if 0 < rng < 0xFFFFFFFF else 0
+        self._accept = (rng + 1) / (self._mask + 1) if self._mask else 1.0
+
+    def _more(self, count: int) -> np.ndarray:
+        """At least ``count`` further indices of the stream (more is fine: they are kept)."""
+        if not self._mask:
+            return self._rs.randint(0, self._n_rows, size=count, dtype=np.int64)
+        parts, got = [], 0
+        while got < count:
+            raw = self._rs.randint(0, 1 << 32, size=int((count - got) / self._accept) + 64,
+                                   dtype=np.uint32)
+            v = raw & np.uint32(self._mask)
+            v = v[v < self._n_rows]
+            parts.append(v)
+            got += v.shape[0]
+        return np.concatenate(parts).astype(np.int64)
+
+    def _ensure(self, need: int) -> None:
+        left = self._buf.shape[0] - self._pos
+        if left < need:
+            more = self._more(max(need - left, self._batch * BATCH_CHUNK))
+            self._buf = np.concatenate([self._buf[self._pos :], more]) if left else more
+            self._pos = 0
 
     def next(self) -> np.ndarray:
         """The next minibatch's row indices (an int64 view, valid until the next refill)."""
+        b = self._batch
+        self._ensure(b)
         pos = self._pos
-        if pos >= self._buf.shape[0]:
-            self._buf = self._rs.randint(0, self._n_rows, size=self._batch * BATCH_CHUNK,
-                                         dtype=np.int64)
-            pos = 0
-        self._pos = pos + self._batch
-        return self._buf[pos : pos + self._batch]
+        self._pos = pos + b
+        return self._buf[pos : pos + b]
+
+    def take(self, n: int) -> np.ndarray:
+        """The next ``n`` minibatches as an ``(n, batch)`` int64 array (a copy): the same rows
+        as ``n`` calls of :meth:`next`."""
+        b = self._batch
+        need = int(n) * b
+        self._ensure(need)
+        pos = self._pos
+        self._pos = pos + need
+        return self._buf[pos : pos + need].reshape(int(n), b).copy()
 
 
 @njit(nogil=True)
@@ -130,6 +176,89 @@ def _apply_mean(theta: np.ndarray, grads: np.ndarray, scale: float) -> None:
         for w in range(n_workers):
             acc += grads[w, j]
         theta[j] -= scale * acc
+
+
+@njit(nogil=True)
+def _mt_twist(key: np.ndarray) -> None:
+    """Regenerate the 624 words of a Mersenne-Twister state (NumPy's ``mt19937_gen``)."""
+    n, m_ = 624, 397
+    for i in range(n):
+        y = (np.uint64(key[i]) & np.uint64(0x80000000)) | \
+            (np.uint64(key[(i + 1) % n]) & np.uint64(0x7FFFFFFF))
+        x = np.uint64(key[(i + m_) % n]) ^ (y >> np.uint64(1))
+        if y & np.uint64(1):
+            x ^= np.uint64(0x9908B0DF)
+        key[i] = np.uint32(x & np.uint64(0xFFFFFFFF))
+
+
+@njit(nogil=True)
+def _mt_draw(key: np.ndarray, pos: np.ndarray, w: int, n_rows: int, mask: int,
+             out: np.ndarray) -> None:
+    """Fill ``out`` with ``randint(0, n_rows)`` draws of worker ``w``'s legacy Mersenne
+    Twister (raw 32-bit outputs, masked rejection: what ``RandomState.randint`` does for a
+    range below 2**32), advancing its state ``key[w]``, ``pos[w]``."""
+    k = key[w]
+    p = pos[w]
+    hi = np.uint64(n_rows - 1)
+    msk = np.uint64(mask)
+    for i in range(out.shape[0]):
+        while True:
+            if p >= 624:
+                _mt_twist(k)
+                p = 0
+            y = np.uint64(k[p])
+            p += 1
+            y ^= y >> np.uint64(11)
+            y ^= (y << np.uint64(7)) & np.uint64(0x9D2C5680)
+            y ^= (y << np.uint64(15)) & np.uint64(0xEFC60000)
+            y ^= y >> np.uint64(18)
+            v = y & msk
+            if v <= hi:
+                out[i] = np.int64(v)
+                break
+    pos[w] = p
+
+
+@njit(nogil=True)
+def _replay_ops(kernel, theta, X, y, dims, ws, grads, losses, ops, etas, idx,  # noqa: ANN001
+                mt_key, mt_pos, mask, scratch):
+    """Run a recorded sequence of reads and applies in one compiled loop.
+
+    ``ops[i] = 2·worker + is_apply``; a read computes the worker's gradient at the current
+    θ on its next minibatch, an apply does θ ← θ − η g with the next ``etas`` value (the
+    loop of :func:`apply_step`).  Minibatches are drawn here from the workers' Mersenne
+    Twister states ``mt_key``/``mt_pos`` when ``mask > 0`` (into ``scratch``), else taken
+    from the rows of ``idx`` in read order.  Returns the index of the first read with a
+    non-finite loss (the ops after it are not run), or −1.
+    """
+    r = 0
+    a = 0
+    n = theta.shape[0]
+    n_rows = X.shape[0]
+    for i in range(ops.shape[0]):
+        op = ops[i]
+        w = op >> 1
+        if op & 1:
+            eta = etas[a]
+            a += 1
+            g = grads[w]
+            for j in range(n):
+                theta[j] -= eta * g[j]
+        else:
+            if mask > 0:
+                _mt_draw(mt_key, mt_pos, w, n_rows, mask, scratch)
+                loss = kernel(theta, X, y, scratch, grads[w], ws, dims)
+            else:
+                loss = kernel(theta, X, y, idx[r], grads[w], ws, dims)
+            r += 1
+            losses[w] = loss
+            if not np.isfinite(loss):
+                return i
+    return -1
+
+
+#: reads and applies buffered by :class:`NumericReplay` before one compiled replay call
+FLUSH_OPS = 4096
 
 
 class StepSizes:
@@ -151,10 +280,12 @@ class StepSizes:
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr {lr!r} must be a finite number > 0")
         self.tau_max = int(tau_max)
-        self.table = np.ascontiguousarray(rule.table(self.tau_max), dtype=np.float64)
-        self.last = self.table.shape[0] - 1
+        self._set_table(rule.table(self.tau_max))
         self.estimator = rule.estimator(self.tau_max)
         self._feeding = self.estimator is not None
+        self._fed = 0  # samples fed to the estimator so far
+        self._table_at: list[int] = []  # ... when each of its tables was produced
+        self._tables_cut: int | None = None
         self._tau = np.zeros(1, dtype=np.int64)
         self._worker = np.zeros(1, dtype=np.int64)
 
@@ -170,22 +301,43 @@ class StepSizes:
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr {lr!r} must be a finite number > 0")
         self.tau_max = s.size - 1
-        self.table = s
-        self.last = s.size - 1
+        self._set_table(s)
         self.estimator = None
         self._feeding = False
+        self._fed = 0
+        self._table_at = []
+        self._tables_cut = None
         self._tau = np.zeros(1, dtype=np.int64)
         self._worker = np.zeros(1, dtype=np.int64)
         return self
 
     @property
     def n_tables(self) -> int:
-        """Tables the online estimator produced so far (0 for fixed rules)."""
-        return 0 if self.estimator is None else self.estimator.n_tables
+        """Tables the online estimator produced so far (0 for fixed rules); after
+        :meth:`cut` only those produced from the first ``fed`` samples."""
+        if self.estimator is None:
+            return 0
+        n = self.estimator.n_tables
+        if self._tables_cut is not None:
+            n -= sum(1 for f in self._table_at if f > self._tables_cut)
+        return n
+
+    def cut(self, fed: int) -> None:
+        """The run ended when only ``fed`` samples had been fed (a divergence found late by
+        the batched replay): count only the tables produced up to then, feed no more."""
+        self._tables_cut = int(fed) if self._tables_cut is None else min(self._tables_cut, fed)
+        self._feeding = False
+
+    def _set_table(self, table: np.ndarray) -> None:
+        self.table = np.ascontiguousarray(table, dtype=np.float64)
+        self.last = self.table.shape[0] - 1
+        #: lr·s(τ) as Python floats (the same products), for the per-update lookup
+        self.eta_list: list[float] = (self.lr * self.table).tolist()
 
     def eta(self, tau: int, worker: int) -> float:
         """η for one applied update with staleness ``tau`` by ``worker``; feeds the estimator."""
-        eta = self.lr * float(self.table[tau if tau < self.last else self.last])
+        last = self.last
+        eta = self.eta_list[tau if tau < last else last]
         if self._feeding:
             self._feed(tau, worker)
         return eta
@@ -195,9 +347,10 @@ class StepSizes:
         self._tau[0] = tau
         self._worker[0] = worker
         new = est.update(self._tau, self._worker)
+        self._fed += 1
         if new is not None:
-            self.table = np.ascontiguousarray(new, dtype=np.float64)
-            self.last = self.table.shape[0] - 1
+            self._set_table(new)
+            self._table_at.append(self._fed)
         if est.ready and (est.quirks or est.refresh_every == 0):
             self._feeding = False
 
@@ -286,15 +439,37 @@ class NumericReplay(ReplayHook):
         self.kernel = model.grad_kernel
         self.X, self.y, self.dims = data.X_train, data.y_train, model.dims
         self.seeds = worker_seeds(seed, self.m)
+        # the workers' minibatch streams; when the compiled replay draws the indices itself
+        # (``_mask`` > 0, every usual dataset size) only their initial states are used
         self.streams = [BatchStream(s, data.X_train.shape[0], batch) for s in self.seeds]
         theta = problem.init_params(seed) if theta0 is None else np.array(theta0, copy=True)
         if theta.shape != (model.n_params,) or theta.dtype != model.dtype:
             raise ValueError(f"theta0 must be a ({model.n_params},) {model.dtype} array; "
                              f"got {theta.shape} {theta.dtype}")
-        self.theta = theta
+        self._theta = theta
         self.grads = np.zeros((self.m, model.n_params), dtype=model.dtype)
         self.losses = np.zeros(self.m, dtype=np.float64)
         self.ws = problem.workspace(batch)
+        self.batch = int(batch)
+        # reads/applies not yet run: op codes (2·worker + is_apply), applies' η, and per
+        # read the rows logged and the simulated time (to stop the run where it diverged)
+        self._ops: list[int] = []
+        self._etas: list[float] = []
+        self._reads: list[tuple[int, float]] = []
+        # minibatch draws inside the compiled replay: the workers' legacy MT19937 states
+        # (the streams' RandomState), used when randint's masked 32-bit path applies
+        self._mask = self.streams[0]._mask
+        self._mt_key = np.zeros((self.m, 624), dtype=np.uint32)
+        self._mt_pos = np.zeros(self.m, dtype=np.int64)
+        if self._mask:
+            for w, stream in enumerate(self.streams):
+                _, key, pos, _, _ = stream._rs.get_state(legacy=True)
+                self._mt_key[w] = key
+                self._mt_pos[w] = pos
+        self._scratch = np.zeros(self.batch, dtype=np.int64)
+        self._no_idx = np.zeros((0, self.batch), dtype=np.int64)
+        # compile the batched replay for these argument types now, not on the clock
+        self._run_ops(np.zeros(0, np.int64), np.zeros(0), self._no_idx)
         self.every_updates = None if every_updates is None else int(every_updates)
         self.every_seconds = None if every_seconds is None else float(every_seconds)
         self._next_eval_k = self.every_updates if self.every_updates else math.inf
@@ -306,6 +481,74 @@ class NumericReplay(ReplayHook):
         self.diverged = False
         self.sim: Simulation | None = None
 
+    @property
+    def theta(self) -> np.ndarray:
+        """The replayed parameters, up to date (runs the buffered reads and applies first)."""
+        self.flush()
+        return self._theta
+
+    def _run_ops(self, ops: np.ndarray, etas: np.ndarray, idx: np.ndarray) -> int:
+        return _replay_ops(self.kernel, self._theta, self.X, self.y, self.dims, self.ws,
+                           self.grads, self.losses, ops, etas, idx, self._mt_key,
+                           self._mt_pos, self._mask, self._scratch)
+
+    def flush(self) -> None:
+        """Run the buffered reads and applies (one compiled call).
+
+        Reads and applies are recorded as the simulation makes them and evaluated in
+        batches, in the same order, which gives the same θ as evaluating each at once.  If
+        a read's loss is not finite the run is marked diverged and stopped where that read
+        happened (its row count and simulated time); later ops are discarded.
+        """
+        if not self._ops:
+            return
+        ops = np.array(self._ops, dtype=np.int64)
+        etas = np.array(self._etas, dtype=np.float64)
+        read_at = list(self._reads)
+        # cleared in place: a fast-path loop may hold references to these lists (inline())
+        self._ops.clear()
+        self._etas.clear()
+        self._reads.clear()
+        reads = np.flatnonzero((ops & 1) == 0)
+        idx = self._no_idx if self._mask else np.empty((reads.shape[0], self.batch), np.int64)
+        if reads.shape[0] and not self._mask:
+            who = ops[reads] >> 1
+            for w in np.unique(who).tolist():
+                pos = np.flatnonzero(who == w)
+                idx[pos] = self.streams[w].take(pos.shape[0])
+        bad = self._run_ops(ops, etas, idx)
+        if bad >= 0:
+            j = int(np.searchsorted(reads, bad))  # which read diverged
+            self.diverged = True
+            self.stop_reason = self.stop_reason or "diverged"
+            rows, t, fed = read_at[j]
+            self.step.cut(fed)  # an online rule was fed only up to this read
+            if self.sim is not None:
+                self.sim.stop_retroactively(rows, t)
+
+    def inline(self) -> tuple[list[int], list[float], list[tuple[int, float]], list[float]] | None:
+        """For the simulator's fast path: the buffers ``(ops, etas, reads, eta_table)`` that a
+        loop may append to directly instead of calling :meth:`read` and :meth:`apply`, doing
+        exactly what they do: a read appends ``2·worker`` to ``ops`` and ``(rows logged, now,
+        samples fed)`` to ``reads``; an apply with staleness τ appends ``2·worker + 1`` and
+        ``eta_table[min(τ, len − 1)]``, calls :meth:`flush` when ``len(ops) >= FLUSH_OPS``
+        and :meth:`eval_due` when the new version reaches :attr:`next_eval_k`.  ``None``
+        when calls must go through the methods (an online step-size rule is being fed).
+        """
+        cls = type(self)
+        if self.step._feeding or cls.read is not _PLAIN_READ or cls.apply is not _PLAIN_APPLY:
+            return None  # (a subclass or a patch that changes read/apply gets its calls)
+        return self._ops, self._etas, self._reads, self.step.eta_list
+
+    @property
+    def next_eval_k(self) -> float:
+        """The version after which the next update-count evaluation is due (inf: none)."""
+        return self._next_eval_k
+
+    def eval_due(self, k: int) -> None:
+        """The evaluation right after the update that made version ``k`` (see :meth:`inline`)."""
+        self._eval_after_update(k)
+
     # ----------------------------------------------------------------- hook protocol
     def bind(self, sim: Simulation) -> None:
         """Attach to the simulation, evaluate θ0 at t = 0 and start the timed evaluations."""
@@ -316,21 +559,32 @@ class NumericReplay(ReplayHook):
 
     def read(self, worker: int, version: int) -> None:
         """Compute ``worker``'s gradient on its next minibatch at the current θ (= θ_version)."""
-        if self.sim is not None and self.sim.stopped:
+        sim = self.sim
+        ops = self._ops
+        if sim is None:  # not bound to a simulation (used on its own)
+            ops.append(worker << 1)
+            self._reads.append((0, 0.0, self.step._fed))
+        elif sim._rows_at_stop is not None:  # stopped
             return
-        loss = self.kernel(self.theta, self.X, self.y, self.streams[worker].next(),
-                           self.grads[worker], self.ws, self.dims)
-        self.losses[worker] = loss
-        if not math.isfinite(loss):
-            self._diverge(after_current=False)
+        else:
+            ops.append(worker << 1)
+            self._reads.append((sim.log.n, sim.env._now, self.step._fed))
+        if len(ops) >= FLUSH_OPS:
+            self.flush()
 
     def apply(self, worker: int, t0: int, t1: int) -> float:
         """θ ← θ − lr·s(t1 − t0)·g_worker; returns η (NaN once the run has stopped)."""
         sim = self.sim
-        if sim is not None and sim.stopped:
+        if sim is not None and sim._rows_at_stop is not None:  # stopped
             return math.nan
-        eta = self.step.eta(t1 - t0, worker)
-        apply_step(self.theta, self.grads[worker], eta)
+        step = self.step
+        if step._feeding:
+            eta = step.eta(t1 - t0, worker)
+        else:
+            tau, last = t1 - t0, step.last
+            eta = step.eta_list[tau if tau < last else last]
+        self._ops.append((worker << 1) | 1)
+        self._etas.append(eta)
         if t1 + 1 >= self._next_eval_k:
             self._eval_after_update(t1 + 1)
         return eta
@@ -343,7 +597,10 @@ class NumericReplay(ReplayHook):
         if len(workers) != self.m:
             raise ValueError(f"a sync round needs all {self.m} workers, got {len(workers)}")
         eta = self.step.eta(0, 0)  # the real engine logs sync updates as worker 0, τ = 0
-        _apply_mean(self.theta, self.grads, eta / self.m)
+        self.flush()
+        if sim is not None and sim.stopped:
+            return math.nan
+        _apply_mean(self._theta, self.grads, eta / self.m)
         if version + 1 >= self._next_eval_k:
             self._eval_after_update(version + 1)
         return eta
@@ -365,8 +622,12 @@ class NumericReplay(ReplayHook):
             self._evaluate(sim.env.now, sim.v, sim.active, after_current=False)
 
     def _evaluate(self, t: float, k: int, active: int, *, after_current: bool) -> float:
+        was_diverged = self.diverged
+        self.flush()
+        if self.diverged and not was_diverged:
+            return math.nan  # a buffered read diverged before this point: no evaluation
         with np.errstate(all="ignore"):
-            loss, acc = self.problem.evaluate(self.theta, self.split, self.max_rows)
+            loss, acc = self.problem.evaluate(self._theta, self.split, self.max_rows)
         self.evals.add(t, k, loss, acc, active)
         if not math.isfinite(loss):
             self._diverge(after_current=after_current)
@@ -391,3 +652,7 @@ class NumericReplay(ReplayHook):
             return
         active = self.sim.active if self.sim is not None else self.m
         self._evaluate(t, k, active, after_current=False)
+
+
+#: the methods :meth:`NumericReplay.inline` stands in for (overrides and patches opt out)
+_PLAIN_READ, _PLAIN_APPLY = NumericReplay.read, NumericReplay.apply

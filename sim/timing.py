@@ -13,9 +13,10 @@ Python numbers are taken as seconds.
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -312,6 +313,21 @@ class Sampler:
             i = 0
         self._i = i + 1
         return self._buf[i]
+
+    def stream(self) -> Iterator[float]:
+        """An iterator over the same durations that further :meth:`next` calls would give.
+
+        ``next(it)`` is a C-level call (no Python frame), which is what the heap-based
+        fast path of the simulator uses; the iterator takes over the sampler's buffer and
+        generator, so do not mix it with :meth:`next` on the same sampler afterwards.
+        """
+        if self.const is not None:
+            return itertools.repeat(self.const)
+        head = self._buf[self._i:]
+        self._buf, self._i = [], 0
+        timing, rng, chunk = self._timing, self._rng, self._chunk
+        chunks = iter(lambda: timing.sample_n(rng, chunk).tolist(), None)
+        return itertools.chain(head, itertools.chain.from_iterable(chunks))
 
 
 def as_timings(spec: str | float | Timing | Sequence[str | float | Timing], n: int) -> list[Timing]:
