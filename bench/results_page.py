@@ -4,11 +4,13 @@ Usage (from the repository root)::
 
     python bench/results_page.py [FOLDER ...] [--results results] [--out docs/results.md]
 
-Without folders, the newest folder under ``--results`` of each experiment in
-``bench/experiments/`` is used (the full-scale file's if present, else its ``_small``
-variant's).  Every number on the page is computed here from the folders (run records, and the
-C++ measurements in ``../shared/reference``); nothing is typed in by hand.  Key figures of
-each folder's report are copied to ``docs/figures/``.
+Each folder is matched to its experiment by the ``name`` in its ``config.toml``
+(:data:`EXPERIMENTS`, or the same name with ``-small``).  Experiments not given on the command
+line use the newest folder under ``--results`` (the full-scale experiment's if there is one,
+else its ``-small`` variant's; ``--small`` prefers the small ones).  Every number on the page is
+computed here from the folders' run records and from the C++ measurements in
+``../shared/reference``; nothing is typed in by hand.  A few key figures of each folder's
+report are copied to ``docs/figures/`` so that the page is self-contained.
 """
 
 from __future__ import annotations
@@ -16,214 +18,649 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
+import tomllib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from stalesgd.analysis import analyse
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from stalesgd.analysis import Analysis, analyse
 from stalesgd.analysis.headline import headline
 from stalesgd.analysis.report import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENT_DIR = ROOT / "bench" / "experiments"
 REFERENCE = ROOT.parent / "shared" / "reference" / "cpp_async_lenet_cifar10.json"
-EXPERIMENTS = {  # name prefix -> experiment file (full scale; "_small" variant beside it)
-    "leashed-vs-lock-hogwild": "leashed_vs_lock_hogwild",
-    "tail-vs-baselines": "tail_vs_baselines",
-    "less-is-more": "less_is_more",
-}
-FIGURES = ("speedup_vs_workers.png", "throughput_vs_workers.png", "memory.png",
-           "stepsize_tables.png")
+#: The C++ reference's loss level of the "less is more" claim.
+CPP_LEVEL = 0.6
+CLAIM_HEADER = "| claim of the papers | what this suite measured | reproduced? |"
+
+Claim = tuple[str, str, str]
 
 
-def newest(results: Path, name: str) -> Path | None:
-    """The newest results folder of experiment ``name`` (full scale first, then small)."""
-    for variant in (name, f"{name}-small"):
-        hits = sorted(p for p in results.glob(f"{variant}-2*") if p.is_dir())
+# ---------------------------------------------------------------------------------------------
+# Folders
+# ---------------------------------------------------------------------------------------------
+
+
+def folder_name(folder: Path) -> str:
+    """The experiment ``name`` recorded in a results folder's ``config.toml``."""
+    cfg = folder / "config.toml"
+    if not cfg.is_file():
+        raise SystemExit(f"{folder}: not a results folder (no config.toml)")
+    return str(tomllib.loads(cfg.read_text(encoding="utf-8")).get("name", ""))
+
+
+def experiment_of(name: str) -> str | None:
+    """The experiment of :data:`EXPERIMENTS` a folder named ``name`` belongs to (or None)."""
+    base = name.removesuffix("-small")
+    return base if base in EXPERIMENTS else None
+
+
+def newest(results: Path, experiment: str, prefer_small: bool = False) -> Path | None:
+    """The newest results folder of ``experiment`` under ``results`` (full scale first, then
+    ``-small``; the other way round with ``prefer_small``)."""
+    variants = [experiment, f"{experiment}-small"]
+    for variant in reversed(variants) if prefer_small else variants:
+        hits = sorted(p for p in results.glob(f"{variant}-2*")
+                      if p.is_dir() and (p / "runs.parquet").exists()
+                      and folder_name(p) == variant)
         if hits:
             return hits[-1]
     return None
 
 
-def _fmt(v: float, spec: str = ".3g") -> str:
-    return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+def command_for(name: str) -> str:
+    """The command that produces a folder of experiment ``name`` (its file in bench/)."""
+    path = EXPERIMENT_DIR / f"{name.replace('-', '_')}.toml"
+    rel = path.relative_to(ROOT).as_posix()
+    note = "" if path.exists() else " (file not found in bench/experiments)"
+    return f"`STALESGD_DATA=../shared/data stalesgd run {rel}`{note}"
 
 
-def _ttt(sp: pd.DataFrame, engine: str, **where) -> float:
-    rows = sp[sp["engine"] == engine]
-    for k, v in where.items():
-        rows = rows[rows[k] == v]
-    return float(rows["time_to_target"].mean()) if len(rows) else math.nan
+# ---------------------------------------------------------------------------------------------
+# Number helpers
+# ---------------------------------------------------------------------------------------------
 
 
-def _nonconv(sp: pd.DataFrame, engine: str, **where) -> float:
-    rows = sp[sp["engine"] == engine]
-    for k, v in where.items():
-        rows = rows[rows[k] == v]
-    judged = rows["judged"].sum()
-    return float(rows["not_converged"].sum() / judged) if judged else math.nan
+def fmt(v: float | None, spec: str = ".3g") -> str:
+    """``v`` formatted, or an en dash when missing; infinity reads "not reached"."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float) and math.isinf(v):
+        return "not reached"
+    return format(v, spec)
 
 
-def claims_leashed(analysis) -> list[tuple[str, str, str]]:
-    runs, sp = analysis.loaded.runs, analysis.speedup
-    real = runs[(runs["engine"] == "real") & (runs["workers"] == 2)]
-    out = []
-    # Peak RSS is not compared: the runs of a sweep share one process, whose peak only grows
-    # (a later run inherits an earlier one's); the parameter buffers are per run.
-    par = real.groupby("algorithm")["peak_param_bytes"].median()
-    if {"lock", "leashed"} <= set(par.index):
-        p = par["leashed"] / par["lock"]
-        pool = float(real[real["algorithm"] == "leashed"]["pool_high_water"].max())
-        out.append(("Leashed-SGD uses up to 17 % less memory than lock-based AsyncSGD",
-                    f"real, m = 2: peak parameter-buffer bytes leashed/lock = {p:.3f} (Leashed "
-                    f"pool high-water {_fmt(pool, '.0f')} vectors; lock keeps the shared vector "
-                    "and one local copy per worker)",
-                    "yes" if p < 1 else "no"))
-    for engine, m in (("real", 2), ("sim", 16)):
-        t = {a: _ttt(sp, engine, algorithm=a, workers=m) for a in ("lock", "hogwild", "leashed")}
-        if all(math.isfinite(v) for v in t.values()):
-            best = min(t, key=t.get)
-            out.append(("Leashed-SGD converges faster than lock and Hogwild!",
-                        f"{engine}, m = {m}: time to target lock {t['lock']:.3g} s, hogwild "
-                        f"{t['hogwild']:.3g} s, leashed {t['leashed']:.3g} s",
-                        "yes" if best == "leashed" else f"no: {best} was fastest"))
-    return out
+def secs(v: float | None, spec: str = ".3g") -> str:
+    """Seconds with their unit, or "not reached" / an en dash."""
+    text = fmt(v, spec)
+    return f"{text} s" if v is not None and math.isfinite(v) else text
 
 
-def claims_tail(analysis) -> list[tuple[str, str, str]]:
+def pct(v: float) -> str:
+    """A signed percentage (``0.29`` -> ``+29 %``)."""
+    return "–" if not math.isfinite(v) else f"{100 * v:+.0f} %"
+
+
+def _runs(analysis: Analysis) -> pd.DataFrame:
+    runs = analysis.loaded.runs.copy()
+    t = pd.to_numeric(runs["time_to_target"], errors="coerce").to_numpy(dtype=np.float64)
+    runs["ttt"] = np.where(np.isfinite(t), t, np.inf)  # not reached / diverged: infinite
+    runs["failed"] = ~np.isfinite(t)
+    return runs
+
+
+def _select(runs: pd.DataFrame, **where) -> pd.DataFrame:
+    for key, value in where.items():
+        runs = runs[runs[key] == value]
+    return runs
+
+
+def median_ttt(runs: pd.DataFrame, **where) -> float:
+    """Median time to target over seeds, a run that missed the target counting as infinite
+    (so the median is finite only when at least half the seeds reached it)."""
+    sel = _select(runs, **where)
+    return float(np.median(sel["ttt"].to_numpy())) if len(sel) else math.nan
+
+
+def failed_share(runs: pd.DataFrame, **where) -> tuple[int, int]:
+    """(runs that diverged or missed the target, runs) among those selected."""
+    sel = _select(runs, **where)
+    return int(sel["failed"].sum()), len(sel)
+
+
+def real_cpu_share(runs: pd.DataFrame, cores: int) -> float:
+    """Share of the cores the real runs could use that their workers got (CPU seconds of the
+    workers ÷ wall seconds × min(m, cores)): below 1 when other load shared the machine."""
+    real = runs[runs["engine"] == "real"]
+    if real.empty or "worker_cpu_seconds" not in real:
+        return math.nan
+    cpu = pd.to_numeric(real["worker_cpu_seconds"], errors="coerce")
+    wall = pd.to_numeric(real["seconds"], errors="coerce") * np.minimum(real["workers"], cores)
+    ok = cpu.notna() & wall.notna() & (wall > 0)
+    return float(cpu[ok].sum() / wall[ok].sum()) if ok.any() else math.nan
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------
+
+
+def config_table(analysis: Analysis) -> pd.DataFrame:
+    """One row per configuration × engine: the speedup table's throughput and time to target,
+    the median over seeds (misses infinite), runs that missed, and the staleness summary."""
+    runs = _runs(analysis)
     sp = analysis.speedup
-    sim = sp[sp["engine"] == "sim"]
-    out = []
-    ratios, cells = [], []
-    for m in sorted(set(sim["workers"])):
-        c, t = _ttt(sp, "sim", stepsize="constant", workers=m), _ttt(sp, "sim", stepsize="tail",
-                                                                      workers=m)
-        nc, nt = (_nonconv(sp, "sim", stepsize=r, workers=m) for r in ("constant", "tail"))
-        cells.append(f"m = {m}: constant {_fmt(c)} s ({_fmt(100 * nc, '.0f')} % not "
-                     f"converged), tail {_fmt(t)} s ({_fmt(100 * nt, '.0f')} %)")
-        if math.isfinite(c) and math.isfinite(t):
-            ratios.append(c / t - 1.0)
-    if cells:
-        mean = float(np.mean(ratios)) if ratios else math.nan
-        out.append(("TAIL-τ: 29 % average speed-up over a constant step (LeNet, CIFAR-10)",
-                    "sim, MLP on Fashion-MNIST: " + "; ".join(cells)
-                    + f"; mean speed-up {_fmt(100 * mean, '.0f')} %",
-                    "yes" if math.isfinite(mean) and mean > 0 else "no"))
+    st = analysis.stale.per_config.set_index(["config_key", "engine"])
+    rows = []
+    for _, r in sp.iterrows():
+        sel = runs[(runs["config_key"] == r["config_key"]) & (runs["engine"] == r["engine"])]
+        cores = pd.to_numeric(sel.get("cores"), errors="coerce").dropna()
+        key = (r["config_key"], r["engine"])
+        tau = st.loc[key] if key in st.index else None
+        rows.append({
+            "engine": r["engine"], "algorithm": r["algorithm"], "m": int(r["workers"]),
+            "cores": int(cores.iloc[0]) if len(cores) else "",
+            "step size": r["stepsize"], "lr": _first(sel, "lr"), "runs": int(r["runs"]),
+            "updates/s": fmt(float(r["updates_per_s"]), ".0f"),
+            "mean τ": fmt(float(tau["mean"]), ".3g") if tau is not None else "–",
+            "p99 τ": fmt(float(tau["p99"]), ".0f") if tau is not None else "–",
+            "missed target": f"{int(sel['failed'].sum())}/{len(sel)}",
+            "time to target, mean of reached (s)": fmt(float(r["time_to_target"])),
+            "median (s)": fmt(float(np.median(sel["ttt"])) if len(sel) else math.nan),
+        })
+    out = pd.DataFrame(rows)
+    return out.sort_values(["engine", "algorithm", "step size", "lr", "m"], kind="stable")
+
+
+def _first(frame: pd.DataFrame, col: str):
+    vals = frame[col].dropna() if col in frame else []
+    return vals.iloc[0] if len(vals) else ""
+
+
+def memory_table(analysis: Analysis) -> pd.DataFrame:
+    """Real runs: parameter-buffer bytes, Leashed's pool high-water, failed publishes per
+    update and the process's peak RSS (medians over seeds)."""
+    runs = analysis.loaded.runs
+    real = runs[runs["engine"] == "real"]
+    rows = []
+    for (alg, m), g in real.groupby(["algorithm", "workers"], sort=True):
+        def med(col: str, g=g) -> float:
+            v = pd.to_numeric(g[col], errors="coerce").dropna() if col in g else pd.Series()
+            return float(v.median()) if len(v) else math.nan
+        fails = med("failed_publishes")
+        upd = med("updates")
+        rows.append({"algorithm": alg, "m": int(m), "runs": len(g),
+                     "parameter buffers (MB)": fmt(med("peak_param_bytes") / 1e6, ".3f"),
+                     "pool high-water (vectors)": fmt(med("pool_high_water"), ".0f"),
+                     "failed publishes / update": fmt(fails / upd if upd else math.nan, ".3f"),
+                     "process peak RSS (MB)": fmt(med("peak_rss_bytes") / 1e6, ".0f")})
+    return pd.DataFrame(rows)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def figure_time_vs_m(analysis: Analysis, path: Path, title: str) -> Path:
+    """Median simulated time to target against m (one line per algorithm × step size × lr;
+    seeds as dots, a missed target drawn at the top), beside the C++ reference's time to
+    :data:`CPP_LEVEL` against threads."""
+    runs = _runs(analysis)
+    sim = runs[runs["engine"] == "sim"]
+    cpp = cpp_reference()
+    fig = Figure(figsize=(10 if cpp else 5.5, 3.8))
+    axes = fig.subplots(1, 2 if cpp else 1, squeeze=False)[0]
+    ax = axes[0]
+    finite = sim["ttt"][np.isfinite(sim["ttt"])]
+    top = float(finite.max()) * 1.15 if len(finite) else 1.0
+    for (alg, rule, lr), g in sim.groupby(["algorithm", "stepsize", "lr"], sort=True):
+        ms = sorted(set(g["workers"]))
+        med = [median_ttt(g, workers=m) for m in ms]
+        line = ax.plot(ms, [v if math.isfinite(v) else np.nan for v in med], marker="o",
+                       label=f"{alg} {rule} η={lr}")[0]
+        ax.scatter(g["workers"], np.minimum(g["ttt"], top), s=10, alpha=0.4,
+                   color=line.get_color())
+    ax.axhline(top, color="grey", lw=0.5, ls=":")
+    ax.text(0.01, top, "missed the target", transform=ax.get_yaxis_transform(), fontsize=7,
+            color="grey", va="bottom")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("workers m (simulated, one core each)")
+    ax.set_ylabel(f"time to loss {_first(sim, 'target_loss')} (simulated s)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    if cpp:
+        ax2 = axes[1]
+        th = list(cpp.times)
+        ax2.plot(th, [cpp.times[t] for t in th], marker="o", color="black")
+        ax2.set_xlabel("threads (C++ reference)")
+        ax2.set_ylabel(f"time to training loss {CPP_LEVEL} (s)")
+        ax2.set_title("C++ lock AsyncSGD, LeNet, CIFAR-10", fontsize=9)
+    return _save(fig, path)
+
+
+def figure_rules(analysis: Analysis, path: Path) -> Path:
+    """Median simulated time to target per step-size rule (bars, one group per m) and the
+    share of runs that missed the target (annotated)."""
+    runs = _runs(analysis)
+    sim = runs[runs["engine"] == "sim"]
     rules = sorted(set(sim["stepsize"]))
-    means = {r: float(sim[sim["stepsize"] == r]["time_to_target"].mean()) for r in rules}
-    nonc = {r: _nonconv(sp, "sim", stepsize=r) for r in rules}
-    if means:
-        out.append(("TAIL-τ against all baselines (time to target, non-convergence)",
-                    "; ".join(f"{r} {_fmt(means[r])} s / {_fmt(100 * nonc[r], '.0f')} %"
-                              for r in rules), "see table"))
-    if "tail-original" in means and "tail" in means:
-        a, b = means["tail"], means["tail-original"]
-        out.append(("tail (normalised) vs tail-original (the released C++ formula)",
-                    f"mean time to target tail {_fmt(a)} s, tail-original {_fmt(b)} s",
-                    "–"))
+    scales = sorted(set(sim["workers"]))
+    fig = Figure(figsize=(10, 3.8))
+    ax = fig.subplots()
+    width = 0.8 / max(len(rules), 1)
+    for i, rule in enumerate(rules):
+        xs = np.arange(len(scales)) + i * width
+        med = [median_ttt(sim, stepsize=rule, workers=m) for m in scales]
+        bars = ax.bar(xs, [v if math.isfinite(v) else 0 for v in med], width, label=rule)
+        for x, m, v, b in zip(xs, scales, med, bars, strict=True):
+            f, n = failed_share(sim, stepsize=rule, workers=m)
+            ax.text(x, b.get_height(), f"{f}/{n}" if math.isfinite(v) else f"×{f}/{n}",
+                    ha="center", va="bottom", fontsize=6)
+    ax.set_xticks(np.arange(len(scales)) + 0.4 - width / 2, [f"m = {m}" for m in scales])
+    ax.set_ylabel(f"median time to loss {_first(sim, 'target_loss')} (simulated s)")
+    ax.set_title("step-size rules, lock AsyncSGD (numbers: runs that missed the target; "
+                 "× = median missed)", fontsize=9)
+    ax.set_ylim(top=ax.get_ylim()[1] * 1.3)
+    ax.legend(fontsize=7, ncol=4, loc="upper left")
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Claims
+# ---------------------------------------------------------------------------------------------
+
+
+def claims_leashed(analysis: Analysis) -> list[Claim]:
+    """Leashed-SGD: less memory, faster convergence than lock-based and Hogwild!."""
+    runs = _runs(analysis)
+    real = runs[runs["engine"] == "real"]
+    out: list[Claim] = []
+    cells, saves = [], []
+    for m in sorted(w for w in set(real["workers"]) if w > 1):
+        par = {a: float(pd.to_numeric(_select(real, algorithm=a, workers=m)["peak_param_bytes"],
+                                      errors="coerce").median())
+               for a in ("lock", "hogwild", "leashed")}
+        if all(math.isfinite(v) and v > 0 for v in par.values()):
+            vs = {a: par["leashed"] / par[a] - 1 for a in ("lock", "hogwild")}
+            saves += list(vs.values())
+            cells.append(f"m = {m}: leashed vs lock {pct(vs['lock'])}, vs hogwild "
+                         f"{pct(vs['hogwild'])}")
+    if cells:
+        verdict = ("yes" if max(saves) < 0 else
+                   "no: Leashed-SGD's buffers took more memory" if min(saves) >= 0 else
+                   "partly")
+        out.append(("Leashed-SGD: up to 17 % less memory than lock-based AsyncSGD and Hogwild!",
+                    "real runs, peak parameter-buffer bytes (median over seeds): "
+                    + "; ".join(cells) + ". Process peak RSS is not compared: the runs of a "
+                    "sweep share one process, whose peak only grows.", verdict))
+    for engine in ("real", "sim"):
+        sel = runs[(runs["engine"] == engine) & (runs["workers"] > 1)]
+        cells, wins, total = [], 0, 0
+        for m in sorted(set(sel["workers"])):
+            t = {a: median_ttt(sel, algorithm=a, workers=m) for a in ("lock", "hogwild",
+                                                                     "leashed")}
+            if any(math.isnan(v) for v in t.values()):
+                continue
+            total += 1
+            best = min(t, key=t.get)
+            wins += best == "leashed" and math.isfinite(t[best])
+            cells.append(f"m = {m}: lock {fmt(t['lock'])}, hogwild {fmt(t['hogwild'])}, "
+                         f"leashed {fmt(t['leashed'])}")
+        if total:
+            verdict = ("yes" if wins == total else "no" if wins == 0 else
+                       f"partly: Leashed fastest at {wins} of {total} scales")
+            where = ("real, 2 cores" if engine == "real"
+                     else "simulated (calibrated), one core per worker")
+            target = _first(sel, "target_loss")
+            out.append(("Leashed-SGD converges faster than lock-based AsyncSGD and Hogwild!",
+                        f"{where}: median time (s) to loss {target}: " + "; ".join(cells),
+                        verdict))
     return out
 
 
-def cpp_fastest(level: float = 0.6) -> tuple[str, str]:
-    """Which thread count of the C++ reference reached ``level`` first, and the times."""
-    if not REFERENCE.exists():
-        return "", "C++ reference not found beside the repository"
-    runs = json.loads(REFERENCE.read_text())["runs"]
-    times = {}
+def claims_tail(analysis: Analysis) -> list[Claim]:
+    """TAIL-τ: average speed-up over a constant step, against all baselines; tail-original."""
+    runs = _runs(analysis)
+    sim = runs[runs["engine"] == "sim"]
+    out: list[Claim] = []
+    scales = sorted(set(sim["workers"]))
+    rules = sorted(set(sim["stepsize"]))
+    gains, cells = [], []
+    for m in scales:
+        c, t = (median_ttt(sim, stepsize=r, workers=m) for r in ("constant", "tail"))
+        (fc, nc), (ft, nt) = (failed_share(sim, stepsize=r, workers=m)
+                              for r in ("constant", "tail"))
+        gain = c / t - 1 if math.isfinite(c) and math.isfinite(t) else math.nan
+        if math.isfinite(gain):
+            gains.append(gain)
+        pair = paired_gain(sim, "constant", "tail", workers=m)
+        cells.append(f"m = {m}: constant {secs(c)} ({fc}/{nc} missed), tail {secs(t)} "
+                     f"({ft}/{nt} missed), speed-up {pct(gain)} (per seed, over the "
+                     f"{pair[1]} seeds both reached: {pct(pair[0])})")
+    if cells:
+        mean = float(np.mean(gains)) if gains else math.nan
+        verdict = ("no: TAIL-τ was slower on average" if math.isfinite(mean) and mean <= 0 else
+                   f"direction yes, size {pct(mean)} vs +29 %" if math.isfinite(mean) else
+                   "not measurable: the median run missed the target")
+        out.append(("TAIL-τ: 29 % average speed-up over a constant step size (LeNet, CIFAR-10, "
+                    "seed poster)",
+                    "simulated lock AsyncSGD, MLP on Fashion-MNIST, median time to target over "
+                    f"{_seeds(sim)} seeds (speed-up = T_constant / T_tail − 1): "
+                    + "; ".join(cells) + f"; mean speed-up {pct(mean)}", verdict))
+    if rules:
+        ranks, cells = [], []
+        for m in scales:
+            t = {r: median_ttt(sim, stepsize=r, workers=m) for r in rules}
+            order = sorted(rules, key=lambda r: (t[r], failed_share(sim, stepsize=r,
+                                                                    workers=m)[0]))
+            ranks.append(order.index("tail") + 1 if "tail" in order else 0)
+            lead = (f"fastest {order[0]} ({secs(t[order[0]])})" if math.isfinite(t[order[0]])
+                    else f"no rule's median run reached the target; fewest misses {order[0]} "
+                    f"({failed_share(sim, stepsize=order[0], workers=m)[0]})")
+            cells.append(f"m = {m}: {lead}, tail ranks {ranks[-1]} of {len(rules)}")
+        miss = {r: failed_share(sim, stepsize=r) for r in rules}
+        cells.append("runs that missed the target: "
+                     + ", ".join(f"{r} {f}/{n}" for r, (f, n) in miss.items()))
+        best = sum(r == 1 for r in ranks)
+        verdict = ("yes" if best == len(ranks) else "no" if best == 0 else
+                   f"partly: fastest at {best} of {len(ranks)} scales")
+        out.append(("TAIL-τ is faster and more stable than the other step-size rules "
+                    "(constant, inverse, exponential, model, delay-adaptive)",
+                    "; ".join(cells), verdict))
+    if {"tail", "tail-original"} <= set(rules):
+        cells = []
+        for m in scales:
+            a, b = (median_ttt(sim, stepsize=r, workers=m) for r in ("tail", "tail-original"))
+            (fa, n), (fb, _) = (failed_share(sim, stepsize=r, workers=m)
+                                for r in ("tail", "tail-original"))
+            cells.append(f"m = {m}: tail {secs(a)} ({fa}/{n} missed), tail-original "
+                         f"{secs(b)} ({fb}/{n} missed)")
+        out.append(("tail (normalised, E[s(τ)] = 1) vs tail-original (the released C++ formula,"
+                    " mean up to 1.5)", "; ".join(cells), "no published claim; for reference"))
+    return out
+
+
+def paired_gain(runs: pd.DataFrame, base: str, rule: str, **where) -> tuple[float, int]:
+    """Mean over seeds of T_base / T_rule − 1 where both step-size rules reached the target
+    with that seed, and the number of such seeds."""
+    sel = _select(runs, **where)
+    a = sel[sel["stepsize"] == base].set_index("seed")["ttt"]
+    b = sel[sel["stepsize"] == rule].set_index("seed")["ttt"]
+    both = [k for k in a.index.intersection(b.index)
+            if math.isfinite(a[k]) and math.isfinite(b[k])]
+    if not both:
+        return math.nan, 0
+    return float(np.mean([a[k] / b[k] - 1 for k in both])), len(both)
+
+
+def _seeds(runs: pd.DataFrame) -> int:
+    return int(runs["seed"].nunique())
+
+
+@dataclass(frozen=True)
+class CppReference:
+    """The C++ runs' time to :data:`CPP_LEVEL` per thread count (whole seconds; inf if never
+    reached) and mean staleness."""
+
+    times: dict[int, float]
+    mean_tau: dict[int, float]
+
+    @property
+    def fastest(self) -> int:
+        """Thread count that reached the level first."""
+        return min(self.times, key=self.times.get)
+
+
+def cpp_reference(path: Path = REFERENCE, level: float = CPP_LEVEL) -> CppReference | None:
+    """Read the C++ reference measurements (None when the file is absent)."""
+    if not path.exists():
+        return None
+    runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
+    times, taus = {}, {}
     for threads, run in runs.items():
-        loss, t = np.asarray(run["epoch_loss"]), np.asarray(run["epoch_time"])
+        loss, t = np.asarray(run["epoch_loss"]), np.asarray(run["epoch_time"], dtype=float)
         hit = np.flatnonzero(loss <= level)
         times[int(threads)] = float(t[hit[0]]) if hit.size else math.inf
-    best = min(times, key=times.get)
-    return str(best), ", ".join(f"{k} threads {_fmt(v, '.0f')} s" for k, v in sorted(times.items()))
+        h = np.asarray(run["staleness_dist"], dtype=float)
+        taus[int(threads)] = float((np.arange(h.size) * h).sum() / h.sum())
+    return CppReference(times=dict(sorted(times.items())), mean_tau=dict(sorted(taus.items())))
 
 
-def claims_less(analysis) -> list[tuple[str, str, str]]:
-    sp = analysis.speedup
-    sim = sp[(sp["engine"] == "sim")].sort_values("workers")
-    if sim.empty:
-        return []
-    t = sim.groupby("workers")["time_to_target"].mean()
-    ok = t[np.isfinite(t.to_numpy())]
-    if ok.empty:
-        return [("Fewer workers can win", "no simulated run reached the target", "–")]
-    best = int(ok.idxmin())
-    cpp_best, cpp_times = cpp_fastest()
-    text = ("sim, time to target by m: " + ", ".join(f"{m}: {_fmt(v)} s" for m, v in t.items())
-            + f"; fastest m = {best} (largest tried {int(t.index.max())}); C++ reference to loss "
-            f"0.6: {cpp_times}")
-    largest = int(t.index.max())
-    gain = float(t.loc[largest] / t.loc[best]) if math.isfinite(t.loc[largest]) else math.inf
-    verdict = (f"yes: m = {best} reached it {gain:.2f}× sooner than m = {largest}; times from "
-               f"m = {int(ok.index.min())} to {largest} span {ok.min():.3g}–{ok.max():.3g} s"
-               if best < largest else "no: the most workers were fastest here")
-    return [("Fewer workers can win: the C++ runs reached loss 0.6 fastest with 33 threads, "
-             "not 60", text, verdict)]
+def savings(times: dict[int, float]) -> tuple[int, float, float] | None:
+    """For time to target by worker count: the fastest m*, the share of workers it leaves idle
+    against the largest m tried (1 − m*/m_max), and the share of core-seconds to target it
+    saves (1 − m*·T(m*) / (m_max·T(m_max)); 1 when m_max never reached the target)."""
+    ok = {m: t for m, t in times.items() if math.isfinite(t)}
+    if not ok:
+        return None
+    best, top = min(ok, key=ok.get), max(times)
+    core_s = 1 - best * ok[best] / (top * times[top]) if math.isfinite(times[top]) else 1.0
+    return best, 1 - best / top, core_s
 
 
-def section(name: str, folder: Path, docs: Path) -> tuple[list[str], list[tuple[str, str, str]]]:
+def claims_less(analysis: Analysis) -> list[Claim]:
+    """Fewer workers can win: fastest m in the simulator; resources saved; the C++ reference."""
+    runs = _runs(analysis)
+    sim = runs[runs["engine"] == "sim"]
+    label = ", ".join(sorted(set(sim["problem"])))
+    out: list[Claim] = []
+    for lr in sorted(set(sim["lr"])):
+        sel = sim[sim["lr"] == lr]
+        times = {int(m): median_ttt(sel, workers=m) for m in sorted(set(sel["workers"]))}
+        missed = {m: failed_share(sel, workers=m) for m in times}
+        s = savings(times)
+        text = (f"{label}, η = {lr}, simulated, median time (s) to loss "
+                f"{_first(sel, 'target_loss')} by m: "
+                + ", ".join(f"{m}: {fmt(t)}" + (f" ({missed[m][0]}/{missed[m][1]} missed)"
+                                                 if missed[m][0] else "")
+                            for m, t in times.items()))
+        if s is None:
+            out.append(("Fewer workers can win", text + "; no m reached the target", "–"))
+            continue
+        best, idle, core_s = s
+        top = max(times)
+        gap = (f"{times[top] / times[best]:.2f}× sooner than m = {top}"
+               if math.isfinite(times[top]) else f"m = {top} missed the target")
+        verdict = (f"yes: m = {best} fastest, {gap}" if best < top
+                   else f"no: the most workers (m = {top}) were fastest")
+        out.append((f"Fewer workers can win: the C++ runs reached loss {CPP_LEVEL} fastest with "
+                    "33 threads, not 60", text, verdict))
+        verdict = ("no saving" if best == top else
+                   f"yes, {100 * idle:.0f} % ≥ 67 %" if idle >= 0.67 else
+                   f"partly: {100 * idle:.0f} % of workers (< 67 %)")
+        out.append(("Up to 67 % of computing resources saved by running fewer workers",
+                    f"{label}, η = {lr}: the fastest m = {best} leaves {100 * idle:.0f} % of "
+                    f"the {top} workers idle and "
+                    + (f"saves {100 * core_s:.0f} % of the core-seconds to target against "
+                       f"m = {top}" if math.isfinite(times[top]) else
+                       f"reaches the target, which m = {top}'s median run did not"),
+                    verdict))
+    return out
+
+
+def claims_cpp() -> list[Claim]:
+    """The C++ reference itself: which thread count reached :data:`CPP_LEVEL` first, and the
+    resources running it instead of the most threads saves."""
+    cpp = cpp_reference()
+    if cpp is None:
+        return [("C++ reference: 33 threads fastest", "../shared/reference not found", "–")]
+    best, idle, core_s = savings(cpp.times)
+    top = max(cpp.times)
+    text = (f"`../shared/reference` (LeNet, CIFAR-10, training loss {CPP_LEVEL}): "
+            + ", ".join(f"{k} threads {secs(v, '.0f')} (mean τ {cpp.mean_tau[k]:.1f})"
+                        for k, v in cpp.times.items())
+            + f"; {best} threads leave {100 * idle:.0f} % of the {top} threads idle and save "
+            f"{100 * core_s:.0f} % of the thread-seconds to the level")
+    verdict = (f"yes: {best} threads fastest" if best < top else f"no: {top} threads fastest")
+    return [(f"C++ measurements: fastest to loss {CPP_LEVEL} with 33 threads, not 60", text,
+             verdict + " (re-read from the data, not re-measured)")]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One reproduction: its title, what it stands for, and how its claims are judged."""
+
+    title: str
+    claims: Callable[[Analysis], list[Claim]]
+    memory: bool = False
+    #: the report figures copied next to the page (when the report drew them)
+    figures: tuple[str, ...] = ("throughput_vs_workers.png",)
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    "leashed-vs-lock-hogwild": Experiment(
+        "Leashed-SGD vs lock-based AsyncSGD vs Hogwild! (MLP 784-128-128-128-10, MNIST)",
+        claims_leashed, memory=True,
+        figures=("speedup_vs_workers.png", "throughput_vs_workers.png", "memory.png")),
+    "tail-vs-baselines": Experiment(
+        "TAIL-τ vs the baseline step-size rules (lock AsyncSGD, MLP, Fashion-MNIST)",
+        claims_tail),
+    "less-is-more": Experiment(
+        "Less is more: time to target against m (LeNet-5, Fashion-MNIST)",
+        claims_less),
+    "less-is-more-mlp": Experiment(
+        "Less is more on the MLP (784-128-128-128-10, Fashion-MNIST)",
+        claims_less),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Page
+# ---------------------------------------------------------------------------------------------
+
+
+def section(experiment: str, folder: Path, docs: Path) -> tuple[list[str], list[Claim]]:
+    """The Markdown section of one results folder, and its rows of the claims table."""
+    spec = EXPERIMENTS[experiment]
     analysis = analyse([folder], run_fits=False, families=("geometric", "poisson"))
     machine = analysis.loaded.folders[0].machine
-    lines = [f"## {name}", "",
-             f"Folder `{folder.name}`; command: `STALESGD_DATA=../shared/data stalesgd run "
-             f"bench/experiments/{EXPERIMENTS[name]}{'_small' if 'small' in folder.name else ''}"
-             f".toml`; machine: {machine.get('cpu_model')}, "
-             f"{machine.get('usable_cores')} usable cores.", ""]
+    runs = analysis.loaded.runs
+    cores = int(machine.get("usable_cores") or machine.get("logical_cores") or 1)
+    share = real_cpu_share(runs, cores)
+    name = folder_name(folder)
+    seconds = pd.to_numeric(runs["seconds"], errors="coerce")
+    problems = ", ".join(f"`{p}`" for p in sorted(set(runs["problem"])))
+    lines = [f"## {spec.title}", "", f"Problem: {problems}.", "",
+             f"- command: {command_for(name)}",
+             f"- folder: `results/{folder.name}` ({len(runs)} runs, "
+             f"{int(runs['seed'].nunique())} seeds; recorded {machine.get('recorded_at', '?')}, "
+             f"commit {str(machine.get('git_commit', '?'))[:7]}"
+             f"{' + local changes' if machine.get('git_dirty') else ''})",
+             f"- machine: {machine.get('cpu_model')}, {cores} usable cores; the real runs' "
+             f"workers got {fmt(100 * share, '.0f')} % of the cores they could use (other "
+             "load shares this machine)",
+             f"- simulated seconds are predictions for a machine with one core per worker "
+             f"(calibrated from the real runs); real runs: "
+             f"{secs(float(seconds[runs['engine'] == 'real'].sum()), '.0f')} of training", ""]
+    lines += ["Headline (`stalesgd.analysis.headline`):", ""]
     lines += [f"- {h}" for h in headline(analysis).lines] + [""]
-    cols = ["engine", "algorithm", "workers", "stepsize", "runs", "updates_per_s", "reached",
-            "time_to_target", "nonconv_rate"]
-    table = analysis.speedup[[c for c in cols if c in analysis.speedup]].copy()
-    lines += [markdown_table(table.round(4)), ""]
+    lines += ["Per configuration (`analyse(...)`: speedup and staleness tables; time to "
+              "target over the seeds that reached it, and the median over all seeds with a "
+              "miss counted as never):", "", markdown_table(config_table(analysis)), ""]
+    if spec.memory:
+        lines += ["Memory and publishing, real runs (medians over seeds):", "",
+                  markdown_table(memory_table(analysis)), ""]
+    if experiment.startswith("less-is-more") and (cpp := cpp_reference()) is not None:
+        ref = pd.DataFrame({"threads": list(cpp.times),
+                            f"time to training loss {CPP_LEVEL} (s)":
+                                [fmt(v, ".0f") for v in cpp.times.values()],
+                            "mean τ": [fmt(v, ".1f") for v in cpp.mean_tau.values()]})
+        lines += ["C++ reference (`../shared/reference`, LeNet on CIFAR-10, lock AsyncSGD):",
+                  "", markdown_table(ref), ""]
     figs = docs / "figures"
     figs.mkdir(parents=True, exist_ok=True)
-    for fig in FIGURES:
+    for fig in spec.figures:
         src = folder / "figures" / fig
         if src.exists():
-            dst = figs / f"{name}-{fig}"
+            dst = figs / f"{experiment}-{fig}"
             shutil.copyfile(src, dst)
-            lines += [f"![{name}: {fig}](figures/{dst.name})", ""]
-    claims = {"leashed-vs-lock-hogwild": claims_leashed, "tail-vs-baselines": claims_tail,
-              "less-is-more": claims_less}[name](analysis)
-    return lines, claims
+            lines += [f"![{experiment}: {fig}](figures/{dst.name})", ""]
+    if experiment.startswith("less-is-more"):
+        dst = figure_time_vs_m(analysis, figs / f"{experiment}-time_to_target_vs_m.png",
+                               spec.title)
+        lines += [f"![{experiment}: time to target against m](figures/{dst.name})", ""]
+    if experiment == "tail-vs-baselines":
+        dst = figure_rules(analysis, figs / f"{experiment}-rules.png")
+        lines += [f"![{experiment}: step-size rules](figures/{dst.name})", ""]
+    lines += [f"Full report: `results/{folder.name}/report.html` (not in the repository).", ""]
+    return lines, spec.claims(analysis)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("folders", nargs="*", type=Path)
-    ap.add_argument("--results", type=Path, default=Path("results"))
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
-    args = ap.parse_args(argv)
+def choose(folders: Iterable[Path], results: Path, prefer_small: bool) -> dict[str, Path]:
+    """Experiment -> folder: the folders given, else the newest under ``results``."""
     chosen: dict[str, Path] = {}
-    for f in args.folders:
-        for name in EXPERIMENTS:
-            if f.name.startswith(name):
-                chosen[name] = f
-    for name in EXPERIMENTS:
-        if name not in chosen and (hit := newest(args.results, name)) is not None:
-            chosen[name] = hit
-    if not chosen:
-        print(f"no results folders of {', '.join(EXPERIMENTS)} under {args.results}")
-        return 1
-    docs = args.out.parent
+    for f in folders:
+        exp = experiment_of(folder_name(f))
+        if exp is None:
+            raise SystemExit(f"{f}: experiment {folder_name(f)!r} is not one of "
+                             f"{', '.join(EXPERIMENTS)} (or -small)")
+        chosen[exp] = f
+    for exp in EXPERIMENTS:
+        if exp not in chosen and (hit := newest(results, exp, prefer_small)) is not None:
+            chosen[exp] = hit
+    return {e: chosen[e] for e in EXPERIMENTS if e in chosen}
+
+
+def build_page(chosen: dict[str, Path], docs: Path) -> tuple[str, int]:
+    """The page's Markdown, and the number of claims rows."""
     body: list[str] = []
-    claims: list[tuple[str, str, str]] = []
-    for name in EXPERIMENTS:
-        if name in chosen:
-            lines, cl = section(name, chosen[name], docs)
-            body += lines
-            claims += cl
+    claims: list[Claim] = []
+    for exp, folder in chosen.items():
+        lines, rows = section(exp, folder, docs)
+        body += lines
+        claims += rows
+    load = os.getloadavg()
     head = ["# Results: the papers' claims, re-measured", "",
             "Generated by `python bench/results_page.py` from the results folders named in each "
             "section; every number comes from those folders or from the C++ measurements in "
-            "`../shared/reference`. Simulated runs at more workers than this machine's 2 cores "
-            "are predictions of the simulator calibrated from the real runs of the same "
-            "folder. Fashion-MNIST and an MLP stand in for CIFAR-10 and LeNet (not available / "
-            "too slow to replay here).", "",
-            "| claim | measured here | reproduced? |", "|---|---|---|"]
+            "`../shared/reference`. Simulated runs at more workers than this machine's cores "
+            "are predictions of the simulator (numeric replay), calibrated from the real runs "
+            "of the same folder, on a simulated machine with one core per worker. CIFAR-10 is "
+            "not available here: Fashion-MNIST stands in for it; the TAIL-τ comparison uses the "
+            "MLP (LeNet is too slow to replay 210 runs on 2 cores); less-is-more uses LeNet-5, "
+            "less-is-more-mlp the MLP."
+            " Time to target is the first evaluation at or below the target loss (test loss, "
+            "2,000 test rows).", "",
+            "Regenerate: `python bench/results_page.py` (newest folder of each experiment under "
+            f"`results/`). Load average when this page was generated: {load[0]:.2f}, "
+            f"{load[1]:.2f}, {load[2]:.2f} (1, 5, 15 min).", "",
+            CLAIM_HEADER, "|---|---|---|"]
+    if any(e.startswith("less-is-more") for e in chosen):
+        claims += claims_cpp()
     head += [f"| {c} | {m} | {r} |" for c, m, r in claims] + [""]
+    return "\n".join(head + body) + "\n", len(claims)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry: choose the folders, write the page, print what was written."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folders", nargs="*", type=Path, help="results folders (default: newest)")
+    ap.add_argument("--results", type=Path, default=Path("results"),
+                    help="where to look for the newest folders (default: results)")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md",
+                    help="the page to write (default: docs/results.md)")
+    ap.add_argument("--small", action="store_true",
+                    help="prefer the -small variants' folders when looking under --results")
+    args = ap.parse_args(argv)
+    chosen = choose(args.folders, args.results, args.small)
+    if not chosen:
+        print(f"no results folders of {', '.join(EXPERIMENTS)} under {args.results}")
+        return 1
+    text, n_claims = build_page(chosen, args.out.parent)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(head + body) + "\n", encoding="utf-8")
-    print(f"wrote {args.out} ({len(claims)} claims, {len(chosen)} experiments)")
+    args.out.write_text(text, encoding="utf-8")
+    for exp, folder in chosen.items():
+        print(f"{exp}: {folder}")
+    print(f"wrote {args.out} ({n_claims} claims, {len(chosen)} experiments)")
     return 0
 
 
