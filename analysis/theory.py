@@ -231,8 +231,8 @@ def _split_arrays(data: Problem | Sequence[Any], split: str,
         if data.model.name != "linreg":
             raise ValueError(f"the exact recursion needs a linreg problem, not {data.name!r}")
         ds = data.dataset
-        Xtr, ytr = ds.X_train, ds.y_train
-        Xev, yev = (ds.X_test, ds.y_test) if split == "test" else (ds.X_train, ds.y_train)
+        Xtr, ytr = ds.features("train"), ds.y_train
+        Xev, yev = (ds.features("test"), ds.y_test) if split == "test" else (Xtr, ytr)
     elif isinstance(data, (tuple, list)) and len(data) in (2, 4):
         Xtr, ytr = data[0], data[1]
         if len(data) == 4:

@@ -19,6 +19,8 @@ import scipy.linalg.cython_blas  # noqa: F401  - load SciPy's BLAS so threadpool
 from numba import njit
 from threadpoolctl import threadpool_limits
 
+from stalesgd.problems._kernels import n_rows
+
 #: The yardstick GEMM: a standard square size (n = 1024, 2n³ FLOPs per product).
 GEMM_N = 1024
 
@@ -93,7 +95,7 @@ def best_time() -> Callable[..., float]:
 
 @njit(nogil=True)
 def _bare_sgd(kernel, theta, X, y, idx, grad, ws, dims, n):
-    rows = X.shape[0]
+    rows = n_rows(X)
     for _ in range(n):
         for i in range(idx.shape[0]):
             idx[i] = np.random.randint(0, rows)
@@ -102,14 +104,16 @@ def _bare_sgd(kernel, theta, X, y, idx, grad, ws, dims, n):
             theta[j] -= 0.01 * grad[j]
 
 
-def bare_sgd_seconds(problem, batch: int, n: int, repeats: int = 3) -> float:
+def bare_sgd_seconds(problem, batch: int, n: int, repeats: int = 3, inputs=None) -> float:
     """Median wall time of ``n`` plain SGD steps (minibatch draw, gradient kernel, update) in
     one nopython loop: what an engine or the simulator cannot avoid, the yardstick for their
-    overhead."""
+    overhead.  ``inputs`` replaces the data set's training inputs (e.g. a dense float copy)."""
     theta = problem.init_params(0)
     d = problem.dataset
-    args = (problem.model.grad_kernel, theta, d.X_train, d.y_train, np.zeros(batch, np.int64),
-            np.zeros_like(theta), problem.workspace(batch), problem.model.dims)
+    X = d.inputs("train") if inputs is None else inputs
+    args = (problem.model.grad_kernel, theta, X, d.y_train,
+            np.zeros(batch, np.int64), np.zeros_like(theta), problem.workspace(batch),
+            problem.model.dims)
     _bare_sgd(*args, 10)
     times = []
     for _ in range(repeats):

@@ -82,7 +82,7 @@ def mlp_problem(data: Dataset | Problem | str | os.PathLike[str], hidden: Sequen
     if data.n_classes < 2:
         raise ValueError(f"data={data.name!r} is not allowed; a classification set is needed")
     model = MLP(n_features=data.n_features, n_classes=data.n_classes, hidden=tuple(hidden),
-                dtype=data.X_train.dtype)
+                dtype=data.dtype)
     return Problem(name=f"mlp-{data.name}", model=model, dataset=data)
 
 
@@ -191,7 +191,7 @@ def run_torch_hogwild(workers: int, hidden: Sequence[int], batch: int, lr: float
     torch.set_num_threads(torch_threads)
     model = _torch_mlp(problem, theta)
     model.share_memory()
-    X = torch.from_numpy(np.ascontiguousarray(d.X_train)).clone().share_memory_()
+    X = torch.from_numpy(d.features("train")).clone().share_memory_()
     y = torch.from_numpy(np.asarray(d.y_train, dtype=np.int64)).clone().share_memory_()
     ctx = mp.get_context("spawn")
     n_max = int(updates) if updates is not None else 2**62

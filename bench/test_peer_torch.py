@@ -56,7 +56,7 @@ def test_same_model_same_gradient(problem):
     idx = np.random.default_rng(1).integers(0, problem.dataset.X_train.shape[0], BATCH)
     grad = np.zeros_like(theta)
     loss = problem.loss_grad(theta, idx, grad, problem.workspace(BATCH))
-    X = torch.from_numpy(problem.dataset.X_train[idx])
+    X = torch.from_numpy(problem.dataset.features("train", idx))
     y = torch.from_numpy(np.asarray(problem.dataset.y_train[idx], dtype=np.int64))
     t_loss = F.cross_entropy(model(X), y)
     t_loss.backward()

@@ -57,7 +57,7 @@ def theory_grid(*, seeds: int = 200, updates: int = 400, eval_every: int = 50,
     problem = make_problem("linreg-synthetic", n_features=4, n_train=200, n_test=100,
                            seed=0, noise=0.5)
     theta0 = np.full(4, 1.0)
-    mom = lstsq_moments(problem.dataset.X_train, problem.dataset.y_train)
+    mom = lstsq_moments(problem.dataset.features("train"), problem.dataset.y_train)
     cells = [(pn, p, rn) for pn, p in pdfs().items() for rn in RULES]
     z = float(norm.ppf(1 - alpha / (2 * len(cells) * len(checkpoints))))
     rows: list[dict[str, Any]] = []

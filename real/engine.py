@@ -221,7 +221,7 @@ class RealRun:
         for w in range(count):
             batch_idx = np.zeros(batch, dtype=np.int64)
             ws = prob.workspace(batch)
-            common = (d.X_train, d.y_train, batch_idx)
+            common = (d.inputs("train"), d.y_train, batch_idx)
             tail = (shared.ctrl, shared.tables, lr, n_max, t_origin, new_timespec())
             if alg == "leashed":
                 args = (prob.model.grad_kernel, w, self.seeds[w], shared.pool, shared.refs,

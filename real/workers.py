@@ -36,6 +36,8 @@ import ctypes
 import numpy as np
 from numba import njit
 
+from stalesgd.problems._kernels import n_rows as n_examples
+
 from .atomics import atomic_add, atomic_cas, atomic_load, atomic_store
 from .clock import monotonic_now
 from .spinlock import SPINS_BEFORE_YIELD, sched_yield, spin_lock_acquire, spin_lock_release
@@ -143,7 +145,7 @@ def lock_worker(kernel, worker, seed, theta, local, X, y, batch_idx, grad, ws, d
     keeps the monitor's snapshots consistent).
     """
     np.random.seed(seed)
-    n_rows = X.shape[0]
+    n_rows = n_examples(X)
     n_params = theta.shape[0]
     nap = _new_nap()
     while atomic_load(ctrl, C_STOP) == 0:
@@ -190,7 +192,7 @@ def hogwild_worker(kernel, worker, seed, theta, local, X, y, batch_idx, grad, ws
     element updates are possible, as in the original).  ``local`` is unused.
     """
     np.random.seed(seed)
-    n_rows = X.shape[0]
+    n_rows = n_examples(X)
     n_params = theta.shape[0]
     nap = _new_nap()
     while atomic_load(ctrl, C_STOP) == 0:
@@ -244,7 +246,7 @@ def sync_worker(kernel, worker, seed, theta, grads, X, y, batch_idx, grad, ws, d
     gradients; ``grad`` is this worker's row of it.
     """
     np.random.seed(seed)
-    n_rows = X.shape[0]
+    n_rows = n_examples(X)
     n_workers = grads.shape[0]
     n_params = theta.shape[0]
     while True:
@@ -395,7 +397,7 @@ def leashed_worker(kernel, worker, seed, pool, refs, X, y, batch_idx, grad, ws, 
     dropped counter.
     """
     np.random.seed(seed)
-    n_rows = X.shape[0]
+    n_rows = n_examples(X)
     pool_size = pool.shape[0]
     n_params = pool.shape[1]
     nap = _new_nap()

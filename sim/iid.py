@@ -124,9 +124,9 @@ def run_iid_staleness(
     step = _step_sizes(stepsize, float(lr), int(workers), tau_max, stepsize_options)
 
     model, data = problem.model, problem.dataset
-    kernel, X, y, dims = model.grad_kernel, data.X_train, data.y_train, model.dims
+    kernel, X, y, dims = model.grad_kernel, data.inputs("train"), data.y_train, model.dims
     seed0 = worker_seeds(seed, 1)[0]
-    stream = BatchStream(seed0, X.shape[0], batch)
+    stream = BatchStream(seed0, data.n_train, batch)
     tau_rng = np.random.Generator(np.random.PCG64(
         np.random.SeedSequence(int(seed), spawn_key=(TAU_STREAM_KEY,))))
     drawn = tau_rng.choice(p.size, size=n, p=p) if p.size > 1 else np.zeros(n, np.int64)

@@ -58,6 +58,7 @@ import numpy as np
 import simpy
 from numba import njit
 
+from stalesgd.problems._kernels import n_rows as n_examples
 from stalesgd.problems.registry import Problem
 from stalesgd.stepsize import StepSizeRule
 
@@ -234,7 +235,7 @@ def _replay_ops(kernel, theta, X, y, dims, ws, grads, losses, ops, etas, idx,  #
     r = 0
     a = 0
     n = theta.shape[0]
-    n_rows = X.shape[0]
+    n_rows = n_examples(X)
     for i in range(ops.shape[0]):
         op = ops[i]
         w = op >> 1
@@ -437,11 +438,11 @@ class NumericReplay(ReplayHook):
         self.step = step
         model, data = problem.model, problem.dataset
         self.kernel = model.grad_kernel
-        self.X, self.y, self.dims = data.X_train, data.y_train, model.dims
+        self.X, self.y, self.dims = data.inputs("train"), data.y_train, model.dims
         self.seeds = worker_seeds(seed, self.m)
         # the workers' minibatch streams; when the compiled replay draws the indices itself
         # (``_mask`` > 0, every usual dataset size) only their initial states are used
-        self.streams = [BatchStream(s, data.X_train.shape[0], batch) for s in self.seeds]
+        self.streams = [BatchStream(s, data.n_train, batch) for s in self.seeds]
         theta = problem.init_params(seed) if theta0 is None else np.array(theta0, copy=True)
         if theta.shape != (model.n_params,) or theta.dtype != model.dtype:
             raise ValueError(f"theta0 must be a ({model.n_params},) {model.dtype} array; "

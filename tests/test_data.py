@@ -60,8 +60,9 @@ def touch_set(root: Path, name: str) -> Path:
 
 
 def nearest_mean_accuracy(ds) -> float:
-    means = np.stack([ds.X_train[ds.y_train == k].mean(0) for k in range(ds.n_classes)])
-    d = ((ds.X_test[:, None, :] - means[None]) ** 2).sum(-1)
+    X, Xt = ds.features("train"), ds.features("test")
+    means = np.stack([X[ds.y_train == k].mean(0) for k in range(ds.n_classes)])
+    d = ((Xt[:, None, :] - means[None]) ** 2).sum(-1)
     return float(np.mean(d.argmin(1) == ds.y_test))
 
 
@@ -93,7 +94,9 @@ def test_synthetic_shapes_and_dtypes(dtype):
     im = load_dataset("synthetic", kind="images", dtype=dtype, n_train=100, n_test=20,
                       input_shape=(3, 8, 12))
     assert im.X_train.shape == (100, 3 * 8 * 12) and im.input_shape == (3, 8, 12)
-    assert im.X_train.dtype == np.dtype(dtype) and im.y_train.dtype == np.int64
+    assert im.packed and im.X_train.dtype == np.uint8 and not im.X_train.flags.writeable
+    assert im.features("train").dtype == np.dtype(dtype) and im.y_train.dtype == np.int64
+    assert im.dtype == np.dtype(dtype) and im.features("test").shape == (20, 288)
 
 
 def test_regression_meta_is_the_generating_solution():
@@ -144,12 +147,14 @@ def test_two_class_bayes_accuracy_matches():
 def test_synthetic_images_normalisation_and_learnability():
     std = load_dataset("synthetic", kind="images", n_train=1000, n_test=300)
     assert std.input_shape == (1, 28, 28) and std.n_classes == 10
-    assert abs(std.X_train.mean()) < 1e-9 and std.X_train.std() == pytest.approx(1.0)
+    X = std.features("train")
+    assert abs(X.mean()) < 1e-9 and X.std() == pytest.approx(1.0)
     assert nearest_mean_accuracy(std) > 0.9
     unit = load_dataset("synthetic", kind="images", n_train=1000, n_test=300,
                         normalize="unit", input_shape=(3, 32, 32))
-    assert unit.X_train.min() >= 0.0 and unit.X_train.max() <= 1.0
-    assert unit.X_train.shape == (1000, 3072)
+    X = unit.features("train")
+    assert X.min() >= 0.0 and X.max() <= 1.0
+    assert X.shape == (1000, 3072)
 
 
 @pytest.mark.parametrize(
@@ -186,9 +191,12 @@ def test_idx_reader_on_shared_mnist_and_fashion():
         elapsed = time.perf_counter() - t0
         assert elapsed < 5.0, f"loading {name} took {elapsed:.2f} s"
         assert ds.X_train.shape == (60000, 784) and ds.X_test.shape == (10000, 784)
-        assert ds.y_train.dtype == np.int64 and ds.X_train.dtype == np.float32
+        assert ds.y_train.dtype == np.int64 and ds.dtype == np.float32
         assert set(np.unique(ds.y_train)) == set(range(10)) == set(np.unique(ds.y_test))
-        assert ds.X_train.min() == 0.0 and ds.X_train.max() == 1.0
+        X = ds.features("train")
+        assert X.dtype == np.float32 and X.min() == 0.0 and X.max() == 1.0
+        # packed: uint8 pixels and a 256-entry table instead of 4-byte floats
+        assert ds.nbytes() < 0.3 * (X.nbytes + 4 * ds.X_test.size)
         assert ds.input_shape == (1, 28, 28) and ds.meta["verified"]
         assert Path(ds.meta["source"]) == folder
 
@@ -198,14 +206,18 @@ def test_mnist_standardisation_and_subset():
     full = load_dataset("mnist", data_dir=SHARED)
     assert full.meta["channel_mean"][0] == pytest.approx(0.1307, abs=1e-4)
     assert full.meta["channel_std"][0] == pytest.approx(0.3081, abs=1e-4)
-    assert abs(full.X_train.mean()) < 1e-9 and full.X_train.std() == pytest.approx(1.0)
+    X = full.features("train")
+    assert abs(X.mean()) < 1e-9 and X.std() == pytest.approx(1.0)
     sub = load_dataset("mnist", data_dir=SHARED, n_train=500, n_test=40)
-    np.testing.assert_array_equal(sub.X_train, full.X_train[:500])
+    np.testing.assert_array_equal(sub.features("train"), X[:500])
+    np.testing.assert_array_equal(full.features("train", slice(7, 9)), X[7:9])
     np.testing.assert_array_equal(sub.y_test, full.y_test[:40])
     assert full.y_train[:5].tolist() == [5, 0, 4, 1, 9]  # the well-known first MNIST labels
-    sub.X_train[:] = 0.0  # callers own their arrays: the memoised data is unaffected
+    with pytest.raises(ValueError, match="read-only"):
+        sub.X_train[:] = 0  # pixels are data, never scratch
+    sub.pixel_coef[:] = 0.0  # callers own their arrays: the memoised data is unaffected
     again = load_dataset("mnist", data_dir=SHARED, n_train=500, n_test=40)
-    np.testing.assert_array_equal(again.X_train, full.X_train[:500])
+    np.testing.assert_array_equal(again.features("train"), X[:500])
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])
@@ -240,8 +252,8 @@ def test_load_generated_idx_set_without_verification(tmp_path):
     write_idx(folder / "t10k-images-idx3-ubyte", te)
     write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.arange(10, dtype=np.uint8))
     ds = load_dataset("mnist", data_dir=tmp_path / "root", verify=False, normalize="unit")
-    np.testing.assert_allclose(ds.X_train, tr.reshape(60, -1) / 255.0)
-    np.testing.assert_allclose(ds.X_test, te.reshape(10, -1) / 255.0)
+    np.testing.assert_allclose(ds.features("train"), tr.reshape(60, -1) / 255.0)
+    np.testing.assert_allclose(ds.features("test"), te.reshape(10, -1) / 255.0)
     assert ds.y_test.tolist() == list(range(10))
     # with verification the generated files are not the upstream ones
     with pytest.raises(DataCorruptError, match=r"train-images-idx3-ubyte\.gz: MISMATCH"):
@@ -416,16 +428,17 @@ def test_cifar_load_generated_set(tmp_path, small_cifar):
     ds = load_dataset("cifar10", data_dir=tmp_path / "root", normalize="unit")
     assert ds.X_train.shape == (100, 3072) and ds.X_test.shape == (20, 3072)
     assert ds.input_shape == (3, 32, 32) and ds.n_classes == 10
-    np.testing.assert_allclose(ds.X_train, Xtr_u8 / 255.0)  # never negative: unsigned bytes
+    X = ds.features("train")
+    np.testing.assert_allclose(X, Xtr_u8 / 255.0)  # never negative: unsigned bytes
     np.testing.assert_array_equal(ds.y_train, ytr)
-    img = ds.X_train[0].reshape(3, 32, 32)
+    img = X[0].reshape(3, 32, 32)
     np.testing.assert_allclose(img[:, 5, 7], np.array([10, 130, 250]) / 255.0)
-    assert ds.X_train.min() >= 0.0
+    assert X.min() >= 0.0
     std = load_dataset("cifar10", data_dir=tmp_path / "root")
     per = Xtr_u8.reshape(100, 3, -1) / 255.0
     np.testing.assert_allclose(std.meta["channel_mean"], per.mean(axis=(0, 2)))
     np.testing.assert_allclose(std.meta["channel_std"], per.std(axis=(0, 2)))
-    np.testing.assert_allclose(std.X_train.reshape(100, 3, -1).mean(axis=(0, 2)), 0,
+    np.testing.assert_allclose(std.features("train").reshape(100, 3, -1).mean(axis=(0, 2)), 0,
                                atol=1e-12)
     assert "structure only" in check_file(
         small_cifar, small_cifar.files[0],
@@ -556,3 +569,45 @@ def test_data_command_errors_and_exit_codes(tmp_path):
     assert out.getvalue().count("MISSING") == 4 and "Looked in" in err.getvalue()
     # without a name, sets absent everywhere are skipped, not failures
     assert data_command("verify", None, str(tmp_path), out=io.StringIO(), err=err) == 0
+
+
+# ---------------------------------------------------------------- packed images
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("normalize", ["standard", "unit"])
+def test_packed_images_hold_exactly_the_dense_inputs(dtype, normalize):
+    """uint8 pixels + coefficients decode to the very floats pixels_to_inputs gives (bit for
+    bit), and the kernels read both forms alike."""
+    from stalesgd.data.transforms import channel_stats, pixels_to_inputs
+    from stalesgd.problems._kernels import gather_rows
+
+    ds = load_dataset("synthetic", kind="images", dtype=dtype, n_train=60, n_test=10,
+                      input_shape=(3, 5, 4), normalize=normalize, seed=2)
+    mean, std = channel_stats(ds.X_train, 3)
+    dense = pixels_to_inputs(ds.X_train, np.dtype(dtype), 3, normalize, mean, std)
+    assert ds.features("train").tobytes() == dense.tobytes()
+    idx = np.array([5, 0, 59, 5], dtype=np.int64)
+    a = np.full((4, 60), np.nan, dtype=dtype)
+    b = np.full((4, 60), np.nan, dtype=dtype)
+    gather_rows(ds.inputs("train"), idx, a)
+    gather_rows(dense, idx, b)
+    assert a.tobytes() == b.tobytes() == dense[idx].tobytes()
+    with pytest.raises(IndexError, match="out of range"):
+        gather_rows(ds.inputs("train"), np.array([60], dtype=np.int64), a[:1])
+
+
+def test_packed_dataset_rejects_inconsistent_arrays():
+    from stalesgd.data.dataset import Dataset
+
+    px = np.zeros((4, 6), np.uint8)
+    coef = np.ones((2, 3), np.float32)
+    y = np.zeros(4, np.int64)
+    with pytest.raises(ValueError, match="uint8"):
+        Dataset("x", px.astype(np.float32), y, px, y, 2, (2, 3, 1), pixel_coef=coef)
+    with pytest.raises(ValueError, match="multiple of the 4 channels"):
+        Dataset("x", px, y, px, y, 2, (4, 1, 1), pixel_coef=np.ones((4, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\(channels, 3\)"):
+        Dataset("x", px, y, px, y, 2, (2, 3, 1), pixel_coef=np.ones((2, 2), np.float32))
+    with pytest.raises(ValueError, match="split='valid' is not allowed"):
+        Dataset("x", px, y, px, y, 2, (2, 3, 1), pixel_coef=coef).features("valid")

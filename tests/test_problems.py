@@ -410,14 +410,14 @@ def test_classification_problem_evaluates_in_one_call(name):
     p = make_problem(name, dtype="float32", seed=1)
     theta = p.init_params(0)
     loss, acc = p.evaluate(theta, "test")
-    Xt, yt = p.dataset.X_test, p.dataset.y_test
-    idx = np.arange(len(Xt), dtype=np.int64)
+    Xt, yt = p.dataset.inputs("test"), p.dataset.y_test
+    idx = np.arange(p.dataset.n_test, dtype=np.int64)
     ref_sum, ref_correct = p.model.loss_kernel(theta, Xt, yt, idx, p.workspace(len(idx)),
                                                p.model.dims)
     assert loss == pytest.approx(ref_sum / len(idx), rel=1e-5)
     assert acc == pytest.approx(ref_correct / len(idx))
     loss5, _ = p.evaluate(theta, "train", max_rows=5)
-    ref5, _ = p.model.loss_kernel(theta, p.dataset.X_train, p.dataset.y_train,
+    ref5, _ = p.model.loss_kernel(theta, p.dataset.inputs("train"), p.dataset.y_train,
                                   np.arange(5, dtype=np.int64), p.workspace(5), p.model.dims)
     assert loss5 == pytest.approx(ref5 / 5, rel=1e-5)
     with pytest.raises(ValueError, match="split"):
@@ -484,8 +484,8 @@ def test_lenet_problem_evaluates():
 
     p = make_problem("lenet-synthetic", dtype="float32", fc84=False, n_train=64, n_test=300)
     loss, acc = p.evaluate(p.init_params(0), "test")
-    Xt, yt = p.dataset.X_test, p.dataset.y_test
-    idx = np.arange(len(Xt), dtype=np.int64)
+    Xt, yt = p.dataset.inputs("test"), p.dataset.y_test
+    idx = np.arange(p.dataset.n_test, dtype=np.int64)
     ref, correct = p.model.loss_kernel(p.init_params(0), Xt, yt, idx, p.workspace(len(idx)),
                                        p.model.dims)
     assert loss == pytest.approx(ref / len(idx), rel=1e-5)

@@ -52,7 +52,8 @@ def sequential_sgd(problem, updates, lr, batch, seed, eval_every):
     losses = [problem.evaluate(theta)[0]]
     for k in range(updates):
         idx = rs.randint(0, d.X_train.shape[0], size=batch).astype(np.int64)
-        problem.model.grad_kernel(theta, d.X_train, d.y_train, idx, grad, ws, problem.model.dims)
+        problem.model.grad_kernel(theta, d.inputs("train"), d.y_train, idx, grad, ws,
+                                  problem.model.dims)
         for j in range(theta.shape[0]):
             theta[j] -= lr * grad[j]
         if (k + 1) % eval_every == 0:
@@ -143,8 +144,8 @@ def test_iid_reads_the_iterate_tau_updates_back(linreg):
     d = linreg.dataset
     for k in range(n):
         idx = rs.randint(0, d.X_train.shape[0], size=16).astype(np.int64)
-        linreg.model.grad_kernel(thetas[max(k - 3, 0)], d.X_train, d.y_train, idx, grad, ws,
-                                 linreg.model.dims)
+        linreg.model.grad_kernel(thetas[max(k - 3, 0)], d.inputs("train"), d.y_train, idx,
+                                 grad, ws, linreg.model.dims)
         thetas.append(thetas[-1] - lr * grad)
     assert np.array_equal(rec.updates["tau"], np.minimum(np.arange(n), 3))
     assert np.array_equal(rec.updates["t_read"], np.maximum(np.arange(n) - 3, 0))

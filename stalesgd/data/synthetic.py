@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .dataset import Dataset
-from .transforms import channel_stats, check_normalize, pixels_to_inputs
+from .transforms import channel_stats, check_normalize, pixel_coefficients
 
 #: Allowed options and defaults of each kind.
 KIND_OPTIONS: dict[str, dict[str, Any]] = {
@@ -176,12 +176,13 @@ def make_images(*, n_train: int, n_test: int, input_shape: tuple[int, ...], n_cl
     mean, std = channel_stats(pixels[:n_train], C)
     return Dataset(
         name="synthetic",
-        X_train=pixels_to_inputs(pixels[:n_train], dtype, C, normalize, mean, std),
+        X_train=_readonly(pixels[:n_train]),
         y_train=y[:n_train].astype(np.int64),
-        X_test=pixels_to_inputs(pixels[n_train:], dtype, C, normalize, mean, std),
+        X_test=_readonly(pixels[n_train:]),
         y_test=y[n_train:].astype(np.int64),
         n_classes=K,
         input_shape=(C, H, W),
+        pixel_coef=pixel_coefficients(dtype, C, normalize, mean, std),
         meta={"kind": "images", "seed": seed, "separation": separation, "noise": noise,
               "normalize": normalize, "channel_mean": mean.tolist(),
               "channel_std": std.tolist()},
@@ -194,3 +195,10 @@ def make_synthetic(kind: str, *, seed: int, dtype: np.dtype, **options: Any) -> 
     maker = {"regression": make_regression, "classification": make_classification,
              "images": make_images}[kind]
     return maker(seed=seed, dtype=dtype, **opts)
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only C-contiguous copy (pixels are data, never scratch; real sets are the same)."""
+    a = np.array(a, order="C", copy=True)
+    a.flags.writeable = False
+    return a

@@ -60,15 +60,35 @@ def pixels_to_inputs(pixels: np.ndarray, dtype: np.dtype, n_channels: int, norma
     ``normalize="unit"`` gives ``x/255``; ``"standard"`` gives
     ``(x/255 - mean[c]) / std[c]`` with the given per-channel statistics.
     """
+    coef = pixel_coefficients(dtype, n_channels, normalize, mean, std)
+    out = np.multiply(pixels, coef[0, 0], dtype=dtype)
+    if normalize == "standard":
+        view = out.reshape(out.shape[0], n_channels, -1)
+        view -= coef[None, :, 1, None]
+        view *= coef[None, :, 2, None]
+    return np.ascontiguousarray(out)
+
+
+def pixel_coefficients(dtype: np.dtype, n_channels: int, normalize: str,
+                       mean: np.ndarray | None = None,
+                       std: np.ndarray | None = None) -> np.ndarray:
+    """``(n_channels, 3)`` rows ``(scale, shift, factor)`` of ``dtype``: the model input of
+    pixel value ``p`` in channel ``c`` is ``(p·scale − shift)·factor``, each operation
+    rounded to ``dtype`` -- exactly what :func:`pixels_to_inputs` computes (it uses these
+    numbers), so uint8 pixels with these coefficients are the float inputs bit for bit.
+    ``"unit"`` has shift 0 and factor 1 (which change nothing).
+    """
     check_normalize(normalize)
-    out = np.multiply(pixels, dtype.type(1.0 / 255.0), dtype=dtype)
+    dtype = np.dtype(dtype)
+    coef = np.zeros((n_channels, 3), dtype=dtype)
+    coef[:, 0] = dtype.type(1.0 / 255.0)
+    coef[:, 2] = 1
     if normalize == "standard":
         if mean is None or std is None:
             raise ValueError("normalize='standard' needs the training-set mean and std")
-        view = out.reshape(out.shape[0], n_channels, -1)
-        view -= np.asarray(mean, dtype=dtype)[None, :, None]
-        view *= (1.0 / np.asarray(std, dtype=np.float64)).astype(dtype)[None, :, None]
-    return np.ascontiguousarray(out)
+        coef[:, 1] = np.asarray(mean, dtype=dtype)
+        coef[:, 2] = (1.0 / np.asarray(std, dtype=np.float64)).astype(dtype)
+    return coef
 
 
 def check_count(key: str, value: object, available: int) -> int:

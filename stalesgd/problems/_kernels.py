@@ -9,7 +9,8 @@ that float32 kernels never silently widen to float64).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.core.errors import TypingError
 from numba.extending import overload
 
 from stalesgd.problems.base import INIT_SCHEMES
@@ -30,17 +31,91 @@ def _scalar_like_impl(x, arr):
     return impl
 
 
+# --- inputs: a float array, or packed images (uint8 pixels, per-channel lookup table) ---
+#
+# Kernels take their inputs ``X`` in either of two forms (see ``Dataset.inputs``):
+# a 2-D float array, or the tuple ``(pixels, coef)`` of uint8 pixels ``(n, C*H*W)`` and
+# ``(C, 3)`` float rows ``(scale, shift, factor)``: the input of pixel ``p`` in channel ``c``
+# is ``(p·scale − shift)·factor`` -- the operations (and roundings) of the dense
+# normalisation, so the same inputs bit for bit in 4 (float32) or 8 (float64) times less
+# memory, and a faster gather (a quarter of the bytes per row; the arithmetic vectorises).
+# The helpers below hide the difference; they are resolved at compile time.
+
+
+def n_rows(X):  # pragma: no cover - replaced by the overload in jitted code
+    """Number of examples in kernel inputs ``X`` (either form)."""
+    return X[0].shape[0] if isinstance(X, tuple) else X.shape[0]
+
+
+def n_cols(X):  # pragma: no cover - replaced by the overload in jitted code
+    """Number of features per example in kernel inputs ``X`` (either form)."""
+    return X[0].shape[1] if isinstance(X, tuple) else X.shape[1]
+
+
+def copy_row(X, r, out):  # pragma: no cover - replaced by the overload in jitted code
+    """Write example ``r`` of ``X`` as floats into the 1-D array ``out``."""
+    if isinstance(X, tuple):
+        pix, coef = X
+        per = pix[r].reshape(coef.shape[0], -1)
+        v = np.multiply(per, coef[:, 0, None], dtype=coef.dtype)
+        out[:] = ((v - coef[:, 1, None]) * coef[:, 2, None]).ravel()
+    else:
+        out[:] = X[r]
+
+
+@overload(n_rows, inline="always")
+def _n_rows_impl(X):
+    if isinstance(X, types.BaseTuple):
+        return lambda X: X[0].shape[0]
+    return lambda X: X.shape[0]
+
+
+@overload(n_cols, inline="always")
+def _n_cols_impl(X):
+    if isinstance(X, types.BaseTuple):
+        return lambda X: X[0].shape[1]
+    return lambda X: X.shape[1]
+
+
+@overload(copy_row)
+def _copy_row_impl(X, r, out):
+    if isinstance(X, types.BaseTuple):
+        ft = X.types[1].dtype  # the float type of the coefficients (and of the inputs)
+
+        def packed(X, r, out):
+            pix, coef = X
+            channels = coef.shape[0]
+            plane = pix.shape[1] // channels
+            row = pix[r]
+            for c in range(channels):
+                scale = coef[c, 0]
+                shift = coef[c, 1]
+                factor = coef[c, 2]
+                base = c * plane
+                for q in range(plane):
+                    out[base + q] = (ft(row[base + q]) * scale - shift) * factor
+        return packed
+
+    if not isinstance(X, types.Array) or not isinstance(X.dtype, types.Float):
+        raise TypingError(f"kernel inputs must be a float array or (uint8 pixels, float "
+                          f"table) from Dataset.inputs(); got {X} (pass dataset.inputs(split), "
+                          f"not the packed pixels alone)")
+
+    def dense(X, r, out):
+        for j in range(X.shape[1]):
+            out[j] = X[r, j]
+    return dense
+
+
 @njit(nogil=True, fastmath=False)
 def gather_rows(X, idx, out):
-    """Copy rows ``X[idx]`` into the 2-D array ``out`` (shape ``(len(idx), X.shape[1])``)."""
-    d = X.shape[1]
-    n = X.shape[0]
+    """Copy rows ``X[idx]`` as floats into the 2-D array ``out`` (``(len(idx), n_cols(X))``)."""
+    n = n_rows(X)
     for i in range(idx.shape[0]):
         r = idx[i]
         if r < 0 or r >= n:
             raise IndexError("minibatch row index out of range")
-        for j in range(d):
-            out[i, j] = X[r, j]
+        copy_row(X, r, out[i])
 
 
 @njit(nogil=True, fastmath=False)

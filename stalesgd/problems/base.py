@@ -17,7 +17,9 @@ Numba kernels with one fixed calling convention, from inside their own
     Summed loss and number of correct predictions (0 for regression) over
     ``X[idx]``, for evaluation; same rules.
 
-``X`` is 2-D, C-contiguous, of the parameter dtype (images flattened);
+``X`` is what ``Dataset.inputs`` gives: a 2-D, C-contiguous array of the
+parameter dtype (images flattened), or packed images ``(uint8 pixels, table)``
+read through ``stalesgd.problems._kernels`` (``gather_rows``, ``copy_row``);
 ``y`` is int64 class labels for classifiers and the parameter dtype for
 regression.  ``idx`` is an int64 array of row indices.
 """

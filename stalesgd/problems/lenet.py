@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from stalesgd.problems._kernels import copy_row
 from stalesgd.problems.base import INIT_SCHEMES, Model, resolve_dtype
 
 #: Maximum number of rows processed at once; larger batches are chunked.
@@ -346,9 +347,7 @@ def _forward(theta, X, idx, start, b, ws, dims):
     # gather the chunk's rows
     xs = ws[L[_L_X] : L[_L_X] + b * CHW]
     for s in range(b):
-        row = idx[start + s]
-        for i in range(CHW):
-            xs[s * CHW + i] = X[row, i]
+        copy_row(X, idx[start + s], xs[s * CHW : (s + 1) * CHW])
     # conv1 one sample at a time: its im2col block stays in cache (measured 1.3-1.9x
     # faster than one GEMM over the chunk); a1 is sample-major (b, 6, S1).
     col1 = ws[L[_L_COL1] : L[_L_COL1] + C * KK * S1]

@@ -22,7 +22,13 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from stalesgd.problems._kernels import check_scheme, gather_rows, init_weight, scalar_like
+from stalesgd.problems._kernels import (
+    check_scheme,
+    gather_rows,
+    init_weight,
+    n_cols,
+    scalar_like,
+)
 from stalesgd.problems.base import Model, resolve_dtype
 
 
@@ -30,7 +36,7 @@ from stalesgd.problems.base import Model, resolve_dtype
 def _residuals(theta, X, y, idx, ws):
     """Gather the minibatch, r = X[idx] θ − y[idx]; returns (rows, r, ½Σr² in float64)."""
     B = idx.shape[0]
-    d = X.shape[1]
+    d = n_cols(X)
     Xb = ws[: B * d].reshape((B, d))
     r = ws[B * d : B * d + B]
     gather_rows(X, idx, Xb)

@@ -21,6 +21,7 @@ from stalesgd.problems._kernels import (
     check_scheme,
     gather_rows,
     init_weight,
+    n_cols,
     scalar_like,
     sigmoid,
     softplus,
@@ -32,7 +33,7 @@ from stalesgd.problems.base import Model, resolve_dtype
 def _margins(theta, X, idx, ws):
     """Gather the minibatch and compute z = X[idx] w + b into the workspace."""
     B = idx.shape[0]
-    d = X.shape[1]
+    d = n_cols(X)
     Xb = ws[: B * d].reshape((B, d))
     z = ws[B * d : B * d + B]
     gather_rows(X, idx, Xb)
@@ -47,7 +48,7 @@ def _margins(theta, X, idx, ws):
 def logreg_grad_kernel(theta, X, y, idx, grad, ws, dims):
     """Mean logistic loss of ``X[idx]`` and its gradient into ``grad`` (contract in base)."""
     B = idx.shape[0]
-    d = X.shape[1]
+    d = n_cols(X)
     Xb, z = _margins(theta, X, idx, ws)
     inv_b = 1.0 / B
     loss = 0.0

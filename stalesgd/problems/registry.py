@@ -2,7 +2,7 @@
 
 ``make_problem`` is the one place that turns a problem name and its options
 into arrays and kernels; engines then take ``problem.model.grad_kernel``,
-``problem.dataset.X_train`` … into their own ``@njit`` loops.
+``problem.dataset.inputs("train")`` … into their own ``@njit`` loops.
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ class Problem:
             raise ValueError(f"ws must be {theta.dtype} with at least {need} elements")
         d = self.dataset
         return float(
-            self.model.grad_kernel(theta, d.X_train, d.y_train, idx, grad, ws, self.model.dims)
+            self.model.grad_kernel(theta, d.inputs("train"), d.y_train, idx, grad, ws,
+                                  self.model.dims)
         )
 
     def evaluate(
@@ -87,14 +88,12 @@ class Problem:
         Accuracy is NaN for regression.  Loss is the model's per-example loss
         (``½ r²`` for linreg, cross-entropy for classifiers).
         """
-        if split == "test":
-            X, y = self.dataset.X_test, self.dataset.y_test
-        elif split == "train":
-            X, y = self.dataset.X_train, self.dataset.y_train
-        else:
+        if split not in ("test", "train"):
             raise ValueError(f"split={split!r} is not allowed; use 'test' or 'train'")
+        X, y = self.dataset.inputs(split), (self.dataset.y_test if split == "test"
+                                            else self.dataset.y_train)
         self._check_theta(theta)
-        n = X.shape[0]
+        n = self.dataset.n_test if split == "test" else self.dataset.n_train
         if max_rows is not None:
             if int(max_rows) <= 0:
                 raise ValueError(f"max_rows={max_rows!r} is not allowed; must be positive")
@@ -126,7 +125,7 @@ class Problem:
     @cached_property
     def _hessian_eigs(self) -> np.ndarray:
         self._require_linreg("the Hessian spectrum")
-        X = np.asarray(self.dataset.X_train, dtype=np.float64)
+        X = self.dataset.features("train").astype(np.float64, copy=False)
         return np.linalg.eigvalsh(X.T @ X / X.shape[0])
 
     @property
@@ -145,7 +144,7 @@ class Problem:
     def theta_star(self) -> np.ndarray:
         """The least-squares minimiser of the training loss, in float64."""
         self._require_linreg("theta_star")
-        X = np.asarray(self.dataset.X_train, dtype=np.float64)
+        X = self.dataset.features("train").astype(np.float64, copy=False)
         y = np.asarray(self.dataset.y_train, dtype=np.float64)
         return np.linalg.lstsq(X, y, rcond=None)[0]
 
@@ -153,7 +152,7 @@ class Problem:
     def f_star(self) -> float:
         """The minimum of the training loss ½·mean((Xθ − y)²), in float64."""
         self._require_linreg("f_star")
-        X = np.asarray(self.dataset.X_train, dtype=np.float64)
+        X = self.dataset.features("train").astype(np.float64, copy=False)
         y = np.asarray(self.dataset.y_train, dtype=np.float64)
         r = X @ self.theta_star - y
         return float(0.5 * np.mean(r * r))
