@@ -29,6 +29,7 @@ from .figures_extra import extra_figures
 from .load import AnalysisError, Loaded, load_folders
 from .speedup import speedup_table
 from .staleness_report import StalenessTables, staleness_tables
+from .theory_report import TheoryChecks, theory_checks, theory_figure
 
 __all__ = [
     "Analysis",
@@ -55,6 +56,8 @@ class Analysis:
     speedup: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     figures: list[FigureFile] = field(default_factory=list)
+    #: least-squares runs against the exact recursion and the Hogwild! envelope (or None)
+    theory: TheoryChecks | None = None
 
 
 @dataclass(frozen=True)
@@ -92,17 +95,22 @@ def _notes(loaded: Loaded) -> list[str]:
 
 
 def analyse(dirs: str | Path | Iterable[str | Path], target: float | None = None,
-            run_fits: bool = True, families: Iterable[str] = FAMILIES) -> Analysis:
+            run_fits: bool = True, families: Iterable[str] = FAMILIES,
+            theory: bool = True) -> Analysis:
     """Load results folders and compute the staleness and speedup tables (no files written).
 
     ``target``: target loss overriding the runs' own; ``run_fits``: also fit a law to every
     run's τ histogram (not only to each configuration's pooled one); ``families``: the laws
-    tried (default all of :data:`stalesgd.staleness.FAMILIES`).
+    tried (default all of :data:`stalesgd.staleness.FAMILIES`); ``theory``: check
+    least-squares runs against the exact recursion (:mod:`.theory_report`).
     """
     loaded = load_folders(dirs, target=target)
     stale = staleness_tables(loaded, run_fits=run_fits, families=families)
-    return Analysis(loaded=loaded, stale=stale, speedup=speedup_table(loaded),
-                    notes=_notes(loaded))
+    checks = theory_checks(loaded) if theory else None
+    notes = _notes(loaded) + ([f"Theory check skipped: {n}." for n in checks.notes]
+                              if checks is not None else [])
+    return Analysis(loaded=loaded, stale=stale, speedup=speedup_table(loaded), notes=notes,
+                    theory=checks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,6 +270,32 @@ def speedup_display(analysis: Analysis) -> pd.DataFrame:
         ("throughput_ratio_run", "updates/s ratio (whole run)", ".3g")])
 
 
+def _envelope_cell(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return "CROSSED" if bool(value) else "below"
+
+
+def theory_display(analysis: Analysis) -> pd.DataFrame:
+    """Least-squares runs against the exact recursion and the Hogwild! envelope."""
+    th = analysis.theory
+    if th is None or th.table.empty:
+        return pd.DataFrame()
+    t = th.table.copy()
+    for col in ("hogwild_expected_crossed", "hogwild_run_crossed"):
+        t[col] = [_envelope_cell(v) for v in t[col].tolist()]
+    return _display(t, [
+        ("label", "run (lowest seed)", ""), ("mean_tau", "mean τ", ".3g"),
+        ("tau_max", "max τ", ""), ("horizon", "updates checked", ","),
+        ("measured_loss", "loss (run)", ".5g"), ("expected_loss", "E[loss] (recursion)", ".5g"),
+        ("gap_ratio", "gap run ÷ expected", ".3g"),
+        ("median_rel_dev", "median |rel. dev.|", ".2%"),
+        ("max_rel_dev", "max |rel. dev.|", ".2%"),
+        ("hogwild_expected_crossed", "Hogwild! env. (recursion)", ""),
+        ("hogwild_run_crossed", "Hogwild! env. (run)", ""),
+        ("hogwild_looseness", "env. looseness ×", ".3g"), ("table", "step sizes", "")])
+
+
 # ---------------------------------------------------------------------------------------------
 # Header: experiment, machine, config
 # ---------------------------------------------------------------------------------------------
@@ -315,6 +349,12 @@ _DEFINITIONS = [
     "target and efficiency = U_seq / U (updates to target).",
     "Non-converged: diverged, or evaluated with a target and never reached it; runs without "
     "evaluations and interrupted runs are not judged unless they diverged.",
+    "Theory checks (least-squares runs only): E[loss] from the exact recursion for i.i.d. "
+    "staleness drawn from the run's measured PDF(τ) (stalesgd.analysis.theory); gap = loss − "
+    "minimum on the evaluation split; Hogwild! envelope = Niu et al. 2011, Prop. 4.1 on the "
+    "training gap with constants over ‖θ−θ*‖ ≤ ‖θ_0−θ*‖, checked on the recursion's expected "
+    "gap and, where the run evaluates the whole training set, on the run's own; looseness = "
+    "geometric mean of envelope ÷ expected gap.",
 ]
 
 
@@ -330,7 +370,8 @@ def _sections(analysis: Analysis) -> list[tuple[str, str, pd.DataFrame]]:
         ("distances", "Simulated vs measured PDF(τ): distances", distances_display(analysis)),
         ("speedup", "Throughput, time to target and speedup", speedup_display(analysis)),
         ("staleness-runs", "Staleness PDF(τ) per run", staleness_runs_display(analysis)),
-    ]
+    ] + ([("theory", "Theory checks (least squares)", theory_display(analysis))]
+         if analysis.theory is not None and not analysis.theory.table.empty else [])
 
 
 def _headline_lines(analysis: Analysis) -> tuple[str, ...]:
@@ -446,6 +487,15 @@ def write_report(dirs: str | Path | Iterable[str | Path], out_dir: str | Path | 
                                     out / "figures", log_y=log_y)
     extra, skipped = extra_figures(analysis.loaded, out / "figures")
     analysis.figures = analysis.figures + extra
+    if analysis.theory is not None:
+        got = theory_figure(analysis.theory, out / "figures" / "theory.png")
+        if got is not None:
+            analysis.figures.append(FigureFile(
+                got, "Runs against the exact recursion",
+                "Solid: the run's evaluated loss minus the evaluation split's minimum; dashed: "
+                "E[loss] − min from the exact recursion for i.i.d. staleness drawn from the "
+                "run's own measured PDF(τ), with its step sizes, batch and θ_0 (least squares "
+                "only).", "theory"))
     analysis.notes = list(analysis.notes) + [n for n in skipped
                                              if not n.startswith("Elastic figure skipped")]
     md, page = out / "report.md", out / "report.html"

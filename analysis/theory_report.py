@@ -1,0 +1,234 @@
+"""Theory checks of a report: least-squares runs against the exact recursion and a bound.
+
+For every configuration run on a least-squares problem (``linreg-*``), one run (its lowest
+seed) is set beside two pieces of theory (DESIGN §8):
+
+* the **exact recursion** of :mod:`stalesgd.analysis.theory`, fed with the run's *own*
+  measured PDF(τ), step-size rule, learning rate, batch, initial point and evaluation set.
+  It gives E[loss] under i.i.d. staleness with consistent reads.  How far a run lies from
+  it says how much of its convergence the staleness distribution alone explains (real
+  ``lock``/``leashed`` runs have correlated τ, ``hogwild`` inconsistent reads; a simulated
+  run with i.i.d. staleness must agree within its noise);
+* the **Hogwild! envelope** (Niu et al. 2011, Prop. 4.1, :func:`~.bounds.hogwild_niu2011`)
+  on the training gap E[f(θ_t)] − f*, with the problem's constants over the ball
+  ‖θ − θ*‖ ≤ ‖θ_0 − θ*‖ (:func:`~.bounds.lstsq_constants`), Ω = d and the run's largest τ and
+  η: checked on the recursion's expected training gap and, where the run evaluates the full
+  training set, on the run's own gap.  The table says whether the curve crossed the
+  envelope and how loose it is (envelope ÷ curve, geometric mean over the points).
+
+The recursion costs about steps·((τmax+1)²d² + d⁴) operations, so each run is followed for at
+most :data:`THEORY_HORIZON` updates and runs whose cost exceeds :data:`MAX_COST` are skipped
+with a note.  Online rules (``tail``, ``model`` without a PDF) are checked with the static
+table their rule builds from the measured PDF (what the online table converges to).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stalesgd.experiment import RunSpec, expand, parse_experiment
+from stalesgd.problems.registry import make_problem
+from stalesgd.stepsize import make_rule
+
+from .bounds import check_envelope, hogwild_niu2011, lstsq_constants
+from .load import Loaded
+from .theory import expected_curve, lstsq_moments, step_table
+
+__all__ = ["MAX_COST", "THEORY_HORIZON", "TheoryChecks", "theory_checks", "theory_figure"]
+
+#: updates of a run followed by the recursion (its cost grows linearly with them)
+THEORY_HORIZON = 4000
+#: largest steps·((τmax+1)²d² + d⁴) computed for one run (about 10 s here)
+MAX_COST = 2e10
+
+
+@dataclass
+class TheoryCurveRow:
+    """One checked run's measured and expected loss at its evaluation steps."""
+
+    label: str
+    k: np.ndarray
+    measured: np.ndarray
+    expected: np.ndarray
+    f_min: float
+
+
+@dataclass
+class TheoryChecks:
+    """The theory table (one row per checked run), the curves for the figure, and notes on
+    runs that could not be checked and why."""
+
+    table: pd.DataFrame
+    curves: list[TheoryCurveRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _specs(loaded: Loaded) -> dict[str, dict[str, RunSpec]]:
+    """RunSpecs by source and run id, re-expanded from each folder's config.toml."""
+    out: dict[str, dict[str, RunSpec]] = {}
+    for src, res in zip(loaded.sources, loaded.folders, strict=True):
+        try:
+            exp = parse_experiment(res.config, source=str(res.path / "config.toml"))
+            out[src] = {s.run_id: s for s in expand(exp)}
+        except (ValueError, KeyError, TypeError):
+            out[src] = {}
+    return out
+
+
+def _table_for(spec: RunSpec, pdf: np.ndarray) -> tuple[np.ndarray, str]:
+    """The static table s[0..τmax] the run's rule gives under ``pdf`` (and how it was made)."""
+    opts = dict(spec.stepsize.options)
+    rule = make_rule(spec.stepsize.rule, workers=spec.workers, lr=spec.stepsize.lr, **opts)
+    how = "the rule's table"
+    if rule.estimator(pdf.size - 1) is not None:
+        opts["pdf"] = pdf
+        how = "static table from the measured PDF (the rule learns it online)"
+    return step_table(spec.stepsize.rule, pdf, workers=spec.workers, lr=spec.stepsize.lr,
+                      stepsize_options=opts), how
+
+
+def _one(spec: RunSpec, tau: np.ndarray, ev: pd.DataFrame, label: str,
+         ) -> tuple[dict[str, Any], TheoryCurveRow] | str:
+    """Check one run; a string says why it was skipped."""
+    ev = ev.sort_values("k")
+    k_all = ev["k"].to_numpy(np.int64)
+    loss_all = ev["loss"].to_numpy(np.float64)
+    ok = np.isfinite(loss_all)
+    k_all, loss_all = k_all[ok], loss_all[ok]
+    if k_all.size < 2 or tau.size == 0:
+        return f"{label}: fewer than two evaluations or no applied update"
+    horizon = int(min(k_all[-1], THEORY_HORIZON))
+    keep = k_all <= horizon
+    ks, measured = k_all[keep], loss_all[keep]
+    pdf = np.bincount(tau.astype(np.int64)).astype(np.float64)
+    pdf /= pdf.sum()
+    problem = make_problem(spec.problem.name, dtype=spec.problem.dtype, **spec.problem.options)
+    d = problem.dataset.n_features
+    cost = horizon * (pdf.size**2 * d**2 + d**4)
+    if cost > MAX_COST:
+        return (f"{label}: the exact recursion would cost {cost:.1e} operations "
+                f"(τmax = {pdf.size - 1}, d = {d}); more than {MAX_COST:.0e}")
+    X = problem.dataset.features("train").astype(np.float64)
+    y = problem.dataset.y_train.astype(np.float64)
+    moments = lstsq_moments(X, y)
+    theta0 = problem.init_params(spec.seed).astype(np.float64)
+    table, how = _table_for(spec, pdf)
+    lr, batch = float(spec.stepsize.lr), int(spec.problem.batch)
+    curve = expected_curve(problem, pdf, table, lr=lr, batch=batch, updates=horizon,
+                           theta0=theta0, eval_at=ks, split=spec.eval.split,
+                           max_rows=spec.eval.max_rows, workers=spec.workers, moments=moments)
+    f_min = float(curve.loss[-1] - curve.gap[-1])
+    pos = ks > 0
+    rel = np.abs(measured[pos] - curve.loss[pos]) / np.maximum(np.abs(curve.loss[pos]), 1e-300)
+    gap_meas = measured[-1] - f_min
+    gap_exp = float(curve.gap[-1])
+
+    eta_max = lr * float(np.max(table[: pdf.size]))
+    consts = lstsq_constants(X, y, theta0, batch=batch, moments=moments)
+    bound = dict(L=consts.L, mu=consts.mu, M2=consts.M2, D0=consts.D0,
+                 tau_max=int(pdf.size - 1), gamma=eta_max, Omega=float(d))
+    row: dict[str, Any] = {
+        "label": label, "seed": spec.seed, "mean_tau": float(tau.mean()),
+        "tau_max": int(pdf.size - 1), "horizon": horizon, "table": how,
+        "measured_loss": float(measured[-1]), "expected_loss": float(curve.loss[-1]),
+        "gap_ratio": gap_meas / gap_exp if gap_exp > 0 else math.nan,
+        "median_rel_dev": float(np.median(rel)) if rel.size else math.nan,
+        "max_rel_dev": float(np.max(rel)) if rel.size else math.nan,
+    }
+    if consts.mu > 0:
+        env = check_envelope(curve.t, np.maximum(curve.train_gap, 0.0), hogwild_niu2011,
+                             **bound)
+        row["hogwild_expected_crossed"] = env.crossed
+        row["hogwild_looseness"] = env.ratio_geomean
+        full_train = spec.eval.split == "train" and spec.eval.max_rows >= X.shape[0]
+        if full_train:
+            run_env = check_envelope(ks, np.maximum(measured - moments.f_star, 0.0),
+                                     hogwild_niu2011, **bound)
+            row["hogwild_run_crossed"] = run_env.crossed
+        else:
+            row["hogwild_run_crossed"] = None
+    else:
+        row["hogwild_expected_crossed"] = None
+        row["hogwild_looseness"] = math.nan
+        row["hogwild_run_crossed"] = None
+    return row, TheoryCurveRow(label, ks, measured, curve.loss.copy(), f_min)
+
+
+def theory_checks(loaded: Loaded) -> TheoryChecks | None:
+    """Check every least-squares configuration's lowest-seed run; None when there is none."""
+    runs = loaded.runs
+    if runs.empty or "problem" not in runs:
+        return None
+    lsq = runs[runs["problem"].astype(str).str.startswith("linreg-") & runs["evaluated"]]
+    if lsq.empty:
+        return None
+    specs = _specs(loaded)
+    rows: list[dict[str, Any]] = []
+    curves: list[TheoryCurveRow] = []
+    notes: list[str] = []
+    firsts = [g.sort_values("seed").iloc[0]
+              for _, g in lsq.groupby(["engine", "config_key"], sort=True)]
+    firsts.sort(key=lambda r: (str(r["engine"]), str(r["algorithm"]), str(r["stepsize"]),
+                               int(r["workers"]), str(r["config_key"])))
+    for run in firsts:
+        label = (f"{run['engine']} {run['algorithm']} {run['stepsize']} "
+                 f"m={int(run['workers'])}")
+        if bool(run.get("diverged", False)):
+            notes.append(f"{label}: diverged, no theory check")
+            continue
+        spec = specs.get(run["source"], {}).get(str(run["run_id"]))
+        if spec is None:
+            notes.append(f"{label}: its run could not be re-expanded from config.toml")
+            continue
+        up = loaded.updates[loaded.updates["uid"] == run["uid"]]
+        if "dropped" in up:
+            up = up[~up["dropped"].fillna(False).astype(bool)]
+        ev = loaded.evals[loaded.evals["uid"] == run["uid"]]
+        got = _one(spec, up["tau"].to_numpy(), ev, label)
+        if isinstance(got, str):
+            notes.append(got)
+            continue
+        rows.append(got[0])
+        curves.append(got[1])
+    return TheoryChecks(table=pd.DataFrame(rows), curves=curves, notes=notes)
+
+
+#: panels drawn by :func:`theory_figure` at most (one per checked run, in table order)
+MAX_PANELS = 9
+
+
+def theory_figure(checks: TheoryChecks, path: Path) -> Path | None:
+    """Measured loss against the recursion's E[loss], as gaps to the evaluation split's
+    minimum on a log scale, one panel per checked run; None when nothing was checked."""
+    from matplotlib.figure import Figure
+
+    from .figures import _save
+
+    curves = checks.curves[:MAX_PANELS]
+    if not curves:
+        return None
+    ncols = min(3, len(curves))
+    nrows = -(-len(curves) // ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.0 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, c in zip(axes.ravel(), curves, strict=False):
+        ok = c.k > 0
+        meas = np.maximum(c.measured[ok] - c.f_min, 1e-300)
+        exp = np.maximum(c.expected[ok] - c.f_min, 1e-300)
+        ax.plot(c.k[ok], meas, color="tab:blue", lw=1.4, marker="o", ms=2.5, label="run")
+        ax.plot(c.k[ok], exp, color="k", ls="--", lw=1.2, label="exact recursion")
+        ax.set_yscale("log")
+        ax.set_title(c.label, fontsize=9)
+        ax.set_xlabel("updates")
+        ax.set_ylabel("loss − min (eval split)")
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(curves):]:
+        ax.set_visible(False)
+    axes[0, 0].legend(fontsize=8)
+    return _save(fig, path)
