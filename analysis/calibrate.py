@@ -28,7 +28,10 @@ configuration has m ≥ 2 workers on their own cores its write time is estimated
 measured staleness instead: the other m − 1 workers' claims fall into a worker's read→claim
 window in proportion to that window's share of the cycle, E[τ] ≈ (m − 1)·share, and the rest
 of the cycle is the write (``hogwild_write_s`` in the configuration; the simulation of that
-configuration uses it as the update time).
+configuration uses it as the update time).  Oversubscribed configurations (m > cores) give
+no such estimate (time slicing, not the window share, decides τ there); as only ``cores``
+workers write at once, they take the write time of the folder's hogwild configuration with
+the most workers on their own cores, when there is one (``hogwild_write_source`` says so).
 
 Read (copy) and update (apply) costs cannot be separated from the records: the timestamps
 bracket read, compute and update together.  They come from a **micro-measurement** of the
@@ -433,10 +436,14 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
     configs, pooled, handovers = [], [], []
     bursts: dict[bool, list[float]] = {True: [], False: []}  # lock runs / the others
     gap_estimates: dict[bool, list[float]] = {True: [], False: []}
+    hogwild_write: tuple[float, int] | None = None  # from the most workers on own cores
     for alg, workers in sorted({(r.algorithm, int(r.workers)) for r in sel.itertuples()}):
         ids = sorted(sel[(sel["algorithm"] == alg) & (sel["workers"] == workers)]["run_id"])
         entry, samples, burst, hand, gaps = _configuration(
-            res, ids, alg, workers, cores, n_params, cal_costs)
+            res, ids, alg, workers, cores, n_params, cal_costs,
+            write_hint=hogwild_write if alg == "hogwild" else None)
+        if alg == "hogwild" and not entry["oversubscribed"] and "hogwild_write_s" in entry:
+            hogwild_write = (float(entry["hogwild_write_s"]), workers)
         configs.append(entry)
         pooled.append(samples)
         bursts[alg == "lock"].extend(burst)
@@ -497,9 +504,10 @@ def _effective_cores(configs: list[dict[str, Any]], cores: int) -> int:
 
 
 def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_params: int,
-                   cal: dict[str, float]):
+                   cal: dict[str, float], write_hint: tuple[float, int] | None = None):
     """One configuration's entry, its pooled compute samples, bursts, hand-overs, and
-    time-slice estimates from the descheduled gaps."""
+    time-slice estimates from the descheduled gaps.  ``write_hint``: (Hogwild! write time,
+    its workers) from a configuration on its own cores, for an oversubscribed one."""
     costs = sim_timing_costs(alg, n_params, cal)
     per_worker: list[list[np.ndarray]] = [[] for _ in range(workers)]
     bursts: list[float] = []
@@ -564,7 +572,16 @@ def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_pa
     allc = np.concatenate(pw)
     tau = np.concatenate(taus)
     write = None
-    if alg == "hogwild" and workers > 1 and not over and tau.size:
+    write_source = ""
+    if alg == "hogwild" and over and write_hint is not None:
+        # time slicing decides τ here; the cores run `cores` workers at a time, which write
+        # into θ as fast (or as slowly) as the same number of workers on their own cores
+        write = max(write_hint[0], costs["update"])
+        write_source = f"from the m = {write_hint[1]} configuration on its own cores"
+        extra = write - costs["update"]
+        pw = [np.maximum(x - extra, 0.0) for x in pw]
+        allc = np.concatenate(pw)
+    elif alg == "hogwild" and workers > 1 and not over and tau.size:
         # The records bracket gradient and element-wise write together (no timestamp at the
         # claim), and under contention the write slows far beyond its micro-measured cost.
         # With m equal workers on their own cores and independent phases, the other m − 1
@@ -573,6 +590,7 @@ def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_pa
         cycle = float(allc.mean()) + costs["update"] + costs["cas"]
         share = float(np.clip(tau.mean() / (workers - 1), 0.05, 1.0))
         write = max((1.0 - share) * cycle, costs["update"])
+        write_source = f"from the measured E[τ] = {tau.mean():.3g} (window share {share:.3g})"
         extra = write - costs["update"]
         pw = [np.maximum(x - extra, 0.0) for x in pw]
         allc = np.concatenate(pw)
@@ -592,6 +610,7 @@ def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_pa
     }
     if write is not None:
         entry["hogwild_write_s"] = write
+        entry["hogwild_write_source"] = write_source
     if alg == "leashed":
         entry["leashed"] = {"failed_per_update": failed / max(n_applied, 1),
                             "dropped_share": dropped / max(n_applied + dropped, 1),

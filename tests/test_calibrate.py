@@ -4,6 +4,7 @@ the calibration branch of sim/run.py, ``stalesgd calibrate``)."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -320,3 +321,27 @@ def test_hogwild_write_share_from_mean_staleness(tmp_path):
                  progress=False).run()
     assert sim.summary["calibration_match"] == "exact"
     assert abs(float(np.mean(sim.updates["tau"])) - entry["mean_tau"]) < 0.15
+
+
+def test_oversubscribed_hogwild_borrows_the_write_time(tmp_path):
+    """With more workers than cores no window share can be read off τ; the cores still run
+    `cores` writers at a time, so the write time of the configuration on its own cores is
+    used (and taken out of the compute samples)."""
+    if len(os.sched_getaffinity(0)) not in (2, 3):
+        pytest.skip("needs a machine with 2 or 3 cores (2 workers own, 4 oversubscribed)")
+    exp = parse_experiment({
+        "name": "hog", "engine": "real", "seeds": [0], "workers": 2,
+        "problem": {"name": PROBLEM, "batch": 16}, "algorithm": {"name": "hogwild"},
+        "stop": {"updates": 4000}, "eval": {"every_updates": 2000},
+        "sweep": {"workers": [2, 4]},
+    })
+    folder = run_experiment(exp, out=tmp_path, progress=False, echo=lambda _m: None).folder
+    cal = calibrate(folder)
+    own, over = cal.configuration("hogwild", 2), cal.configuration("hogwild", 4)
+    assert over["oversubscribed"]  # 4 workers on this machine's cores
+    if own["oversubscribed"]:  # another process held a core: nothing to borrow
+        assert "hogwild_write_s" not in over
+        return
+    assert over["hogwild_write_s"] == own["hogwild_write_s"]
+    assert "m = 2" in over["hogwild_write_source"]
+    assert "E[τ]" in own["hogwild_write_source"]
