@@ -27,7 +27,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import special
 
 __all__ = [
     "FAMILIES",
@@ -66,6 +65,13 @@ _CMP_NATS = 40.0
 # Largest support the CMP normaliser may span; parameters that need more are
 # treated as infeasible by the optimiser (likelihood -inf).
 _CMP_MAX_SUPPORT = 4_000_000
+
+
+def _special():
+    """scipy.special, imported on first use: runs that fit no law never load it (~13 MB)."""
+    from scipy import special
+
+    return special
 
 
 # ----------------------------------------------------------------------------
@@ -262,7 +268,7 @@ def _cmp_terms(log_lam: float, nu: float) -> np.ndarray | None:
         if J > _CMP_MAX_SUPPORT:
             return None
         j = np.arange(J + 1, dtype=np.float64)
-        t = j * log_lam - nu * special.gammaln(j + 1.0)
+        t = j * log_lam - nu * _special().gammaln(j + 1.0)
         top = t.max()
         log_ratio = log_lam - nu * np.log(J + 1.0)  # log(term[J+1] / term[J])
         if log_ratio < 0:
@@ -283,13 +289,13 @@ def cmp_log_normalizer(log_lam: float, nu: float) -> float:
     t = _cmp_terms(float(log_lam), float(nu))
     if t is None:
         return float("inf")
-    return float(special.logsumexp(t))
+    return float(_special().logsumexp(t))
 
 
 def cmp_logpmf(k: np.ndarray | int, log_lam: float, nu: float) -> np.ndarray:
     """log P[T = k] under CMP(λ, ν): k·log λ − ν·log k! − log Z(λ, ν)."""
     kk = np.asarray(k, dtype=np.float64)
-    return kk * log_lam - nu * special.gammaln(kk + 1.0) - cmp_log_normalizer(log_lam, nu)
+    return kk * log_lam - nu * _special().gammaln(kk + 1.0) - cmp_log_normalizer(log_lam, nu)
 
 
 def cmp_pmf(tau_max: int, log_lam: float, nu: float) -> np.ndarray:
@@ -302,10 +308,10 @@ def _cmp_moments(log_lam: float, nu: float):
     t = _cmp_terms(log_lam, nu)
     if t is None:
         return None
-    log_z = special.logsumexp(t)
+    log_z = _special().logsumexp(t)
     w = np.exp(t - log_z)
     j = np.arange(t.size, dtype=np.float64)
-    lf = special.gammaln(j + 1.0)
+    lf = _special().gammaln(j + 1.0)
     e1 = float(np.dot(w, j))
     e2 = float(np.dot(w, lf))
     d1 = j - e1
@@ -413,7 +419,7 @@ def fit_poisson(counts: np.ndarray | Sequence[float]) -> Fit:
     c = _trim(_as_counts(counts))
     n, m, _ = _moments(c)
     t = np.arange(c.size, dtype=np.float64)
-    s_lf = float(np.dot(c, special.gammaln(t + 1.0)))
+    s_lf = float(np.dot(c, _special().gammaln(t + 1.0)))
     ll = (m * n * np.log(m) if m > 0 else 0.0) - n * m - s_lf
     return Fit(
         "poisson", {"lam": m}, float(ll), _aic(1, ll), 1, n, stderr={"lam": float(np.sqrt(m / n))}
@@ -486,7 +492,7 @@ def fit_cmp(counts: np.ndarray | Sequence[float]) -> Fit:
         )
     t = np.arange(c.size, dtype=np.float64)
     t1 = m
-    t2 = float(np.dot(c, special.gammaln(t + 1.0)) / n)
+    t2 = float(np.dot(c, _special().gammaln(t + 1.0)) / n)
     obj = _CmpObjective(t1, t2)
 
     starts = []
@@ -577,7 +583,7 @@ def fit_negbin(counts: np.ndarray | Sequence[float]) -> Fit:
     def dprofile(log_r: float) -> float:
         r = np.exp(log_r)
         return float(
-            np.dot(w, special.digamma(k + r) - special.digamma(r)) / n + np.log(r / (r + m))
+            np.dot(w, _special().digamma(k + r) - _special().digamma(r)) / n + np.log(r / (r + m))
         )
 
     # Moment estimate r = m² / (v − m) is a good bracket centre.
