@@ -11,6 +11,9 @@ calibration, and print
 * ``TV m=1`` and ``thr m=1``: the same for a *prediction* from the algorithm's m = 1
   calibration only (its compute model transferred to m workers, on the effective cores ``c``
   that the m-worker run got), where m > 1;
+* ``TV all`` and ``thr all``: the same for one calibration from *all* runs of the folder
+  (what ``[sim] calibration = "auto"`` in experiment files does): an oversubscribed Hogwild!
+  configuration then takes the contended write time of the configuration on its own cores;
 * ``c`` and ``eff``: the effective cores used by the simulation and the measured effective
   parallelism of the real run (CPU time of undisturbed cycles per second; below the machine's
   cores when other processes share it).
@@ -92,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     base: dict[str, Path] = {}
+    all_path = calibrate(outcome.folder, costs=costs).save(root / "cal-all.json")
     for run in res.runs.sort_values(["algorithm", "workers"]).itertuples():
         alg, m = run.algorithm, int(run.workers)
         real_up = res.updates[res.updates["run_id"] == run.run_id]
@@ -111,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                "mean_tau_sim": float(applied_tau(sim_up).mean()),
                "slice_ms": cal.data["time_slice"] * 1e3,
                "tv1": float("nan"), "ratio1": float("nan")}
+        up_all, _ = simulate(args.problem, args.batch, alg, m, args.updates, all_path)
+        row["tv_all"] = tv_distance(histogram(applied_tau(up_all)), h_real)
+        row["ratio_all"] = throughput(up_all) / thr_real
         if m > 1 and alg in base:
             # the m = 1 compute model, on the cores this run actually got
             up1, s1 = simulate(args.problem, args.batch, alg, m, args.updates, base[alg],
@@ -122,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     head = (f"{'alg':8s} {'m':>2s} {'c':>2s} {'eff':>4s} {'real upd/s':>10s} {'sim/real':>8s} "
             f"{'TV self':>7s} {'E[tau] real':>11s} {'E[tau] sim':>10s} {'slice ms':>8s} "
-            f"{'TV m=1':>7s} {'thr m=1':>7s}")
+            f"{'TV m=1':>7s} {'thr m=1':>7s} {'TV all':>7s} {'thr all':>7s}")
     print(f"problem {args.problem}, batch {args.batch}, {args.updates} updates per run; "
           f"results in {outcome.folder}")
     print(head)
@@ -131,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['alg']:8s} {r['m']:2d} {r['cores']:2d} {r['eff']:4.2f} {r['thr_real']:10.0f} "
               f"{r['ratio']:8.3f} {r['tv']:7.3f} {r['mean_tau_real']:11.2f} "
               f"{r['mean_tau_sim']:10.2f} {r['slice_ms']:8.2f} {r['tv1']:7.3f} "
-              f"{r['ratio1']:7.3f}")
+              f"{r['ratio1']:7.3f} {r['tv_all']:7.3f} {r['ratio_all']:7.3f}")
     return 0
 
 
