@@ -218,6 +218,14 @@ class RealRun:
         persistence = -1 if math.isinf(persistence) else int(persistence)
         calls = []
         grads = np.zeros((count, n_params), dtype=prob.model.dtype)
+        # elastic runs: workers own their private buffers (allocated while active, freed while
+        # parked; passed empty here); static runs preallocate them
+        owned = self.elastic and alg != "sync"
+        dtype = prob.model.dtype
+
+        def buffer() -> np.ndarray:
+            return np.zeros(0 if owned else n_params, dtype=dtype)
+
         for w in range(count):
             batch_idx = np.zeros(batch, dtype=np.int64)
             ws = prob.workspace(batch)
@@ -225,17 +233,16 @@ class RealRun:
             tail = (shared.ctrl, shared.tables, lr, n_max, t_origin, new_timespec())
             if alg == "leashed":
                 args = (prob.model.grad_kernel, w, self.seeds[w], shared.pool, shared.refs,
-                        *common, np.zeros(n_params, dtype=prob.model.dtype), ws, dims, *tail,
+                        *common, buffer(), ws, dims, *tail,
                         persistence, *shared.logs(), shared.log_attempts, *shared.drops)
                 calls.append((W.leashed_worker, args))
                 continue
             if alg == "sync":
                 fn, private, grad = W.sync_worker, grads, grads[w]
             elif alg == "hogwild":
-                fn, private, grad = W.hogwild_worker, shared.theta[:0], np.zeros_like(shared.theta)
+                fn, private, grad = W.hogwild_worker, shared.theta[:0], buffer()
             else:
-                fn, private = W.lock_worker, np.empty_like(shared.theta)
-                grad = np.zeros_like(shared.theta)
+                fn, private, grad = W.lock_worker, buffer(), buffer()
             args = (prob.model.grad_kernel, w, self.seeds[w], shared.theta, private, *common,
                     grad, ws, dims, *tail, *shared.logs())
             calls.append((fn, args))
@@ -247,9 +254,14 @@ class RealRun:
         lock/seq: θ plus each worker's private copy and gradient; hogwild: θ and
         a gradient per worker; sync: θ and the m gradients; leashed: the pool's
         high-water mark of buffers in use plus a gradient per worker.  The
-        monitor's snapshot is counted for all.
+        monitor's snapshot is counted for all.  Elastic runs: instead of a buffer set per
+        worker, the most bytes the workers held at once (parked workers free theirs).
         """
         nbytes = self.shared.theta.nbytes
+        if self.elastic and self.spec.algorithm.name != "sync":
+            held = int(self.shared.ctrl[W.C_WORKER_BYTES_HIGH])
+            pool = int(self.shared.ctrl[W.C_HIGH_WATER]) if self.leashed else 1
+            return nbytes * pool + held + self.snapshot.nbytes
         if self.leashed:
             high = int(self.shared.ctrl[W.C_HIGH_WATER])
             return nbytes * (high + self.m) + self.snapshot.nbytes

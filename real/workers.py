@@ -55,7 +55,9 @@ C_BARRIER_COUNT = 5 * _LINE
 C_BARRIER_GEN = 6 * _LINE
 C_ACTIVE = 7 * _LINE
 C_SYNC_DONE = 8 * _LINE
-N_CTRL = 9 * _LINE
+C_WORKER_BYTES = 9 * _LINE  # bytes of worker-owned parameter buffers held now (elastic runs)
+C_WORKER_BYTES_HIGH = 10 * _LINE  # ... and their high-water mark
+N_CTRL = 11 * _LINE
 
 
 #: ``ctrl[C_ACTIVE]`` when every worker runs (no elastic control)
@@ -104,6 +106,23 @@ def _new_nap() -> np.ndarray:
 
 
 @njit(nogil=True)
+def _count_buffer_bytes(ctrl: np.ndarray, nbytes: int) -> None:
+    """Add ``nbytes`` (negative: freed) to the worker-buffer bytes held and raise their
+    high-water mark if it was passed."""
+    now = atomic_add(ctrl, C_WORKER_BYTES, nbytes) + nbytes
+    high = atomic_load(ctrl, C_WORKER_BYTES_HIGH)
+    while now > high:
+        if atomic_cas(ctrl, C_WORKER_BYTES_HIGH, high, now) == high:
+            break
+        high = atomic_load(ctrl, C_WORKER_BYTES_HIGH)
+
+
+# Elastic runs: a worker whose private buffers arrive empty (length 0) owns them: it allocates
+# them when it becomes active and frees them when it is parked, so parked workers hold no
+# parameter-sized memory; ctrl[C_WORKER_BYTES_HIGH] records the most held at once.
+
+
+@njit(nogil=True)
 def _draw_batch(batch_idx: np.ndarray, n_rows: int) -> None:
     """Fill ``batch_idx`` with rows drawn uniformly with replacement."""
     for i in range(batch_idx.shape[0]):
@@ -142,16 +161,26 @@ def lock_worker(kernel, worker, seed, theta, local, X, y, batch_idx, grad, ws, d
     apply under the lock (τ = v − t0, θ ← θ − η(τ) g, v += 1).
 
     With one worker this is also ``seq`` (the lock is then never contended but
-    keeps the monitor's snapshots consistent).
+    keeps the monitor's snapshots consistent).  Empty ``local``/``grad``: the worker owns
+    them (allocated while active, freed while parked; elastic runs).
     """
     np.random.seed(seed)
     n_rows = n_examples(X)
     n_params = theta.shape[0]
+    owned = local.shape[0] == 0
     nap = _new_nap()
     while atomic_load(ctrl, C_STOP) == 0:
         if worker >= atomic_load(ctrl, C_ACTIVE):
+            if owned and local.shape[0] > 0:
+                _count_buffer_bytes(ctrl, -(local.nbytes + grad.nbytes))
+                local = np.empty(0, dtype=theta.dtype)
+                grad = np.empty(0, dtype=theta.dtype)
             park_while_inactive(ctrl, worker, nap)
             continue
+        if owned and local.shape[0] == 0:
+            local = np.empty(n_params, dtype=theta.dtype)
+            grad = np.zeros(n_params, dtype=theta.dtype)
+            _count_buffer_bytes(ctrl, local.nbytes + grad.nbytes)
         _draw_batch(batch_idx, n_rows)
         spin_lock_acquire(ctrl, C_LOCK)
         t_read = monotonic_now(timespec) - t_origin
@@ -189,16 +218,24 @@ def hogwild_worker(kernel, worker, seed, theta, local, X, y, batch_idx, grad, ws
     """Hogwild!: no lock; the gradient is computed on θ in place (reads may be
     inconsistent), t0 is an atomic read of v, the update index comes from an
     atomic fetch-add of v and the update is applied element-wise (lost
-    element updates are possible, as in the original).  ``local`` is unused.
+    element updates are possible, as in the original).  ``local`` is unused.  An empty
+    ``grad``: the worker owns it (allocated while active, freed while parked).
     """
     np.random.seed(seed)
     n_rows = n_examples(X)
     n_params = theta.shape[0]
+    owned = grad.shape[0] == 0
     nap = _new_nap()
     while atomic_load(ctrl, C_STOP) == 0:
         if worker >= atomic_load(ctrl, C_ACTIVE):
+            if owned and grad.shape[0] > 0:
+                _count_buffer_bytes(ctrl, -grad.nbytes)
+                grad = np.empty(0, dtype=theta.dtype)
             park_while_inactive(ctrl, worker, nap)
             continue
+        if owned and grad.shape[0] == 0:
+            grad = np.zeros(n_params, dtype=theta.dtype)
+            _count_buffer_bytes(ctrl, grad.nbytes)
         _draw_batch(batch_idx, n_rows)
         t_read = monotonic_now(timespec) - t_origin
         t0 = atomic_load(ctrl, C_VERSION)
@@ -316,14 +353,14 @@ def snapshot_racy(theta: np.ndarray, out: np.ndarray, ctrl: np.ndarray) -> int:
 # written; the publish itself holds one reference, dropped when a newer
 # vector replaces it.
 
-C_LATEST = 9 * _LINE
-C_IN_USE = 10 * _LINE
-C_HIGH_WATER = 11 * _LINE
-C_FAILED = 12 * _LINE
-C_DROPPED = 13 * _LINE
-C_SUCCESS_TRIES = 14 * _LINE
-C_FAILED_AT_STOP = 15 * _LINE  # failed publishes of gradients still retrying when the run ended
-N_CTRL_LEASHED = 16 * _LINE
+C_LATEST = 11 * _LINE
+C_IN_USE = 12 * _LINE
+C_HIGH_WATER = 13 * _LINE
+C_FAILED = 14 * _LINE
+C_DROPPED = 15 * _LINE
+C_SUCCESS_TRIES = 16 * _LINE
+C_FAILED_AT_STOP = 17 * _LINE  # failed publishes of gradients still retrying when the run ended
+N_CTRL_LEASHED = 18 * _LINE
 
 
 def new_leashed_control(pool_size: int) -> np.ndarray:
@@ -394,17 +431,25 @@ def leashed_worker(kernel, worker, seed, pool, refs, X, y, batch_idx, grad, ws, 
 
     ``persistence`` < 0 means unbounded.  Successful updates are logged at row
     k = t1; dropped gradients in the ``drop_*`` log at a row taken from the
-    dropped counter.
+    dropped counter.  An empty ``grad``: the worker owns it (allocated while active, freed
+    while parked).
     """
     np.random.seed(seed)
     n_rows = n_examples(X)
     pool_size = pool.shape[0]
     n_params = pool.shape[1]
+    owned = grad.shape[0] == 0
     nap = _new_nap()
     while atomic_load(ctrl, C_STOP) == 0:
-        if worker >= atomic_load(ctrl, C_ACTIVE):  # parked workers hold no buffer
+        if worker >= atomic_load(ctrl, C_ACTIVE):  # parked workers hold no pool buffer
+            if owned and grad.shape[0] > 0:
+                _count_buffer_bytes(ctrl, -grad.nbytes)
+                grad = np.empty(0, dtype=pool.dtype)
             park_while_inactive(ctrl, worker, nap)
             continue
+        if owned and grad.shape[0] == 0:
+            grad = np.zeros(n_params, dtype=pool.dtype)
+            _count_buffer_bytes(ctrl, grad.nbytes)
         _draw_batch(batch_idx, n_rows)
         t_read = monotonic_now(timespec) - t_origin
         p0 = acquire_latest(refs, ctrl, pool_size)

@@ -54,8 +54,10 @@ def default_tau_max(workers: int) -> int:
 
 def _param_bytes(algorithm: str, theta_nbytes: int, workers: int) -> int | None:
     """Parameter-buffer bytes the *real* engine would hold for this algorithm (its formula):
-    θ, each worker's private copy and/or gradient, and the monitor's snapshot.  ``leashed``:
-    None, because the pool's high-water mark is not modelled by the simulator."""
+    θ, each worker's private copy and/or gradient, and the monitor's snapshot.  ``workers``:
+    the most workers active at once (in elastic runs parked workers free their buffers, as
+    in the real engine).  ``leashed``: None, because the pool's high-water mark is not
+    modelled by the simulator."""
     if algorithm == "leashed":
         return None
     per_worker = {"seq": 2, "lock": 2, "hogwild": 1, "sync": 1}[algorithm]
@@ -157,6 +159,14 @@ class SimRun:
             scratch.update(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))
         return hook
 
+    def _most_active(self) -> int:
+        """The most workers active at once: all of them, or the highest level an elastic
+        controller set."""
+        if self.controller is None:
+            return self.m
+        levels = self.controller.trace_columns()["m"]
+        return int(levels.max()) if levels.size else self.m
+
     # ------------------------------------------------------------------ the run
     def run(self) -> RunRecord:
         """Simulate to a stop rule and return the record (partial if interrupted)."""
@@ -219,7 +229,8 @@ class SimRun:
         theta_nbytes = n_params_bytes(self.problem)
         attempts = updates["attempts"]
         summary.update(
-            peak_param_bytes=_param_bytes(spec.algorithm.name, theta_nbytes, self.m),
+            peak_param_bytes=_param_bytes(spec.algorithm.name, theta_nbytes,
+                                          self._most_active()),
             peak_rss_bytes=None,  # the simulated machine's RSS is not modelled
             stop_reason=reason,
             worker_seeds=",".join(str(s) for s in worker_seeds(spec.seed, self.m)),

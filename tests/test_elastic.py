@@ -360,3 +360,45 @@ options = {steps = [[0, 8], [100, 2]], ramp = true}
         loads_experiment(text.replace("[controller]", "[controller]\ncolour = 1"))
     with pytest.raises(ExperimentError, match="asynchronous algorithm"):
         loads_experiment(text.replace('name = "hogwild"', 'name = "sync"'))
+
+
+# --- memory: parked workers free their parameter buffers -------------------------------------
+
+
+@pytest.mark.parametrize("algorithm,per_worker", [("lock", 2), ("hogwild", 1), ("leashed", 1)])
+def test_real_parked_workers_free_their_buffers(algorithm, per_worker):
+    """With at most 2 of 8 workers active, only 2 workers' buffers are ever held at once;
+    the static run holds all 8.  Bytes are counted by the workers as they allocate and free
+    (so a worker that kept its buffers while parked would show up here)."""
+    from stalesgd.real import workers as W
+    from stalesgd.real.engine import RealRun
+
+    steps = {"steps": [[0, 2], [20_000, 1], [45_000, 2], [65_000, 1]]}
+    elastic = RealRun(_real_spec(algorithm, 8, "schedule", steps, updates=90_000),
+                      progress=False)
+    rec = elastic.run()
+    assert rec.control["m"].tolist() == [2, 1, 2, 1]
+    theta = elastic.shared.theta.nbytes
+    held = int(elastic.shared.ctrl[W.C_WORKER_BYTES_HIGH])
+    assert held == 2 * per_worker * theta
+    # the run ended at m = 1: worker 1, parked, gave its buffers back
+    assert int(elastic.shared.ctrl[W.C_WORKER_BYTES]) == per_worker * theta
+    static = RealRun(_real_spec(algorithm, 8, "static", {}, updates=5_000), progress=False)
+    srec = static.run()
+    assert int(static.shared.ctrl[W.C_WORKER_BYTES_HIGH]) == 0  # preallocated, not owned
+    assert rec.summary["peak_param_bytes"] < srec.summary["peak_param_bytes"]
+    if algorithm != "leashed":  # (leashed adds its measured pool high-water)
+        assert rec.summary["peak_param_bytes"] == theta * (2 + 2 * per_worker)
+        assert srec.summary["peak_param_bytes"] == theta * (2 + 8 * per_worker)
+
+
+def test_sim_elastic_param_bytes_follow_the_most_active_workers():
+    from stalesgd.sim.run import SimRun
+
+    steps = {"steps": [[0, 3], [2_000, 5], [4_000, 2]]}
+    rec = SimRun(_sim_spec("schedule", steps, workers=16, updates=6_000, timing_only=True),
+                 progress=False).run()
+    full = SimRun(_sim_spec("static", {}, workers=16, updates=6_000, timing_only=True),
+                  progress=False).run()
+    theta = full.summary["peak_param_bytes"] // (2 + 2 * 16)
+    assert rec.summary["peak_param_bytes"] == theta * (2 + 2 * 5)
