@@ -19,7 +19,7 @@ FILES = sorted((ROOT / "bench" / "experiments").glob("*.toml"))
 REPRODUCTIONS = ("leashed-vs-lock-hogwild", "tail-vs-baselines", "less-is-more")
 # the files of the results page's experiments (other experiment files live beside them)
 REPRO_FILES = [p for p in FILES if p.stem.removesuffix("_small").replace("_", "-")
-               in (*REPRODUCTIONS, "less-is-more-mlp")]
+               in (*REPRODUCTIONS, "less-is-more-mlp", "leashed-vs-lock-hogwild-cnn")]
 
 
 def _results_page():
