@@ -219,9 +219,17 @@ def run_torch_hogwild(workers: int, hidden: Sequence[int], batch: int, lr: float
         for p in procs:
             p.start()
         try:
+            # θ_0 is evaluated before the workers pass the barrier: afterwards they update the
+            # shared model at once, and with more workers than cores the parent may be
+            # descheduled before its first snapshot (seen: 4 workers on 2 cores)
+            torch_to_flat(problem, model, snapshot)
+            with np.errstate(all="ignore"):
+                loss0, acc0 = problem.evaluate(snapshot, "test", eval_rows)
             barrier.wait(timeout=300)
             t_origin = time.perf_counter()
-            evaluate(t_origin)
+            for key, v in zip(("t", "k", "loss", "accuracy"), (0.0, 0, loss0, acc0),
+                              strict=True):
+                evals[key].append(v)
             next_t = eval_every_seconds or math.inf
             next_k = eval_every_updates or math.inf
             while any(p.is_alive() for p in procs):
