@@ -13,7 +13,9 @@ same float arithmetic for the instants); only the bookkeeping is cheaper:
   taken at once by its longest waiter, and the releasing worker takes it again for its
   read without waiting (barging), so a worker that arrives after its compute gets the
   lock at ``max(arrival, busy_until)`` and keeps it for its update and its next read.
-  One event per update (the arrival), no lock events at all;
+  One event per update (the arrival), no lock events at all.  Without a hook, or with a
+  plain replay and a fixed step-size table, this loop runs compiled
+  (:mod:`stalesgd.sim.fastlock`, same records; :data:`COMPILED_LOCK`);
 * ``hogwild`` and ``leashed`` look up the version a worker saw at an instant without an
   event at that instant: claims/publishes happen in time order, so ``v`` at time ``t``
   is the number of them at times ``<= t`` (a bisection).  One event per update
@@ -40,6 +42,11 @@ if TYPE_CHECKING:
 __all__ = ["FAST_ALGORITHMS", "fast_path_blocker", "run_fast"]
 
 FAST_ALGORITHMS = ("seq", "hogwild", "lock", "leashed")
+
+#: run ``lock`` in the compiled loop of :mod:`~stalesgd.sim.fastlock` when no hook method
+#: has to be called per update (timing only, or a plain replay with a fixed step-size
+#: table); the Python loop :func:`_lock` gives the same records and serves the other hooks
+COMPILED_LOCK = True
 
 
 def fast_path_blocker(sim: Simulation, controller: object | None) -> str | None:
@@ -77,9 +84,12 @@ def run_fast(sim: Simulation, seconds: float) -> None:
     rows = _Rows()
     state = _State()
     body = {"lock": _lock, "hogwild": _hogwild, "seq": _hogwild, "leashed": _leashed}
-    inline = getattr(sim.hook, "inline", None)
-    if sim.algorithm == "lock" and inline is not None and inline() is not None:
-        body["lock"] = _lock_inline
+    if sim.algorithm == "lock" and COMPILED_LOCK:
+        inline = getattr(sim.hook, "inline", None)
+        if sim.hook is None or (inline is not None and inline() is not None):
+            from .fastlock import run_lock_compiled
+
+            body["lock"] = run_lock_compiled
     try:
         body[sim.algorithm](sim, state, rows, seconds)
     except KeyboardInterrupt:
@@ -108,8 +118,9 @@ def _streams(sim: Simulation) -> tuple[list, list, list]:
     return comp, rd, upd
 
 
-def _stop_at_seconds(sim: Simulation, rows: _Rows, seconds: float, state: _State) -> None:
-    sim.log.n = len(rows.k)
+def _stop_at_seconds(sim: Simulation, rows: _Rows, seconds: float, state: _State,
+                     n: int | None = None) -> None:
+    sim.log.n = len(rows.k) if n is None else n
     state.now = seconds
     sim.env._now = seconds
     sim.stop()
@@ -452,121 +463,3 @@ def _check_active(sim: Simulation) -> None:
             "set_active was called during a fast-path run; elastic control needs the SimPy "
             "model (pass a controller to Simulation.run)"
         )
-
-
-
-def _lock_inline(sim: Simulation, state: _State, rows: _Rows, seconds: float) -> None:
-    """``lock`` with a batched replay hook written into its buffers directly.
-
-    The same loop as :func:`_lock` with the hook's ``read``/``apply`` inlined as
-    :meth:`~stalesgd.sim.replay.NumericReplay.inline` describes (no per-update method
-    calls); the numerics run in the hook's batched flushes, in the same order.
-    """
-    from .replay import FLUSH_OPS
-
-    env, hook, log = sim.env, sim.hook, sim.log
-    m = sim.workers
-    comp, rd, upd = _streams(sim)
-    ops, etas, reads, eta_table = hook.inline()
-    last = len(eta_table) - 1
-    op, eta_add, read_add = ops.append, etas.append, reads.append
-    ak, aw, atr, ata, atau, aeta = (rows.k.append, rows.worker.append, rows.t_read.append,
-                                    rows.t_apply.append, rows.tau.append, rows.eta.append)
-    t_read = [0.0] * m
-    t0s = [0] * m
-    heap: list[tuple[float, int, int]] = []
-    seq = count()
-    busy = -math.inf
-    busy_seq = -1
-    contended = 0
-    acquisitions = 0
-    v = 0
-    stop_t = None
-    for w in range(m):
-        acquisitions += 1
-        acq = 0.0
-        if acq < busy:
-            contended += 1
-            acq = busy
-        t_read[w] = acq
-        if acq < seconds:
-            op(w << 1)
-            read_add((0, acq, 0))
-        r = next(rd[w])
-        busy = acq + r
-        busy_seq = next(seq)
-        heap.append((acq + (r + next(comp[w])), busy_seq, w))
-    heapify(heap)
-    next_check = sim._next_check
-    next_eval = hook.next_eval_k
-    n = 0
-    while True:
-        t, s, w = heap[0]
-        if t >= seconds:
-            _stop_at_seconds(sim, rows, seconds, state)
-            break
-        acquisitions += 1
-        if t < busy:
-            contended += 1
-            acq = busy
-        else:
-            if t == busy and s < busy_seq:
-                contended += 1
-            acq = t
-        ta = acq + next(upd[w])
-        if ta >= seconds:
-            contended += sum(1 for e in heap if e[2] != w and e[0] < seconds)
-            _stop_at_seconds(sim, rows, seconds, state)
-            break
-        k = v
-        v = k + 1
-        tau = k - t0s[w]
-        sim.v = v
-        eta = eta_table[tau if tau < last else last]
-        op((w << 1) | 1)
-        eta_add(eta)
-        if v >= next_eval:
-            env._now = ta
-            log.n = n
-            hook.eval_due(v)
-            next_eval = hook.next_eval_k
-            if sim._rows_at_stop is not None and sim._rows_at_stop <= n:
-                eta = math.nan  # stopped before this update (a buffered read diverged)
-        ak(k)
-        aw(w)
-        atr(t_read[w])
-        ata(ta)
-        atau(tau)
-        aeta(eta)
-        n += 1
-        if v >= next_check:
-            env._now = ta
-            log.n = n
-            sim._check()
-            next_check = sim._next_check
-            _check_active(sim)
-        if sim._rows_at_stop is not None:
-            stop_t = ta
-            break
-        acquisitions += 1
-        t_read[w] = ta
-        t0s[w] = v
-        op(w << 1)
-        read_add((n, ta, 0))
-        if len(ops) >= FLUSH_OPS:
-            env._now = ta
-            log.n = n
-            hook.flush()
-            if sim._rows_at_stop is not None:
-                stop_t = ta
-                break
-        r = next(rd[w])
-        busy = ta + r
-        s = next(seq)
-        busy_seq = -1 if ta == t and r == 0.0 else s
-        heapreplace(heap, (ta + (r + next(comp[w])), s, w))
-    if stop_t is not None:
-        state.now = stop_t
-        contended += sum(1 for e in heap if e[2] != w and e[0] < stop_t)
-    sim.lock.contended = contended
-    sim.lock.acquisitions = acquisitions

@@ -329,6 +329,26 @@ class Sampler:
         chunks = iter(lambda: timing.sample_n(rng, chunk).tolist(), None)
         return itertools.chain(head, itertools.chain.from_iterable(chunks))
 
+    def chunks(self) -> Iterator[np.ndarray]:
+        """The same durations as :meth:`stream`, as float64 arrays (for compiled loops).
+
+        Concatenated, the arrays are the values :meth:`next` calls would give; like
+        :meth:`stream` the iterator takes over the sampler's buffer and generator.
+        """
+        chunk = self._chunk
+        if self.const is not None:
+            block = np.full(chunk, self.const, dtype=np.float64)
+            return itertools.repeat(block)
+        head = np.asarray(self._buf[self._i:], dtype=np.float64)
+        self._buf, self._i = [], 0
+        timing, rng = self._timing, self._rng
+
+        def rest() -> Iterator[np.ndarray]:
+            while True:
+                yield np.asarray(timing.sample_n(rng, chunk), dtype=np.float64)
+
+        return itertools.chain([head] if head.size else [], rest())
+
 
 def as_timings(spec: str | float | Timing | Sequence[str | float | Timing], n: int) -> list[Timing]:
     """One timing model per worker: a single spec is shared, a sequence must have ``n`` items."""
