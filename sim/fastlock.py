@@ -82,7 +82,8 @@ def _lock_loop(ist, fst, t_read, t0s, ev_t, ev_s, buf, pos, length,
             if t >= seconds:
                 code = _STOP_TIME
                 break
-            if (pos[_COMPUTE, w] >= length[_COMPUTE, w] or pos[_READ_TIME, w] >= length[_READ_TIME, w]
+            if (pos[_COMPUTE, w] >= length[_COMPUTE, w]
+                    or pos[_READ_TIME, w] >= length[_READ_TIME, w]
                     or pos[_UPDATE, w] >= length[_UPDATE, w]):
                 code = _REFILL
                 break
