@@ -15,11 +15,13 @@ same float arithmetic for the instants); only the bookkeeping is cheaper:
   lock at ``max(arrival, busy_until)`` and keeps it for its update and its next read.
   One event per update (the arrival), no lock events at all.  Without a hook, or with a
   plain replay and a fixed step-size table, this loop runs compiled
-  (:mod:`stalesgd.sim.fastlock`, same records; :data:`COMPILED_LOCK`);
+  (:mod:`stalesgd.sim.fastlock`, same records; :data:`COMPILED_LOOPS`);
 * ``hogwild`` and ``leashed`` look up the version a worker saw at an instant without an
   event at that instant: claims/publishes happen in time order, so ``v`` at time ``t``
   is the number of them at times ``<= t`` (a bisection).  One event per update
-  (``leashed``: per publish attempt).  With a replay hook, ``hogwild`` reads are real
+  (``leashed``: per publish attempt); compiled like ``lock``
+  (:mod:`stalesgd.sim.fasthogwild`, :mod:`stalesgd.sim.fastleashed`).  With a replay
+  hook, ``hogwild`` reads are real
   events so that the hook sees θ at the read.
 
 Rows are collected in Python lists and written to the :class:`UpdateLog` at the end
@@ -43,10 +45,11 @@ __all__ = ["FAST_ALGORITHMS", "fast_path_blocker", "run_fast"]
 
 FAST_ALGORITHMS = ("seq", "hogwild", "lock", "leashed")
 
-#: run ``lock`` in the compiled loop of :mod:`~stalesgd.sim.fastlock` when no hook method
-#: has to be called per update (timing only, or a plain replay with a fixed step-size
-#: table); the Python loop :func:`_lock` gives the same records and serves the other hooks
-COMPILED_LOCK = True
+#: run the compiled loops (:mod:`~stalesgd.sim.fastlock`, :mod:`~stalesgd.sim.fasthogwild`,
+#: :mod:`~stalesgd.sim.fastleashed`) when no hook method has to be called per update
+#: (timing only, or a plain replay with a fixed step-size table); the Python loops below
+#: give the same records and serve the other hooks (e.g. an online step-size rule)
+COMPILED_LOOPS = True
 
 
 def fast_path_blocker(sim: Simulation, controller: object | None) -> str | None:
@@ -84,12 +87,15 @@ def run_fast(sim: Simulation, seconds: float) -> None:
     rows = _Rows()
     state = _State()
     body = {"lock": _lock, "hogwild": _hogwild, "seq": _hogwild, "leashed": _leashed}
-    if sim.algorithm == "lock" and COMPILED_LOCK:
+    if COMPILED_LOOPS:
         inline = getattr(sim.hook, "inline", None)
         if sim.hook is None or (inline is not None and inline() is not None):
+            from .fasthogwild import run_hogwild_compiled
+            from .fastleashed import run_leashed_compiled
             from .fastlock import run_lock_compiled
 
-            body["lock"] = run_lock_compiled
+            body = {"lock": run_lock_compiled, "hogwild": run_hogwild_compiled,
+                    "seq": run_hogwild_compiled, "leashed": run_leashed_compiled}
     try:
         body[sim.algorithm](sim, state, rows, seconds)
     except KeyboardInterrupt:

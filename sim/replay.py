@@ -537,7 +537,8 @@ class NumericReplay(ReplayHook):
         when calls must go through the methods (an online step-size rule is being fed).
         """
         cls = type(self)
-        if self.step._feeding or cls.read is not _PLAIN_READ or cls.apply is not _PLAIN_APPLY:
+        if (self.step._feeding or cls.read is not _PLAIN_READ or cls.apply is not _PLAIN_APPLY
+                or cls.drop is not ReplayHook.drop):
             return None  # (a subclass or a patch that changes read/apply gets its calls)
         return self._ops, self._etas, self._reads, self.step.eta_list
 

@@ -1,0 +1,134 @@
+"""What the compiled fast-path loops share: duration buffers, row buffers, replay ops.
+
+The compiled loops (:mod:`~stalesgd.sim.fastlock`, :mod:`~stalesgd.sim.fastleashed`) run
+the model of :mod:`~stalesgd.sim.fastpath` without a Python step per update.  They read
+durations from per-worker arrays, write rows to preallocated arrays and record a plain
+replay's reads and applies as op codes; this module keeps those arrays and moves their
+contents to where the rest of the simulator expects them (the samplers' streams, the
+:class:`~stalesgd.sim.fastpath._Rows`, the replay's buffers).
+"""
+
+from __future__ import annotations
+
+from itertools import repeat
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .fastpath import _Rows
+    from .model import Simulation
+
+# why a compiled loop returned
+STOP_TIME, CALLBACK, FLUSH, REFILL, ROWS_FULL, GROW = 0, 1, 2, 3, 4, 5
+# duration kinds (first axis of the buffers), as the samplers are ordered
+COMPUTE, READ_TIME, UPDATE = 0, 1, 2
+
+#: rows buffered before they are handed back to Python
+ROW_CHUNK = 1 << 16
+
+_COLUMNS = ("k", "worker", "t_read", "t_apply", "tau", "eta", "attempts", "dropped")
+
+
+class Durations:
+    """Per-worker buffers of compute, read and update durations, refilled chunk by chunk
+    with exactly the values the samplers' streams would give, in the same order."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self._chunks = [[s.chunks() for s in per_worker] for per_worker in sim._samplers]
+        m = len(self._chunks)
+        first = [[next(it) for it in per_worker] for per_worker in self._chunks]
+        width = max(c.shape[0] for per_worker in first for c in per_worker)
+        self._width = max(width, max(s._chunk for pw in sim._samplers for s in pw))
+        self.buf = np.zeros((3, m, self._width))
+        self.pos = np.zeros((3, m), dtype=np.int64)
+        self.length = np.zeros((3, m), dtype=np.int64)
+        for w, per_worker in enumerate(first):
+            for kind, chunk in enumerate(per_worker):
+                self._put(kind, w, chunk)
+
+    def _put(self, kind: int, w: int, chunk: np.ndarray) -> None:
+        size = chunk.shape[0]
+        if size > self._width:  # (a sampler's chunk never grows, but stay correct if it did)
+            wider = np.zeros((3, self.buf.shape[1], size))
+            wider[:, :, : self._width] = self.buf
+            self.buf, self._width = wider, size
+        self.buf[kind, w, :size] = chunk
+        self.pos[kind, w] = 0
+        self.length[kind, w] = size
+
+    def next(self, kind: int, w: int) -> float:
+        """One duration, taken in Python (the workers' first steps at t = 0)."""
+        if self.pos[kind, w] >= self.length[kind, w]:
+            self.refill(w)
+        x = float(self.buf[kind, w, self.pos[kind, w]])
+        self.pos[kind, w] += 1
+        return x
+
+    def refill(self, w: int) -> None:
+        """Refill worker ``w``'s exhausted buffers (the others keep their values)."""
+        for kind in range(3):
+            while self.pos[kind, w] >= self.length[kind, w]:
+                self._put(kind, w, next(self._chunks[w][kind]))
+
+
+class Buffers:
+    """The row arrays and (with a hook) the replay's op arrays a compiled loop fills.
+
+    ``n_rows`` (the int state slot the loop counts its rows in) is reset by
+    :meth:`drain_rows`; :attr:`rowbase` is the number of rows handed over before, so the
+    run's row count is ``rowbase + state[n_rows]``.
+    """
+
+    def __init__(self, hooked: bool, flush_ops: int, attempts: bool = False) -> None:
+        self.r_k = np.empty(ROW_CHUNK, np.int64)
+        self.r_w = np.empty(ROW_CHUNK, np.int64)
+        self.r_tr = np.empty(ROW_CHUNK)
+        self.r_ta = np.empty(ROW_CHUNK)
+        self.r_tau = np.empty(ROW_CHUNK, np.int64)
+        self.r_eta = np.empty(ROW_CHUNK)
+        size = 1 if attempts else 0
+        self.r_att = np.empty(ROW_CHUNK if attempts else 1, np.int64)
+        self.r_drop = np.empty(ROW_CHUNK if attempts else 1, np.bool_)
+        self._arrays = (self.r_k, self.r_w, self.r_tr, self.r_ta, self.r_tau, self.r_eta,
+                        self.r_att, self.r_drop)[: 6 + 2 * size]
+        size = flush_ops + 4 if hooked else 1
+        self.ops = np.empty(size, np.int64)
+        self.op_eta = np.empty(size)
+        self.rd_n = np.empty(size, np.int64)
+        self.rd_t = np.empty(size)
+        self.rowbase = 0
+        self._parts: list[list[np.ndarray]] = [[] for _ in self._arrays]
+
+    def drain_rows(self, state: np.ndarray, n_rows: int) -> None:
+        """Move the rows written so far out of the buffers (copies); reset the count."""
+        n = int(state[n_rows])
+        if n:
+            for parts, arr in zip(self._parts, self._arrays, strict=True):
+                parts.append(arr[:n].copy())
+        self.rowbase += n
+        state[n_rows] = 0
+
+    def into(self, rows: _Rows) -> None:
+        """Hand the rows over to ``rows`` as whole columns."""
+        for name, parts in zip(_COLUMNS, self._parts, strict=False):
+            setattr(rows, name, np.concatenate(parts) if parts else [])
+
+    def push_ops(self, hook: object, state: np.ndarray, n_ops: int, n_reads: int) -> None:
+        """Append the reads and applies the loop recorded to the replay's own buffers
+        (read positions made absolute: rows of the run, not of the row buffer)."""
+        k_ops, k_reads = int(state[n_ops]), int(state[n_reads])
+        if k_ops:
+            codes = self.ops[:k_ops]
+            hook._ops.extend(codes.tolist())
+            hook._etas.extend(self.op_eta[:k_ops][(codes & 1) == 1].tolist())
+            at = (self.rd_n[:k_reads] + self.rowbase).tolist()
+            hook._reads.extend(zip(at, self.rd_t[:k_reads].tolist(), repeat(0)))
+        state[n_ops] = state[n_reads] = 0
+
+
+def grown(arr: np.ndarray) -> np.ndarray:
+    """``arr`` in an array twice its size (for the loops' growing time lists)."""
+    out = np.empty(2 * arr.shape[0], arr.dtype)
+    out[: arr.shape[0]] = arr
+    return out

@@ -1,0 +1,266 @@
+"""The fast path's Hogwild! (and ``seq``) loop, compiled: claims without a Python step each.
+
+The same model as :func:`~stalesgd.sim.fastpath._hogwild` (which stays for hooks whose
+methods must be called): a worker copies θ, computes, claims the next version with a
+fetch-and-add and writes its update element by element, which takes the update time.
+Without a replay the version a copy saw is looked up in the claim times (a bisection);
+with one, a copy that starts after an update that took time is an event of its own, so
+the replay reads θ at that instant.  Same draws from the same per-worker streams, same
+float arithmetic and same event order (time, then scheduling sequence number) as the
+Python loop: the records are equal bit for bit.  How the loop returns to Python and
+resumes is described in :mod:`stalesgd.sim.fastlock`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numba import njit
+
+from .fastbuffers import (
+    CALLBACK,
+    COMPUTE,
+    FLUSH,
+    GROW,
+    READ_TIME,
+    REFILL,
+    ROWS_FULL,
+    STOP_TIME,
+    UPDATE,
+    Buffers,
+    Durations,
+    grown,
+)
+from .fastleashed import _bisect_right
+
+if TYPE_CHECKING:
+    from .fastpath import _Rows, _State
+    from .model import Simulation
+
+__all__ = ["run_hogwild_compiled"]
+
+# where the loop resumes: pick the next event / after a logged update / schedule the claim
+_PICK, _AFTER, _DRAW = 0, 1, 2
+# slots of the integer state
+(_V, _N, _SEQ, _N_OPS, _N_READS, _PHASE, _W, _FLUSH_AT, _HOOKED, _N_INT) = range(10)
+# slots of the float state
+_T, _BASE, _CAS, _NEXT_EVAL, _NEXT_CHECK, _SECONDS, _N_FLOAT = range(7)
+
+#: claim times kept at first (the array doubles when full)
+CLAIMS_START = 1 << 12
+
+
+@njit(nogil=True)
+def _hogwild_loop(ist, fst, t_read, t0s, lo, pend_u, ev_t, ev_s, ev_read, claims, buf, pos,
+                  length, r_k, r_w, r_tr, r_ta, r_tau, r_eta, ops, op_eta, rd_n, rd_t,
+                  eta_table):
+    """Advance the Hogwild! model until Python is needed; returns why (``STOP_TIME`` …)."""
+    m = t_read.shape[0]
+    last = eta_table.shape[0] - 1
+    hooked = ist[_HOOKED] != 0
+    v, n, seq = ist[_V], ist[_N], ist[_SEQ]
+    n_ops, n_reads, phase, w, flush_at = (ist[_N_OPS], ist[_N_READS], ist[_PHASE], ist[_W],
+                                          ist[_FLUSH_AT])
+    t, base, cas = fst[_T], fst[_BASE], fst[_CAS]
+    next_eval, next_check, seconds = fst[_NEXT_EVAL], fst[_NEXT_CHECK], fst[_SECONDS]
+    cap = r_k.shape[0]
+    code = STOP_TIME
+    while True:
+        if phase == _PICK:
+            w = 0
+            t = ev_t[0]
+            s = ev_s[0]
+            for j in range(1, m):
+                tj = ev_t[j]
+                if tj < t or (tj == t and ev_s[j] < s):
+                    w, t, s = j, tj, ev_s[j]
+            if t >= seconds:
+                code = STOP_TIME
+                break
+            if (pos[COMPUTE, w] >= length[COMPUTE, w] or pos[READ_TIME, w] >= length[READ_TIME, w]
+                    or pos[UPDATE, w] >= length[UPDATE, w]):
+                code = REFILL
+                break
+            if n >= cap:
+                code = ROWS_FULL
+                break
+            if v >= claims.shape[0]:
+                code = GROW
+                break
+            if ev_read[w]:  # (only with a replay) the copy after an update that took time
+                t_read[w] = t
+                t0s[w] = v
+                base = t
+                phase = _DRAW
+                ops[n_ops] = w << 1
+                n_ops += 1
+                rd_n[n_reads] = n
+                rd_t[n_reads] = t
+                n_reads += 1
+                if n_ops >= flush_at:
+                    code = FLUSH
+                    break
+            else:  # claim the next index (fetch-add); the element-wise update takes u
+                k = v
+                v = k + 1
+                tr = t_read[w]
+                t0 = t0s[w]
+                if t0 < 0:
+                    t0 = _bisect_right(claims, tr, lo[w], k)
+                claims[k] = t
+                tau = k - t0
+                if hooked:
+                    eta = eta_table[tau if tau < last else last]
+                    ops[n_ops] = (w << 1) | 1
+                    op_eta[n_ops] = eta
+                    n_ops += 1
+                else:
+                    eta = np.nan
+                r_k[n] = k
+                r_w[n] = w
+                r_tr[n] = tr
+                r_ta[n] = t + pend_u[w]
+                r_tau[n] = tau
+                r_eta[n] = eta
+                n += 1
+                phase = _AFTER
+                if v >= next_eval or v >= next_check:
+                    code = CALLBACK
+                    break
+        if phase == _AFTER:
+            u = pend_u[w]
+            if u > 0.0:
+                if hooked:  # the next copy is an event at the end of the update
+                    ev_t[w] = t + u
+                    ev_s[w] = seq
+                    seq += 1
+                    ev_read[w] = True
+                    phase = _PICK
+                    continue
+                base = t + u  # its version is looked up when the worker claims
+                t0s[w] = -1
+                lo[w] = v
+                t_read[w] = base
+                phase = _DRAW
+            else:
+                base = t
+                t0s[w] = v
+                t_read[w] = t
+                phase = _DRAW
+                if hooked:
+                    ops[n_ops] = w << 1
+                    n_ops += 1
+                    rd_n[n_reads] = n
+                    rd_t[n_reads] = t
+                    n_reads += 1
+                    if n_ops >= flush_at:
+                        code = FLUSH
+                        break
+        # phase == _DRAW: compute on the copy, then claim
+        d = buf[READ_TIME, w, pos[READ_TIME, w]] + buf[COMPUTE, w, pos[COMPUTE, w]]
+        pos[READ_TIME, w] += 1
+        pos[COMPUTE, w] += 1
+        pend_u[w] = buf[UPDATE, w, pos[UPDATE, w]]
+        pos[UPDATE, w] += 1
+        d += cas
+        ev_t[w] = base + d
+        ev_s[w] = seq
+        seq += 1
+        ev_read[w] = False
+        phase = _PICK
+    ist[_V], ist[_N], ist[_SEQ] = v, n, seq
+    ist[_N_OPS], ist[_N_READS], ist[_PHASE], ist[_W] = n_ops, n_reads, phase, w
+    fst[_T], fst[_BASE] = t, base
+    return code
+
+
+def run_hogwild_compiled(sim: Simulation, state: _State, rows: _Rows, seconds: float) -> None:
+    """``hogwild`` or ``seq`` on the fast path in the compiled loop; ``sim.hook`` is
+    ``None`` or a plain replay whose :meth:`~stalesgd.sim.replay.NumericReplay.inline`
+    gives its buffers."""
+    from . import replay
+    from .fastpath import _check_active, _stop_at_seconds
+
+    env, hook, log = sim.env, sim.hook, sim.log
+    m = sim.workers
+    hooked = hook is not None
+    flush_ops = replay.FLUSH_OPS
+    buffers = Buffers(hooked, flush_ops)
+    durations = Durations(sim)
+    ist = np.zeros(_N_INT, np.int64)
+    fst = np.zeros(_N_FLOAT)
+    ist[_HOOKED] = int(hooked)
+    cas = fst[_CAS] = sim.cas_cost
+    fst[_SECONDS] = seconds
+    eta_table = np.array(hook.inline()[3] if hooked else [math.nan], dtype=np.float64)
+    t_read = np.zeros(m)
+    t0s = np.zeros(m, np.int64)  # the version read, or -1: look it up at the claim
+    lo = np.zeros(m, np.int64)  # claims known to precede the read
+    pend_u = np.zeros(m)
+    ev_t = np.zeros(m)
+    ev_s = np.zeros(m, np.int64)
+    ev_read = np.zeros(m, np.bool_)
+    claims = np.empty(CLAIMS_START)
+    try:
+        for w in range(m):
+            if hooked:
+                env._now = 0.0
+                log.n = 0
+                hook.read(w, 0)
+                if sim._rows_at_stop is not None:
+                    return
+            d = durations.next(READ_TIME, w) + durations.next(COMPUTE, w)
+            pend_u[w] = durations.next(UPDATE, w)
+            d += cas
+            ev_t[w] = 0.0 + d
+            ev_s[w] = w
+        ist[_SEQ] = m
+        next_eval = hook.next_eval_k if hooked else math.inf
+        while True:
+            fst[_NEXT_EVAL] = next_eval
+            fst[_NEXT_CHECK] = sim._next_check
+            ist[_FLUSH_AT] = flush_ops - len(hook._ops) if hooked else 1 << 62
+            code = _hogwild_loop(ist, fst, t_read, t0s, lo, pend_u, ev_t, ev_s, ev_read, claims,
+                                 durations.buf, durations.pos, durations.length, buffers.r_k,
+                                 buffers.r_w, buffers.r_tr, buffers.r_ta, buffers.r_tau,
+                                 buffers.r_eta, buffers.ops, buffers.op_eta, buffers.rd_n,
+                                 buffers.rd_t, eta_table)
+            n = buffers.rowbase + int(ist[_N])  # rows of the run so far
+            sim.v = int(ist[_V])
+            t = float(fst[_T])
+            if hooked:
+                buffers.push_ops(hook, ist, _N_OPS, _N_READS)
+            if code == REFILL:
+                durations.refill(int(ist[_W]))
+                continue
+            if code == ROWS_FULL:
+                buffers.drain_rows(ist, _N)
+                continue
+            if code == GROW:
+                claims = grown(claims)
+                continue
+            if code == STOP_TIME:
+                _stop_at_seconds(sim, rows, seconds, state, n=n)
+                return
+            env._now = t
+            if code == CALLBACK:
+                v = sim.v
+                if v >= next_eval:
+                    log.n = n - 1
+                    hook.eval_due(v)
+                    next_eval = hook.next_eval_k
+                log.n = n
+                if v >= sim._next_check:
+                    sim._check()
+                    _check_active(sim)
+            else:  # FLUSH
+                log.n = n
+                hook.flush()
+            if sim._rows_at_stop is not None:
+                state.now = t
+                return
+    finally:
+        buffers.drain_rows(ist, _N)
+        buffers.into(rows)
