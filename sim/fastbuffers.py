@@ -10,7 +10,6 @@ contents to where the rest of the simulator expects them (the samplers' streams,
 
 from __future__ import annotations
 
-from itertools import repeat
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -97,6 +96,7 @@ class Buffers:
         self.op_eta = np.empty(size)
         self.rd_n = np.empty(size, np.int64)
         self.rd_t = np.empty(size)
+        self.rd_f = np.empty(size, np.int64)  # samples fed to an online rule at each read
         self.rowbase = 0
         self._parts: list[list[np.ndarray]] = [[] for _ in self._arrays]
 
@@ -123,8 +123,21 @@ class Buffers:
             hook._ops.extend(codes.tolist())
             hook._etas.extend(self.op_eta[:k_ops][(codes & 1) == 1].tolist())
             at = (self.rd_n[:k_reads] + self.rowbase).tolist()
-            hook._reads.extend(zip(at, self.rd_t[:k_reads].tolist(), repeat(0)))
+            hook._reads.extend(zip(at, self.rd_t[:k_reads].tolist(),
+                                   self.rd_f[:k_reads].tolist(), strict=True))
         state[n_ops] = state[n_reads] = 0
+
+    def feed_last(self, hook: object, state: np.ndarray, n_rows: int) -> np.ndarray | None:
+        """Feed the update just logged to the replay's online step-size rule (as
+        :meth:`~stalesgd.sim.replay.StepSizes.eta` does after its lookup); the new table
+        of η if that produced one, else ``None``."""
+        step = hook.step
+        i = int(state[n_rows]) - 1
+        before = step.eta_list
+        step._feed(int(self.r_tau[i]), int(self.r_w[i]))
+        if step.eta_list is before:
+            return None
+        return np.array(step.eta_list, dtype=np.float64)
 
 
 def grown(arr: np.ndarray) -> np.ndarray:

@@ -44,7 +44,8 @@ __all__ = ["run_hogwild_compiled"]
 # where the loop resumes: pick the next event / after a logged update / schedule the claim
 _PICK, _AFTER, _DRAW = 0, 1, 2
 # slots of the integer state
-(_V, _N, _SEQ, _N_OPS, _N_READS, _PHASE, _W, _FLUSH_AT, _HOOKED, _N_INT) = range(10)
+(_V, _N, _SEQ, _N_OPS, _N_READS, _PHASE, _W, _FLUSH_AT, _HOOKED, _FEEDING, _FED,
+ _N_INT) = range(12)
 # slots of the float state
 _T, _BASE, _CAS, _NEXT_EVAL, _NEXT_CHECK, _SECONDS, _N_FLOAT = range(7)
 
@@ -54,12 +55,14 @@ CLAIMS_START = 1 << 12
 
 @njit(nogil=True)
 def _hogwild_loop(ist, fst, t_read, t0s, lo, pend_u, ev_t, ev_s, ev_read, claims, buf, pos,
-                  length, r_k, r_w, r_tr, r_ta, r_tau, r_eta, ops, op_eta, rd_n, rd_t,
+                  length, r_k, r_w, r_tr, r_ta, r_tau, r_eta, ops, op_eta, rd_n, rd_t, rd_f,
                   eta_table):
     """Advance the Hogwild! model until Python is needed; returns why (``STOP_TIME`` …)."""
     m = t_read.shape[0]
     last = eta_table.shape[0] - 1
     hooked = ist[_HOOKED] != 0
+    feeding = ist[_FEEDING] != 0  # an online rule learns from every applied update
+    fed = ist[_FED]
     v, n, seq = ist[_V], ist[_N], ist[_SEQ]
     n_ops, n_reads, phase, w, flush_at = (ist[_N_OPS], ist[_N_READS], ist[_PHASE], ist[_W],
                                           ist[_FLUSH_AT])
@@ -98,6 +101,7 @@ def _hogwild_loop(ist, fst, t_read, t0s, lo, pend_u, ev_t, ev_s, ev_read, claims
                 n_ops += 1
                 rd_n[n_reads] = n
                 rd_t[n_reads] = t
+                rd_f[n_reads] = fed
                 n_reads += 1
                 if n_ops >= flush_at:
                     code = FLUSH
@@ -126,7 +130,7 @@ def _hogwild_loop(ist, fst, t_read, t0s, lo, pend_u, ev_t, ev_s, ev_read, claims
                 r_eta[n] = eta
                 n += 1
                 phase = _AFTER
-                if v >= next_eval or v >= next_check:
+                if v >= next_eval or v >= next_check or feeding:
                     code = CALLBACK
                     break
         if phase == _AFTER:
@@ -154,6 +158,7 @@ def _hogwild_loop(ist, fst, t_read, t0s, lo, pend_u, ev_t, ev_s, ev_read, claims
                     n_ops += 1
                     rd_n[n_reads] = n
                     rd_t[n_reads] = t
+                    rd_f[n_reads] = fed
                     n_reads += 1
                     if n_ops >= flush_at:
                         code = FLUSH
@@ -222,11 +227,13 @@ def run_hogwild_compiled(sim: Simulation, state: _State, rows: _Rows, seconds: f
             fst[_NEXT_EVAL] = next_eval
             fst[_NEXT_CHECK] = sim._next_check
             ist[_FLUSH_AT] = flush_ops - len(hook._ops) if hooked else 1 << 62
+            if hooked:
+                ist[_FEEDING], ist[_FED] = int(hook.step._feeding), hook.step._fed
             code = _hogwild_loop(ist, fst, t_read, t0s, lo, pend_u, ev_t, ev_s, ev_read, claims,
                                  durations.buf, durations.pos, durations.length, buffers.r_k,
                                  buffers.r_w, buffers.r_tr, buffers.r_ta, buffers.r_tau,
                                  buffers.r_eta, buffers.ops, buffers.op_eta, buffers.rd_n,
-                                 buffers.rd_t, eta_table)
+                                 buffers.rd_t, buffers.rd_f, eta_table)
             n = buffers.rowbase + int(ist[_N])  # rows of the run so far
             sim.v = int(ist[_V])
             t = float(fst[_T])
@@ -247,6 +254,10 @@ def run_hogwild_compiled(sim: Simulation, state: _State, rows: _Rows, seconds: f
             env._now = t
             if code == CALLBACK:
                 v = sim.v
+                if ist[_FEEDING]:  # (the loop returns after every update while it feeds)
+                    table = buffers.feed_last(hook, ist, _N)
+                    if table is not None:
+                        eta_table = table
                 if v >= next_eval:
                     log.n = n - 1
                     hook.eval_due(v)

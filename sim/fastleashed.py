@@ -45,7 +45,7 @@ __all__ = ["run_leashed_compiled"]
 _PICK, _READ, _DRAW = 0, 1, 2
 # slots of the integer state
 (_V, _N, _SEQ, _FAILED, _DROPPED, _N_OPS, _N_READS, _PHASE, _W, _FLUSH_AT, _HOOKED, _BOUND,
- _N_INT) = range(13)
+ _FEEDING, _FED, _N_INT) = range(15)
 # slots of the float state
 _T, _CAS, _NEXT_EVAL, _NEXT_CHECK, _SECONDS, _N_FLOAT = range(6)
 
@@ -66,12 +66,14 @@ def _bisect_right(a, x, lo, hi):
 
 @njit(nogil=True)
 def _leashed_loop(ist, fst, t_read, t0s, t1s, ts, att, ev_t, ev_s, pubs, buf, pos, length,
-                  r_k, r_w, r_tr, r_ta, r_tau, r_eta, r_att, r_drop, ops, op_eta, rd_n, rd_t,
+                  r_k, r_w, r_tr, r_ta, r_tau, r_eta, r_att, r_drop, ops, op_eta, rd_n, rd_t, rd_f,
                   eta_table):
     """Advance the Leashed-SGD model until Python is needed; returns why (``STOP_TIME`` …)."""
     m = t_read.shape[0]
     last = eta_table.shape[0] - 1
     hooked = ist[_HOOKED] != 0
+    feeding = ist[_FEEDING] != 0  # an online rule learns from every applied update
+    fed = ist[_FED]
     bound = ist[_BOUND]  # < 0: unbounded persistence
     v, n, seq, failed, dropped = ist[_V], ist[_N], ist[_SEQ], ist[_FAILED], ist[_DROPPED]
     n_ops, n_reads, phase, w, flush_at = (ist[_N_OPS], ist[_N_READS], ist[_PHASE], ist[_W],
@@ -127,7 +129,7 @@ def _leashed_loop(ist, fst, t_read, t0s, t1s, ts, att, ev_t, ev_s, pubs, buf, po
                 r_drop[n] = False
                 n += 1
                 phase = _READ
-                if v >= next_eval or v >= next_check:
+                if v >= next_eval or v >= next_check or feeding:
                     code = CALLBACK
                     break
             else:
@@ -165,6 +167,7 @@ def _leashed_loop(ist, fst, t_read, t0s, t1s, ts, att, ev_t, ev_s, pubs, buf, po
                 n_ops += 1
                 rd_n[n_reads] = n
                 rd_t[n_reads] = t
+                rd_f[n_reads] = fed
                 n_reads += 1
                 if n_ops >= flush_at:
                     code = FLUSH
@@ -234,11 +237,14 @@ def run_leashed_compiled(sim: Simulation, state: _State, rows: _Rows, seconds: f
             fst[_NEXT_EVAL] = next_eval
             fst[_NEXT_CHECK] = sim._next_check
             ist[_FLUSH_AT] = flush_ops - len(hook._ops) if hooked else 1 << 62
+            if hooked:
+                ist[_FEEDING], ist[_FED] = int(hook.step._feeding), hook.step._fed
             code = _leashed_loop(ist, fst, t_read, t0s, t1s, ts, att, ev_t, ev_s, pubs,
                                  durations.buf, durations.pos, durations.length, buffers.r_k,
                                  buffers.r_w, buffers.r_tr, buffers.r_ta, buffers.r_tau,
                                  buffers.r_eta, buffers.r_att, buffers.r_drop, buffers.ops,
-                                 buffers.op_eta, buffers.rd_n, buffers.rd_t, eta_table)
+                                 buffers.op_eta, buffers.rd_n, buffers.rd_t, buffers.rd_f,
+                                 eta_table)
             n = buffers.rowbase + int(ist[_N])  # rows of the run so far
             sim.v = int(ist[_V])
             t = float(fst[_T])
@@ -259,6 +265,10 @@ def run_leashed_compiled(sim: Simulation, state: _State, rows: _Rows, seconds: f
             env._now = t
             if code == CALLBACK:
                 v = sim.v
+                if ist[_FEEDING]:  # (the loop returns after every update while it feeds)
+                    table = buffers.feed_last(hook, ist, _N)
+                    if table is not None:
+                        eta_table = table
                 if v >= next_eval:
                     log.n = n - 1
                     hook.eval_due(v)

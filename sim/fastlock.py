@@ -20,8 +20,10 @@ the same model runs in one ``@njit`` loop:
   the row buffer ran out, or the time limit is reached.  The state lives in small arrays,
   so the loop resumes exactly where it stopped.
 
-Runs with an online step-size rule being fed, or a hook whose ``read``/``apply`` must be
-called, keep the Python loop.
+While an online step-size rule (TAIL-τ) learns its table, the loop returns after every
+update so that Python feeds the rule, as :meth:`~stalesgd.sim.replay.StepSizes.eta` does,
+and hands over each new table; once the rule stops learning, it runs on.  A hook whose
+``read``/``apply``/``drop`` must be called keeps the Python loop.
 """
 
 from __future__ import annotations
@@ -55,18 +57,20 @@ __all__ = ["run_lock_compiled"]
 _PICK, _READ, _DRAW = 0, 1, 2
 # slots of the integer state
 (_V, _N, _SEQ, _BUSY_SEQ, _CONTENDED, _ACQ, _N_OPS, _N_READS, _PHASE, _W, _FLUSH_AT,
- _HOOKED, _N_INT) = range(13)
+ _HOOKED, _FEEDING, _FED, _N_INT) = range(15)
 # slots of the float state
 _BUSY, _T, _TA, _NEXT_EVAL, _NEXT_CHECK, _SECONDS, _N_FLOAT = range(7)
 
 
 @njit(nogil=True)
 def _lock_loop(ist, fst, t_read, t0s, ev_t, ev_s, buf, pos, length,
-               r_k, r_w, r_tr, r_ta, r_tau, r_eta, ops, op_eta, rd_n, rd_t, eta_table):
+               r_k, r_w, r_tr, r_ta, r_tau, r_eta, ops, op_eta, rd_n, rd_t, rd_f, eta_table):
     """Advance the ``lock`` model until Python is needed; returns why (``STOP_TIME`` …)."""
     m = t_read.shape[0]
     last = eta_table.shape[0] - 1
     hooked = ist[_HOOKED] != 0
+    feeding = ist[_FEEDING] != 0  # an online rule learns from every applied update
+    fed = ist[_FED]
     v, n, seq, busy_seq = ist[_V], ist[_N], ist[_SEQ], ist[_BUSY_SEQ]
     contended, acquisitions = ist[_CONTENDED], ist[_ACQ]
     n_ops, n_reads, phase, w, flush_at = (ist[_N_OPS], ist[_N_READS], ist[_PHASE], ist[_W],
@@ -131,7 +135,7 @@ def _lock_loop(ist, fst, t_read, t0s, ev_t, ev_s, buf, pos, length,
             r_eta[n] = eta
             n += 1
             phase = _READ
-            if v >= next_eval or v >= next_check:
+            if v >= next_eval or v >= next_check or feeding:
                 code = CALLBACK
                 break
         if phase == _READ:  # the next read, under the lock taken again at once
@@ -144,6 +148,7 @@ def _lock_loop(ist, fst, t_read, t0s, ev_t, ev_s, buf, pos, length,
                 n_ops += 1
                 rd_n[n_reads] = n
                 rd_t[n_reads] = ta
+                rd_f[n_reads] = fed
                 n_reads += 1
                 if n_ops >= flush_at:
                     code = FLUSH
@@ -224,10 +229,13 @@ def run_lock_compiled(sim: Simulation, state: _State, rows: _Rows, seconds: floa
             fst[_NEXT_EVAL] = next_eval
             fst[_NEXT_CHECK] = sim._next_check
             ist[_FLUSH_AT] = flush_ops - len(hook._ops) if hooked else 1 << 62
+            if hooked:
+                ist[_FEEDING], ist[_FED] = int(hook.step._feeding), hook.step._fed
             code = _lock_loop(ist, fst, t_read, t0s, ev_t, ev_s, durations.buf, durations.pos,
                               durations.length, buffers.r_k, buffers.r_w, buffers.r_tr,
                               buffers.r_ta, buffers.r_tau, buffers.r_eta, buffers.ops,
-                              buffers.op_eta, buffers.rd_n, buffers.rd_t, eta_table)
+                              buffers.op_eta, buffers.rd_n, buffers.rd_t, buffers.rd_f,
+                              eta_table)
             n = buffers.rowbase + int(ist[_N])  # rows of the run so far
             sim.v = int(ist[_V])
             ta = float(fst[_TA])
@@ -246,6 +254,10 @@ def run_lock_compiled(sim: Simulation, state: _State, rows: _Rows, seconds: floa
             env._now = ta
             if code == CALLBACK:
                 v = sim.v
+                if ist[_FEEDING]:  # (the loop returns after every update while it feeds)
+                    table = buffers.feed_last(hook, ist, _N)
+                    if table is not None:
+                        eta_table = table
                 if v >= next_eval:
                     log.n = n - 1
                     hook.eval_due(v)

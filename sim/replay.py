@@ -529,15 +529,19 @@ class NumericReplay(ReplayHook):
 
     def inline(self) -> tuple[list[int], list[float], list[tuple[int, float]], list[float]] | None:
         """For the simulator's fast path: the buffers ``(ops, etas, reads, eta_table)`` that a
-        loop may append to directly instead of calling :meth:`read` and :meth:`apply`, doing
-        exactly what they do: a read appends ``2·worker`` to ``ops`` and ``(rows logged, now,
-        samples fed)`` to ``reads``; an apply with staleness τ appends ``2·worker + 1`` and
-        ``eta_table[min(τ, len − 1)]``, calls :meth:`flush` when ``len(ops) >= FLUSH_OPS``
-        and :meth:`eval_due` when the new version reaches :attr:`next_eval_k`.  ``None``
-        when calls must go through the methods (an online step-size rule is being fed).
+        loop may append to directly instead of calling :meth:`read`, :meth:`apply` and
+        :meth:`~stalesgd.sim.model.ReplayHook.drop`, doing exactly what they do: a read
+        appends ``2·worker`` to ``ops`` and ``(rows logged, now, samples fed)`` to ``reads``
+        and calls :meth:`flush` when ``len(ops) >= FLUSH_OPS``; an apply with staleness τ
+        appends ``2·worker + 1`` and ``eta_table[min(τ, len − 1)]`` (the table of
+        ``step.eta_list`` at that update), then, while ``step._feeding``, feeds (τ, worker)
+        to the online rule (``step._feed``, which may replace the table for later updates),
+        and calls :meth:`eval_due` when the new version reaches :attr:`next_eval_k`; a drop
+        does nothing.  ``None`` when calls must go through the methods (a subclass
+        overrides one of them).
         """
         cls = type(self)
-        if (self.step._feeding or cls.read is not _PLAIN_READ or cls.apply is not _PLAIN_APPLY
+        if (cls.read is not _PLAIN_READ or cls.apply is not _PLAIN_APPLY
                 or cls.drop is not ReplayHook.drop):
             return None  # (a subclass or a patch that changes read/apply gets its calls)
         return self._ops, self._etas, self._reads, self.step.eta_list

@@ -150,6 +150,19 @@ REPLAYS = [
     dict(problem="logreg-synthetic", algorithm="hogwild", workers=2, updates=20000, lr=0.1,
          target_loss=0.45),
     dict(problem="logreg-synthetic", algorithm="seq", workers=1, updates=2000, lr=0.05),
+    dict(problem="logreg-synthetic", algorithm="lock", workers=3, updates=1500, lr=0.1,
+         stepsize="tail"),
+    dict(problem="linreg-synthetic", algorithm="lock", workers=3, updates=5000, lr=2e2,
+         stepsize="tail"),
+    dict(problem="logreg-synthetic", algorithm="lock", workers=4, updates=3000, lr=0.1,
+         stepsize="tail", stepsize_options={"refresh_every": 50}),  # feeds all run long
+    dict(problem="logreg-synthetic", algorithm="hogwild", workers=4, updates=3000, lr=0.1,
+         stepsize="tail", stepsize_options={"refresh_every": 64, "window": 3},
+         sim={"update": "det:20us"}),
+    dict(problem="logreg-synthetic", algorithm="leashed", workers=4, updates=3000, lr=0.1,
+         stepsize="tail-original", persistence=1, sim={"update": "det:150us"}),
+    dict(problem="logreg-synthetic", algorithm="leashed", workers=3, updates=3000, lr=0.1,
+         stepsize="tail", stepsize_options={"refresh_every": 40}),
     dict(problem="logreg-synthetic", algorithm="leashed", workers=5, updates=8000,
          seconds=0.3, lr=0.05, stepsize="inverse",
          sim={"compute": "det:1ms", "read": "det:20us", "update": "det:20us"}),
@@ -194,16 +207,13 @@ def test_compiled_loop_equals_python_loop_with_replay(monkeypatch, request, call
 
 
 @pytest.mark.parametrize("algorithm", ["lock", "hogwild", "leashed"])
-def test_online_rules_keep_the_python_loop(calls, algorithm):
-    """An online rule being fed needs a call per update: the compiled loop is not used."""
+def test_online_rules_run_in_the_compiled_loop(calls, algorithm):
+    """TAIL-τ learns its table from the run: the compiled loop feeds it and runs on."""
     spec = _spec(problem="logreg-synthetic", algorithm=algorithm, workers=2, updates=500,
                  lr=0.05, stepsize="tail")
-    SimRun(spec, progress=False).run()
-    assert calls == []
-    spec = _spec(problem="logreg-synthetic", algorithm=algorithm, workers=2, updates=500,
-                 lr=0.05)
-    SimRun(spec, progress=False).run()
+    rec = SimRun(spec, progress=False).run()
     assert calls == [1]
+    assert rec.summary["stepsize_tables"] >= 1  # the rule produced its table
 
 
 def test_a_hook_that_overrides_drop_keeps_the_python_loop():
