@@ -296,6 +296,28 @@ def theory_display(analysis: Analysis) -> pd.DataFrame:
         ("hogwild_looseness", "env. looseness ×", ".3g"), ("table", "step sizes", "")])
 
 
+def _bound_cell(crossed: Any, note: str) -> str:
+    if crossed is None or (isinstance(crossed, float) and math.isnan(crossed)):
+        return f"not checked: {note}" if note else "–"
+    return "CROSSED" if bool(crossed) else "below"
+
+
+def gradient_bounds_display(analysis: Analysis) -> pd.DataFrame:
+    """Least-squares runs against the bounds on the average squared gradient norm."""
+    th = analysis.theory
+    if th is None or th.table.empty or "lian_crossed" not in th.table:
+        return pd.DataFrame()
+    t = th.table.copy()
+    cols = [("label", "run (lowest seed)", ""), ("tau_max", "max τ", "")]
+    for name, title in (("lian", "Lian et al. 2015"), ("koloskova", "Koloskova et al. 2022*"),
+                        ("mishchenko", "Mishchenko et al. 2022*")):
+        t[f"{name}_cell"] = [_bound_cell(c, n) for c, n in
+                             zip(t[f"{name}_crossed"], t[f"{name}_note"], strict=True)]
+        cols += [(f"{name}_cell", title, ""),
+                 (f"{name}_looseness", f"{title.split()[0]} looseness ×", ".3g")]
+    return _display(t, cols)
+
+
 # ---------------------------------------------------------------------------------------------
 # Header: experiment, machine, config
 # ---------------------------------------------------------------------------------------------
@@ -355,6 +377,12 @@ _DEFINITIONS = [
     "training gap with constants over ‖θ−θ*‖ ≤ ‖θ_0−θ*‖, checked on the recursion's expected "
     "gap and, where the run evaluates the whole training set, on the run's own; looseness = "
     "geometric mean of envelope ÷ expected gap.",
+    "Gradient-norm bounds (least-squares runs with a constant step): the envelopes of Lian et "
+    "al. 2015 (Thm. 1), Koloskova et al. 2022 and Mishchenko et al. 2022 on (1/t)Σ_{k<t} "
+    "E‖∇f(θ_k)‖², checked at every step of the recursion fed with the run's PDF(τ), with L, σ² "
+    "over ‖θ−θ*‖ ≤ ‖θ_0−θ*‖, F0, the run's largest τ and τ_C = workers; * = constants not "
+    "verified against the papers (stalesgd.analysis.bounds); 'not checked' gives the reason, "
+    "e.g. the theorem's step-size condition fails at the run's step.",
 ]
 
 
@@ -370,7 +398,9 @@ def _sections(analysis: Analysis) -> list[tuple[str, str, pd.DataFrame]]:
         ("distances", "Simulated vs measured PDF(τ): distances", distances_display(analysis)),
         ("speedup", "Throughput, time to target and speedup", speedup_display(analysis)),
         ("staleness-runs", "Staleness PDF(τ) per run", staleness_runs_display(analysis)),
-    ] + ([("theory", "Theory checks (least squares)", theory_display(analysis))]
+    ] + ([("theory", "Theory checks (least squares)", theory_display(analysis)),
+          ("theory-gradient", "Theory checks: bounds on the average squared gradient norm",
+           gradient_bounds_display(analysis))]
          if analysis.theory is not None and not analysis.theory.table.empty else [])
 
 

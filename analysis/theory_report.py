@@ -14,7 +14,12 @@ seed) is set beside two pieces of theory (DESIGN §8):
   ‖θ − θ*‖ ≤ ‖θ_0 − θ*‖ (:func:`~.bounds.lstsq_constants`), Ω = d and the run's largest τ and
   η: checked on the recursion's expected training gap and, where the run evaluates the full
   training set, on the run's own gap.  The table says whether the curve crossed the
-  envelope and how loose it is (envelope ÷ curve, geometric mean over the points).
+  envelope and how loose it is (envelope ÷ curve, geometric mean over the points);
+* the **bounds on the average squared gradient norm** of Lian et al. 2015 (Thm. 1) and,
+  with constants we could not verify, Koloskova et al. 2022 and Mishchenko et al. 2022
+  (:mod:`.bounds`), checked at every step of the recursion's curve for runs with a
+  constant step (the theorems' setting); a run whose step breaks a theorem's step-size
+  condition is reported as not checked, with that reason.
 
 The recursion costs about steps·((τmax+1)²d² + d⁴) operations, so each run is followed for at
 most :data:`THEORY_HORIZON` updates and runs whose cost exceeds :data:`MAX_COST` are skipped
@@ -36,7 +41,15 @@ from stalesgd.experiment import RunSpec, expand, parse_experiment
 from stalesgd.problems.registry import make_problem
 from stalesgd.stepsize import make_rule
 
-from .bounds import check_envelope, hogwild_niu2011, lstsq_constants
+from .bounds import (
+    check_envelope,
+    hogwild_niu2011,
+    koloskova2022,
+    lian2015,
+    lstsq_constants,
+    mishchenko2022,
+    observed,
+)
 from .load import Loaded
 from .theory import expected_curve, lstsq_moments, step_table
 
@@ -120,14 +133,16 @@ def _one(spec: RunSpec, tau: np.ndarray, ev: pd.DataFrame, label: str,
     theta0 = problem.init_params(spec.seed).astype(np.float64)
     table, how = _table_for(spec, pdf)
     lr, batch = float(spec.stepsize.lr), int(spec.problem.batch)
-    curve = expected_curve(problem, pdf, table, lr=lr, batch=batch, updates=horizon,
-                           theta0=theta0, eval_at=ks, split=spec.eval.split,
-                           max_rows=spec.eval.max_rows, workers=spec.workers, moments=moments)
-    f_min = float(curve.loss[-1] - curve.gap[-1])
+    # every step (the gradient-norm bounds average over all iterates); the run's points
+    full = expected_curve(problem, pdf, table, lr=lr, batch=batch, updates=horizon,
+                          theta0=theta0, eval_at=None, split=spec.eval.split,
+                          max_rows=spec.eval.max_rows, workers=spec.workers, moments=moments)
+    loss_at = full.loss[ks]
+    f_min = float(full.loss[-1] - full.gap[-1])
     pos = ks > 0
-    rel = np.abs(measured[pos] - curve.loss[pos]) / np.maximum(np.abs(curve.loss[pos]), 1e-300)
+    rel = np.abs(measured[pos] - loss_at[pos]) / np.maximum(np.abs(loss_at[pos]), 1e-300)
     gap_meas = measured[-1] - f_min
-    gap_exp = float(curve.gap[-1])
+    gap_exp = float(full.gap[ks[-1]])
 
     eta_max = lr * float(np.max(table[: pdf.size]))
     consts = lstsq_constants(X, y, theta0, batch=batch, moments=moments)
@@ -136,13 +151,13 @@ def _one(spec: RunSpec, tau: np.ndarray, ev: pd.DataFrame, label: str,
     row: dict[str, Any] = {
         "label": label, "seed": spec.seed, "mean_tau": float(tau.mean()),
         "tau_max": int(pdf.size - 1), "horizon": horizon, "table": how,
-        "measured_loss": float(measured[-1]), "expected_loss": float(curve.loss[-1]),
+        "measured_loss": float(measured[-1]), "expected_loss": float(loss_at[-1]),
         "gap_ratio": gap_meas / gap_exp if gap_exp > 0 else math.nan,
         "median_rel_dev": float(np.median(rel)) if rel.size else math.nan,
         "max_rel_dev": float(np.max(rel)) if rel.size else math.nan,
     }
     if consts.mu > 0:
-        env = check_envelope(curve.t, np.maximum(curve.train_gap, 0.0), hogwild_niu2011,
+        env = check_envelope(full.t, np.maximum(full.train_gap, 0.0), hogwild_niu2011,
                              **bound)
         row["hogwild_expected_crossed"] = env.crossed
         row["hogwild_looseness"] = env.ratio_geomean
@@ -157,7 +172,51 @@ def _one(spec: RunSpec, tau: np.ndarray, ev: pd.DataFrame, label: str,
         row["hogwild_expected_crossed"] = None
         row["hogwild_looseness"] = math.nan
         row["hogwild_run_crossed"] = None
-    return row, TheoryCurveRow(label, ks, measured, curve.loss.copy(), f_min)
+    row.update(_gradient_bounds(full, table[: pdf.size], lr, consts, int(pdf.size - 1),
+                                int(spec.workers)))
+    return row, TheoryCurveRow(label, ks, measured, loss_at.copy(), f_min)
+
+
+#: the bounds on the average squared gradient norm checked per run (name → function)
+GRADIENT_BOUNDS = {"lian": lian2015, "koloskova": koloskova2022, "mishchenko": mishchenko2022}
+
+
+def _gradient_bounds(curve: Any, table: np.ndarray, lr: float, consts: Any, tau_max: int,
+                     workers: int) -> dict[str, Any]:
+    """The bounds of Lian et al. 2015, Koloskova et al. 2022 and Mishchenko et al. 2022 on
+    (1/t)Σ E‖∇f(θ_k)‖², checked on the recursion's curve: ``<name>_crossed`` (True/False, or
+    None when not checked), ``<name>_looseness`` (envelope ÷ curve, geometric mean) and
+    ``<name>_note`` (why not checked: a step size that varies with τ, or the theorem's
+    step-size condition failing).  Constants: L, σ² over the ball ‖θ − θ*‖ ≤ ‖θ_0 − θ*‖,
+    F0, the run's largest τ, τ_C = the number of workers (gradients in flight)."""
+    out: dict[str, Any] = {}
+    constant = bool(np.all(table == table[0]))
+    t, avg = observed(curve, "avg_grad2") if curve.t.size > 1 else (None, None)
+    for name, fn in GRADIENT_BOUNDS.items():
+        out[f"{name}_crossed"], out[f"{name}_looseness"], out[f"{name}_note"] = \
+            None, math.nan, ""
+        if not constant:
+            out[f"{name}_note"] = "η varies with τ (the theorem is for a constant step)"
+            continue
+        if t is None or not np.all(np.isfinite(avg)):
+            out[f"{name}_note"] = "no finite expected curve"
+            continue
+        gamma = lr * float(table[0])
+        kw: dict[str, Any] = dict(L=consts.L, sigma2=consts.sigma2, F0=consts.F0, gamma=gamma)
+        if name in ("lian", "koloskova"):
+            kw["tau_max"] = tau_max
+        if name == "koloskova":
+            kw["tau_c"] = workers
+        if name == "mishchenko":
+            kw["workers"] = workers
+        try:
+            env = check_envelope(t, avg, fn, **kw)
+        except ValueError:  # the theorem's step-size condition fails: it claims nothing
+            out[f"{name}_note"] = f"its step-size condition fails at γ = {gamma:.3g}"
+            continue
+        out[f"{name}_crossed"] = env.crossed
+        out[f"{name}_looseness"] = env.ratio_geomean
+    return out
 
 
 def theory_checks(loaded: Loaded) -> TheoryChecks | None:

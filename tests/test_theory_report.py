@@ -115,3 +115,48 @@ def test_no_theory_section_without_least_squares(tmp_path):
                  "--no-report"]) == 0
     (path,) = (tmp_path / "res").iterdir()
     assert theory_report.theory_checks(load_folders([path])) is None
+
+
+def test_gradient_norm_bounds_are_checked_on_constant_step_runs(folder):
+    table = theory_report.theory_checks(load_folders([folder])).table.set_index("label")
+    for name in ("lian", "koloskova", "mishchenko"):
+        label = "sim lock constant m=1"  # no staleness: every condition holds at this step
+        assert str(table.loc[label, f"{name}_crossed"]) == "False", name
+        assert table.loc[label, f"{name}_looseness"] > 1.0
+        label = "sim lock constant m=6"  # checked, or the condition fails with this τmax
+        crossed, note = table.loc[label, f"{name}_crossed"], table.loc[label, f"{name}_note"]
+        assert str(crossed) == "False" or (crossed is None and "condition fails" in note)
+    text = write_report(folder).markdown.read_text()
+    assert "## Theory checks: bounds on the average squared gradient norm" in text
+
+
+def _tiny_curve(lr: float = 0.02):
+    problem = make_problem("linreg-synthetic", n_features=3, n_train=200, n_test=50)
+    X, y = problem.dataset.features("train"), problem.dataset.y_train
+    theta0 = problem.init_params(0)
+    curve = expected_curve(problem, [0.5, 0.3, 0.2], "constant", lr=lr, batch=4, updates=300,
+                           theta0=theta0, split="train", max_rows=200)
+    from stalesgd.analysis.bounds import lstsq_constants
+
+    return curve, lstsq_constants(X, y, theta0, batch=4)
+
+
+def test_gradient_norm_bounds_say_why_they_were_not_checked():
+    curve, consts = _tiny_curve()
+    varying = theory_report._gradient_bounds(curve, np.array([1.0, 0.5, 0.25]), 0.02, consts,
+                                             tau_max=2, workers=3)
+    assert varying["lian_crossed"] is None and "varies with τ" in varying["lian_note"]
+    big = theory_report._gradient_bounds(curve, np.ones(3), 50.0, consts, tau_max=2, workers=3)
+    for name in ("lian", "koloskova", "mishchenko"):
+        assert big[f"{name}_crossed"] is None
+        assert "step-size condition fails" in big[f"{name}_note"]
+
+
+def test_a_curve_above_a_gradient_bound_is_reported_as_crossing():
+    curve, consts = _tiny_curve()
+    ok = theory_report._gradient_bounds(curve, np.ones(3), 0.02, consts, tau_max=2, workers=3)
+    assert ok["lian_crossed"] is False
+    inflated = type(curve)(**{**curve.__dict__, "grad2": curve.grad2 * 1e6})
+    bad = theory_report._gradient_bounds(inflated, np.ones(3), 0.02, consts, tau_max=2,
+                                         workers=3)
+    assert bad["lian_crossed"] is True and bad["mishchenko_crossed"] is True
