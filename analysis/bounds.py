@@ -211,15 +211,17 @@ def koloskova2022(t: Any, *, L: float, sigma2: float, F0: float, tau_max: int, t
                   c_step: float = 4.0) -> np.ndarray:
     """Koloskova, Stich, Jaggi (NeurIPS 2022), constant-step AsyncSGD, non-convex — UNVERIFIED.
 
-    What is certain (from the abstract): with concurrency τ_C (gradients in flight, ≤ the
-    number of workers) and maximum delay τ_max, constant-step AsyncSGD reaches
-    ``(1/T)Σ E‖∇f(x_t)‖² ≤ ε`` after O(σ²ε⁻² + √(τ_max τ_C)·ε⁻¹) steps, i.e. a rate of the
-    form ``c_f·F0/(γT) + c_s·γLσ²`` under a step-size condition ``γ ≤ 1/(c_step·L·√(τ_max
-    τ_C))``.  The constants (c_f, c_s, c_step) = (4, 2, 4) are our recollection of the
-    theorem, **not checked against the paper** (``constants_verified = False``).  For the
-    i.i.d. staleness simulator, τ_C is not a property of the model: every gradient read at
-    or before step k and applied later is "in flight", so τ_C ≤ τ_max + 1 is the safe choice.
-    Raises ValueError if the step-size condition fails.
+    What is certain (the paper's abstract, NeurIPS 2022 and arXiv 2206.08307): constant-step
+    AsyncSGD reaches ``(1/T)Σ E‖∇f(x_t)‖² ≤ ε`` after O(σ²ε⁻² + √(τ_max·τ_avg)·ε⁻¹) steps,
+    τ_avg the *average* delay.  What is not: the theorem's exact step-size condition and
+    constants.  We use a rate ``c_f·F0/(γT) + c_s·γLσ²`` under ``γ ≤ 1/(c_step·L·√(τ_max
+    τ_C))`` with τ_C the concurrency (gradients in flight, ≤ the number of workers), which is
+    our recollection of the theorem: (c_f, c_s, c_step) = (4, 2, 4) and the use of τ_C rather
+    than τ_avg in the condition are **not checked against the paper**
+    (``constants_verified = False``).  For the i.i.d. staleness simulator, τ_C is not a
+    property of the model: every gradient read at or before step k and applied later is "in
+    flight", so τ_C ≤ τ_max + 1 is the safe choice.  Raises ValueError if the step-size
+    condition fails.
     """
     ts = _steps(t)
     L, sigma2, F0 = _pos("L", L), _pos("sigma2", sigma2, zero_ok=True), _pos("F0", F0, zero_ok=True)
