@@ -196,7 +196,7 @@ def _gradient_bounds(curve: Any, table: np.ndarray, lr: float, consts: Any, tau_
         out[f"{name}_crossed"], out[f"{name}_looseness"], out[f"{name}_note"] = \
             None, math.nan, ""
         if not constant:
-            out[f"{name}_note"] = "η varies with τ (the theorem is for a constant step)"
+            out[f"{name}_note"] = "η varies with τ"
             continue
         if t is None or not np.all(np.isfinite(avg)):
             out[f"{name}_note"] = "no finite expected curve"
@@ -212,7 +212,7 @@ def _gradient_bounds(curve: Any, table: np.ndarray, lr: float, consts: Any, tau_
         try:
             env = check_envelope(t, avg, fn, **kw)
         except ValueError:  # the theorem's step-size condition fails: it claims nothing
-            out[f"{name}_note"] = f"its step-size condition fails at γ = {gamma:.3g}"
+            out[f"{name}_note"] = f"step-size condition fails (γ = {gamma:.3g})"
             continue
         out[f"{name}_crossed"] = env.crossed
         out[f"{name}_looseness"] = env.ratio_geomean
