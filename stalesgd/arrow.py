@@ -27,19 +27,21 @@ def _bitmap(valid: np.ndarray) -> Any:
     return pa.py_buffer(np.packbits(valid, bitorder="little"))
 
 
-def from_numpy(a: np.ndarray) -> pa.Array:
-    """``pyarrow.array(a)`` for a 1-D NumPy array; booleans, integers and floats are built
-    from the array's buffer."""
+def from_numpy(a: np.ndarray, arrow_type: pa.DataType | None = None) -> pa.Array:
+    """``pyarrow.array(a).cast(arrow_type)`` for a 1-D NumPy array; booleans, integers and
+    floats are built from the array's buffer, and cast only if their type differs (a cast
+    imports ``pyarrow.compute``, ~13 MB)."""
     import pyarrow as pa
 
     a = np.asarray(a)
     if a.ndim != 1 or a.dtype.kind not in "biuf" or a.dtype.byteorder == ">":
-        return pa.array(a)
-    n = a.shape[0]
-    if a.dtype.kind == "b":
-        return pa.Array.from_buffers(pa.bool_(), n, [None, _bitmap(a.astype(bool))])
-    data = np.ascontiguousarray(a)
-    return pa.Array.from_buffers(pa.from_numpy_dtype(a.dtype), n, [None, pa.py_buffer(data)])
+        arr = pa.array(a)
+    elif a.dtype.kind == "b":
+        arr = pa.Array.from_buffers(pa.bool_(), a.shape[0], [None, _bitmap(a.astype(bool))])
+    else:
+        buf = pa.py_buffer(np.ascontiguousarray(a))
+        arr = pa.Array.from_buffers(pa.from_numpy_dtype(a.dtype), a.shape[0], [None, buf])
+    return arr if arrow_type is None or arr.type == arrow_type else arr.cast(arrow_type)
 
 
 def strings(values: list[str | None]) -> pa.Array:
@@ -70,22 +72,32 @@ def _kind(v: Any) -> str | None:
     return None
 
 
-def _numeric(values: list[Any], dtype: type, type_: pa.DataType) -> pa.Array:
-    """Numbers (``None`` null) as a ``dtype`` buffer, then cast to ``type_`` (checked)."""
+def _numeric(values: list[Any], arrow_type: pa.DataType) -> pa.Array | None:
+    """Numbers or bools (``None`` null) of a boolean, integer or float32/64 ``arrow_type``,
+    built in its own dtype (no cast); None if a value is out of range or the type is another
+    one, for ``pyarrow.array`` to decide."""
     import pyarrow as pa
 
+    if pa.types.is_boolean(arrow_type):
+        dtype = np.dtype(bool)
+    elif pa.types.is_integer(arrow_type):
+        sign = "u" if pa.types.is_unsigned_integer(arrow_type) else ""
+        dtype = np.dtype(f"{sign}int{arrow_type.bit_width}")
+        info = np.iinfo(dtype)
+        if any(v is not None and not info.min <= v <= info.max for v in values):
+            return None
+    elif pa.types.is_float32(arrow_type) or pa.types.is_float64(arrow_type):
+        dtype = np.dtype(f"float{arrow_type.bit_width}")
+        exact = 2**53 if arrow_type.bit_width == 64 else 2**24  # ints stored exactly, as pyarrow
+        if any(isinstance(v, int) and not -exact <= v <= exact for v in values):
+            return None
+    else:
+        return None
     valid = np.array([v is not None for v in values], dtype=bool)
     data = np.array([0 if v is None else v for v in values], dtype=dtype)
-    if dtype is bool:
-        buffers = [None, _bitmap(data)]
-        base = pa.bool_()
-    else:
-        buffers = [None, pa.py_buffer(data)]
-        base = pa.from_numpy_dtype(np.dtype(dtype))
-    if not valid.all():
-        buffers[0] = _bitmap(valid)
-    arr = pa.Array.from_buffers(base, len(values), buffers)
-    return arr if arr.type == type_ else arr.cast(type_)
+    buffers = [None if valid.all() else _bitmap(valid),
+               _bitmap(data) if dtype.kind == "b" else pa.py_buffer(data)]
+    return pa.Array.from_buffers(arrow_type, len(values), buffers)
 
 
 def from_values(values: list[Any], arrow_type: pa.DataType | None = None) -> pa.Array:
@@ -113,13 +125,12 @@ def from_values(values: list[Any], arrow_type: pa.DataType | None = None) -> pa.
         return pa.array(values, type=arrow_type)
     if pa.types.is_string(arrow_type) and kinds <= {"str"}:
         return strings(values)
-    if pa.types.is_boolean(arrow_type) and kinds <= {"bool"}:
-        return _numeric(values, bool, arrow_type)
-    if pa.types.is_integer(arrow_type) and kinds <= {"int"}:
-        return _numeric(values, np.int64, arrow_type)
-    if pa.types.is_floating(arrow_type) and kinds <= {"int", "float"}:
-        return _numeric(values, np.float64, arrow_type)
-    return pa.array(values, type=arrow_type)
+    arr = None
+    if (pa.types.is_boolean(arrow_type) and kinds <= {"bool"}
+            or pa.types.is_integer(arrow_type) and kinds <= {"int"}
+            or pa.types.is_floating(arrow_type) and kinds <= {"int", "float"}):
+        arr = _numeric(values, arrow_type)
+    return pa.array(values, type=arrow_type) if arr is None else arr
 
 
 def empty_table(schema: pa.Schema) -> pa.Table:
