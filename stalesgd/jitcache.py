@@ -32,6 +32,7 @@ import llvmlite
 import numba
 import numpy as np
 from numba.core import config
+from numba.core.caching import NullCache
 
 #: Environment variable: ``0`` (or ``false``, ``no``, ``off``) turns the cache off.
 ENV_VAR = "STALESGD_NUMBA_CACHE"
@@ -107,10 +108,20 @@ def cached(dispatcher: D) -> D:
     """
     if not enabled():
         return dispatcher
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return dispatcher  # not writable: compile every time rather than cache elsewhere
+    if not os.access(folder, os.W_OK):
+        return dispatcher
     saved = config.CACHE_DIR
-    config.CACHE_DIR = str(cache_dir())  # read once, when the cache locator is created
+    config.CACHE_DIR = str(folder)  # read once, when the cache locator is created
     try:
         dispatcher.enable_caching()  # type: ignore[attr-defined]
     finally:
         config.CACHE_DIR = saved
+    if not dispatcher._cache.cache_path.startswith(str(folder)):  # type: ignore[attr-defined]
+        # Numba fell back to a folder of its own (next to the source): not keyed, so no cache
+        dispatcher._cache = NullCache()  # type: ignore[attr-defined]
     return dispatcher

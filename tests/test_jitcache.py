@@ -100,6 +100,25 @@ def test_cached_redirects_only_its_own_function(monkeypatch, tmp_path):
         jitcache.cache_dir.cache_clear()
 
 
+def test_an_unusable_cache_folder_means_no_cache_and_nothing_written_elsewhere(monkeypatch,
+                                                                               tmp_path):
+    jitcache.cache_dir.cache_clear()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(jitcache.ENV_VAR, "1")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(blocker / "sub"))  # cannot be created
+    try:
+        def g(x):
+            return x * 2
+
+        disp = jitcache.cached(njit(nogil=True)(g))
+        assert isinstance(disp._cache, NullCache)
+        assert disp(3) == 6
+        assert not list(Path(__file__).parent.glob("__pycache__/*.nbi"))
+    finally:
+        jitcache.cache_dir.cache_clear()
+
+
 def test_problem_kernels_are_marked():
     for kernel in (mlp.mlp_grad_kernel, mlp.mlp_loss_kernel, mlp._forward):
         assert not isinstance(kernel._cache, NullCache) or not jitcache.enabled()
