@@ -20,9 +20,12 @@ the argument when the caller is compiled.  The index is always bounds-checked
 outside ``[0, len(arr))`` raises ``IndexError`` (negative indices are *not*
 wrapped around).
 
-The public functions are ``@njit(nogil=True)`` wrappers, so they can be called
-from nopython code (LLVM inlines them) and from plain Python (for tests and
-for a monitor thread reading counters).
+The public functions are ``@njit(nogil=True, inline="always")`` wrappers, so they
+can be called from nopython code and from plain Python (for tests and for a
+monitor thread reading counters).  ``inline="always"`` inlines them into the
+caller's Numba IR: a call with a constant slot index would otherwise compile
+one specialisation per index (``Literal[int]``), about 1 MB of compiler memory
+each, some 25 for one Leashed-SGD run.
 """
 
 from __future__ import annotations
@@ -216,7 +219,7 @@ def _fence(typingctx):
     return sig, codegen
 
 
-@njit(nogil=True)
+@njit(nogil=True, inline="always")
 def atomic_add(arr, i, v):
     """Atomically add ``v`` to ``arr[i]`` and return the value it had before (fetch-add).
 
@@ -225,19 +228,19 @@ def atomic_add(arr, i, v):
     return _add(arr, i, v)
 
 
-@njit(nogil=True)
+@njit(nogil=True, inline="always")
 def atomic_sub(arr, i, v):
     """Atomically subtract ``v`` from ``arr[i]`` and return the value it had before."""
     return _sub(arr, i, v)
 
 
-@njit(nogil=True)
+@njit(nogil=True, inline="always")
 def atomic_xchg(arr, i, v):
     """Atomically replace ``arr[i]`` by ``v`` and return the value it had before."""
     return _xchg(arr, i, v)
 
 
-@njit(nogil=True)
+@njit(nogil=True, inline="always")
 def atomic_cas(arr, i, expected, new):
     """Compare-and-swap on an int64 slot: if ``arr[i] == expected`` set it to ``new``.
 
@@ -247,13 +250,13 @@ def atomic_cas(arr, i, expected, new):
     return _cas(arr, i, expected, new)
 
 
-@njit(nogil=True)
+@njit(nogil=True, inline="always")
 def atomic_load(arr, i):
     """Read ``arr[i]`` atomically; never hoisted out of a loop, so safe for spin-waits."""
     return _load(arr, i)
 
 
-@njit(nogil=True)
+@njit(nogil=True, inline="always")
 def atomic_store(arr, i, v):
     """Write ``v`` into ``arr[i]`` atomically, visible to every later atomic load."""
     _store(arr, i, v)

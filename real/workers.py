@@ -68,6 +68,10 @@ ALL_ACTIVE = 1 << 62
 PARK_NANOS = 100_000
 PARK_MAX_NANOS = 2_000_000
 
+# The small helpers below are ``inline="always"``: inlined into the worker loops at the
+# Numba IR level, so they are not compiled (and kept in memory) as functions of their own,
+# each with a Python wrapper; the generated loop is the same, LLVM inlined them anyway.
+
 _libc = ctypes.CDLL(None)
 _nanosleep = _libc.nanosleep
 _nanosleep.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
@@ -98,14 +102,14 @@ def park_while_inactive(ctrl: np.ndarray, worker: int, nap: np.ndarray) -> int:
     return naps
 
 
-@njit(nogil=True)
+@njit(nogil=True, inline="always")
 def _new_nap() -> np.ndarray:
     nap = np.zeros(2, dtype=np.int64)
     nap[1] = PARK_NANOS
     return nap
 
 
-@njit(nogil=True)
+@njit(nogil=True, inline="always")
 def _count_buffer_bytes(ctrl: np.ndarray, nbytes: int) -> None:
     """Add ``nbytes`` (negative: freed) to the worker-buffer bytes held and raise their
     high-water mark if it was passed."""
@@ -122,14 +126,14 @@ def _count_buffer_bytes(ctrl: np.ndarray, nbytes: int) -> None:
 # parameter-sized memory; ctrl[C_WORKER_BYTES_HIGH] records the most held at once.
 
 
-@njit(nogil=True)
+@njit(nogil=True, inline="always")
 def _draw_batch(batch_idx: np.ndarray, n_rows: int) -> None:
     """Fill ``batch_idx`` with rows drawn uniformly with replacement."""
     for i in range(batch_idx.shape[0]):
         batch_idx[i] = np.random.randint(0, n_rows)
 
 
-@njit(nogil=True)
+@njit(nogil=True, inline="always")
 def _eta(tables: np.ndarray, ctrl: np.ndarray, lr: float, tau: int) -> float:
     """η0 · s(τ) from the active table, τ beyond its end using the last entry."""
     row = atomic_load(ctrl, C_TABLE)
@@ -137,13 +141,13 @@ def _eta(tables: np.ndarray, ctrl: np.ndarray, lr: float, tau: int) -> float:
     return lr * tables[row, min(tau, last)]
 
 
-@njit(nogil=True)
+@njit(nogil=True, inline="always")
 def _flag_divergence(ctrl: np.ndarray) -> None:
     atomic_store(ctrl, C_DIVERGED, 1)
     atomic_store(ctrl, C_STOP, 1)
 
 
-@njit(nogil=True)
+@njit(nogil=True, inline="always")
 def _log(k, worker, t_read, t_apply, tau, eta, log_worker, log_tread, log_tapply, log_tau,
          log_eta):
     log_tread[k] = t_read
@@ -256,7 +260,7 @@ def hogwild_worker(kernel, worker, seed, theta, local, X, y, batch_idx, grad, ws
              log_eta)
 
 
-@njit(nogil=True)
+@njit(nogil=True, inline="always")
 def _barrier(ctrl: np.ndarray, n_workers: int) -> None:
     """Sense-reversing barrier on two control slots; spins, then yields."""
     gen = atomic_load(ctrl, C_BARRIER_GEN)
@@ -320,11 +324,22 @@ def sync_worker(kernel, worker, seed, theta, grads, X, y, batch_idx, grad, ws, d
             break
 
 
+@njit(nogil=True, inline="always")
+def _copy(src: np.ndarray, out: np.ndarray) -> None:
+    """``out[:] = src`` for two 1-D arrays of one length, as a plain loop: the slice
+    assignment compiles NumPy's broadcasting and its error messages (string formatting),
+    about 20 MB of compiler memory per snapshot function."""
+    if out.shape[0] != src.shape[0]:
+        raise ValueError("snapshot: the output and the parameter vector differ in length")
+    for j in range(src.shape[0]):
+        out[j] = src[j]
+
+
 @njit(nogil=True)
 def snapshot_locked(theta: np.ndarray, out: np.ndarray, ctrl: np.ndarray) -> int:
     """Copy θ under the lock (a consistent snapshot) and return its version."""
     spin_lock_acquire(ctrl, C_LOCK)
-    out[:] = theta
+    _copy(theta, out)
     v = atomic_load(ctrl, C_VERSION)
     spin_lock_release(ctrl, C_LOCK)
     return v
@@ -335,7 +350,7 @@ def snapshot_racy(theta: np.ndarray, out: np.ndarray, ctrl: np.ndarray) -> int:
     """Copy θ without a lock (Hogwild!: no consistent state exists) and return
     the version read before the copy."""
     v = atomic_load(ctrl, C_VERSION)
-    out[:] = theta
+    _copy(theta, out)
     return v
 
 
@@ -373,14 +388,14 @@ def new_leashed_control(pool_size: int) -> np.ndarray:
     return ctrl
 
 
-@njit(nogil=True)
+@njit(nogil=True, inline="always")
 def _release(refs: np.ndarray, b: int, ctrl: np.ndarray) -> None:
     """Drop one reference to buffer b; the last one returns it to the pool."""
     if atomic_add(refs, b, -1) == 1:
         atomic_add(ctrl, C_IN_USE, -1)
 
 
-@njit(nogil=True)
+@njit(nogil=True, inline="always")
 def acquire_latest(refs: np.ndarray, ctrl: np.ndarray, pool_size: int) -> int:
     """Take a reference to the published vector; return its tagged pointer."""
     while True:
@@ -397,7 +412,7 @@ def acquire_latest(refs: np.ndarray, ctrl: np.ndarray, pool_size: int) -> int:
         _release(refs, b, ctrl)
 
 
-@njit(nogil=True)
+@njit(nogil=True, inline="always")
 def _claim(refs: np.ndarray, ctrl: np.ndarray, start: int) -> int:
     """Claim a free buffer (count 0 -> 1), scanning from ``start``; track the high-water mark."""
     pool_size = refs.shape[0]
@@ -512,6 +527,6 @@ def snapshot_leashed(pool: np.ndarray, refs: np.ndarray, out: np.ndarray,
     pool_size = pool.shape[0]
     p = acquire_latest(refs, ctrl, pool_size)
     b = p % pool_size
-    out[:] = pool[b]
+    _copy(pool[b], out)
     _release(refs, b, ctrl)
     return p // pool_size

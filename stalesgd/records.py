@@ -19,84 +19,108 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 import tomllib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+
+from stalesgd import arrow
 
 if TYPE_CHECKING:  # pandas is only needed to read results back; keep it out of runs
     import pandas as pd
+    import pyarrow as pa
 
     from stalesgd.experiment import RunSpec
 
-UPDATES_SCHEMA = pa.schema([
-    ("run_id", pa.string()),
-    ("k", pa.int64()),          # global update index; -1 for dropped gradients
-    ("worker", pa.int32()),
-    ("t_read", pa.float64()),   # seconds since the start of the run
-    ("t_apply", pa.float64()),
-    ("tau", pa.int64()),
-    ("eta", pa.float64()),
-    ("attempts", pa.int32()),   # publish tries; 1 where there are none
-    ("dropped", pa.bool_()),
-])
-"""One row per update (dropped gradients included, with ``dropped = True``)."""
-
-EVALS_SCHEMA = pa.schema([
-    ("run_id", pa.string()),
-    ("t", pa.float64()),
-    ("k", pa.int64()),
-    ("loss", pa.float64()),
-    ("accuracy", pa.float64()),  # NaN where meaningless (regression)
-    ("active_workers", pa.int32()),
-])
-"""One row per evaluation on a consistent snapshot."""
-
-CONTROL_SCHEMA = pa.schema([
-    ("run_id", pa.string()),
-    ("t", pa.float64()),         # from this time on (seconds since the start) ...
-    ("k", pa.int64()),           # ... and this update on,
-    ("m", pa.int32()),           # m workers are active
-    ("probing", pa.bool_()),     # the phase probes a level (elastic controllers)
-    ("rate", pa.float64()),      # progress rate of the phase that ended here; NaN if none
-    ("loss", pa.float64()),      # the loss the controller saw; NaN if none
-])
-"""The m(t) trace of elastic parallelism control (issue 8): one row per controller decision.
-Folders written before it existed read back with an empty ``control`` table."""
-
-RUNS_SCHEMA = pa.schema([
-    ("run_id", pa.string()),
-    ("engine", pa.string()),
-    ("algorithm", pa.string()),
-    ("problem", pa.string()),
-    ("workers", pa.int64()),
-    ("stepsize", pa.string()),
-    ("lr", pa.float64()),
-    ("batch", pa.int64()),
-    ("seed", pa.int64()),
-    ("updates", pa.int64()),
-    ("seconds", pa.float64()),
-    ("updates_per_s", pa.float64()),
-    ("target_loss", pa.float64()),        # NaN without a target
-    ("time_to_target", pa.float64()),     # NaN if not reached
-    ("updates_to_target", pa.int64()),    # null if not reached
-    ("peak_param_bytes", pa.int64()),     # null if not measured
-    ("peak_rss_bytes", pa.int64()),       # null if not measured
-    ("converged", pa.bool_()),
-    ("diverged", pa.bool_()),
-    ("interrupted", pa.bool_()),
-])
-"""One row per run; engines and the runner may add free extra columns after these."""
+# pyarrow (~27 MB) is imported on first use, not with this module: engines import it for
+# RunRecord, and a real run's peak memory (compiling its kernels) comes before anything is
+# written.  The schemas below are module attributes all the same (``records.RUNS_SCHEMA``).
 
 TABLES = ("runs", "updates", "evals", "control")
-SCHEMAS = {"runs": RUNS_SCHEMA, "updates": UPDATES_SCHEMA, "evals": EVALS_SCHEMA,
-           "control": CONTROL_SCHEMA}
+_SCHEMA_NAMES = {"UPDATES_SCHEMA": "updates", "EVALS_SCHEMA": "evals",
+                 "CONTROL_SCHEMA": "control", "RUNS_SCHEMA": "runs"}
+
+
+@lru_cache(maxsize=1)
+def _schemas() -> dict[str, pa.Schema]:
+    """The table schemas by kind (``SCHEMAS``); builds them, importing pyarrow, on first use."""
+    import pyarrow as pa
+
+    # UPDATES_SCHEMA: one row per update (dropped gradients included, with ``dropped = True``).
+    UPDATES_SCHEMA = pa.schema([
+        ("run_id", pa.string()),
+        ("k", pa.int64()),          # global update index; -1 for dropped gradients
+        ("worker", pa.int32()),
+        ("t_read", pa.float64()),   # seconds since the start of the run
+        ("t_apply", pa.float64()),
+        ("tau", pa.int64()),
+        ("eta", pa.float64()),
+        ("attempts", pa.int32()),   # publish tries; 1 where there are none
+        ("dropped", pa.bool_()),
+    ])
+    # EVALS_SCHEMA: one row per evaluation on a consistent snapshot.
+    EVALS_SCHEMA = pa.schema([
+        ("run_id", pa.string()),
+        ("t", pa.float64()),
+        ("k", pa.int64()),
+        ("loss", pa.float64()),
+        ("accuracy", pa.float64()),  # NaN where meaningless (regression)
+        ("active_workers", pa.int32()),
+    ])
+    # CONTROL_SCHEMA: the m(t) trace of elastic parallelism control (issue 8), one row per
+    # controller decision.  Folders written before it existed read back with an empty
+    # ``control`` table.
+    CONTROL_SCHEMA = pa.schema([
+        ("run_id", pa.string()),
+        ("t", pa.float64()),         # from this time on (seconds since the start) ...
+        ("k", pa.int64()),           # ... and this update on,
+        ("m", pa.int32()),           # m workers are active
+        ("probing", pa.bool_()),     # the phase probes a level (elastic controllers)
+        ("rate", pa.float64()),      # progress rate of the phase that ended here; NaN if none
+        ("loss", pa.float64()),      # the loss the controller saw; NaN if none
+    ])
+    # RUNS_SCHEMA: one row per run; engines and the runner may add free extra columns after
+    # these.
+    RUNS_SCHEMA = pa.schema([
+        ("run_id", pa.string()),
+        ("engine", pa.string()),
+        ("algorithm", pa.string()),
+        ("problem", pa.string()),
+        ("workers", pa.int64()),
+        ("stepsize", pa.string()),
+        ("lr", pa.float64()),
+        ("batch", pa.int64()),
+        ("seed", pa.int64()),
+        ("updates", pa.int64()),
+        ("seconds", pa.float64()),
+        ("updates_per_s", pa.float64()),
+        ("target_loss", pa.float64()),        # NaN without a target
+        ("time_to_target", pa.float64()),     # NaN if not reached
+        ("updates_to_target", pa.int64()),    # null if not reached
+        ("peak_param_bytes", pa.int64()),     # null if not measured
+        ("peak_rss_bytes", pa.int64()),       # null if not measured
+        ("converged", pa.bool_()),
+        ("diverged", pa.bool_()),
+        ("interrupted", pa.bool_()),
+    ])
+    return {"runs": RUNS_SCHEMA, "updates": UPDATES_SCHEMA, "evals": EVALS_SCHEMA,
+            "control": CONTROL_SCHEMA}
+
+
+def __getattr__(name: str) -> Any:
+    """``SCHEMAS`` and the ``*_SCHEMA`` constants, built on first access (see :func:`_schemas`)."""
+    if name == "SCHEMAS":
+        return _schemas()
+    if name in _SCHEMA_NAMES:
+        return _schemas()[_SCHEMA_NAMES[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _DEFAULTS = {"updates": {"attempts": 1, "dropped": False}, "evals": {"accuracy": math.nan},
              "control": {"probing": False, "rate": math.nan, "loss": math.nan}}
 
@@ -129,9 +153,11 @@ class RunRecord:
 
 
 def _column_table(kind: str, run_id: str, columns: dict[str, Any]) -> pa.Table:
-    schema = SCHEMAS[kind]
+    import pyarrow as pa
+
+    schema = _schemas()[kind]
     if not columns:  # no log at all (e.g. a run that failed before its first update)
-        return schema.empty_table()
+        return arrow.empty_table(schema)
     lengths = {name: len(np.atleast_1d(np.asarray(col))) for name, col in columns.items()}
     if len(set(lengths.values())) > 1:
         raise RecordError(f"{kind} columns of run {run_id!r} differ in length: {lengths}; "
@@ -140,15 +166,15 @@ def _column_table(kind: str, run_id: str, columns: dict[str, Any]) -> pa.Table:
     arrays, names = [], []
     for fld in schema:
         if fld.name == "run_id":
-            arrays.append(pa.array([run_id] * n, type=pa.string()))
+            arrays.append(arrow.strings([run_id] * n))
         elif fld.name in columns:
             try:
-                arrays.append(pa.array(np.asarray(columns[fld.name])).cast(fld.type))
+                arrays.append(arrow.from_numpy(np.asarray(columns[fld.name]), fld.type))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError) as exc:
                 raise RecordError(f"{kind} column {fld.name!r} of run {run_id!r} cannot be "
                                   f"stored as {fld.type}: {exc}") from None
         elif fld.name in _DEFAULTS.get(kind, {}):
-            arrays.append(pa.array([_DEFAULTS[kind][fld.name]] * n, type=fld.type))
+            arrays.append(arrow.from_values([_DEFAULTS[kind][fld.name]] * n, fld.type))
         else:
             required = [f.name for f in schema if f.name != "run_id"]
             raise RecordError(f"{kind} column {fld.name!r} is missing from run {run_id!r}; "
@@ -156,7 +182,7 @@ def _column_table(kind: str, run_id: str, columns: dict[str, Any]) -> pa.Table:
         names.append(fld.name)
     for name, col in columns.items():  # free extra columns, after the contract's
         if name not in schema.names:
-            arrays.append(pa.array(np.asarray(col)))
+            arrays.append(arrow.from_numpy(np.asarray(col)))
             names.append(name)
     return pa.Table.from_arrays(arrays, names=names)
 
@@ -185,8 +211,11 @@ def runs_table(summaries: list[dict[str, Any]]) -> pa.Table:
     Missing contract columns become null; NaN in an integer column becomes null; dicts and
     lists in extra columns are stored as JSON text.
     """
+    import pyarrow as pa
+
+    runs_schema = _schemas()["runs"]
     arrays, names = [], []
-    for fld in RUNS_SCHEMA:
+    for fld in runs_schema:
         values = []
         for s in summaries:
             v = _scalar(s.get(fld.name))
@@ -196,20 +225,20 @@ def runs_table(summaries: list[dict[str, Any]]) -> pa.Table:
                 v = math.nan
             values.append(v)
         try:
-            arrays.append(pa.array(values, type=fld.type))
+            arrays.append(arrow.from_values(values, fld.type))
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
             raise RecordError(f"runs column {fld.name!r} = {values!r} cannot be stored as "
                               f"{fld.type}: {exc}") from None
         names.append(fld.name)
     extras: list[str] = []
     for s in summaries:
-        extras += [k for k in s if k not in RUNS_SCHEMA.names and k not in extras]
+        extras += [k for k in s if k not in runs_schema.names and k not in extras]
     for name in extras:
         values = [_scalar(s.get(name)) for s in summaries]
         try:
-            arrays.append(pa.array(values))
+            arrays.append(arrow.from_values(values))
         except (pa.ArrowInvalid, pa.ArrowTypeError):
-            arrays.append(pa.array([None if v is None else str(v) for v in values]))
+            arrays.append(arrow.from_values([None if v is None else str(v) for v in values]))
         names.append(name)
     return pa.Table.from_arrays(arrays, names=names)
 
@@ -277,14 +306,18 @@ def _write_atomic(path: Path, write) -> None:
 
 
 def _write_table(path: Path, table: pa.Table) -> None:
+    import pyarrow.parquet as pq
+
     _write_atomic(path, lambda fh: pq.write_table(table, fh))
 
 
 def _empty(kind: str) -> pa.Table:
-    return SCHEMAS[kind].empty_table()
+    return arrow.empty_table(_schemas()[kind])
 
 
 def _concat(tables: list[pa.Table], kind: str) -> pa.Table:
+    import pyarrow as pa
+
     tables = [t for t in tables if t is not None]
     if not tables:
         return _empty(kind)
@@ -350,8 +383,13 @@ class ResultsFolder:
         and the parts are removed only once all three are written.
         """
         for kind in TABLES:
-            table = _read_kind(self.path, kind)
-            _write_table(self.path / f"{kind}.parquet", table)
+            merged = self.path / f"{kind}.parquet"
+            only = _only_part(self.path, kind)
+            if only is not None:  # the merge of one part is that part: copy its bytes
+                with open(only, "rb") as src:
+                    _write_atomic(merged, lambda fh, src=src: shutil.copyfileobj(src, fh))
+            else:
+                _write_table(merged, _read_kind(self.path, kind, use_threads=False))
         if self.parts.exists():
             for p in self.parts.iterdir():
                 p.unlink()
@@ -371,21 +409,39 @@ def _complete_part_ids(path: Path) -> list[str]:
     return sorted(p.name[: -len(".runs.parquet")] for p in parts.glob("*.runs.parquet"))
 
 
-def _read_kind(path: Path, kind: str) -> pa.Table:
-    """Merged table plus the parts of every finished, unmerged run (parts win on run_id)."""
+def _only_part(path: Path, kind: str) -> Path | None:
+    """The part file of ``kind`` when it is all a merge would read (one finished run, no
+    merged table yet), else None.  Copying it saves decoding and re-encoding the table at
+    the end of a run, ~10 MB of the run's peak memory."""
+    ids = _complete_part_ids(path)
+    if len(ids) != 1 or (path / f"{kind}.parquet").exists():
+        return None
+    part = path / "parts" / f"{ids[0]}.{kind}.parquet"
+    return part if part.exists() else None
+
+
+def _read_kind(path: Path, kind: str, use_threads: bool = True) -> pa.Table:
+    """Merged table plus the parts of every finished, unmerged run (parts win on run_id).
+
+    ``use_threads=False`` decodes in the calling thread: the merge at the end of a run does,
+    as Arrow's reader threads would add ~12 MB to the peak memory of the run's process."""
+    import pyarrow.parquet as pq
+
     ids = _complete_part_ids(path)
     tables = []
     merged = path / f"{kind}.parquet"
     if merged.exists():
-        t = pq.read_table(merged)
+        t = pq.ParquetFile(merged).read(use_threads=use_threads)
         if ids and t.num_rows:
-            keep = pc.invert(pc.is_in(t["run_id"], value_set=pa.array(ids)))
+            import pyarrow.compute as pc  # ~13 MB: only when parts replace merged rows
+
+            keep = pc.invert(pc.is_in(t["run_id"], value_set=arrow.strings(ids)))
             t = t.filter(keep)
         tables.append(t)
     for run_id in ids:
         part = path / "parts" / f"{run_id}.{kind}.parquet"
         if part.exists():
-            tables.append(pq.read_table(part))
+            tables.append(pq.ParquetFile(part).read(use_threads=use_threads))
     return _concat(tables, kind)
 
 

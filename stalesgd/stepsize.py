@@ -36,6 +36,7 @@ import numba
 import numpy as np
 
 from stalesgd import staleness
+from stalesgd.jitcache import cached
 
 __all__ = [
     "RULES",
@@ -243,6 +244,7 @@ _TOTAL, _COLLECTED, _RING_POS, _RING_FILL, _SINCE, _DONE, _FULL = range(7)
 _STATE_SIZE = 7
 
 
+@cached
 @numba.njit(nogil=True)
 def _ingest(
     taus: np.ndarray,

@@ -187,6 +187,25 @@ def test_unmerged_folder_is_readable_and_merge_is_idempotent(tmp_path):
                                     ).num_rows == s["updates"] == 7
 
 
+def test_closing_a_one_run_folder_keeps_exactly_the_merged_tables(tmp_path):
+    """One run and no merged table: close copies the parts; a later run is merged in."""
+    folder = ResultsFolder.create("one", tmp_path)
+    _finish(folder, "r0000", make_record(seed=3))
+    before = read_tables(folder.path)
+    folder.close()
+    assert not folder.parts.exists()
+    after = read_tables(folder.path)
+    for kind in before:
+        assert after[kind].equals(before[kind]), kind
+        assert pq.read_table(folder.path / f"{kind}.parquet").equals(before[kind])
+    folder.parts.mkdir()
+    _finish(folder, "r0001", make_record(seed=4, n=5, n_dropped=0))
+    folder.close()
+    res = load_results(folder.path)
+    assert list(res.runs["run_id"]) == ["r0000", "r0001"]
+    assert (res.updates["run_id"] == "r0001").sum() == 5
+
+
 def test_empty_folder_reads_as_empty_tables(tmp_path):
     folder = ResultsFolder.create("empty", tmp_path)
     folder.close()

@@ -13,6 +13,7 @@ from numba import njit, types
 from numba.core.errors import TypingError
 from numba.extending import overload
 
+from stalesgd.jitcache import cached
 from stalesgd.problems.base import INIT_SCHEMES
 
 
@@ -107,6 +108,7 @@ def _copy_row_impl(X, r, out):
     return dense
 
 
+@cached
 @njit(nogil=True, fastmath=False)
 def gather_rows(X, idx, out):
     """Copy rows ``X[idx]`` as floats into the 2-D array ``out`` (``(len(idx), n_cols(X))``)."""
@@ -118,6 +120,7 @@ def gather_rows(X, idx, out):
         copy_row(X, r, out[i])
 
 
+@cached
 @njit(nogil=True, fastmath=False)
 def softplus(z):
     """Stable log(1 + exp(z)) in float64: max(z, 0) + log1p(exp(-|z|))."""
@@ -125,6 +128,7 @@ def softplus(z):
     return max(z, 0.0) + np.log1p(np.exp(-abs(z)))
 
 
+@cached
 @njit(nogil=True, fastmath=False)
 def sigmoid(z):
     """Stable logistic function in float64 (never exponentiates a positive number)."""
@@ -135,6 +139,7 @@ def sigmoid(z):
     return e / (1.0 + e)
 
 
+@cached
 @njit(nogil=True, fastmath=False)
 def softmax_xent_rows(Z, y, idx, scale):
     """Softmax cross-entropy over the rows of ``Z`` (logits), in place.
@@ -176,6 +181,7 @@ def softmax_xent_rows(Z, y, idx, scale):
     return loss, correct
 
 
+@cached
 @njit(nogil=True, fastmath=False)
 def softmax_xent_loss_rows(Z, y, idx):
     """Summed softmax cross-entropy (float64, log-sum-exp) and correct count; ``Z`` unchanged.
@@ -204,6 +210,7 @@ def softmax_xent_loss_rows(Z, y, idx):
     return loss, correct
 
 
+@cached
 @njit(nogil=True, fastmath=False)
 def sgd_step(theta, grad, eta):
     """theta -= eta * grad, element-wise, in theta's dtype."""

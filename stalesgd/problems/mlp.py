@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from stalesgd.jitcache import cached
 from stalesgd.problems._kernels import (
     check_scheme,
     gather_rows,
@@ -36,6 +37,7 @@ from stalesgd.problems._kernels import (
 from stalesgd.problems.base import Model, resolve_dtype
 
 
+@cached
 @njit(nogil=True, fastmath=False)
 def _forward(theta, X, idx, ws, dims):
     """Forward pass into the workspace; returns (offset of the logits in ws, n_params)."""
@@ -71,6 +73,7 @@ def _forward(theta, X, idx, ws, dims):
     return a_off, w_off
 
 
+@cached
 @njit(nogil=True, fastmath=False)
 def mlp_grad_kernel(theta, X, y, idx, grad, ws, dims):
     """Mean softmax cross-entropy of ``X[idx]``, its gradient into ``grad`` (contract in base)."""
@@ -113,6 +116,7 @@ def mlp_grad_kernel(theta, X, y, idx, grad, ws, dims):
     return loss_sum / B
 
 
+@cached
 @njit(nogil=True, fastmath=False)
 def mlp_loss_kernel(theta, X, y, idx, ws, dims):
     """Summed softmax cross-entropy and correct count over ``X[idx]`` (contract in base)."""

@@ -1,0 +1,156 @@
+"""The on-disk cache of compiled kernels: keyed by the package source, off on request."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numba import njit
+from numba.core.caching import NullCache
+
+from stalesgd import jitcache
+from stalesgd.problems import mlp
+
+
+def _tree(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def test_fingerprint_changes_with_any_source_file(tmp_path):
+    a = _tree(tmp_path / "a", {"x.py": "A = 1\n"})
+    b = _tree(tmp_path / "b", {"y.py": "def f():\n    return 1\n", "sub/z.py": "Z = 2\n"})
+    before = jitcache.source_fingerprint([a, b])
+    assert jitcache.source_fingerprint([a, b]) == before  # deterministic
+    (b / "sub" / "z.py").write_text("Z = 3\n")  # an edit in a callee's file elsewhere
+    edited = jitcache.source_fingerprint([a, b])
+    assert edited != before
+    (b / "sub" / "new.py").write_text("")  # a new file, even an empty one
+    assert jitcache.source_fingerprint([a, b]) != edited
+    (b / "notes.txt").write_text("not code")
+    assert jitcache.source_fingerprint([a, b]) == jitcache.source_fingerprint([a, b])
+
+
+def test_fingerprint_follows_symlinked_folders(tmp_path):
+    target = _tree(tmp_path / "elsewhere", {"k.py": "K = 1\n"})
+    pkg = _tree(tmp_path / "pkg", {"__init__.py": ""})
+    (pkg / "linked").symlink_to(target, target_is_directory=True)
+    (pkg / "loop").symlink_to(pkg, target_is_directory=True)  # visited once, no endless walk
+    before = jitcache.source_fingerprint([pkg])
+    (target / "k.py").write_text("K = 2\n")
+    assert jitcache.source_fingerprint([pkg]) != before
+
+
+def test_fingerprint_covers_the_engine_folders():
+    folders = jitcache.package_folders()
+    names = {Path(rel).name for f in folders for rel in jitcache._py_files(f)}
+    for module in ("workers.py", "atomics.py", "mlp.py", "jitcache.py"):
+        assert module in names
+
+
+def test_cache_dir_is_keyed_and_outside_the_package(monkeypatch, tmp_path):
+    jitcache.cache_dir.cache_clear()
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    try:
+        d = jitcache.cache_dir()
+        key = jitcache.source_fingerprint(jitcache.package_folders())
+        assert d == tmp_path / "xdg" / "stalesgd" / f"numba-{key}"
+        for folder in jitcache.package_folders():
+            assert not d.resolve().is_relative_to(folder.resolve())
+        jitcache.cache_dir.cache_clear()
+        monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+        assert jitcache.cache_dir() == tmp_path / "numba" / f"stalesgd-{key}"
+    finally:
+        jitcache.cache_dir.cache_clear()
+
+
+@pytest.mark.parametrize("value,on", [("0", False), ("off", False), ("no", False),
+                                      ("1", True), ("", True)])
+def test_opt_out(monkeypatch, value, on):
+    monkeypatch.setenv(jitcache.ENV_VAR, value)
+    assert jitcache.enabled() is on
+
+    def f(x):
+        return x + 1
+
+    disp = jitcache.cached(njit(nogil=True)(f))
+    assert isinstance(disp._cache, NullCache) is not on
+
+
+def test_cached_redirects_only_its_own_function(monkeypatch, tmp_path):
+    from numba.core import config
+
+    jitcache.cache_dir.cache_clear()
+    monkeypatch.setenv(jitcache.ENV_VAR, "1")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    before = config.CACHE_DIR
+    try:
+        disp = jitcache.cached(njit(nogil=True)(lambda x: x + 1))
+        assert config.CACHE_DIR == before  # restored for every other function
+        assert disp._cache.cache_path.startswith(str(jitcache.cache_dir()))
+    finally:
+        jitcache.cache_dir.cache_clear()
+
+
+def test_an_unusable_cache_folder_means_no_cache_and_nothing_written_elsewhere(monkeypatch,
+                                                                               tmp_path):
+    jitcache.cache_dir.cache_clear()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(jitcache.ENV_VAR, "1")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(blocker / "sub"))  # cannot be created
+    try:
+        def g(x):
+            return x * 2
+
+        disp = jitcache.cached(njit(nogil=True)(g))
+        assert isinstance(disp._cache, NullCache)
+        assert disp(3) == 6
+        assert not list(Path(__file__).parent.glob("__pycache__/*.nbi"))
+    finally:
+        jitcache.cache_dir.cache_clear()
+
+
+def test_problem_kernels_are_marked():
+    for kernel in (mlp.mlp_grad_kernel, mlp.mlp_loss_kernel, mlp._forward):
+        assert not isinstance(kernel._cache, NullCache) or not jitcache.enabled()
+
+
+_SCRIPT = """
+import numpy as np
+from stalesgd.problems import make_problem
+p = make_problem("mlp-synthetic", dtype="float32", hidden=[8], n_train=64, n_test=16)
+theta = p.init_params(0)
+ws = p.workspace(4)
+idx = np.arange(4, dtype=np.int64)
+grad = np.zeros_like(theta)
+X = p.dataset.inputs("train")
+loss = p.model.grad_kernel(theta, X, p.dataset.y_train, idx, grad, ws, p.model.dims)
+k = p.model.grad_kernel
+print(repr(float(loss)), sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values()))
+"""
+
+
+def test_a_second_process_loads_the_kernel_and_gets_the_same_result(tmp_path):
+    """Cold, then warm: the same loss, and the second process hits the cache."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), **{jitcache.ENV_VAR: "1"})
+
+    def run() -> list[str]:
+        out = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True,
+                             text=True, timeout=300, check=True)
+        return out.stdout.split()
+
+    cold, warm = run(), run()
+    assert cold[0] == warm[0]
+    assert (int(cold[1]), int(cold[2])) == (0, 1)
+    assert (int(warm[1]), int(warm[2])) == (1, 0)
+    assert any(tmp_path.iterdir())
+    assert np.isfinite(float(cold[0]))
