@@ -64,7 +64,23 @@ def _median_run(algorithm: str, workers: int, batch: int, dtype: str, updates: i
         summaries.append(rec.summary | {"tau_p99": float(np.quantile(rec.updates["tau"], 0.99))})
     ups = [s["updates_per_s"] for s in summaries]
     mid = summaries[int(np.argsort(ups)[len(ups) // 2])]
-    return float(np.median(ups)), mid
+    return float(np.median(ups)), mid, summaries
+
+
+#: a cache-line round trip below this is a placement of the two CPUs near each other (shared
+#: last-level cache), above FAR_NS far apart (real/placement.py); in between: mixed
+NEAR_NS, FAR_NS = 150.0, 250.0
+
+
+def _by_placement(summaries: list[dict], one: float) -> dict:
+    """Each 2-worker run's updates/s and round trips, and the 2-over-1 ratio per placement."""
+    rts = [(s["core_round_trip_ns_start"], s["core_round_trip_ns_end"]) for s in summaries]
+    ups = [s["updates_per_s"] for s in summaries]
+    near = [u for u, r in zip(ups, rts, strict=True) if max(r) < NEAR_NS]
+    far = [u for u, r in zip(ups, rts, strict=True) if min(r) > FAR_NS]
+    return {"updates_per_s_2w_runs": ups, "round_trip_ns_2w_runs": rts,
+            "scaling_2v1_near": float(np.median(near)) / one if near else None,
+            "scaling_2v1_far": float(np.median(far)) / one if far else None}
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -73,15 +89,16 @@ def _median_run(algorithm: str, workers: int, batch: int, dtype: str, updates: i
 def test_engine_scaling(benchmark, bare_sgd, algorithm, batch, dtype):
     """1 and 2 workers; the benchmark's timed call is the 2-worker run."""
     n = UPDATES[batch]
-    one, s1 = _median_run(algorithm, 1, batch, dtype, n)
+    one, s1, _ = _median_run(algorithm, 1, batch, dtype, n)
     bare = n / bare_sgd(make_problem(PROBLEM, dtype=dtype, **OPTIONS), batch, n, REPEATS)
-    two, s2 = benchmark.pedantic(lambda: _median_run(algorithm, 2, batch, dtype, 2 * n),
-                                 rounds=1, iterations=1)
+    two, s2, runs2 = benchmark.pedantic(lambda: _median_run(algorithm, 2, batch, dtype, 2 * n),
+                                        rounds=1, iterations=1)
     info = {
         "data": PROBLEM, "updates_per_s": two, "updates_per_s_1w": one,
         "scaling_2v1": two / one, "bare_kernel_updates_per_s": bare,
         "engine_vs_bare_1w": one / bare, "mean_tau_2w": s2["mean_tau"],
         "tau_p99_2w": s2["tau_p99"], "peak_param_bytes_2w": s2["peak_param_bytes"],
+        **_by_placement(runs2, one),
     }
     if algorithm == "leashed":
         info.update(failed_per_update_2w=s2["failed_publishes"] / s2["updates"],
@@ -94,8 +111,8 @@ def test_engine_scaling(benchmark, bare_sgd, algorithm, batch, dtype):
 @pytest.mark.parametrize("algorithm", ["lock", "hogwild", "leashed"])
 def test_oversubscription(benchmark, algorithm, workers):
     """More workers than the 2 cores: τ grows a heavy tail (p99 ≫ mean); recorded."""
-    ups, s = benchmark.pedantic(lambda: _median_run(algorithm, workers, 16, "float32", 8000),
-                                rounds=1, iterations=1)
+    ups, s, _ = benchmark.pedantic(
+        lambda: _median_run(algorithm, workers, 16, "float32", 8000), rounds=1, iterations=1)
     benchmark.extra_info.update(
         data=PROBLEM, updates_per_s=ups, workers=workers, mean_tau=s["mean_tau"],
         tau_p99=s["tau_p99"], tau_p99_over_mean=s["tau_p99"] / max(s["mean_tau"], 1e-12),

@@ -37,6 +37,7 @@ from stalesgd.stepsize import make_rule
 
 from . import workers as W
 from .clock import new_timespec, python_now
+from .placement import core_round_trip_ns
 from .threads import compile_for
 
 #: Algorithms this engine runs.
@@ -177,6 +178,7 @@ class RealRun:
         self.problem: Problem = problem if problem is not None else make_problem(
             p.name, dtype=p.dtype, **p.options)
         self.m = spec.workers
+        self.round_trip_ns = (math.nan, math.nan)  # measured by run() (m > 1)
         self.leashed = spec.algorithm.name == "leashed"
         self.seeds = _worker_seeds(spec.seed, self.m)
         self.rule = make_rule(spec.stepsize.rule, workers=self.m, lr=spec.stepsize.lr,
@@ -395,6 +397,7 @@ class RealRun:
         """Run to a stop rule and return the record (partial if interrupted)."""
         with threadpool_limits(limits=1):
             self._compile()
+            rt_start = core_round_trip_ns() if self.m > 1 else math.nan
             t_origin = python_now()
             calls = self._worker_calls(self.shared, self.capacity, t_origin)
             threads = [threading.Thread(target=self._guarded, args=(fn, args, i), daemon=True,
@@ -414,6 +417,9 @@ class RealRun:
                 raise self.worker_error
             if not self.interrupted:
                 self._evaluate(t_origin)
+            rt_end = core_round_trip_ns() if self.m > 1 else math.nan
+        # the CPUs' placement on the host, at both ends of the run (see real/placement.py)
+        self.round_trip_ns = (rt_start, rt_end)
         return self._record(t_end)
 
     def _guarded(self, fn, args, index: int) -> None:
@@ -479,6 +485,8 @@ class RealRun:
             worker_seeds=",".join(str(s) for s in self.seeds),
             mean_tau=float(np.mean(applied)) if applied.size else math.nan,
             stepsize_tables=self.estimator.n_tables if self.estimator is not None else 0,
+            core_round_trip_ns_start=self.round_trip_ns[0],
+            core_round_trip_ns_end=self.round_trip_ns[1],
             **self._elastic_summary(seconds),
         )
         if self.leashed:
