@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numba import njit
 
+from stalesgd.jitcache import cached
+
 from .fastbuffers import (
     CALLBACK,
     COMPUTE,
@@ -53,6 +55,7 @@ _T, _BASE, _CAS, _NEXT_EVAL, _NEXT_CHECK, _SECONDS, _N_FLOAT = range(7)
 CLAIMS_START = 1 << 12
 
 
+@cached
 @njit(nogil=True)
 def _hogwild_loop(ist, fst, t_read, t0s, lo, pend_u, ev_t, ev_s, ev_read, claims, buf, pos,
                   length, r_k, r_w, r_tr, r_ta, r_tau, r_eta, ops, op_eta, rd_n, rd_t, rd_f,

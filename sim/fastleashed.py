@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numba import njit
 
+from stalesgd.jitcache import cached
+
 from .fastbuffers import (
     CALLBACK,
     COMPUTE,
@@ -53,6 +55,7 @@ _T, _CAS, _NEXT_EVAL, _NEXT_CHECK, _SECONDS, _N_FLOAT = range(6)
 PUBS_START = 1 << 12
 
 
+@cached
 @njit(nogil=True)
 def _bisect_right(a, x, lo, hi):
     while lo < hi:
@@ -64,6 +67,7 @@ def _bisect_right(a, x, lo, hi):
     return lo
 
 
+@cached
 @njit(nogil=True)
 def _leashed_loop(ist, fst, t_read, t0s, t1s, ts, att, ev_t, ev_s, pubs, buf, pos, length,
                   r_k, r_w, r_tr, r_ta, r_tau, r_eta, r_att, r_drop, ops, op_eta, rd_n, rd_t, rd_f,

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numba import njit
 
+from stalesgd.jitcache import cached
+
 from .fastbuffers import (
     CALLBACK,
     COMPUTE,
@@ -62,6 +64,7 @@ _PICK, _READ, _DRAW = 0, 1, 2
 _BUSY, _T, _TA, _NEXT_EVAL, _NEXT_CHECK, _SECONDS, _N_FLOAT = range(7)
 
 
+@cached
 @njit(nogil=True)
 def _lock_loop(ist, fst, t_read, t0s, ev_t, ev_s, buf, pos, length,
                r_k, r_w, r_tr, r_ta, r_tau, r_eta, ops, op_eta, rd_n, rd_t, rd_f, eta_table):

@@ -99,6 +99,36 @@ def cache_dir() -> Path:
     return user_cache_root() / f"numba-{key}"
 
 
+#: cache folders of other source versions unused for this long are deleted (seconds)
+STALE_AFTER = 7 * 24 * 3600
+
+
+def prune_stale(current: Path, max_age: float = STALE_AFTER) -> list[Path]:
+    """Delete the sibling cache folders of other source versions (same name prefix as
+    ``current``) not modified for ``max_age`` seconds; returns those deleted.  Every edit of
+    the package makes a new folder, so without this they would pile up."""
+    import shutil
+    import time
+
+    prefix = current.name.rsplit("-", 1)[0] + "-"
+    now, gone = time.time(), []
+    try:
+        siblings = list(current.parent.iterdir())
+    except OSError:
+        return gone
+    for folder in siblings:
+        if folder == current or not folder.name.startswith(prefix) or not folder.is_dir():
+            continue
+        try:
+            newest = max([folder.stat().st_mtime] + [f.stat().st_mtime for f in folder.iterdir()])
+            if now - newest > max_age:
+                shutil.rmtree(folder)
+                gone.append(folder)
+        except OSError:  # in use or removed by another process: leave it
+            continue
+    return gone
+
+
 def cached(dispatcher: D) -> D:
     """Mark the ``@njit`` function ``dispatcher`` for the on-disk cache (unless it is off).
 
@@ -110,7 +140,9 @@ def cached(dispatcher: D) -> D:
         return dispatcher
     folder = cache_dir()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir():  # a new source version: clear out long-unused old ones
+            folder.mkdir(parents=True, exist_ok=True)
+            prune_stale(folder)
     except OSError:
         return dispatcher  # not writable: compile every time rather than cache elsewhere
     if not os.access(folder, os.W_OK):

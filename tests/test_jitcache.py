@@ -154,3 +154,19 @@ def test_a_second_process_loads_the_kernel_and_gets_the_same_result(tmp_path):
     assert (int(warm[1]), int(warm[2])) == (1, 0)
     assert any(tmp_path.iterdir())
     assert np.isfinite(float(cold[0]))
+
+
+def test_long_unused_cache_folders_of_other_versions_are_pruned(tmp_path):
+    import time
+
+    current = tmp_path / "numba-aaaa"
+    old, recent, other = tmp_path / "numba-bbbb", tmp_path / "numba-cccc", tmp_path / "keep-dddd"
+    for folder in (current, old, recent, other):
+        folder.mkdir()
+        (folder / "x.nbi").write_text("index")
+    week = time.time() - 8 * 24 * 3600
+    for path in (old, old / "x.nbi", other, other / "x.nbi", current, current / "x.nbi"):
+        os.utime(path, (week, week))
+    gone = jitcache.prune_stale(current)
+    assert gone == [old]
+    assert current.is_dir() and recent.is_dir() and other.is_dir() and not old.exists()
