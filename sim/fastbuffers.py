@@ -10,9 +10,11 @@ contents to where the rest of the simulator expects them (the samplers' streams,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numba import njit
 
 if TYPE_CHECKING:
     from .fastpath import _Rows
@@ -23,10 +25,36 @@ STOP_TIME, CALLBACK, FLUSH, REFILL, ROWS_FULL, GROW = 0, 1, 2, 3, 4, 5
 # duration kinds (first axis of the buffers), as the samplers are ordered
 COMPUTE, READ_TIME, UPDATE = 0, 1, 2
 
+# slots of the integer state every compiled loop keeps (each adds its own from INT_COMMON)
+V, N, SEQ, N_OPS, N_READS, PHASE, W, FLUSH_AT, HOOKED, FEEDING, FED, INT_COMMON = range(12)
+# slots of the float state every loop keeps (NOW: the instant of the event being handled)
+NOW, NEXT_EVAL, NEXT_CHECK, SECONDS, FLOAT_COMMON = range(5)
+
 #: rows buffered before they are handed back to Python
 ROW_CHUNK = 1 << 16
 
 _COLUMNS = ("k", "worker", "t_read", "t_apply", "tau", "eta", "attempts", "dropped")
+
+
+@njit(nogil=True, inline="always")
+def next_event(ev_t: np.ndarray, ev_s: np.ndarray) -> tuple[int, float, int]:
+    """The worker whose pending event comes first: earliest time, then earliest scheduled
+    (sequence number), as the Python loops' heap orders ``(time, seq)``; and its time, seq."""
+    w = 0
+    t = ev_t[0]
+    s = ev_s[0]
+    for j in range(1, ev_t.shape[0]):
+        tj = ev_t[j]
+        if tj < t or (tj == t and ev_s[j] < s):
+            w, t, s = j, tj, ev_s[j]
+    return w, t, s
+
+
+@njit(nogil=True, inline="always")
+def runs_dry(pos: np.ndarray, length: np.ndarray, w: int) -> bool:
+    """Whether worker ``w`` lacks a compute, read or update duration for its next event."""
+    return (pos[COMPUTE, w] >= length[COMPUTE, w] or pos[READ_TIME, w] >= length[READ_TIME, w]
+            or pos[UPDATE, w] >= length[UPDATE, w])
 
 
 class Durations:
@@ -91,6 +119,7 @@ class Buffers:
         self.r_drop = np.empty(ROW_CHUNK if attempts else 1, np.bool_)
         self._arrays = (self.r_k, self.r_w, self.r_tr, self.r_ta, self.r_tau, self.r_eta,
                         self.r_att, self.r_drop)[: 6 + 2 * size]
+        self.flush_ops = flush_ops
         size = flush_ops + 4 if hooked else 1
         self.ops = np.empty(size, np.int64)
         self.op_eta = np.empty(size)
@@ -145,3 +174,73 @@ def grown(arr: np.ndarray) -> np.ndarray:
     out = np.empty(2 * arr.shape[0], arr.dtype)
     out[: arr.shape[0]] = arr
     return out
+
+
+def drive(sim: Simulation, state: object, rows: _Rows, ist: np.ndarray, fst: np.ndarray,
+          buffers: Buffers, durations: Durations,
+          step: Callable[[np.ndarray], int], grow: Callable[[], None] | None = None,
+          ) -> float | None:
+    """Run a compiled loop (``step(eta_table)`` advances it, returns why it stopped) to the
+    end of the run, doing in Python what only Python can: refills, evaluations, stop rules,
+    the replay's flushes, feeding an online step-size rule.  Sets the rows of ``rows`` and
+    ``state.now``; returns the instant a stop rule ended the run (``None``: the time limit).
+    """
+    from .fastpath import _check_active, _stop_at_seconds
+
+    env, hook, log = sim.env, sim.hook, sim.log
+    hooked = hook is not None
+    flush_ops = buffers.flush_ops
+    eta_table = np.array(hook.inline()[3] if hooked else [np.nan], dtype=np.float64)
+    next_eval = hook.next_eval_k if hooked else np.inf
+    ist[HOOKED] = int(hooked)
+    try:
+        while True:
+            fst[NEXT_EVAL] = next_eval
+            fst[NEXT_CHECK] = sim._next_check
+            ist[FLUSH_AT] = flush_ops - len(hook._ops) if hooked else 1 << 62
+            if hooked:
+                ist[FEEDING], ist[FED] = int(hook.step._feeding), hook.step._fed
+            code = step(eta_table)
+            n = buffers.rowbase + int(ist[N])  # rows of the run so far
+            sim.v = int(ist[V])
+            now = float(fst[NOW])
+            if hooked:
+                buffers.push_ops(hook, ist, N_OPS, N_READS)
+            if code == REFILL:
+                durations.refill(int(ist[W]))
+                continue
+            if code == ROWS_FULL:
+                buffers.drain_rows(ist, N)
+                continue
+            if code == GROW:
+                grow()
+                continue
+            if code == STOP_TIME:
+                _stop_at_seconds(sim, rows, float(fst[SECONDS]), state, n=n)
+                return None
+            env._now = now
+            if code == CALLBACK:
+                v = sim.v
+                if ist[FEEDING]:  # (a loop returns after every update while the rule learns)
+                    table = buffers.feed_last(hook, ist, N)
+                    if table is not None:
+                        eta_table = table
+                if v >= next_eval:
+                    log.n = n - 1
+                    hook.eval_due(v)
+                    next_eval = hook.next_eval_k
+                    if sim._rows_at_stop is not None and sim._rows_at_stop <= n - 1:
+                        buffers.r_eta[ist[N] - 1] = np.nan  # stopped before this update
+                log.n = n
+                if v >= sim._next_check:
+                    sim._check()
+                    _check_active(sim)
+            else:  # FLUSH
+                log.n = n
+                hook.flush()
+            if sim._rows_at_stop is not None:
+                state.now = now
+                return now
+    finally:
+        buffers.drain_rows(ist, N)
+        buffers.into(rows)

@@ -13,7 +13,6 @@ resumes is described in :mod:`stalesgd.sim.fastlock`.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,16 +23,36 @@ from stalesgd.jitcache import cached
 from .fastbuffers import (
     CALLBACK,
     COMPUTE,
+    FED,
+    FEEDING,
+    FLOAT_COMMON,
     FLUSH,
+    FLUSH_AT,
     GROW,
+    HOOKED,
+    INT_COMMON,
+    N_OPS,
+    N_READS,
+    NEXT_CHECK,
+    NEXT_EVAL,
+    NOW,
+    PHASE,
     READ_TIME,
     REFILL,
     ROWS_FULL,
+    SECONDS,
+    SEQ,
     STOP_TIME,
     UPDATE,
     Buffers,
     Durations,
+    N,
+    V,
+    W,
+    drive,
     grown,
+    next_event,
+    runs_dry,
 )
 from .fastleashed import _bisect_right
 
@@ -46,10 +65,9 @@ __all__ = ["run_hogwild_compiled"]
 # where the loop resumes: pick the next event / after a logged update / schedule the claim
 _PICK, _AFTER, _DRAW = 0, 1, 2
 # slots of the integer state
-(_V, _N, _SEQ, _N_OPS, _N_READS, _PHASE, _W, _FLUSH_AT, _HOOKED, _FEEDING, _FED,
- _N_INT) = range(12)
+_N_INT = INT_COMMON
 # slots of the float state
-_T, _BASE, _CAS, _NEXT_EVAL, _NEXT_CHECK, _SECONDS, _N_FLOAT = range(7)
+_BASE, _CAS, _N_FLOAT = range(FLOAT_COMMON, FLOAT_COMMON + 3)
 
 #: claim times kept at first (the array doubles when full)
 CLAIMS_START = 1 << 12
@@ -61,32 +79,24 @@ def _hogwild_loop(ist, fst, t_read, t0s, lo, pend_u, ev_t, ev_s, ev_read, claims
                   length, r_k, r_w, r_tr, r_ta, r_tau, r_eta, ops, op_eta, rd_n, rd_t, rd_f,
                   eta_table):
     """Advance the Hogwild! model until Python is needed; returns why (``STOP_TIME`` …)."""
-    m = t_read.shape[0]
     last = eta_table.shape[0] - 1
-    hooked = ist[_HOOKED] != 0
-    feeding = ist[_FEEDING] != 0  # an online rule learns from every applied update
-    fed = ist[_FED]
-    v, n, seq = ist[_V], ist[_N], ist[_SEQ]
-    n_ops, n_reads, phase, w, flush_at = (ist[_N_OPS], ist[_N_READS], ist[_PHASE], ist[_W],
-                                          ist[_FLUSH_AT])
-    t, base, cas = fst[_T], fst[_BASE], fst[_CAS]
-    next_eval, next_check, seconds = fst[_NEXT_EVAL], fst[_NEXT_CHECK], fst[_SECONDS]
+    hooked = ist[HOOKED] != 0
+    feeding = ist[FEEDING] != 0  # an online rule learns from every applied update
+    fed = ist[FED]
+    v, n, seq = ist[V], ist[N], ist[SEQ]
+    n_ops, n_reads, phase, w, flush_at = (ist[N_OPS], ist[N_READS], ist[PHASE], ist[W],
+                                          ist[FLUSH_AT])
+    t, base, cas = fst[NOW], fst[_BASE], fst[_CAS]
+    next_eval, next_check, seconds = fst[NEXT_EVAL], fst[NEXT_CHECK], fst[SECONDS]
     cap = r_k.shape[0]
     code = STOP_TIME
     while True:
         if phase == _PICK:
-            w = 0
-            t = ev_t[0]
-            s = ev_s[0]
-            for j in range(1, m):
-                tj = ev_t[j]
-                if tj < t or (tj == t and ev_s[j] < s):
-                    w, t, s = j, tj, ev_s[j]
+            w, t, s = next_event(ev_t, ev_s)
             if t >= seconds:
                 code = STOP_TIME
                 break
-            if (pos[COMPUTE, w] >= length[COMPUTE, w] or pos[READ_TIME, w] >= length[READ_TIME, w]
-                    or pos[UPDATE, w] >= length[UPDATE, w]):
+            if runs_dry(pos, length, w):
                 code = REFILL
                 break
             if n >= cap:
@@ -178,9 +188,9 @@ def _hogwild_loop(ist, fst, t_read, t0s, lo, pend_u, ev_t, ev_s, ev_read, claims
         seq += 1
         ev_read[w] = False
         phase = _PICK
-    ist[_V], ist[_N], ist[_SEQ] = v, n, seq
-    ist[_N_OPS], ist[_N_READS], ist[_PHASE], ist[_W] = n_ops, n_reads, phase, w
-    fst[_T], fst[_BASE] = t, base
+    ist[V], ist[N], ist[SEQ] = v, n, seq
+    ist[N_OPS], ist[N_READS], ist[PHASE], ist[W] = n_ops, n_reads, phase, w
+    fst[NOW], fst[_BASE] = t, base
     return code
 
 
@@ -189,20 +199,15 @@ def run_hogwild_compiled(sim: Simulation, state: _State, rows: _Rows, seconds: f
     ``None`` or a plain replay whose :meth:`~stalesgd.sim.replay.NumericReplay.inline`
     gives its buffers."""
     from . import replay
-    from .fastpath import _check_active, _stop_at_seconds
 
     env, hook, log = sim.env, sim.hook, sim.log
     m = sim.workers
-    hooked = hook is not None
-    flush_ops = replay.FLUSH_OPS
-    buffers = Buffers(hooked, flush_ops)
+    buffers = Buffers(hook is not None, replay.FLUSH_OPS)
     durations = Durations(sim)
     ist = np.zeros(_N_INT, np.int64)
     fst = np.zeros(_N_FLOAT)
-    ist[_HOOKED] = int(hooked)
     cas = fst[_CAS] = sim.cas_cost
-    fst[_SECONDS] = seconds
-    eta_table = np.array(hook.inline()[3] if hooked else [math.nan], dtype=np.float64)
+    fst[SECONDS] = seconds
     t_read = np.zeros(m)
     t0s = np.zeros(m, np.int64)  # the version read, or -1: look it up at the claim
     lo = np.zeros(m, np.int64)  # claims known to precede the read
@@ -210,71 +215,29 @@ def run_hogwild_compiled(sim: Simulation, state: _State, rows: _Rows, seconds: f
     ev_t = np.zeros(m)
     ev_s = np.zeros(m, np.int64)
     ev_read = np.zeros(m, np.bool_)
-    claims = np.empty(CLAIMS_START)
-    try:
-        for w in range(m):
-            if hooked:
-                env._now = 0.0
-                log.n = 0
-                hook.read(w, 0)
-                if sim._rows_at_stop is not None:
-                    return
-            d = durations.next(READ_TIME, w) + durations.next(COMPUTE, w)
-            pend_u[w] = durations.next(UPDATE, w)
-            d += cas
-            ev_t[w] = 0.0 + d
-            ev_s[w] = w
-        ist[_SEQ] = m
-        next_eval = hook.next_eval_k if hooked else math.inf
-        while True:
-            fst[_NEXT_EVAL] = next_eval
-            fst[_NEXT_CHECK] = sim._next_check
-            ist[_FLUSH_AT] = flush_ops - len(hook._ops) if hooked else 1 << 62
-            if hooked:
-                ist[_FEEDING], ist[_FED] = int(hook.step._feeding), hook.step._fed
-            code = _hogwild_loop(ist, fst, t_read, t0s, lo, pend_u, ev_t, ev_s, ev_read, claims,
-                                 durations.buf, durations.pos, durations.length, buffers.r_k,
-                                 buffers.r_w, buffers.r_tr, buffers.r_ta, buffers.r_tau,
-                                 buffers.r_eta, buffers.ops, buffers.op_eta, buffers.rd_n,
-                                 buffers.rd_t, buffers.rd_f, eta_table)
-            n = buffers.rowbase + int(ist[_N])  # rows of the run so far
-            sim.v = int(ist[_V])
-            t = float(fst[_T])
-            if hooked:
-                buffers.push_ops(hook, ist, _N_OPS, _N_READS)
-            if code == REFILL:
-                durations.refill(int(ist[_W]))
-                continue
-            if code == ROWS_FULL:
-                buffers.drain_rows(ist, _N)
-                continue
-            if code == GROW:
-                claims = grown(claims)
-                continue
-            if code == STOP_TIME:
-                _stop_at_seconds(sim, rows, seconds, state, n=n)
-                return
-            env._now = t
-            if code == CALLBACK:
-                v = sim.v
-                if ist[_FEEDING]:  # (the loop returns after every update while it feeds)
-                    table = buffers.feed_last(hook, ist, _N)
-                    if table is not None:
-                        eta_table = table
-                if v >= next_eval:
-                    log.n = n - 1
-                    hook.eval_due(v)
-                    next_eval = hook.next_eval_k
-                log.n = n
-                if v >= sim._next_check:
-                    sim._check()
-                    _check_active(sim)
-            else:  # FLUSH
-                log.n = n
-                hook.flush()
+    arrays = {"claims": np.empty(CLAIMS_START)}  # claim times (replaced when it grows)
+    for w in range(m):
+        if hook is not None:
+            env._now = 0.0
+            log.n = 0
+            hook.read(w, 0)
             if sim._rows_at_stop is not None:
-                state.now = t
                 return
-    finally:
-        buffers.drain_rows(ist, _N)
-        buffers.into(rows)
+        d = durations.next(READ_TIME, w) + durations.next(COMPUTE, w)
+        pend_u[w] = durations.next(UPDATE, w)
+        d += cas
+        ev_t[w] = 0.0 + d
+        ev_s[w] = w
+    ist[SEQ] = m
+
+    def step(eta_table: np.ndarray) -> int:
+        return _hogwild_loop(ist, fst, t_read, t0s, lo, pend_u, ev_t, ev_s, ev_read,
+                             arrays["claims"], durations.buf, durations.pos, durations.length,
+                             buffers.r_k, buffers.r_w, buffers.r_tr, buffers.r_ta,
+                             buffers.r_tau, buffers.r_eta, buffers.ops, buffers.op_eta,
+                             buffers.rd_n, buffers.rd_t, buffers.rd_f, eta_table)
+
+    def grow() -> None:
+        arrays["claims"] = grown(arrays["claims"])
+
+    drive(sim, state, rows, ist, fst, buffers, durations, step, grow)

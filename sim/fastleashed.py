@@ -14,7 +14,6 @@ of publish times must grow.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,16 +24,36 @@ from stalesgd.jitcache import cached
 from .fastbuffers import (
     CALLBACK,
     COMPUTE,
+    FED,
+    FEEDING,
+    FLOAT_COMMON,
     FLUSH,
+    FLUSH_AT,
     GROW,
+    HOOKED,
+    INT_COMMON,
+    N_OPS,
+    N_READS,
+    NEXT_CHECK,
+    NEXT_EVAL,
+    NOW,
+    PHASE,
     READ_TIME,
     REFILL,
     ROWS_FULL,
+    SECONDS,
+    SEQ,
     STOP_TIME,
     UPDATE,
     Buffers,
     Durations,
+    N,
+    V,
+    W,
+    drive,
     grown,
+    next_event,
+    runs_dry,
 )
 
 if TYPE_CHECKING:
@@ -46,10 +65,9 @@ __all__ = ["run_leashed_compiled"]
 # where the loop resumes: pick the next event / the worker's next copy / its next draws
 _PICK, _READ, _DRAW = 0, 1, 2
 # slots of the integer state
-(_V, _N, _SEQ, _FAILED, _DROPPED, _N_OPS, _N_READS, _PHASE, _W, _FLUSH_AT, _HOOKED, _BOUND,
- _FEEDING, _FED, _N_INT) = range(15)
+_FAILED, _DROPPED, _BOUND, _N_INT = range(INT_COMMON, INT_COMMON + 4)
 # slots of the float state
-_T, _CAS, _NEXT_EVAL, _NEXT_CHECK, _SECONDS, _N_FLOAT = range(6)
+_CAS, _N_FLOAT = range(FLOAT_COMMON, FLOAT_COMMON + 2)
 
 #: publish times kept at first (the array doubles when full)
 PUBS_START = 1 << 12
@@ -73,33 +91,25 @@ def _leashed_loop(ist, fst, t_read, t0s, t1s, ts, att, ev_t, ev_s, pubs, buf, po
                   r_k, r_w, r_tr, r_ta, r_tau, r_eta, r_att, r_drop, ops, op_eta, rd_n, rd_t, rd_f,
                   eta_table):
     """Advance the Leashed-SGD model until Python is needed; returns why (``STOP_TIME`` …)."""
-    m = t_read.shape[0]
     last = eta_table.shape[0] - 1
-    hooked = ist[_HOOKED] != 0
-    feeding = ist[_FEEDING] != 0  # an online rule learns from every applied update
-    fed = ist[_FED]
+    hooked = ist[HOOKED] != 0
+    feeding = ist[FEEDING] != 0  # an online rule learns from every applied update
+    fed = ist[FED]
     bound = ist[_BOUND]  # < 0: unbounded persistence
-    v, n, seq, failed, dropped = ist[_V], ist[_N], ist[_SEQ], ist[_FAILED], ist[_DROPPED]
-    n_ops, n_reads, phase, w, flush_at = (ist[_N_OPS], ist[_N_READS], ist[_PHASE], ist[_W],
-                                          ist[_FLUSH_AT])
-    t, cas = fst[_T], fst[_CAS]
-    next_eval, next_check, seconds = fst[_NEXT_EVAL], fst[_NEXT_CHECK], fst[_SECONDS]
+    v, n, seq, failed, dropped = ist[V], ist[N], ist[SEQ], ist[_FAILED], ist[_DROPPED]
+    n_ops, n_reads, phase, w, flush_at = (ist[N_OPS], ist[N_READS], ist[PHASE], ist[W],
+                                          ist[FLUSH_AT])
+    t, cas = fst[NOW], fst[_CAS]
+    next_eval, next_check, seconds = fst[NEXT_EVAL], fst[NEXT_CHECK], fst[SECONDS]
     cap = r_k.shape[0]
     code = STOP_TIME
     while True:
         if phase == _PICK:
-            w = 0
-            t = ev_t[0]
-            s = ev_s[0]
-            for j in range(1, m):
-                tj = ev_t[j]
-                if tj < t or (tj == t and ev_s[j] < s):
-                    w, t, s = j, tj, ev_s[j]
+            w, t, s = next_event(ev_t, ev_s)
             if t >= seconds:
                 code = STOP_TIME
                 break
-            if (pos[COMPUTE, w] >= length[COMPUTE, w] or pos[READ_TIME, w] >= length[READ_TIME, w]
-                    or pos[UPDATE, w] >= length[UPDATE, w]):
+            if runs_dry(pos, length, w):
                 code = REFILL
                 break
             if n >= cap:
@@ -190,9 +200,9 @@ def _leashed_loop(ist, fst, t_read, t0s, t1s, ts, att, ev_t, ev_s, pubs, buf, po
         ev_s[w] = seq
         seq += 1
         phase = _PICK
-    ist[_V], ist[_N], ist[_SEQ], ist[_FAILED], ist[_DROPPED] = v, n, seq, failed, dropped
-    ist[_N_OPS], ist[_N_READS], ist[_PHASE], ist[_W] = n_ops, n_reads, phase, w
-    fst[_T] = t
+    ist[V], ist[N], ist[SEQ], ist[_FAILED], ist[_DROPPED] = v, n, seq, failed, dropped
+    ist[N_OPS], ist[N_READS], ist[PHASE], ist[W] = n_ops, n_reads, phase, w
+    fst[NOW] = t
     return code
 
 
@@ -200,21 +210,16 @@ def run_leashed_compiled(sim: Simulation, state: _State, rows: _Rows, seconds: f
     """``leashed`` on the fast path in the compiled loop; ``sim.hook`` is ``None`` or a
     plain replay whose :meth:`~stalesgd.sim.replay.NumericReplay.inline` gives its buffers."""
     from . import replay
-    from .fastpath import _check_active, _stop_at_seconds
 
     env, hook, log = sim.env, sim.hook, sim.log
     m = sim.workers
-    hooked = hook is not None
-    flush_ops = replay.FLUSH_OPS
-    buffers = Buffers(hooked, flush_ops, attempts=True)
+    buffers = Buffers(hook is not None, replay.FLUSH_OPS, attempts=True)
     durations = Durations(sim)
     ist = np.zeros(_N_INT, np.int64)
     fst = np.zeros(_N_FLOAT)
-    ist[_HOOKED] = int(hooked)
     ist[_BOUND] = -1 if sim.persistence is None else int(sim.persistence)
     cas = fst[_CAS] = sim.cas_cost
-    fst[_SECONDS] = seconds
-    eta_table = np.array(hook.inline()[3] if hooked else [math.nan], dtype=np.float64)
+    fst[SECONDS] = seconds
     t_read = np.zeros(m)
     t0s = np.zeros(m, np.int64)
     t1s = np.full(m, -1, np.int64)  # version copied at the attempt's start, or -1: look it up
@@ -222,73 +227,33 @@ def run_leashed_compiled(sim: Simulation, state: _State, rows: _Rows, seconds: f
     att = np.ones(m, np.int64)
     ev_t = np.zeros(m)
     ev_s = np.zeros(m, np.int64)
-    pubs = np.empty(PUBS_START)
-    try:
-        for w in range(m):
-            if hooked:
-                env._now = 0.0
-                log.n = 0
-                hook.read(w, 0)
-                if sim._rows_at_stop is not None:
-                    return
-            s = 0.0 + (cas + durations.next(COMPUTE, w))
-            ts[w] = s
-            ev_t[w] = s + (durations.next(READ_TIME, w) + durations.next(UPDATE, w) + cas)
-            ev_s[w] = w
-        ist[_SEQ] = m
-        next_eval = hook.next_eval_k if hooked else math.inf
-        while True:
-            fst[_NEXT_EVAL] = next_eval
-            fst[_NEXT_CHECK] = sim._next_check
-            ist[_FLUSH_AT] = flush_ops - len(hook._ops) if hooked else 1 << 62
-            if hooked:
-                ist[_FEEDING], ist[_FED] = int(hook.step._feeding), hook.step._fed
-            code = _leashed_loop(ist, fst, t_read, t0s, t1s, ts, att, ev_t, ev_s, pubs,
-                                 durations.buf, durations.pos, durations.length, buffers.r_k,
-                                 buffers.r_w, buffers.r_tr, buffers.r_ta, buffers.r_tau,
-                                 buffers.r_eta, buffers.r_att, buffers.r_drop, buffers.ops,
-                                 buffers.op_eta, buffers.rd_n, buffers.rd_t, buffers.rd_f,
-                                 eta_table)
-            n = buffers.rowbase + int(ist[_N])  # rows of the run so far
-            sim.v = int(ist[_V])
-            t = float(fst[_T])
-            if hooked:
-                buffers.push_ops(hook, ist, _N_OPS, _N_READS)
-            if code == REFILL:
-                durations.refill(int(ist[_W]))
-                continue
-            if code == ROWS_FULL:
-                buffers.drain_rows(ist, _N)
-                continue
-            if code == GROW:
-                pubs = grown(pubs)
-                continue
-            if code == STOP_TIME:
-                _stop_at_seconds(sim, rows, seconds, state, n=n)
-                return
-            env._now = t
-            if code == CALLBACK:
-                v = sim.v
-                if ist[_FEEDING]:  # (the loop returns after every update while it feeds)
-                    table = buffers.feed_last(hook, ist, _N)
-                    if table is not None:
-                        eta_table = table
-                if v >= next_eval:
-                    log.n = n - 1
-                    hook.eval_due(v)
-                    next_eval = hook.next_eval_k
-                log.n = n
-                if v >= sim._next_check:
-                    sim._check()
-                    _check_active(sim)
-            else:  # FLUSH
-                log.n = n
-                hook.flush()
+    arrays = {"pubs": np.empty(PUBS_START)}  # publish times (replaced when it grows)
+    for w in range(m):
+        if hook is not None:
+            env._now = 0.0
+            log.n = 0
+            hook.read(w, 0)
             if sim._rows_at_stop is not None:
-                state.now = t
                 return
+        s = 0.0 + (cas + durations.next(COMPUTE, w))
+        ts[w] = s
+        ev_t[w] = s + (durations.next(READ_TIME, w) + durations.next(UPDATE, w) + cas)
+        ev_s[w] = w
+    ist[SEQ] = m
+
+    def step(eta_table: np.ndarray) -> int:
+        return _leashed_loop(ist, fst, t_read, t0s, t1s, ts, att, ev_t, ev_s, arrays["pubs"],
+                             durations.buf, durations.pos, durations.length, buffers.r_k,
+                             buffers.r_w, buffers.r_tr, buffers.r_ta, buffers.r_tau,
+                             buffers.r_eta, buffers.r_att, buffers.r_drop, buffers.ops,
+                             buffers.op_eta, buffers.rd_n, buffers.rd_t, buffers.rd_f,
+                             eta_table)
+
+    def grow() -> None:
+        arrays["pubs"] = grown(arrays["pubs"])
+
+    try:
+        drive(sim, state, rows, ist, fst, buffers, durations, step, grow)
     finally:
-        buffers.drain_rows(ist, _N)
-        buffers.into(rows)
         sim.failed_publishes = int(ist[_FAILED])
         sim.dropped = int(ist[_DROPPED])

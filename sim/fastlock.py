@@ -39,14 +39,34 @@ from stalesgd.jitcache import cached
 from .fastbuffers import (
     CALLBACK,
     COMPUTE,
+    FED,
+    FEEDING,
+    FLOAT_COMMON,
     FLUSH,
+    FLUSH_AT,
+    HOOKED,
+    INT_COMMON,
+    N_OPS,
+    N_READS,
+    NEXT_CHECK,
+    NEXT_EVAL,
+    NOW,
+    PHASE,
     READ_TIME,
     REFILL,
     ROWS_FULL,
+    SECONDS,
+    SEQ,
     STOP_TIME,
     UPDATE,
     Buffers,
     Durations,
+    N,
+    V,
+    W,
+    drive,
+    next_event,
+    runs_dry,
 )
 
 if TYPE_CHECKING:
@@ -58,10 +78,9 @@ __all__ = ["run_lock_compiled"]
 # where the loop resumes: pick the next event / the worker's next read / its next draws
 _PICK, _READ, _DRAW = 0, 1, 2
 # slots of the integer state
-(_V, _N, _SEQ, _BUSY_SEQ, _CONTENDED, _ACQ, _N_OPS, _N_READS, _PHASE, _W, _FLUSH_AT,
- _HOOKED, _FEEDING, _FED, _N_INT) = range(15)
+_BUSY_SEQ, _CONTENDED, _ACQ, _N_INT = range(INT_COMMON, INT_COMMON + 4)
 # slots of the float state
-_BUSY, _T, _TA, _NEXT_EVAL, _NEXT_CHECK, _SECONDS, _N_FLOAT = range(7)
+_BUSY, _T, _N_FLOAT = range(FLOAT_COMMON, FLOAT_COMMON + 3)  # NOW: the apply's end
 
 
 @cached
@@ -71,32 +90,24 @@ def _lock_loop(ist, fst, t_read, t0s, ev_t, ev_s, buf, pos, length,
     """Advance the ``lock`` model until Python is needed; returns why (``STOP_TIME`` …)."""
     m = t_read.shape[0]
     last = eta_table.shape[0] - 1
-    hooked = ist[_HOOKED] != 0
-    feeding = ist[_FEEDING] != 0  # an online rule learns from every applied update
-    fed = ist[_FED]
-    v, n, seq, busy_seq = ist[_V], ist[_N], ist[_SEQ], ist[_BUSY_SEQ]
+    hooked = ist[HOOKED] != 0
+    feeding = ist[FEEDING] != 0  # an online rule learns from every applied update
+    fed = ist[FED]
+    v, n, seq, busy_seq = ist[V], ist[N], ist[SEQ], ist[_BUSY_SEQ]
     contended, acquisitions = ist[_CONTENDED], ist[_ACQ]
-    n_ops, n_reads, phase, w, flush_at = (ist[_N_OPS], ist[_N_READS], ist[_PHASE], ist[_W],
-                                          ist[_FLUSH_AT])
-    busy, t, ta = fst[_BUSY], fst[_T], fst[_TA]
-    next_eval, next_check, seconds = fst[_NEXT_EVAL], fst[_NEXT_CHECK], fst[_SECONDS]
+    n_ops, n_reads, phase, w, flush_at = (ist[N_OPS], ist[N_READS], ist[PHASE], ist[W],
+                                          ist[FLUSH_AT])
+    busy, t, ta = fst[_BUSY], fst[_T], fst[NOW]
+    next_eval, next_check, seconds = fst[NEXT_EVAL], fst[NEXT_CHECK], fst[SECONDS]
     cap = r_k.shape[0]
     code = STOP_TIME
     while True:
         if phase == _PICK:
-            w = 0
-            t = ev_t[0]
-            s = ev_s[0]
-            for j in range(1, m):
-                tj = ev_t[j]
-                if tj < t or (tj == t and ev_s[j] < s):
-                    w, t, s = j, tj, ev_s[j]
+            w, t, s = next_event(ev_t, ev_s)
             if t >= seconds:
                 code = STOP_TIME
                 break
-            if (pos[COMPUTE, w] >= length[COMPUTE, w]
-                    or pos[READ_TIME, w] >= length[READ_TIME, w]
-                    or pos[UPDATE, w] >= length[UPDATE, w]):
+            if runs_dry(pos, length, w):
                 code = REFILL
                 break
             if n >= cap:
@@ -168,10 +179,10 @@ def _lock_loop(ist, fst, t_read, t0s, ev_t, ev_s, buf, pos, length,
         pos[COMPUTE, w] += 1
         ev_s[w] = s
         phase = _PICK
-    ist[_V], ist[_N], ist[_SEQ], ist[_BUSY_SEQ] = v, n, seq, busy_seq
+    ist[V], ist[N], ist[SEQ], ist[_BUSY_SEQ] = v, n, seq, busy_seq
     ist[_CONTENDED], ist[_ACQ] = contended, acquisitions
-    ist[_N_OPS], ist[_N_READS], ist[_PHASE], ist[_W] = n_ops, n_reads, phase, w
-    fst[_BUSY], fst[_T], fst[_TA] = busy, t, ta
+    ist[N_OPS], ist[N_READS], ist[PHASE], ist[W] = n_ops, n_reads, phase, w
+    fst[_BUSY], fst[_T], fst[NOW] = busy, t, ta
     return code
 
 
@@ -179,19 +190,15 @@ def run_lock_compiled(sim: Simulation, state: _State, rows: _Rows, seconds: floa
     """``lock`` on the fast path in the compiled loop; ``sim.hook`` is ``None`` or a plain
     replay whose :meth:`~stalesgd.sim.replay.NumericReplay.inline` gives its buffers."""
     from . import replay
-    from .fastpath import _check_active, _stop_at_seconds
 
     env, hook, log = sim.env, sim.hook, sim.log
     m = sim.workers
     hooked = hook is not None
-    flush_ops = replay.FLUSH_OPS
-    buffers = Buffers(hooked, flush_ops)
+    buffers = Buffers(hooked, replay.FLUSH_OPS)
     durations = Durations(sim)
     ist = np.zeros(_N_INT, np.int64)
     fst = np.zeros(_N_FLOAT)
-    ist[_HOOKED] = int(hooked)
-    fst[_SECONDS] = seconds
-    eta_table = np.array(hook.inline()[3] if hooked else [math.nan], dtype=np.float64)
+    fst[SECONDS] = seconds
     t_read = np.zeros(m)
     t0s = np.zeros(m, np.int64)
     ev_t = np.zeros(m)
@@ -200,86 +207,40 @@ def run_lock_compiled(sim: Simulation, state: _State, rows: _Rows, seconds: floa
     busy_seq = -1
     seq = 0
     contended = acquisitions = 0
-    stop_t = None
-    w = 0
-    try:
-        # every worker reads under the lock at t = 0, in worker order (as the Python loop)
-        for w in range(m):
-            acquisitions += 1
-            acq = 0.0
-            if acq < busy:
-                contended += 1
-                acq = busy
-            t_read[w] = acq
-            if hooked and acq < seconds:
-                env._now = acq
-                log.n = 0
-                hook.read(w, 0)
-                if sim._rows_at_stop is not None:
-                    state.now = acq
-                    return
-            r = durations.next(READ_TIME, w)
-            busy = acq + r
-            busy_seq = seq
-            ev_t[w] = acq + (r + durations.next(COMPUTE, w))
-            ev_s[w] = seq
-            seq += 1
-        ist[_SEQ], ist[_BUSY_SEQ], ist[_CONTENDED], ist[_ACQ] = seq, busy_seq, contended, \
-            acquisitions
-        fst[_BUSY] = busy
-        next_eval = hook.next_eval_k if hooked else math.inf
-        while True:
-            fst[_NEXT_EVAL] = next_eval
-            fst[_NEXT_CHECK] = sim._next_check
-            ist[_FLUSH_AT] = flush_ops - len(hook._ops) if hooked else 1 << 62
-            if hooked:
-                ist[_FEEDING], ist[_FED] = int(hook.step._feeding), hook.step._fed
-            code = _lock_loop(ist, fst, t_read, t0s, ev_t, ev_s, durations.buf, durations.pos,
-                              durations.length, buffers.r_k, buffers.r_w, buffers.r_tr,
-                              buffers.r_ta, buffers.r_tau, buffers.r_eta, buffers.ops,
-                              buffers.op_eta, buffers.rd_n, buffers.rd_t, buffers.rd_f,
-                              eta_table)
-            n = buffers.rowbase + int(ist[_N])  # rows of the run so far
-            sim.v = int(ist[_V])
-            ta = float(fst[_TA])
-            w = int(ist[_W])
-            if hooked:
-                buffers.push_ops(hook, ist, _N_OPS, _N_READS)
-            if code == REFILL:
-                durations.refill(w)
-                continue
-            if code == ROWS_FULL:
-                buffers.drain_rows(ist, _N)
-                continue
-            if code == STOP_TIME:
-                _stop_at_seconds(sim, rows, seconds, state, n=n)
-                break
-            env._now = ta
-            if code == CALLBACK:
-                v = sim.v
-                if ist[_FEEDING]:  # (the loop returns after every update while it feeds)
-                    table = buffers.feed_last(hook, ist, _N)
-                    if table is not None:
-                        eta_table = table
-                if v >= next_eval:
-                    log.n = n - 1
-                    hook.eval_due(v)
-                    next_eval = hook.next_eval_k
-                    if sim._rows_at_stop is not None and sim._rows_at_stop <= n - 1:
-                        buffers.r_eta[ist[_N] - 1] = math.nan  # stopped before this update
-                log.n = n
-                if v >= sim._next_check:
-                    sim._check()
-                    _check_active(sim)
-            else:  # FLUSH
-                log.n = n
-                hook.flush()
+    # every worker reads under the lock at t = 0, in worker order (as the Python loop)
+    for w in range(m):
+        acquisitions += 1
+        acq = 0.0
+        if acq < busy:
+            contended += 1
+            acq = busy
+        t_read[w] = acq
+        if hooked and acq < seconds:
+            env._now = acq
+            log.n = 0
+            hook.read(w, 0)
             if sim._rows_at_stop is not None:
-                stop_t = ta
-                break
-    finally:
-        buffers.drain_rows(ist, _N)
-        buffers.into(rows)
+                state.now = acq
+                return
+        r = durations.next(READ_TIME, w)
+        busy = acq + r
+        busy_seq = seq
+        ev_t[w] = acq + (r + durations.next(COMPUTE, w))
+        ev_s[w] = seq
+        seq += 1
+    ist[SEQ], ist[_BUSY_SEQ], ist[_CONTENDED], ist[_ACQ] = seq, busy_seq, contended, \
+        acquisitions
+    fst[_BUSY] = busy
+
+    def step(eta_table: np.ndarray) -> int:
+        return _lock_loop(ist, fst, t_read, t0s, ev_t, ev_s, durations.buf, durations.pos,
+                          durations.length, buffers.r_k, buffers.r_w, buffers.r_tr,
+                          buffers.r_ta, buffers.r_tau, buffers.r_eta, buffers.ops,
+                          buffers.op_eta, buffers.rd_n, buffers.rd_t, buffers.rd_f,
+                          eta_table)
+
+    stop_t = drive(sim, state, rows, ist, fst, buffers, durations, step)
+    w = int(ist[W])
     contended = int(ist[_CONTENDED])
     if stop_t is not None:
         state.now = stop_t
