@@ -224,6 +224,12 @@ def runs_display(analysis: Analysis) -> pd.DataFrame:
              ("peak_rss_bytes", "peak RSS (MB)", ".4g"), ("flags", "flags", "")]
     if "peak_rss_bytes" in runs:
         runs["peak_rss_bytes"] = pd.to_numeric(runs["peak_rss_bytes"], errors="coerce") / 1e6
+    if "core_round_trip_ns_start" in runs:  # where the host placed the CPUs (real, m > 1)
+        a = pd.to_numeric(runs["core_round_trip_ns_start"], errors="coerce")
+        b = pd.to_numeric(runs.get("core_round_trip_ns_end"), errors="coerce")
+        runs["round_trip"] = [f"{x:.0f} / {y:.0f}" if math.isfinite(x) and math.isfinite(y)
+                              else "–" for x, y in zip(a, b, strict=True)]
+        cols.insert(-1, ("round_trip", "CPU round trip (ns)", ""))
     return _display(runs, cols)
 
 
@@ -369,6 +375,10 @@ _DEFINITIONS = [
     "Speedup vs seq = T_seq / T (mean time to target over the seeds that reached it) = "
     "throughput ratio × efficiency ratio, with throughput = updates to target / time to "
     "target and efficiency = U_seq / U (updates to target).",
+    "CPU round trip: nanoseconds for a cache line to go between the two CPUs a real run with "
+    "m > 1 ran on and back, at its start / end (stalesgd.real.placement); on a virtual "
+    "machine ≈ 60 ns means the host placed them on cores sharing a cache, ≈ 300+ ns apart, "
+    "where runs that share parameters often (small batches) can be up to 2× slower.",
     "Non-converged: diverged, or evaluated with a target and never reached it; runs without "
     "evaluations and interrupted runs are not judged unless they diverged.",
     "Theory checks (least-squares runs only): E[loss] from the exact recursion for i.i.d. "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from stalesgd.analysis import analyse, write_report
@@ -40,6 +41,10 @@ def test_report_draws_every_cross_configuration_figure(tmp_path):
     assert page.count("data:image/png;base64,") == len(report.figures)
     assert {"speedup_vs_workers.png", "memory.png", "elastic_1.png",
             "stepsize_tables.png"} <= {p.name for p in report.figures}
+    # the real 2-worker run shows where its CPUs sat (start / end round trip), the others "–"
+    md = report.markdown.read_text()
+    assert "CPU round trip (ns)" in md
+    assert len(re.findall(r"\| \d+ / \d+ \|", md)) == 1  # only the real run with m = 2
 
 
 def test_folders_without_elastic_runs_have_no_control_and_no_elastic_figure(tmp_path):
