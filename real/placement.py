@@ -4,9 +4,9 @@ On a virtual machine the guest's CPUs are threads of a host that may place them 
 sharing a last-level cache or on cores that do not, and move them while a run goes on.  On
 the 2-vCPU machines this project is measured on, two threads handing one cache line back and
 forth take either ≈ 60 ns or ≈ 340 ns per round trip, switching every few seconds, and
-real runs whose workers share parameters every few hundred microseconds (batch 16) run up to
-twice as slowly in the far placement.  Recording the round trip beside a run's throughput
-turns that bimodality into something one can see and filter on.
+the real runs whose workers share parameters often (batch 16) and scale worst, up to twice
+as slowly as they should, ended in the far placement.  Recording the round trip beside a
+run's throughput turns that bimodality into something one can see and filter on.
 
 The measurement spins two threads on one int64 slot for ``trips`` round trips (a few
 milliseconds); it needs two CPUs (else it returns NaN rather than spin on one).
