@@ -57,6 +57,31 @@ def runs_dry(pos: np.ndarray, length: np.ndarray, w: int) -> bool:
             or pos[UPDATE, w] >= length[UPDATE, w])
 
 
+@njit(nogil=True, inline="always")
+def record_read(ops: np.ndarray, rd_n: np.ndarray, rd_t: np.ndarray, rd_f: np.ndarray,
+                n_ops: int, n_reads: int, w: int, rows: int, t: float,
+                fed: int) -> tuple[int, int]:
+    """A replay read by worker ``w`` at ``t`` after ``rows`` rows (``fed`` samples fed to an
+    online rule): its op code and where it happened; returns the new op and read counts."""
+    ops[n_ops] = w << 1
+    rd_n[n_reads] = rows
+    rd_t[n_reads] = t
+    rd_f[n_reads] = fed
+    return n_ops + 1, n_reads + 1
+
+
+@njit(nogil=True, inline="always")
+def record_apply(ops: np.ndarray, op_eta: np.ndarray, n_ops: int, w: int,
+                 eta_table: np.ndarray, tau: int) -> tuple[float, int]:
+    """A replay apply by worker ``w`` with staleness ``tau``: η from the table (its last
+    entry beyond its end) and the op code; returns η and the new op count."""
+    last = eta_table.shape[0] - 1
+    eta = eta_table[tau if tau < last else last]
+    ops[n_ops] = (w << 1) | 1
+    op_eta[n_ops] = eta
+    return eta, n_ops + 1
+
+
 class Durations:
     """Per-worker buffers of compute, read and update durations, refilled chunk by chunk
     with exactly the values the samplers' streams would give, in the same order."""

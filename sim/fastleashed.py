@@ -53,6 +53,8 @@ from .fastbuffers import (
     drive,
     grown,
     next_event,
+    record_apply,
+    record_read,
     runs_dry,
 )
 
@@ -91,7 +93,6 @@ def _leashed_loop(ist, fst, t_read, t0s, t1s, ts, att, ev_t, ev_s, pubs, buf, po
                   r_k, r_w, r_tr, r_ta, r_tau, r_eta, r_att, r_drop, ops, op_eta, rd_n, rd_t, rd_f,
                   eta_table):
     """Advance the Leashed-SGD model until Python is needed; returns why (``STOP_TIME`` …)."""
-    last = eta_table.shape[0] - 1
     hooked = ist[HOOKED] != 0
     feeding = ist[FEEDING] != 0  # an online rule learns from every applied update
     fed = ist[FED]
@@ -127,10 +128,7 @@ def _leashed_loop(ist, fst, t_read, t0s, t1s, ts, att, ev_t, ev_s, pubs, buf, po
                 pubs[t1] = t
                 tau = t1 - t0
                 if hooked:
-                    eta = eta_table[tau if tau < last else last]
-                    ops[n_ops] = (w << 1) | 1
-                    op_eta[n_ops] = eta
-                    n_ops += 1
+                    eta, n_ops = record_apply(ops, op_eta, n_ops, w, eta_table, tau)
                 else:
                     eta = np.nan
                 r_k[n] = t1
@@ -177,12 +175,8 @@ def _leashed_loop(ist, fst, t_read, t0s, t1s, ts, att, ev_t, ev_s, pubs, buf, po
             t0s[w] = v
             phase = _DRAW
             if hooked:
-                ops[n_ops] = w << 1
-                n_ops += 1
-                rd_n[n_reads] = n
-                rd_t[n_reads] = t
-                rd_f[n_reads] = fed
-                n_reads += 1
+                n_ops, n_reads = record_read(ops, rd_n, rd_t, rd_f, n_ops, n_reads, w, n,
+                                               t, fed)
                 if n_ops >= flush_at:
                     code = FLUSH
                     break

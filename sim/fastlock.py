@@ -66,6 +66,8 @@ from .fastbuffers import (
     W,
     drive,
     next_event,
+    record_apply,
+    record_read,
     runs_dry,
 )
 
@@ -89,7 +91,6 @@ def _lock_loop(ist, fst, t_read, t0s, ev_t, ev_s, buf, pos, length,
                r_k, r_w, r_tr, r_ta, r_tau, r_eta, ops, op_eta, rd_n, rd_t, rd_f, eta_table):
     """Advance the ``lock`` model until Python is needed; returns why (``STOP_TIME`` …)."""
     m = t_read.shape[0]
-    last = eta_table.shape[0] - 1
     hooked = ist[HOOKED] != 0
     feeding = ist[FEEDING] != 0  # an online rule learns from every applied update
     fed = ist[FED]
@@ -135,10 +136,7 @@ def _lock_loop(ist, fst, t_read, t0s, ev_t, ev_s, buf, pos, length,
             v = k + 1
             tau = k - t0s[w]
             if hooked:
-                eta = eta_table[tau if tau < last else last]
-                ops[n_ops] = (w << 1) | 1
-                op_eta[n_ops] = eta
-                n_ops += 1
+                eta, n_ops = record_apply(ops, op_eta, n_ops, w, eta_table, tau)
             else:
                 eta = np.nan
             r_k[n] = k
@@ -158,12 +156,8 @@ def _lock_loop(ist, fst, t_read, t0s, ev_t, ev_s, buf, pos, length,
             t0s[w] = v
             phase = _DRAW
             if hooked:
-                ops[n_ops] = w << 1
-                n_ops += 1
-                rd_n[n_reads] = n
-                rd_t[n_reads] = ta
-                rd_f[n_reads] = fed
-                n_reads += 1
+                n_ops, n_reads = record_read(ops, rd_n, rd_t, rd_f, n_ops, n_reads, w, n,
+                                               ta, fed)
                 if n_ops >= flush_at:
                     code = FLUSH
                     break
