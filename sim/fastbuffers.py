@@ -37,6 +37,19 @@ _COLUMNS = ("k", "worker", "t_read", "t_apply", "tau", "eta", "attempts", "dropp
 
 
 @njit(nogil=True, inline="always")
+def bisect_right(a: np.ndarray, x: float, lo: int, hi: int) -> int:
+    """The first index in ``lo..hi`` whose value in the sorted ``a`` exceeds ``x`` (as
+    :func:`bisect.bisect_right`): how many of the claims/publishes there happened by ``x``."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if x < a[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@njit(nogil=True, inline="always")
 def next_event(ev_t: np.ndarray, ev_s: np.ndarray) -> tuple[int, float, int]:
     """The worker whose pending event comes first: earliest time, then earliest scheduled
     (sequence number), as the Python loops' heap orders ``(time, seq)``; and its time, seq."""

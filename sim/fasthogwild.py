@@ -49,6 +49,7 @@ from .fastbuffers import (
     N,
     V,
     W,
+    bisect_right,
     drive,
     grown,
     next_event,
@@ -56,7 +57,6 @@ from .fastbuffers import (
     record_read,
     runs_dry,
 )
-from .fastleashed import _bisect_right
 
 if TYPE_CHECKING:
     from .fastpath import _Rows, _State
@@ -122,7 +122,7 @@ def _hogwild_loop(ist, fst, t_read, t0s, lo, pend_u, ev_t, ev_s, ev_read, claims
                 tr = t_read[w]
                 t0 = t0s[w]
                 if t0 < 0:
-                    t0 = _bisect_right(claims, tr, lo[w], k)
+                    t0 = bisect_right(claims, tr, lo[w], k)
                 claims[k] = t
                 tau = k - t0
                 if hooked:

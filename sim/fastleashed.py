@@ -50,6 +50,7 @@ from .fastbuffers import (
     N,
     V,
     W,
+    bisect_right,
     drive,
     grown,
     next_event,
@@ -73,18 +74,6 @@ _CAS, _N_FLOAT = range(FLOAT_COMMON, FLOAT_COMMON + 2)
 
 #: publish times kept at first (the array doubles when full)
 PUBS_START = 1 << 12
-
-
-@cached
-@njit(nogil=True)
-def _bisect_right(a, x, lo, hi):
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if x < a[mid]:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
 
 
 @cached
@@ -122,7 +111,7 @@ def _leashed_loop(ist, fst, t_read, t0s, t1s, ts, att, ev_t, ev_s, pubs, buf, po
             t0 = t0s[w]
             t1 = t1s[w]
             if t1 < 0:
-                t1 = _bisect_right(pubs, ts[w], t0, v)
+                t1 = bisect_right(pubs, ts[w], t0, v)
             if v == t1:  # the compare-and-swap succeeds
                 v = t1 + 1
                 pubs[t1] = t
