@@ -76,6 +76,7 @@ from typing import Any
 
 import numpy as np
 
+from stalesgd.algorithms import ALGORITHMS, get_algorithm
 from stalesgd.records import load_results
 
 __all__ = [
@@ -94,7 +95,7 @@ __all__ = [
 FORMAT = "stalesgd-calibration"
 VERSION = 1
 #: algorithms whose records can be calibrated (``sync`` logs only worker 0's rounds)
-CALIBRATABLE = ("seq", "lock", "hogwild", "leashed")
+CALIBRATABLE = tuple(a.name for a in ALGORITHMS.values() if a.calibratable)
 #: the simulator's default scheduler slice (seconds), used when no run was oversubscribed
 DEFAULT_TIME_SLICE = 4e-3
 #: cycles left out at the start of every worker (compilation is done, but caches warm up)
@@ -220,31 +221,13 @@ def worker_cycles(updates, workers: int) -> list[dict[str, np.ndarray]]:
     return out
 
 
-def _overhead(algorithm: str, attempts: np.ndarray, costs: dict[str, float]) -> np.ndarray:
-    """What the simulator adds to compute per update, for the calibrated timing of
-    :func:`sim_timing_costs`: subtracted from the measured cycle."""
-    r, u, cas = costs["read"], costs["update"], costs["cas"]
-    if algorithm in ("lock", "seq"):
-        return np.full(attempts.shape, r + u)
-    if algorithm == "hogwild":
-        return np.full(attempts.shape, u + cas)
-    return cas + attempts * (r + u + cas)  # leashed
-
-
 def sim_timing_costs(algorithm: str, n_params: int, cal: dict[str, Any]) -> dict[str, float]:
     """Read, update and CAS seconds per update that a calibrated simulation uses for
-    ``algorithm`` (the same numbers are subtracted from the measured cycles).
-
-    ``hogwild`` reads θ in place (read 0); ``leashed`` copies and applies in one fused
-    loop (read = copy cost, update = fused − copy).
-    """
-    r = cal["read_per_param"] * n_params
-    u = cal["update_per_param"] * n_params
-    if algorithm == "hogwild":
-        r = 0.0
-    elif algorithm == "leashed":
-        u = max(cal["fused_per_param"] * n_params - r, 0.0)
-    return {"read": r, "update": u, "cas": cal["cas_cost"]}
+    ``algorithm`` (:meth:`stalesgd.algorithms.Algorithm.sim_costs` of the measured
+    per-parameter costs); the same numbers are subtracted from the measured cycles."""
+    return get_algorithm(algorithm).sim_costs(n_params, cal["read_per_param"],
+                                              cal["update_per_param"], cal["fused_per_param"],
+                                              cal["cas_cost"])
 
 
 def _long_threshold(cycles: np.ndarray) -> float:
@@ -561,7 +544,7 @@ def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_pa
                     med = float(np.median(c))
                     gap_slices.extend((c[long] - med).tolist())
                 c, a = c[~long], a[~long]
-            comp = np.maximum(c - _overhead(alg, a, costs), 0.0)
+            comp = np.maximum(c - get_algorithm(alg).cycle.overhead(a, costs), 0.0)
             per_worker[w].append(comp)
         if alg == "lock" and workers > 1 and not run_over:
             handovers.extend(_handovers(up))

@@ -28,20 +28,20 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from stalesgd.algorithms import Algorithm, get_algorithm
 from stalesgd.elastic import Controller, make_controller
 from stalesgd.experiment import RunSpec
 from stalesgd.machine import peak_rss_bytes
 from stalesgd.problems.registry import Problem, make_problem
 from stalesgd.records import RunRecord, engine_summary
-from stalesgd.stepsize import make_rule
+from stalesgd.seeds import worker_seeds
+from stalesgd.stepsize import default_tau_max, make_rule
 
 from . import workers as W
 from .clock import new_timespec, python_now
 from .placement import core_round_trip_ns
 from .threads import compile_for
 
-#: Algorithms this engine runs.
-ALGORITHMS = ("seq", "sync", "lock", "hogwild", "leashed")
 #: Rows preallocated for the per-update log when only a time budget is given;
 #: a run that fills them stops (recorded as ``stop_reason = "log-full"``).
 DEFAULT_LOG_CAPACITY = 2_000_000
@@ -49,12 +49,6 @@ DEFAULT_LOG_CAPACITY = 2_000_000
 POLL_SECONDS = 0.01
 #: The monitor's poll interval while an elastic controller is active (phases end on time).
 ELASTIC_POLL_SECONDS = 0.001
-
-
-def default_tau_max(workers: int) -> int:
-    """Length − 1 of the step-size table: generous enough for the staleness an
-    m-worker run shows on this machine (τ beyond it uses the last entry)."""
-    return max(64, 16 * workers)
 
 
 def leashed_pool_size(workers: int) -> int:
@@ -146,22 +140,15 @@ class _Evals:
         }
 
 
-def _worker_seeds(seed: int, workers: int) -> list[int]:
-    """Independent per-worker seeds derived from the run seed (recorded in the summary)."""
-    children = np.random.SeedSequence(seed).spawn(workers)
-    return [int(c.generate_state(1, dtype=np.uint32)[0]) for c in children]
-
-
-def _check_spec(spec: RunSpec) -> None:
-    alg = spec.algorithm.name
-    if alg not in ALGORITHMS:
-        built = ", ".join(ALGORITHMS)
-        extra = " (leashed is added with the rest of the real engine, issue 4)" if alg == (
-            "leashed") else ""
-        raise ValueError(f"algorithm {alg!r} is not available in the real engine; "
-                         f"use one of {built}{extra}")
-    if alg == "seq" and spec.workers != 1:
-        raise ValueError(f"algorithm 'seq' runs exactly 1 worker, got workers={spec.workers}")
+def _check_spec(spec: RunSpec) -> Algorithm:
+    """The spec's algorithm entry, if this engine runs it with the spec's workers."""
+    alg = get_algorithm(spec.algorithm.name)
+    if "real" not in alg.implementations:
+        raise ValueError(f"algorithm {alg.name!r} does not run in the real engine")
+    if alg.fixed_workers is not None and spec.workers != alg.fixed_workers:
+        raise ValueError(f"algorithm {alg.name!r} runs exactly {alg.fixed_workers} worker(s), "
+                         f"got workers={spec.workers}")
+    return alg
 
 
 class RealRun:
@@ -171,7 +158,7 @@ class RealRun:
                  theta0: np.ndarray | None = None) -> None:
         """``problem`` and ``theta0`` replace the spec's problem and initial
         parameters (for tests and custom models)."""
-        _check_spec(spec)
+        self.algorithm = _check_spec(spec)
         self.spec = spec
         self.progress = progress
         p = spec.problem
@@ -180,7 +167,7 @@ class RealRun:
         self.m = spec.workers
         self.round_trip_ns = (math.nan, math.nan)  # measured by run() (m > 1)
         self.leashed = spec.algorithm.name == "leashed"
-        self.seeds = _worker_seeds(spec.seed, self.m)
+        self.seeds = worker_seeds(spec.seed, self.m)
         self.rule = make_rule(spec.stepsize.rule, workers=self.m, lr=spec.stepsize.lr,
                               **spec.stepsize.options)
         self.tau_max = default_tau_max(self.m)
@@ -260,15 +247,12 @@ class RealRun:
         worker, the most bytes the workers held at once (parked workers free theirs).
         """
         nbytes = self.shared.theta.nbytes
+        high = int(self.shared.ctrl[W.C_HIGH_WATER]) if self.leashed else None
         if self.elastic and self.spec.algorithm.name != "sync":
             held = int(self.shared.ctrl[W.C_WORKER_BYTES_HIGH])
-            pool = int(self.shared.ctrl[W.C_HIGH_WATER]) if self.leashed else 1
+            pool = high if high is not None else 1
             return nbytes * pool + held + self.snapshot.nbytes
-        if self.leashed:
-            high = int(self.shared.ctrl[W.C_HIGH_WATER])
-            return nbytes * (high + self.m) + self.snapshot.nbytes
-        per_worker = {"seq": 2, "lock": 2, "hogwild": 1, "sync": 1}[self.spec.algorithm.name]
-        return nbytes * (1 + per_worker * self.m) + self.snapshot.nbytes
+        return self.algorithm.param_bytes(nbytes, self.m, pool_high_water=high)
 
     def _compile(self) -> None:
         """Compile every kernel for this run's exact types before any thread starts:

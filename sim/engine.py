@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import simpy
 
-from .model import ALGORITHMS, ReplayHook, Simulation
+from stalesgd.algorithms import algorithm_names
+
+from .model import ReplayHook, Simulation
 
 if TYPE_CHECKING:
     from stalesgd.elastic import Controller
@@ -164,8 +166,9 @@ def simulate_timing(
     ``interrupted = True`` and the rows logged so far.  ``fast=False`` forces the SimPy
     model even where the heap-based fast path applies (:meth:`Simulation.run`).
     """
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm {algorithm!r} is not known; allowed: {ALGORITHMS}")
+    if algorithm not in algorithm_names():
+        raise ValueError(f"algorithm {algorithm!r} is not known; allowed: "
+                         f"{', '.join(algorithm_names())}")
     if isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1:
         raise ValueError(f"workers {workers!r} must be an integer >= 1")
     m = int(workers)

@@ -100,11 +100,11 @@ class Durations:
     with exactly the values the samplers' streams would give, in the same order."""
 
     def __init__(self, sim: Simulation) -> None:
-        self._chunks = [[s.chunks() for s in per_worker] for per_worker in sim._samplers]
+        self._chunks = [[s.chunks() for s in per_worker] for per_worker in sim.samplers]
         m = len(self._chunks)
         first = [[next(it) for it in per_worker] for per_worker in self._chunks]
         width = max(c.shape[0] for per_worker in first for c in per_worker)
-        self._width = max(width, max(s._chunk for pw in sim._samplers for s in pw))
+        self._width = max(width, max(s._chunk for pw in sim.samplers for s in pw))
         self.buf = np.zeros((3, m, self._width))
         self.pos = np.zeros((3, m), dtype=np.int64)
         self.length = np.zeros((3, m), dtype=np.int64)

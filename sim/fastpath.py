@@ -118,9 +118,9 @@ class _State:
 
 
 def _streams(sim: Simulation) -> tuple[list, list, list]:
-    comp = [s[0].stream() for s in sim._samplers]
-    rd = [s[1].stream() for s in sim._samplers]
-    upd = [s[2].stream() for s in sim._samplers]
+    comp = [s[0].stream() for s in sim.samplers]
+    rd = [s[1].stream() for s in sim.samplers]
+    upd = [s[2].stream() for s in sim.samplers]
     return comp, rd, upd
 
 

@@ -11,7 +11,7 @@ positive probability).  Before update τ_k, the read falls back to θ_0, and the
 recorded τ is the effective one, k − t0, so ``tau`` keeps the meaning of DESIGN §4.
 
 Randomness: minibatches come from worker 0's stream of the simulator and the real
-engine (:func:`~stalesgd.sim.replay.worker_seeds`), the τ draws from a separate
+engine (:func:`~stalesgd.seeds.worker_seeds`), the τ draws from a separate
 stream of the same seed, so with ``pdf = [1]`` (τ ≡ 0) the run is plain sequential
 SGD, bit for bit the same as ``seq`` in the simulator's numeric replay.
 
@@ -33,9 +33,10 @@ from numba import njit
 
 from stalesgd.problems.registry import Problem
 from stalesgd.records import RunRecord
+from stalesgd.seeds import worker_seeds
 from stalesgd.stepsize import StepSizeRule, make_rule
 
-from .replay import BatchStream, EvalLog, StepSizes, apply_step, worker_seeds
+from .replay import BatchStream, EvalLog, StepSizes, apply_step
 
 __all__ = ["run_iid_staleness", "TAU_STREAM_KEY"]
 

@@ -42,14 +42,14 @@ from collections.abc import Callable, Generator, Sequence
 import numpy as np
 import simpy
 
+from stalesgd.algorithms import algorithm_names, asynchronous_names, get_algorithm
+
 from .fastpath import fast_path_blocker, run_fast
 from .machine import Lock, Machine
 from .timing import Sampler, Timing
 
-__all__ = ["ALGORITHMS", "ReplayHook", "Simulation", "UpdateLog"]
-
-ALGORITHMS = ("seq", "sync", "lock", "hogwild", "leashed")
-ASYNC_ALGORITHMS = ("lock", "hogwild", "leashed")
+__all__ = ["ReplayHook", "Simulation", "UpdateLog", "hogwild_process", "leashed_process",
+           "lock_process", "sync_process"]
 
 
 class ReplayHook:
@@ -187,8 +187,9 @@ class Simulation:
         hook: ReplayHook | None = None,
         capacity: int = 1 << 16,
     ) -> None:
-        if algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm {algorithm!r} is not known; allowed: {ALGORITHMS}")
+        if algorithm not in algorithm_names():
+            raise ValueError(f"algorithm {algorithm!r} is not known; allowed: "
+                             f"{', '.join(algorithm_names())}")
         if int(workers) < 1:
             raise ValueError(f"workers {workers!r} must be >= 1")
         if algorithm == "seq" and workers != 1:
@@ -213,11 +214,12 @@ class Simulation:
         self.cas_cost = float(cas_cost)
         self.hook = hook
         self.log = UpdateLog(capacity)
-        self._samplers = [
+        self.samplers = [
             (Sampler(compute[w], rngs[w][0]), Sampler(read[w], rngs[w][1]),
              Sampler(update[w], rngs[w][2]))
             for w in range(m)
         ]
+        """Per worker, the (compute, read, update) duration samplers."""
         # shared state
         self.v = 0
         self.failed_publishes = 0
@@ -225,10 +227,10 @@ class Simulation:
         self.active = m
         self.active_changes: list[tuple[float, int]] = [(0.0, m)]
         self._parked: dict[int, simpy.Event] = {}
-        # sync barrier
-        self._arrived: list[int] = []
-        self._round_ev = self.env.event()
-        self._round_start = 0.0
+        # sync barrier: the workers arrived in this round, its event and start time
+        self.arrived: list[int] = []
+        self.round_event = self.env.event()
+        self.round_start = 0.0
         # stopping
         self._stop_ev = self.env.event()
         self._target: int | None = None
@@ -258,9 +260,9 @@ class Simulation:
         Workers with index ``>= n`` park at their next loop boundary; parked workers
         with index ``< n`` resume at once.  Only for the asynchronous algorithms.
         """
-        if self.algorithm not in ASYNC_ALGORITHMS:
+        if self.algorithm not in asynchronous_names():
             raise ValueError(
-                f"set_active needs an asynchronous algorithm {ASYNC_ALGORITHMS}, "
+                f"set_active needs an asynchronous algorithm ({', '.join(asynchronous_names())}), "
                 f"not {self.algorithm!r}"
             )
         n = int(n)
@@ -282,7 +284,8 @@ class Simulation:
         self._watch = callback if math.isfinite(self._watch_k) else None
         self._next_check = min(self._next_check, self._watch_k)
 
-    def _park(self, w: int) -> Generator[simpy.Event, None, None]:
+    def park(self, w: int) -> Generator[simpy.Event, None, None]:
+        """Worker ``w`` waits, without a core, until :meth:`set_active` includes it again."""
         if self.oversubscribed:
             self.machine.release(w)
         ev = self.env.event()
@@ -291,7 +294,7 @@ class Simulation:
         if self.oversubscribed:
             yield from self.machine.acquire(w)
 
-    def _applied(self) -> None:
+    def applied(self) -> None:
         """Bookkeeping after ``v`` was incremented (and the row logged): stop at the target
         number of updates, call the progress monitor every ``monitor_every`` updates."""
         if self.v >= self._next_check:
@@ -343,192 +346,6 @@ class Simulation:
         """True once a stop rule (or :meth:`stop`) ended the run; numerics must then freeze."""
         return self._rows_at_stop is not None
 
-    # ------------------------------------------------------------------ workers
-    def _hogwild(self, w: int) -> Generator[simpy.Event, None, None]:
-        env, log, hook = self.env, self.log, self.hook
-        comp, rd, upd = self._samplers[w]
-        mach = self.machine if self.oversubscribed else None
-        cas = self.cas_cost
-        while True:
-            if w >= self.active:
-                yield from self._park(w)
-                continue
-            t_read = env.now
-            t0 = self.v
-            if hook is not None:
-                hook.read(w, t0)
-            d = rd.next() + comp.next()
-            u = upd.next()
-            d += cas
-            if mach is None:
-                if d > 0.0:
-                    yield env.timeout(d)
-            else:
-                yield from mach.run(w, d)
-            # As the real worker: the update index is claimed (fetch-add) before the
-            # element-wise update, so τ counts the claims between the read and this claim,
-            # not those made while this worker writes.
-            t1 = self.v
-            self.v = t1 + 1
-            eta = math.nan if hook is None else hook.apply(w, t0, t1)
-            log.add(t1, w, t_read, env.now + u, t1 - t0, eta, 1, False)
-            self._applied()
-            if mach is None:
-                if u > 0.0:
-                    yield env.timeout(u)
-            elif u > 0.0:
-                yield from mach.run(w, u)
-
-    def _lock(self, w: int) -> Generator[simpy.Event, None, None]:
-        env, log, hook, lock = self.env, self.log, self.hook, self.lock
-        comp, rd, upd = self._samplers[w]
-        mach = self.machine if self.oversubscribed else None
-
-        def release_cb(_event: simpy.Event) -> None:
-            lock.release()
-
-        while True:
-            if w >= self.active:
-                yield from self._park(w)
-                continue
-            # read under the lock
-            ev = lock.try_acquire()
-            while ev is not None:
-                if mach is not None:
-                    mach.release(w)
-                yield ev
-                if mach is not None:
-                    yield from mach.acquire(w)
-                ev = lock.retry()
-            t_read = env.now
-            t0 = self.v
-            if hook is not None:
-                hook.read(w, t0)
-            r = rd.next()
-            c = comp.next()
-            if mach is None:
-                # the release at the end of the copy is a callback, not a process step:
-                # the worker sleeps once for copy + compute (same timing, fewer events)
-                if r > 0.0:
-                    env.timeout(r).callbacks.append(release_cb)
-                else:
-                    lock.release()
-                if r + c > 0.0:
-                    yield env.timeout(r + c)
-            else:
-                if r > 0.0:
-                    yield from mach.run(w, r)
-                lock.release()
-                # compute outside the lock
-                if c > 0.0:
-                    yield from mach.run(w, c)
-            # apply under the lock
-            ev = lock.try_acquire()
-            while ev is not None:
-                if mach is not None:
-                    mach.release(w)
-                yield ev
-                if mach is not None:
-                    yield from mach.acquire(w)
-                ev = lock.retry()
-            t1 = self.v
-            d = upd.next()
-            if d > 0.0:
-                if mach is None:
-                    yield env.timeout(d)
-                else:
-                    yield from mach.run(w, d)
-            self.v = t1 + 1
-            eta = math.nan if hook is None else hook.apply(w, t0, t1)
-            log.add(t1, w, t_read, env.now, t1 - t0, eta, 1, False)
-            lock.release()
-            self._applied()
-
-    def _leashed(self, w: int) -> Generator[simpy.Event, None, None]:
-        env, log, hook = self.env, self.log, self.hook
-        comp, rd, upd = self._samplers[w]
-        mach = self.machine if self.oversubscribed else None
-        cas = self.cas_cost
-        bound = self.persistence
-        while True:
-            if w >= self.active:
-                yield from self._park(w)
-                continue
-            # take a reference to the latest published θ and compute on it
-            t_read = env.now
-            t0 = self.v
-            if hook is not None:
-                hook.read(w, t0)
-            d = cas + comp.next()
-            if mach is None:
-                if d > 0.0:
-                    yield env.timeout(d)
-            else:
-                yield from mach.run(w, d)
-            attempts = 0
-            while True:
-                attempts += 1
-                t1 = self.v  # copy the latest published version
-                d = rd.next() + upd.next() + cas
-                if d > 0.0:
-                    if mach is None:
-                        yield env.timeout(d)
-                    else:
-                        yield from mach.run(w, d)
-                if self.v == t1:  # compare-and-swap succeeds
-                    self.v = t1 + 1
-                    eta = math.nan if hook is None else hook.apply(w, t0, t1)
-                    log.add(t1, w, t_read, env.now, t1 - t0, eta, attempts, False)
-                    self._applied()
-                    break
-                self.failed_publishes += 1
-                if bound is not None and attempts > bound:
-                    self.dropped += 1
-                    if hook is not None:
-                        hook.drop(w, t0)
-                    log.add(-1, w, t_read, env.now, t1 - t0, math.nan, attempts, True)
-                    break
-
-    def _sync(self, w: int) -> Generator[simpy.Event, None, None]:
-        env, log, hook = self.env, self.log, self.hook
-        comp, rd, upd = self._samplers[w]
-        mach = self.machine if self.oversubscribed else None
-        while True:
-            t0 = self.v
-            if hook is not None:
-                hook.read(w, t0)
-            d = rd.next() + comp.next()
-            if mach is None:
-                if d > 0.0:
-                    yield env.timeout(d)
-            else:
-                yield from mach.run(w, d)
-            self._arrived.append(w)
-            if len(self._arrived) < self.workers:
-                ev = self._round_ev
-                if mach is not None:
-                    mach.release(w)
-                yield ev
-                if mach is not None:
-                    yield from mach.acquire(w)
-                continue
-            # the last worker to arrive applies the averaged update
-            d = upd.next()
-            if d > 0.0:
-                if mach is None:
-                    yield env.timeout(d)
-                else:
-                    yield from mach.run(w, d)
-            k = self.v
-            self.v = k + 1
-            eta = math.nan if hook is None else hook.apply_mean(tuple(self._arrived), k)
-            log.add(k, w, self._round_start, env.now, 0, eta, 1, False)
-            self._arrived = []
-            self._round_start = env.now
-            ev, self._round_ev = self._round_ev, env.event()
-            ev.succeed()
-            self._applied()
-
     # ------------------------------------------------------------------ running
     def run(
         self,
@@ -578,15 +395,9 @@ class Simulation:
                 self._finish()
             return
         self.path = "simpy"
-        body = {
-            "seq": self._hogwild,
-            "hogwild": self._hogwild,
-            "lock": self._lock,
-            "leashed": self._leashed,
-            "sync": self._sync,
-        }[self.algorithm]
+        process = get_algorithm(self.algorithm).implementation("sim")
         for w in range(self.workers):
-            env.process(body(w))
+            env.process(process(self, w))
         if controller is not None:
             env.process(controller(self))
         if seconds is not None:
@@ -618,3 +429,193 @@ class Simulation:
     def rows(self) -> int:
         """Number of rows that belong to the run (rows logged after the stop are discarded)."""
         return self.log.n if self._rows_at_stop is None else self._rows_at_stop
+
+
+# ---------------------------------------------------------------------------------------------
+# The algorithms as SimPy processes (the registry of stalesgd.algorithms names them)
+# ---------------------------------------------------------------------------------------------
+
+def hogwild_process(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
+    env, log, hook = sim.env, sim.log, sim.hook
+    comp, rd, upd = sim.samplers[w]
+    mach = sim.machine if sim.oversubscribed else None
+    cas = sim.cas_cost
+    while True:
+        if w >= sim.active:
+            yield from sim.park(w)
+            continue
+        t_read = env.now
+        t0 = sim.v
+        if hook is not None:
+            hook.read(w, t0)
+        d = rd.next() + comp.next()
+        u = upd.next()
+        d += cas
+        if mach is None:
+            if d > 0.0:
+                yield env.timeout(d)
+        else:
+            yield from mach.run(w, d)
+        # As the real worker: the update index is claimed (fetch-add) before the
+        # element-wise update, so τ counts the claims between the read and this claim,
+        # not those made while this worker writes.
+        t1 = sim.v
+        sim.v = t1 + 1
+        eta = math.nan if hook is None else hook.apply(w, t0, t1)
+        log.add(t1, w, t_read, env.now + u, t1 - t0, eta, 1, False)
+        sim.applied()
+        if mach is None:
+            if u > 0.0:
+                yield env.timeout(u)
+        elif u > 0.0:
+            yield from mach.run(w, u)
+
+def lock_process(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
+    env, log, hook, lock = sim.env, sim.log, sim.hook, sim.lock
+    comp, rd, upd = sim.samplers[w]
+    mach = sim.machine if sim.oversubscribed else None
+
+    def release_cb(_event: simpy.Event) -> None:
+        lock.release()
+
+    while True:
+        if w >= sim.active:
+            yield from sim.park(w)
+            continue
+        # read under the lock
+        ev = lock.try_acquire()
+        while ev is not None:
+            if mach is not None:
+                mach.release(w)
+            yield ev
+            if mach is not None:
+                yield from mach.acquire(w)
+            ev = lock.retry()
+        t_read = env.now
+        t0 = sim.v
+        if hook is not None:
+            hook.read(w, t0)
+        r = rd.next()
+        c = comp.next()
+        if mach is None:
+            # the release at the end of the copy is a callback, not a process step:
+            # the worker sleeps once for copy + compute (same timing, fewer events)
+            if r > 0.0:
+                env.timeout(r).callbacks.append(release_cb)
+            else:
+                lock.release()
+            if r + c > 0.0:
+                yield env.timeout(r + c)
+        else:
+            if r > 0.0:
+                yield from mach.run(w, r)
+            lock.release()
+            # compute outside the lock
+            if c > 0.0:
+                yield from mach.run(w, c)
+        # apply under the lock
+        ev = lock.try_acquire()
+        while ev is not None:
+            if mach is not None:
+                mach.release(w)
+            yield ev
+            if mach is not None:
+                yield from mach.acquire(w)
+            ev = lock.retry()
+        t1 = sim.v
+        d = upd.next()
+        if d > 0.0:
+            if mach is None:
+                yield env.timeout(d)
+            else:
+                yield from mach.run(w, d)
+        sim.v = t1 + 1
+        eta = math.nan if hook is None else hook.apply(w, t0, t1)
+        log.add(t1, w, t_read, env.now, t1 - t0, eta, 1, False)
+        lock.release()
+        sim.applied()
+
+def leashed_process(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
+    env, log, hook = sim.env, sim.log, sim.hook
+    comp, rd, upd = sim.samplers[w]
+    mach = sim.machine if sim.oversubscribed else None
+    cas = sim.cas_cost
+    bound = sim.persistence
+    while True:
+        if w >= sim.active:
+            yield from sim.park(w)
+            continue
+        # take a reference to the latest published θ and compute on it
+        t_read = env.now
+        t0 = sim.v
+        if hook is not None:
+            hook.read(w, t0)
+        d = cas + comp.next()
+        if mach is None:
+            if d > 0.0:
+                yield env.timeout(d)
+        else:
+            yield from mach.run(w, d)
+        attempts = 0
+        while True:
+            attempts += 1
+            t1 = sim.v  # copy the latest published version
+            d = rd.next() + upd.next() + cas
+            if d > 0.0:
+                if mach is None:
+                    yield env.timeout(d)
+                else:
+                    yield from mach.run(w, d)
+            if sim.v == t1:  # compare-and-swap succeeds
+                sim.v = t1 + 1
+                eta = math.nan if hook is None else hook.apply(w, t0, t1)
+                log.add(t1, w, t_read, env.now, t1 - t0, eta, attempts, False)
+                sim.applied()
+                break
+            sim.failed_publishes += 1
+            if bound is not None and attempts > bound:
+                sim.dropped += 1
+                if hook is not None:
+                    hook.drop(w, t0)
+                log.add(-1, w, t_read, env.now, t1 - t0, math.nan, attempts, True)
+                break
+
+def sync_process(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
+    env, log, hook = sim.env, sim.log, sim.hook
+    comp, rd, upd = sim.samplers[w]
+    mach = sim.machine if sim.oversubscribed else None
+    while True:
+        t0 = sim.v
+        if hook is not None:
+            hook.read(w, t0)
+        d = rd.next() + comp.next()
+        if mach is None:
+            if d > 0.0:
+                yield env.timeout(d)
+        else:
+            yield from mach.run(w, d)
+        sim.arrived.append(w)
+        if len(sim.arrived) < sim.workers:
+            ev = sim.round_event
+            if mach is not None:
+                mach.release(w)
+            yield ev
+            if mach is not None:
+                yield from mach.acquire(w)
+            continue
+        # the last worker to arrive applies the averaged update
+        d = upd.next()
+        if d > 0.0:
+            if mach is None:
+                yield env.timeout(d)
+            else:
+                yield from mach.run(w, d)
+        k = sim.v
+        sim.v = k + 1
+        eta = math.nan if hook is None else hook.apply_mean(tuple(sim.arrived), k)
+        log.add(k, w, sim.round_start, env.now, 0, eta, 1, False)
+        sim.arrived = []
+        sim.round_start = env.now
+        ev, sim.round_event = sim.round_event, env.event()
+        ev.succeed()
+        sim.applied()

@@ -41,7 +41,8 @@ fast path appends to the buffers directly (:meth:`NumericReplay.inline`).
 
 Bit-for-bit agreement with the real engine: minibatches come from one legacy
 Mersenne-Twister stream per worker (``np.random.RandomState(seed_w)``) with the
-per-worker seeds the real engine derives from the run seed (:func:`worker_seeds`);
+per-worker seeds every engine derives from the run seed
+(:func:`stalesgd.seeds.worker_seeds`);
 its draws equal those of the real workers' ``np.random.randint`` in Numba, and the
 update kernels below repeat the real engine's loops, so ``seq`` (or ``lock`` with one
 worker) replays the real ``seq`` run update for update.
@@ -60,6 +61,7 @@ from numba import njit
 
 from stalesgd.problems._kernels import n_rows as n_examples
 from stalesgd.problems.registry import Problem
+from stalesgd.seeds import worker_seeds
 from stalesgd.stepsize import StepSizeRule
 
 from .model import ReplayHook
@@ -73,26 +75,12 @@ __all__ = [
     "NumericReplay",
     "StepSizes",
     "apply_step",
-    "worker_seeds",
 ]
 
 #: minibatches drawn per refill of a worker's index buffer
 BATCH_CHUNK = 256
 
 
-def worker_seeds(seed: int, workers: int) -> list[int]:
-    """Per-worker minibatch seeds derived from the run seed.
-
-    The same formula as the real engine (``SeedSequence(seed).spawn(m)[w]``, first
-    32-bit word of its state), so a simulated worker draws the same minibatches as
-    the real worker with the same index.  Recorded as ``worker_seeds`` in the summary.
-    """
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed {seed!r} must be an integer >= 0")
-    if isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1:
-        raise ValueError(f"workers {workers!r} must be an integer >= 1")
-    children = np.random.SeedSequence(int(seed)).spawn(int(workers))
-    return [int(c.generate_state(1, dtype=np.uint32)[0]) for c in children]
 
 
 class BatchStream:

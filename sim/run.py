@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from stalesgd.algorithms import algorithm_names, get_algorithm
 from stalesgd.experiment import (
     DEFAULT_SIM_COMPUTE,
     DEFAULT_TIME_SLICE,
@@ -29,39 +30,21 @@ from stalesgd.experiment import (
 )
 from stalesgd.problems.registry import Problem, make_problem
 from stalesgd.records import RunRecord, engine_summary
-from stalesgd.stepsize import make_rule
+from stalesgd.seeds import worker_seeds
+from stalesgd.stepsize import default_tau_max, make_rule
 
 from .engine import SimResult, attach_controller, elastic_summary, simulate_timing
-from .model import ALGORITHMS, Simulation
-from .replay import NumericReplay, StepSizes, _apply_mean, apply_step, worker_seeds
+from .model import Simulation
+from .replay import NumericReplay, StepSizes, _apply_mean, apply_step
 from .timing import Deterministic, Empirical, Gamma, LogNormal, Timing, parse_duration
 
-__all__ = ["SimRun", "run_sim", "default_tau_max", "ALGORITHM_OPTIONS", "CalibratedTiming",
-           "calibrated_timing"]
+__all__ = ["SimRun", "run_sim", "ALGORITHM_OPTIONS", "CalibratedTiming", "calibrated_timing"]
 
 #: ``algorithm.options`` the simulator reads (durations, e.g. ``"2us"``): lock hand-over
 #: latency and the cost of one atomic / compare-and-swap.  Other keys are rejected.
 ALGORITHM_OPTIONS = ("lock_handover", "cas_cost")
 #: progress-bar refresh, in applied updates
 MONITOR_EVERY = 512
-
-
-def default_tau_max(workers: int) -> int:
-    """Length − 1 of the step-size table; the same choice as the real engine (τ beyond it
-    uses the last entry), so both engines index identical tables."""
-    return max(64, 16 * workers)
-
-
-def _param_bytes(algorithm: str, theta_nbytes: int, workers: int) -> int | None:
-    """Parameter-buffer bytes the *real* engine would hold for this algorithm (its formula):
-    θ, each worker's private copy and/or gradient, and the monitor's snapshot.  ``workers``:
-    the most workers active at once (in elastic runs parked workers free their buffers, as
-    in the real engine).  ``leashed``: None, because the pool's high-water mark is not
-    modelled by the simulator."""
-    if algorithm == "leashed":
-        return None
-    per_worker = {"seq": 2, "lock": 2, "hogwild": 1, "sync": 1}[algorithm]
-    return theta_nbytes * (1 + per_worker * workers) + theta_nbytes
 
 
 class _Bar:
@@ -99,11 +82,15 @@ class SimRun:
 
     def __init__(self, spec: RunSpec, progress: bool = True, problem: Problem | None = None,
                  theta0: np.ndarray | None = None) -> None:
-        alg = spec.algorithm.name
-        if alg not in ALGORITHMS:
-            raise ExperimentError("algorithm.name", alg, ", ".join(ALGORITHMS))
-        if alg == "seq" and spec.workers != 1:
-            raise ExperimentError("workers", spec.workers, "1 with algorithm 'seq'")
+        try:
+            self.algorithm = get_algorithm(spec.algorithm.name)
+        except LookupError as exc:
+            raise ExperimentError("algorithm.name", spec.algorithm.name,
+                                  ", ".join(algorithm_names())) from exc
+        fixed = self.algorithm.fixed_workers
+        if fixed is not None and spec.workers != fixed:
+            raise ExperimentError("workers", spec.workers,
+                                  f"{fixed} with algorithm {spec.algorithm.name!r}")
         sim = spec.sim
         self.options = self._algorithm_options(spec.algorithm.options)
         self.calibration = None if sim.calibration is None else _load_calibration(spec)
@@ -229,8 +216,8 @@ class SimRun:
         theta_nbytes = n_params_bytes(self.problem)
         attempts = updates["attempts"]
         summary.update(
-            peak_param_bytes=_param_bytes(spec.algorithm.name, theta_nbytes,
-                                          self._most_active()),
+            # the real engine's buffers; a pool's high-water mark is not simulated
+            peak_param_bytes=self.algorithm.param_bytes(theta_nbytes, self._most_active()),
             peak_rss_bytes=None,  # the simulated machine's RSS is not modelled
             stop_reason=reason,
             worker_seeds=",".join(str(s) for s in worker_seeds(spec.seed, self.m)),
@@ -326,13 +313,12 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
     The run is labelled ``prediction = True`` unless the file measured exactly this
     (algorithm, workers) on as many (effective) cores as simulated.
     """
-    from stalesgd.analysis.calibrate import sim_timing_costs
-
     sim, d, m = spec.sim, cal.data, spec.workers
     alg = spec.algorithm.name
     kwargs: dict[str, Any] = {}
     overridden = []
-    entry = cal.configuration(alg, m) if alg in ("seq", "lock", "hogwild", "leashed") else None
+    algorithm = get_algorithm(alg)
+    entry = cal.configuration(alg, m) if algorithm.calibratable else None
     parametric = d["default_model"] == "parametric"
     if sim.compute is not None:
         overridden.append("compute")
@@ -345,7 +331,8 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
                 if ns:
                     comp[w] = Empirical(np.asarray(ns, dtype=np.float64) * 1e-9)
         kwargs["compute"] = comp
-    costs = sim_timing_costs(alg if alg != "sync" else "lock", n_params, d)
+    costs = algorithm.sim_costs(n_params, d["read_per_param"], d["update_per_param"],
+                                d["fused_per_param"], d["cas_cost"])
     if sim.read == PER_PARAM:
         kwargs["read"] = costs["read"]
     else:

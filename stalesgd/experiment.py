@@ -69,11 +69,11 @@ from pathlib import Path
 from typing import Any
 
 from stalesgd import engines
+from stalesgd.algorithms import algorithm_names, asynchronous_names, get_algorithm
 from stalesgd.units import UnitsError, parse_distribution, parse_duration
 
 MODELS = ("linreg", "logreg", "softmax", "mlp", "lenet")
 DATASETS = ("synthetic", "mnist", "fashion-mnist", "cifar10")
-ALGORITHMS = ("seq", "sync", "lock", "hogwild", "leashed")
 STEPSIZE_RULES = (
     "constant", "inverse", "exponential", "tail", "tail-original", "model", "delay-adaptive",
 )
@@ -414,7 +414,7 @@ def _parse_problem(raw: Any) -> ProblemSpec:
 def _parse_algorithm(raw: Any) -> AlgorithmSpec:
     t = _table(raw, "algorithm", _TABLE_KEYS["algorithm"])
     return AlgorithmSpec(
-        name=_choice(t.get("name", "lock"), "algorithm.name", ALGORITHMS),
+        name=_choice(t.get("name", "lock"), "algorithm.name", algorithm_names()),
         persistence=_persistence(t.get("persistence", math.inf), "algorithm.persistence"),
         options=_options(t.get("options", {}), "algorithm.options"),
     )
@@ -486,10 +486,10 @@ def _parse_controller(raw: Any, workers: int, algorithm: str) -> ControllerSpec:
     t = _table(raw, "controller", _TABLE_KEYS["controller"])
     name = _choice(t.get("name", "static"), "controller.name", tuple(CONTROLLERS))
     options = _options(t.get("options", {}), "controller.options")
-    if name != "static" and algorithm not in ("lock", "hogwild", "leashed"):
+    if name != "static" and algorithm not in asynchronous_names():
         raise ExperimentError("controller.name", name,
-                              "static with algorithm seq or sync (elastic control needs an "
-                              "asynchronous algorithm: lock, hogwild, leashed)")
+                              f"static with algorithm {algorithm} (elastic control needs an "
+                              f"asynchronous algorithm: {', '.join(asynchronous_names())})")
     try:
         make_controller(name, workers, **options)
     except ControllerError as exc:
@@ -705,8 +705,9 @@ def expand(exp: Experiment) -> list[RunSpec]:
             point = dict(zip(keys, combo, strict=True))
             raise ExperimentError(f"sweep point {point}: {exc.key}", exc.value, exc.allowed,
                                   exc.problem) from None
-        if body["algorithm"].name == "seq":
-            body["workers"] = 1
+        fixed = get_algorithm(body["algorithm"].name).fixed_workers
+        if fixed is not None:
+            body["workers"] = fixed
         point = {k: _get_path(_plain(_asdict_body(body)), k) for k in keys}
         for seed in exp.seeds:
             fingerprint = repr((sorted(_plain(_asdict_body(body)).items()), seed))
@@ -897,7 +898,7 @@ def to_toml(exp: Experiment) -> str:
 
 
 __all__ = [
-    "ALGORITHMS", "DATASETS", "DTYPES", "MODELS", "SPLITS", "STEPSIZE_RULES",
+    "DATASETS", "DTYPES", "MODELS", "SPLITS", "STEPSIZE_RULES",
     "AlgorithmSpec", "ControllerSpec", "EvalSpec", "Experiment", "ExperimentError",
     "ProblemSpec", "RunSpec",
     "SimSpec", "StepsizeSpec", "StopSpec", "default_experiment", "dict_to_toml", "expand",

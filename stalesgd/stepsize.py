@@ -44,6 +44,7 @@ __all__ = [
     "StepSizeRule",
     "TauEstimator",
     "check_conditions",
+    "default_tau_max",
     "eta_of",
     "make_rule",
     "rule_names",
@@ -56,6 +57,13 @@ __all__ = [
 # ----------------------------------------------------------------------------
 # Lookup inside kernels
 # ----------------------------------------------------------------------------
+
+
+def default_tau_max(workers: int) -> int:
+    """Length − 1 of the step-size table every engine indexes for an m-worker run: generous
+    enough for the staleness such a run shows (τ beyond it uses the last entry)."""
+    return max(64, 16 * int(workers))
+
 
 
 @numba.njit(nogil=True)

@@ -257,7 +257,9 @@ def _real_spec(algorithm, workers, controller, options, **kw):
 
 @pytest.mark.parametrize("algorithm", ["lock", "leashed"])
 def test_real_schedule_parks_and_rejoins_workers(algorithm):
-    from stalesgd.real.engine import RealRun, _worker_seeds
+    from stalesgd.real.engine import RealRun
+
+    from stalesgd.seeds import worker_seeds
 
     steps = {"steps": [[0, 4], [20_000, 1], [50_000, 4]]}
     spec = _real_spec(algorithm, 4, "schedule", steps, updates=80_000)
@@ -275,7 +277,7 @@ def test_real_schedule_parks_and_rejoins_workers(algorithm):
     # rejoined with their seeds: every worker applies updates again after m = 4
     late = up["t_read"] > c["t_set"][2]
     assert np.all(np.bincount(up["worker"][late], minlength=4) > 0)
-    assert s["worker_seeds"] == ",".join(str(x) for x in _worker_seeds(spec.seed, 4))
+    assert s["worker_seeds"] == ",".join(str(x) for x in worker_seeds(spec.seed, 4))
     assert s["controller"] == "schedule" and 1.0 < s["mean_active"] < 4.0
     assert set(rec.evals["active_workers"].tolist()) <= {1, 4}
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from stalesgd.sim import run_iid_staleness, run_sim
-from stalesgd.sim.replay import BatchStream, StepSizes, worker_seeds
+from stalesgd.sim.replay import BatchStream, StepSizes
 from stalesgd.sim.run import SimRun
 
 from stalesgd.cli import main
@@ -21,6 +21,7 @@ from stalesgd.experiment import (
 )
 from stalesgd.problems.registry import make_problem
 from stalesgd.records import EVALS_SCHEMA, RUNS_SCHEMA, UPDATES_SCHEMA, load_results
+from stalesgd.seeds import worker_seeds
 from stalesgd.stepsize import make_rule
 
 
