@@ -33,7 +33,7 @@ from stalesgd.elastic import Controller, make_controller
 from stalesgd.experiment import RunSpec
 from stalesgd.machine import peak_rss_bytes
 from stalesgd.problems.registry import Problem, make_problem
-from stalesgd.records import RunRecord, engine_summary
+from stalesgd.records import RunRecord, UpdateLog, engine_summary
 from stalesgd.seeds import worker_seeds
 from stalesgd.stepsize import default_tau_max, make_rule
 
@@ -155,10 +155,13 @@ class RealRun:
     """One run of the real engine; ``run()`` returns its :class:`RunRecord`."""
 
     def __init__(self, spec: RunSpec, progress: bool = True, problem: Problem | None = None,
-                 theta0: np.ndarray | None = None) -> None:
+                 theta0: np.ndarray | None = None, updates: UpdateLog | None = None) -> None:
         """``problem`` and ``theta0`` replace the spec's problem and initial
-        parameters (for tests and custom models)."""
+        parameters (for tests and custom models); ``updates`` is the log the update rows go
+        to (default: one in memory)."""
         self.algorithm = _check_spec(spec)
+        self.log = updates if updates is not None else UpdateLog(spec.record.rows,
+                                                                 run_id=spec.run_id)
         self.spec = spec
         self.progress = progress
         p = spec.problem
@@ -460,14 +463,14 @@ class RealRun:
                 self.stop_reason = "updates" if spec.stop.updates else "log-full"
             else:
                 self.stop_reason = "stopped"
-        summary = engine_summary("real", spec, evals, n, seconds, diverged, self.interrupted)
-        applied = updates["tau"][~updates["dropped"]]
-        summary.update(
+        self.log.add(updates)
+        stats = self.log.close()
+        summary = engine_summary(
+            "real", spec, evals, stats, seconds, diverged, self.interrupted,
             peak_param_bytes=self._param_bytes(),
             peak_rss_bytes=peak_rss_bytes(),
             stop_reason=self.stop_reason,
             worker_seeds=",".join(str(s) for s in self.seeds),
-            mean_tau=float(np.mean(applied)) if applied.size else math.nan,
             stepsize_tables=self.estimator.n_tables if self.estimator is not None else 0,
             core_round_trip_ns_start=self.round_trip_ns[0],
             core_round_trip_ns_end=self.round_trip_ns[1],
@@ -478,14 +481,13 @@ class RealRun:
                 persistence=float(spec.algorithm.persistence),
                 failed_publishes=int(sh.ctrl[W.C_FAILED]),
                 failed_publishes_at_stop=int(sh.ctrl[W.C_FAILED_AT_STOP]),
-                dropped=int(sh.ctrl[W.C_DROPPED]),
                 tries_per_update=(int(sh.ctrl[W.C_SUCCESS_TRIES]) / n) if n else math.nan,
                 pool_high_water=int(sh.ctrl[W.C_HIGH_WATER]),
                 pool_high_water_bytes=int(sh.ctrl[W.C_HIGH_WATER]) * sh.theta.nbytes,
             )
         control = self.controller.trace_columns()
         control["t_set"] = np.asarray(self.t_set[: len(control["t"])], dtype=np.float64)
-        return RunRecord(summary=summary, updates=updates, evals=evals, control=control)
+        return RunRecord(summary=summary, updates=self.log, evals=evals, control=control)
 
     def _elastic_summary(self, seconds: float) -> dict[str, Any]:
         """Controller, CPU-seconds (the process during the run, monitor included; the worker
@@ -548,9 +550,11 @@ def _progress_bar(enabled: bool, stop) -> _Bar:
     return _Bar(enabled, stop.seconds or 0.0, "s")
 
 
-def run_real(spec: RunSpec, progress: bool = True) -> RunRecord:
-    """Run ``spec`` on the real engine and return its run record (DESIGN §3)."""
-    return RealRun(spec, progress).run()
+def run_real(spec: RunSpec, progress: bool = True, updates: UpdateLog | None = None
+             ) -> RunRecord:
+    """Run ``spec`` on the real engine and return its run record (DESIGN §3); the update
+    rows go to ``updates`` (default: a log in memory)."""
+    return RealRun(spec, progress, updates=updates).run()
 
 
 def final_params(run: RealRun) -> np.ndarray:

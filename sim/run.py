@@ -29,7 +29,7 @@ from stalesgd.experiment import (
     RunSpec,
 )
 from stalesgd.problems.registry import Problem, make_problem
-from stalesgd.records import RunRecord, engine_summary
+from stalesgd.records import RunRecord, UpdateLog, engine_summary
 from stalesgd.seeds import worker_seeds
 from stalesgd.stepsize import default_tau_max, make_rule
 
@@ -81,7 +81,7 @@ class SimRun:
     """
 
     def __init__(self, spec: RunSpec, progress: bool = True, problem: Problem | None = None,
-                 theta0: np.ndarray | None = None) -> None:
+                 theta0: np.ndarray | None = None, updates: UpdateLog | None = None) -> None:
         try:
             self.algorithm = get_algorithm(spec.algorithm.name)
         except LookupError as exc:
@@ -107,6 +107,8 @@ class SimRun:
         self.timing_only = bool(sim.timing_only)
         self.theta0 = theta0
         self.hook: NumericReplay | None = None
+        self.log = updates if updates is not None else UpdateLog(spec.record.rows,
+                                                                 run_id=spec.run_id)
 
     @staticmethod
     def _algorithm_options(options: dict[str, Any]) -> dict[str, float]:
@@ -212,16 +214,17 @@ class SimRun:
             else:
                 reason = "stopped"
         diverged = bool(hook is not None and hook.diverged)
-        summary = engine_summary("sim", spec, evals, n, res.duration, diverged, res.interrupted)
+        self.log.add(updates)
+        stats = self.log.close()
+        summary = engine_summary("sim", spec, evals, stats, res.duration, diverged,
+                                 res.interrupted)
         theta_nbytes = n_params_bytes(self.problem)
-        attempts = updates["attempts"]
         summary.update(
             # the real engine's buffers; a pool's high-water mark is not simulated
             peak_param_bytes=self.algorithm.param_bytes(theta_nbytes, self._most_active()),
             peak_rss_bytes=None,  # the simulated machine's RSS is not modelled
             stop_reason=reason,
             worker_seeds=",".join(str(s) for s in worker_seeds(spec.seed, self.m)),
-            mean_tau=float(np.mean(updates["tau"][applied])) if n else math.nan,
             stepsize_tables=self.step.n_tables,
             cores=res.cores,
             timing_only=self.timing_only,
@@ -233,6 +236,7 @@ class SimRun:
             lock_contended=res.lock_contended,
             wall_seconds=res.wall_seconds,
             sim_updates_per_wall_s=res.updates_per_wall_second,
+            event_loop=res.config["event_loop"],
         )
         if self.calibration is not None:
             summary.update(self.calibrated.summary)
@@ -241,13 +245,12 @@ class SimRun:
             summary.update(
                 persistence=float(spec.algorithm.persistence),
                 failed_publishes=res.failed_publishes,
-                dropped=res.dropped,
-                tries_per_update=(int(attempts[applied].sum()) / n) if n else math.nan,
+                tries_per_update=stats.attempts_sum / n if n else math.nan,
                 pool_high_water=None,  # the buffer pool is not modelled by the simulator
                 pool_high_water_bytes=None,
             )
         summary.update(elastic_summary(self.controller, res))
-        return RunRecord(summary=summary, updates=updates, evals=evals,
+        return RunRecord(summary=summary, updates=self.log, evals=evals,
                          control=self.controller.trace_columns())
 
 
@@ -384,7 +387,8 @@ def _no_evals() -> dict[str, np.ndarray]:
 
 
 
-def run_sim(spec: RunSpec, progress: bool = True) -> RunRecord:
+def run_sim(spec: RunSpec, progress: bool = True, updates: UpdateLog | None = None
+            ) -> RunRecord:
     """Simulate ``spec`` (numeric replay unless ``spec.sim.timing_only``) and return its run
     record (DESIGN §3), ``engine = "sim"``, times in simulated seconds."""
-    return SimRun(spec, progress).run()
+    return SimRun(spec, progress, updates=updates).run()

@@ -59,6 +59,9 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     stop.add_argument("--seconds", help="stop after T seconds (number or e.g. '1.5s')")
     p.add_argument("--target-loss", type=float, default=None,
                    help="stop when the evaluated loss reaches this value")
+    p.add_argument("--log-rows", default=None, metavar="all|none|every:N",
+                   help="update rows to keep in updates.parquet (default: all); the exact "
+                        "τ histogram counts every update either way")
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     p.add_argument("--name", default=None, help="experiment name (default: ENGINE-PROBLEM-ALG)")
     p.add_argument("--out", default="results", help="results root (default: results)")
@@ -266,7 +269,7 @@ def _cmd_engine(args: argparse.Namespace) -> int:
         stepsize=args.stepsize, lr=args.lr, batch=args.batch, dtype=args.dtype,
         updates=args.updates, seconds=seconds, target_loss=args.target_loss, seed=args.seed,
         persistence=persistence, sim=sim, name=args.name, controller=args.controller,
-        controller_options=controller_options)
+        controller_options=controller_options, log_rows=args.log_rows)
     return _run(exp, args.out, not args.no_progress)
 
 

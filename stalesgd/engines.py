@@ -1,7 +1,9 @@
 """The engine registry: names (``real``, ``sim``, …) mapped to the functions that run one run.
 
-An engine is a callable ``fn(spec: RunSpec, progress: bool) -> RunRecord``
-(:class:`stalesgd.experiment.RunSpec`, :class:`stalesgd.records.RunRecord`).  Engines register
+An engine is a callable ``fn(spec: RunSpec, progress: bool, updates: UpdateLog) -> RunRecord``
+(:class:`stalesgd.experiment.RunSpec`, :class:`stalesgd.records.UpdateLog`,
+:class:`stalesgd.records.RunRecord`): it adds the run's update rows to ``updates`` as the run
+goes on, so that they reach the results folder while it runs.  Engines register
 themselves with :func:`register_engine` when their module is imported; :func:`get_engine`
 imports the module that provides a known engine on first use, so that ``stalesgd run`` needs
 no explicit import.  Engines that belong to later issues are listed in :data:`PLANNED` and

@@ -42,6 +42,10 @@ An experiment file (DESIGN §3) is flat and readable::
     timing_only = false
     calibration = "calib.json"       # optional
 
+    [record]
+    rows = "all"                     # update rows kept: all | none | every:N (the exact
+                                     #   τ histogram always counts every update)
+
     [controller]                     # elastic parallelism (asynchronous algorithms only)
     name = "window"                  # static (default) | window | ternary | model | schedule
     options = {probe = 2000, execute = 10000}   # see stalesgd.elastic
@@ -201,6 +205,14 @@ class ControllerSpec:
 
 
 @dataclass(frozen=True)
+class RecordSpec:
+    """What a run's record keeps: ``rows`` of the per-update table (``all``, ``none`` or
+    ``every:N``; the ``staleness`` table counts every update's τ whatever is kept)."""
+
+    rows: str = "all"
+
+
+@dataclass(frozen=True)
 class Experiment:
     """A resolved experiment: the base run, the seeds and the sweep (dotted key -> values)."""
 
@@ -215,6 +227,7 @@ class Experiment:
     eval: EvalSpec = field(default_factory=lambda: EvalSpec(every_updates=400))
     sim: SimSpec = field(default_factory=SimSpec)
     controller: ControllerSpec = field(default_factory=ControllerSpec)
+    record: RecordSpec = field(default_factory=RecordSpec)
     sweep: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     exclude: tuple[dict[str, Any], ...] = ()
     """Sweep points left out: each entry maps swept keys to one of their values; a point that
@@ -246,6 +259,7 @@ class RunSpec:
     eval: EvalSpec
     sim: SimSpec
     controller: ControllerSpec = field(default_factory=ControllerSpec)
+    record: RecordSpec = field(default_factory=RecordSpec)
     point: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -384,9 +398,9 @@ def _duration(value: Any, key: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 _TOP_KEYS = ("name", "engine", "workers", "seeds", "seed", "repeats", "problem", "algorithm",
-             "stepsize", "stop", "eval", "sim", "controller", "sweep", "exclude")
+             "stepsize", "stop", "eval", "sim", "controller", "record", "sweep", "exclude")
 _BODY_KEYS = ("engine", "workers", "problem", "algorithm", "stepsize", "stop", "eval", "sim",
-              "controller")
+              "controller", "record")
 _TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "problem": ("name", "batch", "dtype", "options"),
     "algorithm": ("name", "persistence", "options"),
@@ -395,6 +409,7 @@ _TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "eval": ("every_seconds", "every_updates", "split", "max_rows"),
     "sim": ("cores", "compute", "read", "update", "time_slice", "timing_only", "calibration"),
     "controller": ("name", "options"),
+    "record": ("rows",),
 }
 
 
@@ -479,6 +494,18 @@ def _parse_sim(raw: Any) -> SimSpec:
     )
 
 
+def _parse_record(raw: Any) -> RecordSpec:
+    from stalesgd.records import ROWS_ALLOWED, RowSelection
+
+    t = _table(raw, "record", _TABLE_KEYS["record"])
+    rows = t.get("rows", "all")
+    try:
+        RowSelection.parse(rows)
+    except ValueError:
+        raise ExperimentError("record.rows", rows, ROWS_ALLOWED) from None
+    return RecordSpec(rows=rows)
+
+
 def _parse_controller(raw: Any, workers: int, algorithm: str) -> ControllerSpec:
     """The [controller] table, checked by building the controller for ``workers`` threads."""
     from stalesgd.elastic import CONTROLLERS, ControllerError, make_controller
@@ -515,6 +542,7 @@ def _parse_body(raw: dict[str, Any]) -> dict[str, Any]:
         eval=_parse_eval(raw.get("eval", {}), stop),
         sim=_parse_sim(raw.get("sim", {})),
         controller=_parse_controller(raw.get("controller", {}), workers, algorithm.name),
+        record=_parse_record(raw.get("record", {})),
     )
 
 
@@ -552,7 +580,8 @@ def _flatten_sweep(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _check_sweep_key(key: str, value: Any) -> None:
     parts = key.split(".")
     allowed = ("engine, workers, or TABLE.KEY for the keys of [problem], [algorithm], "
-               "[stepsize], [stop], [eval], [sim], [controller], or TABLE.options.NAME")
+               "[stepsize], [stop], [eval], [sim], [controller], [record], or "
+               "TABLE.options.NAME")
     if len(parts) == 1 and parts[0] in ("engine", "workers"):
         return
     if len(parts) == 2 and parts[0] in _TABLE_KEYS and parts[1] in _TABLE_KEYS[parts[0]] \
@@ -767,12 +796,14 @@ def experiment_from_flags(engine: str, *, problem: str, algorithm: str, workers:
                           stepsize_options: dict[str, Any] | None = None,
                           controller: str | None = None,
                           controller_options: dict[str, Any] | None = None,
+                          log_rows: str | None = None,
                           ) -> Experiment:
     """The experiment described by ``stalesgd real``/``stalesgd sim`` flags.
 
     It goes through the same validation as an experiment file (one code path); a run without
     ``updates`` or ``seconds`` stops after 20000 updates.  ``controller`` names the elastic
-    parallelism controller (default ``static``) and ``controller_options`` its options.
+    parallelism controller (default ``static``) and ``controller_options`` its options;
+    ``log_rows`` which update rows the record keeps (``all``, ``none``, ``every:N``).
     """
     stop: dict[str, Any] = {}
     if updates is not None:
@@ -802,6 +833,8 @@ def experiment_from_flags(engine: str, *, problem: str, algorithm: str, workers:
     if controller is not None or controller_options:
         raw["controller"] = {"name": controller or "static",
                              "options": dict(controller_options or {})}
+    if log_rows is not None:
+        raw["record"] = {"rows": log_rows}
     return parse_experiment(raw, source="command line")
 
 
@@ -892,7 +925,7 @@ def to_toml(exp: Experiment) -> str:
     """The resolved experiment as TOML text; :func:`loads_experiment` of it gives ``exp`` back."""
     data = exp.to_dict()
     order = ["name", "engine", "workers", "seeds", "exclude", "problem", "algorithm", "stepsize",
-             "stop", "eval", "sim", "controller", "sweep"]
+             "stop", "eval", "sim", "controller", "record", "sweep"]
     ordered = {k: data[k] for k in order if k in data and data[k] not in ({}, [])}
     return dict_to_toml(ordered, header=f"stalesgd experiment {exp.name!r} (resolved)")
 
@@ -900,7 +933,7 @@ def to_toml(exp: Experiment) -> str:
 __all__ = [
     "DATASETS", "DTYPES", "MODELS", "SPLITS", "STEPSIZE_RULES",
     "AlgorithmSpec", "ControllerSpec", "EvalSpec", "Experiment", "ExperimentError",
-    "ProblemSpec", "RunSpec",
+    "ProblemSpec", "RecordSpec", "RunSpec",
     "SimSpec", "StepsizeSpec", "StopSpec", "default_experiment", "dict_to_toml", "expand",
     "experiment_from_flags", "load_experiment", "loads_experiment", "parse_experiment",
     "to_toml", "toml_value",

@@ -1,9 +1,10 @@
 """Running an experiment: every run through its engine, each finished run written at once.
 
 :func:`run_experiment` expands the sweep, calls the registered engine for each run
-(``fn(spec, progress) -> RunRecord``), writes each record to the results folder as soon as it
-finishes, and survives Ctrl-C: the finished runs stay on disk, a partial record the engine
-hands back is kept with ``interrupted = True``, and the folder is merged and readable.
+(``fn(spec, progress, updates) -> RunRecord``, its update rows streamed into the results
+folder while it runs), writes each record to the folder as soon as it finishes, and
+survives Ctrl-C: the finished runs stay on disk, a partial record the engine hands back is
+kept with ``interrupted = True``, and the folder is merged and readable.
 """
 
 from __future__ import annotations
@@ -156,7 +157,8 @@ def run_experiment(exp: Experiment, out: str | Path = "results", progress: bool 
             spec = auto.resolve(spec)
             bar.set_postfix_str(f"{spec.run_id} {spec.algorithm.name} m={spec.workers}")
             try:
-                record = fns[spec.engine](spec, progress)
+                log = folder.update_log(spec.run_id, spec.record.rows)
+                record = fns[spec.engine](spec, progress, log)
             except KeyboardInterrupt as exc:
                 outcome.interrupted = True
                 partial = getattr(exc, "record", None)

@@ -61,7 +61,7 @@ class FakeEngine:
         self.calls: list[RunSpec] = []
         self.fail_on, self.exc = fail_on, exc
 
-    def __call__(self, spec: RunSpec, progress: bool) -> RunRecord:
+    def __call__(self, spec: RunSpec, progress: bool, updates=None) -> RunRecord:
         self.calls.append(spec)
         if self.fail_on is not None and len(self.calls) == self.fail_on:
             raise self.exc
@@ -194,7 +194,7 @@ from stalesgd.records import RunRecord
 
 marker = Path(sys.argv[1])
 
-def engine(spec, progress):
+def engine(spec, progress, updates=None):
     if spec.index == 2:
         marker.write_text("started")
         time.sleep(60)
@@ -238,7 +238,7 @@ def test_real_sigint_mid_sweep(exp_file, tmp_path):
 def test_interrupted_run_with_partial_record_is_kept(fake, exp_file, tmp_path):
     spec_holder = {}
 
-    def engine(spec, progress):
+    def engine(spec, progress, updates=None):
         if spec.index == 2:
             spec_holder["spec"] = spec
             raise RunInterrupted(fake_record(spec, n=50))

@@ -87,10 +87,12 @@ def test_missing_column_and_length_mismatch_are_named():
         updates_table("r0", rec.updates)
 
 
-def test_runs_table_types_nulls_and_extras():
+def test_runs_table_types_nulls_and_declared_columns():
     rows = [{"run_id": "a", "workers": np.int64(2), "updates_to_target": math.nan,
-             "lr": 0.1, "converged": np.bool_(True), "cores": 2, "options": {"x": 1}},
-            {"run_id": "b", "workers": 4, "updates_to_target": 17, "cores": 2.5}]
+             "lr": 0.1, "converged": np.bool_(True), "cores": 2,
+             "problem.options.hidden": [8, 8]},
+            {"run_id": "b", "workers": 4, "updates_to_target": 17, "cores": 3.0,
+             "stop_reason": "updates"}]
     t = runs_table(rows)
     assert t.schema.names[: len(RUNS_SCHEMA)] == RUNS_SCHEMA.names
     for fld in RUNS_SCHEMA:
@@ -98,8 +100,32 @@ def test_runs_table_types_nulls_and_extras():
     assert t["updates_to_target"].to_pylist() == [None, 17]
     assert t["peak_rss_bytes"].to_pylist() == [None, None]
     assert all(math.isnan(x) for x in t["target_loss"].to_pylist())
-    assert t["cores"].to_pylist() == [2, 2.5]
-    assert json.loads(t["options"][0].as_py()) == {"x": 1}
+    # declared optional columns: only those given, in declared order, with declared types
+    assert t.schema.names[len(RUNS_SCHEMA):] == ["stop_reason", "cores",
+                                                  "problem.options.hidden"]
+    assert t["cores"].type == pa.int64() and t["cores"].to_pylist() == [2, 3]
+    assert t["stop_reason"].to_pylist() == [None, "updates"]
+    # swept keys keep their dotted names; lists as JSON text
+    assert json.loads(t["problem.options.hidden"][0].as_py()) == [8, 8]
+
+
+def test_runs_table_refuses_undeclared_and_mistyped_columns():
+    with pytest.raises(RecordError, match="'mystery' is not declared"):
+        runs_table([{"run_id": "a", "mystery": 1}])
+    with pytest.raises(RecordError, match="'cores'.*int64"):
+        runs_table([{"run_id": "a", "cores": 2.5}])
+    with pytest.raises(RecordError, match="'seed'.*int64"):
+        runs_table([{"run_id": "a", "seed": 2**64}])
+
+
+def test_every_declared_column_is_documented_and_typed():
+    from stalesgd.records import COLUMNS
+
+    for table, cols in COLUMNS.items():
+        names = [c.name for c in cols]
+        assert len(set(names)) == len(names), table
+        for c in cols:
+            assert c.doc.strip() and c.type in ("string", "int64", "int32", "float64", "bool")
 
 
 def test_summarize_derives_values_from_the_logs():
@@ -145,7 +171,8 @@ def test_folder_round_trip_preserves_types(tmp_path):
     recs = {f"r{i:04d}": make_record(seed=i, n=20 + i) for i in range(3)}
     with folder:
         for rid, rec in recs.items():
-            _finish(folder, rid, rec, cores=i if (i := int(rid[1:])) else 1.5)
+            i = int(rid[1:])
+            _finish(folder, rid, rec, **{"problem.options.scale": i if i else 1.5})
     assert not (folder.path / "parts").exists()
     for kind, schema in (("updates", UPDATES_SCHEMA), ("evals", EVALS_SCHEMA)):
         assert pq.read_schema(folder.path / f"{kind}.parquet").equals(schema)
@@ -158,7 +185,8 @@ def test_folder_round_trip_preserves_types(tmp_path):
     assert list(res.runs["updates"]) == [20, 21, 22]
     assert len(res.updates) == sum(len(r.updates["k"]) for r in recs.values())
     assert str(res.updates["worker"].dtype) == "int32" and res.updates["dropped"].dtype == bool
-    assert res.runs["cores"].tolist() == [1.5, 1.0, 2.0]  # int and float extras promoted
+    # swept values of int and float promoted to float
+    assert res.runs["problem.options.scale"].tolist() == [1.5, 1.0, 2.0]
     got = res.updates[res.updates.run_id == "r0001"]["tau"].to_numpy()
     assert np.array_equal(got, recs["r0001"].updates["tau"])
 
