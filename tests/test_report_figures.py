@@ -7,7 +7,7 @@ from pathlib import Path
 
 from stalesgd.analysis import analyse, write_report
 from stalesgd.analysis.figures_extra import extra_figures
-from stalesgd.analysis.load import load_folders
+from stalesgd.analysis.load import config_slug, load_folders
 
 from stalesgd.cli import main
 
@@ -39,8 +39,15 @@ def test_report_draws_every_cross_configuration_figure(tmp_path):
                           analysis=analyse([one, two, elastic], run_fits=False))
     page = report.html.read_text()
     assert page.count("data:image/png;base64,") == len(report.figures)
-    assert {"speedup_vs_workers.png", "memory.png", "elastic_1.png",
-            "stepsize_tables.png"} <= {p.name for p in report.figures}
+    keys = sorted(set(loaded.runs["config_key"]))
+    # the exact files, in report order
+    assert [p.name for p in report.figures] == (
+        ["throughput_vs_workers.png"] + [f"pdf_{config_slug(k)}.png" for k in keys]
+        + [f"convergence_{config_slug(k)}.png" for k in keys]
+        + ["speedup_vs_workers.png", "memory.png", "elastic_1.png", "stepsize_tables.png",
+           "tau_over_time_1.png"])
+    assert sorted(p.name for p in report.figures) == sorted(
+        p.name for p in (tmp_path / "report" / "figures").iterdir())
     # the real 2-worker run shows where its CPUs sat (start / end round trip), the others "–"
     md = report.markdown.read_text()
     assert "CPU round trip (ns)" in md

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from stalesgd.analysis import theory_report
-from stalesgd.analysis.load import load_folders
+from stalesgd.analysis.load import config_slug, load_folders
 from stalesgd.analysis.report import analyse, write_report
 from stalesgd.analysis.theory import expected_curve
 
@@ -104,6 +104,14 @@ def test_report_has_the_theory_section_and_figure(folder):
     assert "## Theory checks (least squares)" in text
     assert "| sim lock constant m=6 |" in text
     assert (folder / "figures" / "theory.png").is_file()
+    keys = sorted(set(load_folders([folder]).runs["config_key"]))
+    assert len(keys) == 2
+    # the exact files, in report order (the theory figure last)
+    assert [p.name for p in files.figures] == (
+        ["throughput_vs_workers.png"] + [f"pdf_{config_slug(k)}.png" for k in keys]
+        + [f"convergence_{config_slug(k)}.png" for k in keys]
+        + ["speedup_vs_workers.png", "memory.png", "stepsize_tables.png",
+           "tau_over_time_1.png", "theory.png"])
     assert analyse(folder, theory=False).theory is None
 
 
