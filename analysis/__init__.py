@@ -25,13 +25,6 @@ __all__ = [
     "write_report",
 ]
 
-# appended (issue 6): the calibration file API; the fitting function stays
-# ``stalesgd.analysis.calibrate.calibrate`` (a package attribute named ``calibrate`` would
-# shadow the submodule for ``import stalesgd.analysis.calibrate as m``)
-from .calibrate import Calibration, CalibrationError, load_calibration  # noqa: E402
-
-__all__ += ["Calibration", "CalibrationError", "load_calibration"]
-
 # appended (issue 6, theory): exact i.i.d.-staleness recursion and published bounds
 from .bounds import EnvelopeCheck, check_envelope, lstsq_constants  # noqa: E402
 from .theory import TheoryCurve, expected_curve, expected_loss, expected_suboptimality  # noqa: E402
