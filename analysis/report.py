@@ -1,9 +1,10 @@
 """Reports: ``report.md`` and a self-contained ``report.html`` for one or more results folders.
 
-:func:`analyse` loads folders and computes every table and figure; :func:`write_report` writes
-``report.md`` (the tables as Markdown, figures linked from ``figures/``) and ``report.html``
-(the same tables as HTML, every figure embedded as a base64 PNG, no external file or network
-needed) into an output folder.  ``stalesgd report DIR`` writes them into the results folder
+:func:`write_report` takes an :class:`~.tables.Analysis` (or computes one with
+:func:`~.tables.analyse`), draws its figures (:mod:`.figures`) and writes ``report.md`` (the
+tables as Markdown, figures linked from ``figures/``) and ``report.html`` (the same tables as
+HTML, every figure embedded as a base64 PNG, no external file or network needed) into an
+output folder.  ``stalesgd report DIR`` writes them into the results folder
 itself; ``stalesgd compare DIR [DIR ...]`` joins several folders (e.g. one sim, one real),
 prints :func:`comparison_text` and writes the report into a new folder (DESIGN §3, §8).
 """
@@ -15,7 +16,7 @@ import html
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +25,14 @@ import pandas as pd
 
 from stalesgd.staleness import FAMILIES
 
-from .figures import FigureFile, make_figures
-from .figures_extra import extra_figures
-from .load import AnalysisError, Loaded, load_folders
-from .speedup import speedup_table
-from .staleness_report import StalenessTables, staleness_tables
-from .theory_report import TheoryChecks, theory_checks, theory_figure
+from .figures import make_figures
+from .headline import headline
+from .load import AnalysisError
+from .plotting import FigureFile
+from .tables import Analysis, analyse
 
 __all__ = [
-    "Analysis",
     "ReportFiles",
-    "analyse",
     "comparison_text",
     "default_compare_dir",
     "html_table",
@@ -46,20 +44,6 @@ __all__ = [
 MISSING = "–"
 
 
-@dataclass
-class Analysis:
-    """Everything a report shows: the loaded tables, staleness and speedup tables, notes about
-    the input (what could not be computed and why), and the figures once drawn."""
-
-    loaded: Loaded
-    stale: StalenessTables
-    speedup: pd.DataFrame
-    notes: list[str] = field(default_factory=list)
-    figures: list[FigureFile] = field(default_factory=list)
-    #: least-squares runs against the exact recursion and the Hogwild! envelope (or None)
-    theory: TheoryChecks | None = None
-
-
 @dataclass(frozen=True)
 class ReportFiles:
     """Paths written by :func:`write_report`."""
@@ -68,49 +52,6 @@ class ReportFiles:
     markdown: Path
     html: Path
     figures: list[Path]
-
-
-def _notes(loaded: Loaded) -> list[str]:
-    notes: list[str] = []
-    runs = loaded.runs
-    for src, res in zip(loaded.sources, loaded.folders, strict=True):
-        if (res.path / "parts").exists():
-            notes.append(f"{src}: not merged (interrupted while writing); finished runs were "
-                         "read from its part files.")
-        mine = runs[runs["source"] == src]
-        if mine.empty:
-            notes.append(f"{src}: no finished run.")
-            continue
-        if not mine["evaluated"].any():
-            notes.append(f"{src}: no evaluations (e.g. a timing-only simulation): no loss "
-                         "curves, no time to target, no convergence judgement.")
-        if not np.isfinite(pd.to_numeric(mine["target_loss"], errors="coerce")).any():
-            notes.append(f"{src}: no target loss: time/updates to target and speedups are "
-                         "not defined (pass --target LOSS to set one).")
-        n_int = int(mine.get("interrupted", pd.Series(False)).fillna(False).astype(bool).sum())
-        if n_int:
-            notes.append(f"{src}: {n_int} interrupted run(s), kept in the tables; left out of "
-                         "the non-convergence rate unless they diverged or reached the target.")
-    return notes
-
-
-def analyse(dirs: str | Path | Iterable[str | Path], target: float | None = None,
-            run_fits: bool = True, families: Iterable[str] = FAMILIES,
-            theory: bool = True) -> Analysis:
-    """Load results folders and compute the staleness and speedup tables (no files written).
-
-    ``target``: target loss overriding the runs' own; ``run_fits``: also fit a law to every
-    run's τ histogram (not only to each configuration's pooled one); ``families``: the laws
-    tried (default all of :data:`stalesgd.staleness.FAMILIES`); ``theory``: check
-    least-squares runs against the exact recursion (:mod:`.theory_report`).
-    """
-    loaded = load_folders(dirs, target=target)
-    stale = staleness_tables(loaded, run_fits=run_fits, families=families)
-    checks = theory_checks(loaded) if theory else None
-    notes = _notes(loaded) + ([f"Theory check skipped: {n}." for n in checks.notes]
-                              if checks is not None else [])
-    return Analysis(loaded=loaded, stale=stale, speedup=speedup_table(loaded), notes=notes,
-                    theory=checks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,8 +356,6 @@ def _sections(analysis: Analysis) -> list[tuple[str, str, pd.DataFrame]]:
 
 
 def _headline_lines(analysis: Analysis) -> tuple[str, ...]:
-    from .headline import headline  # imports this module
-
     return headline(analysis).lines
 
 
@@ -523,19 +462,7 @@ def write_report(dirs: str | Path | Iterable[str | Path], out_dir: str | Path | 
     if analysis is None:
         analysis = analyse(dirs, target=target, run_fits=run_fits, families=families)
     out.mkdir(parents=True, exist_ok=True)
-    analysis.figures = make_figures(analysis.loaded, analysis.stale, analysis.speedup,
-                                    out / "figures", log_y=log_y)
-    extra, skipped = extra_figures(analysis.loaded, out / "figures")
-    analysis.figures = analysis.figures + extra
-    if analysis.theory is not None:
-        got = theory_figure(analysis.theory, out / "figures" / "theory.png")
-        if got is not None:
-            analysis.figures.append(FigureFile(
-                got, "Runs against the exact recursion",
-                "Solid: the run's evaluated loss minus the evaluation split's minimum; dashed: "
-                "E[loss] − min from the exact recursion for i.i.d. staleness drawn from the "
-                "run's own measured PDF(τ), with its step sizes, batch and θ_0 (least squares "
-                "only).", "theory"))
+    analysis.figures, skipped = make_figures(analysis, out / "figures", log_y=log_y)
     analysis.notes = list(analysis.notes) + [n for n in skipped
                                              if not n.startswith("Elastic figure skipped")]
     md, page = out / "report.md", out / "report.html"

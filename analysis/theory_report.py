@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,7 +52,7 @@ from .bounds import (
 from .load import Loaded
 from .theory import expected_curve, lstsq_moments, step_table
 
-__all__ = ["MAX_COST", "THEORY_HORIZON", "TheoryChecks", "theory_checks", "theory_figure"]
+__all__ = ["MAX_COST", "THEORY_HORIZON", "TheoryChecks", "TheoryCurveRow", "theory_checks"]
 
 #: updates of a run followed by the recursion (its cost grows linearly with them)
 THEORY_HORIZON = 4000
@@ -256,38 +255,3 @@ def theory_checks(loaded: Loaded) -> TheoryChecks | None:
         rows.append(got[0])
         curves.append(got[1])
     return TheoryChecks(table=pd.DataFrame(rows), curves=curves, notes=notes)
-
-
-#: panels drawn by :func:`theory_figure` at most (one per checked run, in table order)
-MAX_PANELS = 9
-
-
-def theory_figure(checks: TheoryChecks, path: Path) -> Path | None:
-    """Measured loss against the recursion's E[loss], as gaps to the evaluation split's
-    minimum on a log scale, one panel per checked run; None when nothing was checked."""
-    from matplotlib.figure import Figure
-
-    from .figures import _save
-
-    curves = checks.curves[:MAX_PANELS]
-    if not curves:
-        return None
-    ncols = min(3, len(curves))
-    nrows = -(-len(curves) // ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.0 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for ax, c in zip(axes.ravel(), curves, strict=False):
-        ok = c.k > 0
-        meas = np.maximum(c.measured[ok] - c.f_min, 1e-300)
-        exp = np.maximum(c.expected[ok] - c.f_min, 1e-300)
-        ax.plot(c.k[ok], meas, color="tab:blue", lw=1.4, marker="o", ms=2.5, label="run")
-        ax.plot(c.k[ok], exp, color="k", ls="--", lw=1.2, label="exact recursion")
-        ax.set_yscale("log")
-        ax.set_title(c.label, fontsize=9)
-        ax.set_xlabel("updates")
-        ax.set_ylabel("loss − min (eval split)")
-        ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(curves):]:
-        ax.set_visible(False)
-    axes[0, 0].legend(fontsize=8)
-    return _save(fig, path)

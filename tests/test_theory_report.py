@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from stalesgd.analysis import theory_report
+from stalesgd.analysis import analyse, theory_report, write_report
 from stalesgd.analysis.load import config_slug, load_folders
-from stalesgd.analysis.report import analyse, write_report
 from stalesgd.analysis.theory import expected_curve
 
 from stalesgd.cli import main
