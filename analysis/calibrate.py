@@ -75,7 +75,8 @@ import numpy as np
 from stalesgd.real.costs import measure_costs
 
 from stalesgd.calibration import FORMAT, VERSION, Calibration, CalibrationError
-from stalesgd.records import load_results
+
+from .load import AnalysisError, read_folder
 
 __all__ = [
     "calibrate",
@@ -229,7 +230,10 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
     the micro-measurement of :func:`stalesgd.real.costs.measure_costs` (tests; other
     machines).
     """
-    res = load_results(folder)
+    try:
+        res = read_folder(folder)
+    except AnalysisError as exc:
+        raise CalibrationError(str(exc)) from None
     folder = Path(folder)
     table = res.runs
     if table.empty:
