@@ -30,6 +30,44 @@ from .throughput_figures import speedup_figure, throughput_figure
 
 __all__ = ["make_figures"]
 
+#: the cross-configuration figures by kind: title, caption, and the note when none is drawn
+_CROSS_CONFIGURATION = {
+    "speedup": (
+        "Speedup against workers",
+        "Left: time to target of the 1-worker run of the same algorithm and rule (seq where "
+        "there is none) over time to target at m, mean over the seeds that reached it; right: "
+        "the same ratio of updates/s. Dashed: linear ideal (speedup = m).",
+        "Speedup figure skipped: no configuration with m > 1 has a 1-worker or seq baseline "
+        "of the same algorithm/rule."),
+    "memory": (
+        "Memory",
+        "Peak parameter-buffer bytes, the Leashed-SGD buffer-pool high-water (buffer count on "
+        "top of each bar) and the peak RSS of the process when the run ended (runs in one "
+        "process share it: later runs inherit earlier peaks).",
+        "Memory figure skipped: no run recorded peak_param_bytes, pool_high_water_bytes or "
+        "peak_rss_bytes."),
+    "elastic": (
+        "Elastic parallelism",
+        "Loss on consistent snapshots against time (left axis) and the active level m(t) the "
+        "controller set (right axis); shaded: probing phases.",
+        "Elastic figure skipped: no run with an elastic controller (and a control trace) in "
+        "these folders."),
+    "stepsize": (
+        "Step-size tables η(τ)",
+        "η applied against τ, read off the updates: the line is the median over the second "
+        "half of each run (adaptive rules settled), the band min–max over the whole run "
+        "(warm-up included); grey bars: pooled PDF(τ) of the panel (right axis). τ beyond the "
+        "99.9 % quantile is cut.",
+        "Step-size figure skipped: no update carries a step size (eta)."),
+    "tau_time": (
+        "Staleness over time",
+        f"τ against time per configuration with m > 1: p50/p90/p99 over {TIME_BINS} time bins "
+        "(seeds pooled) and the largest τ of each bin as dots; bursts show descheduled "
+        "workers.",
+        "Staleness-over-time figure skipped: no configuration with m > 1 has per-update "
+        "records."),
+}
+
 
 def make_figures(analysis: Analysis, out_dir: str | Path, log_y: bool | None = None,
                  reference: str = "real") -> tuple[list[FigureFile], list[str]]:
@@ -47,58 +85,17 @@ def make_figures(analysis: Analysis, out_dir: str | Path, log_y: bool | None = N
     files = _per_configuration(analysis, out, log_y, reference)
     notes: list[str] = []
     loaded = analysis.loaded
-    got = speedup_figure(loaded, out / "speedup_vs_workers.png")
-    if got:
-        files.append(FigureFile(got[0], "Speedup against workers",
-                                "Left: time to target of the 1-worker run of the same "
-                                "algorithm and rule (seq where there is none) over time to "
-                                "target at m, mean over the seeds that reached it; right: the "
-                                "same ratio of updates/s. Dashed: linear ideal (speedup = m).",
-                                "speedup"))
-    else:
-        notes.append("Speedup figure skipped: no configuration with m > 1 has a 1-worker or "
-                     "seq baseline of the same algorithm/rule.")
-    got = memory_figure(loaded, out / "memory.png")
-    if got:
-        files.append(FigureFile(got[0], "Memory", "Peak parameter-buffer bytes, the Leashed-SGD "
-                                "buffer-pool high-water (buffer count on top of each bar) and "
-                                "the peak RSS of the process when the run ended (runs in one "
-                                "process share it: later runs inherit earlier peaks).",
-                                "memory"))
-    else:
-        notes.append("Memory figure skipped: no run recorded peak_param_bytes, "
-                     "pool_high_water_bytes or peak_rss_bytes.")
-    got = elastic_figures(loaded, out)
-    for i, p in enumerate(got):
-        files.append(FigureFile(p, "Elastic parallelism" + (f" ({i + 1})" if len(got) > 1
-                                                            else ""),
-                                "Loss on consistent snapshots against time (left axis) and the "
-                                "active level m(t) the controller set (right axis); shaded: "
-                                "probing phases.", "elastic"))
-    if not got:
-        notes.append("Elastic figure skipped: no run with an elastic controller (and a control "
-                     "trace) in these folders.")
-    got = stepsize_figure(loaded, out / "stepsize_tables.png")
-    if got:
-        files.append(FigureFile(got[0], "Step-size tables η(τ)",
-                                "η applied against τ, read off the updates: the line is the "
-                                "median over the second half of each run (adaptive rules "
-                                "settled), the band min–max over the whole run (warm-up "
-                                "included); grey bars: pooled PDF(τ) of the panel (right "
-                                "axis). τ beyond the 99.9 % quantile is cut.", "stepsize"))
-    else:
-        notes.append("Step-size figure skipped: no update carries a step size (eta).")
-    got = tau_time_figures(loaded, out)
-    for i, p in enumerate(got):
-        files.append(FigureFile(p, "Staleness over time" + (f" ({i + 1})" if len(got) > 1
-                                                            else ""),
-                                f"τ against time per configuration with m > 1: p50/p90/p99 "
-                                f"over {TIME_BINS} time bins (seeds pooled) and the largest τ "
-                                "of each bin as dots; bursts show descheduled workers.",
-                                "tau_time"))
-    if not got:
-        notes.append("Staleness-over-time figure skipped: no configuration with m > 1 "
-                     "has per-update records.")
+    for kind, paths in (("speedup", speedup_figure(loaded, out / "speedup_vs_workers.png")),
+                        ("memory", memory_figure(loaded, out / "memory.png")),
+                        ("elastic", elastic_figures(loaded, out)),
+                        ("stepsize", stepsize_figure(loaded, out / "stepsize_tables.png")),
+                        ("tau_time", tau_time_figures(loaded, out))):
+        title, caption, skipped = _CROSS_CONFIGURATION[kind]
+        for i, path in enumerate(paths):
+            numbered = title + (f" ({i + 1})" if len(paths) > 1 else "")
+            files.append(FigureFile(path, numbered, caption, kind))
+        if not paths:
+            notes.append(skipped)
     if analysis.theory is not None:
         got = theory_figure(analysis.theory, out / "theory.png")
         if got is not None:
