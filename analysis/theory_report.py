@@ -180,17 +180,18 @@ def _one(spec: RunSpec, tau: np.ndarray, ev: pd.DataFrame, label: str,
         "median_rel_dev": float(np.median(rel)) if rel.size else math.nan,
         "max_rel_dev": float(np.max(rel)) if rel.size else math.nan,
     }
-    row.update(_unchecked("hogwild", "μ = 0: the envelope needs a strongly convex objective"))
-    row.update(_unchecked("hogwild_run", "μ = 0: the envelope needs a strongly convex "
-                                         "objective"))
-    if consts.mu > 0:
+    if consts.mu <= 0:
+        why = "μ = 0: the envelope needs a strongly convex objective"
+        row.update(_unchecked("hogwild", why) | _unchecked("hogwild_run", why))
+    else:
         row.update(_checked("hogwild", check_envelope(
             full.t, np.maximum(full.train_gap, 0.0), hogwild_niu2011, **bound)))
         if spec.eval.split == "train" and spec.eval.max_rows >= X.shape[0]:
             row.update(_checked("hogwild_run", check_envelope(
                 ks, np.maximum(measured - moments.f_star, 0.0), hogwild_niu2011, **bound)))
         else:
-            row["hogwild_run_note"] = "the run does not evaluate the whole training set"
+            row.update(_unchecked("hogwild_run", "the run does not evaluate the whole "
+                                                 "training set"))
     row.update(gradient_bound_checks(full, table[: pdf.size], lr, consts, int(pdf.size - 1),
                                      int(spec.workers)))
     return row, TheoryCurveRow(label, ks, measured, loss_at.copy(), f_min)
