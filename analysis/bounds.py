@@ -19,13 +19,16 @@ noise grows with ‖θ − θ*‖).  :func:`lstsq_constants` therefore gives M²
 ‖θ − θ*‖ ≤ R, and the envelopes are valid only conditionally on the iterates staying in it
 (pick R from the observed/expected trajectory; this is the main caveat of every check).
 
-Honesty about sources: the statements below are transcribed from memory of the papers and
-could not be checked against the text here (the search corpus held abstracts only).  The
-Hogwild! and Lian et al. forms are the classical, widely quoted ones; for Koloskova et al.
-(2022) and Mishchenko et al. (2022) only the *shape* of the rate and the step-size condition
-are certain to us, their numerical constants are marked ``constants_verified = False`` and
-are parameters you can override.  A crossing of an unverified envelope is a reason to check
-the constant, not evidence of a bug in the simulator.
+Where the statements come from: **none of them was checked against the paper's text.** They
+were transcribed from memory of the papers (the reference corpus at hand held abstracts only).
+The Hogwild! and Lian et al. forms are the classical, widely quoted ones; for Koloskova et al.
+(2022) and Mishchenko et al. (2022) only the *shape* of the rate and of the step-size
+condition come from the abstracts, their numerical constants are our recollection and are
+parameters you can override.  Every bound carries its ``reference`` (paper and theorem) and
+its ``source`` (where its statement and constants come from, :data:`FROM_MEMORY` or
+:data:`SHAPE_FROM_ABSTRACT`), which reports print beside every check.  So a curve below an
+envelope is consistent with the bound, not a verification of it; a crossing is a reason to
+check the statement and the constants first, not evidence of a bug in the simulator.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from .theory import LstsqMoments, TheoryCurve
 
 __all__ = [
     "BOUNDS",
+    "FROM_MEMORY",
+    "SHAPE_FROM_ABSTRACT",
     "EnvelopeCheck",
     "LstsqConstants",
     "check_envelope",
@@ -53,6 +58,11 @@ __all__ = [
 ]
 
 QUANTITIES = ("gap", "avg_grad2")
+#: a bound whose statement and constants were written down from memory of the paper
+FROM_MEMORY = "transcribed from memory, not checked against the paper"
+#: a bound whose rate shape and step-size condition are the abstract's, constants recalled
+SHAPE_FROM_ABSTRACT = ("rate shape and step-size condition from the paper's abstract; constants "
+                       "recalled from memory, not checked against the paper")
 
 
 # ----------------------------------------------------------------------------- validation
@@ -75,9 +85,14 @@ def _steps(t: Any) -> np.ndarray:
     return np.atleast_1d(ts)
 
 
-def _quantity(q: str) -> Callable[[Callable[..., np.ndarray]], Callable[..., np.ndarray]]:
+def _bound(quantity: str, reference: str, source: str
+           ) -> Callable[[Callable[..., np.ndarray]], Callable[..., np.ndarray]]:
+    """Label a bound with the quantity it bounds, its paper and theorem, and where its
+    statement and constants come from."""
     def deco(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-        fn.quantity = q  # type: ignore[attr-defined]
+        fn.quantity = quantity  # type: ignore[attr-defined]
+        fn.reference = reference  # type: ignore[attr-defined]
+        fn.source = source  # type: ignore[attr-defined]
         return fn
     return deco
 
@@ -143,7 +158,7 @@ def lstsq_constants(X: np.ndarray, y: np.ndarray, theta0: np.ndarray, *, batch: 
 # ----------------------------------------------------------------------------- the bounds
 
 
-@_quantity("gap")
+@_bound("gap", "Niu et al. 2011, Prop. 4.1", FROM_MEMORY)
 def hogwild_niu2011(t: Any, *, L: float, mu: float, M2: float, D0: float, tau_max: int,
                     gamma: float, Omega: float, rho: float = 1.0,
                     Delta: float = 1.0) -> np.ndarray:
@@ -176,7 +191,7 @@ def hogwild_niu2011(t: Any, *, L: float, mu: float, M2: float, D0: float, tau_ma
     return np.maximum(floor, L * D0 * np.exp(-mu * gamma * (A / B) * ts))
 
 
-@_quantity("avg_grad2")
+@_bound("avg_grad2", "Lian et al. 2015, Thm. 1", FROM_MEMORY)
 def lian2015(t: Any, *, L: float, sigma2: float, F0: float, tau_max: int,
              gamma: float) -> np.ndarray:
     """Lian, Huang, Li, Liu (NIPS 2015), Theorem 1 (AsySG-con) with a constant step, M = 1.
@@ -205,7 +220,7 @@ def lian2015(t: Any, *, L: float, sigma2: float, F0: float, tau_max: int,
     return np.where(ts > 0, out, np.inf)
 
 
-@_quantity("avg_grad2")
+@_bound("avg_grad2", "Koloskova et al. 2022", SHAPE_FROM_ABSTRACT)
 def koloskova2022(t: Any, *, L: float, sigma2: float, F0: float, tau_max: int, tau_c: int,
                   gamma: float, c_f: float = 4.0, c_s: float = 2.0,
                   c_step: float = 4.0) -> np.ndarray:
@@ -218,7 +233,7 @@ def koloskova2022(t: Any, *, L: float, sigma2: float, F0: float, tau_max: int, t
     τ_C))`` with τ_C the concurrency (gradients in flight, ≤ the number of workers), which is
     our recollection of the theorem: (c_f, c_s, c_step) = (4, 2, 4) and the use of τ_C rather
     than τ_avg in the condition are **not checked against the paper**
-    (``constants_verified = False``).  For the i.i.d. staleness simulator, τ_C is not a
+    (``source = SHAPE_FROM_ABSTRACT``).  For the i.i.d. staleness simulator, τ_C is not a
     property of the model: every gradient read at or before step k and applied later is "in
     flight", so τ_C ≤ τ_max + 1 is the safe choice.  Raises ValueError if the step-size
     condition fails.
@@ -237,10 +252,8 @@ def koloskova2022(t: Any, *, L: float, sigma2: float, F0: float, tau_max: int, t
     return np.where(ts > 0, out, np.inf)
 
 
-koloskova2022.constants_verified = False  # type: ignore[attr-defined]
 
-
-@_quantity("avg_grad2")
+@_bound("avg_grad2", "Mishchenko et al. 2022", SHAPE_FROM_ABSTRACT)
 def mishchenko2022(t: Any, *, L: float, sigma2: float, F0: float, workers: int, gamma: float,
                    c_f: float = 4.0, c_s: float = 2.0, c_step: float = 4.0) -> np.ndarray:
     """Mishchenko, Bach, Even, Woodworth (NeurIPS 2022), non-convex, any delays — UNVERIFIED.
@@ -249,7 +262,7 @@ def mishchenko2022(t: Any, *, L: float, sigma2: float, F0: float, workers: int, 
     does not depend on the delays, only on n, with a step size ``γ ≤ 1/(c_step·n·L)``
     (delay-adaptive step sizes, ``delay-adaptive`` in :mod:`stalesgd.stepsize`, extend it);
     the rate has the form ``c_f·F0/(γK) + c_s·γLσ²``.  The constants (4, 2, 4) are our
-    recollection, **not checked against the paper** (``constants_verified = False``).  For
+    recollection, **not checked against the paper** (``source = SHAPE_FROM_ABSTRACT``).  For
     the i.i.d. staleness simulator use ``workers = τ_max + 1`` (the most gradients that can
     be in flight).  Raises ValueError if the step-size condition fails.
     """
@@ -265,10 +278,6 @@ def mishchenko2022(t: Any, *, L: float, sigma2: float, F0: float, workers: int, 
         out = c_f * F0 / (ts * gamma) + c_s * gamma * L * sigma2
     return np.where(ts > 0, out, np.inf)
 
-
-mishchenko2022.constants_verified = False  # type: ignore[attr-defined]
-hogwild_niu2011.constants_verified = True  # type: ignore[attr-defined]
-lian2015.constants_verified = True  # type: ignore[attr-defined]
 
 #: every bound by short name
 BOUNDS: dict[str, Callable[..., np.ndarray]] = {
@@ -306,16 +315,17 @@ class EnvelopeCheck:
     """Outcome of :func:`check_envelope`.
 
     ``crossed``: the curve exceeded the envelope somewhere (``first_cross_t`` the first such
-    t, else None); ``ratio_end``: envelope/curve at the last point; ``ratio_geomean``: the
-    geometric mean of envelope/curve over the points where both are positive and finite;
-    ``min_ratio``: its minimum (< 1 iff crossed).
+    t, else None); ``ratio_end``: envelope/curve at the last point; ``min_ratio`` and
+    ``median_ratio``: the minimum (< 1 iff crossed) and median of envelope/curve over the
+    ``points`` checked steps (where the envelope claims something and both are positive).
     """
 
     crossed: bool
     first_cross_t: float | None
     ratio_end: float
-    ratio_geomean: float
     min_ratio: float
+    median_ratio: float
+    points: int
     quantity: str
 
 
@@ -341,6 +351,6 @@ def check_envelope(curve_t: Any, curve_values: Any, bound_fn: Callable[..., np.n
     return EnvelopeCheck(
         crossed=bool(over.any()), first_cross_t=first,
         ratio_end=float(env[-1] / v[-1]) if (claim[-1] and v[-1] > 0) else math.nan,
-        ratio_geomean=float(np.exp(np.mean(np.log(ratios)))) if ratios.size else math.nan,
         min_ratio=float(ratios.min()) if ratios.size else math.nan,
-        quantity=str(getattr(bound_fn, "quantity", "?")))
+        median_ratio=float(np.median(ratios)) if ratios.size else math.nan,
+        points=int(ratios.size), quantity=str(getattr(bound_fn, "quantity", "?")))

@@ -59,41 +59,32 @@ core time other processes took within those cores is put back as long compute sa
 worker then holds a core while a foreign process would have, so throughput and the partial
 overlap of workers match.
 
-The file is JSON (:data:`FORMAT`, :data:`VERSION`); :func:`load_calibration` validates it and
-:func:`check_compatible` checks it against a run (problem, batch, dtype).
+The file format, its loader and the compatibility check live in :mod:`stalesgd.calibration`;
+the micro-measurement in :mod:`stalesgd.real.costs`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from stalesgd.real.costs import measure_costs
 
 from stalesgd.algorithms import ALGORITHMS, get_algorithm
-from stalesgd.records import load_results
+from stalesgd.calibration import FORMAT, VERSION, Calibration, CalibrationError
+
+from .load import AnalysisError, read_folder
 
 __all__ = [
-    "FORMAT",
-    "VERSION",
-    "CalibrationError",
-    "Calibration",
     "calibrate",
-    "check_compatible",
     "fit_compute",
-    "load_calibration",
-    "measure_costs",
     "worker_cycles",
 ]
 
-FORMAT = "stalesgd-calibration"
-VERSION = 1
 #: algorithms whose records can be calibrated (``sync`` logs only worker 0's rounds)
 CALIBRATABLE = tuple(a.name for a in ALGORITHMS.values() if a.calibratable)
 #: the simulator's default scheduler slice (seconds), used when no run was oversubscribed
@@ -104,101 +95,6 @@ WARMUP_CYCLES = 5
 MAX_SAMPLES = 20000
 MACHINE_FIELDS = ("hostname", "cpu_model", "machine", "logical_cores", "physical_cores",
                   "usable_cores", "os")
-
-
-class CalibrationError(ValueError):
-    """A results folder that cannot be calibrated, or a bad/incompatible calibration file."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Micro-measurement of the per-parameter kernels
-# ---------------------------------------------------------------------------------------------
-
-
-def _kernels():
-    from numba import njit
-
-    @njit(nogil=True)
-    def copy_loop(dst, src, reps):
-        for _ in range(reps):
-            for j in range(src.shape[0]):
-                dst[j] = src[j]
-
-    @njit(nogil=True)
-    def apply_loop(theta, grad, eta, reps):
-        for _ in range(reps):
-            for j in range(theta.shape[0]):
-                theta[j] -= eta * grad[j]
-
-    @njit(nogil=True)
-    def fused_loop(dst, src, grad, eta, reps):
-        for _ in range(reps):
-            for j in range(src.shape[0]):
-                dst[j] = src[j] - eta * grad[j]
-
-    return copy_loop, apply_loop, fused_loop
-
-
-def _time_per_call(fn, args: tuple, budget: float = 0.004, repeats: int = 5) -> float:
-    """Median seconds per repetition of ``fn(*args, reps)``, each timing ~``budget`` seconds."""
-    fn(*args, 1)  # compile
-    reps = 16
-    while True:
-        t = time.perf_counter()
-        fn(*args, reps)
-        dt = time.perf_counter() - t
-        if dt >= budget or reps >= 1 << 24:
-            break
-        reps *= 4 if dt < budget / 8 else 2
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn(*args, reps)
-        times.append((time.perf_counter() - t) / reps)
-    return float(np.median(times))
-
-
-def measure_costs(n_params: int, dtype: str = "float64") -> dict[str, Any]:
-    """Per-parameter copy, apply and fused copy-apply costs (seconds) and one CAS (seconds),
-    measured on this machine with the engines' loops (single thread, warm caches)."""
-    if int(n_params) < 1:
-        raise CalibrationError(f"n_params {n_params!r} must be >= 1")
-    n = int(n_params)
-    rng = np.random.default_rng(0)
-    src = rng.standard_normal(n).astype(dtype)
-    dst = np.empty_like(src)
-    grad = rng.standard_normal(n).astype(dtype) * 1e-6
-    copy_loop, apply_loop, fused_loop = _kernels()
-    copy = _time_per_call(copy_loop, (dst, src))
-    apply = _time_per_call(apply_loop, (dst, grad, 1e-3))
-    fused = _time_per_call(fused_loop, (dst, src, grad, 1e-3))
-    cas, cas_source = _measure_cas()
-    return {
-        "read_per_param": copy / n,
-        "update_per_param": apply / n,
-        "fused_per_param": fused / n,
-        "cas_cost": cas,
-        "cas_source": cas_source,
-        "n_params": n,
-        "dtype": str(dtype),
-    }
-
-
-def _measure_cas() -> tuple[float, str]:
-    """Seconds per uncontended compare-and-swap (the atomics the engines use), or 0."""
-    try:
-        from numba import njit
-        from stalesgd.real.atomics import atomic_cas
-    except ImportError:  # pragma: no cover - real engine always present in this package
-        return 0.0, "default 0 (atomics not importable)"
-
-    @njit(nogil=True)
-    def cas_loop(arr, reps):
-        for r in range(reps):
-            atomic_cas(arr, 0, r, r + 1)
-
-    slot = np.zeros(8, dtype=np.int64)
-    return _time_per_call(cas_loop, (slot,)), "micro-benchmark (uncontended)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,72 +204,19 @@ def _to_ns(x: np.ndarray) -> list[int]:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Calibration:
-    """A fitted timing model: the JSON document (``data``) and where it came from."""
-
-    data: dict[str, Any]
-    path: Path | None = None
-
-    def save(self, path: str | Path) -> Path:
-        """Write the model as JSON to ``path`` (parent folders must exist); returns the path."""
-        path = Path(path)
-        path.write_text(json.dumps(self.data, indent=1, allow_nan=False))
-        self.path = path
-        return path
-
-    def configuration(self, algorithm: str, workers: int) -> dict[str, Any] | None:
-        """The measured configuration entry for (algorithm, workers), or None."""
-        for c in self.data["configurations"]:
-            if c["algorithm"] == algorithm and int(c["workers"]) == int(workers):
-                return c
-        return None
-
-    def summary_text(self) -> str:
-        """A short human-readable summary of the fitted model."""
-        d = self.data
-        us = 1e6
-        p = d["problem"]
-        lines = [
-            f"calibration of {p['name']} (batch {p['batch']}, {p['dtype']}, {p['n_params']} "
-            f"params) from runs {', '.join(d['source']['run_ids'])} of {d['source']['folder']}",
-            f"machine: {d['machine'].get('hostname')} ({d['machine'].get('cpu_model')}), "
-            f"cores = {d['cores']}, time slice = {d['time_slice'] * 1e3:.3g} ms "
-            f"({d['time_slice_source']})",
-            f"per parameter: read {d['read_per_param'] * 1e9:.3g} ns, update "
-            f"{d['update_per_param'] * 1e9:.3g} ns, fused copy-apply "
-            f"{d['fused_per_param'] * 1e9:.3g} ns ({d['costs_source']})",
-            f"cas {d['cas_cost'] * 1e9:.3g} ns; lock hand-over {d['lock_handover'] * 1e9:.3g} ns "
-            f"({d['lock_handover_source']})",
-        ]
-        pooled = d["pooled"]
-        f = pooled["fit"]
-        lines.append(f"compute, pooled: mean {pooled['mean'] * us:.3g} us, cv {pooled['cv']:.3g},"
-                     f" n = {pooled['n']}; best fit {f['kind']}:{f['mean'] * us:.3g}us:"
-                     f"{f['cv']:.3g}")
-        for c in d["configurations"]:
-            m = c["compute"]
-            extra = ""
-            if c.get("leashed"):
-                extra = f", failed publishes/update {c['leashed']['failed_per_update']:.3g}"
-            lines.append(
-                f"  {c['algorithm']:8s} m={c['workers']:<3d} compute mean {m['mean'] * us:.3g} us "
-                f"cv {m['cv']:.3g} ({m['fit']['kind']}), measured {c['updates_per_s']:.4g} "
-                f"updates/s, mean tau {c['mean_tau']:.3g}"
-                + (f", {c['preempted_cycles']} descheduled cycles left out"
-                   if c["oversubscribed"] else "") + extra)
-        return "\n".join(lines)
-
-
 def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
               costs: dict[str, Any] | None = None) -> Calibration:
     """Fit the simulator's timing model to the real runs of a results folder.
 
     ``runs`` restricts to those run ids (default: every real run of a calibratable
     algorithm); all selected runs must share problem, batch and dtype.  ``costs`` replaces
-    the micro-measurement of :func:`measure_costs` (tests; other machines).
+    the micro-measurement of :func:`stalesgd.real.costs.measure_costs` (tests; other
+    machines).
     """
-    res = load_results(folder)
+    try:
+        res = read_folder(folder)
+    except AnalysisError as exc:
+        raise CalibrationError(str(exc)) from None
     folder = Path(folder)
     table = res.runs
     if table.empty:
@@ -669,89 +512,3 @@ def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading and checking
-# ---------------------------------------------------------------------------------------------
-
-_REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "format": str, "version": int, "source": dict, "machine": dict, "problem": dict,
-    "cores": int, "time_slice": (int, float), "read_per_param": (int, float),
-    "update_per_param": (int, float), "fused_per_param": (int, float),
-    "cas_cost": (int, float), "lock_handover": (int, float), "default_model": str,
-    "pooled": dict, "configurations": list,
-}
-
-
-def load_calibration(path: str | Path) -> Calibration:
-    """Read and validate a calibration file; errors name the file and the problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise CalibrationError(f"calibration file {path} does not exist (write one with "
-                               "`stalesgd calibrate REAL_DIR`)")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CalibrationError(f"calibration file {path} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        fmt = data.get("format") if isinstance(data, dict) else None
-        raise CalibrationError(f"calibration file {path} is not a stalesgd calibration "
-                               f"(format = {fmt!r}, expected {FORMAT!r})")
-    if data.get("version") != VERSION:
-        raise CalibrationError(f"calibration file {path} has version {data.get('version')!r}; "
-                               f"this stalesgd reads version {VERSION} (re-run calibrate)")
-    for key, kind in _REQUIRED.items():
-        if key not in data:
-            raise CalibrationError(f"calibration file {path} lacks the key {key!r}")
-        if not isinstance(data[key], kind) or isinstance(data[key], bool):
-            raise CalibrationError(f"calibration file {path}: {key} = {data[key]!r} has the "
-                                   f"wrong type")
-    for key in ("time_slice", "read_per_param", "update_per_param", "fused_per_param",
-                "cas_cost", "lock_handover"):
-        if not (math.isfinite(data[key]) and data[key] >= 0):
-            raise CalibrationError(f"calibration file {path}: {key} = {data[key]!r} must be a "
-                                   "finite number of seconds >= 0")
-    if data["time_slice"] <= 0 or data["cores"] < 1:
-        raise CalibrationError(f"calibration file {path}: time_slice and cores must be > 0")
-    if data["default_model"] not in ("empirical", "parametric"):
-        raise CalibrationError(f"calibration file {path}: default_model = "
-                               f"{data['default_model']!r}; allowed: empirical, parametric")
-    for where, model in [("pooled", data["pooled"])] + [
-            (f"configurations[{i}].compute", c.get("compute") if isinstance(c, dict) else None)
-            for i, c in enumerate(data["configurations"])]:
-        _check_model(path, where, model)
-    for key in ("name", "batch", "dtype", "n_params"):
-        if key not in data["problem"]:
-            raise CalibrationError(f"calibration file {path} lacks problem.{key}")
-    return Calibration(data, path)
-
-
-def _check_model(path: Path, where: str, model: Any) -> None:
-    if not isinstance(model, dict):
-        raise CalibrationError(f"calibration file {path}: {where} is not a compute model")
-    s = model.get("samples_ns")
-    if not isinstance(s, list) or not s or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in s):
-        raise CalibrationError(f"calibration file {path}: {where}.samples_ns must be a "
-                               "non-empty list of integer nanoseconds >= 0")
-    fit = model.get("fit")
-    if not isinstance(fit, dict) or fit.get("kind") not in ("gamma", "lognormal") or not (
-            isinstance(fit.get("mean"), int | float) and fit["mean"] > 0
-            and isinstance(fit.get("cv"), int | float) and fit["cv"] >= 0):
-        raise CalibrationError(f"calibration file {path}: {where}.fit must be "
-                               "{kind: gamma|lognormal, mean > 0, cv >= 0}")
-
-
-def check_compatible(cal: Calibration, problem: str, batch: int, dtype: str) -> None:
-    """Raise :class:`CalibrationError` unless ``cal`` was fitted to this problem, batch and
-    dtype (compute times depend on all three)."""
-    p = cal.data["problem"]
-    got = (problem, int(batch), str(dtype))
-    want = (p["name"], int(p["batch"]), str(p["dtype"]))
-    if got != want:
-        where = cal.path if cal.path is not None else "calibration"
-        raise CalibrationError(
-            f"calibration file {where} was fitted to problem {want[0]} batch {want[1]} "
-            f"{want[2]}; this run is {got[0]} batch {got[1]} {got[2]} (calibrate from a real "
-            "run of the same problem, batch and dtype)")

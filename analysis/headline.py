@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .report import Analysis
+from .tables import Analysis
 
 __all__ = ["Headline", "headline"]
 
@@ -44,7 +44,7 @@ def _workers(key: str) -> int | None:
 
 
 def headline(analysis: Analysis, reference: str = "real", other: str = "sim") -> Headline:
-    """The headline numbers of an :class:`~stalesgd.analysis.report.Analysis`."""
+    """The headline numbers of an :class:`~stalesgd.analysis.tables.Analysis`."""
     lines: list[str] = []
     tv_med = tv_max = err_med = best_t = best_speedup = None
     best_key = None

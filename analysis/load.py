@@ -1,20 +1,22 @@
 """Load one or more results folders into one set of tables, keyed by configuration.
 
 The analysis layer reads results folders only (DESIGN §2, §3): :func:`load_folders` reads each
-folder with :func:`stalesgd.records.load_results` (merged or not) and stacks the ``runs``,
-``updates`` and ``evals`` tables.  Run ids are only unique within a folder, so every row gets a
-``uid`` (``<source>/<run_id>``) and a ``source`` (the folder name).  Every run also gets a
-``config_key``: the configuration it ran, independent of engine and seed (problem, algorithm,
-workers, step-size rule, lr, batch, dtype, persistence and any swept problem/algorithm/step-size
-option), so that a simulated and a real run of the same configuration share a key and every
-sim-vs-real comparison is a join on it.
+folder with :func:`read_folder` (merged or not; a missing, truncated or corrupt table is named)
+and stacks the ``runs``, ``updates`` and ``evals`` tables.  Run ids are only unique within a
+folder, so every row gets a ``uid`` (``<source>/<run_id>``) and a ``source`` (the folder
+name).  Every run also gets a ``config_key``: the configuration it ran, independent of engine
+and seed (problem, algorithm, workers, step-size rule, lr, batch, dtype, persistence and any
+swept problem/algorithm/step-size option), so that a simulated and a real run of the same
+configuration share a key and every sim-vs-real comparison is a join on it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
+import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,17 +24,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pyarrow import ArrowException
 
 from stalesgd.records import EVALS_SCHEMA, RUNS_SCHEMA, UPDATES_SCHEMA, Results, load_results
 
 __all__ = [
     "IDENTITY_COLUMNS",
+    "REQUIRED_COLUMNS",
     "AnalysisError",
     "Loaded",
+    "check_target",
     "config_key",
     "config_slug",
     "fill_targets",
     "load_folders",
+    "read_folder",
 ]
 
 IDENTITY_COLUMNS: tuple[str, ...] = ("problem", "algorithm", "workers", "stepsize", "lr", "batch",
@@ -44,8 +50,19 @@ _OPTION_PREFIXES = ("problem.", "algorithm.", "stepsize.")
 ``sim.*``, ``eval.*`` and ``stop.*`` keys are not (they describe how, not what, was run)."""
 
 
+#: tables a merged results folder must have besides runs.parquet
+REQUIRED_TABLES = ("updates", "evals")
+#: columns every table of a results folder has (the analysis reads them by name)
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "runs": ("run_id", "engine", "algorithm", "workers"),
+    "updates": ("run_id", "k", "tau"),
+    "evals": ("run_id", "t", "k", "loss"),
+}
+
+
 class AnalysisError(ValueError):
-    """Input the analysis cannot use (a missing or foreign folder); the message names it."""
+    """Input the analysis cannot use (a missing, foreign, incomplete or corrupt folder, a bad
+    target); the message names the folder or file and the problem."""
 
 
 @dataclass
@@ -199,21 +216,103 @@ def _check_folder(path: Path) -> None:
     if not path.exists():
         raise AnalysisError(f"results folder {path} does not exist")
     if not path.is_dir():
-        raise AnalysisError(f"results folder {path} is not a directory")
+        raise AnalysisError(f"{path} is a file, not a results folder (give the folder that "
+                            "holds runs.parquet)")
     markers = ("runs.parquet", "parts", "config.toml")
     if not any((path / m).exists() for m in markers):
         raise AnalysisError(f"{path} is not a results folder (it has none of "
                             f"{', '.join(markers)})")
+    if (path / "parts").exists():
+        return  # interrupted while writing: the part files hold what the tables lack
+    tables = [f"{kind}.parquet" for kind in ("runs", *REQUIRED_TABLES)]
+    present = [t for t in tables if (path / t).exists()]
+    if present:
+        for name in tables:
+            if name not in present:
+                raise AnalysisError(
+                    f"results folder {path}: {name} is missing (the folder has "
+                    f"{', '.join(present)}); it cannot be analysed without it")
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Which file of the folder ``path`` cannot be read, and why (``exc``: the error that
+    reading the whole folder raised)."""
+    import pyarrow.parquet as pq
+
+    files = sorted(path.glob("*.parquet"))
+    if (path / "parts").is_dir():
+        files += sorted((path / "parts").glob("*.parquet"))
+    for f in files:
+        try:
+            pq.ParquetFile(f).read()
+        except (OSError, ValueError, ArrowException) as err:
+            return (f"results folder {path}: {f.relative_to(path)} cannot be read; it is "
+                    f"truncated or corrupt ({err})")
+    for name, parse in (("config.toml", tomllib.loads), ("machine.json", json.loads)):
+        f = path / name
+        try:
+            if f.exists():
+                parse(f.read_text())
+        except (OSError, ValueError) as err:
+            return f"results folder {path}: {name} cannot be read ({err})"
+    return f"results folder {path} cannot be read ({exc})"
+
+
+def read_folder(path: str | Path) -> Results:
+    """Read one results folder (merged, or unmerged after an interruption).
+
+    Raises :class:`AnalysisError` naming the folder and the problem: it does not exist or is
+    not a results folder, one of its tables is missing, truncated or corrupt (the file is
+    named), or a table lacks the columns every results folder has.
+    """
+    path = Path(path)
+    _check_folder(path)
+    try:
+        res = load_results(path)
+    except (OSError, ValueError, ArrowException) as exc:
+        raise AnalysisError(_unreadable(path, exc)) from None
+    for kind, needed in REQUIRED_COLUMNS.items():
+        frame = getattr(res, kind)
+        lacking = [c for c in needed if c not in frame]
+        if lacking:
+            raise AnalysisError(f"results folder {path}: the {kind} table ({kind}.parquet) "
+                                f"lacks the column(s) {', '.join(lacking)}; it is not a "
+                                f"stalesgd {kind} table")
+    return res
+
+
+def check_target(target: Any) -> float:
+    """``target`` as a float if it is a usable target loss (a finite number > 0), else
+    :class:`AnalysisError`."""
+    ok = (isinstance(target, int | float | np.integer | np.floating)
+          and not isinstance(target, bool | np.bool_))
+    if not ok or not math.isfinite(float(target)) or float(target) <= 0:
+        raise AnalysisError(f"target loss {target!r} is not allowed; it must be a finite "
+                            "number > 0")
+    return float(target)
+
+
+def _check_distinct(paths: list[Path]) -> None:
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        real = p.resolve()
+        if real in seen:
+            same = "twice" if seen[real] == p else f"twice (as {seen[real]} and {p})"
+            raise AnalysisError(f"results folder {p} is given {same}; give each folder once "
+                                "(a run compared with itself would count double)")
+        seen[real] = p
 
 
 def load_folders(dirs: str | Path | Iterable[str | Path],
                  target: float | None = None) -> Loaded:
     """Read results folders (merged, or unmerged after an interruption) into one :class:`Loaded`.
 
-    ``target``: a target loss that overrides the runs' own (see :func:`fill_targets`).
-    Raises :class:`AnalysisError` naming the path of a folder that is missing or is not a
-    results folder.
+    ``target``: a target loss that overrides the runs' own (see :func:`fill_targets`); a
+    finite number > 0.  Raises :class:`AnalysisError` naming the problem: a bad target, a
+    folder given twice, or a folder :func:`read_folder` cannot read (naming the file).
     """
+    if target is not None:
+        target = check_target(target)
     if isinstance(dirs, str | Path):
         dirs = [dirs]
     paths = [Path(d) for d in dirs]
@@ -221,7 +320,8 @@ def load_folders(dirs: str | Path | Iterable[str | Path],
         raise AnalysisError("no results folder given; need at least one")
     for p in paths:
         _check_folder(p)
-    folders = [load_results(p) for p in paths]
+    _check_distinct(paths)
+    folders = [read_folder(p) for p in paths]
     sources = _source_names(paths)
     runs_l, upd_l, ev_l = [], [], []
     config_targets: dict[str, float] = {}

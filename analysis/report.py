@@ -1,9 +1,10 @@
 """Reports: ``report.md`` and a self-contained ``report.html`` for one or more results folders.
 
-:func:`analyse` loads folders and computes every table and figure; :func:`write_report` writes
-``report.md`` (the tables as Markdown, figures linked from ``figures/``) and ``report.html``
-(the same tables as HTML, every figure embedded as a base64 PNG, no external file or network
-needed) into an output folder.  ``stalesgd report DIR`` writes them into the results folder
+:func:`write_report` takes an :class:`~.tables.Analysis` (or computes one with
+:func:`~.tables.analyse`), draws its figures (:mod:`.figures`) and writes ``report.md`` (the
+tables as Markdown, figures linked from ``figures/``) and ``report.html`` (the same tables as
+HTML, every figure embedded as a base64 PNG, no external file or network needed) into an
+output folder.  ``stalesgd report DIR`` writes them into the results folder
 itself; ``stalesgd compare DIR [DIR ...]`` joins several folders (e.g. one sim, one real),
 prints :func:`comparison_text` and writes the report into a new folder (DESIGN §3, §8).
 """
@@ -15,7 +16,7 @@ import html
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,41 +25,20 @@ import pandas as pd
 
 from stalesgd.staleness import FAMILIES
 
-from .figures import FigureFile, make_figures
-from .figures_extra import extra_figures
-from .load import AnalysisError, Loaded, load_folders
-from .speedup import speedup_table
-from .staleness_report import StalenessTables, staleness_tables
-from .theory_report import TheoryChecks, theory_checks, theory_figure
+from .figures import make_figures
+from .formatting import display, html_table, markdown_table, text_table
+from .headline import headline
+from .load import AnalysisError
+from .plotting import FigureFile
+from .tables import Analysis, analyse
+from .theory_report import TOO_LOOSE, bounds_table, gradient_bounds_table, theory_table
 
 __all__ = [
-    "Analysis",
     "ReportFiles",
-    "analyse",
     "comparison_text",
     "default_compare_dir",
-    "html_table",
-    "markdown_table",
-    "text_table",
     "write_report",
 ]
-
-MISSING = "–"
-
-
-@dataclass
-class Analysis:
-    """Everything a report shows: the loaded tables, staleness and speedup tables, notes about
-    the input (what could not be computed and why), and the figures once drawn."""
-
-    loaded: Loaded
-    stale: StalenessTables
-    speedup: pd.DataFrame
-    notes: list[str] = field(default_factory=list)
-    figures: list[FigureFile] = field(default_factory=list)
-    #: least-squares runs against the exact recursion and the Hogwild! envelope (or None)
-    theory: TheoryChecks | None = None
-
 
 @dataclass(frozen=True)
 class ReportFiles:
@@ -70,122 +50,9 @@ class ReportFiles:
     figures: list[Path]
 
 
-def _notes(loaded: Loaded) -> list[str]:
-    notes: list[str] = []
-    runs = loaded.runs
-    for src, res in zip(loaded.sources, loaded.folders, strict=True):
-        if (res.path / "parts").exists():
-            notes.append(f"{src}: not merged (interrupted while writing); finished runs were "
-                         "read from its part files.")
-        mine = runs[runs["source"] == src]
-        if mine.empty:
-            notes.append(f"{src}: no finished run.")
-            continue
-        if not mine["evaluated"].any():
-            notes.append(f"{src}: no evaluations (e.g. a timing-only simulation): no loss "
-                         "curves, no time to target, no convergence judgement.")
-        if not np.isfinite(pd.to_numeric(mine["target_loss"], errors="coerce")).any():
-            notes.append(f"{src}: no target loss: time/updates to target and speedups are "
-                         "not defined (pass --target LOSS to set one).")
-        n_int = int(mine.get("interrupted", pd.Series(False)).fillna(False).astype(bool).sum())
-        if n_int:
-            notes.append(f"{src}: {n_int} interrupted run(s), kept in the tables; left out of "
-                         "the non-convergence rate unless they diverged or reached the target.")
-    return notes
-
-
-def analyse(dirs: str | Path | Iterable[str | Path], target: float | None = None,
-            run_fits: bool = True, families: Iterable[str] = FAMILIES,
-            theory: bool = True) -> Analysis:
-    """Load results folders and compute the staleness and speedup tables (no files written).
-
-    ``target``: target loss overriding the runs' own; ``run_fits``: also fit a law to every
-    run's τ histogram (not only to each configuration's pooled one); ``families``: the laws
-    tried (default all of :data:`stalesgd.staleness.FAMILIES`); ``theory``: check
-    least-squares runs against the exact recursion (:mod:`.theory_report`).
-    """
-    loaded = load_folders(dirs, target=target)
-    stale = staleness_tables(loaded, run_fits=run_fits, families=families)
-    checks = theory_checks(loaded) if theory else None
-    notes = _notes(loaded) + ([f"Theory check skipped: {n}." for n in checks.notes]
-                              if checks is not None else [])
-    return Analysis(loaded=loaded, stale=stale, speedup=speedup_table(loaded), notes=notes,
-                    theory=checks)
-
-
 # ---------------------------------------------------------------------------------------------
-# Formatting
+# The report's tables
 # ---------------------------------------------------------------------------------------------
-
-
-def _cell(value: Any, spec: str = "") -> str:
-    if value is None or value is pd.NA:
-        return MISSING
-    if isinstance(value, bool | np.bool_):
-        return "yes" if value else ""
-    if isinstance(value, int | np.integer):
-        return f"{int(value):,}" if spec == "," else str(int(value))
-    if isinstance(value, float | np.floating):
-        v = float(value)
-        if math.isnan(v):
-            return MISSING
-        if math.isinf(v):
-            return "∞" if v > 0 else "−∞"
-        if spec == "%":
-            return f"{v:.0%}"
-        if spec == ",":
-            return f"{v:,.0f}"
-        if spec == "int":
-            return str(int(round(v)))
-        return format(v, spec or ".4g")
-    return str(value)
-
-
-def _display(df: pd.DataFrame, columns: list[tuple[str, str, str]]) -> pd.DataFrame:
-    """Pick ``(column, header, format)`` from ``df`` and render every cell as text."""
-    out = {}
-    for col, header, spec in columns:
-        if col in df:
-            out[header] = [_cell(v, spec) for v in df[col].tolist()]
-    return pd.DataFrame(out, index=range(len(df)))
-
-
-def markdown_table(df: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table of a frame of text cells (``|`` escaped)."""
-    if df.empty:
-        return "_(none)_\n"
-
-    def esc(s: Any) -> str:
-        return str(s).replace("|", "\\|").replace("\n", " ")
-
-    head = "| " + " | ".join(esc(c) for c in df.columns) + " |"
-    rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    rows = ["| " + " | ".join(esc(v) for v in r) + " |" for r in df.itertuples(index=False)]
-    return "\n".join([head, rule, *rows]) + "\n"
-
-
-def html_table(df: pd.DataFrame) -> str:
-    """An HTML ``<table>`` of a frame of text cells (every cell escaped)."""
-    if df.empty:
-        return "<p><em>(none)</em></p>\n"
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = "\n".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>"
-                     for r in df.itertuples(index=False))
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>\n"
-
-
-def text_table(df: pd.DataFrame) -> str:
-    """A plain-text table (columns padded) for the terminal."""
-    if df.empty:
-        return "(none)\n"
-    cols = [str(c) for c in df.columns]
-    cells = [[str(v) for v in r] for r in df.itertuples(index=False)]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
-              for r in cells]
-    return "\n".join(lines) + "\n"
 
 
 def _flags(row: pd.Series) -> str:
@@ -230,7 +97,7 @@ def runs_display(analysis: Analysis) -> pd.DataFrame:
         runs["round_trip"] = [f"{x:.0f} / {y:.0f}" if math.isfinite(x) and math.isfinite(y)
                               else "–" for x, y in zip(a, b, strict=True)]
         cols.insert(-1, ("round_trip", "CPU round trip (ns)", ""))
-    return _display(runs, cols)
+    return display(runs, cols)
 
 
 _STALE_COLS = [("n", "n", ","), ("mean", "mean τ", ".3g"), ("var", "var", ".3g"),
@@ -242,7 +109,7 @@ _STALE_COLS = [("n", "n", ","), ("mean", "mean τ", ".3g"), ("var", "var", ".3g"
 def staleness_display(analysis: Analysis) -> pd.DataFrame:
     """PDF(τ) summary and best law per configuration and engine, as text cells."""
     cols = [("config_key", "configuration", ""), ("engine", "engine", ""), ("runs", "runs", "")]
-    return _display(analysis.stale.per_config, cols + _STALE_COLS)
+    return display(analysis.stale.per_config, cols + _STALE_COLS)
 
 
 def staleness_runs_display(analysis: Analysis) -> pd.DataFrame:
@@ -250,12 +117,12 @@ def staleness_runs_display(analysis: Analysis) -> pd.DataFrame:
     cols = [("run_id", "run", ""), ("engine", "engine", ""), ("seed", "seed", "")]
     if len(analysis.loaded.sources) > 1:
         cols.insert(0, ("source", "folder", ""))
-    return _display(analysis.stale.per_run, cols + _STALE_COLS)
+    return display(analysis.stale.per_run, cols + _STALE_COLS)
 
 
 def distances_display(analysis: Analysis) -> pd.DataFrame:
     """TV, KS and W1 between engines per configuration, as text cells."""
-    return _display(analysis.stale.distances, [
+    return display(analysis.stale.distances, [
         ("config_key", "configuration", ""), ("engine_a", "reference", ""),
         ("engine_b", "engine", ""), ("n_a", "n ref", ","), ("n_b", "n", ","),
         ("tv", "TV", ".4f"), ("ks", "KS", ".4f"), ("ks_pvalue", "KS p-value", ".3g"),
@@ -264,7 +131,7 @@ def distances_display(analysis: Analysis) -> pd.DataFrame:
 
 def speedup_display(analysis: Analysis) -> pd.DataFrame:
     """Throughput, targets, non-convergence and speedup per configuration, as text cells."""
-    return _display(analysis.speedup, [
+    return display(analysis.speedup, [
         ("config_key", "configuration", ""), ("engine", "engine", ""), ("runs", "runs", ""),
         ("updates_per_s", "updates/s", ","), ("updates_per_s_std", "± (sd)", ","),
         ("target_loss", "target", ".4g"), ("reached", "reached", ""),
@@ -274,54 +141,6 @@ def speedup_display(analysis: Analysis) -> pd.DataFrame:
         ("speedup", "speedup vs seq", ".3g"), ("throughput_ratio", "= throughput ×", ".3g"),
         ("efficiency_ratio", "efficiency", ".3g"),
         ("throughput_ratio_run", "updates/s ratio (whole run)", ".3g")])
-
-
-def _envelope_cell(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return "CROSSED" if bool(value) else "below"
-
-
-def theory_display(analysis: Analysis) -> pd.DataFrame:
-    """Least-squares runs against the exact recursion and the Hogwild! envelope."""
-    th = analysis.theory
-    if th is None or th.table.empty:
-        return pd.DataFrame()
-    t = th.table.copy()
-    for col in ("hogwild_expected_crossed", "hogwild_run_crossed"):
-        t[col] = [_envelope_cell(v) for v in t[col].tolist()]
-    return _display(t, [
-        ("label", "run (lowest seed)", ""), ("mean_tau", "mean τ", ".3g"),
-        ("tau_max", "max τ", ""), ("horizon", "updates checked", ","),
-        ("measured_loss", "loss (run)", ".5g"), ("expected_loss", "E[loss] (recursion)", ".5g"),
-        ("gap_ratio", "gap run ÷ expected", ".3g"),
-        ("median_rel_dev", "median |rel. dev.|", ".2%"),
-        ("max_rel_dev", "max |rel. dev.|", ".2%"),
-        ("hogwild_expected_crossed", "Hogwild! env. (recursion)", ""),
-        ("hogwild_run_crossed", "Hogwild! env. (run)", ""),
-        ("hogwild_looseness", "env. looseness ×", ".3g"), ("table", "step sizes", "")])
-
-
-def _bound_cell(crossed: Any, note: str) -> str:
-    if crossed is None or (isinstance(crossed, float) and math.isnan(crossed)):
-        return f"not checked: {note}" if note else "–"
-    return "CROSSED" if bool(crossed) else "below"
-
-
-def gradient_bounds_display(analysis: Analysis) -> pd.DataFrame:
-    """Least-squares runs against the bounds on the average squared gradient norm."""
-    th = analysis.theory
-    if th is None or th.table.empty or "lian_crossed" not in th.table:
-        return pd.DataFrame()
-    t = th.table.copy()
-    cols = [("label", "run (lowest seed)", ""), ("tau_max", "max τ", "")]
-    for name, title in (("lian", "Lian et al. 2015"), ("koloskova", "Koloskova et al. 2022*"),
-                        ("mishchenko", "Mishchenko et al. 2022*")):
-        t[f"{name}_cell"] = [_bound_cell(c, n) for c, n in
-                             zip(t[f"{name}_crossed"], t[f"{name}_note"], strict=True)]
-        cols += [(f"{name}_cell", title, ""),
-                 (f"{name}_looseness", f"{title.split()[0]} looseness ×", ".3g")]
-    return _display(t, cols)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,14 +204,19 @@ _DEFINITIONS = [
     "staleness drawn from the run's measured PDF(τ) (stalesgd.analysis.theory); gap = loss − "
     "minimum on the evaluation split; Hogwild! envelope = Niu et al. 2011, Prop. 4.1 on the "
     "training gap with constants over ‖θ−θ*‖ ≤ ‖θ_0−θ*‖, checked on the recursion's expected "
-    "gap and, where the run evaluates the whole training set, on the run's own; looseness = "
-    "geometric mean of envelope ÷ expected gap.",
+    "gap and, where the run evaluates the whole training set, on the run's own.",
     "Gradient-norm bounds (least-squares runs with a constant step): the envelopes of Lian et "
     "al. 2015 (Thm. 1), Koloskova et al. 2022 and Mishchenko et al. 2022 on (1/t)Σ_{k<t} "
     "E‖∇f(θ_k)‖², checked at every step of the recursion fed with the run's PDF(τ), with L, σ² "
-    "over ‖θ−θ*‖ ≤ ‖θ_0−θ*‖, F0, the run's largest τ and τ_C = workers; * = constants not "
-    "verified against the papers (stalesgd.analysis.bounds); 'not checked' gives the reason, "
-    "e.g. the theorem's step-size condition fails at the run's step.",
+    "over ‖θ−θ*‖ ≤ ‖θ_0−θ*‖, F0, the run's largest τ and τ_C = workers; 'not checked' gives "
+    "the reason, e.g. the theorem's step-size condition fails at the run's step.",
+    "Bound checks: min × / median × = envelope ÷ curve over the checked steps; 'below' = the "
+    "curve stayed under the envelope at every checked step, which is consistent with the "
+    "bound and no more: every statement and constant was transcribed from memory, not "
+    "checked against the paper (column 'statement and constants'), and the constants hold "
+    "only while the iterates stay in the ball; 'too loose to fail' = the envelope lies at "
+    f"least {TOO_LOOSE:g}× above the curve at every checked step, so no plausible error of a "
+    "run or of the simulator could cross it: such a check cannot fail and tells nothing.",
 ]
 
 
@@ -408,15 +232,15 @@ def _sections(analysis: Analysis) -> list[tuple[str, str, pd.DataFrame]]:
         ("distances", "Simulated vs measured PDF(τ): distances", distances_display(analysis)),
         ("speedup", "Throughput, time to target and speedup", speedup_display(analysis)),
         ("staleness-runs", "Staleness PDF(τ) per run", staleness_runs_display(analysis)),
-    ] + ([("theory", "Theory checks (least squares)", theory_display(analysis)),
+    ] + ([("theory", "Theory checks (least squares)", theory_table(analysis.theory)),
           ("theory-gradient", "Theory checks: bounds on the average squared gradient norm",
-           gradient_bounds_display(analysis))]
+           gradient_bounds_table(analysis.theory)),
+          ("theory-bounds", "Theory checks: the bounds, where their statements come from, and "
+           "how loose they are here", bounds_table(analysis.theory))]
          if analysis.theory is not None and not analysis.theory.table.empty else [])
 
 
 def _headline_lines(analysis: Analysis) -> tuple[str, ...]:
-    from .headline import headline  # imports this module
-
     return headline(analysis).lines
 
 
@@ -523,19 +347,7 @@ def write_report(dirs: str | Path | Iterable[str | Path], out_dir: str | Path | 
     if analysis is None:
         analysis = analyse(dirs, target=target, run_fits=run_fits, families=families)
     out.mkdir(parents=True, exist_ok=True)
-    analysis.figures = make_figures(analysis.loaded, analysis.stale, analysis.speedup,
-                                    out / "figures", log_y=log_y)
-    extra, skipped = extra_figures(analysis.loaded, out / "figures")
-    analysis.figures = analysis.figures + extra
-    if analysis.theory is not None:
-        got = theory_figure(analysis.theory, out / "figures" / "theory.png")
-        if got is not None:
-            analysis.figures.append(FigureFile(
-                got, "Runs against the exact recursion",
-                "Solid: the run's evaluated loss minus the evaluation split's minimum; dashed: "
-                "E[loss] − min from the exact recursion for i.i.d. staleness drawn from the "
-                "run's own measured PDF(τ), with its step sizes, batch and θ_0 (least squares "
-                "only).", "theory"))
+    analysis.figures, skipped = make_figures(analysis, out / "figures", log_y=log_y)
     analysis.notes = list(analysis.notes) + [n for n in skipped
                                              if not n.startswith("Elastic figure skipped")]
     md, page = out / "report.md", out / "report.html"

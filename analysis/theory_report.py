@@ -1,4 +1,4 @@
-"""Theory checks of a report: least-squares runs against the exact recursion and a bound.
+"""Theory checks of a report: least-squares runs against the exact recursion and the bounds.
 
 For every configuration run on a least-squares problem (``linreg-*``), one run (its lowest
 seed) is set beside two pieces of theory (DESIGN §8):
@@ -13,13 +13,17 @@ seed) is set beside two pieces of theory (DESIGN §8):
   on the training gap E[f(θ_t)] − f*, with the problem's constants over the ball
   ‖θ − θ*‖ ≤ ‖θ_0 − θ*‖ (:func:`~.bounds.lstsq_constants`), Ω = d and the run's largest τ and
   η: checked on the recursion's expected training gap and, where the run evaluates the full
-  training set, on the run's own gap.  The table says whether the curve crossed the
-  envelope and how loose it is (envelope ÷ curve, geometric mean over the points);
-* the **bounds on the average squared gradient norm** of Lian et al. 2015 (Thm. 1) and,
-  with constants we could not verify, Koloskova et al. 2022 and Mishchenko et al. 2022
-  (:mod:`.bounds`), checked at every step of the recursion's curve for runs with a
-  constant step (the theorems' setting); a run whose step breaks a theorem's step-size
-  condition is reported as not checked, with that reason.
+  training set, on the run's own gap;
+* the **bounds on the average squared gradient norm** of Lian et al. 2015 (Thm. 1),
+  Koloskova et al. 2022 and Mishchenko et al. 2022 (:mod:`.bounds`), checked at every step
+  of the recursion's curve for runs with a constant step (the theorems' setting); a run whose
+  step breaks a theorem's step-size condition is reported as not checked, with that reason.
+
+Every check says whether the curve crossed the envelope and how loose the envelope is (the
+minimum and median of envelope ÷ curve over the checked steps).  What a check can show is
+limited, and the tables say so: no bound's statement or constants were checked against the
+paper (each bound's ``source``), and an envelope at least :data:`TOO_LOOSE` times above the
+curve everywhere is reported as "too loose to fail" rather than as holding.
 
 The recursion costs about steps·((τmax+1)²d² + d⁴) operations, so each run is followed for at
 most :data:`THEORY_HORIZON` updates and runs whose cost exceeds :data:`MAX_COST` are skipped
@@ -30,8 +34,8 @@ table their rule builds from the measured PDF (what the online table converges t
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +46,8 @@ from stalesgd.problems.registry import make_problem
 from stalesgd.stepsize import make_rule
 
 from .bounds import (
+    EnvelopeCheck,
+    LstsqConstants,
     check_envelope,
     hogwild_niu2011,
     koloskova2022,
@@ -50,15 +56,33 @@ from .bounds import (
     mishchenko2022,
     observed,
 )
+from .formatting import MISSING, display
 from .load import Loaded
-from .theory import expected_curve, lstsq_moments, step_table
+from .theory import TheoryCurve, expected_curve, lstsq_moments, step_table
 
-__all__ = ["MAX_COST", "THEORY_HORIZON", "TheoryChecks", "theory_checks", "theory_figure"]
+__all__ = [
+    "CHECKS",
+    "GRADIENT_BOUNDS",
+    "MAX_COST",
+    "THEORY_HORIZON",
+    "TOO_LOOSE",
+    "TheoryChecks",
+    "TheoryCurveRow",
+    "bounds_table",
+    "check_status",
+    "gradient_bound_checks",
+    "gradient_bounds_table",
+    "theory_checks",
+    "theory_table",
+]
 
 #: updates of a run followed by the recursion (its cost grows linearly with them)
 THEORY_HORIZON = 4000
 #: largest steps·((τmax+1)²d² + d⁴) computed for one run (about 10 s here)
 MAX_COST = 2e10
+#: an envelope at least this many times above the curve at every checked step cannot be
+#: crossed by any plausible error of a run or of the simulator: such a check cannot fail
+TOO_LOOSE = 100.0
 
 
 @dataclass
@@ -156,50 +180,61 @@ def _one(spec: RunSpec, tau: np.ndarray, ev: pd.DataFrame, label: str,
         "median_rel_dev": float(np.median(rel)) if rel.size else math.nan,
         "max_rel_dev": float(np.max(rel)) if rel.size else math.nan,
     }
-    if consts.mu > 0:
-        env = check_envelope(full.t, np.maximum(full.train_gap, 0.0), hogwild_niu2011,
-                             **bound)
-        row["hogwild_expected_crossed"] = env.crossed
-        row["hogwild_looseness"] = env.ratio_geomean
-        full_train = spec.eval.split == "train" and spec.eval.max_rows >= X.shape[0]
-        if full_train:
-            run_env = check_envelope(ks, np.maximum(measured - moments.f_star, 0.0),
-                                     hogwild_niu2011, **bound)
-            row["hogwild_run_crossed"] = run_env.crossed
-        else:
-            row["hogwild_run_crossed"] = None
+    if consts.mu <= 0:
+        why = "μ = 0: the envelope needs a strongly convex objective"
+        row.update(_unchecked("hogwild", why) | _unchecked("hogwild_run", why))
     else:
-        row["hogwild_expected_crossed"] = None
-        row["hogwild_looseness"] = math.nan
-        row["hogwild_run_crossed"] = None
-    row.update(_gradient_bounds(full, table[: pdf.size], lr, consts, int(pdf.size - 1),
-                                int(spec.workers)))
+        row.update(_checked("hogwild", check_envelope(
+            full.t, np.maximum(full.train_gap, 0.0), hogwild_niu2011, **bound)))
+        if spec.eval.split == "train" and spec.eval.max_rows >= X.shape[0]:
+            row.update(_checked("hogwild_run", check_envelope(
+                ks, np.maximum(measured - moments.f_star, 0.0), hogwild_niu2011, **bound)))
+        else:
+            row.update(_unchecked("hogwild_run", "the run does not evaluate the whole "
+                                                 "training set"))
+    row.update(gradient_bound_checks(full, table[: pdf.size], lr, consts, int(pdf.size - 1),
+                                     int(spec.workers)))
     return row, TheoryCurveRow(label, ks, measured, loss_at.copy(), f_min)
 
 
 #: the bounds on the average squared gradient norm checked per run (name → function)
 GRADIENT_BOUNDS = {"lian": lian2015, "koloskova": koloskova2022, "mishchenko": mishchenko2022}
+#: every check of a run, by the name its table columns start with → the bound it applies
+CHECKS = {"hogwild": hogwild_niu2011, "hogwild_run": hogwild_niu2011, **GRADIENT_BOUNDS}
 
 
-def _gradient_bounds(curve: Any, table: np.ndarray, lr: float, consts: Any, tau_max: int,
-                     workers: int) -> dict[str, Any]:
+def _unchecked(name: str, note: str) -> dict[str, Any]:
+    """The table columns of a check that was not made, and why."""
+    return {f"{name}_crossed": None, f"{name}_min_ratio": math.nan,
+            f"{name}_median_ratio": math.nan, f"{name}_note": note}
+
+
+def _checked(name: str, env: EnvelopeCheck) -> dict[str, Any]:
+    """The table columns of a check: crossed or not, and how loose (envelope ÷ curve)."""
+    return {f"{name}_crossed": env.crossed, f"{name}_min_ratio": env.min_ratio,
+            f"{name}_median_ratio": env.median_ratio, f"{name}_note": ""}
+
+
+def gradient_bound_checks(curve: TheoryCurve, table: np.ndarray, lr: float,
+                          consts: LstsqConstants, tau_max: int,
+                          workers: int) -> dict[str, Any]:
     """The bounds of Lian et al. 2015, Koloskova et al. 2022 and Mishchenko et al. 2022 on
-    (1/t)Σ E‖∇f(θ_k)‖², checked on the recursion's curve: ``<name>_crossed`` (True/False, or
-    None when not checked), ``<name>_looseness`` (envelope ÷ curve, geometric mean) and
-    ``<name>_note`` (why not checked: a step size that varies with τ, or the theorem's
-    step-size condition failing).  Constants: L, σ² over the ball ‖θ − θ*‖ ≤ ‖θ_0 − θ*‖,
-    F0, the run's largest τ, τ_C = the number of workers (gradients in flight)."""
+    (1/t)Σ E‖∇f(θ_k)‖², checked at every step of the recursion's ``curve``.
+
+    Per bound ``<name>``: ``_crossed`` (True/False, or None when not checked),
+    ``_min_ratio`` and ``_median_ratio`` (envelope ÷ curve over the checked steps) and
+    ``_note`` (why not checked: a step size that varies with τ, or the theorem's step-size
+    condition failing).  Constants: L, σ² over the ball ‖θ − θ*‖ ≤ ‖θ_0 − θ*‖, F0, the run's
+    largest τ, τ_C = the number of workers (gradients in flight)."""
     out: dict[str, Any] = {}
     constant = bool(np.all(table == table[0]))
     t, avg = observed(curve, "avg_grad2") if curve.t.size > 1 else (None, None)
     for name, fn in GRADIENT_BOUNDS.items():
-        out[f"{name}_crossed"], out[f"{name}_looseness"], out[f"{name}_note"] = \
-            None, math.nan, ""
         if not constant:
-            out[f"{name}_note"] = "η varies with τ"
+            out.update(_unchecked(name, "η varies with τ"))
             continue
         if t is None or not np.all(np.isfinite(avg)):
-            out[f"{name}_note"] = "no finite expected curve"
+            out.update(_unchecked(name, "no finite expected curve"))
             continue
         gamma = lr * float(table[0])
         kw: dict[str, Any] = dict(L=consts.L, sigma2=consts.sigma2, F0=consts.F0, gamma=gamma)
@@ -210,12 +245,9 @@ def _gradient_bounds(curve: Any, table: np.ndarray, lr: float, consts: Any, tau_
         if name == "mishchenko":
             kw["workers"] = workers
         try:
-            env = check_envelope(t, avg, fn, **kw)
+            out.update(_checked(name, check_envelope(t, avg, fn, **kw)))
         except ValueError:  # the theorem's step-size condition fails: it claims nothing
-            out[f"{name}_note"] = f"step-size condition fails (γ = {gamma:.3g})"
-            continue
-        out[f"{name}_crossed"] = env.crossed
-        out[f"{name}_looseness"] = env.ratio_geomean
+            out.update(_unchecked(name, f"step-size condition fails (γ = {gamma:.3g})"))
     return out
 
 
@@ -258,36 +290,93 @@ def theory_checks(loaded: Loaded) -> TheoryChecks | None:
     return TheoryChecks(table=pd.DataFrame(rows), curves=curves, notes=notes)
 
 
-#: panels drawn by :func:`theory_figure` at most (one per checked run, in table order)
-MAX_PANELS = 9
+# ---------------------------------------------------------------------------------------------
+# The report's theory tables
+# ---------------------------------------------------------------------------------------------
+
+#: what each bound bounds, in words
+QUANTITY_TEXT = {"gap": "training gap E[f(θ_t)] − f*", "avg_grad2": "(1/t)·Σ_{k<t} E‖∇f(θ_k)‖²"}
+#: what each check applies its bound to
+CHECKED_ON = {
+    "hogwild": "the recursion's expected gap, every step",
+    "hogwild_run": "the run's own gap at its evaluations (whole training set only)",
+    "lian": "the recursion, every step (constant step only)",
+    "koloskova": "the recursion, every step (constant step only)",
+    "mishchenko": "the recursion, every step (constant step only)",
+}
+_SHORT = {"hogwild": "Hogwild!", "hogwild_run": "Hogwild! (run)", "lian": "Lian",
+          "koloskova": "Koloskova", "mishchenko": "Mishchenko"}
 
 
-def theory_figure(checks: TheoryChecks, path: Path) -> Path | None:
-    """Measured loss against the recursion's E[loss], as gaps to the evaluation split's
-    minimum on a log scale, one panel per checked run; None when nothing was checked."""
-    from matplotlib.figure import Figure
+def check_status(crossed: Any, min_ratio: float, note: str) -> str:
+    """One check in words: ``CROSSED``, ``below``, ``too loose to fail: …`` (the envelope is
+    at least :data:`TOO_LOOSE` times above the curve everywhere) or ``not checked: why``."""
+    if crossed is None or (isinstance(crossed, float) and math.isnan(crossed)):
+        return f"not checked: {note}" if note else MISSING
+    if bool(crossed):
+        return "CROSSED"
+    if math.isfinite(min_ratio) and min_ratio >= TOO_LOOSE:
+        return f"too loose to fail: ≥ {min_ratio:.3g}× above the curve at every step"
+    return "below"
 
-    from .figures import _save
 
-    curves = checks.curves[:MAX_PANELS]
-    if not curves:
-        return None
-    ncols = min(3, len(curves))
-    nrows = -(-len(curves) // ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.0 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for ax, c in zip(axes.ravel(), curves, strict=False):
-        ok = c.k > 0
-        meas = np.maximum(c.measured[ok] - c.f_min, 1e-300)
-        exp = np.maximum(c.expected[ok] - c.f_min, 1e-300)
-        ax.plot(c.k[ok], meas, color="tab:blue", lw=1.4, marker="o", ms=2.5, label="run")
-        ax.plot(c.k[ok], exp, color="k", ls="--", lw=1.2, label="exact recursion")
-        ax.set_yscale("log")
-        ax.set_title(c.label, fontsize=9)
-        ax.set_xlabel("updates")
-        ax.set_ylabel("loss − min (eval split)")
-        ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(curves):]:
-        ax.set_visible(False)
-    axes[0, 0].legend(fontsize=8)
-    return _save(fig, path)
+def _status_columns(t: pd.DataFrame, names: Sequence[str]) -> list[tuple[str, str, str]]:
+    cols = []
+    for name in names:
+        t[f"{name}_status"] = [check_status(c, r, n) for c, r, n in zip(
+            t[f"{name}_crossed"], t[f"{name}_min_ratio"], t[f"{name}_note"], strict=True)]
+        title = CHECKS[name].reference if name in GRADIENT_BOUNDS else _SHORT[name] + " env."
+        cols += [(f"{name}_status", title, ""),
+                 (f"{name}_min_ratio", f"{_SHORT[name]} min ×", ".3g"),
+                 (f"{name}_median_ratio", f"{_SHORT[name]} median ×", ".3g")]
+    return cols
+
+
+def theory_table(checks: TheoryChecks | None) -> pd.DataFrame:
+    """Least-squares runs against the exact recursion and the Hogwild! envelope, as text."""
+    if checks is None or checks.table.empty:
+        return pd.DataFrame()
+    t = checks.table.copy()
+    cols = [("label", "run (lowest seed)", ""), ("mean_tau", "mean τ", ".3g"),
+            ("tau_max", "max τ", ""), ("horizon", "updates checked", ","),
+            ("measured_loss", "loss (run)", ".5g"),
+            ("expected_loss", "E[loss] (recursion)", ".5g"),
+            ("gap_ratio", "gap run ÷ expected", ".3g"),
+            ("median_rel_dev", "median |rel. dev.|", ".2%"),
+            ("max_rel_dev", "max |rel. dev.|", ".2%")]
+    cols += _status_columns(t, ["hogwild", "hogwild_run"])
+    return display(t, cols + [("table", "step sizes", "")])
+
+
+def gradient_bounds_table(checks: TheoryChecks | None) -> pd.DataFrame:
+    """Least-squares runs against the bounds on the average squared gradient norm, as text."""
+    if checks is None or checks.table.empty:
+        return pd.DataFrame()
+    t = checks.table.copy()
+    cols = [("label", "run (lowest seed)", ""), ("tau_max", "max τ", "")]
+    return display(t, cols + _status_columns(t, list(GRADIENT_BOUNDS)))
+
+
+def bounds_table(checks: TheoryChecks | None) -> pd.DataFrame:
+    """One row per check: the bound, what it bounds and is applied to, where its statement
+    and constants come from, and what its checks in this report came to (how many runs
+    crossed, stayed below, or could not fail; the smallest and the median envelope ÷ curve)."""
+    if checks is None or checks.table.empty:
+        return pd.DataFrame()
+    t = checks.table
+    rows = []
+    for name, fn in CHECKS.items():
+        status = [check_status(c, r, n) for c, r, n in zip(
+            t[f"{name}_crossed"], t[f"{name}_min_ratio"], t[f"{name}_note"], strict=True)]
+        counts = {k: sum(s.startswith(k) for s in status)
+                  for k in ("CROSSED", "below", "too loose to fail", "not checked")}
+        rows.append({
+            "check": _SHORT[name], "bound": fn.reference,
+            "bounds": QUANTITY_TEXT[fn.quantity], "checked on": CHECKED_ON[name],
+            "statement and constants": fn.source,
+            "runs": ", ".join(f"{n} {k}" for k, n in counts.items() if n) or MISSING,
+            "min ×": t[f"{name}_min_ratio"].min(),
+            "median ×": t[f"{name}_median_ratio"].median(),
+        })
+    frame = pd.DataFrame(rows)
+    return display(frame, [(c, c, ".3g" if "×" in c else "") for c in frame.columns])

@@ -30,7 +30,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from stalesgd.analysis.calibrate import calibrate, measure_costs
+from stalesgd.analysis.calibrate import calibrate
+from stalesgd.real.costs import measure_costs
 from stalesgd.sim.run import SimRun
 
 from stalesgd.experiment import expand, experiment_from_flags, parse_experiment

@@ -30,8 +30,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from stalesgd.analysis import Analysis, analyse
+from stalesgd.analysis.formatting import markdown_table
 from stalesgd.analysis.headline import headline
-from stalesgd.analysis.report import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT_DIR = ROOT / "bench" / "experiments"

@@ -264,7 +264,7 @@ _CAL_ALLOWED = "a calibration file written by `stalesgd calibrate REAL_DIR` (JSO
 def _load_calibration(spec: RunSpec):
     """Load ``spec.sim.calibration`` (a path, relative to the working directory) and check
     that it was fitted to this run's problem, batch and dtype."""
-    from stalesgd.analysis.calibrate import CalibrationError, check_compatible, load_calibration
+    from stalesgd.calibration import CalibrationError, check_compatible, load_calibration
 
     try:
         cal = load_calibration(spec.sim.calibration)

@@ -20,6 +20,7 @@ from stalesgd.analysis import (
     staleness_tables,
     write_report,
 )
+from stalesgd.analysis.load import config_slug
 
 from stalesgd import staleness as st
 from stalesgd.cli import main
@@ -371,10 +372,17 @@ def test_report_tables_and_embedded_figures(folders, joined, tmp_path):
     keys = [key_of("seq", 1), key_of("lock", 2), key_of("hogwild", 2), key_of("hogwild", 4)]
     checker = check_report(tmp_path / "cmp", keys)
     assert checker.tables >= 4
-    names = sorted(p.name for p in files.figures)
-    assert sum(n.startswith("pdf_") for n in names) == 4  # every configuration with updates
-    assert sum(n.startswith("convergence_") for n in names) == 3  # those with evaluations
-    assert "throughput_vs_workers.png" in names
+    names = [p.name for p in files.figures]
+    by_key = sorted(keys)
+    with_evals = [k for k in by_key if k != key_of("hogwild", 4)]  # the timing-only one
+    # the exact files, in report order: pdf of every configuration with updates, convergence
+    # of those with evaluations, then the cross-configuration figures
+    assert names == (["throughput_vs_workers.png"]
+                     + [f"pdf_{config_slug(k)}.png" for k in by_key]
+                     + [f"convergence_{config_slug(k)}.png" for k in with_evals]
+                     + ["speedup_vs_workers.png", "stepsize_tables.png",
+                        "tau_over_time_1.png"])
+    assert sorted(names) == sorted(p.name for p in (tmp_path / "cmp" / "figures").iterdir())
     for p in files.figures:  # real PNGs of a legible size
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"

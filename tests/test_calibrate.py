@@ -8,16 +8,11 @@ import os
 
 import numpy as np
 import pytest
-from stalesgd.analysis.calibrate import (
-    FORMAT,
-    VERSION,
-    CalibrationError,
-    calibrate,
-    fit_compute,
-    load_calibration,
-)
+from stalesgd.analysis.calibrate import calibrate, fit_compute
+from stalesgd.real.costs import measure_costs
 from stalesgd.sim.run import SimRun
 
+from stalesgd.calibration import FORMAT, VERSION, CalibrationError, load_calibration
 from stalesgd.cli import main
 from stalesgd.experiment import ExperimentError, expand, experiment_from_flags, parse_experiment
 from stalesgd.records import ResultsFolder, RunRecord, load_results
@@ -180,6 +175,36 @@ def test_calibration_for_another_problem_is_rejected(cal_file):
     with pytest.raises(ExperimentError, match="fitted to problem mlp-synthetic batch 16"):
         SimRun(expand(exp)[0], progress=False)
 
+
+
+def test_a_folder_given_as_calibration_file_is_named_as_such(cal_file, tmp_path):
+    with pytest.raises(CalibrationError, match="is a folder, not a file.*stalesgd calibrate"):
+        load_calibration(tmp_path)
+    (tmp_path / "calibration.json").write_text(cal_file.read_text())
+    with pytest.raises(CalibrationError, match=f"{tmp_path} is a folder.*did you mean "
+                                               f"{tmp_path / 'calibration.json'}"):
+        load_calibration(tmp_path)
+
+
+def test_saving_a_calibration_onto_a_folder_is_refused(cal_file, tmp_path):
+    cal = load_calibration(cal_file)
+    with pytest.raises(CalibrationError, match=f"cannot write the calibration to {tmp_path}: "
+                                               "it is a folder"):
+        cal.save(tmp_path)
+    with pytest.raises(CalibrationError, match="cannot write the calibration to .*missing"):
+        cal.save(tmp_path / "missing" / "cal.json")
+    assert cal.save(tmp_path / "ok.json") == tmp_path / "ok.json"
+    assert load_calibration(tmp_path / "ok.json").data == cal.data
+
+
+def test_measure_costs_times_the_engine_kernels():
+    costs = measure_costs(2000)
+    for key in ("read_per_param", "update_per_param", "fused_per_param", "cas_cost"):
+        assert 0 < costs[key] < 1e-5, (key, costs[key])  # seconds: per parameter / per CAS
+    assert (costs["n_params"], costs["dtype"]) == (2000, "float64")
+    for bad in (0, -3, 1.5, True):
+        with pytest.raises(ValueError, match="n_params"):
+            measure_costs(bad)
 
 # ------------------------------------------------------------------ semantics on fake records
 

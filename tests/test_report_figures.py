@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from stalesgd.analysis import analyse, write_report
-from stalesgd.analysis.figures_extra import extra_figures
-from stalesgd.analysis.load import load_folders
+from stalesgd.analysis import analyse, make_figures, write_report
+from stalesgd.analysis.load import config_slug
 
 from stalesgd.cli import main
 
@@ -27,20 +26,27 @@ def test_report_draws_every_cross_configuration_figure(tmp_path):
     elastic = _run(root, "sim", *common, "--workers", "4", "--compute", "exp:1ms",
                    "--controller", "schedule",
                    "--controller-option", "steps=[[0, 4], [1500, 1]]")
-    loaded = load_folders([one, two, elastic])
+    analysis = analyse([one, two, elastic], run_fits=False)
+    loaded = analysis.loaded
     assert loaded.control is not None and set(loaded.control["m"]) >= {1, 4}
-    files, notes = extra_figures(loaded, tmp_path / "fig")
+    files, notes = make_figures(analysis, tmp_path / "fig")
     kinds = [f.kind for f in files]
     for kind in ("speedup", "memory", "elastic", "stepsize", "tau_time"):
         assert kind in kinds, (kind, notes)
     assert all(f.path.is_file() and f.path.stat().st_size > 5000 for f in files)
 
-    report = write_report([one, two, elastic], tmp_path / "report",
-                          analysis=analyse([one, two, elastic], run_fits=False))
+    report = write_report([one, two, elastic], tmp_path / "report", analysis=analysis)
     page = report.html.read_text()
     assert page.count("data:image/png;base64,") == len(report.figures)
-    assert {"speedup_vs_workers.png", "memory.png", "elastic_1.png",
-            "stepsize_tables.png"} <= {p.name for p in report.figures}
+    keys = sorted(set(loaded.runs["config_key"]))
+    # the exact files, in report order
+    assert [p.name for p in report.figures] == (
+        ["throughput_vs_workers.png"] + [f"pdf_{config_slug(k)}.png" for k in keys]
+        + [f"convergence_{config_slug(k)}.png" for k in keys]
+        + ["speedup_vs_workers.png", "memory.png", "elastic_1.png", "stepsize_tables.png",
+           "tau_over_time_1.png"])
+    assert sorted(p.name for p in report.figures) == sorted(
+        p.name for p in (tmp_path / "report" / "figures").iterdir())
     # the real 2-worker run shows where its CPUs sat (start / end round trip), the others "–"
     md = report.markdown.read_text()
     assert "CPU round trip (ns)" in md
@@ -50,8 +56,7 @@ def test_report_draws_every_cross_configuration_figure(tmp_path):
 def test_folders_without_elastic_runs_have_no_control_and_no_elastic_figure(tmp_path):
     one = _run(tmp_path / "res", "real", "--problem", "logreg-synthetic", "--algorithm",
                "lock", "--workers", "1", "--updates", "2000")
-    loaded = load_folders([one])
-    files, notes = extra_figures(loaded, tmp_path / "fig")
+    files, notes = make_figures(analyse([one], run_fits=False), tmp_path / "fig")
     assert "elastic" not in [f.kind for f in files]
     assert any(n.startswith("Elastic figure skipped") for n in notes)
     assert any(n.startswith("Speedup figure skipped") for n in notes)  # m = 1 only

@@ -1,0 +1,84 @@
+"""What a report shows, computed: the :class:`Analysis` of one or more results folders.
+
+:func:`analyse` loads folders (:mod:`.load`) and computes the staleness tables
+(:mod:`.staleness_report`), the throughput and speedup table (:mod:`.speedup`), the theory
+checks of least-squares runs (:mod:`.theory_report`) and notes about the input (what could
+not be computed and why).  It writes nothing: :mod:`.report` formats and writes, and
+:mod:`.figures` draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stalesgd.staleness import FAMILIES
+
+from .load import Loaded, load_folders
+from .plotting import FigureFile
+from .speedup import speedup_table
+from .staleness_report import StalenessTables, staleness_tables
+from .theory_report import TheoryChecks, theory_checks
+
+__all__ = ["Analysis", "analyse"]
+
+
+@dataclass
+class Analysis:
+    """Everything a report shows: the loaded tables, staleness and speedup tables, notes about
+    the input (what could not be computed and why), and the figures once drawn."""
+
+    loaded: Loaded
+    stale: StalenessTables
+    speedup: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    figures: list[FigureFile] = field(default_factory=list)
+    #: least-squares runs against the exact recursion and the Hogwild! envelope (or None)
+    theory: TheoryChecks | None = None
+
+
+def _notes(loaded: Loaded) -> list[str]:
+    notes: list[str] = []
+    runs = loaded.runs
+    for src, res in zip(loaded.sources, loaded.folders, strict=True):
+        if (res.path / "parts").exists():
+            notes.append(f"{src}: not merged (interrupted while writing); finished runs were "
+                         "read from its part files.")
+        mine = runs[runs["source"] == src]
+        if mine.empty:
+            notes.append(f"{src}: no finished run.")
+            continue
+        if not mine["evaluated"].any():
+            notes.append(f"{src}: no evaluations (e.g. a timing-only simulation): no loss "
+                         "curves, no time to target, no convergence judgement.")
+        if not np.isfinite(pd.to_numeric(mine["target_loss"], errors="coerce")).any():
+            notes.append(f"{src}: no target loss: time/updates to target and speedups are "
+                         "not defined (pass --target LOSS to set one).")
+        n_int = int(mine.get("interrupted", pd.Series(False)).fillna(False).astype(bool).sum())
+        if n_int:
+            notes.append(f"{src}: {n_int} interrupted run(s), kept in the tables; left out of "
+                         "the non-convergence rate unless they diverged or reached the target.")
+    return notes
+
+
+def analyse(dirs: str | Path | Iterable[str | Path], target: float | None = None,
+            run_fits: bool = True, families: Iterable[str] = FAMILIES,
+            theory: bool = True) -> Analysis:
+    """Load results folders and compute the staleness and speedup tables (no files written).
+
+    ``target``: target loss overriding the runs' own; ``run_fits``: also fit a law to every
+    run's τ histogram (not only to each configuration's pooled one); ``families``: the laws
+    tried (default all of :data:`stalesgd.staleness.FAMILIES`); ``theory``: check
+    least-squares runs against the exact recursion (:mod:`.theory_report`).
+    """
+    loaded = load_folders(dirs, target=target)
+    stale = staleness_tables(loaded, run_fits=run_fits, families=families)
+    checks = theory_checks(loaded) if theory else None
+    notes = _notes(loaded) + ([f"Theory check skipped: {n}." for n in checks.notes]
+                              if checks is not None else [])
+    return Analysis(loaded=loaded, stale=stale, speedup=speedup_table(loaded), notes=notes,
+                    theory=checks)

@@ -1,0 +1,197 @@
+"""The calibration file: a simulator timing model fitted to real runs, as JSON.
+
+A calibration is written by ``stalesgd calibrate REAL_DIR`` (the fitting lives in
+:mod:`stalesgd.analysis.calibrate`) and read by the simulator (``--calibration FILE``,
+``[sim] calibration``).  This module is the contract between the two: the format name and
+version (:data:`FORMAT`, :data:`VERSION`), the :class:`Calibration` document with its
+accessors, :func:`load_calibration` (validates a file; every error names the file and the
+problem) and :func:`check_compatible` (the file was fitted to the run's problem, batch and
+dtype, on which compute times depend).
+
+The document's main keys: ``problem`` (name, batch, dtype, n_params, options), ``machine``,
+``cores``, ``effective_cores``, ``time_slice``, the per-parameter costs ``read_per_param``,
+``update_per_param``, ``fused_per_param`` and ``cas_cost`` (seconds), ``lock_handover``, the
+``pooled`` compute model and one entry per measured (algorithm, workers) in
+``configurations``; a compute model has a parametric ``fit`` (gamma or log-normal: mean, cv)
+and ``samples_ns`` for empirical resampling.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "Calibration",
+    "CalibrationError",
+    "check_compatible",
+    "load_calibration",
+]
+
+FORMAT = "stalesgd-calibration"
+VERSION = 1
+
+
+class CalibrationError(ValueError):
+    """A results folder that cannot be calibrated, or a bad/incompatible calibration file."""
+
+
+@dataclass
+class Calibration:
+    """A fitted timing model: the JSON document (``data``) and where it came from."""
+
+    data: dict[str, Any]
+    path: Path | None = None
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model as JSON to ``path`` (parent folders must exist); returns the path.
+        Raises :class:`CalibrationError` when ``path`` is a folder or cannot be written."""
+        path = Path(path)
+        if path.is_dir():
+            raise CalibrationError(f"cannot write the calibration to {path}: it is a folder; "
+                                   "give a file name, e.g. calibration.json")
+        try:
+            path.write_text(json.dumps(self.data, indent=1, allow_nan=False))
+        except OSError as exc:
+            raise CalibrationError(f"cannot write the calibration to {path} "
+                                   f"({exc.strerror or exc})") from None
+        self.path = path
+        return path
+
+    def configuration(self, algorithm: str, workers: int) -> dict[str, Any] | None:
+        """The measured configuration entry for (algorithm, workers), or None."""
+        for c in self.data["configurations"]:
+            if c["algorithm"] == algorithm and int(c["workers"]) == int(workers):
+                return c
+        return None
+
+    def summary_text(self) -> str:
+        """A short human-readable summary of the fitted model."""
+        d = self.data
+        us = 1e6
+        p = d["problem"]
+        lines = [
+            f"calibration of {p['name']} (batch {p['batch']}, {p['dtype']}, {p['n_params']} "
+            f"params) from runs {', '.join(d['source']['run_ids'])} of {d['source']['folder']}",
+            f"machine: {d['machine'].get('hostname')} ({d['machine'].get('cpu_model')}), "
+            f"cores = {d['cores']}, time slice = {d['time_slice'] * 1e3:.3g} ms "
+            f"({d['time_slice_source']})",
+            f"per parameter: read {d['read_per_param'] * 1e9:.3g} ns, update "
+            f"{d['update_per_param'] * 1e9:.3g} ns, fused copy-apply "
+            f"{d['fused_per_param'] * 1e9:.3g} ns ({d['costs_source']})",
+            f"cas {d['cas_cost'] * 1e9:.3g} ns; lock hand-over {d['lock_handover'] * 1e9:.3g} ns "
+            f"({d['lock_handover_source']})",
+        ]
+        pooled = d["pooled"]
+        f = pooled["fit"]
+        lines.append(f"compute, pooled: mean {pooled['mean'] * us:.3g} us, cv {pooled['cv']:.3g},"
+                     f" n = {pooled['n']}; best fit {f['kind']}:{f['mean'] * us:.3g}us:"
+                     f"{f['cv']:.3g}")
+        for c in d["configurations"]:
+            m = c["compute"]
+            extra = ""
+            if c.get("leashed"):
+                extra = f", failed publishes/update {c['leashed']['failed_per_update']:.3g}"
+            lines.append(
+                f"  {c['algorithm']:8s} m={c['workers']:<3d} compute mean {m['mean'] * us:.3g} us "
+                f"cv {m['cv']:.3g} ({m['fit']['kind']}), measured {c['updates_per_s']:.4g} "
+                f"updates/s, mean tau {c['mean_tau']:.3g}"
+                + (f", {c['preempted_cycles']} descheduled cycles left out"
+                   if c["oversubscribed"] else "") + extra)
+        return "\n".join(lines)
+
+
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "format": str, "version": int, "source": dict, "machine": dict, "problem": dict,
+    "cores": int, "time_slice": (int, float), "read_per_param": (int, float),
+    "update_per_param": (int, float), "fused_per_param": (int, float),
+    "cas_cost": (int, float), "lock_handover": (int, float), "default_model": str,
+    "pooled": dict, "configurations": list,
+}
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    """Read and validate a calibration file; errors name the file and the problem."""
+    path = Path(path)
+    if path.is_dir():
+        hint = path / "calibration.json"
+        raise CalibrationError(
+            f"calibration file {path} is a folder, not a file"
+            + (f" (did you mean {hint}?)" if hint.is_file() else
+               " (write one with `stalesgd calibrate REAL_DIR`)"))
+    if not path.is_file():
+        raise CalibrationError(f"calibration file {path} does not exist (write one with "
+                               "`stalesgd calibrate REAL_DIR`)")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CalibrationError(f"calibration file {path} is not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise CalibrationError(f"calibration file {path} cannot be read "
+                               f"({exc.strerror or exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        fmt = data.get("format") if isinstance(data, dict) else None
+        raise CalibrationError(f"calibration file {path} is not a stalesgd calibration "
+                               f"(format = {fmt!r}, expected {FORMAT!r})")
+    if data.get("version") != VERSION:
+        raise CalibrationError(f"calibration file {path} has version {data.get('version')!r}; "
+                               f"this stalesgd reads version {VERSION} (re-run calibrate)")
+    for key, kind in _REQUIRED.items():
+        if key not in data:
+            raise CalibrationError(f"calibration file {path} lacks the key {key!r}")
+        if not isinstance(data[key], kind) or isinstance(data[key], bool):
+            raise CalibrationError(f"calibration file {path}: {key} = {data[key]!r} has the "
+                                   f"wrong type")
+    for key in ("time_slice", "read_per_param", "update_per_param", "fused_per_param",
+                "cas_cost", "lock_handover"):
+        if not (math.isfinite(data[key]) and data[key] >= 0):
+            raise CalibrationError(f"calibration file {path}: {key} = {data[key]!r} must be a "
+                                   "finite number of seconds >= 0")
+    if data["time_slice"] <= 0 or data["cores"] < 1:
+        raise CalibrationError(f"calibration file {path}: time_slice and cores must be > 0")
+    if data["default_model"] not in ("empirical", "parametric"):
+        raise CalibrationError(f"calibration file {path}: default_model = "
+                               f"{data['default_model']!r}; allowed: empirical, parametric")
+    for where, model in [("pooled", data["pooled"])] + [
+            (f"configurations[{i}].compute", c.get("compute") if isinstance(c, dict) else None)
+            for i, c in enumerate(data["configurations"])]:
+        _check_model(path, where, model)
+    for key in ("name", "batch", "dtype", "n_params"):
+        if key not in data["problem"]:
+            raise CalibrationError(f"calibration file {path} lacks problem.{key}")
+    return Calibration(data, path)
+
+
+def _check_model(path: Path, where: str, model: Any) -> None:
+    if not isinstance(model, dict):
+        raise CalibrationError(f"calibration file {path}: {where} is not a compute model")
+    s = model.get("samples_ns")
+    if not isinstance(s, list) or not s or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in s):
+        raise CalibrationError(f"calibration file {path}: {where}.samples_ns must be a "
+                               "non-empty list of integer nanoseconds >= 0")
+    fit = model.get("fit")
+    if not isinstance(fit, dict) or fit.get("kind") not in ("gamma", "lognormal") or not (
+            isinstance(fit.get("mean"), int | float) and fit["mean"] > 0
+            and isinstance(fit.get("cv"), int | float) and fit["cv"] >= 0):
+        raise CalibrationError(f"calibration file {path}: {where}.fit must be "
+                               "{kind: gamma|lognormal, mean > 0, cv >= 0}")
+
+
+def check_compatible(cal: Calibration, problem: str, batch: int, dtype: str) -> None:
+    """Raise :class:`CalibrationError` unless ``cal`` was fitted to this problem, batch and
+    dtype (compute times depend on all three)."""
+    p = cal.data["problem"]
+    got = (problem, int(batch), str(dtype))
+    want = (p["name"], int(p["batch"]), str(p["dtype"]))
+    if got != want:
+        where = cal.path if cal.path is not None else "calibration"
+        raise CalibrationError(
+            f"calibration file {where} was fitted to problem {want[0]} batch {want[1]} "
+            f"{want[2]}; this run is {got[0]} batch {got[1]} {got[2]} (calibrate from a real "
+            "run of the same problem, batch and dtype)")
