@@ -80,12 +80,6 @@ def _add_report_flags(p: argparse.ArgumentParser) -> None:
                         "all; cmp is the slow one)")
 
 
-def _engine_note(name: str) -> str:
-    from stalesgd.engines import PLANNED
-
-    return f"{PLANNED[name].description} is added by {PLANNED[name].issue}"
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand of DESIGN §3."""
     parser = argparse.ArgumentParser(
@@ -107,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not write report.md/report.html into the results folder")
 
     p = sub.add_parser("real",
-                       help=f"one run on the real multithreaded engine ({_engine_note('real')})",
+                       help="one run on the real multithreaded engine",
                        description="One run on the real engine, described by flags.")
     _add_run_flags(p)
 

@@ -1,13 +1,16 @@
-"""The engine registry: names (``real``, ``sim``, …) mapped to the functions that run one run.
+"""The engine registry: names (``real``, ``sim``, …) mapped to what runs and checks one run.
 
-An engine is a callable ``fn(spec: RunSpec, progress: bool, updates: UpdateLog) -> RunRecord``
+An engine is a callable ``run(spec: RunSpec, progress: bool, updates: UpdateLog) -> RunRecord``
 (:class:`stalesgd.experiment.RunSpec`, :class:`stalesgd.records.UpdateLog`,
 :class:`stalesgd.records.RunRecord`): it adds the run's update rows to ``updates`` as the run
-goes on, so that they reach the results folder while it runs.  Engines register
-themselves with :func:`register_engine` when their module is imported; :func:`get_engine`
-imports the module that provides a known engine on first use, so that ``stalesgd run`` needs
-no explicit import.  Engines that belong to later issues are listed in :data:`PLANNED` and
-:func:`get_engine` says plainly that they are not built yet and which issue adds them.
+goes on, so that they reach the results folder while it runs.  It may come with a
+``validate(spec)`` that raises :class:`stalesgd.experiment.ExperimentError` for settings it
+cannot run (checked for every run of an experiment before any of them starts, so that a
+dry run and a real one agree).
+
+Engines register themselves with :func:`register_engine` when their module is imported;
+:func:`get_engine` imports the module of a built-in engine (:data:`BUILT_IN`) on first use,
+so that ``stalesgd run`` needs no explicit import.
 """
 
 from __future__ import annotations
@@ -18,37 +21,47 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-EngineFn = Callable[..., Any]
+__all__ = ["BUILT_IN", "Engine", "EngineNotAvailable", "engine_names", "get_engine",
+           "register_engine", "registered_engines", "unregister_engine"]
+
+#: built-in engine name -> the module that registers it when imported
+BUILT_IN: dict[str, str] = {"real": "stalesgd.real", "sim": "stalesgd.sim"}
 
 
 @dataclass(frozen=True)
-class PlannedEngine:
-    """An engine the design names: what it is, the module that registers it, the issue adding it."""
+class Engine:
+    """A registered engine: its name, the function that runs one run, and an optional check
+    of a run's settings before anything runs."""
 
-    description: str
-    module: str
-    issue: str
+    name: str
+    run: Callable[..., Any]
+    validate: Callable[[Any], None] | None = None
+
+    def check(self, spec: Any) -> None:
+        """Raise :class:`~stalesgd.experiment.ExperimentError` if this engine cannot run
+        ``spec`` as given."""
+        if self.validate is not None:
+            self.validate(spec)
 
 
-PLANNED: dict[str, PlannedEngine] = {
-    "real": PlannedEngine("the real engine", "stalesgd.real", "issue 4"),
-    "sim": PlannedEngine("the simulator", "stalesgd.sim", "issue 5"),
-}
-
-_REGISTRY: dict[str, EngineFn] = {}
+_REGISTRY: dict[str, Engine] = {}
 
 
 class EngineNotAvailable(LookupError):
-    """The requested engine is unknown, or known but not built (registered) yet."""
+    """The requested engine is unknown, or could not be loaded."""
 
 
-def register_engine(name: str, fn: EngineFn) -> None:
-    """Register ``fn`` as the engine called ``name`` (replacing any earlier registration)."""
+def register_engine(name: str, run: Callable[..., Any],
+                    validate: Callable[[Any], None] | None = None) -> None:
+    """Register ``run`` (and its settings check ``validate``) as the engine ``name``,
+    replacing any earlier registration."""
     if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", name):
         raise ValueError(f"engine name {name!r} is not allowed; use letters, digits, '-' or '_'")
-    if not callable(fn):
-        raise TypeError(f"engine {name!r}: {fn!r} is not callable")
-    _REGISTRY[name] = fn
+    if not callable(run):
+        raise TypeError(f"engine {name!r}: {run!r} is not callable")
+    if validate is not None and not callable(validate):
+        raise TypeError(f"engine {name!r}: validate {validate!r} is not callable")
+    _REGISTRY[name] = Engine(name, run, validate)
 
 
 def unregister_engine(name: str) -> None:
@@ -62,38 +75,18 @@ def registered_engines() -> list[str]:
 
 
 def engine_names() -> list[str]:
-    """Every engine name an experiment may use: the planned ones and any registered one."""
-    return sorted(set(PLANNED) | set(_REGISTRY))
+    """Every engine name an experiment may use: the built-in ones and any registered one."""
+    return sorted(set(BUILT_IN) | set(_REGISTRY))
 
 
-def _try_import(name: str) -> None:
-    planned = PLANNED.get(name)
-    if planned is None or name in _REGISTRY:
-        return
-    try:
-        importlib.import_module(planned.module)
-    except ModuleNotFoundError as exc:
-        if exc.name is None or not planned.module.startswith(exc.name):
-            raise
+def get_engine(name: str) -> Engine:
+    """The engine called ``name``, importing a built-in one on first use.
 
-
-def get_engine(name: str) -> EngineFn:
-    """The engine function called ``name``.
-
-    Raises :class:`EngineNotAvailable` naming the engines available now and, for a known engine
-    that is not built yet, which issue adds it.
+    Raises :class:`EngineNotAvailable` naming the engines there are.
     """
-    _try_import(name)
+    if name not in _REGISTRY and name in BUILT_IN:
+        importlib.import_module(BUILT_IN[name])
     if name in _REGISTRY:
         return _REGISTRY[name]
-    available = ", ".join(registered_engines()) or "none yet"
-    if name in PLANNED:
-        planned = PLANNED[name]
-        raise EngineNotAvailable(
-            f"engine {name!r}: {planned.description} is not built yet ({planned.issue}); "
-            f"engines available now: {available}"
-        )
-    raise EngineNotAvailable(
-        f"engine {name!r} is unknown; known engines: {', '.join(engine_names())}; "
-        f"available now: {available}"
-    )
+    raise EngineNotAvailable(f"engine {name!r} is unknown; known engines: "
+                             f"{', '.join(engine_names())}")

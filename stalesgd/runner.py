@@ -141,13 +141,17 @@ def run_experiment(exp: Experiment, out: str | Path = "results", progress: bool 
     """Run every run of ``exp`` and store them under ``<out>/<name>-<timestamp>/``.
 
     Raises :class:`stalesgd.engines.EngineNotAvailable` before creating any folder if an
-    engine is missing.  A ``FloatingPointError``/``OverflowError`` from an engine is recorded as
-    a diverged run, not a crash.  On Ctrl-C the sweep stops, finished runs are kept, the folder
-    is merged, and the outcome says ``interrupted``.
+    engine is missing, and :class:`~stalesgd.experiment.ExperimentError` if an engine cannot
+    run one of the runs as given (each engine's ``validate``).  A ``FloatingPointError`` /
+    ``OverflowError`` from an engine is recorded as a diverged run, not a crash.  On Ctrl-C
+    the sweep stops, finished runs are kept, the folder is merged, and the outcome says
+    ``interrupted``.
     """
     echo = echo or (lambda msg: print(msg, file=sys.stderr))
     runs = _order_for_calibration(expand(exp))
     fns = {name: engines.get_engine(name) for name in dict.fromkeys(r.engine for r in runs)}
+    for spec in runs:
+        fns[spec.engine].check(spec)
     folder = ResultsFolder.create(exp.name, out, config_toml=to_toml(exp), machine=machine_info())
     outcome = SweepOutcome(folder=folder.path, interrupted=False, planned=len(runs))
     bar = tqdm(total=len(runs), desc=exp.name, unit="run", disable=not progress, file=sys.stderr)
@@ -158,7 +162,7 @@ def run_experiment(exp: Experiment, out: str | Path = "results", progress: bool 
             bar.set_postfix_str(f"{spec.run_id} {spec.algorithm.name} m={spec.workers}")
             try:
                 log = folder.update_log(spec.run_id, spec.record.rows)
-                record = fns[spec.engine](spec, progress, log)
+                record = fns[spec.engine].run(spec, progress, log)
             except KeyboardInterrupt as exc:
                 outcome.interrupted = True
                 partial = getattr(exc, "record", None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -78,3 +80,14 @@ def test_experiments_read_the_registry():
     with pytest.raises(ExperimentError, match="asynchronous algorithm: lock, hogwild, leashed"):
         loads_experiment('workers = 2\n' + base + '[algorithm]\nname = "sync"\n'
                          '[controller]\nname = "window"\n')
+
+
+def test_divergence_rule():
+    from stalesgd.divergence import BLOWUP_FACTOR, diverged
+
+    assert diverged(math.nan, 0.7) and diverged(math.inf, None) and diverged(-math.inf, 1.0)
+    assert not diverged(0.9, 0.7) and not diverged(1e3, None)
+    assert diverged(1.9e9, 0.69)  # logistic regression with lr = 1e10
+    assert not diverged(0.5 * BLOWUP_FACTOR, 1e-8)  # a first loss near 0 counts as 1
+    assert diverged(2.0 * BLOWUP_FACTOR, 1e-8)
+    assert not diverged(1e9, 1e6) and diverged(1e11, 1e6)

@@ -69,11 +69,24 @@ class FakeEngine:
 
 
 @pytest.fixture
-def fake(monkeypatch):
-    def install(engine, name: str = "fake"):
-        monkeypatch.setitem(engines._REGISTRY, name, engine)
+def fake():
+    """Register a fake engine under a name for the test; the name's engine before (a built-in
+    one, say) is registered again afterwards."""
+    before: dict[str, engines.Engine | None] = {}
+
+    def install(engine, name: str = "fake", validate=None):
+        if name not in before:
+            try:
+                before[name] = engines.get_engine(name)
+            except engines.EngineNotAvailable:
+                before[name] = None
+        engines.register_engine(name, engine, validate)
         return engine
-    return install
+    yield install
+    for name, old in before.items():
+        engines.unregister_engine(name)
+        if old is not None:
+            engines.register_engine(old.name, old.run, old.validate)
 
 
 @pytest.fixture
@@ -124,21 +137,33 @@ def test_every_designed_command_is_built_and_calibrate_names_a_missing_folder(tm
     assert str(missing) in err and "does not exist" in err
 
 
-def test_unbuilt_engine_says_which_issue(monkeypatch, tmp_path, capsys):
-    monkeypatch.setitem(engines.PLANNED, "warp", engines.PlannedEngine(
-        "the warp engine", "stalesgd.no_such_module_for_tests", "issue 99"))
+def test_unknown_engine_names_the_known_ones(tmp_path, capsys):
     path = tmp_path / "w.toml"
     path.write_text(EXPERIMENT.replace('engine = "fake"', 'engine = "warp"'))
     assert main(["run", str(path), "--out", str(tmp_path / "res"), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "the warp engine is not built yet (issue 99)" in err
+    assert "engine = 'warp' is not allowed; allowed: real, sim" in err
     assert not (tmp_path / "res").exists()  # no folder for a sweep that cannot start
     with pytest.raises(engines.EngineNotAvailable, match="unknown; known engines:.*real.*sim"):
         engines.get_engine("nonsense")
 
 
-def test_real_engine_is_registered():
-    assert engines.get_engine("real").__name__ == "run_real"
+def test_an_engine_check_stops_the_sweep_before_any_folder(fake, exp_file, tmp_path, capsys):
+    from stalesgd.experiment import ExperimentError
+
+    def refuse(spec):
+        if spec.workers == 2:
+            raise ExperimentError("workers", 2, "1 on this engine")
+
+    fake(FakeEngine(), validate=refuse)
+    assert main(["run", str(exp_file), "--out", str(tmp_path / "res"), "--no-progress"]) == 2
+    assert "workers = 2 is not allowed; allowed: 1 on this engine" in capsys.readouterr().err
+    assert not (tmp_path / "res").exists()
+
+
+def test_built_in_engines_are_registered():
+    assert engines.get_engine("real").run.__name__ == "run_real"
+    assert engines.get_engine("sim").run.__name__ == "run_sim"
 
 
 def test_run_sweep_writes_every_run(fake, exp_file, tmp_path, capsys):
