@@ -33,6 +33,7 @@ from stalesgd.elastic import Controller, make_controller
 from stalesgd.experiment import RunSpec
 from stalesgd.machine import peak_rss_bytes
 from stalesgd.problems.registry import Problem, make_problem
+from stalesgd.progress import RunProgress
 from stalesgd.records import RunRecord, UpdateLog, engine_summary
 from stalesgd.seeds import worker_seeds
 from stalesgd.stepsize import default_tau_max, make_rule
@@ -339,7 +340,7 @@ class RealRun:
         spec, sh = self.spec, self.shared
         stop, ev = spec.stop, spec.eval
         target = stop.target_loss
-        bar = _progress_bar(self.progress, stop)
+        bar = RunProgress(self.progress, stop.updates, stop.seconds)
         next_eval_t = ev.every_seconds or math.inf
         next_eval_k = ev.every_updates or math.inf
         ctl = self.controller
@@ -351,7 +352,7 @@ class RealRun:
                 time.sleep(poll)
                 now = python_now() - t_origin
                 k = int(W.atomic_load(sh.ctrl, W.C_VERSION))
-                bar.update(now, k)
+                bar.update(k, now)
                 if self.elastic and ctl.due(now, k) and W.atomic_load(sh.ctrl, W.C_STOP) == 0:
                     self._control(t_origin)
                 self._refresh_stepsize()
@@ -515,39 +516,6 @@ def _process_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-
-
-class _Bar:
-    """A tqdm bar over updates (or seconds, for a time budget), or nothing."""
-
-    def __init__(self, enabled: bool, total: float, unit: str) -> None:
-        self.bar = None
-        self.unit = unit
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, unit=unit, dynamic_ncols=True, leave=False)
-        self.shown = 0.0
-
-    def update(self, now: float, k: int) -> None:
-        if self.bar is not None:
-            value = min(now, self.bar.total) if self.unit == "s" else k
-            self.bar.update(value - self.shown)  # tqdm throttles the redraws itself
-            self.shown = value
-
-    def loss(self, loss: float) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _progress_bar(enabled: bool, stop) -> _Bar:
-    if stop.updates:
-        return _Bar(enabled, stop.updates, "upd")
-    return _Bar(enabled, stop.seconds or 0.0, "s")
 
 
 def run_real(spec: RunSpec, progress: bool = True, updates: UpdateLog | None = None

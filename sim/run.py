@@ -29,6 +29,7 @@ from stalesgd.experiment import (
     RunSpec,
 )
 from stalesgd.problems.registry import Problem, make_problem
+from stalesgd.progress import RunProgress
 from stalesgd.records import RunRecord, UpdateLog, engine_summary
 from stalesgd.seeds import worker_seeds
 from stalesgd.stepsize import default_tau_max, make_rule
@@ -47,30 +48,13 @@ ALGORITHM_OPTIONS = ("lock_handover", "cas_cost")
 MONITOR_EVERY = 512
 
 
-class _Bar:
-    """A tqdm bar over applied updates (or simulated seconds for a time budget), or nothing."""
+def _show(bar: RunProgress):
+    """A simulation monitor that moves ``bar`` (simulated seconds for a time budget)."""
 
-    def __init__(self, enabled: bool, updates: int | None, seconds: float | None) -> None:
-        self.bar = None
-        self.by_updates = updates is not None
-        self.shown: float = 0
-        if enabled:
-            from tqdm.auto import tqdm
+    def monitor(sim: Simulation) -> None:
+        bar.update(sim.v, sim.env.now)
 
-            total = updates if updates is not None else seconds
-            self.bar = tqdm(total=total, unit="upd" if self.by_updates else "sim-s",
-                            dynamic_ncols=True, leave=False)
-
-    def __call__(self, sim: Simulation) -> None:
-        if self.bar is None:
-            return
-        value = sim.v if self.by_updates else min(sim.env.now, float(self.bar.total))
-        self.bar.update(value - self.shown)
-        self.shown = value
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+    return monitor
 
 
 class SimRun:
@@ -163,7 +147,7 @@ class SimRun:
         stop = spec.stop
         self.hook = None if self.timing_only else self._make_hook()
         n_params = self.problem.model.n_params
-        bar = _Bar(self.progress, stop.updates, stop.seconds)
+        bar = RunProgress(self.progress, stop.updates, stop.seconds, unit="sim-s")
         kwargs = dict(
             cores=sim.cores if sim.cores is not None else self.m,
             compute=sim.compute or DEFAULT_SIM_COMPUTE,
@@ -175,7 +159,7 @@ class SimRun:
             lock_handover=self.options.get("lock_handover", 0.0),
             cas_cost=self.options.get("cas_cost", 0.0),
             n_params=n_params, hook=self.hook,
-            monitor=bar if bar.bar is not None else None, monitor_every=MONITOR_EVERY)
+            monitor=_show(bar) if bar.enabled else None, monitor_every=MONITOR_EVERY)
         if self.calibration is not None:
             self.calibrated = calibrated_timing(self.calibration, spec, self.options, n_params)
             kwargs.update(self.calibrated.kwargs)
