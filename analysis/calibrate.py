@@ -235,6 +235,14 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
             f"results folder {folder.name} has no real run of {', '.join(CALIBRATABLE)} to "
             f"calibrate from (engines: {sorted(set(table['engine']))}, algorithms: "
             f"{sorted(set(table['algorithm']))})")
+    if "log_rows" in sel:
+        sampled = sel[sel["log_rows"].fillna("all") != "all"]
+        if not sampled.empty:
+            r = sampled.iloc[0]
+            raise CalibrationError(
+                f"run {r['run_id']} of {folder.name} kept only some update rows (log rows "
+                f"{r['log_rows']}); a calibration needs every cycle of every worker: choose "
+                "runs recorded with log rows 'all' (--run) or record again without --log-rows")
     keys = sorted({(r.problem, int(r.batch), str(r.dtype)) for r in sel.itertuples()})
     if len(keys) > 1:
         raise CalibrationError(

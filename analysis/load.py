@@ -82,6 +82,9 @@ class Loaded:
     sources: list[str] = field(default_factory=list)
     control: pd.DataFrame | None = None
     """Elastic runs' m(t) traces (``source``, ``uid`` and the control columns), or None."""
+    staleness: pd.DataFrame | None = None
+    """Exact τ counts of every applied update per run (``source``, ``uid``, ``tau``,
+    ``count``): PDF(τ) comes from here, also where a run kept only a sample of its rows."""
 
     @property
     def engines(self) -> list[str]:
@@ -356,5 +359,13 @@ def load_folders(dirs: str | Path | Iterable[str | Path],
             f.insert(1, "uid", src + "/" + f["run_id"].astype(str))
             ctl_l.append(f)
     control = pd.concat(ctl_l, ignore_index=True) if ctl_l else None
+    st_l = []
+    for src, res in zip(sources, folders, strict=True):
+        f = res.staleness.copy()
+        f.insert(0, "source", src)
+        f.insert(1, "uid", src + "/" + f["run_id"].astype(str) if len(f) else pd.Series(
+            [], dtype=object))
+        st_l.append(f)
+    staleness = pd.concat(st_l, ignore_index=True)
     return Loaded(runs=runs, updates=updates, evals=evals, folders=folders, sources=sources,
-                  control=control)
+                  control=control, staleness=staleness)

@@ -32,21 +32,18 @@ __all__ = [
 ]
 
 
-def _applied(updates: pd.DataFrame) -> pd.DataFrame:
-    if "dropped" in updates:
-        return updates[~updates["dropped"].fillna(False).astype(bool)]
-    return updates
-
-
 def run_histograms(loaded: Loaded) -> dict[str, np.ndarray]:
-    """τ histogram (int64 counts) of the applied updates of each run, by ``uid``; runs without
-    updates are left out."""
-    up = _applied(loaded.updates)
+    """τ histogram (int64 counts) of the applied updates of each run, by ``uid``, from the
+    exact counts of the ``staleness`` table (every update, whatever rows were kept); runs
+    without updates are left out."""
     out: dict[str, np.ndarray] = {}
-    for uid, grp in up.groupby("uid", sort=False):
-        tau = grp["tau"].to_numpy()
-        if tau.size:
-            out[str(uid)] = st.histogram(tau.astype(np.int64))
+    for uid, grp in loaded.staleness.groupby("uid", sort=False):
+        tau = grp["tau"].to_numpy(np.int64)
+        count = grp["count"].to_numpy(np.int64)
+        if count.sum() > 0:
+            hist = np.zeros(int(tau.max()) + 1, dtype=np.int64)
+            np.add.at(hist, tau, count)
+            out[str(uid)] = hist
     return out
 
 

@@ -58,6 +58,7 @@ from .bounds import (
 )
 from .formatting import MISSING, display
 from .load import Loaded
+from .staleness_report import run_histograms
 from .theory import TheoryCurve, expected_curve, lstsq_moments, step_table
 
 __all__ = [
@@ -130,21 +131,21 @@ def _table_for(spec: RunSpec, pdf: np.ndarray) -> tuple[np.ndarray, str]:
                       stepsize_options=opts), how
 
 
-def _one(spec: RunSpec, tau: np.ndarray, ev: pd.DataFrame, label: str,
+def _one(spec: RunSpec, counts: np.ndarray, ev: pd.DataFrame, label: str,
          ) -> tuple[dict[str, Any], TheoryCurveRow] | str:
-    """Check one run; a string says why it was skipped."""
+    """Check one run whose applied updates' τ histogram is ``counts``; a string says why it
+    was skipped."""
     ev = ev.sort_values("k")
     k_all = ev["k"].to_numpy(np.int64)
     loss_all = ev["loss"].to_numpy(np.float64)
     ok = np.isfinite(loss_all)
     k_all, loss_all = k_all[ok], loss_all[ok]
-    if k_all.size < 2 or tau.size == 0:
+    if k_all.size < 2 or counts.sum() == 0:
         return f"{label}: fewer than two evaluations or no applied update"
     horizon = int(min(k_all[-1], THEORY_HORIZON))
     keep = k_all <= horizon
     ks, measured = k_all[keep], loss_all[keep]
-    pdf = np.bincount(tau.astype(np.int64)).astype(np.float64)
-    pdf /= pdf.sum()
+    pdf = counts.astype(np.float64) / counts.sum()
     problem = make_problem(spec.problem.name, dtype=spec.problem.dtype, **spec.problem.options)
     d = problem.dataset.n_features
     cost = horizon * (pdf.size**2 * d**2 + d**4)
@@ -173,7 +174,7 @@ def _one(spec: RunSpec, tau: np.ndarray, ev: pd.DataFrame, label: str,
     bound = dict(L=consts.L, mu=consts.mu, M2=consts.M2, D0=consts.D0,
                  tau_max=int(pdf.size - 1), gamma=eta_max, Omega=float(d))
     row: dict[str, Any] = {
-        "label": label, "seed": spec.seed, "mean_tau": float(tau.mean()),
+        "label": label, "seed": spec.seed, "mean_tau": float(np.arange(pdf.size) @ pdf),
         "tau_max": int(pdf.size - 1), "horizon": horizon, "table": how,
         "measured_loss": float(measured[-1]), "expected_loss": float(loss_at[-1]),
         "gap_ratio": gap_meas / gap_exp if gap_exp > 0 else math.nan,
@@ -277,11 +278,9 @@ def theory_checks(loaded: Loaded) -> TheoryChecks | None:
         if spec is None:
             notes.append(f"{label}: its run could not be re-expanded from config.toml")
             continue
-        up = loaded.updates[loaded.updates["uid"] == run["uid"]]
-        if "dropped" in up:
-            up = up[~up["dropped"].fillna(False).astype(bool)]
+        counts = run_histograms(loaded).get(str(run["uid"]), np.zeros(0, np.int64))
         ev = loaded.evals[loaded.evals["uid"] == run["uid"]]
-        got = _one(spec, up["tau"].to_numpy(), ev, label)
+        got = _one(spec, counts, ev, label)
         if isinstance(got, str):
             notes.append(got)
             continue

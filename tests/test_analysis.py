@@ -469,3 +469,28 @@ def test_runs_frame_types(joined):
     runs = joined.loaded.runs
     assert pd.api.types.is_bool_dtype(runs["reached"])
     assert runs.loc[runs.engine == "real", "target_loss"].eq(TARGET).all()
+
+
+def test_pdf_of_tau_is_exact_when_a_run_keeps_a_sample_of_rows(tmp_path):
+    """The same simulated run recorded with every row and with every 7th row: the staleness
+    tables (from the exact τ counts) are identical, the update tables are not."""
+    from stalesgd.analysis import load_folders, staleness_tables
+
+    from stalesgd.experiment import parse_experiment
+    from stalesgd.runner import run_experiment
+
+    folders = []
+    for rows in ("all", "every:7"):
+        exp = parse_experiment({
+            "name": f"rows-{rows.replace(':', '')}", "engine": "sim", "workers": 4,
+            "problem": {"name": "logreg-synthetic", "batch": 16},
+            "algorithm": {"name": "hogwild"}, "stop": {"updates": 3000},
+            "sim": {"timing_only": True, "compute": "exp:2ms"}, "record": {"rows": rows},
+        })
+        folders.append(run_experiment(exp, out=tmp_path, progress=False,
+                                      echo=lambda _m: None).folder)
+    tables = [staleness_tables(load_folders([f])).per_run for f in folders]
+    cols = ["n", "mean", "var", "p50", "p90", "p99", "max"]
+    assert tables[0][cols].equals(tables[1][cols]) and tables[0]["n"].iloc[0] == 3000
+    sizes = [len(load_folders([f]).updates) for f in folders]
+    assert sizes[0] == 3000 and sizes[1] == len(range(0, 3000, 7))

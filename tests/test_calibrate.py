@@ -370,3 +370,20 @@ def test_oversubscribed_hogwild_borrows_the_write_time(tmp_path):
     assert over["hogwild_write_s"] == own["hogwild_write_s"]
     assert "m = 2" in over["hogwild_write_source"]
     assert "E[τ]" in own["hogwild_write_source"]
+
+
+
+
+def test_runs_that_kept_a_sample_of_rows_cannot_calibrate(tmp_path):
+    exp = parse_experiment({
+        "name": "sampled", "engine": "real", "workers": 1,
+        "problem": {"name": "logreg-synthetic", "batch": 16},
+        "algorithm": {"name": "lock"}, "stop": {"updates": 500},
+        "record": {"rows": "every:10"},
+    })
+    out = run_experiment(exp, out=tmp_path, progress=False, echo=lambda _m: None)
+    res = load_results(out.folder)
+    assert len(res.updates) == 50 and int(res.staleness["count"].sum()) == 500
+    with pytest.raises(CalibrationError, match=r"kept only some update rows \(log rows "
+                                               r"every:10\)"):
+        calibrate(out.folder)

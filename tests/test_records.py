@@ -293,3 +293,120 @@ def test_config_written_is_the_resolved_toml(tmp_path):
     assert loads_experiment(text) == exp
     assert tomllib.loads(text)["name"] == "default"
     assert set(json.loads((folder.path / "machine.json").read_text())) == set(MACHINE_KEYS)
+
+
+# ---------------------------------------------------------------------------------------------
+# The update log: exact counts of every update, the kept rows in chunks
+# ---------------------------------------------------------------------------------------------
+
+
+def _rows(k0: int, n: int, seed: int = 0, drop_every: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    k = np.arange(k0, k0 + n)
+    dropped = (k % drop_every == 0) if drop_every else np.zeros(n, bool)
+    return {"k": np.where(dropped, -1, k), "worker": k % 3, "t_read": k * 1e-3,
+            "t_apply": k * 1e-3 + 5e-4, "tau": rng.integers(0, 9, n),
+            "eta": np.where(rng.random(n) < 0.1, 0.0, 0.05), "dropped": dropped}
+
+
+def test_update_log_counts_every_update_and_keeps_every_nth_row(tmp_path):
+    from stalesgd.records import UpdateLog
+
+    chunks = [_rows(i * 1000, 1000, seed=i, drop_every=17) for i in range(5)]
+    full = {c: np.concatenate([ch[c] for ch in chunks]) for c in chunks[0]}
+    applied = ~full["dropped"]
+    for rows, every in (("all", 1), ("every:7", 7), ("none", 0)):
+        log = UpdateLog(rows, folder=tmp_path, run_id=f"r{every}", chunk_rows=1500)
+        for ch in chunks:
+            log.add(ch)
+        stats = log.close()
+        assert stats.applied == applied.sum() and stats.dropped == (~applied).sum()
+        assert np.array_equal(stats.tau_counts, np.bincount(full["tau"][applied]))
+        assert stats.zero_steps == int(np.sum(full["eta"][applied] == 0.0))
+        assert stats.mean_tau == pytest.approx(full["tau"][applied].mean())
+        assert stats.t_last == full["t_apply"].max()
+        if every == 0:
+            assert stats.rows_kept == 0 and log.files == [] and len(log["k"]) == 0
+            continue
+        drop_index = np.cumsum(~applied) - 1
+        keep = (applied & (full["k"] % every == 0)) | (~applied & (drop_index % every == 0))
+        assert stats.rows_kept == keep.sum()
+        for col in ("k", "tau", "eta", "dropped"):
+            assert np.array_equal(log[col], full[col][keep]), (rows, col)
+        # a chunk file as soon as 1500 rows wait (2 adds of 1000), the rest at close
+        assert len(log.files) == {1: 3, 7: 1}[every]
+
+
+def test_update_log_refuses_bad_rows_and_adding_after_close(tmp_path):
+    from stalesgd.records import RecordError, UpdateLog
+
+    log = UpdateLog()
+    bad = _rows(0, 10)
+    bad["tau"][3] = -1
+    with pytest.raises(RecordError, match="'tau' holds -1"):
+        log.add(bad)
+    with pytest.raises(RecordError, match="'eta' is missing"):
+        log.add({k: v for k, v in _rows(0, 3).items() if k != "eta"})
+    with pytest.raises(RecordError, match="'colour' is not declared"):
+        log.add({**_rows(0, 3), "colour": np.zeros(3)})
+    assert log.stats.applied == 0  # nothing of a refused chunk was counted
+    log.close()
+    with pytest.raises(RecordError, match="closed"):
+        log.add(_rows(0, 3))
+    with pytest.raises(ValueError, match="every:N"):
+        UpdateLog("every:0")
+
+
+def test_folder_streams_a_long_run_in_chunks_and_merges_them(tmp_path, monkeypatch):
+    """A run's rows arrive in many chunk files; the merge writes them row group by row group,
+    and the staleness table holds the exact counts even of a sampled run."""
+    folder = ResultsFolder.create("long", tmp_path)
+    for rid, rows in (("r0000", "all"), ("r0001", "every:10")):
+        log = folder.update_log(rid, rows)
+        log.chunk_rows = 800
+        for i in range(6):
+            log.add(_rows(i * 500, 500, seed=i))
+        rec = RunRecord(summary={"run_id": rid}, updates=log,
+                        evals={"t": np.zeros(1), "k": np.zeros(1, np.int64),
+                               "loss": np.ones(1), "active_workers": np.ones(1, np.int32)})
+        _finish(folder, rid, rec)
+    assert len(list(folder.parts.glob("r0000.updates.*.parquet"))) == 3  # every 1000 rows
+    folder.close()
+    res = load_results(folder.path)
+    per_run = res.updates.groupby("run_id").size().to_dict()
+    assert per_run == {"r0000": 3000, "r0001": 300}
+    assert list(res.updates[res.updates.run_id == "r0000"]["k"]) == list(range(3000))
+    st = res.staleness.set_index(["run_id", "tau"])["count"]
+    assert st.loc["r0000"].equals(st.loc["r0001"])  # same rows given: same exact counts
+    assert int(st.loc["r0001"].sum()) == 3000
+    assert pq.ParquetFile(folder.path / "updates.parquet").num_row_groups == 4  # 3 + 1 chunks
+
+
+def test_resuming_a_folder_replaces_a_discarded_run(tmp_path):
+    folder = ResultsFolder.create("again", tmp_path, config_toml='name = "again"\n')
+    _finish(folder, "r0000", make_record(seed=1, n=10, n_dropped=0))
+    _finish(folder, "r0001", make_record(seed=2, n=10, n_dropped=0))
+    folder.close()
+    again = ResultsFolder.open(folder.path)
+    assert set(again.completed()) == {"r0000", "r0001"}
+    again.discard("r0001")
+    _finish(again, "r0001", make_record(seed=3, n=4, n_dropped=0))
+    again.close()
+    res = load_results(folder.path)
+    assert res.runs["run_id"].tolist() == ["r0000", "r0001"]
+    assert (res.updates["run_id"] == "r0001").sum() == 4
+    with pytest.raises(FileNotFoundError, match="not a results folder"):
+        ResultsFolder.open(tmp_path)
+
+
+def test_old_folders_without_a_staleness_table_get_it_counted(tmp_path):
+    folder = ResultsFolder.create("old", tmp_path)
+    rec = make_record(seed=4, n=30, n_dropped=2)
+    _finish(folder, "r0000", rec)
+    folder.close()
+    (folder.path / "staleness.parquet").unlink()
+    res = load_results(folder.path)
+    applied = ~rec.updates["dropped"]
+    want = np.bincount(rec.updates["tau"][applied])
+    got = res.staleness.set_index("tau")["count"]
+    assert all(got.get(t, 0) == c for t, c in enumerate(want))

@@ -4,6 +4,7 @@ own measured PDF(τ), and the Hogwild! envelope."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from stalesgd.analysis import analyse, theory_report, write_report
 from stalesgd.analysis.load import config_slug, load_folders
@@ -88,9 +89,14 @@ def test_each_configuration_is_checked_against_its_own_recursion(folder):
 def test_a_wrong_staleness_law_shows_as_a_deviation(folder):
     """Feeding the m=1 run's recursion a heavy staleness law moves E[loss] away from the run."""
     loaded = load_folders([folder])
-    up = loaded.updates
+    st = loaded.staleness
     one = loaded.runs[loaded.runs["workers"] == 1].iloc[0]["uid"]
-    up.loc[up["uid"] == one, "tau"] = 40  # claim every update was 40 steps stale
+    n = int(st.loc[st["uid"] == one, "count"].sum())
+    # claim every update was 40 steps stale
+    others = st[st["uid"] != one]
+    loaded.staleness = pd.concat([others, pd.DataFrame(
+        {"source": [st["source"].iloc[0]], "uid": [one], "run_id": [one.split("/")[-1]],
+         "tau": [40], "count": [n]})], ignore_index=True)
     checks = theory_report.theory_checks(loaded)
     row = checks.table.set_index("label").loc["sim lock constant m=1"]
     assert row["max_rel_dev"] > 0.3

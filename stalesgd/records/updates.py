@@ -33,7 +33,8 @@ from .tables import column_table
 
 __all__ = ["CHUNK_ROWS", "RowSelection", "UpdateLog", "UpdateStats", "chunk_files"]
 
-#: rows per chunk file (and the most rows a log buffers before it writes one): ~40 MB
+#: a log writes a chunk file as soon as this many rows wait (~40 MB; a chunk holds what the
+#: last addition brought on top)
 CHUNK_ROWS = 1 << 20
 _COLUMNS = tuple(c for c in declared("updates") if c != "run_id")
 _ROWS_RE = re.compile(r"^every:([1-9][0-9]*)$")
