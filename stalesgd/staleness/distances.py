@@ -1,0 +1,119 @@
+"""Distances between two staleness PDFs: total variation, Kolmogorov–Smirnov, Wasserstein-1."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .histograms import as_counts
+
+__all__ = [
+    "PdfDistances",
+    "distances",
+    "ks_test",
+    "tv_distance",
+    "wasserstein1",
+]
+
+
+@dataclass(frozen=True)
+class PdfDistances:
+    """Distances between two staleness laws P and Q on {0, 1, ...}.
+
+    ``tv`` = ½ Σ|p − q|; ``ks`` = max |F_P − F_Q| with its p-value
+    ``ks_pvalue`` (NaN when no sample size is known); ``w1`` = Σ |F_P − F_Q|
+    (Wasserstein-1 with unit spacing, in units of τ).
+    """
+
+    tv: float
+    ks: float
+    ks_pvalue: float
+    w1: float
+
+    def as_dict(self) -> dict[str, float]:
+        """Plain dict view for tables."""
+        return {"tv": self.tv, "ks": self.ks, "ks_pvalue": self.ks_pvalue, "w1": self.w1}
+
+
+def _sample_size(x: np.ndarray, n: float | None) -> float | None:
+    if n is not None:
+        if not n > 0:
+            raise ValueError(f"sample size must be positive, got {n!r}")
+        return float(n)
+    if np.issubdtype(x.dtype, np.integer):
+        return float(x.sum())
+    return None
+
+
+def _pair(p, q) -> tuple[np.ndarray, np.ndarray]:
+    a = as_counts(p, "p")
+    b = as_counts(q, "q")
+    size = max(a.size, b.size)
+    pa = np.zeros(size)
+    pb = np.zeros(size)
+    pa[: a.size] = a / a.sum()
+    pb[: b.size] = b / b.sum()
+    return pa, pb
+
+
+def tv_distance(p: np.ndarray | Sequence[float], q: np.ndarray | Sequence[float]) -> float:
+    """Total-variation distance ½ Σ_t |p_t − q_t| (inputs are normalised; lengths may differ)."""
+    a, b = _pair(p, q)
+    return float(0.5 * np.abs(a - b).sum())
+
+
+def wasserstein1(p: np.ndarray | Sequence[float], q: np.ndarray | Sequence[float]) -> float:
+    """Wasserstein-1 (earth mover's) distance Σ_t |F_P(t) − F_Q(t)| between laws on integers."""
+    a, b = _pair(p, q)
+    return float(np.abs(np.cumsum(a) - np.cumsum(b)).sum())
+
+
+def ks_test(
+    p: np.ndarray | Sequence[float],
+    q: np.ndarray | Sequence[float],
+    *,
+    n_p: float | None = None,
+    n_q: float | None = None,
+) -> tuple[float, float]:
+    """Kolmogorov–Smirnov statistic max_t |F_P(t) − F_Q(t)| and its p-value.
+
+    Sample sizes come from ``n_p``/``n_q`` or, for integer histograms, their
+    totals.  With both known this is the two-sample test (effective size
+    n·m/(n+m), as ``scipy.stats.ks_2samp``'s asymptotic mode); with one, a
+    one-sample test of that sample against the other law taken as exact; with
+    none the p-value is NaN.  τ is discrete, so the p-value is conservative
+    (larger than exact) — read it as a screening tool, not an exact test.
+    """
+    from scipy import stats
+    a_raw, b_raw = np.asarray(p), np.asarray(q)
+    na = _sample_size(a_raw, n_p)
+    nb = _sample_size(b_raw, n_q)
+    a, b = _pair(a_raw, b_raw)
+    d = float(np.abs(np.cumsum(a) - np.cumsum(b)).max())
+    d = min(d, 1.0)
+    if na is not None and nb is not None:
+        en = na * nb / (na + nb)
+    elif na is not None or nb is not None:
+        en = na if na is not None else nb
+    else:
+        return d, float("nan")
+    en = max(1, int(round(en)))
+    return d, float(stats.kstwo.sf(d, en))
+
+
+def distances(
+    p: np.ndarray | Sequence[float],
+    q: np.ndarray | Sequence[float],
+    *,
+    n_p: float | None = None,
+    n_q: float | None = None,
+) -> PdfDistances:
+    """Total variation, Kolmogorov–Smirnov (with p-value) and Wasserstein-1 between two laws.
+
+    ``p`` and ``q`` are histograms or PDFs over τ = 0, 1, ... (lengths may
+    differ; each is normalised).  See :func:`ks_test` for the sample sizes.
+    """
+    ks, pv = ks_test(p, q, n_p=n_p, n_q=n_q)
+    return PdfDistances(tv=tv_distance(p, q), ks=ks, ks_pvalue=pv, w1=wasserstein1(p, q))
