@@ -2,12 +2,20 @@
 
 Usage (from the repository root)::
 
-    python bench/results_page.py [FOLDER ...] [--results results] [--out docs/results.md]
+    python bench/results_page.py [FOLDER ...] [--results results] [--out results/results.md]
 
 Each folder is matched to its experiment by the ``name`` in its ``config.toml``
 (:data:`EXPERIMENTS`, or the same name with ``-small``).  Experiments not given on the command
 line use the newest folder under ``--results`` (the full-scale experiment's if there is one,
-else its ``-small`` variant's; ``--small`` prefers the small ones).  Every number on the page is
+else its ``-small`` variant's; ``--small`` prefers the small ones).  The script says which
+folders it uses before it reads them.
+
+The page goes to ``results/results.md`` unless ``--out`` names another file; the committed
+``docs/results.md`` is replaced only when asked for by name.  Each section records the scale
+of its folder (full or small variant, number of seeds) in a comment; a page is never
+overwritten with a section of a different scale than the one it holds, unless
+``--replace-scale`` says so, so that a quick run of the ``-small`` files cannot silently replace
+the results of the full-scale ones.  Every number on the page is
 computed here from the folders' run records and from the C++ measurements in
 ``../shared/reference``; nothing is typed in by hand.  A few key figures of each folder's
 report are copied to ``docs/figures/`` so that the page is self-contained.
@@ -19,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import tomllib
 from collections.abc import Callable, Iterable
@@ -555,7 +564,8 @@ def section(experiment: str, folder: Path, docs: Path) -> tuple[list[str], list[
     name = folder_name(folder)
     seconds = pd.to_numeric(runs["seconds"], errors="coerce")
     problems = ", ".join(f"`{p}`" for p in sorted(set(runs["problem"])))
-    lines = [f"## {spec.title}", "", f"Problem: {problems}.", "",
+    lines = [f"## {spec.title}", "", scale_marker(experiment, folder, runs), "",
+             f"Problem: {problems}.", "",
              f"- command: {command_for(name)}",
              f"- folder: `results/{folder.name}` ({len(runs)} runs, "
              f"{int(runs['seed'].nunique())} seeds; recorded {machine.get('recorded_at', '?')}, "
@@ -601,6 +611,71 @@ def section(experiment: str, folder: Path, docs: Path) -> tuple[list[str], list[
     return lines, spec.claims(analysis)
 
 
+@dataclass(frozen=True)
+class Scale:
+    """How big the folder behind a section of the page was: the experiment file's variant
+    (``full`` or ``small``) and the number of seeds."""
+
+    variant: str
+    seeds: int
+
+    def __str__(self) -> str:
+        return f"{self.variant}, {self.seeds} seed{'s' if self.seeds != 1 else ''}"
+
+
+_MARKER = re.compile(r"<!-- scale: (?P<exp>[a-z0-9-]+) variant=(?P<variant>full|small) "
+                     r"seeds=(?P<seeds>[0-9]+) -->")
+
+
+def folder_scale(folder: Path, runs: pd.DataFrame | None = None) -> Scale:
+    """The scale of a results folder: its experiment's variant and how many seeds it ran."""
+    variant = "small" if folder_name(folder).endswith("-small") else "full"
+    if runs is None:
+        cfg = tomllib.loads((folder / "config.toml").read_text(encoding="utf-8"))
+        seeds = len(cfg.get("seeds", [0]))
+    else:
+        seeds = int(runs["seed"].nunique())
+    return Scale(variant, seeds)
+
+
+def scale_marker(experiment: str, folder: Path, runs: pd.DataFrame) -> str:
+    """The comment that records a section's scale on the page (read by :func:`page_scales`)."""
+    sc = folder_scale(folder, runs)
+    return f"<!-- scale: {experiment} variant={sc.variant} seeds={sc.seeds} -->"
+
+
+def page_scales(text: str) -> dict[str, Scale]:
+    """Experiment -> the scale of its section on an existing page.  Pages written before the
+    markers existed: the variant from the section's command (``_small.toml``) and the seeds
+    from its folder line."""
+    found = {m["exp"]: Scale(m["variant"], int(m["seeds"])) for m in _MARKER.finditer(text)}
+    for part in text.split("\n## ")[1:]:
+        cmd = re.search(r"stalesgd run bench/experiments/([a-z0-9_]+)\.toml", part)
+        seeds = re.search(r"\(\d+ runs, (\d+) seeds;", part)
+        if cmd is None or seeds is None:
+            continue
+        stem = cmd.group(1)
+        exp = stem.removesuffix("_small").replace("_", "-")
+        if exp in EXPERIMENTS and exp not in found:
+            found[exp] = Scale("small" if stem.endswith("_small") else "full",
+                               int(seeds.group(1)))
+    return found
+
+
+def scale_conflicts(out: Path, chosen: dict[str, Path]) -> list[str]:
+    """Sections of the page at ``out`` that the chosen folders would replace with another
+    scale (one line each, saying what is there and what would replace it)."""
+    if not out.is_file():
+        return []
+    have = page_scales(out.read_text(encoding="utf-8"))
+    lines = []
+    for exp, folder in chosen.items():
+        new = folder_scale(folder)
+        if exp in have and have[exp] != new:
+            lines.append(f"{exp}: the page holds {have[exp]}; {folder} is {new}")
+    return lines
+
+
 def choose(folders: Iterable[Path], results: Path, prefer_small: bool) -> dict[str, Path]:
     """Experiment -> folder: the folders given, else the newest under ``results``."""
     chosen: dict[str, Path] = {}
@@ -636,8 +711,9 @@ def build_page(chosen: dict[str, Path], docs: Path) -> tuple[str, int]:
             "less-is-more-mlp the MLP."
             " Time to target is the first evaluation at or below the target loss (test loss, "
             "2,000 test rows).", "",
-            "Regenerate: `python bench/results_page.py` (newest folder of each experiment under "
-            f"`results/`). Load average when this page was generated: {load[0]:.2f}, "
+            "Regenerate: `python bench/results_page.py --out docs/results.md` (newest folder "
+            "of each experiment under `results/`; it refuses folders of another scale than "
+            f"this page's). Load average when this page was generated: {load[0]:.2f}, "
             f"{load[1]:.2f}, {load[2]:.2f} (1, 5, 15 min).", "",
             CLAIM_HEADER, "|---|---|---|"]
     if any(e.startswith("less-is-more") for e in chosen):
@@ -652,20 +728,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("folders", nargs="*", type=Path, help="results folders (default: newest)")
     ap.add_argument("--results", type=Path, default=Path("results"),
                     help="where to look for the newest folders (default: results)")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md",
-                    help="the page to write (default: docs/results.md)")
+    ap.add_argument("--out", type=Path, default=Path("results") / "results.md",
+                    help="the page to write (default: results/results.md; the committed page "
+                         "is docs/results.md)")
     ap.add_argument("--small", action="store_true",
                     help="prefer the -small variants' folders when looking under --results")
+    ap.add_argument("--replace-scale", action="store_true",
+                    help="allow sections of another scale (small/full variant, seeds) to "
+                         "replace those the page at --out holds")
     args = ap.parse_args(argv)
     chosen = choose(args.folders, args.results, args.small)
     if not chosen:
         print(f"no results folders of {', '.join(EXPERIMENTS)} under {args.results}")
         return 1
+    for exp, folder in chosen.items():
+        print(f"{exp}: {folder} ({folder_scale(folder)})")
+    conflicts = scale_conflicts(args.out, chosen)
+    if conflicts and not args.replace_scale:
+        print(f"not writing {args.out}: it holds results of another scale than these folders:")
+        for line in conflicts:
+            print(f"  {line}")
+        print("give the folders of the same scale, another --out, or --replace-scale")
+        return 2
     text, n_claims = build_page(chosen, args.out.parent)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
-    for exp, folder in chosen.items():
-        print(f"{exp}: {folder}")
     print(f"wrote {args.out} ({n_claims} claims, {len(chosen)} experiments)")
     return 0
 

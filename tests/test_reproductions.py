@@ -160,3 +160,27 @@ def test_results_page_from_a_tiny_folder(tmp_path):
         t = page.median_ttt(runs[runs["engine"] == "sim"], workers=m)
         assert f"{m}: {page.fmt(t)}" in text
     assert (tmp_path / "docs" / "figures").is_dir()
+
+
+def test_results_page_refuses_to_replace_a_section_of_another_scale(tmp_path, monkeypatch):
+    exp = tmp_path / "less_is_more.toml"
+    exp.write_text(TINY)
+    assert main(["run", str(exp), "--out", str(tmp_path / "res"), "--no-progress",
+                 "--no-report"]) == 0
+    (folder,) = (tmp_path / "res").iterdir()
+    page = _results_page()
+    out = tmp_path / "docs" / "results.md"
+    out.parent.mkdir()
+    committed = ("# Results\n\n## Fewer workers\n\n"
+                 "<!-- scale: less-is-more variant=full seeds=3 -->\n")
+    out.write_text(committed)
+    # two seeds of the full file against a page of three: refused, page untouched
+    assert page.main([str(folder), "--out", str(out)]) == 2
+    assert out.read_text() == committed
+    assert page.main([str(folder), "--out", str(out), "--replace-scale"]) == 0
+    assert "<!-- scale: less-is-more variant=full seeds=2 -->" in out.read_text()
+    # by default the page goes under results/, never onto docs/
+    monkeypatch.chdir(tmp_path)
+    assert page.main([str(folder)]) == 0
+    assert (tmp_path / "results" / "results.md").is_file()
+    assert out.read_text().count("seeds=2") == 1
