@@ -81,8 +81,9 @@ def headline(analysis: Analysis, reference: str = "real", other: str = "sim") ->
             text = (f"first to loss {row['target_loss']:.4g} ({reference}): {best_key} "
                     f"in {best_t:.3g} s")
             if len(one) and math.isfinite(float(one["time_to_target"].iloc[0])):
+                # (the fastest of all: never slower than its own 1-worker run)
                 best_speedup = float(one["time_to_target"].iloc[0]) / best_t
-                text += f", {best_speedup:.2f}× its 1-worker time"
+                text += f", a {best_speedup:.2f}× speed-up over 1 worker"
             lines.append(text)
         elif (sp["engine"] == reference).any():
             lines.append(f"no {reference} run reached its target loss")

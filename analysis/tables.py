@@ -62,6 +62,29 @@ def _notes(loaded: Loaded) -> list[str]:
         if n_int:
             notes.append(f"{src}: {n_int} interrupted run(s), kept in the tables; left out of "
                          "the non-convergence rate unless they diverged or reached the target.")
+    notes += unpaired_notes(runs)
+    return notes
+
+
+def unpaired_notes(runs: pd.DataFrame, shown: int = 4) -> list[str]:
+    """Where engines were given but a configuration ran on only one of them (so no distance
+    or prediction error can be computed for it): which, per engine, and why."""
+    if runs.empty or runs["engine"].nunique() < 2:
+        return []
+    engines_of = runs.groupby("config_key")["engine"].agg(lambda e: sorted(set(e)))
+    alone = engines_of[engines_of.map(len) == 1]
+    if alone.empty:
+        return []
+    notes = []
+    everything = sorted(set(runs["engine"]))
+    for engine, keys in alone.groupby(alone.map(lambda e: e[0])):
+        names = sorted(keys.index)
+        more = f" and {len(names) - shown} more" if len(names) > shown else ""
+        others = ", ".join(e for e in everything if e != engine)
+        notes.append(f"{len(names)} configuration(s) ran only on {engine}, not on {others}: "
+                     f"{'; '.join(names[:shown])}{more} — no distance or error for them "
+                     "(configurations pair when problem, algorithm, workers, rule, lr, batch, "
+                     "dtype and swept options are equal).")
     return notes
 
 

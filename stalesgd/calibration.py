@@ -99,8 +99,9 @@ class Calibration:
                 extra = f", failed publishes/update {c['leashed']['failed_per_update']:.3g}"
             lines.append(
                 f"  {c['algorithm']:8s} m={c['workers']:<3d} compute mean {m['mean'] * us:.3g} us "
-                f"cv {m['cv']:.3g} ({m['fit']['kind']}), measured {c['updates_per_s']:.4g} "
-                f"updates/s, mean tau {c['mean_tau']:.3g}"
+                f"cv {m['cv']:.3g} ({m['fit']['kind']}), {c['updates_per_s']:,.0f} updates/s "
+                f"from the first read to the last apply (the runs table divides by the whole "
+                f"run), mean tau {c['mean_tau']:.3g}"
                 + (f", {c['preempted_cycles']} descheduled cycles left out"
                    if c["oversubscribed"] else "") + extra)
         return "\n".join(lines)

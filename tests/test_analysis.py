@@ -494,3 +494,31 @@ def test_pdf_of_tau_is_exact_when_a_run_keeps_a_sample_of_rows(tmp_path):
     assert tables[0][cols].equals(tables[1][cols]) and tables[0]["n"].iloc[0] == 3000
     sizes = [len(load_folders([f]).updates) for f in folders]
     assert sizes[0] == 3000 and sizes[1] == len(range(0, 3000, 7))
+
+
+def test_compare_says_which_configurations_it_could_not_pair():
+    from stalesgd.analysis.tables import unpaired_notes
+
+    runs = pd.DataFrame({"engine": ["real", "sim", "real", "sim", "sim"],
+                         "config_key": ["a m=2", "a m=2", "a m=4", "b m=8", "c m=16"]})
+    notes = unpaired_notes(runs)
+    assert len(notes) == 2
+    assert notes[0].startswith("1 configuration(s) ran only on real, not on sim: a m=4")
+    assert notes[1].startswith("2 configuration(s) ran only on sim, not on real: b m=8; c m=16")
+    assert unpaired_notes(runs[runs["engine"] == "sim"]) == []  # one engine: nothing to pair
+
+
+def test_headline_words_the_speedup_as_a_speedup():
+    from stalesgd.analysis.headline import headline
+    from stalesgd.analysis.tables import Analysis
+
+    sp = pd.DataFrame({"config_key": ["x m=1", "x m=2"], "engine": ["real", "real"],
+                       "algorithm": ["lock", "lock"], "stepsize": ["constant"] * 2,
+                       "workers": [1, 2], "updates_per_s": [1.0, 1.0],
+                       "time_to_target": [1.0, 1.6], "target_loss": [0.5, 0.5]})
+    stale = type("S", (), {"distances": pd.DataFrame()})()
+    h = headline(Analysis(loaded=None, stale=stale, speedup=sp))
+    assert h.lines[-1].endswith("x m=1 in 1 s, a 1.00× speed-up over 1 worker")
+    sp.loc[1, "time_to_target"] = 0.5
+    h = headline(Analysis(loaded=None, stale=stale, speedup=sp))
+    assert h.lines[-1].endswith("a 2.00× speed-up over 1 worker")
