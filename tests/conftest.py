@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from fakes import fake  # noqa: F401  (the fake-engine fixture, for every test module)
 from hypothesis import settings
 
 settings.register_profile("default", derandomize=True, deadline=None, database=None)

@@ -21,9 +21,9 @@ from stalesgd.analysis import (
     write_report,
 )
 from stalesgd.analysis.load import config_slug
+from stalesgd.app.cli import main
 
 from stalesgd import staleness as st
-from stalesgd.cli import main
 from stalesgd.records import ResultsFolder, RunRecord, summarize
 
 TARGET = 0.4

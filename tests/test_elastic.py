@@ -304,7 +304,8 @@ def test_real_parked_workers_use_no_cpu():
 
 
 def test_cli_real_and_sim_with_window_record_m_of_t(tmp_path):
-    from stalesgd.cli import main
+    from stalesgd.app.cli import main
+
     from stalesgd.records import load_results
 
     common = ["--problem", "logreg-synthetic", "--algorithm", "lock", "--no-progress",
