@@ -241,8 +241,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             what = "is a folder, not a file" if path.is_dir() else "does not exist"
             raise ExperimentError("(file)", args.experiment, "an experiment file (TOML)", what)
         exp = load_experiment(path)
-    return _run(exp, args.out or "results", not args.no_progress, dry_run=args.dry_run,
-                resume=args.resume, report=not args.no_report)
+    out = "results" if args.out is None else args.out
+    return _run(exp, out, not args.no_progress, dry_run=args.dry_run, resume=args.resume,
+                report=not args.no_report)
 
 
 def _key_values(items: Sequence[str], flag: str) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stalesgd.validation import flag
+
 from .cifar import parse_cifar_batch
 from .dataset import Dataset
 from .errors import DataCorruptError
@@ -135,8 +137,7 @@ def load_real(name: str, *, dtype: np.dtype, data_dir: str | os.PathLike[str] | 
     structural checks).
     """
     check_normalize(normalize)
-    if not isinstance(verify, bool):
-        raise ValueError(f"verify={verify!r} is not allowed; use True or False")
+    verify = flag(verify, "verify")
     spec = get_spec(name)
     raw, loc = load_raw(name, data_dir, verify)
     ntr = check_count("n_train", n_train, raw.X_train.shape[0])

@@ -43,6 +43,7 @@ from stalesgd.validation import (
     integer,
     number,
     table,
+    text,
     type_name,
 )
 
@@ -212,8 +213,8 @@ def _parse_eval(raw: Any, stop: StopSpec) -> EvalSpec:
 def _parse_sim(raw: Any) -> SimSpec:
     t = table(raw, "sim", TABLE_KEYS["sim"])
     calibration = t.get("calibration")
-    if calibration is not None and (not isinstance(calibration, str) or not calibration):
-        raise OptionError("sim.calibration", calibration, "a file name (string)")
+    if calibration is not None:
+        text(calibration, "sim.calibration", "a file name (string), or 'auto'")
     return SimSpec(
         cores=integer(t["cores"], "sim.cores", 1, MAX_WORKERS) if "cores" in t else None,
         compute=(_distribution(t["compute"], "sim.compute", per_param=False)
