@@ -7,6 +7,8 @@ import tomllib
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stalesgd.experiment import (
     Experiment,
@@ -414,11 +416,24 @@ def test_parse_distribution_good(text, dist):
     ("gamma:2ms:x", "CV"), ("gamma:2ms:0", "CV"), ("lognormal:0ms:1", "mean"),
     ("exp:0", "mean"), ("uniform:1ms", "lognormal:MEAN:CV"), (3, "exp:MEAN"),
     ("det:-1ms", "unit"),
+    ("lognormal:2ms:1e300", "<= 10"),  # its parameters overflow: the draws would be NaN
+    ("gamma:2ms:11", "<= 10"),
+    ("exp:1e7s", "at most 1e+06 s"),
+    ("det:1e300s", "at most"),
 ])
 def test_parse_distribution_bad(text, hint):
     with pytest.raises(UnitsError) as info:
         parse_distribution(text)
     assert repr(text) in str(info.value) and hint in str(info.value)
+
+
+@given(kind=st.sampled_from(["exp", "det", "gamma", "lognormal"]),
+       mean=st.floats(1e-9, 1e6), cv=st.floats(1e-3, 10.0))
+def test_every_distribution_allowed_draws_finite_positive_times(kind, mean, cv):
+    text = f"{kind}:{mean!r}s" + (f":{cv!r}" if kind in ("gamma", "lognormal") else "")
+    dist = parse_distribution(text)
+    x = np.asarray(dist.sample(np.random.default_rng(0), 1000))
+    assert np.all(np.isfinite(x)) and np.all(x >= 0) and x.mean() > 0
 
 
 @pytest.mark.parametrize("text", ["exp:2ms", "gamma:2ms:0.5", "lognormal:2ms:0.8", "det:1ms"])

@@ -193,8 +193,7 @@ def _data_options(data: str, options: dict[str, Any]) -> tuple[str, ...]:
     """The options the data set takes (for a synthetic set: those of its ``kind``)."""
     if data != "synthetic":
         return REAL_OPTIONS
-    kind = options.get("kind")
-    return ("kind", *KIND_OPTIONS.get(kind, {})) if kind in KIND_OPTIONS else ("kind",)
+    return ("kind", *KIND_OPTIONS[choice(options["kind"], "kind", tuple(KIND_OPTIONS))])
 
 
 def _check_fit(model: str, name: str, data: DataShape) -> None:
@@ -277,8 +276,11 @@ def check_problem(name: Any, options: dict[str, Any] | None = None,
     model_name, data_name = split_name(name)
     options = dict(options or {})
     dt = resolve_dtype(dtype)
-    if data_name == "synthetic":
-        options = {**_synthetic_defaults(model_name), **options}
+    if data_name == "synthetic":  # a kind the user chose takes none of the model's defaults
+        defaults = _synthetic_defaults(model_name)
+        if options.get("kind", defaults["kind"]) != defaults["kind"]:
+            defaults = {}
+        options = {**defaults, **options}
     allowed = (*MODEL_OPTIONS[model_name], *COMMON_OPTIONS, *_data_options(data_name, options))
     known_keys(options, "", allowed, f"options of problem {name!r}")
     model_opts = {k: options.pop(k) for k in MODEL_OPTIONS[model_name] if k in options}
