@@ -4,12 +4,40 @@ fixture of ``conftest.py``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from stalesgd import engines
 from stalesgd.experiment import RunSpec
 from stalesgd.records import RunRecord
+
+#: a sweep of 8 runs (2 workers × 2 algorithms × 2 seeds) on the fake engine
+SWEEP = """
+name = "fake-sweep"
+engine = "fake"
+seeds = [0, 1]
+
+[problem]
+name = "logreg-synthetic"
+
+[stop]
+updates = 200
+target_loss = 0.5
+
+[sweep]
+workers = [1, 2]
+"algorithm.name" = ["lock", "hogwild"]
+"sim.cores" = [3]
+"""
+
+
+def only_folder(root: Path) -> Path:
+    """The one folder in ``root``."""
+    folders = [p for p in root.iterdir() if p.is_dir()]
+    assert len(folders) == 1, folders
+    return folders[0]
 
 
 def fake_record(spec: RunSpec, n: int | None = None) -> RunRecord:
@@ -40,6 +68,14 @@ class FakeEngine:
         if self.fail_on is not None and len(self.calls) == self.fail_on:
             raise self.exc
         return fake_record(spec)
+
+
+@pytest.fixture
+def exp_file(tmp_path):
+    """:data:`SWEEP` in a file."""
+    path = tmp_path / "sweep.toml"
+    path.write_text(SWEEP)
+    return path
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import FakeEngine, fake_record
+from fakes import SWEEP, FakeEngine, fake_record, only_folder
 from stalesgd.app.cli import main
 from stalesgd.app.runner import run_experiment
 from stalesgd.app.summary import format_summary
@@ -22,36 +22,6 @@ from stalesgd.records import load_results
 
 SUBCOMMANDS = ("run", "real", "sim", "calibrate", "compare", "report", "data")
 
-EXPERIMENT = """
-name = "fake-sweep"
-engine = "fake"
-seeds = [0, 1]
-
-[problem]
-name = "logreg-synthetic"
-
-[stop]
-updates = 200
-target_loss = 0.5
-
-[sweep]
-workers = [1, 2]
-"algorithm.name" = ["lock", "hogwild"]
-"sim.cores" = [3]
-"""
-
-
-@pytest.fixture
-def exp_file(tmp_path):
-    path = tmp_path / "sweep.toml"
-    path.write_text(EXPERIMENT)
-    return path
-
-
-def only_folder(root: Path) -> Path:
-    folders = [p for p in root.iterdir() if p.is_dir()]
-    assert len(folders) == 1, folders
-    return folders[0]
 
 
 def test_help_lists_every_subcommand(capsys):
@@ -95,7 +65,7 @@ def test_calibrate_names_a_missing_folder(tmp_path, capsys):
 
 def test_unknown_engine_names_the_known_ones(tmp_path, capsys):
     path = tmp_path / "w.toml"
-    path.write_text(EXPERIMENT.replace('engine = "fake"', 'engine = "warp"'))
+    path.write_text(SWEEP.replace('engine = "fake"', 'engine = "warp"'))
     assert main(["run", str(path), "--out", str(tmp_path / "res"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "engine = 'warp' is not allowed; allowed: real, sim" in err
@@ -322,7 +292,7 @@ def test_run_without_file_uses_the_default(fake, tmp_path, capsys, monkeypatch):
 def test_auto_calibration_needs_real_runs_of_the_same_problem(fake, tmp_path, capsys):
     fake(FakeEngine(), name="sim")
     path = tmp_path / "sim.toml"
-    path.write_text(EXPERIMENT.replace('engine = "fake"', 'engine = "sim"')
+    path.write_text(SWEEP.replace('engine = "fake"', 'engine = "sim"')
                     + '\n[sim]\ncalibration = "auto"\n')
     assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
@@ -341,7 +311,7 @@ def test_run_dry_run_and_missing_file(tmp_path, capsys):
 
 def test_bad_experiment_file_exits_2_naming_the_key(tmp_path, capsys):
     path = tmp_path / "bad.toml"
-    path.write_text(EXPERIMENT.replace("updates = 200", "updates = -5"))
+    path.write_text(SWEEP.replace("updates = 200", "updates = -5"))
     assert main(["run", str(path), "--out", str(tmp_path)]) == 2
     assert "bad.toml: stop.updates = -5" in capsys.readouterr().err
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import FakeEngine, fake_record
+from fakes import SWEEP, FakeEngine, fake_record, only_folder
 from stalesgd.app.cli import main
 from stalesgd.app.runner import run_experiment
 from stalesgd.app.summary import format_summary, run_notes
@@ -19,36 +19,7 @@ from stalesgd.engines import RunInterrupted
 from stalesgd.experiment import RunSpec, default_experiment, expand, load_experiment
 from stalesgd.records import load_results
 
-EXPERIMENT = """
-name = "fake-sweep"
-engine = "fake"
-seeds = [0, 1]
-
-[problem]
-name = "logreg-synthetic"
-
-[stop]
-updates = 200
-target_loss = 0.5
-
-[sweep]
-workers = [1, 2]
-"algorithm.name" = ["lock", "hogwild"]
-"""
 RUN_IDS = [f"r{i:04d}" for i in range(8)]
-
-
-@pytest.fixture
-def exp_file(tmp_path):
-    path = tmp_path / "sweep.toml"
-    path.write_text(EXPERIMENT)
-    return path
-
-
-def only_folder(root: Path) -> Path:
-    folders = [p for p in root.iterdir() if p.is_dir()]
-    assert len(folders) == 1, folders
-    return folders[0]
 
 
 def assert_complete(folder: Path, run_ids=RUN_IDS) -> None:
@@ -139,7 +110,7 @@ def test_resume_refuses_another_experiment(fake, exp_file, tmp_path, capsys, cha
     first = run_experiment(load_experiment(exp_file), out=tmp_path / "res", progress=False)
     before = sorted(p.name for p in first.folder.rglob("*"))
     other = tmp_path / "other.toml"
-    other.write_text(EXPERIMENT.replace(*change))
+    other.write_text(SWEEP.replace(*change))
     engine = fake(FakeEngine())
     for extra in ([], ["--dry-run"]):
         assert main(["run", str(other), "--resume", str(first.folder), "--no-progress",
@@ -152,7 +123,7 @@ def test_resume_refuses_another_experiment(fake, exp_file, tmp_path, capsys, cha
 @pytest.mark.parametrize("make, words", [
     (lambda f: f.mkdir(), "is not a results folder (it has no config.toml)"),
     (lambda f: (f.mkdir(), (f / "config.toml").write_text("name = ")), "cannot be read"),
-    (lambda f: (f.mkdir(), (f / "config.toml").write_text(EXPERIMENT),
+    (lambda f: (f.mkdir(), (f / "config.toml").write_text(SWEEP),
                 (f / "runs.parquet").write_bytes(b"PAR1 cut")), "cannot be read"),
 ])
 def test_resume_refuses_what_is_not_a_folder_of_the_experiment(fake, exp_file, tmp_path, capsys,

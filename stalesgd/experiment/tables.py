@@ -79,17 +79,22 @@ def _options(value: Any, key: str) -> dict[str, Any]:
     return copy.deepcopy(value)
 
 
+def _positive_duration(value: str, key: str, allowed: str) -> float:
+    """Seconds of a duration string such as '1.5s', which must be > 0."""
+    try:
+        seconds = parse_duration(value)
+    except UnitsError:
+        raise OptionError(key, value, allowed) from None
+    if seconds <= 0:
+        raise OptionError(key, value, allowed, "is out of range")
+    return seconds
+
+
 def _seconds(value: Any, key: str) -> float:
     """A positive time in seconds, as a number or a duration string such as '1.5s'."""
     allowed = "a number of seconds > 0 or a duration such as '1.5s' or '500ms'"
     if isinstance(value, str):
-        try:
-            seconds = parse_duration(value)
-        except UnitsError:
-            raise OptionError(key, value, allowed) from None
-        if seconds <= 0:
-            raise OptionError(key, value, allowed, "is out of range")
-        return seconds
+        return _positive_duration(value, key, allowed)
     return number(value, key, positive=True, allowed=allowed)
 
 
@@ -115,15 +120,11 @@ def _distribution(value: Any, key: str, per_param: bool) -> str:
 
 
 def _duration(value: Any, key: str) -> str:
+    """A duration string > 0 (kept as written)."""
     allowed = "a duration > 0 such as '4ms', '150us' or '1.5s'"
     if not isinstance(value, str):
         raise OptionError(key, value, allowed, f"is a {type_name(value)}, not a string")
-    try:
-        seconds = parse_duration(value)
-    except UnitsError:
-        raise OptionError(key, value, allowed) from None
-    if seconds <= 0:
-        raise OptionError(key, value, allowed, "is out of range")
+    _positive_duration(value, key, allowed)
     return value
 
 
