@@ -188,7 +188,9 @@ def _print_plan(plan) -> None:
 
 
 def _run(exp, out: str, progress: bool, *, dry_run: bool = False, resume: str | None = None,
-         report: bool = False) -> int:
+         report: bool = False, rerun: str | None = None) -> int:
+    """Check, then run (or with ``dry_run`` list) the runs of ``exp``; ``rerun`` is the
+    command that resumes the sweep (``stalesgd run FILE``), named when writing fails."""
     from stalesgd.app.runner import plan_sweep, run_sweep
     from stalesgd.app.summary import format_summary
 
@@ -204,9 +206,9 @@ def _run(exp, out: str, progress: bool, *, dry_run: bool = False, resume: str | 
           f"{done})")
     if outcome.write_error is not None:
         kept = len(outcome.summaries) + outcome.skipped
+        hint = f" (once there is room: {rerun} --resume {outcome.folder})" if rerun else ""
         _err(f"{outcome.write_error}; the {kept} runs written before are kept in "
-             f"{outcome.folder} (once there is room: stalesgd run FILE --resume "
-             f"{outcome.folder})")
+             f"{outcome.folder}{hint}")
         return EXIT_FAILURE
     if report and (outcome.summaries or outcome.skipped):
         _write_run_report(outcome.folder)
@@ -242,8 +244,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise ExperimentError("(file)", args.experiment, "an experiment file (TOML)", what)
         exp = load_experiment(path)
     out = "results" if args.out is None else args.out
+    rerun = " ".join(["stalesgd run", *([args.experiment] if args.experiment else [])])
     return _run(exp, out, not args.no_progress, dry_run=args.dry_run, resume=args.resume,
-                report=not args.no_report)
+                report=not args.no_report, rerun=rerun)
 
 
 def _key_values(items: Sequence[str], flag: str) -> dict[str, Any]:

@@ -212,7 +212,7 @@ def test_a_full_disk_keeps_the_runs_written_before(fake, exp_file, tmp_path, mon
     assert len(message) == 1 and "No space left on device" in message[0]
     assert f"cannot write {folder / 'parts' / 'r0002.evals.parquet'}" in message[0]
     assert f"the 2 runs written before are kept in {folder}" in message[0]
-    assert f"--resume {folder}" in message[0]
+    assert f"stalesgd run {exp_file} --resume {folder}" in message[0]
     assert (folder / "parts").exists()  # the merge could not be written either
     res = load_results(folder)  # ... and the finished runs are read from their parts
     assert sorted(res.runs.run_id) == ["r0000", "r0001"]
