@@ -34,10 +34,6 @@ class ExperimentError(OptionError):
         if source:
             self.args = (f"{source}: {self.args[0]}",)
 
-    def with_source(self, source: str) -> ExperimentError:
-        """The same error, its message prefixed by ``source`` (a file name or 'command line')."""
-        return ExperimentError(self.key, self.value, self.allowed, self.problem, source)
-
     @classmethod
     def of(cls, error: OptionError, source: str | None = None) -> ExperimentError:
         """``error`` as an experiment error (keeping its ``source`` if it has one)."""
