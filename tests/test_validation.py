@@ -106,7 +106,7 @@ def test_check_dataset_of_a_file_based_set_reads_no_file(monkeypatch):
     shape, options = check_dataset("mnist", n_train=1000)
     assert (shape.n_train, shape.n_test, shape.n_classes, shape.input_shape) == (
         1000, 10000, 10, (1, 28, 28))
-    assert shape.files and shape.packed and options == {"n_train": 1000}
+    assert shape.packed and options == {"n_train": 1000}
     cifar, _ = check_dataset("cifar10")
     assert (cifar.n_train, cifar.n_test, cifar.input_shape) == (50000, 10000, (3, 32, 32))
     assert check_problem("mlp-mnist", {"hidden": [8]}).n_params == 784 * 8 + 8 + 8 * 10 + 10

@@ -32,7 +32,7 @@ DTYPES = ("float32", "float64")
 @dataclass(frozen=True)
 class DataShape:
     """The sizes of a data set: examples per split, classes (0 for regression), the shape of
-    one input, and whether inputs are kept as uint8 pixels (``packed``) and read from files."""
+    one input, and whether inputs are kept as uint8 pixels (``packed``)."""
 
     name: str
     n_train: int
@@ -40,7 +40,6 @@ class DataShape:
     n_classes: int
     input_shape: tuple[int, ...]
     packed: bool
-    files: bool
 
     @property
     def n_features(self) -> int:
@@ -92,7 +91,7 @@ def check_dataset(name: Any, *, dtype: Any = "float64", data_dir: Any = None, se
         shape = DataShape(name, checked["n_train"], checked["n_test"],
                           checked.get("n_classes", 0),
                           checked["input_shape"] if images else (checked["n_features"],),
-                          packed=images, files=False)
+                          packed=images)
         return shape, {"kind": kind, **checked}
     spec = DATASETS[name]
     known_keys(options, "", REAL_OPTIONS, f"options of data set {name!r}")
@@ -104,5 +103,5 @@ def check_dataset(name: Any, *, dtype: Any = "float64", data_dir: Any = None, se
         flag(checked["verify"], "verify")
     shape = DataShape(name, check_count("n_train", checked.get("n_train"), n_train),
                       check_count("n_test", checked.get("n_test"), n_test), spec.n_classes,
-                      spec.input_shape, packed=True, files=True)
+                      spec.input_shape, packed=True)
     return shape, checked
