@@ -442,23 +442,26 @@ def test_random_bytes_as_an_experiment_file(data):
 
 TINY = ["--problem", "logreg-synthetic", "--algorithm", "lock", "--workers", "2",
         "--updates", "50", "--no-progress"]
+def _slow(*case):
+    return pytest.param(*case, marks=pytest.mark.slow)
+
+
 SUBPROCESS_CASES = [
     (["real", *TINY], 0),
     (["sim", *TINY, "--compute", "exp:1ms", "--timing-only"], 0),
-    (["real", *TINY, "-o", "hidden=[0]"], 2),
     (["real", *TINY, "--problem", "mlp-synthetic", "-o", "hidden=[0]"], 2),
-    (["sim", *TINY, "--compute", "lognormal:2ms:1e300"], 2),
-    (["real", *TINY, "--seed", str(2**63)], 2),
-    (["real", *TINY, "--stepsize", "tail", "--stepsize-option", "A=5"], 2),
-    (["run", "no-such-file.toml"], 2),
     (["real", "--problem", "mlp-mnist", "--algorithm", "lock", "--workers", "1",
       "--updates", "10"], 2),  # no data: $STALESGD_DATA is a folder that does not exist
-    (["report", "no-such-folder"], 2),
+    _slow(["real", *TINY, "-o", "hidden=[0]"], 2),
+    _slow(["sim", *TINY, "--compute", "lognormal:2ms:1e300"], 2),
+    _slow(["real", *TINY, "--seed", str(2**63)], 2),
+    _slow(["real", *TINY, "--stepsize", "tail", "--stepsize-option", "A=5"], 2),
+    _slow(["run", "no-such-file.toml"], 2),
+    _slow(["report", "no-such-folder"], 2),
 ]
 
 
-@pytest.mark.parametrize(("argv", "code"), SUBPROCESS_CASES,
-                         ids=[" ".join(a[:1] + a[-2:]) for a, _ in SUBPROCESS_CASES])
+@pytest.mark.parametrize(("argv", "code"), SUBPROCESS_CASES)
 def test_command_lines_in_a_subprocess(tmp_path, argv, code):
     env = {**os.environ, "STALESGD_DATA": str(tmp_path / "no-data")}
     if "mlp-mnist" in argv:  # no user cache holding the data set either
