@@ -31,13 +31,13 @@ from pathlib import Path
 
 import numpy as np
 from stalesgd.analysis.calibrate import calibrate
+from stalesgd.app.runner import run_experiment
 from stalesgd.real.costs import measure_costs
 from stalesgd.sim.run import SimRun
 
 from stalesgd.experiment import expand, experiment_from_flags, parse_experiment
 from stalesgd.problems.registry import make_problem
 from stalesgd.records import load_results
-from stalesgd.runner import run_experiment
 from stalesgd.staleness import histogram, tv_distance
 
 ALGORITHMS = ("lock", "hogwild", "leashed")

@@ -123,7 +123,7 @@ def test_oversubscription(benchmark, algorithm, workers):
 def test_peak_rss_of_an_mnist_run(benchmark, tmp_path):
     """Peak RSS of a whole `stalesgd real` process (MLP on MNIST, 2 workers, leashed)."""
     out = tmp_path / "res"
-    cmd = [sys.executable, "-m", "stalesgd.cli", "real", "--problem", PROBLEM,
+    cmd = [sys.executable, "-m", "stalesgd.app.cli", "real", "--problem", PROBLEM,
            "--algorithm", "leashed", "--workers", "2", "--updates", "5000", "--dtype", "float32",
            "--out", str(out), "--no-progress"]
     env = dict(os.environ)

@@ -1,9 +1,10 @@
 """stalesgd: a suite for studying asynchronous parallel SGD and its staleness.
 
 The shared vocabulary lives here (problems, data, step-size rules, staleness
-statistics, experiment specs, run records, command line); the engines live
+statistics, experiment specs, run records, option checks); the engines live
 in :mod:`stalesgd.sim` and :mod:`stalesgd.real`, the comparisons in
-:mod:`stalesgd.analysis`.
+:mod:`stalesgd.analysis`, and the command line and the experiment runner in
+:mod:`stalesgd.app`, which alone may import all of them.
 """
 
 import os as _os

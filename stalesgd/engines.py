@@ -10,7 +10,8 @@ dry run and a real one agree).
 
 Engines register themselves with :func:`register_engine` when their module is imported;
 :func:`get_engine` imports the module of a built-in engine (:data:`BUILT_IN`) on first use,
-so that ``stalesgd run`` needs no explicit import.
+so that ``stalesgd run`` needs no explicit import.  An engine that catches Ctrl-C may hand
+back the partial record of its run by raising :class:`RunInterrupted`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BUILT_IN", "Engine", "EngineNotAvailable", "engine_names", "get_engine",
-           "register_engine", "registered_engines", "unregister_engine"]
+__all__ = ["BUILT_IN", "Engine", "EngineNotAvailable", "RunInterrupted", "engine_names",
+           "get_engine", "register_engine", "registered_engines", "unregister_engine"]
 
 #: built-in engine name -> the module that registers it when imported
 BUILT_IN: dict[str, str] = {"real": "stalesgd.real", "sim": "stalesgd.sim"}
@@ -49,6 +50,16 @@ _REGISTRY: dict[str, Engine] = {}
 
 class EngineNotAvailable(LookupError):
     """The requested engine is unknown, or could not be loaded."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Raised by an engine on Ctrl-C to hand back the partial record of the run it was in
+    (a :class:`stalesgd.records.RunRecord`, or None); the runner keeps it, marked
+    ``interrupted``."""
+
+    def __init__(self, record: Any = None) -> None:
+        super().__init__("run interrupted")
+        self.record = record
 
 
 def register_engine(name: str, run: Callable[..., Any],

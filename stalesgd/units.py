@@ -16,6 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 
 UNITS: dict[str, float] = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
+#: longest mean of a timing distribution, in seconds (longer ones are a typo, and sums of
+#: them could overflow the simulated clock)
+MAX_MEAN = 1e6
+#: largest coefficient of variation of a gamma or log-normal distribution: beyond it gamma
+#: draws are mostly exact zeros, and log-normal parameters lose precision
+MAX_CV = 10.0
 DISTRIBUTION_FORMS = ("exp:MEAN", "det:VALUE", "gamma:MEAN:CV", "lognormal:MEAN:CV")
 DURATION_FORMS = "a number with a unit (ns, us, ms, s), e.g. '2ms', '150us', '1.5s', or 0"
 
@@ -111,7 +117,9 @@ class Distribution:
 
 def parse_distribution(text: str) -> Distribution:
     """A :class:`Distribution` from ``exp:MEAN``, ``det:VALUE``, ``gamma:MEAN:CV`` or
-    ``lognormal:MEAN:CV`` (MEAN and VALUE are durations with units, CV a positive number)."""
+    ``lognormal:MEAN:CV`` (MEAN and VALUE are durations with units, at most :data:`MAX_MEAN`
+    seconds; CV a number in (0, :data:`MAX_CV`]), so that every draw is a finite time and the
+    mean is positive (but for ``det``, which may be 0)."""
     allowed = ", ".join(DISTRIBUTION_FORMS) + " with durations like '2ms'"
     if not isinstance(text, str):
         raise UnitsError(f"distribution {text!r} is not allowed; expected one of {allowed}")
@@ -129,6 +137,8 @@ def parse_distribution(text: str) -> Distribution:
         mean = parse_duration(parts[1])
     except UnitsError as exc:
         raise UnitsError(f"distribution {text!r}: {exc}") from None
+    if mean > MAX_MEAN:
+        raise UnitsError(f"distribution {text!r}: the mean must be at most {MAX_MEAN:g} s")
     if kind == "det":
         return Distribution("det", mean, 0.0)
     if mean <= 0:
@@ -141,6 +151,7 @@ def parse_distribution(text: str) -> Distribution:
         raise UnitsError(
             f"distribution {text!r}: CV {parts[2]!r} is not a number; expected a number > 0"
         ) from None
-    if not (cv > 0 and math.isfinite(cv)):
-        raise UnitsError(f"distribution {text!r}: CV {parts[2]!r} must be a finite number > 0")
+    if not (0 < cv <= MAX_CV):
+        raise UnitsError(f"distribution {text!r}: CV {parts[2]!r} must be a number > 0 and "
+                         f"<= {MAX_CV:g}")
     return Distribution(kind, mean, cv)

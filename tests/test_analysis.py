@@ -21,9 +21,9 @@ from stalesgd.analysis import (
     write_report,
 )
 from stalesgd.analysis.load import config_slug
+from stalesgd.app.cli import main
 
 from stalesgd import staleness as st
-from stalesgd.cli import main
 from stalesgd.records import ResultsFolder, RunRecord, summarize
 
 TARGET = 0.4
@@ -475,9 +475,9 @@ def test_pdf_of_tau_is_exact_when_a_run_keeps_a_sample_of_rows(tmp_path):
     """The same simulated run recorded with every row and with every 7th row: the staleness
     tables (from the exact τ counts) are identical, the update tables are not."""
     from stalesgd.analysis import load_folders, staleness_tables
+    from stalesgd.app.runner import run_experiment
 
     from stalesgd.experiment import parse_experiment
-    from stalesgd.runner import run_experiment
 
     folders = []
     for rows in ("all", "every:7"):

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from stalesgd.analysis import AnalysisError, analyse, load_folders, write_report
 from stalesgd.analysis.calibrate import calibrate
+from stalesgd.app.cli import main
 
 from stalesgd.calibration import CalibrationError
-from stalesgd.cli import main
 from stalesgd.records import ResultsFolder, RunRecord, summarize
 
 N = 400

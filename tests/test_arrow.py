@@ -85,7 +85,7 @@ def test_empty_table():
 _WRITE = """
 import sys
 import numpy as np
-import stalesgd.real.engine, stalesgd.runner
+import stalesgd.real.engine, stalesgd.app.runner
 assert "pyarrow" not in sys.modules, "pyarrow imported by the engine or runner"
 from stalesgd.records import ResultsFolder, RunRecord, summarize
 rec = RunRecord(summary={"run_id": "r0000", "engine": "real", "peak_rss_bytes": 5,

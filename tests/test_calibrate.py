@@ -9,14 +9,14 @@ import os
 import numpy as np
 import pytest
 from stalesgd.analysis.calibrate import calibrate, fit_compute
+from stalesgd.app.cli import main
+from stalesgd.app.runner import run_experiment
 from stalesgd.real.costs import measure_costs
 from stalesgd.sim.run import SimRun
 
 from stalesgd.calibration import FORMAT, VERSION, CalibrationError, load_calibration
-from stalesgd.cli import main
 from stalesgd.experiment import ExperimentError, expand, experiment_from_flags, parse_experiment
 from stalesgd.records import ResultsFolder, RunRecord, load_results
-from stalesgd.runner import run_experiment
 
 PROBLEM = "mlp-synthetic"
 #: costs given to calibrate() on fake records, so expectations are exact

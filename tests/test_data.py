@@ -161,14 +161,29 @@ def test_synthetic_images_normalisation_and_learnability():
     ("args", "kwargs", "needle"),
     [
         (("imagenet",), {}, "allowed: synthetic, mnist, fashion-mnist, cifar10"),
-        (("synthetic",), {"kind": "tabular"}, "'regression', 'classification', 'images'"),
-        (("synthetic",), {"kind": "regression", "n_classes": 3}, "allowed: ['bias'"),
-        (("synthetic",), {"dtype": "int32"}, "use 'float32' or 'float64'"),
-        (("synthetic",), {"seed": -1}, "non-negative integer"),
-        (("synthetic",), {"n_train": 0}, "n_train=0"),
-        (("synthetic",), {"kind": "classification", "separation": -1}, "separation=-1"),
-        (("mnist",), {"batch": 3}, "allowed: ['n_train', 'n_test', 'normalize', 'verify']"),
-        (("mnist",), {"normalize": "zscore"}, "('standard', 'unit')"),
+        (("synthetic",), {"kind": "tabular"}, "allowed: regression, classification, images"),
+        (("synthetic",), {"kind": "regression", "n_classes": 3},
+         "n_classes = 3 is an unknown option; allowed: options of synthetic kind "
+         "'regression': bias, cond"),
+        (("synthetic",), {"dtype": "int32"}, "allowed: float32, float64"),
+        (("synthetic",), {"seed": -1}, "seed = -1 is out of range; allowed: an integer in 0.."),
+        (("synthetic",), {"seed": 2**63}, "seed = 9223372036854775808 is out of range"),
+        (("synthetic",), {"n_train": 0}, "n_train = 0 is out of range"),
+        (("synthetic",), {"n_train": 1.5}, "n_train = 1.5 is a float, not an integer"),
+        (("synthetic",), {"n_train": 10**9}, "n_train = 1000000000 is too large"),
+        (("synthetic",), {"kind": "classification", "separation": -1}, "separation = -1"),
+        (("synthetic",), {"kind": "classification", "n_classes": 10**6}, "n_classes = 1000000"),
+        (("synthetic",), {"kind": "images", "input_shape": [1, 0, 28]}, "input_shape[1] = 0"),
+        (("synthetic",), {"kind": "images", "input_shape": "abc"}, "input_shape = 'abc'"),
+        (("synthetic",), {"noise": float("nan")}, "noise = nan is out of range"),
+        (("synthetic",), {"data_dir": "/x"}, "synthetic data needs no files"),
+        (("mnist",), {"batch": 3},
+         "batch = 3 is an unknown option; allowed: options of data set 'mnist': n_test, "
+         "n_train, normalize, verify"),
+        (("mnist",), {"normalize": "zscore"}, "allowed: standard, unit"),
+        (("mnist",), {"n_train": 60001}, "n_train = 60001 is out of range; allowed: an integer "
+                                         "in 1..60000"),
+        (("mnist",), {"verify": "yes"}, "verify = 'yes' is a string, not a boolean"),
     ],
 )
 def test_bad_names_and_options_say_what_is_allowed(args, kwargs, needle):

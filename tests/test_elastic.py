@@ -148,6 +148,13 @@ def test_schedule_ramp_in_seconds_follows_every_level():
     (dict(name="schedule", steps=[[0, 9]]), r"steps\[0\]\[1\] = 9 is out of range"),
     (dict(name="schedule", steps=[[5, 2], [5, 1]]), r"steps\[1\]\[0\] = 5"),
     (dict(name="static", m=True), "controller.options.m = True"),
+    (dict(name="window", width=10**12), "controller.options.width = 1000000000000 is out of "
+                                        "range; allowed: an integer in 1..8"),
+    (dict(name="window", mirror="yes"), "controller.options.mirror = 'yes' is a string"),
+    (dict(name="schedule", steps=5), "controller.options.steps = 5 is missing or empty"),
+    (dict(name="schedule", steps=[[math.nan, 2]]), r"steps\[0\]\[0\] = nan is out of range"),
+    (dict(name="schedule", steps=[[0, 2]], ramp=1), "controller.options.ramp = 1"),
+    (dict(name="model", degree=7), "controller.options.degree = 7 is out of range"),
 ])
 def test_bad_names_and_options_are_clear_errors(bad, match):
     bad = dict(bad)
@@ -304,7 +311,8 @@ def test_real_parked_workers_use_no_cpu():
 
 
 def test_cli_real_and_sim_with_window_record_m_of_t(tmp_path):
-    from stalesgd.cli import main
+    from stalesgd.app.cli import main
+
     from stalesgd.records import load_results
 
     common = ["--problem", "logreg-synthetic", "--algorithm", "lock", "--no-progress",

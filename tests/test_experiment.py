@@ -7,6 +7,8 @@ import tomllib
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stalesgd.experiment import (
     Experiment,
@@ -27,6 +29,7 @@ from stalesgd.units import (
     parse_distribution,
     parse_duration,
 )
+from stalesgd.validation import short_repr
 
 FULL = """
 name = "quick-logreg"
@@ -71,7 +74,7 @@ calibration = "calib.json"
 
 [sweep]
 workers = [1, 2, 4]
-"stepsize.rule" = ["constant", "tail"]
+"stepsize.rule" = ["model", "tail"]
 """
 
 MINIMAL = """
@@ -91,7 +94,7 @@ def test_full_file_resolves_every_key():
     assert exp.stop.seconds == pytest.approx(1.5) and exp.stop.updates == 5000
     assert exp.eval.every_seconds == 0.25 and exp.eval.every_updates is None
     assert exp.sim.cores == 2 and exp.sim.timing_only is True
-    assert exp.sweep == {"workers": (1, 2, 4), "stepsize.rule": ("constant", "tail")}
+    assert exp.sweep == {"workers": (1, 2, 4), "stepsize.rule": ("model", "tail")}
 
 
 @pytest.mark.parametrize("text", [FULL, MINIMAL], ids=["full", "minimal"])
@@ -154,7 +157,8 @@ def _with(path: str, value):
 
 BAD = [
     # (key path, value, error key, a word of what is allowed)
-    ("workers", 0, "workers", ">= 1"),
+    ("workers", 0, "workers", "1..4096"),
+    ("workers", 10**6, "workers", "1..4096"),
     ("workers", "2", "workers", "integer"),
     ("workers", True, "workers", "integer"),
     ("workers", 2.0, "workers", "integer"),
@@ -177,16 +181,17 @@ BAD = [
     ("stepsize.lr", math.inf, "stepsize.lr", "finite"),
     ("stepsize.lr", math.nan, "stepsize.lr", "finite"),
     ("stepsize.lr", "0.1", "stepsize.lr", "number"),
-    ("stop.updates", 0, "stop.updates", ">= 1"),
+    ("stop.updates", 0, "stop.updates", "1..2^63-1"),
+    ("stop.updates", 2**63, "stop.updates", "1..2^63-1"),
     ("stop.seconds", -1, "stop.seconds", "> 0"),
     ("stop.seconds", "10 parsecs", "stop.seconds", "duration"),
     ("stop.target_loss", -0.5, "stop.target_loss", "> 0"),
     ("stop.at_target", "yes", "stop.at_target", "true or false"),
     ("stop.forever", True, "stop.forever", "updates"),
     ("eval.split", "validation", "eval.split", "test"),
-    ("eval.every_updates", 0, "eval.every_updates", ">= 1"),
-    ("eval.max_rows", 0, "eval.max_rows", ">= 1"),
-    ("sim.cores", 0, "sim.cores", ">= 1"),
+    ("eval.every_updates", 0, "eval.every_updates", "1.."),
+    ("eval.max_rows", 0, "eval.max_rows", "1.."),
+    ("sim.cores", 0, "sim.cores", "1..4096"),
     ("sim.compute", "exp:2", "sim.compute", "exp:MEAN"),
     ("sim.compute", "poisson:2ms", "sim.compute", "lognormal:MEAN:CV"),
     ("sim.compute", "gamma:2ms", "sim.compute", "gamma:MEAN:CV"),
@@ -197,21 +202,48 @@ BAD = [
     ("sim.time_slice", "0ms", "sim.time_slice", "> 0"),
     ("sim.timing_only", 1, "sim.timing_only", "true or false"),
     ("sim.calibration", 7, "sim.calibration", "file name"),
-    ("seeds", [0, -1], "seeds[1]", ">= 0"),
+    ("seeds", [0, -1], "seeds[1]", "0..2^63-1"),
+    ("seeds", [2**63], "seeds[0]", "0..2^63-1"),
+    ("seed", 2**63, "seed", "0..2^63-1"),
     ("seeds", [], "seeds", "non-empty"),
     ("seeds", [1, 1], "seeds", "distinct"),
-    ("repeats", 0, "repeats", ">= 1"),
+    ("repeats", 0, "repeats", "1..100000"),
+    ("repeats", 10**9, "repeats", "1..100000"),
     ("colour", "red", "colour", "workers"),
-    ("sweep.workers", [1, 0], "workers", ">= 1"),
+    ("sweep.workers", [1, 0], "workers", "1..4096"),
     ("sweep.workers", 4, "sweep.workers", "array"),
     ("sweep.name", ["a", "b"], "sweep.name", "TABLE.KEY"),
     ("sweep.stepsize.rule", ["constant", "bogus"], "stepsize.rule", "inverse"),
     ("sweep.problem.batch", [8, -8], "problem.batch", ">= 1"),
+    # checked when read, as the run would check them when it starts
+    ("name", "x" * 201, "name", "at most 200"),
+    ("problem.name", "logreg-mnist", "problem.name", "fits"),
+    ("problem.batch", 10001, "problem.batch", "1..10000"),  # the synthetic training set
+    ("problem.options", {"foo": 1}, "problem.options.foo", "n_train"),
+    ("problem.options", {"n_train": 0}, "problem.options.n_train", ">= 1"),
+    ("problem.options", {"seed": -1}, "problem.options.seed", "0..2^63-1"),
+    ("problem.options", {"init": "lecun"}, "problem.options.init", "glorot"),
+    ("problem.options", {"dtype": "float32"}, "problem.options.dtype", "n_features"),
+    ("problem.options", {"data_dir": "/data"}, "problem.options.data_dir", "no files"),
+    ("stepsize.options", {"A": 1}, "stepsize.options.A", "'constant': none"),
+    ("algorithm.persistence", 10**12, "algorithm.persistence", "inf"),
+    ("record.rows", "every:0", "record.rows", "every:N"),
+    ("record.rows", "every:" + "9" * 30, "record.rows", "every:N"),
+    ("sim.compute", "lognormal:2ms:1e300", "sim.compute", "lognormal:MEAN:CV"),
+    ("sim.compute", "exp:1e300s", "sim.compute", "exp:MEAN"),
 ]
 
 
 # where the value named in the message is one element of the value given
-OFFENDING = {("seeds", "seeds[1]"): -1, ("sweep.workers", "workers"): 0,
+OFFENDING = {("seeds", "seeds[1]"): -1, ("seeds", "seeds[0]"): 2**63,
+             ("sweep.workers", "workers"): 0,
+             ("problem.options", "problem.options.foo"): 1,
+             ("problem.options", "problem.options.n_train"): 0,
+             ("problem.options", "problem.options.seed"): -1,
+             ("problem.options", "problem.options.init"): "lecun",
+             ("problem.options", "problem.options.dtype"): "float32",
+             ("problem.options", "problem.options.data_dir"): "/data",
+             ("stepsize.options", "stepsize.options.A"): 1,
              ("sweep.stepsize.rule", "stepsize.rule"): "bogus",
              ("sweep.problem.batch", "problem.batch"): -8}
 
@@ -224,7 +256,7 @@ def test_validation_error_names_key_value_and_allowed(path, value, key, allowed)
     msg = str(info.value)
     assert msg.startswith("bad.toml: ")
     assert key in msg, msg
-    assert repr(OFFENDING.get((path, key), value)) in msg, msg
+    assert short_repr(OFFENDING.get((path, key), value)) in msg, msg
     assert "allowed:" in msg and allowed in msg.split("allowed:", 1)[1], msg
 
 
@@ -257,7 +289,7 @@ def test_sweep_is_cartesian_product_times_seeds():
     runs = expand(loads_experiment(FULL))
     assert len(runs) == 3 * 2 * 2
     combos = [(r.workers, r.stepsize.rule, r.seed) for r in runs]
-    expected = [(w, rule, s) for w in (1, 2, 4) for rule in ("constant", "tail") for s in (3, 4)]
+    expected = [(w, rule, s) for w in (1, 2, 4) for rule in ("model", "tail") for s in (3, 4)]
     assert combos == expected
     assert [r.run_id for r in runs] == [f"r{i:04d}" for i in range(12)]
     assert [r.index for r in runs] == list(range(12))
@@ -384,11 +416,24 @@ def test_parse_distribution_good(text, dist):
     ("gamma:2ms:x", "CV"), ("gamma:2ms:0", "CV"), ("lognormal:0ms:1", "mean"),
     ("exp:0", "mean"), ("uniform:1ms", "lognormal:MEAN:CV"), (3, "exp:MEAN"),
     ("det:-1ms", "unit"),
+    ("lognormal:2ms:1e300", "<= 10"),  # its parameters overflow: the draws would be NaN
+    ("gamma:2ms:11", "<= 10"),
+    ("exp:1e7s", "at most 1e+06 s"),
+    ("det:1e300s", "at most"),
 ])
 def test_parse_distribution_bad(text, hint):
     with pytest.raises(UnitsError) as info:
         parse_distribution(text)
     assert repr(text) in str(info.value) and hint in str(info.value)
+
+
+@given(kind=st.sampled_from(["exp", "det", "gamma", "lognormal"]),
+       mean=st.floats(1e-9, 1e6), cv=st.floats(1e-3, 10.0))
+def test_every_distribution_allowed_draws_finite_positive_times(kind, mean, cv):
+    text = f"{kind}:{mean!r}s" + (f":{cv!r}" if kind in ("gamma", "lognormal") else "")
+    dist = parse_distribution(text)
+    x = np.asarray(dist.sample(np.random.default_rng(0), 1000))
+    assert np.all(np.isfinite(x)) and np.all(x >= 0) and x.mean() > 0
 
 
 @pytest.mark.parametrize("text", ["exp:2ms", "gamma:2ms:0.5", "lognormal:2ms:0.8", "det:1ms"])

@@ -1,10 +1,12 @@
 """The package's layering, read from the source with ``ast`` (nothing is imported).
 
-* The core (``stalesgd/``) depends on no engine and not on the analysis: it never imports
-  ``stalesgd.analysis``, ``stalesgd.sim`` or ``stalesgd.real``.
-* The analysis layer uses other modules only through their public names (no ``_private``
-  name imported or reached as an attribute of an imported module), and its modules import
-  each other without circles.
+* The core (``stalesgd/``) depends on no engine, not on the analysis and not on the command
+  line: it never imports ``stalesgd.analysis``, ``stalesgd.sim``, ``stalesgd.real`` or
+  ``stalesgd.app`` (engines are found by name, through :mod:`stalesgd.engines`).
+* The analysis layer and the top layer (``app/``, the command line and the runner) use other
+  modules only through their public names (no ``_private`` name imported or reached as an
+  attribute of an imported module); the modules of the analysis, of the top layer and of the
+  core's packages import each other without circles.
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 #: package name -> folder (pyproject.toml maps the engine and analysis packages so)
 PACKAGES = {"stalesgd": ROOT / "stalesgd", "stalesgd.sim": ROOT / "sim",
-            "stalesgd.real": ROOT / "real", "stalesgd.analysis": ROOT / "analysis"}
-UPPER_LAYERS = ("stalesgd.analysis", "stalesgd.sim", "stalesgd.real")
-#: the command line and orchestration layer: they start engines and reports by design
-ORCHESTRATION = {"cli.py", "runner.py", "engines.py"}
+            "stalesgd.real": ROOT / "real", "stalesgd.analysis": ROOT / "analysis",
+            "stalesgd.app": ROOT / "app"}
+UPPER_LAYERS = ("stalesgd.analysis", "stalesgd.sim", "stalesgd.real", "stalesgd.app")
 
 
 def module_name(package: str, path: Path) -> str:
@@ -51,14 +52,18 @@ def imports(name: str, path: Path) -> list[tuple[str, list[str], ast.AST]]:
     return out
 
 
-def test_the_core_imports_no_engine_and_no_analysis():
-    core = {n: p for n, p in modules("stalesgd").items()
+def core_modules() -> dict[str, Path]:
+    return {n: p for n, p in modules("stalesgd").items()
             if not any(p.is_relative_to(PACKAGES[u]) for u in UPPER_LAYERS)}
+
+
+def test_the_core_imports_no_engine_no_analysis_and_no_command_line():
+    core = core_modules()
     assert "stalesgd.calibration" in core and "stalesgd.data.real" in core
+    assert "stalesgd.engines" in core and "stalesgd.experiment.tables" in core
+    assert not any(n.endswith((".cli", ".runner")) and n.count(".") == 1 for n in core)
     bad = []
     for name, path in core.items():
-        if path.parent == PACKAGES["stalesgd"] and path.name in ORCHESTRATION:
-            continue
         for target, names, node in imports(name, path):
             full = [target] + [f"{target}.{n}" for n in names]
             if any(t == u or t.startswith(u + ".") for t in full for u in UPPER_LAYERS):
@@ -70,9 +75,10 @@ def _private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
-def test_the_analysis_uses_no_private_name_of_another_module():
+@pytest.mark.parametrize("package", ["stalesgd.analysis", "stalesgd.app"])
+def test_upper_layers_use_no_private_name_of_another_module(package):
     bad = []
-    for name, path in modules("stalesgd.analysis").items():
+    for name, path in modules(package).items():
         tree = ast.parse(path.read_text(), str(path))
         imported: set[str] = set()
         for target, names, node in imports(name, path):
@@ -93,7 +99,7 @@ def test_the_analysis_uses_no_private_name_of_another_module():
 
 
 def import_graph(package: str) -> dict[str, set[str]]:
-    mods = modules(package)
+    mods = core_modules() if package == "stalesgd" else modules(package)
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for name, path in mods.items():
         for target, names, _ in imports(name, path):
@@ -140,8 +146,12 @@ def test_cycle_finder_finds_a_circle():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-@pytest.mark.parametrize("package", ["stalesgd.analysis"])
-def test_no_import_circles(package):
+@pytest.mark.parametrize(("package", "module"), [
+    ("stalesgd.analysis", "stalesgd.analysis.report"),
+    ("stalesgd.app", "stalesgd.app.runner"),
+    ("stalesgd", "stalesgd.experiment.sweep"),
+])
+def test_no_import_circles(package, module):
     graph = import_graph(package)
-    assert f"{package}.report" in graph[package]  # the package re-exports its modules
+    assert module in graph and graph[module]  # the graph sees the package's imports
     assert cycles(graph) == []

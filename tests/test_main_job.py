@@ -10,7 +10,7 @@ from stalesgd.records import load_results
 
 
 def test_main_job_runs_real_then_calibrated_sim_and_reports(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "stalesgd.cli", "run", "--out", str(tmp_path),
+    proc = subprocess.run([sys.executable, "-m", "stalesgd.app.cli", "run", "--out", str(tmp_path),
                            "--no-progress"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from stalesgd.analysis import analyse, make_figures, write_report
 from stalesgd.analysis.load import config_slug
-
-from stalesgd.cli import main
+from stalesgd.app.cli import main
 
 
 def _run(root: Path, *args: str) -> Path:

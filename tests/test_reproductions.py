@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from stalesgd.app.cli import main
 
-from stalesgd.cli import main
 from stalesgd.experiment import expand, load_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +67,12 @@ def test_experiment_file_header_names_its_command_and_wall_time(path):
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
-def test_dry_run_lists_every_run(path, capsys):
+def test_dry_run_lists_every_run(path, capsys, monkeypatch):
+    """As the README runs them: with the shared data (a dry run checks that it is there)."""
+    shared = ROOT.parent / "shared" / "data"
+    if not shared.is_dir():
+        pytest.skip(f"shared data {shared} is absent")
+    monkeypatch.setenv("STALESGD_DATA", str(shared))
     assert main(["run", str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert len(re.findall(r"^r\d{4} ", out, flags=re.M)) == len(expand(load_experiment(path)))

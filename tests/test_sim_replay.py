@@ -8,11 +8,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from stalesgd.app.cli import main
 from stalesgd.sim import run_iid_staleness, run_sim
 from stalesgd.sim.replay import BatchStream, StepSizes
 from stalesgd.sim.run import SimRun
 
-from stalesgd.cli import main
 from stalesgd.experiment import (
     AlgorithmSpec,
     ExperimentError,

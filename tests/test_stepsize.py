@@ -13,6 +13,7 @@ from scipy import stats
 
 from stalesgd import staleness
 from stalesgd import stepsize as ss
+from stalesgd.validation import OptionError
 
 # Random PDFs: non-negative weights with some zeros, not all zero.
 _weights = st_.lists(
@@ -82,24 +83,57 @@ def test_make_rule_errors_name_the_problem():
         ss.make_rule("tial", workers=2, lr=0.1)
     for name in ss.rule_names():
         assert name in str(e.value)
-    with pytest.raises(ValueError, match=r"no option 'beta'.*allowed options: tau_thr, quirks"):
+    with pytest.raises(ValueError, match=r"beta = 3 is an unknown option; allowed: options of "
+                                         r"step-size rule 'exponential': quirks, tau_thr"):
         ss.make_rule("exponential", workers=2, lr=0.1, beta=3)
-    with pytest.raises(ValueError, match="allowed options: none"):
+    with pytest.raises(ValueError, match="A = 1 is an unknown option; allowed: .*'constant': none"):
         ss.make_rule("constant", workers=2, lr=0.1, A=1)
-    with pytest.raises(ValueError, match="workers must be a positive integer"):
+    with pytest.raises(ValueError, match="workers = 0 is out of range; allowed: an integer >= 1"):
         ss.make_rule("constant", workers=0, lr=0.1)
-    with pytest.raises(ValueError, match="lr must be > 0"):
+    with pytest.raises(ValueError, match="lr = 0.0 is out of range; allowed: a finite number > 0"):
         ss.make_rule("constant", workers=1, lr=0.0)
-    with pytest.raises(ValueError, match="A must be >= 0"):
-        ss.make_rule("tail", workers=1, lr=0.1, A=-0.5)
-    with pytest.raises(ValueError, match="family 'gauss' is not allowed; choose one of cmp"):
+    with pytest.raises(ValueError, match="family = 'gauss' is not allowed; allowed: cmp"):
         ss.make_rule("model", workers=1, lr=0.1, family="gauss")
-    with pytest.raises(ValueError, match="refresh_every must be 0 with quirks=true"):
+    with pytest.raises(ValueError, match="refresh_every = 100 is not allowed; allowed: 0 with "
+                                         "quirks = true"):
         ss.make_rule("tail-original", workers=1, lr=0.1, refresh_every=100)
-    with pytest.raises(ValueError, match="quirks must be true or false"):
+    with pytest.raises(ValueError, match="quirks = 'yes' is a string, not a boolean"):
         ss.make_rule("tail-original", workers=1, lr=0.1, quirks="yes")
-    with pytest.raises(ValueError, match="pdf must hold finite non-negative"):
+    with pytest.raises(ValueError, match="pdf = .* must hold finite non-negative"):
         ss.make_rule("tail", workers=1, lr=0.1, pdf=[0.5, -0.5])
+
+
+@pytest.mark.parametrize(("rule", "options", "key", "allowed"), [
+    ("tail", {"A": -0.5}, "A", "0..1"),
+    ("tail", {"A": 5}, "A", "A <= 1"),  # s(τ) = 1 + A·(…) would go negative
+    ("tail-original", {"A": 1.5}, "A", "0..1"),
+    ("model", {"A": math.inf}, "A", "0..1"),
+    ("tail", {"A": "1"}, "A", "0..1"),
+    ("tail", {"window": 0}, "window", "1..1000000000"),
+    ("tail", {"window": 10**12}, "window", "1..1000000000"),
+    ("tail", {"warmup": -1}, "warmup", "0..1000000000"),
+    ("tail", {"refresh_window": 10**9}, "refresh_window", "1..10000000"),
+    ("tail", {"patience": 0.5}, "patience", "1.0..1000.0"),
+    ("tail", {"patience": math.nan}, "patience", "1.0..1000.0"),
+    ("tail", {"pdf": []}, "pdf", "non-empty array"),
+    ("tail", {"pdf": [[1.0]]}, "pdf", "non-empty array"),
+    ("tail", {"pdf": ["a"]}, "pdf", "non-empty array"),
+    ("tail", {"pdf": [0, 0]}, "pdf", "not all zero"),
+    ("exponential", {"tau_thr": -1}, "tau_thr", "> 0"),
+    ("exponential", {"tau_thr": math.inf}, "tau_thr", "> 0"),
+])
+def test_rule_options_are_checked_when_the_rule_is_built(rule, options, key, allowed):
+    with pytest.raises(OptionError) as info:
+        ss.make_rule(rule, workers=2, lr=0.1, **options)
+    assert info.value.key == key
+    assert allowed in info.value.allowed, str(info.value)
+
+
+def test_tail_amplitude_one_keeps_every_step_non_negative():
+    """The largest A allowed gives s(τ) = 0 beyond the observed τ, never below."""
+    rule = ss.make_rule("tail", workers=2, lr=0.1, A=1.0, pdf=[0.5, 0.5])
+    table = rule.table(10)
+    assert table.min() == 0.0 and table[2:].max() == 0.0 and table[0] == 1.5
     assert "refresh_every" in ss.rule_options("tail")
     assert ss.rule_options("model")["family"] == "cmp"
 

@@ -9,8 +9,8 @@ import pytest
 from stalesgd.analysis import analyse, theory_report, write_report
 from stalesgd.analysis.load import config_slug, load_folders
 from stalesgd.analysis.theory import expected_curve
+from stalesgd.app.cli import main
 
-from stalesgd.cli import main
 from stalesgd.problems.registry import make_problem
 
 LINREG = """

@@ -12,13 +12,18 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
-
 from .dataset import Dataset
-from .errors import DataCorruptError, DataDownloadError, DataError, DataNotFoundError
+from .errors import (
+    DataCorruptError,
+    DataDownloadError,
+    DataError,
+    DataNotFoundError,
+    DataReadError,
+)
 from .files import clear_verdicts
-from .real import REAL_OPTIONS, clear_parsed, load_real
+from .real import check_files, load_real
 from .registry import ALL_NAMES, DATASETS
+from .shape import DataShape, check_dataset, check_dtype
 from .synthetic import make_synthetic
 
 __all__ = [
@@ -28,26 +33,19 @@ __all__ = [
     "DataDownloadError",
     "DataError",
     "DataNotFoundError",
+    "DataReadError",
+    "DataShape",
     "Dataset",
+    "check_dataset",
+    "check_files",
     "clear_caches",
     "load_dataset",
 ]
 
 
 def clear_caches() -> None:
-    """Forget memoised parsed arrays and checksum verdicts (files replaced in place)."""
-    clear_parsed()
+    """Forget the memoised checksum verdicts (files replaced in place)."""
     clear_verdicts()
-
-
-def _dtype(dtype: Any) -> np.dtype:
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        dt = None
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ValueError(f"dtype={dtype!r} is not allowed; use 'float32' or 'float64'")
-    return dt
 
 
 def load_dataset(name: str, *, dtype: Any = "float64",
@@ -70,24 +68,15 @@ def load_dataset(name: str, *, dtype: Any = "float64",
     mean/std) or ``"unit"`` ([0,1] only), ``verify`` (default True);
     ``data_dir`` is searched first.  ``seed`` is accepted and unused.
 
-    Raises :class:`DataNotFoundError` / :class:`DataCorruptError` with the file,
-    every place looked and the fixing command; ``ValueError`` for a bad name
-    or option, listing what is allowed.
+    Raises :class:`DataNotFoundError` / :class:`DataCorruptError` / :class:`DataReadError`
+    with the file, every place looked and the fixing command; an
+    :class:`~stalesgd.validation.OptionError` (a ValueError) for a bad name or option,
+    naming it and what is allowed (:func:`check_dataset` makes the same checks without
+    loading anything).
     """
-    dt = _dtype(dtype)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed={seed!r} is not allowed; use a non-negative integer")
+    dt = check_dtype(dtype)
+    _, checked = check_dataset(name, dtype=dt, data_dir=data_dir, seed=seed, **options)
     if name == "synthetic":
-        if data_dir is not None:
-            raise ValueError("data_dir is not allowed for 'synthetic' (it needs no files)")
-        kind = options.pop("kind", "regression")
-        return make_synthetic(kind, seed=int(seed), dtype=dt, **options)
-    if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; allowed: {', '.join(ALL_NAMES)}")
-    unknown = sorted(set(options) - set(REAL_OPTIONS))
-    if unknown:
-        raise ValueError(
-            f"option(s) {unknown} not allowed for data set {name!r}; allowed: "
-            f"{list(REAL_OPTIONS)} (plus dtype, data_dir, seed)"
-        )
-    return load_real(name, dtype=dt, data_dir=data_dir, **options)
+        kind = checked.pop("kind")
+        return make_synthetic(kind, seed=int(seed), dtype=dt, **checked)
+    return load_real(name, dtype=dt, data_dir=data_dir, **checked)

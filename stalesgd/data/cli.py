@@ -112,7 +112,7 @@ def data_command(action: str, name: str | None = None, data_dir: str | None = No
     """Run ``stalesgd data ACTION [NAME]`` and return the exit code.
 
     ``list`` shows every data set, where it was found and whether it verifies;
-    ``verify [NAME]`` prints OK/MISMATCH/CORRUPT/MISSING per file (exit 1 on any
+    ``verify [NAME]`` prints OK/MISMATCH/CORRUPT/UNREADABLE/MISSING per file (exit 1 on any
     failure; without NAME, sets absent everywhere are skipped); ``path NAME``
     prints the folder used; ``download NAME`` fetches into the user cache (or
     ``data_dir``) and verifies.  Messages go to ``out``, errors to ``err``.

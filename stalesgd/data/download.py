@@ -164,7 +164,11 @@ def download(name: str, data_dir: str | os.PathLike[str] | None = None, *,
     """
     spec = get_spec(name)
     folder = target_folder(spec, data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataDownloadError(f"cannot create the folder {folder} ({exc.strerror or exc}); "
+                                "give a writable --data-dir") from None
     say = report or _quiet
     if spec.kind == "idx":
         _download_idx(spec, folder, mirrors or spec.mirrors, timeout, say)

@@ -19,5 +19,9 @@ class DataCorruptError(DataError, ValueError):
     """A file was found but its content is wrong (checksum, structure, compression)."""
 
 
+class DataReadError(DataError, OSError):
+    """A file was found but cannot be read (no permission, an I/O error)."""
+
+
 class DataDownloadError(DataError, ConnectionError):
     """``stalesgd data download`` could not fetch or verify a file."""

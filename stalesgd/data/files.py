@@ -17,14 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataCorruptError
+from .errors import DataCorruptError, DataReadError
 from .paths import fix_hint
 from .registry import CIFAR_RECORD, MANIFEST_NAME, DataSpec, FileSpec
 
 
 @dataclass(frozen=True)
 class FileCheck:
-    """The verdict on one file: ``OK``, ``MISMATCH``, ``CORRUPT`` or ``MISSING``."""
+    """The verdict on one file: ``OK``, ``MISMATCH``, ``CORRUPT``, ``UNREADABLE`` or
+    ``MISSING``."""
 
     name: str
     path: Path | None
@@ -54,9 +55,15 @@ def clear_verdicts() -> None:
 def read_decompressed(path: Path, dataset: str) -> bytes:
     """The content of ``path``, gunzipped when it ends in ``.gz``.
 
-    A damaged gzip stream raises :class:`DataCorruptError` naming the file.
+    A damaged gzip stream raises :class:`DataCorruptError` and a file that cannot be read
+    :class:`DataReadError`, each naming the file.
     """
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataReadError(
+            f"{path}: cannot read it ({exc.strerror or exc}).\n{fix_hint(dataset)}"
+        ) from None
     if path.suffix != ".gz":
         return raw
     try:
@@ -140,6 +147,8 @@ def check_file(spec: DataSpec, fspec: FileSpec, path: Path, *, fresh: bool = Fal
         data = read_decompressed(path, spec.name)
     except DataCorruptError as exc:
         verdict = FileCheck(fspec.name, path, "CORRUPT", str(exc).splitlines()[0])
+    except DataReadError as exc:
+        return FileCheck(fspec.name, path, "UNREADABLE", str(exc).splitlines()[0])
     else:
         verdict = check_bytes(spec, fspec, path, data)
     _verdicts[key] = verdict

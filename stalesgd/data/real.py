@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stalesgd.validation import flag
+
 from .cifar import parse_cifar_batch
 from .dataset import Dataset
 from .errors import DataCorruptError
@@ -39,17 +41,15 @@ class RawSplit:
     std: np.ndarray
 
 
-def clear_parsed() -> None:
-    """Nothing to forget: parsed arrays are not memoised (kept for API compatibility)."""
-
-
 def _readonly(a: np.ndarray) -> np.ndarray:
     a = np.ascontiguousarray(a)
     a.flags.writeable = False
     return a
 
 
-def _load_idx(spec: DataSpec, loc: Location, verify: bool) -> RawSplit:
+def _idx_parts(spec: DataSpec, loc: Location,
+               verify: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The parsed and checked ``(pixels (n, C*H*W), labels)`` of each part of an IDX set."""
     arrays = {}
     for f in spec.files:
         path = loc.files[f.name]
@@ -61,14 +61,20 @@ def _load_idx(spec: DataSpec, loc: Location, verify: bool) -> RawSplit:
     for part in ("train", "test"):
         X, y = arrays[f"{part}_images"], arrays[f"{part}_labels"]
         path = loc.files[spec.file(f"{part}_images").name]
-        if X.ndim != 3 or y.ndim != 1 or X.shape[0] != y.shape[0]:
+        if X.ndim != 3 or y.ndim != 1 or X.shape[0] != y.shape[0] \
+                or X.shape[1:] != spec.input_shape[1:]:
             raise DataCorruptError(
                 f"{path}: images {X.shape} do not match labels {y.shape} "
-                "(expected (n, rows, cols) and (n,))"
+                f"(expected (n, {spec.input_shape[1]}, {spec.input_shape[2]}) and (n,))"
             )
         if y.size and int(y.max()) >= spec.n_classes:
             raise DataCorruptError(f"{path}: label {int(y.max())} outside 0..{spec.n_classes - 1}")
         out[part] = (X.reshape(X.shape[0], -1), y)
+    return out
+
+
+def _load_idx(spec: DataSpec, loc: Location, verify: bool) -> RawSplit:
+    out = _idx_parts(spec, loc, verify)
     mean, std = channel_stats(out["train"][0], spec.input_shape[0])
     return RawSplit(*out["train"], *out["test"], mean, std)
 
@@ -99,6 +105,27 @@ def load_raw(name: str, data_dir: str | os.PathLike[str] | None = None,
     return raw, loc
 
 
+def check_files(name: str, data_dir: str | os.PathLike[str] | None = None,
+                verify: bool = True) -> Location:
+    """Find the files of the file-based data set ``name`` and check that each one can be read,
+    decompressed, verified (when ``verify``) and parsed, without keeping their contents.
+
+    Raises the error loading would raise (:class:`DataNotFoundError`,
+    :class:`DataCorruptError`, :class:`DataReadError`), so that a run can be refused before
+    it starts.  Checksum verdicts are remembered, so the load that follows does not hash the
+    files again.
+    """
+    spec = get_spec(name)
+    loc = locate(spec, data_dir)
+    if spec.kind == "idx":
+        _idx_parts(spec, loc, verify)
+    else:
+        for f in spec.files:
+            path = loc.files[f.name]
+            parse_cifar_batch(read_verified(spec, f, path, verify), str(path), spec.n_classes)
+    return loc
+
+
 def load_real(name: str, *, dtype: np.dtype, data_dir: str | os.PathLike[str] | None = None,
               n_train: int | None = None, n_test: int | None = None,
               normalize: str = "standard", verify: bool = True) -> Dataset:
@@ -110,8 +137,7 @@ def load_real(name: str, *, dtype: np.dtype, data_dir: str | os.PathLike[str] | 
     structural checks).
     """
     check_normalize(normalize)
-    if not isinstance(verify, bool):
-        raise ValueError(f"verify={verify!r} is not allowed; use True or False")
+    verify = flag(verify, "verify")
     spec = get_spec(name)
     raw, loc = load_raw(name, data_dir, verify)
     ntr = check_count("n_train", n_train, raw.X_train.shape[0])

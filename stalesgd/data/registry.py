@@ -64,12 +64,16 @@ class DataSpec:
         raise KeyError(f"{self.name} has no file with role {role!r}")
 
 
+#: bytes before the labels of an IDX label file (magic number and count)
+IDX_LABEL_HEADER = 8
+
+
 def _idx_files(md5s: dict[str, str]) -> tuple[FileSpec, ...]:
     sizes = {
         "train-images-idx3-ubyte": 16 + 60000 * 784,
-        "train-labels-idx1-ubyte": 8 + 60000,
+        "train-labels-idx1-ubyte": IDX_LABEL_HEADER + 60000,
         "t10k-images-idx3-ubyte": 16 + 10000 * 784,
-        "t10k-labels-idx1-ubyte": 8 + 10000,
+        "t10k-labels-idx1-ubyte": IDX_LABEL_HEADER + 10000,
     }
     roles = {
         "train-images-idx3-ubyte": "train_images",
@@ -146,6 +150,16 @@ DATASETS: dict[str, DataSpec] = {
 
 #: Every name :func:`stalesgd.data.load_dataset` accepts, file-based or not.
 ALL_NAMES: tuple[str, ...] = ("synthetic", *DATASETS)
+
+
+def split_sizes(spec: DataSpec) -> tuple[int, int]:
+    """The upstream number of training and test examples of a file-based data set, known
+    from its files' sizes without reading them."""
+    if spec.kind == "idx":
+        return (spec.file("train_labels").size - IDX_LABEL_HEADER,
+                spec.file("test_labels").size - IDX_LABEL_HEADER)
+    train = sum(f.size for f in spec.files if f.role != "test") // CIFAR_RECORD
+    return train, spec.file("test").size // CIFAR_RECORD
 
 
 def get_spec(name: str) -> DataSpec:

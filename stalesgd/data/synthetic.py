@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from stalesgd.validation import OptionError, choice, integer, known_keys, number
+
 from .dataset import Dataset
 from .transforms import channel_stats, check_normalize, pixel_coefficients
 
@@ -42,43 +44,53 @@ KIND_OPTIONS: dict[str, dict[str, Any]] = {
                "separation": 1.0, "noise": 0.25, "normalize": "standard"},
 }
 KINDS = tuple(KIND_OPTIONS)
+#: most input values a synthetic set may hold, (n_train + n_test) × features: it is drawn in
+#: float64 in memory (800 MB at this bound)
+MAX_VALUES = 10**8
+#: most classes of a synthetic classification
+MAX_CLASSES = 1000
 
 
-def _int(key: str, v: Any, lo: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < lo:
-        raise ValueError(f"{key}={v!r} is not allowed; use an integer >= {lo}")
-    return int(v)
+def _input_shape(value: Any) -> tuple[int, int, int]:
+    allowed = "[C, H, W] of three integers >= 1, e.g. [1, 28, 28]"
+    if not isinstance(value, list | tuple) or len(value) != 3:
+        raise OptionError("input_shape", value, allowed)
+    return tuple(integer(v, f"input_shape[{i}]", 1) for i, v in enumerate(value))
 
 
-def _float(key: str, v: Any, lo: float) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not (
-        math.isfinite(float(v)) and float(v) >= lo
-    ):
-        raise ValueError(f"{key}={v!r} is not allowed; use a finite number >= {lo}")
-    return float(v)
-
-
-def resolve_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Defaults of ``kind`` overridden by ``options``; unknown kinds/keys raise."""
-    if kind not in KIND_OPTIONS:
-        raise ValueError(f"synthetic kind={kind!r} is not allowed; use one of {KINDS}")
-    allowed = KIND_OPTIONS[kind]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"option(s) {unknown} not allowed for synthetic kind={kind!r}; "
-            f"allowed: {sorted(allowed)} (plus dtype, seed)"
-        )
-    return {**allowed, **options}
+def resolve_options(kind: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Defaults of ``kind`` overridden by ``options``, every value checked (an
+    :class:`~stalesgd.validation.OptionError` naming the option and what is allowed)."""
+    kind = choice(kind, "kind", KINDS)
+    known_keys(options, "", KIND_OPTIONS[kind], f"options of synthetic kind {kind!r}")
+    o = {**KIND_OPTIONS[kind], **options}
+    o["n_train"] = integer(o["n_train"], "n_train", 1)
+    o["n_test"] = integer(o["n_test"], "n_test", 1)
+    if kind == "images":
+        o["input_shape"] = _input_shape(o["input_shape"])
+        o["normalize"] = check_normalize(o["normalize"])
+        width = math.prod(o["input_shape"])
+    else:
+        o["n_features"] = width = integer(o["n_features"], "n_features", 1)
+    if "n_classes" in o:
+        o["n_classes"] = integer(o["n_classes"], "n_classes", 2, MAX_CLASSES)
+    o["noise"] = number(o["noise"], "noise", 0.0)
+    if "separation" in o:
+        o["separation"] = number(o["separation"], "separation", 0.0)
+    if kind == "regression":
+        o["cond"] = number(o["cond"], "cond", 1.0)
+        o["bias"] = number(o["bias"], "bias")
+    if (o["n_train"] + o["n_test"]) * width > MAX_VALUES:
+        raise OptionError("n_train", o["n_train"], f"an integer with (n_train + n_test) × "
+                          f"{width} input values <= {MAX_VALUES}", "is too large")
+    return o
 
 
 def make_regression(*, n_train: int, n_test: int, n_features: int, noise: float, cond: float,
                     bias: float, seed: int, dtype: np.dtype) -> Dataset:
-    """Linear regression with a known solution (see the module docstring)."""
-    n_train, n_test = _int("n_train", n_train, 1), _int("n_test", n_test, 1)
-    d = _int("n_features", n_features, 1)
-    noise, cond = _float("noise", noise, 0.0), _float("cond", cond, 1.0)
-    bias = float(bias)
+    """Linear regression with a known solution (see the module docstring); options as
+    :func:`resolve_options` checked them."""
+    d = n_features
     rng = np.random.default_rng(seed)
     w_true = rng.standard_normal(d)
     scale = np.geomspace(1.0, 1.0 / math.sqrt(cond), d) if d > 1 else np.ones(1)
@@ -127,10 +139,9 @@ def mixture_means(rng: np.random.Generator, n_classes: int, d: int,
 def make_classification(*, n_train: int, n_test: int, n_features: int, n_classes: int,
                         separation: float, noise: float, seed: int,
                         dtype: np.dtype) -> Dataset:
-    """Gaussian-mixture classification (see the module docstring)."""
-    n_train, n_test = _int("n_train", n_train, 1), _int("n_test", n_test, 1)
-    d, K = _int("n_features", n_features, 1), _int("n_classes", n_classes, 2)
-    separation, noise = _float("separation", separation, 0.0), _float("noise", noise, 0.0)
+    """Gaussian-mixture classification (see the module docstring); options as
+    :func:`resolve_options` checked them."""
+    d, K = n_features, n_classes
     rng = np.random.default_rng(seed)
     means = mixture_means(rng, K, d, separation)
     n = n_train + n_test
@@ -156,15 +167,10 @@ def make_classification(*, n_train: int, n_test: int, n_features: int, n_classes
 def make_images(*, n_train: int, n_test: int, input_shape: tuple[int, ...], n_classes: int,
                 separation: float, noise: float, normalize: str, seed: int,
                 dtype: np.dtype) -> Dataset:
-    """Synthetic image classification shaped like a real image set (see the module docstring)."""
-    n_train, n_test = _int("n_train", n_train, 1), _int("n_test", n_test, 1)
-    K = _int("n_classes", n_classes, 2)
-    separation, noise = _float("separation", separation, 0.0), _float("noise", noise, 0.0)
-    check_normalize(normalize)
-    shape = tuple(input_shape)
-    if len(shape) != 3 or any(isinstance(s, bool) or int(s) != s or s < 1 for s in shape):
-        raise ValueError(f"input_shape={input_shape!r} is not allowed; use (C, H, W) positive")
-    C, H, W = (int(s) for s in shape)
+    """Synthetic image classification shaped like a real image set (see the module
+    docstring); options as :func:`resolve_options` checked them."""
+    K = n_classes
+    C, H, W = input_shape
     rng = np.random.default_rng(seed)
     block = 4
     coarse = rng.random((K, C, -(-H // block), -(-W // block)))
@@ -190,7 +196,7 @@ def make_images(*, n_train: int, n_test: int, input_shape: tuple[int, ...], n_cl
 
 
 def make_synthetic(kind: str, *, seed: int, dtype: np.dtype, **options: Any) -> Dataset:
-    """Dispatch to the generator of ``kind`` after validating its options."""
+    """Dispatch to the generator of ``kind`` after checking its options."""
     opts = resolve_options(kind, options)
     maker = {"regression": make_regression, "classification": make_classification,
              "images": make_images}[kind]

@@ -1,4 +1,4 @@
-"""Turning raw pixels into model inputs: [0,1] scaling, normalisation, subsets, splits.
+"""Turning raw pixels into model inputs: [0,1] scaling, normalisation, subsets.
 
 Two normalisations (option ``normalize=``):
 
@@ -13,16 +13,18 @@ Two normalisations (option ``normalize=``):
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from stalesgd.validation import choice, integer
 
 NORMALIZATIONS = ("standard", "unit")
 
 
-def check_normalize(normalize: str) -> str:
+def check_normalize(normalize: Any) -> str:
     """Validate the ``normalize`` option."""
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize={normalize!r} is not allowed; use one of {NORMALIZATIONS}")
-    return normalize
+    return choice(normalize, "normalize", NORMALIZATIONS)
 
 
 def channel_stats(pixels: np.ndarray, n_channels: int,
@@ -91,22 +93,8 @@ def pixel_coefficients(dtype: np.dtype, n_channels: int, normalize: str,
     return coef
 
 
-def check_count(key: str, value: object, available: int) -> int:
+def check_count(key: str, value: Any, available: int) -> int:
     """Validate a subset size ``n_train``/``n_test`` (None means all ``available``)."""
     if value is None:
         return available
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{key}={value!r} is not allowed; use an integer 1..{available} or None")
-    if not 1 <= int(value) <= available:
-        raise ValueError(f"{key}={value} is not allowed; use an integer 1..{available} or None")
-    return int(value)
-
-
-def train_test_split(X: np.ndarray, y: np.ndarray, n_test: int, seed: int = 0
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Shuffle rows with ``seed`` and split off ``n_test`` of them as the test set."""
-    if not 0 < n_test < len(X):
-        raise ValueError(f"n_test={n_test} must be between 1 and {len(X) - 1}")
-    perm = np.random.default_rng(seed).permutation(len(X))
-    te, tr = perm[:n_test], perm[n_test:]
-    return X[tr], y[tr], X[te], y[te]
+    return integer(value, key, 1, available)

@@ -47,6 +47,7 @@ from numba import njit
 
 from stalesgd.problems._kernels import copy_row
 from stalesgd.problems.base import INIT_SCHEMES, Model, resolve_dtype
+from stalesgd.validation import flag
 
 #: Maximum number of rows processed at once; larger batches are chunked.
 CHUNK = 64
@@ -574,8 +575,7 @@ class LeNet5(Model):
             raise ValueError(
                 f"input_shape {input_shape!r} is not allowed; use one of {ALLOWED_INPUT_SHAPES}"
             )
-        if not isinstance(fc84, (bool, np.bool_)):
-            raise ValueError(f"fc84 {fc84!r} is not allowed; use True or False")
+        fc84 = flag(fc84, "fc84")
         self.dtype = resolve_dtype(dtype)
         self.input_shape = shape
         self.fc84 = bool(fc84)

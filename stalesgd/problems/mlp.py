@@ -35,6 +35,7 @@ from stalesgd.problems._kernels import (
     softmax_xent_rows,
 )
 from stalesgd.problems.base import Model, resolve_dtype
+from stalesgd.validation import OptionError, integer, type_name
 
 
 @cached
@@ -128,17 +129,20 @@ def mlp_loss_kernel(theta, X, y, idx, ws, dims):
     return softmax_xent_loss_rows(Z, y, idx)
 
 
-def _as_sizes(hidden: Any) -> tuple[int, ...]:
-    """Validate the hidden-layer widths: a sequence of positive ints (an int means one layer)."""
-    if isinstance(hidden, int | np.integer):
-        hidden = (int(hidden),)
-    try:
-        sizes = tuple(int(h) for h in hidden)
-    except TypeError as exc:
-        raise ValueError(f"hidden={hidden!r} is not allowed; use a sequence of widths") from exc
-    if any(h <= 0 for h in sizes) or any(int(h) != h for h in hidden):
-        raise ValueError(f"hidden={hidden!r} is not allowed; widths must be positive integers")
-    return sizes
+#: widest hidden layer allowed
+MAX_WIDTH = 65536
+
+
+def hidden_sizes(hidden: Any) -> tuple[int, ...]:
+    """The hidden-layer widths, checked: a list of integers in 1..:data:`MAX_WIDTH` (an
+    integer means one layer, an empty list none); an
+    :class:`~stalesgd.validation.OptionError` naming ``hidden`` otherwise."""
+    if isinstance(hidden, int | np.integer) and not isinstance(hidden, bool):
+        hidden = (hidden,)
+    if not isinstance(hidden, list | tuple):
+        raise OptionError("hidden", hidden, f"a list of layer widths in 1..{MAX_WIDTH}, e.g. "
+                          "[128, 64]", f"is a {type_name(hidden)}, not a list of widths")
+    return tuple(integer(h, f"hidden[{i}]", 1, MAX_WIDTH) for i, h in enumerate(hidden))
 
 
 @dataclass(kw_only=True)
@@ -162,7 +166,7 @@ class MLP(Model):
             raise ValueError(f"n_features={self.n_features!r} is not allowed; must be positive")
         if int(self.n_classes) < 2:
             raise ValueError(f"n_classes={self.n_classes!r} is not allowed; must be at least 2")
-        self.hidden = _as_sizes(self.hidden)
+        self.hidden = hidden_sizes(self.hidden)
         self.sizes = (int(self.n_features), *self.hidden, int(self.n_classes))
         self.name = "mlp"
         n_layers = len(self.sizes) - 1

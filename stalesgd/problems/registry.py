@@ -13,12 +13,19 @@ from typing import Any
 
 import numpy as np
 
+from stalesgd.data import DataShape, check_dataset
 from stalesgd.data.dataset import Dataset
+from stalesgd.data.real import REAL_OPTIONS
+from stalesgd.data.registry import ALL_NAMES
+from stalesgd.data.synthetic import KIND_OPTIONS
 from stalesgd.problems._kernels import evaluate_chunks
 from stalesgd.problems.base import INIT_SCHEMES, Model, resolve_dtype
+from stalesgd.problems.mlp import hidden_sizes
+from stalesgd.validation import OptionError, choice, flag, known_keys
 
 MODELS: tuple[str, ...] = ("linreg", "logreg", "softmax", "mlp", "lenet")
-DATASETS: tuple[str, ...] = ("synthetic", "mnist", "fashion-mnist", "cifar10")
+#: the data sets a problem may name (those of :mod:`stalesgd.data`)
+DATASETS: tuple[str, ...] = ALL_NAMES
 #: Options each model consumes; every other option goes to the data loader.
 MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
     "linreg": (),
@@ -27,6 +34,9 @@ MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
     "mlp": ("hidden",),
     "lenet": ("fc84",),
 }
+#: Options of every problem: the initialisation scheme, the seed of synthetic data, and where
+#: data files are looked for first.
+COMMON_OPTIONS: tuple[str, ...] = ("init", "seed", "data_dir")
 #: Rows per chunk when ``Problem.evaluate`` walks a split.
 EVAL_CHUNK = 256
 
@@ -158,13 +168,13 @@ class Problem:
         return float(0.5 * np.mean(r * r))
 
 
-def _split_name(name: str) -> tuple[str, str]:
+def split_name(name: Any) -> tuple[str, str]:
+    """``(model, data)`` of a problem name ``MODEL-DATA``; an
+    :class:`~stalesgd.validation.OptionError` naming what is allowed otherwise."""
     model, sep, data = str(name).partition("-")
-    if not sep or model not in MODELS or data not in DATASETS:
-        raise ValueError(
-            f"unknown problem {name!r}; names are MODEL-DATA with MODEL in {MODELS} "
-            f"and DATA in {DATASETS} (e.g. 'mlp-mnist')"
-        )
+    if not isinstance(name, str) or not sep or model not in MODELS or data not in DATASETS:
+        raise OptionError("name", name, f"MODEL-DATA with MODEL in {', '.join(MODELS)} and "
+                          f"DATA in {', '.join(DATASETS)}, e.g. logreg-synthetic or mlp-mnist")
     return model, data
 
 
@@ -179,20 +189,41 @@ def _synthetic_defaults(model: str) -> dict[str, Any]:
     return {"kind": "classification", "n_classes": 10}
 
 
-def _build_model(model: str, data: Dataset, dtype: np.dtype, opts: dict[str, Any]) -> Model:
+def _data_options(data: str, options: dict[str, Any]) -> tuple[str, ...]:
+    """The options the data set takes (for a synthetic set: those of its ``kind``)."""
+    if data != "synthetic":
+        return REAL_OPTIONS
+    return ("kind", *KIND_OPTIONS[choice(options["kind"], "kind", tuple(KIND_OPTIONS))])
+
+
+def _check_fit(model: str, name: str, data: DataShape) -> None:
+    """Refuse a model that cannot be trained on ``data`` (key ``name``)."""
+    why = None
+    if model == "linreg" and data.n_classes != 0:
+        why = f"linreg needs a regression data set; {data.name!r} has classes"
+    elif model != "linreg" and data.n_classes < 2:
+        why = f"{model} needs a classification data set; {data.name!r} is regression"
+    elif model == "logreg" and data.n_classes != 2:
+        why = f"logreg needs 2 classes; data set {data.name!r} has {data.n_classes}"
+    elif model == "lenet":
+        from stalesgd.problems.lenet import ALLOWED_INPUT_SHAPES, N_CLASSES
+
+        if tuple(data.input_shape) not in ALLOWED_INPUT_SHAPES or data.n_classes > N_CLASSES:
+            why = (f"lenet needs images of shape {' or '.join(map(str, ALLOWED_INPUT_SHAPES))}"
+                   f" with at most {N_CLASSES} classes; {data.name!r} has input shape "
+                   f"{tuple(data.input_shape)} and {data.n_classes} classes")
+    if why is not None:
+        raise OptionError("name", name, "a model its data set fits", f"does not fit ({why})")
+
+
+def _build_model(model: str, data: DataShape | Dataset, dtype: np.dtype,
+                 opts: dict[str, Any]) -> Model:
+    """The model for data of ``data``'s shape (a :class:`DataShape` or the loaded set)."""
     if model == "linreg":
-        if data.n_classes != 0:
-            raise ValueError(f"linreg needs a regression data set; {data.name!r} has classes")
         from stalesgd.problems.linreg import LinearRegression
 
         return LinearRegression(n_features=data.n_features, dtype=dtype)
-    if data.n_classes < 2:
-        raise ValueError(f"{model} needs a classification data set; {data.name!r} is regression")
     if model == "logreg":
-        if data.n_classes != 2:
-            raise ValueError(
-                f"logreg needs 2 classes; data set {data.name!r} has {data.n_classes}"
-            )
         from stalesgd.problems.logreg import LogisticRegression
 
         return LogisticRegression(n_features=data.n_features, dtype=dtype)
@@ -203,22 +234,70 @@ def _build_model(model: str, data: Dataset, dtype: np.dtype, opts: dict[str, Any
     if model == "mlp":
         from stalesgd.problems.mlp import MLP
 
-        return MLP(
-            n_features=data.n_features,
-            n_classes=data.n_classes,
-            hidden=opts.get("hidden", (128,)),
-            dtype=dtype,
-        )
+        return MLP(n_features=data.n_features, n_classes=data.n_classes,
+                   hidden=opts.get("hidden", (128,)), dtype=dtype)
     # lenet: written separately; imported lazily so the dense models never depend on it
-    if len(data.input_shape) != 3:
-        raise ValueError(
-            f"lenet needs image data (C, H, W); {data.name!r} has input_shape {data.input_shape}"
-        )
     from stalesgd.problems.lenet import LeNet5
 
-    return LeNet5(
-        input_shape=tuple(data.input_shape), fc84=bool(opts.get("fc84", True)), dtype=dtype
-    )
+    return LeNet5(input_shape=tuple(data.input_shape), fc84=opts.get("fc84", True), dtype=dtype)
+
+
+@dataclass(frozen=True)
+class ProblemShape:
+    """A problem as :func:`check_problem` sees it before building it: the data set's
+    :class:`~stalesgd.data.DataShape`, the model's parameter count, and the options split
+    between model, data loader and the problem itself (``init``, ``seed``, ``data_dir``)."""
+
+    name: str
+    model: str
+    data: DataShape
+    n_params: int
+    model_options: dict[str, Any]
+    data_options: dict[str, Any]
+    init: str = "default"
+    seed: int = 0
+    data_dir: str | None = None
+
+    def nbytes(self, dtype: Any) -> int:
+        """The least memory any run of it takes: the data set and one parameter vector."""
+        return self.data.nbytes(dtype) + self.n_params * np.dtype(dtype).itemsize
+
+
+def check_problem(name: Any, options: dict[str, Any] | None = None,
+                  dtype: Any = "float64") -> ProblemShape:
+    """Check a problem name and its options without loading data or allocating parameters.
+
+    Options are the model's (:data:`MODEL_OPTIONS`), :data:`COMMON_OPTIONS` (``init``,
+    ``seed`` of synthetic data, ``data_dir``) and the data loader's
+    (:func:`stalesgd.data.load_dataset`).  Raises an :class:`~stalesgd.validation.OptionError`
+    (a ValueError) naming the option (or ``name``), the value and what is allowed: an
+    unknown option, a bad value, a model that does not fit its data.
+    """
+    model_name, data_name = split_name(name)
+    options = dict(options or {})
+    dt = resolve_dtype(dtype)
+    if data_name == "synthetic":  # a kind the user chose takes none of the model's defaults
+        defaults = _synthetic_defaults(model_name)
+        if options.get("kind", defaults["kind"]) != defaults["kind"]:
+            defaults = {}
+        options = {**defaults, **options}
+    allowed = (*MODEL_OPTIONS[model_name], *COMMON_OPTIONS, *_data_options(data_name, options))
+    known_keys(options, "", allowed, f"options of problem {name!r}")
+    model_opts = {k: options.pop(k) for k in MODEL_OPTIONS[model_name] if k in options}
+    init = choice(options.pop("init", "default"), "init", INIT_SCHEMES)
+    seed = options.pop("seed", 0)
+    data_dir = options.pop("data_dir", None)
+    shape, data_opts = check_dataset(data_name, dtype=dt, data_dir=data_dir, seed=seed,
+                                     **options)
+    _check_fit(model_name, str(name), shape)
+    if "hidden" in model_opts:
+        model_opts["hidden"] = hidden_sizes(model_opts["hidden"])
+    if "fc84" in model_opts:
+        model_opts["fc84"] = flag(model_opts["fc84"], "fc84")
+    n_params = _build_model(model_name, shape, dt, model_opts).n_params
+    return ProblemShape(name=f"{model_name}-{data_name}", model=model_name, data=shape,
+                        n_params=int(n_params), model_options=model_opts,
+                        data_options=data_opts, init=init, seed=int(seed), data_dir=data_dir)
 
 
 def make_problem(
@@ -241,31 +320,18 @@ def make_problem(
     the model unless given: ``regression`` for linreg (its ``bias`` option
     should stay 0, linreg has no bias term), a 2-class ``classification``
     mixture for logreg, ``classification`` for softmax and mlp (the loader's
-    default number of classes), ``images`` for lenet.
+    default number of classes), ``images`` for lenet.  Options are checked first, by
+    :func:`check_problem`.
     """
-    model_name, data_name = _split_name(name)
+    extra = {"init": init, "seed": seed}
+    if data_dir is not None:
+        extra["data_dir"] = data_dir
+    shape = check_problem(name, {**options, **extra}, dtype)
     dt = resolve_dtype(dtype)
-    if init not in INIT_SCHEMES:
-        raise ValueError(f"init={init!r} is not allowed; use one of {INIT_SCHEMES}")
-    model_opts: dict[str, Any] = {}
-    data_opts: dict[str, Any] = {}
-    foreign = {k for m, keys in MODEL_OPTIONS.items() if m != model_name for k in keys}
-    for key, value in options.items():
-        if key in MODEL_OPTIONS[model_name]:
-            model_opts[key] = value
-        elif key in foreign:
-            allowed = MODEL_OPTIONS[model_name] or "none"
-            raise ValueError(
-                f"option {key}={value!r} is not allowed for model {model_name!r} "
-                f"(its model options: {allowed})"
-            )
-        else:
-            data_opts[key] = value
-    if data_name == "synthetic":
-        data_opts = {**_synthetic_defaults(model_name), **data_opts}
 
     from stalesgd.data import load_dataset
 
-    dataset = load_dataset(data_name, dtype=dt.name, data_dir=data_dir, seed=seed, **data_opts)
-    model = _build_model(model_name, dataset, dt, model_opts)
-    return Problem(name=f"{model_name}-{data_name}", model=model, dataset=dataset, init=init)
+    dataset = load_dataset(shape.data.name, dtype=dt.name, data_dir=shape.data_dir,
+                           seed=shape.seed, **shape.data_options)
+    model = _build_model(shape.model, dataset, dt, shape.model_options)
+    return Problem(name=shape.name, model=model, dataset=dataset, init=shape.init)

@@ -1,27 +1,30 @@
 """The ``stalesgd`` command line (DESIGN §3).
 
-``run`` runs an experiment file (or the built-in default); ``real`` and ``sim`` describe one
-run with flags and go through the same experiment validation and runner; ``compare`` and
-``report`` delegate to :mod:`stalesgd.analysis` and ``calibrate`` to
-:mod:`stalesgd.analysis.calibrate`; ``data`` delegates to :mod:`stalesgd.data.cli`.  Commands
-listed in :data:`NOT_BUILT` (none at the moment) say so and exit with code 2.
+``run`` runs an experiment file (or the built-in default), ``--resume`` continues one in its
+results folder; ``real`` and ``sim`` describe one run with flags and go through the same
+experiment checks and runner; ``compare`` and ``report`` delegate to
+:mod:`stalesgd.analysis`, ``calibrate`` to :mod:`stalesgd.analysis.calibrate`, and ``data``
+to :mod:`stalesgd.data.cli`.
+
+Every error a user can cause is checked before any work starts and ends in one message and
+exit code 2 (:data:`EXIT_USAGE`); results that cannot be written (a full disk) end in exit
+code 1 (:data:`EXIT_FAILURE`) with the runs written before kept; Ctrl-C in 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from stalesgd import __version__
 
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-NOT_BUILT: dict[str, str] = {}
-"""Commands that exist in the design but not yet in the code, and which issue adds them."""
 
 
 def _err(msg: str) -> None:
@@ -66,6 +69,9 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="experiment name (default: ENGINE-PROBLEM-ALG)")
     p.add_argument("--out", default="results", help="results root (default: results)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the run as a real one would be checked, and show it without "
+                        "running it")
 
 
 def _add_report_flags(p: argparse.ArgumentParser) -> None:
@@ -85,18 +91,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stalesgd",
         description="Study asynchronous parallel SGD: staleness, step-size rules, lock-free "
-                    "synchronisation, simulated and real.")
+                    "synchronisation, simulated and real.",
+        epilog="Exit codes: 0 done, 1 results could not be written, 2 bad input (nothing "
+               "was run), 130 interrupted (finished runs kept).")
     parser.add_argument("--version", action="version", version=f"stalesgd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("run", help="run an experiment file (the built-in default without one)",
                        description="Run every run of an experiment (sweeps × seeds) and store "
-                                   "them under OUT/<experiment>-<timestamp>/.")
+                                   "them under OUT/<experiment>-<timestamp>/, or continue an "
+                                   "unfinished sweep in its folder with --resume.")
     p.add_argument("experiment", nargs="?", help="experiment TOML file (default: built-in)")
-    p.add_argument("--out", default="results", help="results root (default: results)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--out", default=None, help="results root (default: results)")
+    where.add_argument("--resume", default=None, metavar="FOLDER",
+                       help="continue the sweep in this results folder: runs already "
+                            "complete are kept, runs cut short run again (the experiment must "
+                            "be the folder's config.toml)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true",
-                   help="validate and list the runs without running them")
+                   help="check everything a real run checks and list the runs without "
+                        "running them")
     p.add_argument("--no-report", action="store_true",
                    help="do not write report.md/report.html into the results folder")
 
@@ -160,19 +175,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(exp, out: str, progress: bool, report: bool = False) -> int:
-    from stalesgd.engines import EngineNotAvailable
-    from stalesgd.runner import format_summary, run_experiment
+# ---------------------------------------------------------------------------------------------
+# run, real, sim
+# ---------------------------------------------------------------------------------------------
 
-    try:
-        outcome = run_experiment(exp, out=out, progress=progress)
-    except EngineNotAvailable as exc:
-        _err(str(exc))
-        return EXIT_USAGE
+
+def _print_plan(plan) -> None:
+    for spec in plan.runs:
+        state = "  (complete)" if spec.run_id in plan.done else ""
+        print(f"{spec.run_id}  engine={spec.engine} algorithm={spec.algorithm.name} "
+              f"workers={spec.workers} seed={spec.seed} {spec.point}{state}")
+
+
+def _run(exp, out: str, progress: bool, *, dry_run: bool = False, resume: str | None = None,
+         report: bool = False, rerun: str | None = None) -> int:
+    """Check, then run (or with ``dry_run`` list) the runs of ``exp``; ``rerun`` is the
+    command that resumes the sweep (``stalesgd run FILE``), named when writing fails."""
+    from stalesgd.app.runner import plan_sweep, run_sweep
+    from stalesgd.app.summary import format_summary
+
+    plan = plan_sweep(exp, out, resume, out_key="--out", resume_key="--resume")
+    if dry_run:
+        _print_plan(plan)
+        return 0
+    outcome = run_sweep(plan, progress=progress, out_key="--out")
     if outcome.summaries:
-        print(format_summary(outcome.summaries))
-    print(f"results: {outcome.folder} ({len(outcome.summaries)} of {outcome.planned} runs)")
-    if report and outcome.summaries:
+        print(format_summary(outcome.summaries, outcome.specs))
+    done = f", {outcome.skipped} complete before" if outcome.skipped else ""
+    print(f"results: {outcome.folder} ({len(outcome.summaries)} of {outcome.planned} runs"
+          f"{done})")
+    if outcome.write_error is not None:
+        kept = len(outcome.summaries) + outcome.skipped
+        hint = f" (once there is room: {rerun} --resume {outcome.folder})" if rerun else ""
+        _err(f"{outcome.write_error}; the {kept} runs written before are kept in "
+             f"{outcome.folder}{hint}")
+        return EXIT_FAILURE
+    if report and (outcome.summaries or outcome.skipped):
         _write_run_report(outcome.folder)
     return EXIT_INTERRUPTED if outcome.interrupted else 0
 
@@ -186,7 +224,7 @@ def _write_run_report(folder: Path) -> None:
     try:
         analysis = analyse([folder])
         files = write_report([folder], folder, analysis=analysis)
-    except AnalysisError as exc:
+    except (AnalysisError, OSError) as exc:
         _err(f"no report: {exc}")
         return
     print(f"report: {files.html}")
@@ -195,28 +233,24 @@ def _write_run_report(folder: Path) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from stalesgd.experiment import default_experiment, expand, load_experiment
+    from stalesgd.experiment import ExperimentError, default_experiment, load_experiment
 
     if args.experiment is None:
         exp = default_experiment()
     else:
         path = Path(args.experiment)
         if not path.is_file():
-            _err(f"experiment file {args.experiment} does not exist")
-            return EXIT_USAGE
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+            raise ExperimentError("(file)", args.experiment, "an experiment file (TOML)", what)
         exp = load_experiment(path)
-    if args.dry_run:
-        for spec in expand(exp):
-            print(f"{spec.run_id}  engine={spec.engine} algorithm={spec.algorithm.name} "
-                  f"workers={spec.workers} seed={spec.seed} {spec.point}")
-        return 0
-    return _run(exp, args.out, not args.no_progress, report=not args.no_report)
+    out = "results" if args.out is None else args.out
+    rerun = " ".join(["stalesgd run", *([args.experiment] if args.experiment else [])])
+    return _run(exp, out, not args.no_progress, dry_run=args.dry_run, resume=args.resume,
+                report=not args.no_report, rerun=rerun)
 
 
 def _key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
     """Parse repeated ``KEY=VALUE`` flags; values in TOML syntax, bare words as strings."""
-    import tomllib
-
     from stalesgd.experiment import ExperimentError
 
     out: dict[str, Any] = {}
@@ -232,21 +266,23 @@ def _key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
     return out
 
 
+def _number_or_text(text: str | None, parse: type) -> Any:
+    """``text`` as a number of type ``parse`` if it is one, else as given (the experiment
+    checks say what is allowed)."""
+    if text is None:
+        return None
+    try:
+        return parse(text)
+    except ValueError:
+        return text
+
+
 def _cmd_engine(args: argparse.Namespace) -> int:
     from stalesgd.experiment import experiment_from_flags
 
     persistence = args.persistence
-    if persistence is not None and persistence != "inf":
-        try:
-            persistence = int(persistence)
-        except ValueError:
-            pass  # validation names the bad value
-    seconds = args.seconds
-    if seconds is not None:
-        try:
-            seconds = float(seconds)
-        except ValueError:
-            pass  # a duration string such as '1.5s'
+    if persistence != "inf":
+        persistence = _number_or_text(persistence, int)
     sim = None
     if args.command == "sim":
         sim = {"cores": args.cores, "compute": args.compute, "read": args.read,
@@ -261,54 +297,72 @@ def _cmd_engine(args: argparse.Namespace) -> int:
         args.command, problem_options=problem_options, stepsize_options=stepsize_options,
         problem=args.problem, algorithm=args.algorithm, workers=args.workers,
         stepsize=args.stepsize, lr=args.lr, batch=args.batch, dtype=args.dtype,
-        updates=args.updates, seconds=seconds, target_loss=args.target_loss, seed=args.seed,
-        persistence=persistence, sim=sim, name=args.name, controller=args.controller,
-        controller_options=controller_options, log_rows=args.log_rows)
-    return _run(exp, args.out, not args.no_progress)
+        updates=args.updates, seconds=_number_or_text(args.seconds, float),
+        target_loss=args.target_loss, seed=args.seed, persistence=persistence, sim=sim,
+        name=args.name, controller=args.controller, controller_options=controller_options,
+        log_rows=args.log_rows)
+    return _run(exp, args.out, not args.no_progress, dry_run=args.dry_run)
+
+
+# ---------------------------------------------------------------------------------------------
+# calibrate, compare, report, data
+# ---------------------------------------------------------------------------------------------
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from stalesgd.analysis.calibrate import CalibrationError, calibrate
+    from stalesgd.analysis import AnalysisError
+    from stalesgd.analysis.calibrate import calibrate
+
+    from stalesgd.calibration import CalibrationError
+    from stalesgd.validation import OptionError
 
     folder = Path(args.dirs[0])
     out = Path(args.out) if args.out else folder / "calibration.json"
+    if out.is_dir():
+        raise OptionError("--out", str(out), "a calibration file name, e.g. calibration.json",
+                          "is a folder")
+    if args.out is not None and not out.parent.is_dir():
+        raise OptionError("--out", str(out), "a file in an existing folder",
+                          f"is in {out.parent}, which is not a folder")
     try:
         cal = calibrate(folder, runs=args.run)
-    except (CalibrationError, FileNotFoundError) as exc:
+        cal.data["default_model"] = args.model
+        cal.save(out)
+    except (CalibrationError, AnalysisError, FileNotFoundError) as exc:
         _err(str(exc))
         return EXIT_USAGE
-    cal.data["default_model"] = args.model
-    cal.save(out)
     print(cal.summary_text())
     print(f"calibration: {out} (default model: {args.model})")
     return 0
 
 
-def _cmd_not_built(args: argparse.Namespace) -> int:
-    _err(f"`stalesgd {args.command}` is not built yet: {NOT_BUILT[args.command]}.")
-    return EXIT_USAGE
-
-
 def _cmd_analysis(args: argparse.Namespace) -> int:
     from stalesgd.analysis import AnalysisError, analyse, comparison_text, write_report
     from stalesgd.analysis.report import default_compare_dir
+    from stalesgd.app.preflight import check_output_root
+
     from stalesgd.staleness import FAMILIES
+    from stalesgd.validation import OptionError
 
     log_y = {"auto": None, "on": True, "off": False}[args.log_y]
     families = FAMILIES if args.families is None else tuple(
         f.strip() for f in args.families.split(",") if f.strip())
     bad = [f for f in families if f not in FAMILIES]
     if bad or not families:
-        _err(f"--families {args.families!r} is not allowed; choose from {', '.join(FAMILIES)}")
-        return EXIT_USAGE
+        raise OptionError("--families", args.families, ", ".join(FAMILIES))
+    if args.command == "compare":
+        out = Path(args.out) if args.out else default_compare_dir()
+    else:
+        out = Path(args.dirs[0])
+    if args.command == "compare":
+        check_output_root(out, None, "--out")
+    elif out.is_dir():  # analyse() says what is wrong with anything else
+        check_output_root(out, None, "DIR")
     try:
         analysis = analyse(args.dirs, target=args.target, run_fits=not args.no_run_fits,
                            families=families)
         if args.command == "compare":
-            out = Path(args.out) if args.out else default_compare_dir()
             print(comparison_text(analysis))
-        else:
-            out = Path(args.dirs[0])
         files = write_report(args.dirs, out, log_y=log_y, analysis=analysis)
     except (AnalysisError, FileNotFoundError) as exc:
         _err(str(exc))
@@ -324,9 +378,13 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``stalesgd`` command; returns the exit code (0 ok, 2 usage or not
-    built, 130 interrupted)."""
-    from stalesgd.experiment import ExperimentError
+    """Entry point of the ``stalesgd`` command; returns the exit code (0 ok, 1 results could
+    not be written, 2 bad input, 130 interrupted)."""
+    from stalesgd.calibration import CalibrationError
+    from stalesgd.data import DataError
+    from stalesgd.engines import EngineNotAvailable
+    from stalesgd.records import RecordError, RecordWriteError
+    from stalesgd.validation import OptionError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -338,7 +396,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "report": _cmd_analysis, "data": _cmd_data}
     try:
         return handlers[args.command](args)
-    except ExperimentError as exc:
+    except RecordWriteError as exc:
+        _err(str(exc))
+        return EXIT_FAILURE
+    except (OptionError, DataError, EngineNotAvailable, CalibrationError, RecordError) as exc:
         _err(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:

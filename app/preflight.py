@@ -1,0 +1,140 @@
+"""Checks that need this machine, made before a sweep starts (and by ``--dry-run``).
+
+Reading an experiment checks everything a file can get wrong
+(:mod:`stalesgd.experiment`); what remains depends on where it runs: that the results root
+can take a new folder, that every data set is on disk and sound, that every calibration file
+fits its runs, and that each problem fits in memory.  Each check raises the error the run
+would raise later (an :class:`~stalesgd.validation.OptionError`, a
+:class:`~stalesgd.data.DataError`), so a sweep is refused before its folder exists.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from stalesgd.calibration import CalibrationError, check_compatible, load_calibration
+from stalesgd.data import check_files
+from stalesgd.experiment import ExperimentError, RunSpec
+from stalesgd.problems.registry import check_problem
+from stalesgd.validation import OptionError
+
+__all__ = ["FOLDER_SUFFIX", "check_calibrations", "check_data", "check_memory",
+           "check_output_root"]
+
+#: what a results folder's name adds to the experiment's name: ``-YYYYmmdd-HHMMSS-NNN``
+FOLDER_SUFFIX = len("-20260101-120000-999")
+_OUT_ALLOWED = "a folder to hold the results folder (created if missing), writable"
+
+
+def _limit(path: Path, name: str, default: int) -> int:
+    try:
+        return int(os.pathconf(path, name))
+    except (OSError, ValueError):
+        return default
+
+
+def _existing_ancestor(path: Path, key: str, text: str) -> Path:
+    """The nearest folder of ``path`` (itself included) that exists."""
+    probe = path.absolute()
+    while True:
+        try:
+            if probe.exists():
+                break
+        except OSError as exc:  # a name too long, a loop of links
+            raise OptionError(key, text, _OUT_ALLOWED,
+                              f"cannot be used ({exc.strerror or exc})") from None
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OptionError(key, text, _OUT_ALLOWED, f"is inside {probe}, which is a file"
+                          if probe != path.absolute() else "is a file")
+    return probe
+
+
+def check_output_root(root: str | Path, name: str | None, key: str = "out") -> None:
+    """Refuse a folder to write into (a results root that will take a folder
+    ``<name>-<time stamp>``, or with ``name`` None the folder itself) that is a file, lies
+    inside a file, makes a name too long for the file system, or where nothing can be written
+    (tried with a temporary folder, removed at once)."""
+    text = str(root)
+    if not text:
+        raise OptionError(key, text, _OUT_ALLOWED, "is empty")
+    path = Path(root)
+    existing = _existing_ancestor(path, key, text)
+    name_max = _limit(existing, "PC_NAME_MAX", 255)
+    path_max = _limit(existing, "PC_PATH_MAX", 4096)
+    parts = list(path.absolute().relative_to(existing).parts)
+    if name is not None:
+        parts.append(name + "x" * FOLDER_SUFFIX)
+    for part in parts:
+        if len(os.fsencode(part)) > name_max:
+            raise OptionError(key, text, f"{_OUT_ALLOWED}; names of at most {name_max} bytes",
+                              f"makes a name of {len(os.fsencode(part))} bytes")
+    full = len(os.fsencode(str(path.absolute())))
+    if name is not None:
+        full += 1 + len(os.fsencode(parts[-1]))
+    if full > path_max:
+        raise OptionError(key, text, f"{_OUT_ALLOWED}; paths of at most {path_max} bytes",
+                          f"makes a path of {full} bytes")
+    try:
+        Path(tempfile.mkdtemp(prefix=".stalesgd-write-test-", dir=existing)).rmdir()
+    except OSError as exc:
+        raise OptionError(key, text, _OUT_ALLOWED,
+                          f"is not writable ({existing}: {exc.strerror or exc})") from None
+
+
+def _file_based(spec: RunSpec) -> bool:
+    return spec.problem.data != "synthetic"
+
+
+def check_data(runs: Iterable[RunSpec]) -> None:
+    """Every file-based data set the runs use is found, readable and sound (checksums when
+    the run verifies them); raises the :class:`~stalesgd.data.DataError` loading would."""
+    seen: set[tuple[str, Any, bool]] = set()
+    for spec in runs:
+        if not _file_based(spec):
+            continue
+        options = spec.problem.options
+        key = (spec.problem.data, options.get("data_dir"), options.get("verify", True))
+        if key not in seen:
+            seen.add(key)
+            check_files(key[0], data_dir=key[1], verify=key[2])
+
+
+def check_calibrations(runs: Iterable[RunSpec], skip: str) -> None:
+    """Every calibration file a sim run names (other than ``skip``, the automatic one) is a
+    calibration fitted to that run's problem, batch and dtype."""
+    for spec in runs:
+        path = spec.sim.calibration
+        if spec.engine != "sim" or path is None or path == skip:
+            continue
+        try:
+            check_compatible(load_calibration(path), spec.problem.name, spec.problem.batch,
+                             spec.problem.dtype)
+        except CalibrationError as exc:
+            raise ExperimentError("sim.calibration", path, "a calibration file written by "
+                                  "`stalesgd calibrate REAL_DIR` for this problem, batch and "
+                                  "dtype", f"cannot be used ({exc})") from None
+
+
+def check_memory(runs: Iterable[RunSpec], memory_bytes: int | None) -> None:
+    """Refuse a run whose data set and one parameter vector alone exceed this machine's
+    memory (``memory_bytes``; nothing is checked when it is unknown)."""
+    if not memory_bytes:
+        return
+    seen: set[str] = set()
+    for spec in runs:
+        p = spec.problem
+        key = repr((p.name, p.dtype, sorted(p.options.items())))
+        if key in seen:
+            continue
+        seen.add(key)
+        need = check_problem(p.name, p.options, p.dtype).nbytes(p.dtype)
+        if need > memory_bytes:
+            raise ExperimentError("problem", p.name, f"a problem whose data and parameters fit "
+                                  f"in this machine's {memory_bytes / 2**30:.1f} GiB",
+                                  f"needs at least {need / 2**30:.1f} GiB (run {spec.run_id}, "
+                                  f"options {p.options})")

@@ -1,0 +1,101 @@
+"""Experiments not read from a file: the built-in default, and one run described by flags.
+
+Both go through :func:`~stalesgd.experiment.load.parse_experiment`, the same checks as an
+experiment file.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from stalesgd.experiment.load import MAX_NAME, parse_experiment
+from stalesgd.experiment.spec import Experiment
+
+__all__ = ["default_experiment", "experiment_from_flags"]
+
+
+def _default_name(engine: Any, problem: Any, algorithm: Any) -> str:
+    """``ENGINE-PROBLEM-ALGORITHM`` with characters a name cannot hold replaced by ``_`` (a
+    bad value is then reported under its own key, not under ``name``)."""
+    text = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{engine}-{problem}-{algorithm}")
+    return ("x" + text if not text[:1].isalnum() else text)[:MAX_NAME]
+
+
+def default_experiment() -> Experiment:
+    """The built-in experiment run by ``stalesgd run`` with no file (the main job).
+
+    On ``logreg-synthetic`` (no files needed): ``lock``, ``hogwild`` and ``leashed`` ×
+    ``constant`` and ``tail`` × 1, 2 and 4 workers, for real, then the same 18
+    configurations in the simulator with numeric replay, calibrated from those real runs
+    (``sim.calibration = "auto"``).  A few seconds of training per run, a few minutes in all.
+    """
+    return parse_experiment({
+        "name": "default",
+        "engine": "real",
+        "workers": 1,
+        "seeds": [0],
+        "problem": {"name": "logreg-synthetic", "batch": 16, "dtype": "float64",
+                    "options": {"n_features": 200, "n_train": 20000}},
+        "algorithm": {"name": "lock"},
+        "stepsize": {"rule": "constant", "lr": 0.005},
+        "stop": {"updates": 20000, "seconds": 10.0, "target_loss": 0.40, "at_target": False},
+        "eval": {"every_updates": 500, "split": "test", "max_rows": 2000},
+        "sim": {"calibration": "auto"},
+        "sweep": {"engine": ["real", "sim"],
+                  "algorithm.name": ["lock", "hogwild", "leashed"],
+                  "stepsize.rule": ["constant", "tail"],
+                  "workers": [1, 2, 4]},
+    })
+
+
+def experiment_from_flags(engine: str, *, problem: str, algorithm: str, workers: int,
+                          stepsize: str = "constant", lr: float = 0.05, batch: int = 16,
+                          dtype: str = "float64", updates: int | None = None,
+                          seconds: float | str | None = None, target_loss: float | None = None,
+                          seed: int = 0, persistence: int | str | None = None,
+                          sim: dict[str, Any] | None = None, name: str | None = None,
+                          problem_options: dict[str, Any] | None = None,
+                          stepsize_options: dict[str, Any] | None = None,
+                          controller: str | None = None,
+                          controller_options: dict[str, Any] | None = None,
+                          log_rows: str | None = None,
+                          ) -> Experiment:
+    """The experiment described by ``stalesgd real``/``stalesgd sim`` flags.
+
+    It goes through the same validation as an experiment file (one code path); a run without
+    ``updates`` or ``seconds`` stops after 20000 updates.  ``controller`` names the elastic
+    parallelism controller (default ``static``) and ``controller_options`` its options;
+    ``log_rows`` which update rows the record keeps (``all``, ``none``, ``every:N``).
+    """
+    stop: dict[str, Any] = {}
+    if updates is not None:
+        stop["updates"] = updates
+    if seconds is not None:
+        stop["seconds"] = seconds
+    if not stop:
+        stop["updates"] = 20000
+    if target_loss is not None:
+        stop["target_loss"] = target_loss
+    alg: dict[str, Any] = {"name": algorithm}
+    if persistence is not None:
+        alg["persistence"] = persistence
+    raw: dict[str, Any] = {
+        "name": name if name is not None else _default_name(engine, problem, algorithm),
+        "engine": engine,
+        "workers": workers,
+        "seeds": [seed],
+        "problem": {"name": problem, "batch": batch, "dtype": dtype,
+                    "options": dict(problem_options or {})},
+        "algorithm": alg,
+        "stepsize": {"rule": stepsize, "lr": lr, "options": dict(stepsize_options or {})},
+        "stop": stop,
+    }
+    if sim:
+        raw["sim"] = {k: v for k, v in sim.items() if v is not None}
+    if controller is not None or controller_options:
+        raw["controller"] = {"name": controller or "static",
+                             "options": dict(controller_options or {})}
+    if log_rows is not None:
+        raw["record"] = {"rows": log_rows}
+    return parse_experiment(raw, source="command line")
