@@ -7,7 +7,9 @@ enough there: the compiler may hoist a plain load out of a spin-wait (an
 endless loop, measured on this machine) and a plain ``a[i] += 1`` loses
 updates.  These functions emit LLVM ``atomicrmw`` / ``cmpxchg`` /
 ``load atomic`` / ``store atomic`` / ``fence`` instructions, all ``seq_cst``,
-through :func:`numba.extending.intrinsic`.
+through :func:`numba.extending.intrinsic`, all ``seq_cst`` except the pair
+:func:`store_release` / :func:`load_acquire`, which publish data written with plain stores
+(a record row: its fields first, then its stamp) at the price of a plain ``mov`` on x86.
 
 Every function takes a 1-D NumPy array and an integer index and works on the
 slot ``arr[i]``.  Slots are ``int64`` (all operations) or ``float64``
@@ -43,6 +45,8 @@ __all__ = [
     "atomic_store",
     "atomic_xchg",
     "fence",
+    "load_acquire",
+    "store_release",
 ]
 
 _ORDER = "seq_cst"
@@ -56,6 +60,8 @@ _ALLOWED = {
     "atomic_load": (_INT, _FLOAT),
     "atomic_store": (_INT, _FLOAT),
     "atomic_cas": (_INT,),
+    "load_acquire": (_INT, _FLOAT),
+    "store_release": (_INT, _FLOAT),
 }
 
 
@@ -169,42 +175,54 @@ def _cas(typingctx, arr, i, expected, new):
     return sig, codegen
 
 
-@intrinsic
-def _load(typingctx, arr, i):
-    """Intrinsic: ``load atomic seq_cst`` of ``arr[i]``."""
-    op = "atomic_load"
-    _check_array(op, arr, write=False)
-    _check_index(op, i)
-    sig = arr.dtype(arr, i)
+def _load_intrinsic(op: str, order: str):
+    """Build an intrinsic ``(arr, i) -> arr[i]``: ``load atomic`` with ``order``."""
 
-    def codegen(context, builder, signature, args):
-        arrty, ity = signature.args
-        a, ind = args
-        ptr = _slot_pointer(context, builder, arrty, a, ity, ind)
-        llty = context.get_data_type(arrty.dtype)
-        return builder.load_atomic(ptr, _ORDER, align=8, typ=llty)
+    def typer(typingctx, arr, i):
+        _check_array(op, arr, write=False)
+        _check_index(op, i)
+        sig = arr.dtype(arr, i)
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            arrty, ity = signature.args
+            a, ind = args
+            ptr = _slot_pointer(context, builder, arrty, a, ity, ind)
+            llty = context.get_data_type(arrty.dtype)
+            return builder.load_atomic(ptr, order, align=8, typ=llty)
+
+        return sig, codegen
+
+    typer.__name__ = f"_{op}_intrinsic"
+    return intrinsic(typer)
 
 
-@intrinsic
-def _store(typingctx, arr, i, v):
-    """Intrinsic: ``store atomic seq_cst`` of ``v`` into ``arr[i]``."""
-    op = "atomic_store"
-    _check_array(op, arr, write=True)
-    _check_index(op, i)
-    _check_value(op, "v", v, arr.dtype)
-    sig = types.none(arr, i, v)
+def _store_intrinsic(op: str, order: str):
+    """Build an intrinsic ``(arr, i, v) -> None``: ``store atomic`` with ``order``."""
 
-    def codegen(context, builder, signature, args):
-        arrty, ity, vty = signature.args
-        a, ind, val = args
-        ptr = _slot_pointer(context, builder, arrty, a, ity, ind)
-        val = _value(context, builder, vty, val, arrty.dtype)
-        builder.store_atomic(val, ptr, _ORDER, align=8)
-        return context.get_dummy_value()
+    def typer(typingctx, arr, i, v):
+        _check_array(op, arr, write=True)
+        _check_index(op, i)
+        _check_value(op, "v", v, arr.dtype)
+        sig = types.none(arr, i, v)
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            arrty, ity, vty = signature.args
+            a, ind, val = args
+            ptr = _slot_pointer(context, builder, arrty, a, ity, ind)
+            val = _value(context, builder, vty, val, arrty.dtype)
+            builder.store_atomic(val, ptr, order, align=8)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    typer.__name__ = f"_{op}_intrinsic"
+    return intrinsic(typer)
+
+
+_load = _load_intrinsic("atomic_load", _ORDER)
+_store = _store_intrinsic("atomic_store", _ORDER)
+_load_acq = _load_intrinsic("load_acquire", "acquire")
+_store_rel = _store_intrinsic("store_release", "release")
 
 
 @intrinsic
@@ -260,6 +278,20 @@ def atomic_load(arr, i):
 def atomic_store(arr, i, v):
     """Write ``v`` into ``arr[i]`` atomically, visible to every later atomic load."""
     _store(arr, i, v)
+
+
+@njit(nogil=True, inline="always")
+def load_acquire(arr, i):
+    """Read ``arr[i]`` with acquire ordering: every plain store the writer made before its
+    :func:`store_release` of this value is visible to this thread's later loads."""
+    return _load_acq(arr, i)
+
+
+@njit(nogil=True, inline="always")
+def store_release(arr, i, v):
+    """Write ``v`` into ``arr[i]`` with release ordering: this thread's earlier plain stores
+    become visible no later than ``v`` (to a reader that uses :func:`load_acquire`)."""
+    _store_rel(arr, i, v)
 
 
 @njit(nogil=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 from numba import njit
-from stalesgd.real import workers as W
+from stalesgd.real import control as C
 from stalesgd.real.atomics import atomic_add
 from stalesgd.real.engine import RealRun, final_params, run_real
 
@@ -151,7 +151,7 @@ def test_consistent_algorithms_never_tear_or_lose_updates(algorithm):
     if algorithm == "leashed":
         refs = run.shared.refs
         assert refs.sum() == 1  # only the published vector is held
-        assert int(run.shared.ctrl[W.C_IN_USE]) == 1
+        assert int(run.shared.ctrl[C.C_IN_USE]) == 1
         assert rec.summary["pool_high_water"] <= 2 * 2 + 1
         assert rec.summary["failed_publishes"] >= 0
 
