@@ -18,6 +18,12 @@ Slots (``C_*``):
   waited for room in a ring, ``C_RECORD_CLOSED`` set when the monitor stops draining.
 * Forced interleavings (:mod:`stalesgd.real.schedule`): ``C_SCRIPT_POS`` the script's next
   turn, ``C_SCRIPT_ERROR`` 1 + the turn a worker did not fit.
+* The start line: ``C_READY`` workers waiting there, ``C_START`` raised by the monitor to
+  release them together, ``C_ORIGIN_NS`` the run's time origin on the monotonic clock
+  (nanoseconds), which every worker reads as it starts; ``C_DEADLINE_NS`` the end of the
+  run's time budget on the same clock, which the workers check themselves after each
+  update (so that a run with far more workers than cores, whose monitor gets little CPU,
+  still ends on time), raising ``C_TIMED_OUT``.
 * The vector pool of Leashed-SGD (:mod:`stalesgd.real.pool`): ``C_LATEST`` the published
   vector (version · pool size + buffer), ``C_IN_USE`` / ``C_HIGH_WATER`` vectors in use
   now and at most, ``C_CLAIM_WAITS`` claims that found no free vector on a full pass;
@@ -30,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ALL_ACTIVE", "N_CTRL", "new_control"]
+__all__ = ["ALL_ACTIVE", "NO_DEADLINE", "N_CTRL", "new_control"]
 
 _LINE = 8  # int64 slots per cache line
 
@@ -59,10 +65,17 @@ C_FAILED = 21 * _LINE
 C_FAILED_AT_STOP = 22 * _LINE
 C_SUCCESS_TRIES = 23 * _LINE
 C_DROPPED = 24 * _LINE
-N_CTRL = 25 * _LINE
+C_READY = 25 * _LINE
+C_START = 26 * _LINE
+C_ORIGIN_NS = 27 * _LINE
+C_DEADLINE_NS = 28 * _LINE
+C_TIMED_OUT = 29 * _LINE
+N_CTRL = 30 * _LINE
 
 #: ``ctrl[C_ACTIVE]`` when every worker runs (no elastic control)
 ALL_ACTIVE = 1 << 62
+#: ``ctrl[C_DEADLINE_NS]`` of a run without a time budget
+NO_DEADLINE = 1 << 62
 
 
 def new_control(pooled: bool = False) -> np.ndarray:
@@ -70,6 +83,7 @@ def new_control(pooled: bool = False) -> np.ndarray:
     published at version 0 and counted in use."""
     ctrl = np.zeros(N_CTRL, dtype=np.int64)
     ctrl[C_ACTIVE] = ALL_ACTIVE
+    ctrl[C_DEADLINE_NS] = NO_DEADLINE
     if pooled:
         ctrl[C_LATEST] = 0  # version 0 · pool size + vector 0
         ctrl[C_IN_USE] = 1

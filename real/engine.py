@@ -52,6 +52,7 @@ from .control import (
     ALL_ACTIVE,
     C_ACTIVE,
     C_CLAIM_WAITS,
+    C_DEADLINE_NS,
     C_DIVERGED,
     C_DRAINED,
     C_DROPPED,
@@ -59,10 +60,14 @@ from .control import (
     C_FAILED,
     C_FAILED_AT_STOP,
     C_HIGH_WATER,
+    C_ORIGIN_NS,
+    C_READY,
     C_RECORD_WAITS,
+    C_START,
     C_STOP,
     C_SUCCESS_TRIES,
     C_TABLE,
+    C_TIMED_OUT,
     C_VERSION,
     C_WORKER_BYTES_HIGH,
     new_control,
@@ -238,16 +243,15 @@ class RealRun:
         self.evals = _Evals()
         self.first_loss: float | None = None
         self.cpu_seconds = math.nan
+        self.cpu_start = math.nan
         self.stop_reason = ""
         self.interrupted = False
         self.worker_error: BaseException | None = None
-        self.calls: list[tuple[Any, tuple]] = []
 
     # ----- workers -------------------------------------------------------------------------
 
-    def _worker_calls(self, shared: SharedState, n_max: int, t_origin: float,
-                      count: int | None = None, script: np.ndarray | None = None
-                      ) -> list[tuple[Any, tuple]]:
+    def _worker_calls(self, shared: SharedState, n_max: int, count: int | None = None,
+                      script: np.ndarray | None = None) -> list[tuple[Any, tuple]]:
         """(function, args) for each of ``count`` workers (default: all)."""
         count = self.m if count is None else count
         prob, spec, alg = self.problem, self.spec, self.algorithm
@@ -265,7 +269,7 @@ class RealRun:
                     np.zeros(copy_len, dtype=prob.model.dtype), shared.grads,
                     d.inputs("train"), d.y_train, np.zeros(batch, dtype=np.int64),
                     prob.workspace(batch), prob.model.dims, shared.ctrl, shared.tables,
-                    float(spec.stepsize.lr), n_max, persistence, t_origin, new_timespec(),
+                    float(spec.stepsize.lr), n_max, persistence, new_timespec(),
                     shared.ring, shared.drops, script)
             calls.append((self.worker_function, args))
         return calls
@@ -288,8 +292,9 @@ class RealRun:
         dummy = SharedState.allocate(self.algorithm, self.shared.theta.copy(),
                                      self.shared.tables[0], 1, owned=self.elastic,
                                      ring_rows=1)
+        dummy.ctrl[C_START] = 1  # past the start line at once
         script = None if self.schedule is None else self.schedule[:0]
-        for fn, args in self._worker_calls(dummy, 0, python_now(), count=1, script=script):
+        for fn, args in self._worker_calls(dummy, 0, count=1, script=script):
             compile_for(fn, args)
             fn(*args)
         self._take_snapshot(dummy)
@@ -429,6 +434,8 @@ class RealRun:
                 bar.update(k, now)
                 if atomic_load(sh.ctrl, C_DIVERGED):
                     self._request_stop("diverged")
+                if atomic_load(sh.ctrl, C_TIMED_OUT):
+                    self._request_stop("seconds")
                 if self.elastic and ctl.due(now, k) and atomic_load(sh.ctrl, C_STOP) == 0:
                     self._control(t_origin)
                 if now >= next_eval_t or k >= next_eval_k:
@@ -468,40 +475,33 @@ class RealRun:
         with threadpool_limits(limits=1):
             self._compile()
             rt_start = core_round_trip_ns() if self.m > 1 else math.nan
-            go = threading.Event()
-            threads = [threading.Thread(target=self._guarded, args=(i, go), daemon=True,
-                                        name=f"stalesgd-worker-{i}") for i in range(self.m)]
+            sh = self.shared
+            calls = self._worker_calls(sh, self.n_max, script=self.schedule)
+            threads = [threading.Thread(target=self._guarded, args=(fn, args, i), daemon=True,
+                                        name=f"stalesgd-worker-{i}")
+                       for i, (fn, args) in enumerate(calls)]
             try:
-                for t in threads:  # all threads exist before any worker runs
-                    t.start()
-                t_origin = python_now()
-                self.calls = self._worker_calls(self.shared, self.n_max, t_origin,
-                                                script=self.schedule)
-                self._evaluate(t_origin)
-                self._control(t_origin, start=True)
-                cpu0 = _process_cpu()
+                t_origin = self._start(threads)
             except BaseException:
-                close_record(self.shared.ctrl)
+                close_record(sh.ctrl)
                 self._request_stop("interrupted")
-                go.set()
+                atomic_store(sh.ctrl, C_START, 1)
                 raise
-            go.set()
             try:
                 self._monitor(threads, t_origin)
                 self._join_draining(threads)
             except BaseException:
-                close_record(self.shared.ctrl)  # no one drains any more: let workers end
+                close_record(sh.ctrl)  # no one drains any more: let the workers end
                 self._request_stop("error")
                 raise
             self._drain()
             self._flush(0)
             self._flush(1)
             t_end = python_now() - t_origin
-            self.cpu_seconds = _process_cpu() - cpu0
+            self.cpu_seconds = _process_cpu() - self.cpu_start
             if self.worker_error is not None:
                 raise self.worker_error
-            problem = None if self.schedule is None else script_error(self.schedule,
-                                                                      self.shared.ctrl)
+            problem = None if self.schedule is None else script_error(self.schedule, sh.ctrl)
             if problem is not None:
                 raise ValueError(f"schedule: {problem}")
             if not self.interrupted:
@@ -511,11 +511,29 @@ class RealRun:
         self.round_trip_ns = (rt_start, rt_end)
         return self._record(t_end)
 
-    def _guarded(self, index: int, go: threading.Event) -> None:
-        go.wait()
-        fn, args = self.calls[index] if self.calls else (None, ())
-        if fn is None:  # the run failed before the workers were released
-            return
+    def _start(self, threads: list[threading.Thread]) -> float:
+        """Start every worker thread, wait until all stand at the start line, set the time
+        origin, evaluate at t = 0, let the controller choose m, and release them together.
+        Returns the origin (seconds on the monotonic clock)."""
+        ctrl = self.shared.ctrl
+        for t in threads:
+            t.start()
+        while int(atomic_load(ctrl, C_READY)) < len(threads):
+            if self.worker_error is not None or not all(t.is_alive() for t in threads):
+                break  # a worker failed before the start line: the run ends at once
+            time.sleep(0.001)
+        origin_ns = time.monotonic_ns()
+        t_origin = origin_ns * 1e-9  # the float the workers compute from the same integer
+        atomic_store(ctrl, C_ORIGIN_NS, origin_ns)
+        if self.spec.stop.seconds is not None:
+            atomic_store(ctrl, C_DEADLINE_NS, origin_ns + int(self.spec.stop.seconds * 1e9))
+        self._evaluate(t_origin)
+        self._control(t_origin, start=True)
+        self.cpu_start = _process_cpu()
+        atomic_store(ctrl, C_START, 1)
+        return t_origin
+
+    def _guarded(self, fn: Any, args: tuple, index: int) -> None:
         cpu0 = time.thread_time()
         try:
             fn(*args)
@@ -530,6 +548,8 @@ class RealRun:
             return self.stop_reason
         if self.shared.ctrl[C_DIVERGED]:
             return "diverged"
+        if self.shared.ctrl[C_TIMED_OUT]:
+            return "seconds"
         return "updates" if self.log.stats.applied - self.log_start[0] >= self.n_max \
             else "stopped"
 

@@ -26,8 +26,9 @@ of each algorithm; all take the same arguments, :data:`WORKER_ARGS`:
     ``ctrl[C_TABLE]`` is active (η = lr · s(τ)), the base step size;
 ``n_max``, ``persistence``
     the update budget; Leashed-SGD's retries before a drop (< 0: unbounded);
-``t_origin``, ``timespec``
-    the run's time origin on the monotonic clock and this thread's clock scratch;
+``timespec``
+    this thread's clock scratch (times are seconds since the run's origin, which the
+    worker reads from ``ctrl`` when it is released from the start line);
 ``ring``, ``drops``
     the record: one row per applied update and per dropped gradient
     (:mod:`stalesgd.real.record`);
@@ -55,6 +56,7 @@ from .control import (
     C_ACTIVE,
     C_BARRIER_COUNT,
     C_BARRIER_GEN,
+    C_DEADLINE_NS,
     C_DIVERGED,
     C_DRAINED,
     C_DROPPED,
@@ -63,10 +65,14 @@ from .control import (
     C_FAILED_AT_STOP,
     C_LATEST,
     C_LOCK,
+    C_ORIGIN_NS,
+    C_READY,
+    C_START,
     C_STOP,
     C_SUCCESS_TRIES,
     C_SYNC_DONE,
     C_TABLE,
+    C_TIMED_OUT,
     C_VERSION,
     C_WORKER_BYTES,
     C_WORKER_BYTES_HIGH,
@@ -81,12 +87,16 @@ __all__ = ["WORKER_ARGS", "hogwild_worker", "leashed_worker", "lock_worker", "sy
 #: the arguments every worker function takes, in order
 WORKER_ARGS = ("kernel", "worker", "seed", "pool", "refs", "local", "grads", "X", "y",
                "batch_idx", "ws", "dims", "ctrl", "tables", "lr", "n_max", "persistence",
-               "t_origin", "timespec", "ring", "drops", "script")
+               "timespec", "ring", "drops", "script")
 
 #: first nap of a parked worker (nanoseconds); naps double up to PARK_MAX_NANOS, so a short
 #: pause rejoins fast and a long one costs a wake-up every 2 ms
 PARK_NANOS = 100_000
 PARK_MAX_NANOS = 2_000_000
+#: naps at the start line: all threads exist before any worker runs (with many more workers
+#: than cores none gets a head start), and the waiting ones cost next to no CPU
+START_NANOS = 50_000
+START_MAX_NANOS = 5_000_000
 
 # The small helpers below are ``inline="always"``: inlined into the worker loops at the
 # Numba IR level, so they are not compiled (and kept in memory) as functions of their own.
@@ -105,6 +115,33 @@ def park_while_inactive(ctrl: np.ndarray, worker: int, nap: np.ndarray) -> int:
         if nap[1] < PARK_MAX_NANOS:
             nap[1] = min(2 * nap[1], PARK_MAX_NANOS)
     return naps
+
+
+@njit(nogil=True)
+def wait_for_start(ctrl: np.ndarray) -> tuple[float, float]:
+    """Wait at the start line (sleeping, in naps that double from :data:`START_NANOS` to
+    :data:`START_MAX_NANOS`) until the monitor releases every worker at once; return the
+    run's time origin (seconds on the monotonic clock) and its deadline (seconds after the
+    origin)."""
+    atomic_add(ctrl, C_READY, 1)
+    nap = np.zeros(2, dtype=np.int64)
+    nap[1] = START_NANOS
+    while atomic_load(ctrl, C_START) == 0:
+        sleep_nap(nap)
+        nap[1] = min(2 * nap[1], START_MAX_NANOS)
+    origin = atomic_load(ctrl, C_ORIGIN_NS) * 1e-9
+    return origin, atomic_load(ctrl, C_DEADLINE_NS) * 1e-9 - origin
+
+
+@njit(nogil=True, inline="always")
+def _time_is_up(ctrl: np.ndarray, t: float, deadline: float) -> bool:
+    """Whether ``t`` (seconds since the origin) is past the deadline; raises the stop flag
+    if so."""
+    if t < deadline:
+        return False
+    atomic_store(ctrl, C_TIMED_OUT, 1)
+    atomic_store(ctrl, C_STOP, 1)
+    return True
 
 
 @njit(nogil=True, inline="always")
@@ -168,7 +205,7 @@ def _buffers_while_active(ctrl, owned, local, grad, n_params, copies):
 
 @njit(nogil=True)
 def lock_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx, ws, dims,
-                ctrl, tables, lr, n_max, persistence, t_origin, timespec, ring, drops,
+                ctrl, tables, lr, n_max, persistence, timespec, ring, drops,
                 script):
     """AsyncSGD with one lock: copy θ and read t0 under the lock, compute outside,
     apply under the lock (τ = v − t0, θ ← θ − η(τ) g, v += 1).
@@ -176,6 +213,7 @@ def lock_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx,
     With one worker this is also ``seq`` (the lock is then never contended but keeps the
     monitor's snapshots consistent)."""
     np.random.seed(seed)
+    t_origin, deadline = wait_for_start(ctrl)
     n_rows = n_examples(X)
     theta = pool[0]
     n_params = theta.shape[0]
@@ -201,6 +239,8 @@ def lock_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx,
         if not np.isfinite(loss):
             _flag_divergence(ctrl)
             break
+        if atomic_load(ctrl, C_STOP) != 0:  # the run ended while it computed
+            break
 
         turn = gate(script, ctrl, worker, G_APPLY, turn)
         spin_lock_acquire(ctrl, C_LOCK)
@@ -217,18 +257,21 @@ def lock_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx,
         t_apply = monotonic_now(timespec) - t_origin
         spin_lock_release(ctrl, C_LOCK)
         write_row(ring, ctrl, C_DRAINED, k, worker, t_read, t_apply, tau, eta, 1)
+        if _time_is_up(ctrl, t_apply, deadline):
+            break
     end_turn(script, ctrl, turn)
 
 
 @njit(nogil=True)
 def hogwild_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx, ws,
-                   dims, ctrl, tables, lr, n_max, persistence, t_origin, timespec, ring,
-                   drops, script):
+                   dims, ctrl, tables, lr, n_max, persistence, timespec, ring, drops,
+                   script):
     """Hogwild!: no lock; the gradient is computed on θ in place (reads may be
     inconsistent), t0 is an atomic read of v, the update index comes from an atomic
     fetch-add of v and the update is applied element-wise (lost element updates are
     possible, as in the original)."""
     np.random.seed(seed)
+    t_origin, deadline = wait_for_start(ctrl)
     n_rows = n_examples(X)
     theta = pool[0]
     n_params = theta.shape[0]
@@ -249,6 +292,8 @@ def hogwild_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_i
         if not np.isfinite(loss):
             _flag_divergence(ctrl)
             break
+        if atomic_load(ctrl, C_STOP) != 0:  # the run ended while it computed
+            break
         turn = gate(script, ctrl, worker, G_APPLY, turn)
         k = atomic_add(ctrl, C_VERSION, 1)
         if k >= n_max:
@@ -260,6 +305,8 @@ def hogwild_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_i
             theta[j] -= eta * grad[j]
         t_apply = monotonic_now(timespec) - t_origin
         write_row(ring, ctrl, C_DRAINED, k, worker, t_read, t_apply, tau, eta, 1)
+        if _time_is_up(ctrl, t_apply, deadline):
+            break
     end_turn(script, ctrl, turn)
 
 
@@ -282,12 +329,13 @@ def _barrier(ctrl: np.ndarray, n_workers: int) -> None:
 
 @njit(nogil=True)
 def sync_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx, ws, dims,
-                ctrl, tables, lr, n_max, persistence, t_origin, timespec, ring, drops,
+                ctrl, tables, lr, n_max, persistence, timespec, ring, drops,
                 script):
     """Synchronous SGD: every round all m workers (one per row of ``grads``) compute a
     gradient on the same θ, meet at a barrier, worker 0 applies one update with the mean
     gradient (τ = 0), and all meet again."""
     np.random.seed(seed)
+    t_origin, deadline = wait_for_start(ctrl)
     n_rows = n_examples(X)
     n_workers = grads.shape[0]
     theta = pool[0]
@@ -320,6 +368,7 @@ def sync_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx,
                 spin_lock_release(ctrl, C_LOCK)
                 t_apply = monotonic_now(timespec) - t_origin
                 write_row(ring, ctrl, C_DRAINED, k, 0, t_read, t_apply, 0, eta, 1)
+                _time_is_up(ctrl, t_apply, deadline)  # the next round ends the run
         _barrier(ctrl, n_workers)
         if atomic_load(ctrl, C_SYNC_DONE) != 0:
             break
@@ -327,8 +376,8 @@ def sync_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx,
 
 @njit(nogil=True)
 def leashed_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx, ws,
-                   dims, ctrl, tables, lr, n_max, persistence, t_origin, timespec, ring,
-                   drops, script):
+                   dims, ctrl, tables, lr, n_max, persistence, timespec, ring, drops,
+                   script):
     """Leashed-SGD: compute the gradient on the published vector (no copy), then copy the
     latest into a claimed vector, apply, and publish by compare-and-swap; on failure retry
     on the newer vector up to ``persistence`` more times, then drop the gradient.
@@ -336,6 +385,7 @@ def leashed_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_i
     Applied updates are recorded at row k = t1, dropped gradients in ``drops`` at the row
     the dropped counter gives them."""
     np.random.seed(seed)
+    t_origin, deadline = wait_for_start(ctrl)
     n_rows = n_examples(X)
     size = pool.shape[0]
     n_params = pool.shape[1]
@@ -359,6 +409,8 @@ def leashed_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_i
         release(refs, b0, ctrl)
         if not np.isfinite(loss):
             _flag_divergence(ctrl)
+            break
+        if atomic_load(ctrl, C_STOP) != 0:  # the run ended while it computed
             break
         attempts = 0
         while True:
@@ -394,6 +446,7 @@ def leashed_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_i
                 atomic_add(ctrl, C_SUCCESS_TRIES, attempts)
                 write_row(ring, ctrl, C_DRAINED, t1, worker, t_read, t_apply, tau, eta,
                           attempts)
+                done = _time_is_up(ctrl, t_apply, deadline)
                 break
             atomic_add(ctrl, C_FAILED, 1)
             release(refs, nb, ctrl)
@@ -402,5 +455,6 @@ def leashed_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_i
                 t_drop = monotonic_now(timespec) - t_origin
                 write_row(drops, ctrl, C_DROPS_DRAINED, d, worker, t_read, t_drop, tau, 0.0,
                           attempts)
+                done = _time_is_up(ctrl, t_drop, deadline)
                 break
     end_turn(script, ctrl, turn)
