@@ -27,8 +27,11 @@ from __future__ import annotations
 
 import math
 import resource
+import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,8 +58,6 @@ from .control import (
     C_DEADLINE_NS,
     C_DIVERGED,
     C_DRAINED,
-    C_DROPPED,
-    C_DROPS_DRAINED,
     C_FAILED,
     C_FAILED_AT_STOP,
     C_HIGH_WATER,
@@ -77,6 +78,7 @@ from .pool import pool_size
 from .record import DrainBuffer, close_record, new_ring, release_rows
 from .schedule import script_error
 from .snapshot import snapshot_function
+from .stream import RecordStream
 from .threads import compile_for
 
 __all__ = ["RING_ROWS", "RealRun", "final_params", "max_updates", "run_real",
@@ -209,7 +211,6 @@ class RealRun:
         self.snapshot_function = snapshot_function(alg)
         self.log = updates if updates is not None else UpdateLog(spec.record.rows,
                                                                  run_id=spec.run_id)
-        self.log_start = (self.log.stats.applied, self.log.stats.dropped)
         self.spec = spec
         self.progress = progress
         p = spec.problem
@@ -231,15 +232,11 @@ class RealRun:
         self.shared = SharedState.allocate(alg, theta, self.rule.table(self.tau_max), self.m,
                                            owned=self.elastic,
                                            ring_rows=min(RING_ROWS, self.n_max))
-        self.drain_buffers = (DrainBuffer(min(DRAIN_ROWS, self.n_max), dropped=False),
-                              DrainBuffer(min(DRAIN_ROWS, self.shared.drops.shape[0]),
-                                          dropped=True))
-        self.taken = [0, 0]  # rows taken out of the update and drop rings
+        self.stream: RecordStream | None = None  # started by run()
         self.snapshot = np.empty_like(theta)
         self.active = self.m
         self.t_set: list[float] = []  # when each controller decision was published
         self.worker_cpu = np.zeros(self.m, dtype=np.float64)
-        self.applied_by_worker = np.zeros(self.m, dtype=np.int64)
         self.evals = _Evals()
         self.first_loss: float | None = None
         self.cpu_seconds = math.nan
@@ -346,62 +343,9 @@ class RealRun:
             atomic_store(self.shared.ctrl, C_ACTIVE, m if self.elastic else ALL_ACTIVE)
         self.t_set.append(python_now() - t_origin)
 
-    def _logged(self, dropped: bool) -> int:
-        """Rows of one ring already in the update log."""
-        stats = self.log.stats
-        return (stats.dropped - self.log_start[1]) if dropped else (stats.applied
-                                                                   - self.log_start[0])
-
-    def _drained(self) -> int:
-        """Update rows taken out of the ring so far."""
-        return self.taken[0]
-
-    def _drain(self) -> int:
-        """Move every completed row out of the rings, in order, into the monitor's drain
-        buffers (and the applied ones into the step-size estimator, publishing its new
-        table, if any, by switching the double-buffered table), free their slots, and hand
-        full buffers to the update log.  Returns the rows moved.
-
-        A buffer holds the rows from the log's count up to ``taken``, and the log's ``add``
-        takes a buffer wholly or not at all, so a Ctrl-C anywhere here neither loses nor
-        repeats a row of the record (the estimator may miss a few)."""
-        sh = self.shared
-        moved = 0
-        for i, (ring, drained, end_slot) in enumerate(((sh.ring, C_DRAINED, C_VERSION),
-                                                       (sh.drops, C_DROPS_DRAINED, C_DROPPED))):
-            out = self.drain_buffers[i]
-            release_rows(sh.ctrl, drained, self.taken[i])
-            # up to the rows counted now, not chasing the workers: a row read the moment it
-            # was written costs a cache-line transfer from the writer's core (~0.5 µs)
-            end = min(int(atomic_load(sh.ctrl, end_slot)), self.n_max)
-            while self.taken[i] < end:
-                at = self.taken[i] - self._logged(out.dropped)
-                if at == out.rows:
-                    self._flush(i)
-                    continue
-                start = self.taken[i]
-                n = out.drain(ring, start, end, at)
-                if n == 0:
-                    break
-                self.taken[i] = start + n
-                release_rows(sh.ctrl, drained, start + n)
-                moved += n
-                if not out.dropped:
-                    worker = out.worker[at: at + n]
-                    self.applied_by_worker += np.bincount(worker, minlength=self.m)
-                    self._feed_estimator(out.tau[at: at + n], worker)
-        return moved
-
-    def _flush(self, i: int) -> None:
-        """Hand the rows in drain buffer ``i`` to the update log."""
-        out = self.drain_buffers[i]
-        n = self.taken[i] - self._logged(out.dropped)
-        if n:
-            self.log.add(out.columns(0, n))
-
     def _feed_estimator(self, tau: np.ndarray, worker: np.ndarray) -> None:
-        if self.estimator is None:
-            return
+        """Hand the estimator the τ of updates just drained (in update order) and publish
+        its new table, if any, by switching the double-buffered table."""
         table = self.estimator.update(tau, worker)
         if table is None:
             return
@@ -423,13 +367,14 @@ class RealRun:
         poll = ELASTIC_POLL_SECONDS if self.elastic or ev.every_updates else POLL_SECONDS
         backlog = sh.ring.shape[0] // 4  # rows waiting that make a drain due at once
         last_drain = -math.inf
+        stream = self.stream
         try:
             while any(t.is_alive() for t in threads):
                 time.sleep(poll)
                 now = python_now() - t_origin
                 k = int(atomic_load(sh.ctrl, C_VERSION))
-                if now - last_drain >= DRAIN_SECONDS or k - self._drained() >= backlog:
-                    self._drain()
+                if now - last_drain >= DRAIN_SECONDS or k - stream.drained >= backlog:
+                    stream.drain()
                     last_drain = now
                 bar.update(k, now)
                 if atomic_load(sh.ctrl, C_DIVERGED):
@@ -449,10 +394,6 @@ class RealRun:
                         self._request_stop("target")
                 if stop.seconds is not None and now >= stop.seconds:
                     self._request_stop("seconds")
-        except KeyboardInterrupt:
-            self.interrupted = True
-            self._request_stop("interrupted")
-            self._join_draining(threads)
         finally:
             bar.close()
 
@@ -461,8 +402,14 @@ class RealRun:
         room in the ring ends only once its row has been taken)."""
         for t in threads:
             while t.is_alive():
-                self._drain()
+                self.stream.drain()
                 t.join(POLL_SECONDS)
+
+    def _interrupt(self, signum: int, frame: Any) -> None:
+        """Ctrl-C while the workers run: stop them and keep the record (a flag the monitor
+        sees, not an exception that could cut the record's bookkeeping short)."""
+        self.interrupted = True
+        self._request_stop("interrupted")
 
     def _request_stop(self, reason: str) -> None:
         self.stop_reason = self.stop_reason or reason
@@ -480,25 +427,23 @@ class RealRun:
             threads = [threading.Thread(target=self._guarded, args=(fn, args, i), daemon=True,
                                         name=f"stalesgd-worker-{i}")
                        for i, (fn, args) in enumerate(calls)]
+            self.stream = RecordStream(self.log, sh.ring, sh.drops, sh.ctrl, self.n_max, self.m,
+                                       min(DRAIN_ROWS, self.n_max),
+                                       on_applied=None if self.estimator is None
+                                       else self._feed_estimator)
             try:
-                t_origin = self._start(threads)
-            except BaseException:
-                close_record(sh.ctrl)
-                self._request_stop("interrupted")
-                atomic_store(sh.ctrl, C_START, 1)
-                raise
-            try:
-                self._monitor(threads, t_origin)
-                self._join_draining(threads)
+                with _ctrl_c_calls(self._interrupt):
+                    t_origin = self._start(threads)
+                    self._monitor(threads, t_origin)
+                    self._join_draining(threads)
+                    t_end = python_now() - t_origin
+                    self.cpu_seconds = _process_cpu() - self.cpu_start
+                    self.stream.close()
             except BaseException:
                 close_record(sh.ctrl)  # no one drains any more: let the workers end
                 self._request_stop("error")
+                atomic_store(sh.ctrl, C_START, 1)
                 raise
-            self._drain()
-            self._flush(0)
-            self._flush(1)
-            t_end = python_now() - t_origin
-            self.cpu_seconds = _process_cpu() - self.cpu_start
             if self.worker_error is not None:
                 raise self.worker_error
             problem = None if self.schedule is None else script_error(self.schedule, sh.ctrl)
@@ -550,8 +495,7 @@ class RealRun:
             return "diverged"
         if self.shared.ctrl[C_TIMED_OUT]:
             return "seconds"
-        return "updates" if self.log.stats.applied - self.log_start[0] >= self.n_max \
-            else "stopped"
+        return "updates" if self.stream.drained >= self.n_max else "stopped"
 
     def _record(self, seconds: float) -> RunRecord:
         spec, sh, alg = self.spec, self.shared, self.algorithm
@@ -568,7 +512,7 @@ class RealRun:
             stepsize_tables=self.estimator.n_tables if self.estimator is not None else 0,
             core_round_trip_ns_start=self.round_trip_ns[0],
             core_round_trip_ns_end=self.round_trip_ns[1],
-            workers_applied=int(np.count_nonzero(self.applied_by_worker)),
+            workers_applied=int(np.count_nonzero(self.stream.applied_by_worker)),
             record_waits=int(sh.ctrl[C_RECORD_WAITS]),
             **self._elastic_summary(seconds),
         )
@@ -604,6 +548,21 @@ class RealRun:
             "controller_changes": int(sum(1 for a, b in zip(tr, tr[1:], strict=False)
                                           if a.m != b.m)),
         }
+
+
+@contextmanager
+def _ctrl_c_calls(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """Within the block, Ctrl-C (SIGINT) calls ``handler`` instead of raising
+    KeyboardInterrupt (only the main thread can be interrupted, so elsewhere nothing
+    changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _process_cpu() -> float:
