@@ -4,7 +4,8 @@ Each measurement is one child process of one checkout's Python: a short warm-up 
 (compilation, allocator), then the measured run, without evaluations while it runs.
 Measurements alternate between the checkouts, configuration by configuration, so that
 both see the same load on a shared machine; the table gives the median of ``--repeats``
-per configuration and the ratio this checkout / the other.
+per configuration and the ratio this checkout / the other, of updates/s and of the worker
+threads' CPU time per update (which other load on the machine disturbs less).
 
     python bench/real_compare_throughput.py --baseline ../stalesgd-main   # its .venv is used
     python bench/real_compare_throughput.py --baseline ../stalesgd-main --repeats 5
@@ -51,26 +52,33 @@ def spec(updates, seed):
 kw = {"schedule": np.zeros(0, dtype=np.int64)} if gates else {}
 RealRun(spec(max(n // 10, 100), 1), progress=False, **kw).run()
 s = RealRun(spec(n, 0), progress=False, **kw).run().summary
-print(json.dumps(s["updates_per_s"]))
+print(json.dumps([s["updates_per_s"], s["worker_cpu_seconds"] / s["updates"] * 1e9]))
 """
 
 
-def measure(python: Path, alg: str, m: int, problem: str, gates: bool = False) -> float:
-    """Updates/s of one measured run in a child process of ``python``."""
+def measure(python: Path, alg: str, m: int, problem: str, gates: bool = False
+            ) -> tuple[float, float]:
+    """Updates/s of one measured run in a child process of ``python``, and the worker
+    threads' CPU nanoseconds per update (less sensitive to other load on the machine)."""
     n, opts = PROBLEMS[problem]
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     out = subprocess.run([str(python), "-c", SNIPPET, json.dumps([alg, m, problem, n * m,
                                                                   opts, gates])],
                          env=env, capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    ups, cpu = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(ups), float(cpu)
 
 
-def table(rows: list[tuple[str, list[float], list[float]]], names: tuple[str, str]) -> str:
-    lines = [f"{'configuration':36s} {names[0]:>14s} {names[1]:>14s}  ratio",
-             "-" * 74]
+def table(rows: list[tuple[str, list, list]], names: tuple[str, str]) -> str:
+    """Medians per configuration: updates/s and worker CPU ns per update, each side."""
+    lines = [f"{'configuration':30s} {'updates/s ' + names[0]:>20s} {names[1]:>12s} ratio"
+             f"   {'CPU ns/update ' + names[0]:>22s} {names[1]:>10s} ratio",
+             "-" * 112]
     for label, a, b in rows:
-        ma, mb = statistics.median(a), statistics.median(b)
-        lines.append(f"{label:36s} {ma:14,.0f} {mb:14,.0f}  {ma / mb:5.3f}")
+        ua, ub = (statistics.median(x[0] for x in side) for side in (a, b))
+        ca, cb = (statistics.median(x[1] for x in side) for side in (a, b))
+        lines.append(f"{label:30s} {ua:20,.0f} {ub:12,.0f} {ua / ub:5.3f}   "
+                     f"{ca:22,.0f} {cb:10,.0f} {ca / cb:5.3f}")
     return "\n".join(lines)
 
 
@@ -80,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--gates", action="store_true", help="open gates against none, here")
     ap.add_argument("--problems", nargs="*", default=list(PROBLEMS))
+    ap.add_argument("--algorithms", nargs="*", default=list(ALGORITHMS))
+    ap.add_argument("--workers", type=int, nargs="*", default=list(WORKERS))
     args = ap.parse_args(argv)
     here = Path(sys.executable)
     if args.gates:
@@ -89,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--baseline is required (or --gates)")
         other = args.baseline.resolve() / ".venv" / "bin" / "python"
         names, pairs = ("this", "baseline"), [(here, False), (other, False)]
-    configs = [(alg, m, p) for p in args.problems for alg in ALGORITHMS for m in WORKERS]
+    configs = [(alg, m, p) for p in args.problems for alg in args.algorithms
+               for m in args.workers]
     results = {c: ([], []) for c in configs}
     for r in range(args.repeats):
         for c in configs:
@@ -98,13 +109,16 @@ def main(argv: list[str] | None = None) -> int:
                 python, gates = pairs[side]
                 results[c][side].append(measure(python, *c, gates=gates))
             a, b = results[c]
-            print(f"repeat {r + 1}: {c[0]} m={c[1]} {c[2]}: {a[-1]:,.0f} / {b[-1]:,.0f}",
+            print(f"repeat {r + 1}: {c[0]} m={c[1]} {c[2]}: updates/s {a[-1][0]:,.0f} / "
+                  f"{b[-1][0]:,.0f}, CPU ns/update {a[-1][1]:,.0f} / {b[-1][1]:,.0f}",
                   flush=True)
     rows = [(f"{alg} m={m} {p}", *results[(alg, m, p)]) for alg, m, p in configs]
     print(table(rows, names))
-    ratios = [statistics.median(a) / statistics.median(b) for _, a, b in rows]
-    print(f"median ratio {statistics.median(ratios):.3f}, min {min(ratios):.3f}, "
-          f"max {max(ratios):.3f}")
+    for i, what in enumerate(("updates/s", "CPU ns/update")):
+        ratios = [statistics.median(x[i] for x in a) / statistics.median(x[i] for x in b)
+                  for _, a, b in rows]
+        print(f"{what}: median ratio {statistics.median(ratios):.3f}, min {min(ratios):.3f},"
+              f" max {max(ratios):.3f}")
     return 0
 
 

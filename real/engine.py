@@ -84,9 +84,9 @@ from .threads import compile_for
 __all__ = ["RING_ROWS", "RealRun", "final_params", "max_updates", "run_real",
            "validate_real"]
 
-#: Rows of a run's update ring (64 bytes each): the record's memory whatever the run's
-#: length.  It holds a few hundred milliseconds of the fastest runs, so that the workers
-#: never wait while the monitor writes a chunk of the record or evaluates.
+#: Rows of a run's update ring (64 bytes each, 32 MB): the record's memory whatever the
+#: run's length.  It holds about a second of the fastest runs' rows, so that the workers
+#: seldom wait while the update log writes a chunk file (about a second per 2^20 rows).
 RING_ROWS = 1 << 19
 #: Rows the monitor copies out of a ring per call (its reused output columns).
 DRAIN_ROWS = 1 << 16

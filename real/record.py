@@ -2,8 +2,8 @@
 drains them in order while the run goes on.
 
 A ring is a float64 array of ``rows × ROW_WIDTH``, one 64-byte row per update, aligned to
-cache lines so that two workers writing neighbouring rows never share a line.  The row of
-update ``k`` lives at ``k mod rows``; its fields are ``k`` (the stamp), the worker, the read
+cache lines so that two workers writing neighbouring rows never share a line.  ``rows`` is a
+power of two and the row of update ``k`` lives at ``k mod rows`` (a mask, not a division); its fields are ``k`` (the stamp), the worker, the read
 and apply times, τ, η and the publish attempts, all exact in float64 (integers below 2⁵³).
 A worker writes the fields with plain stores and then the stamp with a release store; the
 monitor reads the stamp with an acquire load and takes the row only if the stamp is the
@@ -41,9 +41,9 @@ _LINE_BYTES = 64
 
 
 def new_ring(rows: int) -> np.ndarray:
-    """An empty ring of ``rows`` rows (at least 1), its first row on a cache-line boundary;
-    every stamp is -1 (no row)."""
-    rows = max(int(rows), 1)
+    """An empty ring of at least ``rows`` rows (the next power of two), its first row on a
+    cache-line boundary; every stamp is -1 (no row)."""
+    rows = 1 << max(int(rows) - 1, 0).bit_length()
     raw = np.empty(rows * ROW_WIDTH + _LINE_BYTES // 8, dtype=np.float64)
     skip = (-raw.ctypes.data % _LINE_BYTES) // 8
     ring = raw[skip: skip + rows * ROW_WIDTH].reshape(rows, ROW_WIDTH)
@@ -76,7 +76,7 @@ def write_row(ring, ctrl, drained, index, worker, t_read, t_apply, tau, eta, att
     if index - atomic_load(ctrl, drained) >= rows:
         if not _wait_for_room(ring, ctrl, drained, index):
             return
-    row = ring[index % rows]
+    row = ring[index & (rows - 1)]
     row[F_WORKER] = worker
     row[F_TREAD] = t_read
     row[F_TAPPLY] = t_apply
@@ -91,11 +91,11 @@ def drain_rows(ring, start, end, at, k, worker, t_read, t_apply, tau, eta, attem
     """Copy the rows ``start, start + 1, …`` (before ``end``) into the output columns from
     position ``at`` on, as many as fit, stopping at the first row not yet written; return
     how many were copied.  The caller then tells the workers the rows are free."""
-    rows = ring.shape[0]
+    mask = ring.shape[0] - 1
     n = max(min(end - start, k.shape[0] - at), 0)
     for i in range(n):
         index = start + i
-        row = ring[index % rows]
+        row = ring[index & mask]
         if load_acquire(row, F_STAMP) != float(index):
             return i
         j = at + i
