@@ -75,7 +75,7 @@ from .control import (
 )
 from .placement import core_round_trip_ns
 from .pool import pool_size
-from .record import DrainBuffer, close_record, new_ring, release_rows
+from .record import DrainBuffer, close_record, new_ring, release_rows, ring_rows
 from .schedule import script_error
 from .snapshot import snapshot_function
 from .stream import RecordStream
@@ -365,7 +365,7 @@ class RealRun:
         # Evaluations due every N updates are taken at the first poll after update N, so poll
         # at the fine interval then (≈1000 wake-ups/s, a few % of one core).
         poll = ELASTIC_POLL_SECONDS if self.elastic or ev.every_updates else POLL_SECONDS
-        backlog = sh.ring.shape[0] // 4  # rows waiting that make a drain due at once
+        backlog = ring_rows(sh.ring) // 4  # rows waiting that make a drain due at once
         last_drain = -math.inf
         stream = self.stream
         try:

@@ -1,10 +1,13 @@
 """The update record of a real run, streamed: workers write rows into a ring, the monitor
 drains them in order while the run goes on.
 
-A ring is a float64 array of ``rows × ROW_WIDTH``, one 64-byte row per update, aligned to
-cache lines so that two workers writing neighbouring rows never share a line.  ``rows`` is a
-power of two and the row of update ``k`` lives at ``k mod rows`` (a mask, not a division); its fields are ``k`` (the stamp), the worker, the read
-and apply times, τ, η and the publish attempts, all exact in float64 (integers below 2⁵³).
+A ring is a flat float64 array of ``rows × ROW_WIDTH``, one 64-byte row per update, aligned
+to cache lines so that two workers writing neighbouring rows never share a line (flat, so
+that writing a row makes no array view, whose reference count would be raised and dropped
+every update).  ``rows`` is a power of two and the row of update ``k`` starts at
+``(k mod rows) · ROW_WIDTH`` (a mask, not a division); its fields are ``k`` (the stamp),
+the worker, the read and apply times, τ, η and the publish attempts, all exact in float64
+(integers below 2⁵³).
 A worker writes the fields with plain stores and then the stamp with a release store; the
 monitor reads the stamp with an acquire load and takes the row only if the stamp is the
 ``k`` it expects, so it never reads a row half written, nor one left from a lap before.
@@ -29,7 +32,7 @@ from .clock import sleep_nap
 from .control import C_RECORD_CLOSED, C_RECORD_WAITS
 
 __all__ = ["ROW_WIDTH", "DrainBuffer", "close_record", "drain_rows", "new_ring", "release_rows",
-           "write_row"]
+           "ring_rows", "write_row"]
 
 #: float64 fields per row: stamp, worker, t_read, t_apply, tau, eta, attempts, (padding)
 ROW_WIDTH = 8
@@ -46,9 +49,14 @@ def new_ring(rows: int) -> np.ndarray:
     rows = 1 << max(int(rows) - 1, 0).bit_length()
     raw = np.empty(rows * ROW_WIDTH + _LINE_BYTES // 8, dtype=np.float64)
     skip = (-raw.ctypes.data % _LINE_BYTES) // 8
-    ring = raw[skip: skip + rows * ROW_WIDTH].reshape(rows, ROW_WIDTH)
-    ring[:, F_STAMP] = -1.0
+    ring = raw[skip: skip + rows * ROW_WIDTH]
+    ring[F_STAMP::ROW_WIDTH] = -1.0
     return ring
+
+
+def ring_rows(ring: np.ndarray) -> int:
+    """How many rows ``ring`` holds."""
+    return ring.shape[0] // ROW_WIDTH
 
 
 @njit(nogil=True)
@@ -58,7 +66,7 @@ def _wait_for_room(ring: np.ndarray, ctrl: np.ndarray, drained: int, index: int)
     atomic_add(ctrl, C_RECORD_WAITS, 1)
     nap = np.zeros(2, dtype=np.int64)
     nap[1] = WAIT_NANOS
-    while index - atomic_load(ctrl, drained) >= ring.shape[0]:
+    while index - atomic_load(ctrl, drained) >= ring.shape[0] // ROW_WIDTH:
         if atomic_load(ctrl, C_RECORD_CLOSED) != 0:
             return False
         sleep_nap(nap)
@@ -72,18 +80,18 @@ def write_row(ring, ctrl, drained, index, worker, t_read, t_apply, tau, eta, att
     """Write the row of update (or drop) ``index`` once there is room, stamp last
     (release), so that the monitor sees either all of it or none.  ``drained`` is the
     control slot counting the rows the monitor has taken from this ring."""
-    rows = ring.shape[0]
+    rows = ring.shape[0] // ROW_WIDTH
     if index - atomic_load(ctrl, drained) >= rows:
         if not _wait_for_room(ring, ctrl, drained, index):
             return
-    row = ring[index & (rows - 1)]
-    row[F_WORKER] = worker
-    row[F_TREAD] = t_read
-    row[F_TAPPLY] = t_apply
-    row[F_TAU] = tau
-    row[F_ETA] = eta
-    row[F_ATTEMPTS] = attempts
-    store_release(row, F_STAMP, float(index))
+    at = (index & (rows - 1)) * ROW_WIDTH
+    ring[at + F_WORKER] = worker
+    ring[at + F_TREAD] = t_read
+    ring[at + F_TAPPLY] = t_apply
+    ring[at + F_TAU] = tau
+    ring[at + F_ETA] = eta
+    ring[at + F_ATTEMPTS] = attempts
+    store_release(ring, at + F_STAMP, float(index))
 
 
 @njit(nogil=True)
@@ -91,21 +99,21 @@ def drain_rows(ring, start, end, at, k, worker, t_read, t_apply, tau, eta, attem
     """Copy the rows ``start, start + 1, …`` (before ``end``) into the output columns from
     position ``at`` on, as many as fit, stopping at the first row not yet written; return
     how many were copied.  The caller then tells the workers the rows are free."""
-    mask = ring.shape[0] - 1
+    mask = ring.shape[0] // ROW_WIDTH - 1
     n = max(min(end - start, k.shape[0] - at), 0)
     for i in range(n):
         index = start + i
-        row = ring[index & mask]
-        if load_acquire(row, F_STAMP) != float(index):
+        row = (index & mask) * ROW_WIDTH
+        if load_acquire(ring, row + F_STAMP) != float(index):
             return i
         j = at + i
         k[j] = index
-        worker[j] = np.int32(row[F_WORKER])
-        t_read[j] = row[F_TREAD]
-        t_apply[j] = row[F_TAPPLY]
-        tau[j] = np.int64(row[F_TAU])
-        eta[j] = row[F_ETA]
-        attempts[j] = np.int32(row[F_ATTEMPTS])
+        worker[j] = np.int32(ring[row + F_WORKER])
+        t_read[j] = ring[row + F_TREAD]
+        t_apply[j] = ring[row + F_TAPPLY]
+        tau[j] = np.int64(ring[row + F_TAU])
+        eta[j] = ring[row + F_ETA]
+        attempts[j] = np.int32(ring[row + F_ATTEMPTS])
     return n
 
 

@@ -27,7 +27,7 @@ from stalesgd.records import UpdateLog
 
 from .atomics import atomic_load
 from .control import C_DRAINED, C_DROPPED, C_DROPS_DRAINED, C_VERSION
-from .record import DrainBuffer, release_rows
+from .record import DrainBuffer, release_rows, ring_rows
 
 __all__ = ["BUFFERS", "RecordStream"]
 
@@ -49,7 +49,7 @@ class RecordStream:
         self.on_applied = on_applied
         self.applied_by_worker = np.zeros(workers, dtype=np.int64)
         self.rings = ((ring, C_DRAINED, C_VERSION), (drops, C_DROPS_DRAINED, C_DROPPED))
-        sizes = (buffer_rows, min(buffer_rows, drops.shape[0]))
+        sizes = (buffer_rows, min(buffer_rows, ring_rows(drops)))
         self.free = [queue.SimpleQueue(), queue.SimpleQueue()]
         for i, rows in enumerate(sizes):
             for _ in range(BUFFERS - 1):

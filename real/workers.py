@@ -178,28 +178,22 @@ def _flag_divergence(ctrl: np.ndarray) -> None:
 
 
 @njit(nogil=True, inline="always")
-def _buffers_while_parked(ctrl, worker, owned, local, grad, copies, nap):
-    """Park while inactive; an owning worker frees its buffers first.  Returns them
-    (empty when freed)."""
-    if owned and grad.shape[0] > 0:
-        _count_buffer_bytes(ctrl, -(grad.nbytes + (local.nbytes if copies else 0)))
-        local = np.empty(0, dtype=local.dtype)
-        grad = np.empty(0, dtype=grad.dtype)
-    park_while_inactive(ctrl, worker, nap)
-    return local, grad
+def _free_buffers(ctrl, local, grad, copies):
+    """An owning worker about to park frees its buffers: returns them empty."""
+    _count_buffer_bytes(ctrl, -(grad.nbytes + (local.nbytes if copies else 0)))
+    return np.empty(0, dtype=local.dtype), np.empty(0, dtype=grad.dtype)
 
 
 @njit(nogil=True, inline="always")
-def _buffers_while_active(ctrl, owned, local, grad, n_params, copies):
+def _allocate_buffers(ctrl, local, grad, n_params, copies):
     """An owning worker that became active allocates its buffers (a private copy of θ only
-    when ``copies``).  Returns them."""
-    if owned and grad.shape[0] == 0:
-        grad = np.zeros(n_params, dtype=grad.dtype)
-        nbytes = grad.nbytes
-        if copies:
-            local = np.empty(n_params, dtype=local.dtype)
-            nbytes += local.nbytes
-        _count_buffer_bytes(ctrl, nbytes)
+    when ``copies``): returns them."""
+    grad = np.zeros(n_params, dtype=grad.dtype)
+    nbytes = grad.nbytes
+    if copies:
+        local = np.empty(n_params, dtype=local.dtype)
+        nbytes += local.nbytes
+    _count_buffer_bytes(ctrl, nbytes)
     return local, grad
 
 
@@ -223,9 +217,12 @@ def lock_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx,
     turn = False
     while atomic_load(ctrl, C_STOP) == 0:
         if worker >= atomic_load(ctrl, C_ACTIVE):
-            local, grad = _buffers_while_parked(ctrl, worker, owned, local, grad, True, nap)
+            if owned and grad.shape[0] > 0:  # (reassigned only here: no reference counting
+                local, grad = _free_buffers(ctrl, local, grad, True)  # per update)
+            park_while_inactive(ctrl, worker, nap)
             continue
-        local, grad = _buffers_while_active(ctrl, owned, local, grad, n_params, True)
+        if owned and grad.shape[0] == 0:
+            local, grad = _allocate_buffers(ctrl, local, grad, n_params, True)
         _draw_batch(batch_idx, n_rows)
         turn = gate(script, ctrl, worker, G_READ, turn)
         spin_lock_acquire(ctrl, C_LOCK)
@@ -281,9 +278,12 @@ def hogwild_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_i
     turn = False
     while atomic_load(ctrl, C_STOP) == 0:
         if worker >= atomic_load(ctrl, C_ACTIVE):
-            local, grad = _buffers_while_parked(ctrl, worker, owned, local, grad, False, nap)
+            if owned and grad.shape[0] > 0:  # (reassigned only here: no reference counting
+                local, grad = _free_buffers(ctrl, local, grad, False)  # per update)
+            park_while_inactive(ctrl, worker, nap)
             continue
-        local, grad = _buffers_while_active(ctrl, owned, local, grad, n_params, False)
+        if owned and grad.shape[0] == 0:
+            local, grad = _allocate_buffers(ctrl, local, grad, n_params, False)
         _draw_batch(batch_idx, n_rows)
         turn = gate(script, ctrl, worker, G_READ, turn)
         t_read = monotonic_now(timespec) - t_origin
@@ -396,9 +396,12 @@ def leashed_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_i
     done = False
     while not done and atomic_load(ctrl, C_STOP) == 0:
         if worker >= atomic_load(ctrl, C_ACTIVE):  # parked workers hold no pool vector
-            local, grad = _buffers_while_parked(ctrl, worker, owned, local, grad, False, nap)
+            if owned and grad.shape[0] > 0:  # (reassigned only here: no reference counting
+                local, grad = _free_buffers(ctrl, local, grad, False)  # per update)
+            park_while_inactive(ctrl, worker, nap)
             continue
-        local, grad = _buffers_while_active(ctrl, owned, local, grad, n_params, False)
+        if owned and grad.shape[0] == 0:
+            local, grad = _allocate_buffers(ctrl, local, grad, n_params, False)
         _draw_batch(batch_idx, n_rows)
         turn = gate(script, ctrl, worker, G_READ, turn)
         t_read = monotonic_now(timespec) - t_origin
