@@ -1,6 +1,9 @@
 """Benchmarks of the real engine: updates/s per algorithm, scaling from 1 to 2
 workers, overhead against the bare gradient kernel, Leashed-SGD's publish
 statistics, staleness under oversubscription, and peak RSS of an MNIST run.
+(Scripts beside it measure what a pytest benchmark cannot: ``real_long_run.py``,
+``real_rss_vs_length.py``, ``real_stress.py``, ``real_oversubscribed.py`` and
+``real_compare_throughput.py``.)
 
 The model is the MLP 784-128-10 on MNIST (from ``../shared/data`` or the
 usual search path; a synthetic set of the same shape when MNIST is absent,
@@ -117,6 +120,7 @@ def test_oversubscription(benchmark, algorithm, workers):
         data=PROBLEM, updates_per_s=ups, workers=workers, mean_tau=s["mean_tau"],
         tau_p99=s["tau_p99"], tau_p99_over_mean=s["tau_p99"] / max(s["mean_tau"], 1e-12),
         failed_per_update=(s.get("failed_publishes", 0) / s["updates"]),
+        workers_applied=s["workers_applied"], record_waits=s["record_waits"],
     )
 
 

@@ -5,8 +5,8 @@ Importing this package registers the ``real`` engine with :mod:`stalesgd.engines
 
 from stalesgd.engines import register_engine
 
-from .engine import run_real
+from .engine import run_real, validate_real
 
-register_engine("real", run_real)
+register_engine("real", run_real, validate=validate_real)
 
-__all__ = ["run_real"]
+__all__ = ["run_real", "validate_real"]

@@ -1,9 +1,11 @@
-"""A monotonic clock readable from inside nopython worker loops.
+"""A monotonic clock and a sleep, both usable from inside nopython worker loops.
 
 Workers time-stamp every read and apply; ``time.perf_counter`` is not
 available in nopython mode, so the libc ``clock_gettime(CLOCK_MONOTONIC)``
 is called through ctypes (a vDSO call, about 30 ns).  It is the same clock
-as Python's ``time.monotonic``, so Python code can share the time origin.
+as Python's ``time.monotonic``, so Python code can share the time origin.  Workers that
+must wait long (parked by an elastic controller, or waiting for room in the record) sleep
+with ``nanosleep``, which gives their core away.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ _libc = ctypes.CDLL(None)
 _clock_gettime = _libc.clock_gettime
 _clock_gettime.argtypes = [ctypes.c_int, ctypes.c_void_p]
 _clock_gettime.restype = ctypes.c_int
+_nanosleep = _libc.nanosleep
+_nanosleep.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+_nanosleep.restype = ctypes.c_int
 
 
 def new_timespec() -> np.ndarray:
@@ -36,3 +41,14 @@ def monotonic_now(timespec: np.ndarray) -> float:
 def python_now() -> float:
     """The same clock from Python."""
     return time.monotonic()
+
+
+def new_nap(nanoseconds: int) -> np.ndarray:
+    """A timespec (seconds, nanoseconds) for :func:`sleep_nap`, ``nanoseconds`` long."""
+    return np.array(divmod(int(nanoseconds), 1_000_000_000), dtype=np.int64)
+
+
+@njit(nogil=True)
+def sleep_nap(nap: np.ndarray) -> None:
+    """Sleep for the timespec ``nap`` (seconds, nanoseconds), giving the core away."""
+    _nanosleep(nap.ctypes.data, 0)

@@ -26,7 +26,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .atomics import _cas, _load, _xchg
+from .atomics import atomic_cas, atomic_load, atomic_xchg
 
 __all__ = [
     "SPINS_BEFORE_YIELD",
@@ -99,7 +99,7 @@ def cpu_relax() -> None:
 @njit(nogil=True)
 def spin_lock_try_acquire(lock, i) -> bool:
     """Take the lock in slot ``lock[i]`` if it is free right now; return whether we got it."""
-    return _load(lock, i) == 0 and _cas(lock, i, 0, 1) == 0
+    return atomic_load(lock, i) == 0 and atomic_cas(lock, i, 0, 1) == 0
 
 
 @njit(nogil=True)
@@ -112,7 +112,7 @@ def spin_lock_acquire(lock, i) -> int:
     """
     spins = 0
     while True:
-        if _load(lock, i) == 0 and _cas(lock, i, 0, 1) == 0:
+        if atomic_load(lock, i) == 0 and atomic_cas(lock, i, 0, 1) == 0:
             return spins
         spins += 1
         if spins % SPINS_BEFORE_YIELD == 0:
@@ -124,5 +124,5 @@ def spin_lock_acquire(lock, i) -> int:
 @njit(nogil=True)
 def spin_lock_release(lock, i) -> None:
     """Release the lock in slot ``lock[i]``; raises RuntimeError if it was not held."""
-    if _xchg(lock, i, 0) != 1:
+    if atomic_xchg(lock, i, 0) != 1:
         raise RuntimeError("spin_lock_release: the lock was not held")

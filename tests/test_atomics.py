@@ -27,6 +27,8 @@ from stalesgd.real.atomics import (
     atomic_sub,
     atomic_xchg,
     fence,
+    load_acquire,
+    store_release,
 )
 from stalesgd.real.spinlock import (
     SPINS_BEFORE_YIELD,
@@ -234,6 +236,15 @@ def test_load_store_xchg_fence():
     assert fence() is None
 
 
+def test_release_store_and_acquire_load():
+    a = np.zeros(2, np.int64)
+    store_release(a, 1, 9)
+    assert a[1] == 9 and load_acquire(a, 1) == 9
+    f = np.zeros(1)
+    store_release(f, 0, 0.5)
+    assert load_acquire(f, 0) == 0.5
+
+
 def test_float64_slots():
     f = np.array([1.0, 0.0])
     assert atomic_add(f, 0, 0.25) == 1.0
@@ -282,6 +293,8 @@ def test_index_out_of_bounds_raises(i):
         (lambda: atomic_add(np.zeros(3, np.int64), 0, 1.5), "argument 'v' must be a number"),
         (lambda: atomic_add(np.zeros(3, np.int64), 0.0, 1), "argument 'i' must be an integer"),
         (lambda: atomic_add([1, 2], 0, 1), "argument 'arr' must be a 1-D"),
+        (lambda: store_release(np.zeros(3, np.int32), 0, 1), "store_release: argument 'arr'"),
+        (lambda: load_acquire(np.zeros(3, np.int16), 0), "load_acquire: argument 'arr'"),
     ],
 )
 def test_bad_types_raise_clear_typing_error(call, message):
@@ -477,6 +490,39 @@ def test_spin_wait_sees_store_from_another_thread():
     alive = t.is_alive()
     assert not alive, "spin-wait never saw the flag: the load was hoisted out of the loop"
     assert out and out[0] > 0, "the waiter should have spun while the flag was 0"
+
+
+@njit(nogil=True)
+def _publish_rows(data, flag, n):
+    """n messages: the payload with plain stores, then its number with a release store."""
+    for i in range(1, n + 1):
+        while load_acquire(flag, 1) != i - 1:  # the reader took the previous one
+            sched_yield()
+        data[0] = i
+        data[1] = 2 * i
+        store_release(flag, 0, i)
+    return 0
+
+
+@njit(nogil=True)
+def _take_rows(data, flag, n):
+    """Wait for each message by an acquire load and check its payload; returns mismatches."""
+    bad = 0
+    for i in range(1, n + 1):
+        while load_acquire(flag, 0) != i:
+            sched_yield()
+        if data[0] != i or data[1] != 2 * i:
+            bad += 1
+        store_release(flag, 1, i)
+    return bad
+
+
+def test_release_acquire_hands_over_plain_stores_between_threads():
+    data, flag = np.zeros(2, np.int64), np.zeros(2, np.int64)
+    n = 20_000
+    run = run_threads([(_publish_rows, (data, flag, n)), (_take_rows, (data, flag, n))],
+                      timeout=60)
+    assert run.results == [0, 0] and flag.tolist() == [n, n]
 
 
 def test_threads_run_in_parallel_without_gil():

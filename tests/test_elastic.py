@@ -380,7 +380,7 @@ def test_real_parked_workers_free_their_buffers(algorithm, per_worker):
     """With at most 2 of 8 workers active, only 2 workers' buffers are ever held at once;
     the static run holds all 8.  Bytes are counted by the workers as they allocate and free
     (so a worker that kept its buffers while parked would show up here)."""
-    from stalesgd.real import workers as W
+    from stalesgd.real import control as C
     from stalesgd.real.engine import RealRun
 
     steps = {"steps": [[0, 2], [20_000, 1], [45_000, 2], [65_000, 1]]}
@@ -389,13 +389,13 @@ def test_real_parked_workers_free_their_buffers(algorithm, per_worker):
     rec = elastic.run()
     assert rec.control["m"].tolist() == [2, 1, 2, 1]
     theta = elastic.shared.theta.nbytes
-    held = int(elastic.shared.ctrl[W.C_WORKER_BYTES_HIGH])
+    held = int(elastic.shared.ctrl[C.C_WORKER_BYTES_HIGH])
     assert held == 2 * per_worker * theta
     # the run ended at m = 1: worker 1, parked, gave its buffers back
-    assert int(elastic.shared.ctrl[W.C_WORKER_BYTES]) == per_worker * theta
+    assert int(elastic.shared.ctrl[C.C_WORKER_BYTES]) == per_worker * theta
     static = RealRun(_real_spec(algorithm, 8, "static", {}, updates=5_000), progress=False)
     srec = static.run()
-    assert int(static.shared.ctrl[W.C_WORKER_BYTES_HIGH]) == 0  # preallocated, not owned
+    assert int(static.shared.ctrl[C.C_WORKER_BYTES_HIGH]) == 0  # preallocated, not owned
     assert rec.summary["peak_param_bytes"] < srec.summary["peak_param_bytes"]
     if algorithm != "leashed":  # (leashed adds its measured pool high-water)
         assert rec.summary["peak_param_bytes"] == theta * (2 + 2 * per_worker)

@@ -156,6 +156,8 @@ RUNS = (
     _c("tries_per_update", "float64", "publish attempts per applied update"),
     _c("pool_high_water", "int64", "most pool vectors in use at once (null: not modelled)"),
     _c("pool_high_water_bytes", "int64", "pool_high_water in bytes"),
+    _c("pool_claim_waits", "int64", "real: claims of a pool vector that found none free on a "
+       "full pass over the pool (momentary: the pool is sized so one is always free)"),
     # the machine the real engine ran on
     _c("core_round_trip_ns_start", "float64", "cache-line round trip between the run's two "
        "CPUs at its start (ns; real runs with m > 1)"),
@@ -164,6 +166,10 @@ RUNS = (
        "workers' cores)"),
     _c("worker_cpu_seconds", "float64", "real: the worker threads' own CPU-seconds"),
     _c("worker_cpu", "string", "real: CPU-seconds per worker, comma-separated"),
+    _c("workers_applied", "int64", "real: workers that applied at least one update (with "
+       "more workers than cores, those the scheduler let run)"),
+    _c("record_waits", "int64", "real: times a worker waited for room in the update record "
+       "(the monitor had not yet drained it)"),
     # elastic parallelism
     _c("controller", "string", "the elastic parallelism controller"),
     _c("mean_active", "float64", "time-averaged number of active workers"),
