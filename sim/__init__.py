@@ -10,10 +10,11 @@ from stalesgd.engines import register_engine
 
 from .engine import SimResult, simulate_timing
 from .iid import run_iid_staleness
-from .replay import NumericReplay, StepSizes
-from .run import run_sim
+from .replay import NumericReplay
+from .run import run_sim, validate
+from .stepsizes import StepSizes
 
-register_engine("sim", run_sim)
+register_engine("sim", run_sim, validate=validate)
 
 __all__ = [
     "NumericReplay",

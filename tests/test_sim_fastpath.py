@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from stalesgd.sim import replay as replay_mod
 from stalesgd.sim.engine import simulate_timing
-from stalesgd.sim.model import ReplayHook
+from stalesgd.sim.simulation import ReplayHook
 from stalesgd.sim.run import SimRun
 
 from stalesgd.experiment import expand, experiment_from_flags

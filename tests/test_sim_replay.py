@@ -9,7 +9,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from stalesgd.sim import run_iid_staleness, run_sim
-from stalesgd.sim.replay import BatchStream, StepSizes
+from stalesgd.sim.batches import BatchStream
+from stalesgd.sim.stepsizes import StepSizes
 from stalesgd.sim.run import SimRun
 
 from stalesgd.cli import main

@@ -1,0 +1,344 @@
+"""The compiled event loop: the SimPy model of :mod:`~stalesgd.sim.model` without SimPy.
+
+:class:`CompiledLoop` runs a simulation's workers as the compiled steps of
+:mod:`~stalesgd.sim.faststeps` over one event queue (:mod:`~stalesgd.sim.fastcore`) that
+orders events as SimPy does (time, then the order they were scheduled in; the workers'
+first steps before anything else), so its records are those of the SimPy processes bit for
+bit, on any machine the model describes: more workers than cores (time slices, the run
+queue), lock hand-over latency, parked workers (elastic control), the ``sync`` barrier.
+
+The loop returns to Python only where Python has work, and resumes exactly there: a timer
+or the stop event is due (evaluations on the simulated clock, controllers acting at times),
+an update reached a version where a stop rule, the progress monitor, a controller or an
+evaluation looks (:meth:`~stalesgd.sim.simulation.Simulation.check_due`), numeric replay's
+op buffer is full, a worker's durations or the row buffer ran out, or a budget of events
+passed (so that Ctrl-C is seen within milliseconds).  While an online step-size rule learns
+its table, it returns after every update so that Python feeds the rule.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+from numba import njit
+
+from stalesgd.jitcache import cached
+
+from .buffers import R_TAU, R_WORKER, RowBuffer
+from .fastcore import (
+    BUDGET,
+    BUDGET_AT,
+    CALLBACK,
+    CONTENDED,
+    EMPTY,
+    EVENTS,
+    EXTERNAL,
+    F_HEAP,
+    FED,
+    FEEDING,
+    FLUSH,
+    FLUSH_AT,
+    HAND_W,
+    HOOKED,
+    JIT,
+    LEN,
+    M_CORE_RUN,
+    M_CORE_STEP,
+    M_SLICE,
+    MODE,
+    NEXT_CHECK,
+    NEXT_EVAL,
+    NOW,
+    POPPED,
+    POS,
+    PREEMPT,
+    R_GRANTED,
+    R_SLICE_END,
+    REFILL,
+    REM,
+    RESUME,
+    ROWS_FULL,
+    SEQ,
+    SLICE,
+    SLICE_LEN,
+    STALL_LIMIT,
+    STALLED,
+    STOPPED,
+    YIELDED,
+    M,
+    V,
+    first_slot,
+    idle,
+    lock_release,
+    new_state,
+    place,
+    run_cpu,
+    seq_of,
+    unpark,
+    wake,
+)
+from .faststeps import CODES, step
+from .timing import Sampler
+
+__all__ = ["CompiledLoop", "SimulationStalled", "compiled"]
+
+#: events between two returns to Python (about 20 ms)
+EVENT_BUDGET = 1 << 21
+
+
+class SimulationStalled(RuntimeError):
+    """The simulated clock stopped: updates keep happening at one instant (zero-length
+    cycles), so no stop rule on time or updates would ever end the run."""
+
+
+def compiled(algorithm: str) -> bool:
+    """Whether ``algorithm`` has a compiled step."""
+    return algorithm in CODES
+
+
+@cached
+@njit(**JIT)
+def _events(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table):
+    """Process events in order until Python has work; returns why (``EXTERNAL`` …)."""
+    m = I[M]
+    while True:
+        w = I[RESUME]
+        if w < 0:
+            if I[EVENTS] >= I[BUDGET_AT]:
+                return BUDGET
+            s = first_slot(I)
+            t = F[F_HEAP]
+            if t == np.inf:
+                return EMPTY
+            I[EVENTS] += 1
+            F[NOW] = t
+            I[POPPED] = seq_of(I, s)
+            if s >= m:
+                if s == m + 2:
+                    return EXTERNAL
+                idle(I, F, s)
+                if s == m:  # the lock's release callback
+                    lock_release(I, F)
+                else:  # the lock's hand-over: the woken waiter's event
+                    wake(I, F, I[HAND_W])
+                continue
+            w = s
+            mode = WI[MODE, w]
+            if mode == M_SLICE or mode == M_CORE_RUN:
+                entry = R_SLICE_END if mode == M_SLICE else R_GRANTED
+                if not run_cpu(I, F, WI, WF, w, WF[REM, w], entry):
+                    if seq_of(I, w) == I[POPPED]:
+                        idle(I, F, w)
+                    continue
+            elif mode == M_CORE_STEP:
+                WF[SLICE, w] = F[SLICE_LEN]
+        code = step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w)
+        if code != YIELDED:
+            I[RESUME] = w
+            return code
+        I[RESUME] = -1
+        if seq_of(I, w) == I[POPPED]:  # it waits without an event of its own
+            idle(I, F, w)
+
+
+class Durations:
+    """Per-worker buffers of compute, read and update durations, refilled chunk by chunk
+    with exactly the values the samplers would give, in the same order (positions and
+    lengths in the loop's per-worker integers ``WI``)."""
+
+    def __init__(self, samplers: Sequence[Sequence[Sampler]], WI: np.ndarray) -> None:  # noqa: N803
+        self._chunks = [[s.chunks() for s in per_worker] for per_worker in samplers]
+        first = [[next(it) for it in per_worker] for per_worker in self._chunks]
+        width = max(c.shape[0] for per_worker in first for c in per_worker)
+        width = max(width, max(s.chunk for per_worker in samplers for s in per_worker))
+        self.buf = np.zeros((3, len(samplers), width))
+        self.pos, self.length = WI[POS:POS + 3], WI[LEN:LEN + 3]
+        for w, per_worker in enumerate(first):
+            for kind, chunk in enumerate(per_worker):
+                self._put(kind, w, chunk)
+
+    def _put(self, kind: int, w: int, chunk: np.ndarray) -> None:
+        self.buf[kind, w, : chunk.shape[0]] = chunk
+        self.pos[kind, w] = 0
+        self.length[kind, w] = chunk.shape[0]
+
+    def refill(self, w: int) -> None:
+        """Refill worker ``w``'s exhausted buffers (the others keep their values)."""
+        for kind in range(3):
+            while self.pos[kind, w] >= self.length[kind, w]:
+                self._put(kind, w, next(self._chunks[w][kind]))
+
+
+class InlineReplay(Protocol):
+    """What the compiled loop needs of numeric replay (:class:`~stalesgd.sim.replay.
+    NumericReplay` offers it; other hooks run on the SimPy path)."""
+
+    ops: Any  # an OpBuffer
+    step: Any  # its StepSizes
+    next_eval_k: float
+
+    def flush(self) -> None: ...
+    def eval_due(self, k: int) -> None: ...
+
+
+class Host(Protocol):
+    """What the compiled loop needs of the simulation it runs (a
+    :class:`~stalesgd.sim.simulation.Simulation`)."""
+
+    algorithm: str
+    workers: int
+    oversubscribed: bool
+    persistence: int | None
+    lock_handover: float
+    cas_cost: float
+    samplers: Sequence[Sequence[Sampler]]
+    rows: RowBuffer
+    v: int
+    next_check: float
+    stopped: bool
+
+    def check_due(self) -> None: ...
+
+
+class CompiledLoop:
+    """The event loop of one simulation, compiled (see the module docstring).
+
+    ``replay`` is the run's numeric replay when its reads and applies can be recorded
+    inline (None: timing only).  ``starters`` run once at ``t = 0`` right after every
+    worker's first step (controllers).
+    """
+
+    name = "compiled"
+
+    def __init__(self, host: Host, cores: int, time_slice: float,
+                 replay: InlineReplay | None) -> None:
+        self.host = host
+        bound = -1 if host.persistence is None else int(host.persistence)
+        self.state = new_state(host.workers, CODES[host.algorithm], host.oversubscribed,
+                               cores, time_slice, host.lock_handover, host.cas_cost, bound)
+        self.I, self.F, self.WI, self.WF = self.state
+        self.durations = Durations(host.samplers, self.WI)
+        self.replay = replay
+        if replay is None:
+            self.op = (np.zeros((4, 2), np.int64), np.zeros((2, 2)))
+            self.eta_table = np.full(1, np.nan)
+        else:
+            self.op = replay.ops.arrays
+            self.eta_table = np.array(replay.step.eta_list, dtype=np.float64)
+            self.I[HOOKED] = 1
+        self._timers: list[tuple[float, int, Callable[[], None] | None]] = []
+        self._stopping = False
+
+    # ------------------------------------------------------------------ the interface
+    @property
+    def now(self) -> float:
+        """The simulated time."""
+        return float(self.F[NOW])
+
+    def call_after(self, delay: float, callback: Callable[[], None] | None) -> None:
+        """Call ``callback()`` ``delay`` simulated seconds from now (None: end the run)."""
+        seq = int(self.I[SEQ])
+        self.I[SEQ] = seq + 1
+        self._push(self.now + delay, seq, callback)
+
+    def _push(self, t: float, seq: int, callback: Callable[[], None] | None) -> None:
+        heapq.heappush(self._timers, (t, seq, callback))
+        self._arm()
+
+    def _arm(self) -> None:
+        ext = int(self.I[M]) + 2
+        if self._timers:
+            t, seq, _ = self._timers[0]
+            place(self.I, self.F, ext, t, seq)
+        else:
+            idle(self.I, self.F, ext)
+
+    def set_active(self, n: int) -> None:
+        """Run workers ``0..n-1``: parked ones among them resume now, in worker order."""
+        unpark(self.I, self.F, self.WI, n)
+
+    def request_stop(self) -> None:
+        """End the run at the current instant (events already due at it still happen)."""
+        self.I[STOPPED] = 1
+        if not self._stopping:
+            self._stopping = True
+            self.call_after(0.0, None)
+
+    @property
+    def preemptions(self) -> int:
+        """Workers descheduled at the end of a time slice."""
+        return int(self.I[PREEMPT])
+
+    @property
+    def lock_contended(self) -> int:
+        """Lock acquisitions that had to wait."""
+        return int(self.I[CONTENDED])
+
+    # ------------------------------------------------------------------ running
+    def start(self, starters: Sequence[Callable[[], None]]) -> None:
+        """Schedule the workers' first steps (already in the state) and, right after them,
+        ``starters``."""
+        for i, fn in enumerate(starters):
+            self._push(0.0, i - len(starters), fn)
+
+    def run(self) -> None:
+        """Run until the stop event, or until nothing is left to happen."""
+        host, rows, replay = self.host, self.host.rows, self.replay
+        I, F = self.I, self.F  # noqa: N806
+        args = (*self.state, self.durations.buf, rows.ints, rows.floats, *self.op)
+        I[BUDGET_AT] = EVENT_BUDGET
+        while True:
+            F[NEXT_CHECK] = host.next_check
+            if replay is not None:
+                I[FLUSH_AT] = replay.ops.flush_at
+                I[FEEDING], I[FED] = replay.step.feeding, replay.step.fed
+                F[NEXT_EVAL] = replay.next_eval_k
+            code = _events(*args, self.eta_table)
+            host.v = int(I[V])
+            if code == CALLBACK:
+                self._after_update()
+            elif code == EXTERNAL:
+                t, _, callback = heapq.heappop(self._timers)
+                self._arm()
+                if callback is None:
+                    return
+                callback()
+            elif code == ROWS_FULL:
+                rows.handover()
+            elif code == REFILL:
+                self.durations.refill(int(I[RESUME]))
+            elif code == FLUSH:
+                replay.flush()
+            elif code == BUDGET:
+                I[BUDGET_AT] = I[EVENTS] + EVENT_BUDGET
+            elif code == EMPTY:
+                return
+            elif code == STALLED:
+                raise SimulationStalled(
+                    f"the simulated clock stopped at t = {self.now!r} s: more than "
+                    f"{STALL_LIMIT} updates at that instant; a worker's cycle (compute, "
+                    "read, update, compare-and-swap) takes no time")
+
+    def _after_update(self) -> None:
+        """Python's part after an update: feed an online step-size rule, evaluate, check."""
+        host, replay, rows = self.host, self.replay, self.host.rows
+        if replay is not None and not host.stopped:
+            step = replay.step
+            if step.feeding:
+                i = rows.n - 1
+                worker = 0 if host.algorithm == "sync" else int(rows.ints[R_WORKER, i])
+                before = step.eta_list
+                step.feed(int(rows.ints[R_TAU, i]), worker)
+                if step.eta_list is not before:
+                    self.eta_table = np.array(step.eta_list, dtype=np.float64)
+            if host.v >= replay.next_eval_k:
+                rows.count[0] -= 1  # (the evaluation belongs to the update being logged)
+                try:
+                    replay.eval_due(host.v)
+                finally:
+                    rows.count[0] += 1
+        if host.v >= host.next_check:
+            host.check_due()
