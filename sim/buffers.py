@@ -70,7 +70,8 @@ class Columns:
 
 
 class RowBuffer:
-    """One chunk of update rows, handed to ``sink`` whenever it is full.
+    """One chunk of update rows (:data:`ROW_CHUNK` unless ``size`` is given), handed to
+    ``sink`` whenever it is full.
 
     ``before_handover()`` is called before rows leave (numeric replay runs its buffered
     operations then, so that a divergence it finds can still cut rows that are not yet
@@ -78,10 +79,10 @@ class RowBuffer:
     keeps.  Counts over the rows handed over: :attr:`applied`, :attr:`dropped`,
     :attr:`failed` (failed publishes)."""
 
-    def __init__(self, sink: RowSink, size: int = ROW_CHUNK,
+    def __init__(self, sink: RowSink, size: int | None = None,
                  before_handover: Callable[[], None] | None = None) -> None:
         self.sink = sink
-        self.size = int(size)
+        self.size = int(ROW_CHUNK if size is None else size)
         #: the integer columns, then the counts (:data:`R_COUNT`); the float columns
         self.ints = np.zeros((R_COUNT + 1, self.size), np.int64)
         self.floats = np.zeros((R_ETA + 1, self.size))

@@ -49,7 +49,7 @@ from .buffers import (
     R_WORKER,
 )
 
-__all__ = ["JIT", "new_state"]
+__all__ = ["JIT", "new_state", "stall_limit"]
 
 #: how every function of the compiled loop is compiled: without Numba's reference counting
 #: (``_nrt=False``), which the loop does not need (it allocates nothing; the arrays belong to
@@ -61,8 +61,8 @@ YIELDED, EMPTY, EXTERNAL, CALLBACK, FLUSH, REFILL, ROWS_FULL, BUDGET, STALLED = 
 # global integers (I); the heap, sequence numbers and queues follow at the offsets named here
 (SEQ, V, RESUME, POPPED, ACTIVE, FREE, RQ_HEAD, RQ_LEN, HELD, WAKING, LW_HEAD, LW_LEN,
  HAND_W, ARRIVED, ACQ, CONTENDED, PREEMPT, STOPPED, FLUSH_AT, HOOKED, FEEDING, FED, STALL_N,
- EVENTS, BUDGET_AT, M, ALG, OVER, BOUND, REL_SEQ, REL_PENDING, O_SEQ, O_SLOT, O_POS, O_RINGS,
- N_INT) = range(36)
+ EVENTS, BUDGET_AT, M, ALG, OVER, BOUND, REL_SEQ, REL_PENDING, STALL_MAX, O_SEQ, O_SLOT, O_POS,
+ O_RINGS, N_INT) = range(37)
 # global floats (F); the heap's times follow at F_HEAP
 NOW, NEXT_EVAL, NEXT_CHECK, SLICE_LEN, HANDOVER, CAS, ROUND_START, STALL_T, REL_T, \
     F_HEAP = range(10)
@@ -77,11 +77,17 @@ M_STEP, M_SLICE, M_CORE_RUN, M_CORE_STEP = range(4)
 COMPUTE, READ, UPDATE = range(3)
 #: the program counter every step starts at (the top of the process's loop)
 TOP = 0
-#: updates at one simulated instant beyond which the clock is taken to have stopped
+#: updates at one simulated instant beyond which the clock is taken to have stopped (no
+#: model gives more than a few per worker; a zero-length cycle gives them without end)
 STALL_LIMIT = 1 << 20
 #: the workers' first steps come before every other event: their sequence numbers
 _FIRST = 1 << 40
 _NO_SEQ = np.iinfo(np.int64).max
+
+
+def stall_limit() -> int:
+    """Updates at one simulated instant beyond which a run is stalled (:data:`STALL_LIMIT`)."""
+    return STALL_LIMIT
 
 
 def new_state(workers: int, algorithm: int, oversubscribed: bool, cores: int,
@@ -108,6 +114,7 @@ def new_state(workers: int, algorithm: int, oversubscribed: bool, cores: int,
     I[ACTIVE], I[M], I[ALG], I[OVER], I[BOUND] = m, m, algorithm, oversubscribed, bound
     I[FREE] = cores
     I[BUDGET_AT] = 1 << 62
+    I[STALL_MAX] = stall_limit()
     F[SLICE_LEN], F[HANDOVER], F[CAS] = time_slice, handover, cas
     F[NEXT_EVAL] = F[NEXT_CHECK] = np.inf
     F[STALL_T] = -1.0
@@ -511,7 +518,7 @@ def stalled(I, F):
     t = F[NOW]
     if t == F[STALL_T]:
         I[STALL_N] += 1
-        return I[STALL_N] > STALL_LIMIT
+        return I[STALL_N] > I[STALL_MAX]
     F[STALL_T] = t
     I[STALL_N] = 0
     return False

@@ -64,7 +64,7 @@ from .fastcore import (
     SEQ,
     SLICE,
     SLICE_LEN,
-    STALL_LIMIT,
+    STALL_MAX,
     STALLED,
     STOPPED,
     YIELDED,
@@ -92,6 +92,13 @@ EVENT_BUDGET = 1 << 21
 class SimulationStalled(RuntimeError):
     """The simulated clock stopped: updates keep happening at one instant (zero-length
     cycles), so no stop rule on time or updates would ever end the run."""
+
+    @classmethod
+    def at(cls, t: float, limit: int) -> SimulationStalled:
+        """The error for a clock stopped at ``t`` after ``limit`` updates there."""
+        return cls(f"the simulated clock stopped at t = {t!r} s: more than {limit} updates "
+                   "at that instant; a worker's cycle (compute, read, update, "
+                   "compare-and-swap) takes no time")
 
 
 def compiled(algorithm: str) -> bool:
@@ -317,10 +324,7 @@ class CompiledLoop:
             elif code == EMPTY:
                 return
             elif code == STALLED:
-                raise SimulationStalled(
-                    f"the simulated clock stopped at t = {self.now!r} s: more than "
-                    f"{STALL_LIMIT} updates at that instant; a worker's cycle (compute, "
-                    "read, update, compare-and-swap) takes no time")
+                raise SimulationStalled.at(self.now, int(I[STALL_MAX]))
 
     def _after_update(self) -> None:
         """Python's part after an update: feed an online step-size rule, evaluate, check."""

@@ -26,7 +26,7 @@ import simpy
 from stalesgd.algorithms import algorithm_names, asynchronous_names, get_algorithm
 
 from .buffers import Columns, RowBuffer, RowSink
-from .fastcore import STALL_LIMIT
+from .fastcore import stall_limit
 from .fastloop import CompiledLoop, SimulationStalled, compiled
 from .machine import Lock, Machine
 from .timing import Sampler, Timing
@@ -216,6 +216,7 @@ class Simulation:
         self._stopped_at: float | None = None
         self._stall_t = -1.0
         self._stall_n = 0
+        self._stall_max = stall_limit()
         #: the version at which :meth:`check_due` must run next (stop rules, progress, watch)
         self.next_check: float = math.inf
         self._monitor: Callable[[Simulation], None] | None = None
@@ -294,11 +295,8 @@ class Simulation:
         now = self.env.now
         if now == self._stall_t:
             self._stall_n += 1
-            if self._stall_n > STALL_LIMIT:
-                raise SimulationStalled(
-                    f"the simulated clock stopped at t = {now!r} s: more than {STALL_LIMIT} "
-                    "updates at that instant; a worker's cycle (compute, read, update, "
-                    "compare-and-swap) takes no time")
+            if self._stall_n > self._stall_max:
+                raise SimulationStalled.at(now, self._stall_max)
         else:
             self._stall_t = now
             self._stall_n = 0

@@ -2,9 +2,9 @@
 
 * The core (``stalesgd/``) depends on no engine and not on the analysis: it never imports
   ``stalesgd.analysis``, ``stalesgd.sim`` or ``stalesgd.real``.
-* The analysis layer uses other modules only through their public names (no ``_private``
-  name imported or reached as an attribute of an imported module), and its modules import
-  each other without circles.
+* The analysis layer and the simulator use other modules only through their public names
+  (no ``_private`` name imported or reached as an attribute of an imported module), and
+  their modules import each other without circles.
 """
 
 from __future__ import annotations
@@ -70,9 +70,10 @@ def _private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
-def test_the_analysis_uses_no_private_name_of_another_module():
+@pytest.mark.parametrize("package", ["stalesgd.analysis", "stalesgd.sim"])
+def test_no_private_name_of_another_module_is_used(package):
     bad = []
-    for name, path in modules("stalesgd.analysis").items():
+    for name, path in modules(package).items():
         tree = ast.parse(path.read_text(), str(path))
         imported: set[str] = set()
         for target, names, node in imports(name, path):
@@ -140,8 +141,9 @@ def test_cycle_finder_finds_a_circle():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-@pytest.mark.parametrize("package", ["stalesgd.analysis"])
-def test_no_import_circles(package):
+@pytest.mark.parametrize("package,reexported", [("stalesgd.analysis", "report"),
+                                                ("stalesgd.sim", "engine")])
+def test_no_import_circles(package, reexported):
     graph = import_graph(package)
-    assert f"{package}.report" in graph[package]  # the package re-exports its modules
+    assert f"{package}.{reexported}" in graph[package]  # the package re-exports its modules
     assert cycles(graph) == []
