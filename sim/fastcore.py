@@ -61,8 +61,8 @@ YIELDED, EMPTY, EXTERNAL, CALLBACK, FLUSH, REFILL, ROWS_FULL, BUDGET, STALLED = 
 # global integers (I); the heap, sequence numbers and queues follow at the offsets named here
 (SEQ, V, RESUME, POPPED, ACTIVE, FREE, RQ_HEAD, RQ_LEN, HELD, WAKING, LW_HEAD, LW_LEN,
  HAND_W, ARRIVED, ACQ, CONTENDED, PREEMPT, STOPPED, FLUSH_AT, HOOKED, FEEDING, FED, STALL_N,
- EVENTS, BUDGET_AT, M, ALG, OVER, BOUND, REL_SEQ, REL_PENDING, STALL_MAX, O_SEQ, O_SLOT, O_POS,
- O_RINGS, N_INT) = range(37)
+ EVENTS, BUDGET_AT, M, ALG, OVER, BOUND, REL_SEQ, REL_PENDING, STALL_MAX, READY, READY_SEQ,
+ O_SEQ, O_SLOT, O_POS, O_RINGS, N_INT) = range(39)
 # global floats (F); the heap's times follow at F_HEAP
 NOW, NEXT_EVAL, NEXT_CHECK, SLICE_LEN, HANDOVER, CAS, ROUND_START, STALL_T, REL_T, \
     F_HEAP = range(10)
@@ -110,7 +110,7 @@ def new_state(workers: int, algorithm: int, oversubscribed: bool, cores: int,
     I[I[O_SEQ]:I[O_SEQ] + m] = np.arange(m) - _FIRST
     I[I[O_SLOT]:I[O_SLOT] + slots] = np.arange(slots)
     I[I[O_POS]:I[O_POS] + slots] = np.arange(slots)
-    I[RESUME] = I[HAND_W] = -1
+    I[RESUME] = I[HAND_W] = I[READY] = -1
     I[ACTIVE], I[M], I[ALG], I[OVER], I[BOUND] = m, m, algorithm, oversubscribed, bound
     I[FREE] = cores
     I[BUDGET_AT] = 1 << 62
@@ -187,7 +187,33 @@ def schedule(I, F, slot, t):
 @njit(**JIT, inline="always")
 def idle(I, F, slot):
     """``slot`` has no pending event."""
-    place(I, F, slot, np.inf, _NO_SEQ)
+    if I[READY] == slot:
+        I[READY] = -1
+    else:
+        place(I, F, slot, np.inf, _NO_SEQ)
+
+
+@njit(**JIT)
+def next_event(I, F):
+    """The slot whose event comes next (-1: none), its time set as the clock's.
+
+    The latest wake-up (see :func:`wake`) waits beside the heap: it is due now, after every
+    event the heap holds for now (those were scheduled earlier) and before any later one."""
+    ready = I[READY]
+    if ready >= 0:
+        h = I[I[O_SLOT]]
+        if not _earlier(F[F_HEAP], I[I[O_SEQ]], F[NOW], I[READY_SEQ]):
+            I[READY] = -1
+            I[POPPED] = I[READY_SEQ]
+            return ready
+    else:
+        h = I[I[O_SLOT]]
+    t = F[F_HEAP]
+    if t == np.inf:
+        return -1
+    F[NOW] = t
+    I[POPPED] = I[I[O_SEQ]]
+    return h
 
 
 @njit(**JIT, inline="always")
@@ -212,8 +238,14 @@ def sleep(WI, w, pc):
 
 @njit(**JIT, inline="always")
 def wake(I, F, w):
-    """Wake a sleeping worker now (SimPy: ``event.succeed()``)."""
-    schedule(I, F, w, F[NOW])
+    """Wake a sleeping worker now (SimPy: ``event.succeed()``).  The latest wake-up is kept
+    out of the heap (it is most often the very next event); an earlier one still waiting
+    goes into the heap."""
+    seq = take_seq(I)
+    if I[READY] >= 0:
+        place(I, F, I[READY], F[NOW], I[READY_SEQ])
+    I[READY] = w
+    I[READY_SEQ] = seq
 
 
 @njit(**JIT, inline="always")

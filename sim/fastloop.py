@@ -36,7 +36,6 @@ from .fastcore import (
     EMPTY,
     EVENTS,
     EXTERNAL,
-    F_HEAP,
     FED,
     FEEDING,
     FLUSH,
@@ -70,10 +69,10 @@ from .fastcore import (
     YIELDED,
     M,
     V,
-    first_slot,
     idle,
     lock_release,
     new_state,
+    next_event,
     place,
     run_cpu,
     seq_of,
@@ -116,13 +115,10 @@ def _events(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table):
         if w < 0:
             if I[EVENTS] >= I[BUDGET_AT]:
                 return BUDGET
-            s = first_slot(I)
-            t = F[F_HEAP]
-            if t == np.inf:
+            s = next_event(I, F)
+            if s < 0:
                 return EMPTY
             I[EVENTS] += 1
-            F[NOW] = t
-            I[POPPED] = seq_of(I, s)
             if s >= m:
                 if s == m + 2:
                     return EXTERNAL
