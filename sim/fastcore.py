@@ -61,8 +61,8 @@ YIELDED, EMPTY, EXTERNAL, CALLBACK, FLUSH, REFILL, ROWS_FULL, BUDGET, STALLED = 
 # global integers (I); the heap, sequence numbers and queues follow at the offsets named here
 (SEQ, V, RESUME, POPPED, ACTIVE, FREE, RQ_HEAD, RQ_LEN, HELD, WAKING, LW_HEAD, LW_LEN,
  HAND_W, ARRIVED, ACQ, CONTENDED, PREEMPT, STOPPED, FLUSH_AT, HOOKED, FEEDING, FED, STALL_N,
- EVENTS, BUDGET_AT, M, ALG, OVER, BOUND, REL_SEQ, REL_PENDING, STALL_MAX, READY, READY_SEQ,
- O_SEQ, O_SLOT, O_POS, O_RINGS, N_INT) = range(39)
+ EVENTS, BUDGET_AT, M, ALG, OVER, BOUND, REL_SEQ, REL_PENDING, REL_CARRIER, STALL_MAX, READY,
+ READY_SEQ, ENTRY, O_SEQ, O_SLOT, O_POS, O_RINGS, N_INT) = range(41)
 # global floats (F); the heap's times follow at F_HEAP
 NOW, NEXT_EVAL, NEXT_CHECK, SLICE_LEN, HANDOVER, CAS, ROUND_START, STALL_T, REL_T, \
     F_HEAP = range(10)
@@ -110,7 +110,7 @@ def new_state(workers: int, algorithm: int, oversubscribed: bool, cores: int,
     I[I[O_SEQ]:I[O_SEQ] + m] = np.arange(m) - _FIRST
     I[I[O_SLOT]:I[O_SLOT] + slots] = np.arange(slots)
     I[I[O_POS]:I[O_POS] + slots] = np.arange(slots)
-    I[RESUME] = I[HAND_W] = I[READY] = -1
+    I[RESUME] = I[HAND_W] = I[READY] = I[REL_CARRIER] = -1
     I[ACTIVE], I[M], I[ALG], I[OVER], I[BOUND] = m, m, algorithm, oversubscribed, bound
     I[FREE] = cores
     I[BUDGET_AT] = 1 << 62
@@ -205,6 +205,7 @@ def next_event(I, F):
         if not _earlier(F[F_HEAP], I[I[O_SEQ]], F[NOW], I[READY_SEQ]):
             I[READY] = -1
             I[POPPED] = I[READY_SEQ]
+            I[ENTRY] = _NO_SEQ
             return ready
     else:
         h = I[I[O_SLOT]]
@@ -212,20 +213,41 @@ def next_event(I, F):
     if t == np.inf:
         return -1
     F[NOW] = t
-    I[POPPED] = I[I[O_SEQ]]
+    I[POPPED] = I[ENTRY] = I[I[O_SEQ]]
     return h
+
+
+@njit(**JIT)
+def settle(I, F, slot):
+    """After the event of ``slot`` was handled: unless it scheduled a new one, it has none."""
+    if I[ENTRY] != _NO_SEQ and I[I[O_SEQ] + I[I[O_POS] + slot]] == I[ENTRY]:
+        place(I, F, slot, np.inf, _NO_SEQ)
+
+
+@njit(**JIT)
+def carried_release(I, F, w):
+    """The lock's release callback, carried by the heap entry of ``w``, the waiter it wakes:
+    True if ``w``'s wake-up is the very next event, which then continues on that entry."""
+    I[REL_CARRIER] = -1
+    lock_release(I, F)
+    if I[READY] == w:
+        t, s = F[NOW], I[READY_SEQ]
+        n = I[M] + 3
+        ks = I[O_SEQ]
+        first = not (_earlier(F[F_HEAP + 1], I[ks + 1], t, s)
+                     or (n > 2 and _earlier(F[F_HEAP + 2], I[ks + 2], t, s)))
+        if first:
+            I[READY] = -1
+            I[POPPED] = s  # the event handled now is the wake-up (on the carrier's entry)
+            return True
+    place(I, F, w, np.inf, _NO_SEQ)
+    return False
 
 
 @njit(**JIT, inline="always")
 def first_slot(I):
     """The slot whose event comes first."""
     return I[I[O_SLOT]]
-
-
-@njit(**JIT, inline="always")
-def seq_of(I, slot):
-    """The sequence number of ``slot``'s pending event."""
-    return I[I[O_SEQ] + I[I[O_POS] + slot]]
 
 
 @njit(**JIT, inline="always")
@@ -381,6 +403,18 @@ def cpu(I, F, WI, WF, w, d, pc):
 # ------------------------------------------------------------------------------- the lock
 
 @njit(**JIT, inline="always")
+def _release_event(I, F, t, seq):
+    """Put the lock's release callback (time ``t``, ``seq``) into the heap: into the entry of
+    the waiter it will wake when that is known (no wake-up under way), else its own slot."""
+    if I[WAKING] == 0 and I[LW_LEN] > 0 and F[HANDOVER] == 0.0:
+        w = I[I[O_RINGS] + I[M] + I[LW_HEAD]]
+        I[REL_CARRIER] = w
+        place(I, F, w, t, seq)
+    else:
+        place(I, F, I[M], t, seq)
+
+
+@njit(**JIT, inline="always")
 def release_later(I, F, d):
     """The lock's release callback ``d > 0`` seconds from now, for a worker that holds the
     lock (one core per worker, no hand-over latency).  The callback takes its sequence
@@ -396,7 +430,7 @@ def release_later(I, F, d):
         idle(I, F, w2)
         _push(I, 1, LW_HEAD, LW_LEN, w2, True)
     if I[LW_LEN] > 0:
-        schedule(I, F, I[M], F[NOW] + d)
+        _release_event(I, F, F[NOW] + d, take_seq(I))
         return
     F[REL_T] = F[NOW] + d
     I[REL_SEQ] = take_seq(I)
@@ -423,7 +457,7 @@ def lock_try(I, F, w):
     _push(I, 1, LW_HEAD, LW_LEN, w, False)
     if I[REL_PENDING]:  # the release callback now has a waiter to wake: into the heap
         I[REL_PENDING] = 0
-        place(I, F, I[M], F[REL_T], I[REL_SEQ])
+        _release_event(I, F, F[REL_T], I[REL_SEQ])
     return False
 
 
@@ -439,7 +473,7 @@ def lock_retry(I, F, w):
     _push(I, 1, LW_HEAD, LW_LEN, w, True)
     if I[REL_PENDING]:
         I[REL_PENDING] = 0
-        place(I, F, I[M], F[REL_T], I[REL_SEQ])
+        _release_event(I, F, F[REL_T], I[REL_SEQ])
     return False
 
 

@@ -51,12 +51,12 @@ from .fastcore import (
     NEXT_CHECK,
     NEXT_EVAL,
     NOW,
-    POPPED,
     POS,
     PREEMPT,
     R_GRANTED,
     R_SLICE_END,
     REFILL,
+    REL_CARRIER,
     REM,
     RESUME,
     ROWS_FULL,
@@ -69,13 +69,14 @@ from .fastcore import (
     YIELDED,
     M,
     V,
+    carried_release,
     idle,
     lock_release,
     new_state,
     next_event,
     place,
     run_cpu,
-    seq_of,
+    settle,
     unpark,
     wake,
 )
@@ -129,12 +130,13 @@ def _events(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table):
                     wake(I, F, I[HAND_W])
                 continue
             w = s
+            if w == I[REL_CARRIER] and not carried_release(I, F, w):
+                continue
             mode = WI[MODE, w]
             if mode == M_SLICE or mode == M_CORE_RUN:
                 entry = R_SLICE_END if mode == M_SLICE else R_GRANTED
                 if not run_cpu(I, F, WI, WF, w, WF[REM, w], entry):
-                    if seq_of(I, w) == I[POPPED]:
-                        idle(I, F, w)
+                    settle(I, F, w)
                     continue
             elif mode == M_CORE_STEP:
                 WF[SLICE, w] = F[SLICE_LEN]
@@ -143,8 +145,7 @@ def _events(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table):
             I[RESUME] = w
             return code
         I[RESUME] = -1
-        if seq_of(I, w) == I[POPPED]:  # it waits without an event of its own
-            idle(I, F, w)
+        settle(I, F, w)  # (if it waits without an event of its own)
 
 
 class Durations:
