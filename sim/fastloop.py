@@ -1,33 +1,28 @@
 """The compiled event loop: the SimPy model of :mod:`~stalesgd.sim.model` without SimPy.
 
 :class:`CompiledLoop` runs a simulation's workers as the compiled steps of
-:mod:`~stalesgd.sim.faststeps` over one event queue (:mod:`~stalesgd.sim.fastcore`) that
-orders events as SimPy does (time, then the order they were scheduled in; the workers'
-first steps before anything else), so its records are those of the SimPy processes bit for
-bit, on any machine the model describes: more workers than cores (time slices, the run
-queue), lock hand-over latency, parked workers (elastic control), the ``sync`` barrier.
-
-The loop returns to Python only where Python has work, and resumes exactly there: a timer
-or the stop event is due (evaluations on the simulated clock, controllers acting at times),
-an update reached a version where a stop rule, the progress monitor, a controller or an
-evaluation looks (:meth:`~stalesgd.sim.simulation.Simulation.check_due`), numeric replay's
-op buffer is full, a worker's durations or the row buffer ran out, or a budget of events
-passed (so that Ctrl-C is seen within milliseconds).  While an online step-size rule learns
-its table, it returns after every update so that Python feeds the rule.
+:mod:`~stalesgd.sim.faststeps` in the order SimPy would (time, then the order events were
+scheduled in; the workers' first steps before anything else), so its records are those of
+the SimPy processes bit for bit on any machine the model describes.  The loop returns to
+Python only where Python has work, and resumes exactly there: a timer or the stop event is
+due, an update reached a version where a stop rule, the progress monitor, a controller or an
+evaluation looks, numeric replay's buffer is full, durations or the row buffer ran out, or
+:data:`EVENT_BUDGET` events passed (Ctrl-C is seen within milliseconds).  While an online
+step-size rule learns its table, it returns after every update so that Python feeds it.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from numba import njit
 
 from stalesgd.jitcache import cached
 
-from .buffers import R_TAU, R_WORKER, RowBuffer
+from .buffers import R_TAU, R_WORKER
 from .fastcore import (
     BUDGET,
     BUDGET_AT,
@@ -85,7 +80,7 @@ from .timing import Sampler
 
 __all__ = ["CompiledLoop", "SimulationStalled", "compiled"]
 
-#: events between two returns to Python (about 20 ms)
+#: events between two returns to Python (a few milliseconds)
 EVENT_BUDGET = 1 << 21
 
 
@@ -109,27 +104,26 @@ def compiled(algorithm: str) -> bool:
 @cached
 @njit(**JIT)
 def _events(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table):
-    """Process events in order until Python has work; returns why (``EXTERNAL`` …)."""
+    """Handle events in order until Python has work; returns why (``EXTERNAL`` …)."""
     m = I[M]
     while True:
         w = I[RESUME]
         if w < 0:
             if I[EVENTS] >= I[BUDGET_AT]:
                 return BUDGET
-            s = next_event(I, F)
-            if s < 0:
+            w = next_event(I, F)
+            if w < 0:
                 return EMPTY
             I[EVENTS] += 1
-            if s >= m:
-                if s == m + 2:
+            if w >= m:
+                if w == m + 2:
                     return EXTERNAL
-                idle(I, F, s)
-                if s == m:  # the lock's release callback
+                idle(I, F, w)
+                if w == m:  # the lock's release callback
                     lock_release(I, F)
-                else:  # the lock's hand-over: the woken waiter's event
+                else:  # the lock's hand-over latency passed: wake the waiter
                     wake(I, F, I[HAND_W])
                 continue
-            w = s
             if w == I[REL_CARRIER] and not carried_release(I, F, w):
                 continue
             mode = WI[MODE, w]
@@ -145,29 +139,27 @@ def _events(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table):
             I[RESUME] = w
             return code
         I[RESUME] = -1
-        settle(I, F, w)  # (if it waits without an event of its own)
+        settle(I, F, w)
 
 
 class Durations:
     """Per-worker buffers of compute, read and update durations, refilled chunk by chunk
-    with exactly the values the samplers would give, in the same order (positions and
-    lengths in the loop's per-worker integers ``WI``)."""
+    with the values the samplers would give (positions and lengths in ``WI``)."""
 
-    def __init__(self, samplers: Sequence[Sequence[Sampler]], WI: np.ndarray) -> None:  # noqa: N803
+    def __init__(self, samplers: Sequence[Sequence[Sampler]], wi: np.ndarray) -> None:
         self._chunks = [[s.chunks() for s in per_worker] for per_worker in samplers]
         first = [[next(it) for it in per_worker] for per_worker in self._chunks]
-        width = max(c.shape[0] for per_worker in first for c in per_worker)
-        width = max(width, max(s.chunk for per_worker in samplers for s in per_worker))
+        width = max([c.shape[0] for per_worker in first for c in per_worker]
+                    + [s.chunk for per_worker in samplers for s in per_worker])
         self.buf = np.zeros((3, len(samplers), width))
-        self.pos, self.length = WI[POS:POS + 3], WI[LEN:LEN + 3]
+        self.pos, self.length = wi[POS:POS + 3], wi[LEN:LEN + 3]
         for w, per_worker in enumerate(first):
             for kind, chunk in enumerate(per_worker):
                 self._put(kind, w, chunk)
 
     def _put(self, kind: int, w: int, chunk: np.ndarray) -> None:
         self.buf[kind, w, : chunk.shape[0]] = chunk
-        self.pos[kind, w] = 0
-        self.length[kind, w] = chunk.shape[0]
+        self.pos[kind, w], self.length[kind, w] = 0, chunk.shape[0]
 
     def refill(self, w: int) -> None:
         """Refill worker ``w``'s exhausted buffers (the others keep their values)."""
@@ -176,54 +168,20 @@ class Durations:
                 self._put(kind, w, next(self._chunks[w][kind]))
 
 
-class InlineReplay(Protocol):
-    """What the compiled loop needs of numeric replay (:class:`~stalesgd.sim.replay.
-    NumericReplay` offers it; other hooks run on the SimPy path)."""
-
-    ops: Any  # an OpBuffer
-    step: Any  # its StepSizes
-    next_eval_k: float
-
-    def flush(self) -> None: ...
-    def eval_due(self, k: int) -> None: ...
-
-
-class Host(Protocol):
-    """What the compiled loop needs of the simulation it runs (a
-    :class:`~stalesgd.sim.simulation.Simulation`)."""
-
-    algorithm: str
-    workers: int
-    oversubscribed: bool
-    persistence: int | None
-    lock_handover: float
-    cas_cost: float
-    samplers: Sequence[Sequence[Sampler]]
-    rows: RowBuffer
-    v: int
-    next_check: float
-    stopped: bool
-
-    def check_due(self) -> None: ...
-
-
 class CompiledLoop:
-    """The event loop of one simulation, compiled (see the module docstring).
-
-    ``replay`` is the run's numeric replay when its reads and applies can be recorded
-    inline (None: timing only).  ``starters`` run once at ``t = 0`` right after every
-    worker's first step (controllers).
-    """
+    """The event loop of one :class:`~stalesgd.sim.simulation.Simulation` (``host``),
+    compiled; ``replay`` is its numeric replay when the loop records the reads and applies
+    itself (:meth:`~stalesgd.sim.replay.NumericReplay.inline`), None for timing only."""
 
     name = "compiled"
 
-    def __init__(self, host: Host, cores: int, time_slice: float,
-                 replay: InlineReplay | None) -> None:
+    def __init__(self, host: Any, replay: Any | None) -> None:
         self.host = host
         bound = -1 if host.persistence is None else int(host.persistence)
         self.state = new_state(host.workers, CODES[host.algorithm], host.oversubscribed,
-                               cores, time_slice, host.lock_handover, host.cas_cost, bound)
-        self.I, self.F, self.WI, self.WF = self.state
+                               host.machine.cores, host.machine.time_slice, host.lock_handover,
+                               host.cas_cost, bound)
+        self.I, self.F, self.WI, _ = self.state
         self.durations = Durations(host.samplers, self.WI)
         self.replay = replay
         if replay is None:
@@ -236,7 +194,6 @@ class CompiledLoop:
         self._timers: list[tuple[float, int, Callable[[], None] | None]] = []
         self._stopping = False
 
-    # ------------------------------------------------------------------ the interface
     @property
     def now(self) -> float:
         """The simulated time."""
@@ -244,21 +201,20 @@ class CompiledLoop:
 
     def call_after(self, delay: float, callback: Callable[[], None] | None) -> None:
         """Call ``callback()`` ``delay`` simulated seconds from now (None: end the run)."""
-        seq = int(self.I[SEQ])
-        self.I[SEQ] = seq + 1
-        self._push(self.now + delay, seq, callback)
+        self.I[SEQ] += 1
+        self._push(self.now + delay, int(self.I[SEQ]) - 1, callback)
 
     def _push(self, t: float, seq: int, callback: Callable[[], None] | None) -> None:
         heapq.heappush(self._timers, (t, seq, callback))
         self._arm()
 
     def _arm(self) -> None:
-        ext = int(self.I[M]) + 2
+        """Put the earliest timer in the loop's slot for the Python side."""
         if self._timers:
             t, seq, _ = self._timers[0]
-            place(self.I, self.F, ext, t, seq)
+            place(self.I, self.F, int(self.I[M]) + 2, t, seq)
         else:
-            idle(self.I, self.F, ext)
+            idle(self.I, self.F, int(self.I[M]) + 2)
 
     def set_active(self, n: int) -> None:
         """Run workers ``0..n-1``: parked ones among them resume now, in worker order."""
@@ -281,10 +237,8 @@ class CompiledLoop:
         """Lock acquisitions that had to wait."""
         return int(self.I[CONTENDED])
 
-    # ------------------------------------------------------------------ running
     def start(self, starters: Sequence[Callable[[], None]]) -> None:
-        """Schedule the workers' first steps (already in the state) and, right after them,
-        ``starters``."""
+        """Call ``starters`` right after the workers' first steps (already in the state)."""
         for i, fn in enumerate(starters):
             self._push(0.0, i - len(starters), fn)
 
@@ -297,15 +251,15 @@ class CompiledLoop:
         while True:
             F[NEXT_CHECK] = host.next_check
             if replay is not None:
-                I[FLUSH_AT] = replay.ops.flush_at
-                I[FEEDING], I[FED] = replay.step.feeding, replay.step.fed
+                I[FLUSH_AT], I[FEEDING], I[FED] = (replay.ops.flush_at, replay.step.feeding,
+                                                   replay.step.fed)
                 F[NEXT_EVAL] = replay.next_eval_k
             code = _events(*args, self.eta_table)
             host.v = int(I[V])
             if code == CALLBACK:
                 self._after_update()
             elif code == EXTERNAL:
-                t, _, callback = heapq.heappop(self._timers)
+                _, _, callback = heapq.heappop(self._timers)
                 self._arm()
                 if callback is None:
                     return
@@ -327,14 +281,14 @@ class CompiledLoop:
         """Python's part after an update: feed an online step-size rule, evaluate, check."""
         host, replay, rows = self.host, self.replay, self.host.rows
         if replay is not None and not host.stopped:
-            step = replay.step
-            if step.feeding:
+            step_sizes = replay.step
+            if step_sizes.feeding:
                 i = rows.n - 1
                 worker = 0 if host.algorithm == "sync" else int(rows.ints[R_WORKER, i])
-                before = step.eta_list
-                step.feed(int(rows.ints[R_TAU, i]), worker)
-                if step.eta_list is not before:
-                    self.eta_table = np.array(step.eta_list, dtype=np.float64)
+                before = step_sizes.eta_list
+                step_sizes.feed(int(rows.ints[R_TAU, i]), worker)
+                if step_sizes.eta_list is not before:
+                    self.eta_table = np.array(step_sizes.eta_list, dtype=np.float64)
             if host.v >= replay.next_eval_k:
                 rows.count[0] -= 1  # (the evaluation belongs to the update being logged)
                 try:

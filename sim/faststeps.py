@@ -1,15 +1,15 @@
 """The algorithms' SimPy processes (:mod:`~stalesgd.sim.model`) as compiled steps.
 
 A step runs worker ``w`` from where its process would resume (its program counter) to its
-next wait: each block below is the stretch of the SimPy process between two ``yield``\\ s,
-the same operations in the same order with the same float arithmetic (the primitives of
-:mod:`~stalesgd.sim.fastcore`), so the compiled loop gives the SimPy processes' records bit
-for bit.  A step also stops where Python has work (a replay flush, a refill of durations,
-a full row buffer, a callback after an update) and is resumed there.
+next wait.  Each block is the stretch of the process between two ``yield``\\ s, the same
+operations in the same order with the same float arithmetic (:mod:`~stalesgd.sim.fastcore`),
+so the compiled loop gives the processes' records bit for bit.  A step also stops where
+Python has work (a replay flush, a refill of durations, a full row buffer, a callback after
+an update) and is resumed there; blocks that can stop so start with their checks.
 
-Adding an algorithm's compiled step (optional: without one the algorithm runs in SimPy):
-write ``<name>_step`` after its SimPy process, give it a code in :data:`CODES` and a branch
-in :func:`step`; the tests that compare both loops pick it up from :data:`CODES`.
+Adding an algorithm's compiled step (optional: without one it runs in SimPy): write
+``<name>_step`` after its process, give it a code in :data:`CODES` and a branch in
+:func:`step`; ``tests/test_sim_loops.py`` then compares it with the process.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from .fastcore import (
     ALG,
     ATT,
     BOUND,
-    CALLBACK,
     CAS,
     COMPUTE,
     FLUSH,
@@ -35,7 +34,6 @@ from .fastcore import (
     REFILL,
     ROUND_START,
     ROWS_FULL,
-    STALLED,
     T0,
     T1,
     T_READ,
@@ -44,26 +42,21 @@ from .fastcore import (
     YIELDED,
     M,
     V,
+    applied,
     apply_op,
     arrive,
     core_acquire,
-    core_release,
     cpu,
     draw,
     dry,
     end_round,
+    lock_acquire,
     lock_release,
-    lock_retry,
-    lock_try,
-    lock_wait,
     log_row,
-    needs_python,
     park,
     read_op,
     release_later,
     rows_full,
-    sleep,
-    stalled,
 )
 
 __all__ = ["CODES", "step"]
@@ -71,26 +64,8 @@ __all__ = ["CODES", "step"]
 #: algorithms with a compiled step -> their code (``seq`` is Hogwild!'s process on one worker)
 CODES = {"lock": 0, "hogwild": 1, "seq": 1, "leashed": 2, "sync": 3}
 
-
-#: (from _applied) the step goes on
-_GO_ON = -1
-
-
-@njit(**JIT, inline="always")
-def _applied(I, F, WI, w, pc):
-    """After an applied update: STALLED if the clock stopped, CALLBACK if Python has work
-    (the step resumes at ``pc``), else go on."""
-    WI[PC, w] = pc
-    if stalled(I, F):
-        return STALLED
-    if needs_python(I, F):
-        return CALLBACK
-    return _GO_ON
-
-
-# program counters of lock_step
-_L_PARKED, _L_ACQ_R, _L_WOKEN_R, _L_RETRY_R, _L_READ, _L_DRAW, _L_REL, _L_ACQ_U, _L_WOKEN_U, \
-    _L_RETRY_U, _L_APPLY, _L_LOG = range(1, 13)
+_L_PARKED, _L_ACQ_R, _L_RETRY_R, _L_READ, _L_DRAW, _L_REL, _L_ACQ_U, _L_RETRY_U, _L_APPLY, \
+    _L_LOG = range(1, 11)
 
 
 @njit(**JIT, inline="always")
@@ -108,27 +83,19 @@ def lock_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w):
                 return YIELDED
             pc = TOP
             continue
-        # read under the lock
-        if pc == _L_ACQ_R:
-            if not lock_try(I, F, w):
-                lock_wait(I, F, WI, w, _L_WOKEN_R)
+        if pc == _L_ACQ_R:  # read under the lock
+            if not lock_acquire(I, F, WI, WF, w, False, _L_RETRY_R):
                 return YIELDED
             pc = _L_READ
-        if pc == _L_WOKEN_R:
-            if not core_acquire(I, F, WI, WF, w, _L_RETRY_R):
-                return YIELDED
-            pc = _L_RETRY_R
         if pc == _L_RETRY_R:
-            if not lock_retry(I, F, w):
-                lock_wait(I, F, WI, w, _L_WOKEN_R)
+            if not lock_acquire(I, F, WI, WF, w, True, _L_RETRY_R):
                 return YIELDED
             pc = _L_READ
         if pc == _L_READ:
             if dry(WI, w, READ) or dry(WI, w, COMPUTE):
                 WI[PC, w] = _L_READ
                 return REFILL
-            WF[T_READ, w] = F[NOW]
-            WI[T0, w] = I[V]
+            WF[T_READ, w], WI[T0, w] = F[NOW], I[V]
             pc = _L_DRAW
             if read_op(I, F, rows_i, op_i, op_f, w):
                 WI[PC, w] = _L_DRAW
@@ -136,8 +103,7 @@ def lock_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w):
         if pc == _L_DRAW:
             r = draw(WI, buf, READ, w)
             c = draw(WI, buf, COMPUTE, w)
-            if not I[OVER]:
-                # the release after the copy is a callback: one sleep for copy + compute
+            if not I[OVER]:  # the release is a callback: one sleep for copy + compute
                 if r > 0.0:
                     release_later(I, F, r)
                 else:
@@ -152,23 +118,15 @@ def lock_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w):
                 pc = _L_REL
         if pc == _L_REL:
             lock_release(I, F)
-            c = WF[PEND, w]
-            if c > 0.0 and not cpu(I, F, WI, WF, w, c, _L_ACQ_U):
+            if WF[PEND, w] > 0.0 and not cpu(I, F, WI, WF, w, WF[PEND, w], _L_ACQ_U):
                 return YIELDED
             pc = _L_ACQ_U
-        # apply under the lock
-        if pc == _L_ACQ_U:
-            if not lock_try(I, F, w):
-                lock_wait(I, F, WI, w, _L_WOKEN_U)
+        if pc == _L_ACQ_U:  # apply under the lock
+            if not lock_acquire(I, F, WI, WF, w, False, _L_RETRY_U):
                 return YIELDED
             pc = _L_APPLY
-        if pc == _L_WOKEN_U:
-            if not core_acquire(I, F, WI, WF, w, _L_RETRY_U):
-                return YIELDED
-            pc = _L_RETRY_U
         if pc == _L_RETRY_U:
-            if not lock_retry(I, F, w):
-                lock_wait(I, F, WI, w, _L_WOKEN_U)
+            if not lock_acquire(I, F, WI, WF, w, True, _L_RETRY_U):
                 return YIELDED
             pc = _L_APPLY
         if pc == _L_APPLY:
@@ -190,8 +148,8 @@ def lock_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w):
             eta = apply_op(I, op_i, op_f, eta_table, (w << 1) | 1, tau)
             log_row(I, rows_i, rows_f, t1, w, WF[T_READ, w], F[NOW], tau, eta, 1, False)
             lock_release(I, F)
-            code = _applied(I, F, WI, w, TOP)
-            if code != _GO_ON:
+            code = applied(I, F, WI, w, TOP)
+            if code >= 0:
                 return code
             pc = TOP
 
@@ -218,8 +176,7 @@ def hogwild_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w):
             if dry(WI, w, READ) or dry(WI, w, COMPUTE) or dry(WI, w, UPDATE):
                 WI[PC, w] = _H_READ
                 return REFILL
-            WF[T_READ, w] = F[NOW]
-            WI[T0, w] = I[V]
+            WF[T_READ, w], WI[T0, w] = F[NOW], I[V]
             pc = _H_DRAW
             if read_op(I, F, rows_i, op_i, op_f, w):
                 WI[PC, w] = _H_DRAW
@@ -231,8 +188,7 @@ def hogwild_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w):
             if not cpu(I, F, WI, WF, w, d, _H_CLAIM):
                 return YIELDED
             pc = _H_CLAIM
-        if pc == _H_CLAIM:
-            # the update index is claimed (fetch-add) before the element-wise update
+        if pc == _H_CLAIM:  # claim the next index (fetch-add), then write in place
             if rows_full(I, rows_i):
                 WI[PC, w] = _H_CLAIM
                 return ROWS_FULL
@@ -240,15 +196,14 @@ def hogwild_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w):
             tau = t1 - WI[T0, w]
             I[V] = t1 + 1
             eta = apply_op(I, op_i, op_f, eta_table, (w << 1) | 1, tau)
-            log_row(I, rows_i, rows_f, t1, w, WF[T_READ, w], F[NOW] + WF[PEND, w], tau, eta, 1,
-                    False)
-            code = _applied(I, F, WI, w, _H_AFTER)
-            if code != _GO_ON:
+            log_row(I, rows_i, rows_f, t1, w, WF[T_READ, w], F[NOW] + WF[PEND, w], tau, eta,
+                    1, False)
+            code = applied(I, F, WI, w, _H_AFTER)
+            if code >= 0:
                 return code
             pc = _H_AFTER
         if pc == _H_AFTER:
-            u = WF[PEND, w]
-            if u > 0.0 and not cpu(I, F, WI, WF, w, u, TOP):
+            if WF[PEND, w] > 0.0 and not cpu(I, F, WI, WF, w, WF[PEND, w], TOP):
                 return YIELDED
             pc = TOP
 
@@ -271,13 +226,11 @@ def leashed_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w):
                 return YIELDED
             pc = TOP
             continue
-        # take a reference to the latest published θ and compute on it
-        if pc == _S_READ:
+        if pc == _S_READ:  # take the latest published θ and compute on it
             if dry(WI, w, COMPUTE):
                 WI[PC, w] = _S_READ
                 return REFILL
-            WF[T_READ, w] = F[NOW]
-            WI[T0, w] = I[V]
+            WF[T_READ, w], WI[T0, w] = F[NOW], I[V]
             pc = _S_COMPUTE
             if read_op(I, F, rows_i, op_i, op_f, w):
                 WI[PC, w] = _S_COMPUTE
@@ -299,29 +252,27 @@ def leashed_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w):
                 return YIELDED
             pc = _S_PUBLISH
         if pc == _S_PUBLISH:
+            t1, attempts = WI[T1, w], WI[ATT, w]
+            tau = t1 - WI[T0, w]
+            won = I[V] == t1  # the compare-and-swap succeeds
+            if not won and (I[BOUND] < 0 or attempts <= I[BOUND]):
+                pc = _S_ATTEMPT  # retry on a fresh copy
+                continue
             if rows_full(I, rows_i):
                 WI[PC, w] = _S_PUBLISH
                 return ROWS_FULL
-            t1 = WI[T1, w]
-            tau = t1 - WI[T0, w]
-            attempts = WI[ATT, w]
-            if I[V] == t1:  # compare-and-swap succeeds
+            if won:
                 I[V] = t1 + 1
                 eta = apply_op(I, op_i, op_f, eta_table, (w << 1) | 1, tau)
-                log_row(I, rows_i, rows_f, t1, w, WF[T_READ, w], F[NOW], tau, eta, attempts, False)
-                code = _applied(I, F, WI, w, TOP)
-                if code != _GO_ON:
+                log_row(I, rows_i, rows_f, t1, w, WF[T_READ, w], F[NOW], tau, eta, attempts,
+                        False)
+                code = applied(I, F, WI, w, TOP)
+                if code >= 0:
                     return code
-                pc = TOP
-                continue
-            bound = I[BOUND]
-            if bound >= 0 and attempts > bound:
-                log_row(I, rows_i, rows_f, -1, w, WF[T_READ, w], F[NOW], tau, np.nan, attempts,
-                        True)
-                pc = TOP
-                continue
-            pc = _S_ATTEMPT
-            continue
+            else:  # dropped
+                log_row(I, rows_i, rows_f, -1, w, WF[T_READ, w], F[NOW], tau, np.nan,
+                        attempts, True)
+            pc = TOP
 
 
 _Y_DRAW, _Y_ARRIVE, _Y_WOKEN, _Y_LAST, _Y_LOG = range(1, 6)
@@ -347,9 +298,7 @@ def sync_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w):
                 return YIELDED
             pc = _Y_ARRIVE
         if pc == _Y_ARRIVE:
-            if not arrive(I, w):
-                core_release(I, F, WI, w)
-                sleep(WI, w, _Y_WOKEN)
+            if not arrive(I, F, WI, w, _Y_WOKEN):
                 return YIELDED
             pc = _Y_LAST
         if pc == _Y_WOKEN:
@@ -357,8 +306,7 @@ def sync_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w):
                 return YIELDED
             pc = TOP
             continue
-        # the last worker to arrive applies the averaged update
-        if pc == _Y_LAST:
+        if pc == _Y_LAST:  # the last worker to arrive applies the averaged update
             if dry(WI, w, UPDATE):
                 WI[PC, w] = _Y_LAST
                 return REFILL
@@ -375,8 +323,8 @@ def sync_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w):
             eta = apply_op(I, op_i, op_f, eta_table, (I[M] << 1) | 1, 0)
             log_row(I, rows_i, rows_f, k, w, F[ROUND_START], F[NOW], 0, eta, 1, False)
             end_round(I, F)
-            code = _applied(I, F, WI, w, TOP)
-            if code != _GO_ON:
+            code = applied(I, F, WI, w, TOP)
+            if code >= 0:
                 return code
             pc = TOP
 
@@ -384,11 +332,10 @@ def sync_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w):
 @njit(**JIT, inline="always")
 def step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w):
     """Run worker ``w``'s step of the algorithm whose code the state holds."""
-    alg = I[ALG]
-    if alg == 0:
+    if I[ALG] == 0:
         return lock_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w)
-    if alg == 1:
+    if I[ALG] == 1:
         return hogwild_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w)
-    if alg == 2:
+    if I[ALG] == 2:
         return leashed_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w)
     return sync_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w)

@@ -392,7 +392,7 @@ class Simulation:
                               before_handover=None if hook is None else hook.flush)
         inline = None if hook is None else hook.inline()
         if fast and compiled(self.algorithm) and (hook is None or inline is not None):
-            self._loop = CompiledLoop(self, self.machine.cores, self.machine.time_slice, inline)
+            self._loop = CompiledLoop(self, inline)
         else:
             self._loop = SimPyLoop(self)
         self.path = self._loop.name
