@@ -20,7 +20,7 @@ import numpy as np
 
 from stalesgd.algorithms import algorithm_names
 
-from .buffers import Columns, RowSink
+from .buffers import COLUMNS, DTYPES, RowSink
 from .simulation import ReplayHook, Simulation
 from .timing import Scaled, Timing, as_timings, parse_duration, per_param, worker_factors
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from stalesgd.elastic import Controller
 
 __all__ = [
+    "Columns",
     "Control",
     "SimResult",
     "attach_controller",
@@ -111,6 +112,25 @@ class SimResult:
             "lock_contended": self.lock_contended,
             "wall_seconds": self.wall_seconds,
         }
+
+
+class Columns:
+    """A :class:`RowSink` that keeps every row in memory; :meth:`arrays` joins them."""
+
+    def __init__(self) -> None:
+        self._parts: list[dict[str, np.ndarray]] = []
+
+    def add(self, columns: Mapping[str, np.ndarray]) -> None:
+        """Keep the rows."""
+        self._parts = [*self._parts, dict(columns)]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every row kept, one array per column."""
+        if not self._parts:
+            return {c: np.zeros(0, DTYPES[c]) for c in COLUMNS}
+        if len(self._parts) == 1:
+            return dict(self._parts[0])
+        return {c: np.concatenate([p[c] for p in self._parts]) for c in COLUMNS}
 
 
 def worker_rngs(
@@ -216,7 +236,7 @@ def simulate_timing(
     sink = Columns() if rows is None else rows
 
     t_wall = time.perf_counter()
-    sim.run(updates=updates, seconds=seconds, rows=sink, monitor=monitor,
+    sim.run(updates, seconds, sink, monitor=monitor,
             monitor_every=monitor_every, starters=starters, fast=fast)
     wall = time.perf_counter() - t_wall
 

@@ -64,14 +64,14 @@ from stalesgd.problems.registry import Problem
 from stalesgd.seeds import worker_seeds
 
 from .batches import BatchStream, mt_draw
-from .buffers import OpBuffer
+from .buffers import O_CODE, O_COUNT, O_ETA, O_READ_FED, O_READ_ROWS, O_READ_T
 from .simulation import ReplayHook
 from .stepsizes import StepSizes
 
 if TYPE_CHECKING:
     from .simulation import Simulation
 
-__all__ = ["FLUSH_OPS", "EvalLog", "NumericReplay", "apply_step"]
+__all__ = ["FLUSH_OPS", "EvalLog", "NumericReplay", "OpBuffer", "apply_step"]
 
 #: reads and applies buffered by :class:`NumericReplay` before one compiled replay call
 FLUSH_OPS = 4096
@@ -128,6 +128,62 @@ def _replay_ops(kernel, theta, X, y, dims, ws, grads, losses, ops, etas, idx,  #
             if not np.isfinite(loss):
                 return i
     return -1
+
+
+class OpBuffer:
+    """Numeric replay's reads and applies not yet run, in the order the simulation made them.
+
+    Per op: its code (``2·worker`` a read, ``2·worker + 1`` an apply, ``2·workers + 1`` the
+    mean apply of a ``sync`` round) and an apply's η; per read: the rows logged before it,
+    the simulated time and the samples an online rule had been fed (where to stop the run
+    if that read diverged).  The compiled loop writes the same arrays (:attr:`arrays`); the
+    buffer is run once :attr:`flush_at` ops are in it, so it stays small.
+    """
+
+    def __init__(self, workers: int, flush_at: int) -> None:
+        self.flush_at = int(flush_at)
+        size = self.flush_at + int(workers) + 2  # (at most one apply per worker between reads)
+        self.ints = np.zeros((O_COUNT + 1, size), np.int64)
+        self.floats = np.zeros((O_READ_T + 1, size))
+        #: [ops, reads] in the buffer (shared with the compiled loop)
+        self.count = self.ints[O_COUNT]
+        self.arrays = (self.ints, self.floats)
+
+    @property
+    def n_ops(self) -> int:
+        """Ops in the buffer."""
+        return int(self.count[0])
+
+    @property
+    def full(self) -> bool:
+        """Whether the buffer must be run before another op is added."""
+        return int(self.count[0]) >= self.ints.shape[1]
+
+    def read(self, worker: int, rows: int, t: float, fed: int) -> bool:
+        """Record a read; True when the buffer should be run now."""
+        i, r = int(self.count[0]), int(self.count[1])
+        self.ints[O_CODE, i] = worker << 1
+        self.ints[O_READ_ROWS, r] = rows
+        self.ints[O_READ_FED, r] = fed
+        self.floats[O_READ_T, r] = t
+        self.count[:2] = (i + 1, r + 1)
+        return i + 1 >= self.flush_at
+
+    def apply(self, code: int, eta: float) -> None:
+        """Record an apply (``code``: ``2·worker + 1``, or ``2·workers + 1`` for the mean)."""
+        i = int(self.count[0])
+        self.ints[O_CODE, i] = code
+        self.floats[O_ETA, i] = eta
+        self.count[0] = i + 1
+
+    def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Empty the buffer: (codes, η, and per read rows, time, samples fed), as copies."""
+        n, r = int(self.count[0]), int(self.count[1])
+        out = (self.ints[O_CODE, :n].copy(), self.floats[O_ETA, :n].copy(),
+               self.ints[O_READ_ROWS, :r].copy(), self.floats[O_READ_T, :r].copy(),
+               self.ints[O_READ_FED, :r].copy())
+        self.count[:2] = 0
+        return out
 
 
 @dataclass

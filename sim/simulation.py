@@ -25,7 +25,7 @@ import simpy
 
 from stalesgd.algorithms import algorithm_names, asynchronous_names, get_algorithm
 
-from .buffers import Columns, RowBuffer, RowSink
+from .buffers import RowBuffer, RowSink
 from .fastcore import stall_limit
 from .fastloop import CompiledLoop, SimulationStalled, compiled
 from .machine import Lock, Machine
@@ -71,9 +71,9 @@ class ReplayHook:
         :meth:`Simulation.stop_retroactively`."""
 
     def inline(self) -> object | None:
-        """What the compiled loop needs to record this hook's reads and applies itself (see
-        :class:`~stalesgd.sim.fastloop.InlineReplay`), or None: its methods must be called,
-        so the run uses the SimPy processes."""
+        """This hook if the compiled loop can record its reads and applies itself (as
+        :meth:`~stalesgd.sim.replay.NumericReplay.inline`), or None: its methods must be
+        called, so the run uses the SimPy processes."""
         return None
 
 
@@ -355,10 +355,10 @@ class Simulation:
     # ------------------------------------------------------------------ running
     def run(
         self,
-        updates: int | None = None,
-        seconds: float | None = None,
+        updates: int | None,
+        seconds: float | None,
+        rows: RowSink,
         *,
-        rows: RowSink | None = None,
         monitor: Callable[[Simulation], None] | None = None,
         monitor_every: int = 1024,
         starters: Sequence[Callable[[Simulation], None]] = (),
@@ -366,8 +366,7 @@ class Simulation:
     ) -> None:
         """Simulate until ``updates`` updates were applied or ``seconds`` simulated seconds passed.
 
-        Update rows go to ``rows`` a chunk at a time (default: kept in memory,
-        :class:`~stalesgd.sim.buffers.Columns`).  ``monitor(sim)`` is called every
+        Update rows go to ``rows`` a chunk at a time.  ``monitor(sim)`` is called every
         ``monitor_every`` applied updates (progress bars); each of ``starters(sim)`` once at
         t = 0, right after every worker's first step (controllers).  At least one stop rule
         is required.  Ctrl-C ends the run cleanly: :attr:`interrupted` is set and the rows
@@ -388,8 +387,7 @@ class Simulation:
         if int(monitor_every) < 1:
             raise ValueError(f"monitor_every {monitor_every!r} must be >= 1")
         hook = self.hook
-        self.rows = RowBuffer(Columns() if rows is None else rows,
-                              before_handover=None if hook is None else hook.flush)
+        self.rows = RowBuffer(rows, before_handover=None if hook is None else hook.flush)
         inline = None if hook is None else hook.inline()
         if fast and compiled(self.algorithm) and (hook is None or inline is not None):
             self._loop = CompiledLoop(self, inline)
