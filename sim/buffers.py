@@ -28,7 +28,7 @@ COLUMNS = ("k", "worker", "t_read", "t_apply", "tau", "eta", "attempts", "droppe
 DTYPES = {"k": np.int64, "worker": np.int32, "t_read": np.float64, "t_apply": np.float64,
            "tau": np.int64, "eta": np.float64, "attempts": np.int32, "dropped": np.bool_}
 #: rows per chunk
-ROW_CHUNK = 1 << 16
+ROW_CHUNK = 1 << 14
 # rows of RowBuffer.ints (R_COUNT: [rows in the buffer, rows handed over before]) and .floats
 R_K, R_WORKER, R_TAU, R_ATTEMPTS, R_DROPPED, R_COUNT = range(6)
 R_T_READ, R_T_APPLY, R_ETA = range(3)
@@ -62,10 +62,11 @@ class RowBuffer:
         self.sink = sink
         self.size = int(ROW_CHUNK if size is None else size)
         #: the integer columns, then the counts (:data:`R_COUNT`); the float columns
-        self.ints = np.zeros((R_COUNT + 1, self.size), np.int64)
-        self.floats = np.zeros((R_ETA + 1, self.size))
+        self.ints = np.empty((R_COUNT + 1, self.size), np.int64)
+        self.floats = np.empty((R_ETA + 1, self.size))
         #: [rows in the buffer, rows handed over before] (shared with the compiled loop)
         self.count = self.ints[R_COUNT]
+        self.count[:] = 0
         self.before_handover = before_handover
         #: rows the run keeps (None: not stopped)
         self.limit: int | None = None
