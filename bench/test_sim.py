@@ -1,15 +1,19 @@
-"""Benchmarks of the simulator: simulated updates per wall second in timing-only mode, against
-a bare SimPy loop measured in the same process, and the overhead of numeric replay on top of
-the gradient cost.
+"""Benchmarks of the simulator: simulated updates per wall second in timing-only mode (the
+compiled loop on a machine with a core per worker, with fewer cores than workers and under
+elastic control, and the SimPy processes), the overhead of numeric replay on top of the
+gradient cost, and the memory of long runs.
 
-Targets (simulator issue): timing-only ``lock`` with 16 workers ≥ 200,000 simulated updates/s
-(a bare SimPy loop manages about 500,000 events/s on this machine); numeric replay's own
-overhead ≤ 25 % over the gradient kernel alone.  Run with ``make bench``.
+Targets: timing-only ``lock`` with 16 workers ≥ 200,000 simulated updates/s (a bare SimPy
+loop manages about 500,000 events/s on this machine); numeric replay's own overhead ≤ 25 %
+over the gradient kernel alone; the peak memory of a run ten times as long within 10 % (rows
+leave the simulation chunk by chunk).  Run with ``make bench``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -43,34 +47,40 @@ def _bare_simpy_events_per_s(n: int = 200_000) -> float:
     return best
 
 
-@pytest.mark.parametrize("algorithm,workers,loop", [("lock", 16, "fast"), ("hogwild", 16, "fast"),
-                                                    ("leashed", 16, "fast"), ("lock", 64, "fast"),
-                                                    ("lock", 16, "simpy")])
-def test_timing_only_throughput(benchmark, algorithm, workers, loop):
+SCHEDULE = [(0.1, 8), (0.2, 32), (0.3, 16)]
+
+
+@pytest.mark.parametrize("algorithm,workers,cores,loop,elastic", [
+    ("lock", 16, 16, "compiled", False), ("hogwild", 16, 16, "compiled", False),
+    ("leashed", 16, 16, "compiled", False), ("lock", 64, 64, "compiled", False),
+    ("lock", 64, 16, "compiled", False), ("hogwild", 64, 16, "compiled", False),
+    ("leashed", 64, 16, "compiled", False), ("lock", 32, 32, "compiled", True),
+    ("lock", 16, 16, "simpy", False), ("lock", 64, 16, "simpy", False)])
+def test_timing_only_throughput(benchmark, algorithm, workers, cores, loop, elastic):
     """Simulated updates per wall-clock second, timing only, exponential compute times.
 
-    ``loop="fast"`` is the default (the heap-based fast path applies: cores = workers);
-    ``"simpy"`` forces the SimPy model that oversubscribed or elastic runs use."""
+    ``cores < workers``: the scheduler's time slices and run queue (4 ms slices); ``elastic``:
+    workers parked and resumed by a schedule; ``"simpy"`` runs the SimPy processes (the
+    definition) instead of the compiled loop."""
     n = 100_000
 
     def run():
         t0 = time.perf_counter()
-        res = simulate_timing(algorithm, workers, cores=workers, compute="exp:1ms",
-                              updates=n, seed=0, n_params=7850, fast=loop == "fast")
-        assert res.config["event_loop"] == loop
+        res = simulate_timing(algorithm, workers, cores=cores, compute="exp:1ms", updates=n,
+                              seed=0, n_params=7850, fast=loop == "compiled",
+                              active_schedule=SCHEDULE if elastic else None)
+        assert res.config["event_loop"] == loop and res.n_updates == n
         return n / (time.perf_counter() - t0), res
 
     rates = []
-    res = None
     for _ in range(REPEATS - 1):
-        rate, res = run()
-        rates.append(rate)
-    rate, res = benchmark.pedantic(run, rounds=1, iterations=1)
+        rates.append(run()[0])
+    rate, _ = benchmark.pedantic(run, rounds=1, iterations=1)
     rates.append(rate)
     ups = float(np.median(rates))
     bare = _bare_simpy_events_per_s()
     benchmark.extra_info.update(updates_per_s=ups, bare_simpy_events_per_s=bare,
-                                sim_vs_bare_simpy=ups / bare, workers=workers,
+                                sim_vs_bare_simpy=ups / bare, workers=workers, cores=cores,
                                 target_updates_per_s=200_000)
 
 
@@ -115,3 +125,36 @@ def test_numeric_replay_overhead(benchmark, bare_sgd, model, batch, algorithm, r
     bare = bare_sgd(problem, batch, n, REPEATS)
     benchmark.extra_info.update(updates_per_s=n / wall, bare_kernel_updates_per_s=n / bare,
                                 replay_overhead=wall / bare - 1.0, target_overhead=0.25)
+
+
+_PEAK = """
+import sys
+from stalesgd.app.cli import main
+from stalesgd.machine import peak_rss_bytes
+code = main(["sim", "--problem", "logreg-synthetic", "--algorithm", "leashed", "--workers",
+             "8", "--cores", "4", "--compute", "exp:2ms", "--timing-only", "--updates",
+             sys.argv[1], "--log-rows", sys.argv[2], "--out", sys.argv[3], "--no-progress"])
+print(peak_rss_bytes())
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("rows,short", [("none", 1_000_000), ("all", 3_000_000)])
+def test_memory_of_long_runs_is_bounded(benchmark, tmp_path, rows, short):
+    """Peak resident memory of a 10⁷-update timing-only run against a shorter one: with no
+    rows kept (the simulator alone), and with every row written to the results folder (after
+    the first chunks, whose writing sets the writer's own peak)."""
+
+    def peak(updates: int) -> int:
+        out = subprocess.run([sys.executable, "-c", _PEAK, str(updates), rows,
+                              str(tmp_path / str(updates))], capture_output=True, text=True,
+                             check=True)
+        return int(out.stdout.strip().splitlines()[-1])
+
+    before = peak(short)
+    t0 = time.perf_counter()
+    after = benchmark.pedantic(peak, args=(10_000_000,), rounds=1, iterations=1)
+    benchmark.extra_info.update(peak_rss_short_bytes=before, peak_rss_long_bytes=after,
+                                short_updates=short, rss_long_over_short=after / before,
+                                updates_per_call=10_000_000, wall_s=time.perf_counter() - t0,
+                                target_rss_long_over_short=1.1)

@@ -1,36 +1,38 @@
 """Entry point of the simulator's timing-only mode: ``simulate_timing`` -> :class:`SimResult`.
 
 This builds the timing models and the per-worker random streams from a seed,
-runs :class:`~stalesgd.sim.model.Simulation` and hands back the per-update
+runs :class:`~stalesgd.sim.simulation.Simulation` and hands back the per-update
 columns (named as the run-record ``updates`` table, DESIGN §3) with the run's
 counters.  Numeric replay plugs in through ``hook`` (a
-:class:`~stalesgd.sim.model.ReplayHook`); the ``sim`` engine registration and the
-command line build on this function.
+:class:`~stalesgd.sim.simulation.ReplayHook`), elastic control through ``controller``
+(:func:`elastic_control`); the ``sim`` engine builds on this function.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import simpy
 
 from stalesgd.algorithms import algorithm_names
 
-from .model import ReplayHook, Simulation
+from .buffers import COLUMNS, DTYPES, RowSink
+from .simulation import ReplayHook, Simulation
+from .timing import Scaled, Timing, as_timings, parse_duration, per_param, worker_factors
 
 if TYPE_CHECKING:
     from stalesgd.elastic import Controller
-from .timing import Scaled, Timing, as_timings, parse_duration, per_param, worker_factors
 
 __all__ = [
+    "Columns",
+    "Control",
     "SimResult",
     "attach_controller",
-    "elastic_process",
+    "elastic_control",
     "elastic_summary",
     "simulate_timing",
     "worker_rngs",
@@ -47,6 +49,10 @@ READ_COST_PER_PARAM = 0.5e-9
 UPDATE_COST_PER_PARAM = 1.0e-9
 
 TimingSpec = str | float | Timing | Sequence[str | float | Timing]
+#: a controller: called once at t = 0, right after every worker's first step; it acts
+#: through :meth:`Simulation.set_active`, :meth:`Simulation.watch` and
+#: :meth:`Simulation.call_after`
+Control = Callable[[Simulation], None]
 
 
 @dataclass
@@ -54,15 +60,15 @@ class SimResult:
     """What one simulated run produced.
 
     ``updates`` holds the columns ``k, worker, t_read, t_apply, tau, eta, attempts,
-    dropped`` (one row per update, dropped gradients as rows with ``k = -1``);
-    the counters are over those rows.
+    dropped`` (one row per update, dropped gradients as rows with ``k = -1``), or is the
+    row sink the rows went to; the counters are over those rows.
     """
 
     algorithm: str
     workers: int
     cores: int
     seed: int
-    updates: dict[str, np.ndarray]
+    updates: Mapping[str, np.ndarray] | RowSink
     n_updates: int
     duration: float
     failed_publishes: int
@@ -108,6 +114,25 @@ class SimResult:
         }
 
 
+class Columns:
+    """A :class:`RowSink` that keeps every row in memory; :meth:`arrays` joins them."""
+
+    def __init__(self) -> None:
+        self._parts: list[dict[str, np.ndarray]] = []
+
+    def add(self, columns: Mapping[str, np.ndarray]) -> None:
+        """Keep the rows."""
+        self._parts = [*self._parts, dict(columns)]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every row kept, one array per column."""
+        if not self._parts:
+            return {c: np.zeros(0, DTYPES[c]) for c in COLUMNS}
+        if len(self._parts) == 1:
+            return dict(self._parts[0])
+        return {c: np.concatenate([p[c] for p in self._parts]) for c in COLUMNS}
+
+
 def worker_rngs(
     seed: int, workers: int
 ) -> list[tuple[np.random.Generator, np.random.Generator, np.random.Generator]]:
@@ -144,10 +169,11 @@ def simulate_timing(
     slow: Mapping[int, float] | None = None,
     spread: float = 1.0,
     active_schedule: Sequence[tuple[float, int]] | None = None,
-    controller: Callable[[Simulation], Generator[simpy.Event, None, None]] | None = None,
+    controller: Control | None = None,
     hook: ReplayHook | None = None,
     monitor: Callable[[Simulation], None] | None = None,
     monitor_every: int = 1024,
+    rows: RowSink | None = None,
     fast: bool = True,
 ) -> SimResult:
     """Simulate ``workers`` workers running ``algorithm`` on ``cores`` cores, timing only.
@@ -159,12 +185,13 @@ def simulate_timing(
     the compute time per worker (see :func:`~stalesgd.sim.timing.worker_factors`).
     ``persistence`` bounds ``leashed`` retries (``None`` or ``inf``: unbounded).
     ``active_schedule`` is a list of ``(time, active_workers)`` changes (elastic);
-    ``controller(sim)`` a SimPy process generator for custom control.  Stops after
-    ``updates`` applied updates or ``seconds`` simulated seconds, whichever first, or
-    when ``hook`` stops the simulation.  ``monitor(sim)`` is called every
-    ``monitor_every`` applied updates (progress).  Ctrl-C ends the run early with
-    ``interrupted = True`` and the rows logged so far.  ``fast=False`` forces the SimPy
-    model even where the heap-based fast path applies (:meth:`Simulation.run`).
+    ``controller`` a :data:`Control` for custom control.  Stops after ``updates`` applied
+    updates or ``seconds`` simulated seconds, whichever first, or when ``hook`` stops the
+    simulation.  ``monitor(sim)`` is called every ``monitor_every`` applied updates
+    (progress).  The rows go to ``rows`` chunk by chunk (default: kept in memory and
+    returned as columns).  Ctrl-C ends the run early with ``interrupted = True`` and the
+    rows logged so far.  ``fast=False`` runs the SimPy processes even where the compiled
+    loop applies (:meth:`Simulation.run`).
     """
     if algorithm not in algorithm_names():
         raise ValueError(f"algorithm {algorithm!r} is not known; allowed: "
@@ -202,31 +229,30 @@ def simulate_timing(
         lock_handover=parse_duration(lock_handover),
         cas_cost=parse_duration(cas_cost),
         hook=hook,
-        capacity=(int(updates) + int(updates) // 8 + 64) if updates is not None else 1 << 16,
     )
-    schedule = _schedule_controller(active_schedule, controller)
+    starters = [] if not active_schedule else [_schedule(active_schedule)]
+    if controller is not None:
+        starters.append(controller)
+    sink = Columns() if rows is None else rows
 
     t_wall = time.perf_counter()
-    sim.run(updates=updates, seconds=seconds, controller=schedule, monitor=monitor,
-            monitor_every=monitor_every, fast=fast)
+    sim.run(updates, seconds, sink, monitor=monitor,
+            monitor_every=monitor_every, starters=starters, fast=fast)
     wall = time.perf_counter() - t_wall
 
-    cols = sim.log.columns(sim.rows)
-    dropped_mask = cols["dropped"]
-    n_updates = int((~dropped_mask).sum())
-    failed = int((cols["attempts"] - 1)[~dropped_mask].sum() + cols["attempts"][dropped_mask].sum())
+    buffer = sim.rows
     return SimResult(
         algorithm=algorithm,
         workers=m,
         cores=int(cores),
         seed=int(seed),
-        updates=cols,
-        n_updates=n_updates,
+        updates=sink.arrays() if rows is None else sink,
+        n_updates=buffer.applied,
         duration=sim.duration,
-        failed_publishes=failed,
-        dropped=int(dropped_mask.sum()),
-        preemptions=sim.machine.preemptions,
-        lock_contended=sim.lock.contended,
+        failed_publishes=buffer.failed,
+        dropped=buffer.dropped,
+        preemptions=sim.preemptions,
+        lock_contended=sim.lock_contended,
         wall_seconds=wall,
         interrupted=sim.interrupted,
         active_changes=list(sim.active_changes),
@@ -247,34 +273,31 @@ def simulate_timing(
     )
 
 
-def _schedule_controller(
-    schedule: Sequence[tuple[float, int]] | None,
-    controller: Callable[[Simulation], Generator[simpy.Event, None, None]] | None,
-) -> Callable[[Simulation], Generator[simpy.Event, None, None]] | None:
-    """Combine a fixed ``(time, active)`` schedule and a custom controller into one process."""
-    if not schedule:
-        return controller
-    steps = sorted((float(t), int(n)) for t, n in schedule)
+def _schedule(steps: Sequence[tuple[float, int]]) -> Control:
+    """A control that sets the active workers at the given simulated times."""
+    steps = sorted((float(t), int(n)) for t, n in steps)
     if steps[0][0] < 0:
         raise ValueError(f"active_schedule times must be >= 0, got {steps[0][0]!r}")
 
-    def run(sim: Simulation) -> Generator[simpy.Event, None, None]:
-        if controller is not None:
-            sim.env.process(controller(sim))
-        for t, n in steps:
-            if t > sim.env.now:
-                yield sim.env.timeout(t - sim.env.now)
-            sim.set_active(n)
+    def start(sim: Simulation) -> None:
+        pending = iter(steps)
 
-    return run
+        def next_step() -> None:
+            for t, n in pending:
+                if t > sim.now:
+                    sim.call_after(t - sim.now, lambda n=n: (sim.set_active(n), next_step()))
+                    return
+                sim.set_active(n)
+
+        next_step()
+
+    return start
 
 
-def elastic_process(
-    ctl: Controller, loss: Callable[[Simulation], float] | None = None
-) -> Callable[[Simulation], Generator[simpy.Event, None, None]]:
-    """A SimPy controller process (for ``simulate_timing(controller=...)``) that lets the
-    elastic controller ``ctl`` (:mod:`stalesgd.elastic`) set the active workers in simulated
-    time.
+def elastic_control(ctl: Controller, loss: Callable[[Simulation], float] | None = None
+                    ) -> Control:
+    """A :data:`Control` (for ``simulate_timing(controller=...)``) that lets the elastic
+    controller ``ctl`` (:mod:`stalesgd.elastic`) set the active workers in simulated time.
 
     At t = 0 the controller starts with ``loss(sim)`` (an evaluation of the replayed θ, i.e.
     a consistent snapshot; None when ``loss`` is None); after that it is called exactly when
@@ -287,7 +310,7 @@ def elastic_process(
         raise ValueError(f"the {ctl.name} controller needs a loss (numeric replay), not "
                          "timing-only mode")
 
-    def run(sim: Simulation) -> Generator[simpy.Event, None, None]:
+    def start(sim: Simulation) -> None:
         generation = [0]
 
         def measure() -> float | None:
@@ -298,33 +321,30 @@ def elastic_process(
             g = generation[0]
             sim.watch(ctl.next_k, lambda _sim: fire(g))
             if math.isfinite(ctl.next_t):
-                ev = sim.env.timeout(max(0.0, ctl.next_t - sim.env.now))
-                ev.callbacks.append(lambda _ev: fire(g))
+                sim.call_after(max(0.0, ctl.next_t - sim.now), lambda: fire(g))
 
         def fire(g: int) -> None:
             if g != generation[0] or sim.stopped:
                 return  # superseded by a later decision, or the run is over
-            t, k = sim.env.now, sim.v
+            t, k = sim.now, sim.v
             if ctl.due(t, k):
                 m = ctl.observe(t, k, measure())
                 if m != sim.active:
                     sim.set_active(m)
             arm()
 
-        m = ctl.start(sim.env.now, sim.v, measure())
+        m = ctl.start(sim.now, sim.v, measure())
         if m != sim.active:
             sim.set_active(m)
         arm()
-        yield sim.env.timeout(0)
 
-    return run
+    return start
 
 
-def attach_controller(
-    spec: Any, workers: int, hook: Any | None
-) -> tuple[Controller, Callable[[Simulation], Generator[simpy.Event, None, None]] | None]:
+def attach_controller(spec: Any, workers: int, hook: Any | None
+                      ) -> tuple[Controller, Control | None]:
     """The elastic controller of a run spec (``spec.controller``) and, unless it is the plain
-    ``static`` baseline (all workers, nothing to do), its SimPy process.
+    ``static`` baseline (all workers, nothing to do), its :data:`Control`.
 
     Its progress signal is the loss of the replayed θ evaluated as the run's ``[eval]``
     evaluations are (same split and rows).  Controllers that need a loss cannot run in
@@ -347,7 +367,7 @@ def attach_controller(
         with np.errstate(all="ignore"):
             return float(hook.problem.evaluate(hook.theta, hook.split, hook.max_rows)[0])
 
-    return ctl, elastic_process(ctl, None if hook is None else loss)
+    return ctl, elastic_control(ctl, None if hook is None else loss)
 
 
 def elastic_summary(ctl: Controller, res: SimResult) -> dict[str, Any]:

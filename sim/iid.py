@@ -23,6 +23,7 @@ loop's run time.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -31,12 +32,24 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from stalesgd.divergence import diverged as blew_up
+from stalesgd.experiment import (
+    AlgorithmSpec,
+    EvalSpec,
+    ProblemSpec,
+    RunSpec,
+    SimSpec,
+    StepsizeSpec,
+    StopSpec,
+)
 from stalesgd.problems.registry import Problem
-from stalesgd.records import RunRecord
+from stalesgd.records import RunRecord, engine_summary, update_stats
 from stalesgd.seeds import worker_seeds
 from stalesgd.stepsize import StepSizeRule, make_rule
 
-from .replay import BatchStream, EvalLog, StepSizes, apply_step
+from .batches import BatchStream
+from .replay import EvalLog, apply_step
+from .stepsizes import StepSizes
 
 __all__ = ["run_iid_staleness", "TAU_STREAM_KEY"]
 
@@ -102,7 +115,8 @@ def run_iid_staleness(
     ``eval_every`` (default ``updates // 50``) sets how often the loss on ``split`` is
     evaluated (also at k = 0 and at the end).  ``theta0`` defaults to
     ``problem.init_params(seed)``; ``final_params``, if given, receives the last iterate.
-    A non-finite loss stops the run and marks it diverged.
+    A non-finite minibatch loss, or an evaluated loss that diverged by the rule of
+    :func:`stalesgd.divergence.diverged`, stops the run and marks it diverged.
     Returns a :class:`~stalesgd.records.RunRecord` with ``engine = "iid"`` on the update
     clock (see the module docstring).
     """
@@ -150,13 +164,15 @@ def run_iid_staleness(
     eta = np.full(n, math.nan)
     evals = EvalLog()
 
-    def evaluate(k: int) -> float:
+    def evaluate(k: int) -> bool:
+        """Evaluate θ_k; whether the run diverged."""
         with np.errstate(all="ignore"):
             loss, acc = problem.evaluate(ring[k % ring_size], split, max_rows)
+        first = evals.loss[0] if evals.loss else None
         evals.add(float(k), k, loss, acc, 1)
-        return loss
+        return blew_up(loss, first)
 
-    diverged = not math.isfinite(evaluate(0))
+    diverged = evaluate(0)
     done = 0
     t_wall = time.perf_counter()
     while done < n and not diverged:
@@ -173,13 +189,13 @@ def run_iid_staleness(
         else:
             _step_into(ring[(k + 1) % ring_size], ring[k % ring_size], grad, e)
         done = k + 1
-        if done % eval_every == 0 and not math.isfinite(evaluate(done)):
+        if done % eval_every == 0 and evaluate(done):
             diverged = True
     wall = time.perf_counter() - t_wall
     if final_params is not None:
         final_params[:] = ring[done % ring_size]
     if not evals.k or evals.k[-1] != done:
-        diverged = not math.isfinite(evaluate(done)) or diverged
+        diverged = evaluate(done) or diverged
 
     updates_cols = {
         "k": ks[:done].copy(),
@@ -191,38 +207,20 @@ def run_iid_staleness(
         "attempts": np.ones(done, dtype=np.int32),
         "dropped": np.zeros(done, dtype=bool),
     }
-    ev = evals.arrays()
     rule_name = stepsize if isinstance(stepsize, str) else (
         stepsize.name if isinstance(stepsize, StepSizeRule) else "table")
-    summary = {
-        "run_id": run_id,
-        "engine": "iid",
-        "algorithm": "iid",
-        "problem": problem.name,
-        "workers": int(workers),
-        "stepsize": rule_name,
-        "lr": float(lr),
-        "batch": int(batch),
-        "seed": int(seed),
-        "updates": done,
-        "seconds": float(done),
-        "updates_per_s": 1.0 if done else math.nan,
-        "target_loss": math.nan,
-        "time_to_target": math.nan,
-        "updates_to_target": None,
-        "final_loss": float(ev["loss"][-1]),
-        "converged": not diverged,
-        "diverged": diverged,
-        "interrupted": False,
-        "peak_param_bytes": int(ring.nbytes + grad.nbytes),
-        "peak_rss_bytes": None,
-        "stop_reason": "diverged" if diverged else "updates",
-        "clock": "updates",
-        "worker_seeds": str(seed0),
-        "mean_tau": float(tau[:done].mean()) if done else math.nan,
-        "pdf": [float(v) for v in p],
-        "tau_max": tau_max,
-        "stepsize_tables": step.n_tables,
-        "wall_seconds": wall,
-    }
+    spec = RunSpec(
+        experiment="iid", run_id=run_id, index=0, engine="iid", workers=int(workers),
+        seed=int(seed),
+        problem=ProblemSpec(name=problem.name, batch=int(batch), dtype=str(model.dtype)),
+        algorithm=AlgorithmSpec(name="iid"), stepsize=StepsizeSpec(rule=rule_name, lr=float(lr)),
+        stop=StopSpec(updates=n), eval=EvalSpec(every_updates=int(eval_every), split=split),
+        sim=SimSpec())
+    ev = evals.arrays()
+    summary = engine_summary(
+        "iid", spec, ev, update_stats(updates_cols), float(done), diverged, False,
+        peak_param_bytes=int(ring.nbytes + grad.nbytes), peak_rss_bytes=None,
+        stop_reason="diverged" if diverged else "updates", clock="updates",
+        worker_seeds=str(seed0), pdf=json.dumps([float(v) for v in p]), tau_max=tau_max,
+        stepsize_tables=step.n_tables, wall_seconds=wall)
     return RunRecord(summary=summary, updates=updates_cols, evals=ev)

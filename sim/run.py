@@ -4,23 +4,26 @@
 ``spec.sim`` (DESIGN §6), runs :func:`~stalesgd.sim.engine.simulate_timing` with, unless
 ``timing_only``, the :class:`~stalesgd.sim.replay.NumericReplay` hook, and writes the same
 record as the real engine (DESIGN §3): one row per update (dropped gradients included),
-evaluations on the simulated clock, and one summary row whose ``seconds`` and
-``updates_per_s`` are in *simulated* time (``wall_seconds`` is the simulation's own run
-time).  Stop rules: ``updates``, ``seconds`` (simulated) and ``target_loss`` (numeric mode).
-Ctrl-C ends the run and the partial record is returned with ``interrupted = True``, as the
-real engine does (the runner keeps it and stops the sweep).
+streamed to the run's update log chunk by chunk while the simulation runs, evaluations on the
+simulated clock, and one summary row whose ``seconds`` and ``updates_per_s`` are in
+*simulated* time (``wall_seconds`` is the simulation's own run time).  Stop rules:
+``updates``, ``seconds`` (simulated) and ``target_loss`` (numeric mode).  Ctrl-C ends the
+run and the partial record is returned with ``interrupted = True``, as the real engine does
+(the runner keeps it and stops the sweep).  :func:`validate` refuses, before anything runs,
+settings the simulator cannot run.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from stalesgd.algorithms import algorithm_names, get_algorithm
+from stalesgd.algorithms import Algorithm, algorithm_names, get_algorithm
 from stalesgd.experiment import (
     DEFAULT_SIM_COMPUTE,
     DEFAULT_TIME_SLICE,
@@ -34,52 +37,180 @@ from stalesgd.records import RunRecord, UpdateLog, engine_summary
 from stalesgd.seeds import worker_seeds
 from stalesgd.stepsize import default_tau_max, make_rule
 
-from .engine import SimResult, attach_controller, elastic_summary, simulate_timing
-from .model import Simulation
-from .replay import NumericReplay, StepSizes, _apply_mean, apply_step
-from .timing import Deterministic, Empirical, Gamma, LogNormal, Timing, parse_duration
+from .engine import (
+    READ_COST_PER_PARAM,
+    UPDATE_COST_PER_PARAM,
+    SimResult,
+    attach_controller,
+    elastic_summary,
+    simulate_timing,
+)
+from .replay import NumericReplay, apply_step
+from .simulation import Simulation
+from .stepsizes import StepSizes
+from .timing import (
+    Deterministic,
+    Empirical,
+    Gamma,
+    LogNormal,
+    Timing,
+    parse_duration,
+    parse_timing,
+)
 
-__all__ = ["SimRun", "run_sim", "ALGORITHM_OPTIONS", "CalibratedTiming", "calibrated_timing"]
+__all__ = ["SimRun", "run_sim", "validate", "ALGORITHM_OPTIONS", "CalibratedTiming",
+           "calibrated_timing", "MIN_TIME_SLICE"]
 
 #: ``algorithm.options`` the simulator reads (durations, e.g. ``"2us"``): lock hand-over
 #: latency and the cost of one atomic / compare-and-swap.  Other keys are rejected.
 ALGORITHM_OPTIONS = ("lock_handover", "cas_cost")
 #: progress-bar refresh, in applied updates
 MONITOR_EVERY = 512
+#: the shortest scheduler time slice the simulator accepts (seconds): a slice is an event
+#: of the simulation, and shorter ones only make it slower, not more exact
+MIN_TIME_SLICE = 1e-6
+#: a calibration the runner fits from the same experiment's real runs, resolved later
+_AUTO = "auto"
 
 
-def _show(bar: RunProgress):
+def validate(spec: RunSpec) -> None:
+    """Raise :class:`~stalesgd.experiment.ExperimentError` for settings the simulator cannot
+    run: an unknown algorithm or algorithm option, a worker count the algorithm does not
+    allow, an unusable calibration file, a time slice below :data:`MIN_TIME_SLICE`, or a
+    worker cycle (compute, read, update, compare-and-swap) that takes no time at all, on
+    which the simulated clock would never move.  Cheap: no problem data is loaded."""
+    algorithm = _algorithm(spec)
+    options = _algorithm_options(spec.algorithm.options)
+    calibration = spec.sim.calibration
+    if calibration == _AUTO:
+        return  # (checked once the runner has fitted it)
+    cal = None if calibration is None else _load_calibration(spec)
+    timing = _timing_kwargs(spec, options, cal, n_params=1)
+    for key, per_param in (("read", READ_COST_PER_PARAM), ("update", UPDATE_COST_PER_PARAM)):
+        if timing[key] is None:  # the default: a cost per parameter, and there is one at least
+            timing[key] = per_param
+    if timing["time_slice"] < MIN_TIME_SLICE:
+        key = "sim.time_slice" if spec.sim.time_slice is not None else "sim.calibration"
+        value = spec.sim.time_slice if spec.sim.time_slice is not None else calibration
+        raise ExperimentError(key, value, f"a time slice of at least {MIN_TIME_SLICE * 1e6:g}us",
+                              f"gives a time slice of {timing['time_slice']!r} s, too short")
+    if timing["cores"] < 1:
+        raise ExperimentError("sim.calibration", calibration, "a calibration with >= 1 core",
+                              "gives no cores")
+    costs = [timing["read"], timing["update"]]
+    if "cas" in algorithm.cycle.once + algorithm.cycle.per_attempt:
+        costs.append(timing["cas_cost"])
+    means = [t.mean for t in _as_list(timing["compute"])] + [
+        t.mean for c in costs for t in _as_list(c)]
+    if not any(x > 0 for x in means):
+        key, value = ("sim.compute", spec.sim.compute) if cal is None else (
+            "sim.calibration", calibration)
+        raise ExperimentError(key, value, "timings whose compute, read or update time (or "
+                              "compare-and-swap cost) is positive",
+                              "makes every worker's cycle take no time: the simulated clock "
+                              "would never move")
+
+
+def _as_list(spec: Any) -> list[Timing]:
+    items = spec if isinstance(spec, list | tuple) else [spec]
+    return [parse_timing(x) for x in items]
+
+
+def _algorithm(spec: RunSpec) -> Algorithm:
+    try:
+        algorithm = get_algorithm(spec.algorithm.name)
+    except LookupError as exc:
+        raise ExperimentError("algorithm.name", spec.algorithm.name,
+                              ", ".join(algorithm_names())) from exc
+    fixed = algorithm.fixed_workers
+    if fixed is not None and spec.workers != fixed:
+        raise ExperimentError("workers", spec.workers,
+                              f"{fixed} with algorithm {spec.algorithm.name!r}")
+    return algorithm
+
+
+def _algorithm_options(options: Mapping[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in options.items():
+        if key not in ALGORITHM_OPTIONS:
+            raise ExperimentError(f"algorithm.options.{key}", value,
+                                  f"for the sim engine: {', '.join(ALGORITHM_OPTIONS)}",
+                                  "is an unknown option")
+        try:
+            out[key] = parse_duration(value)
+        except ValueError as exc:
+            raise ExperimentError(f"algorithm.options.{key}", value,
+                                  "a duration such as '2us' or a number of seconds",
+                                  f"is not allowed ({exc})") from None
+    return out
+
+
+def _timing_kwargs(spec: RunSpec, options: dict[str, float], cal: Any,
+                   n_params: int) -> dict[str, Any]:
+    """The timing keyword arguments of :func:`simulate_timing` for ``spec`` (a calibration's
+    included); ``read``/``update`` are None for the per-parameter defaults."""
+    sim = spec.sim
+    kwargs: dict[str, Any] = dict(
+        cores=sim.cores if sim.cores is not None else spec.workers,
+        compute=sim.compute or DEFAULT_SIM_COMPUTE,
+        read=None if sim.read == PER_PARAM else sim.read,
+        update=None if sim.update == PER_PARAM else sim.update,
+        time_slice=parse_duration(sim.time_slice or DEFAULT_TIME_SLICE),
+        lock_handover=options.get("lock_handover", 0.0),
+        cas_cost=options.get("cas_cost", 0.0))
+    if cal is not None:
+        kwargs.update(calibrated_timing(cal, spec, options, n_params).kwargs)
+    return kwargs
+
+
+def _show(bar: RunProgress) -> Callable[[Simulation], None]:
     """A simulation monitor that moves ``bar`` (simulated seconds for a time budget)."""
 
     def monitor(sim: Simulation) -> None:
-        bar.update(sim.v, sim.env.now)
+        bar.update(sim.v, sim.now)
 
     return monitor
+
+
+class _Rows:
+    """The run's update log as the simulation's row sink: step sizes of a timing-only run
+    are looked up chunk by chunk (η of the rule at each τ, as a replay would apply), and
+    dropped gradients are logged with η = 0, as the real engine logs them."""
+
+    def __init__(self, log: UpdateLog, step: StepSizes, timing_only: bool) -> None:
+        self.log = log
+        self.step = step
+        self.timing_only = timing_only
+
+    def add(self, columns: Mapping[str, np.ndarray]) -> None:
+        cols = dict(columns)
+        dropped = cols["dropped"]
+        eta = cols["eta"]
+        if self.timing_only:
+            applied = ~dropped
+            eta[applied] = self.step.etas(cols["tau"][applied], cols["worker"][applied])
+        eta[dropped] = 0.0
+        self.log.add(cols)
 
 
 class SimRun:
     """One run of the ``sim`` engine; :meth:`run` returns its :class:`RunRecord`.
 
     ``problem`` and ``theta0`` replace the spec's problem and initial parameters
-    (tests, custom models), as for the real engine.
+    (tests, custom models), as for the real engine; ``fast=False`` runs the SimPy processes
+    even where the compiled loop applies (comparisons).
     """
 
     def __init__(self, spec: RunSpec, progress: bool = True, problem: Problem | None = None,
-                 theta0: np.ndarray | None = None, updates: UpdateLog | None = None) -> None:
-        try:
-            self.algorithm = get_algorithm(spec.algorithm.name)
-        except LookupError as exc:
-            raise ExperimentError("algorithm.name", spec.algorithm.name,
-                                  ", ".join(algorithm_names())) from exc
-        fixed = self.algorithm.fixed_workers
-        if fixed is not None and spec.workers != fixed:
-            raise ExperimentError("workers", spec.workers,
-                                  f"{fixed} with algorithm {spec.algorithm.name!r}")
-        sim = spec.sim
-        self.options = self._algorithm_options(spec.algorithm.options)
-        self.calibration = None if sim.calibration is None else _load_calibration(spec)
+                 theta0: np.ndarray | None = None, updates: UpdateLog | None = None,
+                 fast: bool = True) -> None:
+        validate(spec)
+        self.algorithm = _algorithm(spec)
+        self.options = _algorithm_options(spec.algorithm.options)
+        self.calibration = None if spec.sim.calibration is None else _load_calibration(spec)
         self.spec = spec
         self.progress = progress
+        self.fast = fast
         self.m = spec.workers
         p = spec.problem
         self.problem = problem if problem is not None else make_problem(
@@ -88,27 +219,11 @@ class SimRun:
                               **spec.stepsize.options)
         self.tau_max = default_tau_max(self.m)
         self.step = StepSizes(self.rule, self.tau_max, float(spec.stepsize.lr))
-        self.timing_only = bool(sim.timing_only)
+        self.timing_only = bool(spec.sim.timing_only)
         self.theta0 = theta0
         self.hook: NumericReplay | None = None
         self.log = updates if updates is not None else UpdateLog(spec.record.rows,
                                                                  run_id=spec.run_id)
-
-    @staticmethod
-    def _algorithm_options(options: dict[str, Any]) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for key, value in options.items():
-            if key not in ALGORITHM_OPTIONS:
-                raise ExperimentError(f"algorithm.options.{key}", value,
-                                      f"for the sim engine: {', '.join(ALGORITHM_OPTIONS)}",
-                                      "is an unknown option")
-            try:
-                out[key] = parse_duration(value)
-            except ValueError as exc:
-                raise ExperimentError(f"algorithm.options.{key}", value,
-                                      "a duration such as '2us' or a number of seconds",
-                                      f"is not allowed ({exc})") from None
-        return out
 
     # ------------------------------------------------------------------ numerics
     def _make_hook(self) -> NumericReplay:
@@ -125,7 +240,6 @@ class SimRun:
         idx = np.zeros(spec.problem.batch, dtype=np.int64)
         self.problem.loss_grad(theta, idx, grad, hook.ws)
         apply_step(theta, grad, 0.0)
-        _apply_mean(theta, hook.grads, 0.0)
         self.problem.evaluate(theta, ev.split, 8)
         scratch = self.rule.estimator(self.tau_max)  # an online rule's kernel, on a throwaway
         if scratch is not None:
@@ -143,27 +257,21 @@ class SimRun:
     # ------------------------------------------------------------------ the run
     def run(self) -> RunRecord:
         """Simulate to a stop rule and return the record (partial if interrupted)."""
-        spec, sim = self.spec, self.spec.sim
+        spec = self.spec
         stop = spec.stop
         self.hook = None if self.timing_only else self._make_hook()
         n_params = self.problem.model.n_params
         bar = RunProgress(self.progress, stop.updates, stop.seconds, unit="sim-s")
-        kwargs = dict(
-            cores=sim.cores if sim.cores is not None else self.m,
-            compute=sim.compute or DEFAULT_SIM_COMPUTE,
-            read=None if sim.read == PER_PARAM else sim.read,
-            update=None if sim.update == PER_PARAM else sim.update,
+        kwargs = _timing_kwargs(spec, self.options, None, n_params)
+        kwargs.update(
             updates=stop.updates, seconds=stop.seconds, seed=spec.seed,
-            persistence=spec.algorithm.persistence,
-            time_slice=parse_duration(sim.time_slice or DEFAULT_TIME_SLICE),
-            lock_handover=self.options.get("lock_handover", 0.0),
-            cas_cost=self.options.get("cas_cost", 0.0),
-            n_params=n_params, hook=self.hook,
-            monitor=_show(bar) if bar.enabled else None, monitor_every=MONITOR_EVERY)
+            persistence=spec.algorithm.persistence, n_params=n_params, hook=self.hook,
+            monitor=_show(bar) if bar.enabled else None, monitor_every=MONITOR_EVERY,
+            rows=_Rows(self.log, self.step, self.timing_only), fast=self.fast)
         if self.calibration is not None:
             self.calibrated = calibrated_timing(self.calibration, spec, self.options, n_params)
             kwargs.update(self.calibrated.kwargs)
-        # elastic parallelism control (issue 8): None for the static baseline
+        # elastic parallelism control: None for the static baseline
         self.controller, kwargs["controller"] = attach_controller(spec, self.m, self.hook)
         try:
             # BLAS inside the gradient kernels runs single-threaded, as in the real engine
@@ -175,18 +283,11 @@ class SimRun:
 
     def _record(self, res: SimResult) -> RunRecord:
         spec, hook = self.spec, self.hook
-        updates = res.updates
-        dropped = updates["dropped"]
-        applied = ~dropped
-        n = int(applied.sum())
-        if hook is None:
-            eta = updates["eta"]
-            eta[applied] = self.step.etas(updates["tau"][applied], updates["worker"][applied])
-        else:
+        stats = self.log.close()
+        n = stats.applied
+        if hook is not None:
             hook.finish(res.duration, n, res.interrupted)
-        updates["eta"][dropped] = 0.0  # as the real engine logs dropped gradients
         evals = hook.evals.arrays() if hook is not None else _no_evals()
-
         reason = hook.stop_reason if hook is not None else ""
         if res.interrupted:
             reason = "interrupted"
@@ -198,8 +299,6 @@ class SimRun:
             else:
                 reason = "stopped"
         diverged = bool(hook is not None and hook.diverged)
-        self.log.add(updates)
-        stats = self.log.close()
         summary = engine_summary("sim", spec, evals, stats, res.duration, diverged,
                                  res.interrupted)
         theta_nbytes = n_params_bytes(self.problem)
@@ -367,8 +466,6 @@ def n_params_bytes(problem: Problem) -> int:
 def _no_evals() -> dict[str, np.ndarray]:
     return {"t": np.zeros(0), "k": np.zeros(0, np.int64), "loss": np.zeros(0),
             "accuracy": np.zeros(0), "active_workers": np.zeros(0, np.int32)}
-
-
 
 
 def run_sim(spec: RunSpec, progress: bool = True, updates: UpdateLog | None = None

@@ -292,12 +292,13 @@ class Sampler:
     so a simulation that calls ``next()`` in a deterministic order is reproducible.
     """
 
-    __slots__ = ("_timing", "_rng", "_chunk", "_buf", "_i", "const")
+    __slots__ = ("_timing", "_rng", "chunk", "_buf", "_i", "const")
 
     def __init__(self, timing: Timing, rng: np.random.Generator, chunk: int = 4096) -> None:
         self._timing = timing
         self._rng = rng
-        self._chunk = int(chunk)
+        #: durations drawn at a time
+        self.chunk = int(chunk)
         self._buf: list[float] = []
         self._i = 0
         #: the constant value when the model is deterministic, else ``None``
@@ -309,33 +310,17 @@ class Sampler:
             return self.const
         i = self._i
         if i >= len(self._buf):
-            self._buf = self._timing.sample_n(self._rng, self._chunk).tolist()
+            self._buf = self._timing.sample_n(self._rng, self.chunk).tolist()
             i = 0
         self._i = i + 1
         return self._buf[i]
 
-    def stream(self) -> Iterator[float]:
-        """An iterator over the same durations that further :meth:`next` calls would give.
-
-        ``next(it)`` is a C-level call (no Python frame), which is what the heap-based
-        fast path of the simulator uses; the iterator takes over the sampler's buffer and
-        generator, so do not mix it with :meth:`next` on the same sampler afterwards.
-        """
-        if self.const is not None:
-            return itertools.repeat(self.const)
-        head = self._buf[self._i:]
-        self._buf, self._i = [], 0
-        timing, rng, chunk = self._timing, self._rng, self._chunk
-        chunks = iter(lambda: timing.sample_n(rng, chunk).tolist(), None)
-        return itertools.chain(head, itertools.chain.from_iterable(chunks))
-
     def chunks(self) -> Iterator[np.ndarray]:
-        """The same durations as :meth:`stream`, as float64 arrays (for compiled loops).
-
-        Concatenated, the arrays are the values :meth:`next` calls would give; like
-        :meth:`stream` the iterator takes over the sampler's buffer and generator.
+        """The durations further :meth:`next` calls would give, as float64 arrays (for the
+        compiled loop); the iterator takes over the sampler's buffer and generator, so do
+        not call :meth:`next` on the sampler afterwards.
         """
-        chunk = self._chunk
+        chunk = self.chunk
         if self.const is not None:
             block = np.full(chunk, self.const, dtype=np.float64)
             return itertools.repeat(block)

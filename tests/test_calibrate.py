@@ -169,6 +169,28 @@ def test_bad_calibration_files_give_clear_errors(cal_file, tmp_path, mutate, wor
     assert "sim.calibration" in str(info.value) and words.split("'")[0] in str(info.value)
 
 
+def test_calibrations_that_stop_the_simulated_clock_are_refused(cal_file, tmp_path):
+    """Checked with the engine's settings check, before any run: a slice below a microsecond,
+    or every duration of a worker's cycle zero."""
+    from stalesgd.sim.run import validate
+
+    data = json.loads(cal_file.read_text())
+    with pytest.raises(ExperimentError, match="sim.calibration.*time slice"):
+        validate(sim_spec(write(tmp_path, {**data, "time_slice": 2e-9}, "slice.json")))
+    zero = {**data, "read_per_param": 0.0, "update_per_param": 0.0, "fused_per_param": 0.0,
+            "cas_cost": 0.0, "default_model": "empirical"}
+    zero["pooled"] = {**data["pooled"], "samples_ns": [0] * len(data["pooled"]["samples_ns"])}
+    zero["configurations"] = [
+        {**c, "per_worker_ns": [[0] * len(ns) for ns in c["per_worker_ns"]],
+         "compute": {**c["compute"], "samples_ns": [0] * len(c["compute"]["samples_ns"])}}
+        for c in data["configurations"]]
+    path = write(tmp_path, zero, "zero.json")
+    for algorithm, workers in (("lock", 1), ("leashed", 3)):
+        with pytest.raises(ExperimentError, match="sim.calibration.*no time"):
+            validate(sim_spec(path, workers=workers, algorithm=algorithm))
+    validate(sim_spec(path, compute="exp:1ms"))  # an explicit compute time moves the clock
+
+
 def test_calibration_for_another_problem_is_rejected(cal_file):
     exp = experiment_from_flags("sim", problem=PROBLEM, algorithm="lock", workers=1, batch=32,
                                 updates=100, sim={"calibration": str(cal_file)})

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from stalesgd.app.cli import main
 from stalesgd.sim import run_iid_staleness, run_sim
-from stalesgd.sim.replay import BatchStream, StepSizes
+from stalesgd.sim.batches import BatchStream, mt_draw
 from stalesgd.sim.run import SimRun
+from stalesgd.sim.stepsizes import StepSizes
 
 from stalesgd.experiment import (
     AlgorithmSpec,
@@ -383,3 +384,39 @@ def test_replay_equals_the_real_engine_bit_for_bit(algorithm, workers, dtype):
     assert np.array_equal(final_params(real), sim_theta)
     assert np.array_equal(real_rec.updates["eta"], sim_rec.updates["eta"])
     assert np.array_equal(real_rec.updates["tau"], sim_rec.updates["tau"])
+
+
+# ------------------------------------------------------------------ minibatch draws
+
+
+@pytest.mark.parametrize("n_rows", [1, 2, 3, 977, 1024, 1025, 65536, 2**31 + 5, 2**32, 2**33])
+@pytest.mark.parametrize("batch", [1, 16])
+def test_batch_stream_and_compiled_draws_equal_randint(n_rows, batch):
+    """The vectorised stream and the compiled Mersenne Twister give randint's indices."""
+    stream = BatchStream(77, n_rows, batch)
+    got = np.concatenate([stream.next().copy() for _ in range(300)] +
+                         [stream.take(257).ravel(), stream.next()])
+    want = np.random.RandomState(77).randint(0, n_rows, size=got.size, dtype=np.int64)
+    assert np.array_equal(got, want)
+    fresh = BatchStream(77, n_rows, batch)
+    if fresh.mask:  # the compiled draws (used inside the batched replay)
+        key, pos = fresh.mt_state()
+        keys = np.zeros((2, 624), np.uint32)
+        keys[1] = key
+        p = np.array([0, pos])
+        out = np.zeros(batch, np.int64)
+        drawn = []
+        for _ in range(558):
+            mt_draw(keys, p, 1, n_rows, fresh.mask, out)
+            drawn.append(out.copy())
+        assert np.array_equal(np.concatenate(drawn), want)
+    else:
+        assert n_rows == 1 or n_rows >= 2**32
+
+
+def test_batch_stream_take_equals_next():
+    a = BatchStream(99, 1000, 5)
+    b = BatchStream(99, 1000, 5)
+    got = np.concatenate([a.take(3), a.take(700), a.take(1)])
+    want = np.stack([b.next().copy() for _ in range(704)])
+    assert np.array_equal(got, want)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 from stalesgd.sim.engine import simulate_timing
-from stalesgd.sim.model import ReplayHook
+from stalesgd.sim.simulation import ReplayHook
 from stalesgd.sim.timing import (
     Deterministic,
     Empirical,

@@ -1,0 +1,202 @@
+"""The ``sim`` engine's contract: settings refused before anything runs, rows streamed while
+the run goes on, nothing computed lost on Ctrl-C, every update counted, one divergence rule."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from stalesgd.app.cli import main
+from stalesgd.sim import buffers, run_iid_staleness
+from stalesgd.sim.run import SimRun, validate
+
+from stalesgd.engines import get_engine
+from stalesgd.experiment import AlgorithmSpec, ExperimentError, expand, experiment_from_flags
+from stalesgd.problems.registry import make_problem
+from stalesgd.records import UpdateLog, load_results, runs_table
+
+
+def spec(algorithm="lock", workers=2, updates=2000, seconds=None, timing_only=True, **kw):
+    sim = {"compute": kw.pop("compute", "exp:1ms"), "timing_only": timing_only,
+           **kw.pop("sim", {})}
+    exp = experiment_from_flags("sim", problem=kw.pop("problem", "logreg-synthetic"),
+                                algorithm=algorithm, workers=workers, updates=updates,
+                                seconds=seconds, sim=sim, **kw)
+    return expand(exp)[0]
+
+
+# ------------------------------------------------------------------ settings refused up front
+
+
+@pytest.mark.parametrize("algorithm,sim,key", [
+    ("lock", {"compute": "det:0", "read": "det:0", "update": "det:0"}, "sim.compute"),
+    ("sync", {"compute": "det:0", "read": "det:0", "update": "det:0", "cores": 1}, "sim.compute"),
+    ("lock", {"time_slice": "500ns", "cores": 1}, "sim.time_slice"),
+    ("hogwild", {"time_slice": "1ns"}, "sim.time_slice"),
+])
+def test_the_engine_refuses_runs_that_cannot_make_progress(algorithm, sim, key):
+    bad = spec(algorithm, workers=3, sim=sim)
+    with pytest.raises(ExperimentError, match=key.replace(".", r"\.")):
+        get_engine("sim").check(bad)  # the check the runner makes before any run starts
+    with pytest.raises(ExperimentError, match=key.replace(".", r"\.")):
+        SimRun(bad, progress=False)
+
+
+def test_a_compare_and_swap_cost_is_a_cycle_of_its_own():
+    zero = {"compute": "det:0", "read": "det:0", "update": "det:0"}
+    costly = AlgorithmSpec(name="hogwild", options={"cas_cost": "50ns"})
+    validate(replace(spec("hogwild", sim=zero), algorithm=costly))  # moves: no error
+    with pytest.raises(ExperimentError, match="sim.compute"):  # lock pays no CAS
+        validate(replace(spec("lock", sim=zero),
+                         algorithm=AlgorithmSpec(name="lock", options={"cas_cost": "50ns"})))
+
+
+def test_unknown_algorithm_options_are_refused_before_the_run():
+    bad = replace(spec(), algorithm=AlgorithmSpec(name="lock", options={"handover": "1us"}))
+    with pytest.raises(ExperimentError, match="algorithm.options.handover"):
+        validate(bad)
+    ok = replace(spec(updates=10), algorithm=AlgorithmSpec(name="lock",
+                                                           options={"lock_handover": "5us"}))
+    validate(ok)
+    assert SimRun(ok, progress=False).run().summary["updates"] == 10
+
+
+def test_zero_cycles_on_the_command_line_exit_2_without_a_folder(tmp_path, capsys):
+    code = main(["sim", "--problem", "logreg-synthetic", "--algorithm", "lock", "--workers", "3",
+                 "--cores", "2", "--compute", "det:0", "--read", "det:0", "--update", "det:0",
+                 "--updates", "10", "--timing-only", "--out", str(tmp_path), "--no-progress"])
+    assert code == 2
+    assert "sim.compute" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------ the record
+
+
+def test_rows_reach_the_update_log_while_the_run_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(buffers, "ROW_CHUNK", 500)
+    log = UpdateLog("all", folder=tmp_path, run_id="r", chunk_rows=1000)
+    files_seen = []
+    add = log.add
+
+    def counting_add(cols):
+        add(cols)
+        files_seen.append(len(log.files))
+
+    monkeypatch.setattr(log, "add", counting_add)
+    rec = SimRun(spec("leashed", workers=4, updates=5000, sim={"cores": 2}), progress=False,
+                 updates=log).run()
+    assert rec.summary["updates"] == 5000 and rec.summary["event_loop"] == "compiled"
+    assert files_seen[:4] == [0, 1, 1, 2]  # chunk files written before the run ended
+    k = rec.updates["k"][~rec.updates["dropped"]]
+    assert np.array_equal(np.sort(k), np.arange(5000))
+
+
+def test_every_zero_step_update_is_counted():
+    """TAIL-τ with A = 1 gives η = 0 beyond its window's largest τ (timing only: η is looked
+    up chunk by chunk as the rows leave the simulation)."""
+    rec = SimRun(spec("hogwild", workers=8, updates=6000, stepsize="tail",
+                      stepsize_options={"A": 1}), progress=False).run()
+    eta = rec.updates["eta"]
+    zero = int(np.count_nonzero(eta[~rec.updates["dropped"]] == 0.0))
+    assert zero > 0 and rec.summary["zero_step_updates"] == zero
+    assert rec.summary["stepsize_tables"] >= 1
+
+
+def test_the_summary_says_which_loop_ran():
+    s = spec("lock", workers=8, updates=500, sim={"cores": 3, "update": "det:100us"})
+    compiled = SimRun(s, progress=False).run().summary
+    simpy = SimRun(s, progress=False, fast=False).run().summary
+    assert compiled["event_loop"] == "compiled" and simpy["event_loop"] == "simpy"
+    assert compiled["preemptions"] == simpy["preemptions"] > 0
+    assert compiled["lock_contended"] == simpy["lock_contended"] > 0
+
+
+def test_a_loss_ten_thousand_times_the_first_is_divergence():
+    """Numeric replay stops at the first evaluation that blew up, before any overflow."""
+    rec = SimRun(spec("lock", workers=2, updates=20000, timing_only=False, lr=1.0,
+                      problem="linreg-synthetic", sim={"compute": "exp:1ms"}),
+                 progress=False).run()
+    s, loss = rec.summary, rec.evals["loss"]
+    assert s["diverged"] and s["stop_reason"] == "diverged" and s["updates"] < 20000
+    first = max(abs(loss[0]), 1.0)
+    assert np.isfinite(loss[-1]) and loss[-1] > 1e4 * first
+    assert np.all(loss[:-1] <= 1e4 * first)
+
+
+def test_the_iid_mode_writes_declared_columns_only():
+    problem = make_problem("linreg-synthetic")
+    rec = run_iid_staleness(problem, [0.5, 0.25, 0.25], updates=300, lr=0.05, seed=4)
+    table = runs_table([rec.summary])
+    s = rec.summary
+    assert s["engine"] == "iid" and s["updates"] == 300
+    assert json.loads(s["pdf"]) == [0.5, 0.25, 0.25]
+    assert s["mean_tau"] == pytest.approx(rec.updates["tau"].mean())
+    assert table.num_rows == 1 and "pdf" in table.column_names
+
+
+# ------------------------------------------------------------------ Ctrl-C
+
+
+SIGINT_SCRIPT = """
+import sys
+from pathlib import Path
+from stalesgd.sim import buffers
+from stalesgd.sim.run import SimRun, validate
+from stalesgd import engines
+from stalesgd.app.cli import main
+
+marker, fast = Path(sys.argv[1]), sys.argv[2] == "compiled"
+handover = buffers.RowBuffer.handover
+
+def handover_and_mark(self):  # the first rows left the simulation: it is running
+    handover(self)
+    marker.write_text("running")
+
+buffers.RowBuffer.handover = handover_and_mark
+engines.register_engine(
+    "sim", lambda spec, progress, updates=None: SimRun(spec, progress, updates=updates,
+                                                       fast=fast).run(), validate=validate)
+sys.exit(main(["sim", "--problem", "logreg-synthetic", "--algorithm", "lock", "--workers", "4",
+               "--cores", "3", "--compute", "exp:2ms", "--seconds", "1e30", "--timing-only",
+               "--out", sys.argv[3], "--no-progress"]))
+"""
+
+
+@pytest.mark.parametrize("loop", ["compiled", "simpy"])
+def test_ctrl_c_keeps_what_was_simulated(tmp_path, loop):
+    """A real SIGINT in a run that would never end: exit 130, the record kept as interrupted,
+    every simulated update on disk exactly once."""
+    marker, out = tmp_path / "running", tmp_path / "res"
+    proc = subprocess.Popen([sys.executable, "-c", SIGINT_SCRIPT, str(marker), loop, str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), proc.communicate(timeout=10)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    (folder,) = [p for p in Path(out).iterdir() if p.is_dir()]
+    res = load_results(folder)
+    run = res.runs.iloc[0]
+    assert bool(run["interrupted"]) and run["stop_reason"] == "interrupted"
+    assert run["event_loop"] == loop
+    n = int(run["updates"])
+    assert n > buffers.ROW_CHUNK  # at least one chunk had left the simulation
+    k = np.sort(res.updates["k"].to_numpy())
+    assert np.array_equal(k, np.arange(n))
+    assert int(res.staleness["count"].sum()) == n
