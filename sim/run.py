@@ -76,11 +76,13 @@ _AUTO = "auto"
 def validate(spec: RunSpec) -> None:
     """Raise :class:`~stalesgd.experiment.ExperimentError` for settings the simulator cannot
     run: an unknown algorithm or algorithm option, a worker count the algorithm does not
-    allow, an unusable calibration file, a time slice below :data:`MIN_TIME_SLICE`, or a
-    worker cycle (compute, read, update, compare-and-swap) that takes no time at all, on
-    which the simulated clock would never move.  Cheap: no problem data is loaded."""
+    allow, a controller that measures the loss in timing-only mode, an unusable calibration
+    file, a time slice below :data:`MIN_TIME_SLICE`, or a worker cycle (compute, read,
+    update, compare-and-swap) that takes no time at all, on which the simulated clock would
+    never move.  Cheap: no problem data is loaded."""
     algorithm = _algorithm(spec)
     options = _algorithm_options(spec.algorithm.options)
+    _check_controller(spec)
     calibration = spec.sim.calibration
     if calibration == _AUTO:
         return  # (checked once the runner has fitted it)
@@ -109,6 +111,19 @@ def validate(spec: RunSpec) -> None:
                               "compare-and-swap cost) is positive",
                               "makes every worker's cycle take no time: the simulated clock "
                               "would never move")
+
+
+def _check_controller(spec: RunSpec) -> None:
+    """A controller that measures the loss needs numeric replay: refused with timing-only."""
+    from stalesgd.elastic import CONTROLLERS
+
+    name = spec.controller.name
+    cls = CONTROLLERS.get(name)
+    if spec.sim.timing_only and cls is not None and cls.needs_loss:
+        raise ExperimentError("controller.name", name,
+                              "static or schedule with sim.timing_only = true (the "
+                              f"{name} controller measures the loss, which needs numeric "
+                              "replay)")
 
 
 def _as_list(spec: Any) -> list[Timing]:

@@ -49,6 +49,16 @@ def test_the_engine_refuses_runs_that_cannot_make_progress(algorithm, sim, key):
         SimRun(bad, progress=False)
 
 
+@pytest.mark.parametrize("controller", ["window", "ternary", "model"])
+def test_a_controller_that_measures_the_loss_is_refused_with_timing_only(controller):
+    bad = spec(controller=controller, workers=3)
+    with pytest.raises(ExperimentError, match="controller.name.*needs numeric replay"):
+        get_engine("sim").check(bad)
+    get_engine("sim").check(spec(controller="schedule", workers=3,  # needs no loss
+                                 controller_options={"steps": [[0, 3], [100, 1]]}))
+    get_engine("sim").check(spec(controller=controller, workers=3, timing_only=False))
+
+
 def test_a_compare_and_swap_cost_is_a_cycle_of_its_own():
     zero = {"compute": "det:0", "read": "det:0", "update": "det:0"}
     costly = AlgorithmSpec(name="hogwild", options={"cas_cost": "50ns"})
