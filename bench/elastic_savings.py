@@ -1,4 +1,4 @@
-"""Elastic against static parallelism: resources to reach a target loss, over seeds (issue 8).
+"""Elastic against static parallelism: resources to reach a target loss, over seeds.
 
 For each number of worker threads M, every controller (``static`` = all M workers, the
 baseline; ``window``, ``ternary``, ``model``; ``fixed-k`` = static at k workers, an oracle that

@@ -17,7 +17,7 @@ The kernel's rate comes from the *median* of the timed rounds; the
 yardsticks (GEMM, NumPy) from their *best* round — on a shared machine this
 errs against the kernel.
 
-Targets (issue): batch 128 at ≥ 60 % of ``gemm_gflops``; batch 16 no slower
+Targets: batch 128 at ≥ 60 % of ``gemm_gflops``; batch 16 no slower
 than NumPy.  Data are random (784 features, 10 classes); speed does not
 depend on their values.
 """

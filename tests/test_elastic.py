@@ -1,4 +1,4 @@
-"""Elastic parallelism control (issue 8): the controllers on synthetic progress-rate curves,
+"""Elastic parallelism control: the controllers on synthetic progress-rate curves,
 the schedule, and both engines running with m(t) < M workers active."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The simulator's numeric replay, the ``sim`` engine and the i.i.d.-staleness mode (issue 5)."""
+"""The simulator's numeric replay, the ``sim`` engine and the i.i.d.-staleness mode."""
 
 from __future__ import annotations
 

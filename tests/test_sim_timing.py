@@ -1,4 +1,4 @@
-"""The simulator's timing-only mode against closed forms (issue 5, DESIGN §4, §6)."""
+"""The simulator's timing-only mode against closed forms (DESIGN §4, §6)."""
 
 from __future__ import annotations
 
@@ -141,7 +141,7 @@ def test_tau_is_updates_applied_between_read_and_apply(algorithm):
 @pytest.mark.parametrize("algorithm", ["hogwild", "lock"])
 @pytest.mark.parametrize("m", [2, 4, 8, 16])
 def test_exponential_compute_gives_geometric_tau(algorithm, m):
-    """P(τ=k) = (1/m)(1−1/m)^k: TV < 0.02 over 10⁵ updates (issue 5, full size)."""
+    """P(τ=k) = (1/m)(1−1/m)^k: TV < 0.02 over 10⁵ updates (full size)."""
     res = simulate_timing(
         algorithm, m, cores=16, compute="exp:1ms", read="det:0", update="det:0",
         updates=100_000, seed=100 + m,
