@@ -4,7 +4,8 @@ Runs ``logreg-synthetic`` with 8, 100 and 1000 worker threads (on the cores ther
 for a time budget, per algorithm, and prints what a researcher asks of such a run: how
 long it really took, updates/s, how many workers applied at least one update
 (``workers_applied``) and how evenly (the smallest and largest worker's share), the mean,
-99th and 99.99th percentile and largest τ (preempted workers make a heavy tail), and how often the workers waited for the record.
+99th and 99.99th percentile and largest τ (preempted workers make a heavy tail),
+and how often the workers waited for the record.
 
     python bench/real_oversubscribed.py
     python bench/real_oversubscribed.py --workers 100 1000 --seconds 5 --algorithms lock
