@@ -3,10 +3,10 @@
 * The core (``stalesgd/``) depends on no engine, not on the analysis and not on the command
   line: it never imports ``stalesgd.analysis``, ``stalesgd.sim``, ``stalesgd.real`` or
   ``stalesgd.app`` (engines are found by name, through :mod:`stalesgd.engines`).
-* The analysis layer, the simulator and the top layer (``app/``, the command line and the
+* The analysis layer, both engines and the top layer (``app/``, the command line and the
   runner) use other modules only through their public names (no ``_private`` name imported or
-  reached as an attribute of an imported module); the modules of the analysis, of the
-  simulator, of the top layer and of the core's packages import each other without circles.
+  reached as an attribute of an imported module); the modules of the analysis, of each
+  engine, of the top layer and of the core's packages import each other without circles.
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ def _private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
-@pytest.mark.parametrize("package", ["stalesgd.analysis", "stalesgd.sim", "stalesgd.app"])
+@pytest.mark.parametrize("package", ["stalesgd.analysis", "stalesgd.sim", "stalesgd.real",
+                                     "stalesgd.app"])
 def test_no_private_name_of_another_module_is_used(package):
     bad = []
     for name, path in modules(package).items():
@@ -149,6 +150,7 @@ def test_cycle_finder_finds_a_circle():
 @pytest.mark.parametrize(("package", "module"), [
     ("stalesgd.analysis", "stalesgd.analysis.report"),
     ("stalesgd.sim", "stalesgd.sim.engine"),
+    ("stalesgd.real", "stalesgd.real.engine"),
     ("stalesgd.app", "stalesgd.app.runner"),
     ("stalesgd", "stalesgd.experiment.sweep"),
 ])
