@@ -510,6 +510,29 @@ def test_download_idx_from_file_mirror_verifies(tmp_path):
     assert out.getvalue().strip().splitlines()[-1] == str(folder)
 
 
+def test_download_skips_a_set_verified_on_the_search_path(tmp_path, monkeypatch):
+    src = need_shared("mnist")
+
+    def offline(url, timeout=None):
+        raise AssertionError(f"fetched {url} though a verified copy exists")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    monkeypatch.setenv("STALESGD_DATA", str(src.parent))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out, err = io.StringIO(), io.StringIO()
+    assert data_command("download", "mnist", None, out, err) == 0, err.getvalue()
+    assert f"mnist: already present and verified in {src}" in out.getvalue()
+    assert not (tmp_path / "cache").exists()  # nothing written to the user cache
+    # a copy that does not verify is not enough: the download is tried (and fails offline)
+    bad = tmp_path / "bad" / "mnist"
+    bad.mkdir(parents=True)
+    for n in IDX_NAMES:
+        write_idx(bad / (n + ".gz"), np.zeros((2, 2), dtype=np.uint8))
+    monkeypatch.setenv("STALESGD_DATA", str(bad.parent))
+    with pytest.raises(AssertionError, match="fetched"):
+        data_command("download", "mnist", None, out, err)
+
+
 def test_download_rejects_wrong_content(tmp_path):
     mirror = tmp_path / "mirror"
     mirror.mkdir()

@@ -92,12 +92,21 @@ def _verify(name: str | None, data_dir: str | None, out: TextIO, err: TextIO) ->
 def _download(name: str, data_dir: str | None, out: TextIO, err: TextIO) -> int:
     from .download import download
 
+    spec = DATASETS[name]
+    if data_dir is None:  # a verified copy anywhere on the search path is enough
+        try:
+            found = locate(spec)
+        except DataNotFoundError:
+            found = None
+        if found is not None and all(c.ok for c in check_dataset(spec, found)):
+            print(f"{name}: already present and verified in {found.folder} (via "
+                  f"{found.root.label}); nothing to download", file=out)
+            return 0
     try:
         folder = download(name, data_dir, report=lambda s: print(s, file=out))
     except DataError as exc:
         print(f"error: {exc}", file=err)
         return 1
-    spec = DATASETS[name]
     loc = locate(spec, data_dir)
     checks = check_dataset(spec, loc)
     print(f"{name}: downloaded into {folder}; verify: {_summary(checks)}", file=out)
@@ -115,7 +124,8 @@ def data_command(action: str, name: str | None = None, data_dir: str | None = No
     ``verify [NAME]`` prints OK/MISMATCH/CORRUPT/UNREADABLE/MISSING per file (exit 1 on any
     failure; without NAME, sets absent everywhere are skipped); ``path NAME``
     prints the folder used; ``download NAME`` fetches into the user cache (or
-    ``data_dir``) and verifies.  Messages go to ``out``, errors to ``err``.
+    ``data_dir``) and verifies, unless (without ``data_dir``) the search path already holds
+    a copy that verifies.  Messages go to ``out``, errors to ``err``.
     """
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
