@@ -73,7 +73,8 @@ def test_every_shell_command_is_run_or_has_a_reason_not_to_be():
 
 
 def test_the_block_parser_keeps_continuations_and_order():
-    text = "x\n```sh\na --b \\\n    c   # note\n# only a comment\nd\n```\n```python\nprint(1)\n```\n"
+    text = ("x\n```sh\na --b \\\n    c   # note\n# only a comment\nd\n```\n"
+            "```python\nprint(1)\n```\n")
     blocks = readme_blocks(text)
     assert [(lang, line) for lang, line, _ in blocks] == [("sh", 2), ("python", 8)]
     assert shell_commands(blocks[0][2]) == ["a --b c   # note", "d"]
