@@ -15,7 +15,7 @@ import base64
 import html
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ __all__ = [
     "ReportFiles",
     "comparison_text",
     "default_compare_dir",
+    "run_flags",
     "write_report",
 ]
 
@@ -55,17 +56,30 @@ class ReportFiles:
 # ---------------------------------------------------------------------------------------------
 
 
-def _flags(row: pd.Series) -> str:
+def run_flags(row: Mapping[str, Any]) -> str:
+    """What a reader of a run's row must know (the runs table's ``flags`` cell): diverged,
+    interrupted, no evaluations or target not reached, updates applied with η = 0, and a
+    simulation beyond what its calibration measured (a prediction)."""
     out = []
-    if bool(row.get("diverged", False)):
+    if _true(row.get("diverged")):
         out.append("diverged")
-    if bool(row.get("interrupted", False)):
+    if _true(row.get("interrupted")):
         out.append("interrupted")
-    if not bool(row.get("evaluated", False)):
+    if not _true(row.get("evaluated")):
         out.append("no evals")
-    elif np.isfinite(row.get("target_loss", math.nan)) and not bool(row.get("reached", False)):
+    elif np.isfinite(row.get("target_loss", math.nan)) and not _true(row.get("reached")):
         out.append("target not reached")
+    zero = row.get("zero_step_updates")
+    if zero is not None and not pd.isna(zero) and int(zero) > 0:
+        out.append(f"{int(zero)} updates with η = 0")
+    if _true(row.get("prediction")):
+        out.append("prediction (beyond the calibration)")
     return ", ".join(out)
+
+
+def _true(value: Any) -> bool:
+    """A flag cell that may be missing (older folders, other engines: NA)."""
+    return value is not None and not pd.isna(value) and bool(value)
 
 
 def runs_display(analysis: Analysis) -> pd.DataFrame:
@@ -73,7 +87,7 @@ def runs_display(analysis: Analysis) -> pd.DataFrame:
     runs = analysis.loaded.runs.copy()
     if runs.empty:
         return pd.DataFrame()
-    runs["flags"] = [_flags(r) for _, r in runs.iterrows()]
+    runs["flags"] = [run_flags(r) for _, r in runs.iterrows()]
     stale = analysis.stale.per_run
     if not stale.empty:
         runs = runs.drop(columns=["mean_tau"], errors="ignore").merge(

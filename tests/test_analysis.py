@@ -522,3 +522,17 @@ def test_headline_words_the_speedup_as_a_speedup():
     sp.loc[1, "time_to_target"] = 0.5
     h = headline(Analysis(loaded=None, stale=stale, speedup=sp))
     assert h.lines[-1].endswith("a 2.00× speed-up over 1 worker")
+
+
+def test_run_flags_say_what_a_reader_of_the_row_must_know():
+    from stalesgd.analysis.report import run_flags
+
+    ok = {"diverged": False, "interrupted": False, "evaluated": True, "target_loss": 0.5,
+          "reached": True, "zero_step_updates": 0, "prediction": False}
+    assert run_flags(ok) == ""
+    assert run_flags({**ok, "prediction": True}) == "prediction (beyond the calibration)"
+    assert run_flags({**ok, "zero_step_updates": 12}) == "12 updates with η = 0"
+    assert run_flags({**ok, "diverged": True, "reached": False}) == (
+        "diverged, target not reached")
+    assert run_flags({**ok, "evaluated": False, "prediction": pd.NA}) == "no evals"
+    assert run_flags({"evaluated": True, "target_loss": float("nan")}) == ""  # older folders
