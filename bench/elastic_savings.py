@@ -346,4 +346,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from stalesgd.data import DataError
+
+    try:
+        main()
+    except DataError as exc:  # data not found or corrupt: the message says how to fix it
+        raise SystemExit(f"elastic_savings: {exc}") from None

@@ -373,4 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from stalesgd.data import DataError
+
+    try:
+        raise SystemExit(main())
+    except DataError as exc:  # data not found or corrupt: the message says how to fix it
+        raise SystemExit(f"peer_torch: {exc}") from None
