@@ -92,6 +92,9 @@ RING_ROWS = 1 << 19
 DRAIN_ROWS = 1 << 16
 #: How often the monitor wakes up to check the stop rules.
 POLL_SECONDS = 0.01
+#: the latest deadline the workers are given (ns on the monotonic clock, centuries away): a
+#: ``--seconds`` beyond it means no deadline, not an overflow
+MAX_DEADLINE_NS = 1 << 62
 #: How often it drains the record (sooner when a quarter of the ring waits)
 DRAIN_SECONDS = 0.05
 #: The monitor's poll interval while an elastic controller is active (phases end on time).
@@ -385,10 +388,8 @@ class RealRun:
                     self._control(t_origin)
                 if now >= next_eval_t or k >= next_eval_k:
                     loss = self._evaluate(t_origin)
-                    while next_eval_t <= now:
-                        next_eval_t += ev.every_seconds
-                    while next_eval_k <= k:
-                        next_eval_k += ev.every_updates
+                    next_eval_t = _next_multiple(next_eval_t, ev.every_seconds, now)
+                    next_eval_k = _next_multiple(next_eval_k, ev.every_updates, k)
                     bar.loss(loss)
                     if target is not None and stop.at_target and loss <= target:
                         self._request_stop("target")
@@ -449,8 +450,12 @@ class RealRun:
             problem = None if self.schedule is None else script_error(self.schedule, sh.ctrl)
             if problem is not None:
                 raise ValueError(f"schedule: {problem}")
-            if not self.interrupted:
+            try:  # the θ the run reached, also when interrupted (a second Ctrl-C skips it)
                 self._evaluate(t_origin)
+            except KeyboardInterrupt:
+                if not self.interrupted:
+                    raise
+                self.interrupted = True
             rt_end = core_round_trip_ns() if self.m > 1 else math.nan
         # the CPUs' placement on the host, at both ends of the run (see real/placement.py)
         self.round_trip_ns = (rt_start, rt_end)
@@ -462,16 +467,19 @@ class RealRun:
         Returns the origin (seconds on the monotonic clock)."""
         ctrl = self.shared.ctrl
         for t in threads:
+            if self.interrupted:
+                break  # Ctrl-C while the threads start: those started stop at the line
             t.start()
-        while int(atomic_load(ctrl, C_READY)) < len(threads):
+        while int(atomic_load(ctrl, C_READY)) < len(threads) and not self.interrupted:
             if self.worker_error is not None or not all(t.is_alive() for t in threads):
                 break  # a worker failed before the start line: the run ends at once
             time.sleep(0.001)
         origin_ns = time.monotonic_ns()
         t_origin = origin_ns * 1e-9  # the float the workers compute from the same integer
         atomic_store(ctrl, C_ORIGIN_NS, origin_ns)
-        if self.spec.stop.seconds is not None:
-            atomic_store(ctrl, C_DEADLINE_NS, origin_ns + int(self.spec.stop.seconds * 1e9))
+        if self.spec.stop.seconds is not None:  # (centuries: no deadline the clock reaches)
+            deadline_ns = min(origin_ns + self.spec.stop.seconds * 1e9, float(MAX_DEADLINE_NS))
+            atomic_store(ctrl, C_DEADLINE_NS, int(deadline_ns))
         self._evaluate(t_origin)
         self._control(t_origin, start=True)
         self.cpu_start = _process_cpu()
@@ -563,6 +571,15 @@ def _ctrl_c_calls(handler: Callable[[int, Any], None]) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _next_multiple(due: float, every: float | None, now: float) -> float:
+    """The first of ``due, due + every, due + 2·every, …`` after ``now`` (``due`` itself
+    when it is later): the next evaluation, skipping those a slow poll missed, in one step
+    however short ``every`` is."""
+    if not every or due > now:
+        return due
+    return due + (math.floor((now - due) / every) + 1) * every
 
 
 def _process_cpu() -> float:

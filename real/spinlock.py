@@ -33,6 +33,7 @@ __all__ = [
     "cpu_relax",
     "sched_yield",
     "spin_lock_acquire",
+    "spin_lock_acquire_unless",
     "spin_lock_release",
     "spin_lock_try_acquire",
 ]
@@ -114,6 +115,28 @@ def spin_lock_acquire(lock, i) -> int:
     while True:
         if atomic_load(lock, i) == 0 and atomic_cas(lock, i, 0, 1) == 0:
             return spins
+        spins += 1
+        if spins % SPINS_BEFORE_YIELD == 0:
+            sched_yield()
+        else:
+            _pause()
+
+
+@njit(nogil=True)
+def spin_lock_acquire_unless(lock, i, stop) -> bool:
+    """Take the lock in slot ``lock[i]`` unless ``lock[stop]`` becomes non-zero first;
+    return whether it was taken.
+
+    Workers wait this way so that a run that has stopped ends at once, even with thousands
+    of them queued for the lock (each would otherwise take it once on its way out, and with
+    far more threads than cores every hand-over waits for the holder's next time slice).
+    """
+    spins = 0
+    while True:
+        if atomic_load(lock, i) == 0 and atomic_cas(lock, i, 0, 1) == 0:
+            return True
+        if atomic_load(lock, stop) != 0:
+            return False
         spins += 1
         if spins % SPINS_BEFORE_YIELD == 0:
             sched_yield()

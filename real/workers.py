@@ -80,7 +80,13 @@ from .control import (
 from .pool import acquire_latest, claim, release
 from .record import write_row
 from .schedule import G_APPLY, G_CLAIM, G_COPY, G_PUBLISH, G_READ, end_turn, gate
-from .spinlock import SPINS_BEFORE_YIELD, sched_yield, spin_lock_acquire, spin_lock_release
+from .spinlock import (
+    SPINS_BEFORE_YIELD,
+    sched_yield,
+    spin_lock_acquire,
+    spin_lock_acquire_unless,
+    spin_lock_release,
+)
 
 __all__ = ["WORKER_ARGS", "hogwild_worker", "leashed_worker", "lock_worker", "sync_worker"]
 
@@ -97,6 +103,9 @@ PARK_MAX_NANOS = 2_000_000
 #: than cores none gets a head start), and the waiting ones cost next to no CPU
 START_NANOS = 50_000
 START_MAX_NANOS = 5_000_000
+#: with many workers at the start line, the longest nap grows by this per waiting worker
+#: (all of them together then wake at most 1 / START_NANOS_PER_WAITER = 20,000 times a second)
+START_NANOS_PER_WAITER = 50_000
 
 # The small helpers below are ``inline="always"``: inlined into the worker loops at the
 # Numba IR level, so they are not compiled (and kept in memory) as functions of their own.
@@ -128,7 +137,10 @@ def wait_for_start(ctrl: np.ndarray) -> tuple[float, float]:
     nap[1] = START_NANOS
     while atomic_load(ctrl, C_START) == 0:
         sleep_nap(nap)
-        nap[1] = min(2 * nap[1], START_MAX_NANOS)
+        # naps double up to START_MAX_NANOS, or longer when thousands wait, so that their
+        # wake-ups leave the cores to the thread still starting the others
+        cap = max(START_MAX_NANOS, atomic_load(ctrl, C_READY) * START_NANOS_PER_WAITER)
+        nap[1] = min(2 * nap[1], cap)
     origin = atomic_load(ctrl, C_ORIGIN_NS) * 1e-9
     return origin, atomic_load(ctrl, C_DEADLINE_NS) * 1e-9 - origin
 
@@ -225,7 +237,8 @@ def lock_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx,
             local, grad = _allocate_buffers(ctrl, local, grad, n_params, True)
         _draw_batch(batch_idx, n_rows)
         turn = gate(script, ctrl, worker, G_READ, turn)
-        spin_lock_acquire(ctrl, C_LOCK)
+        if not spin_lock_acquire_unless(ctrl, C_LOCK, C_STOP):
+            break  # the run stopped while it waited
         t_read = monotonic_now(timespec) - t_origin
         t0 = atomic_load(ctrl, C_VERSION)
         for j in range(n_params):
@@ -240,7 +253,8 @@ def lock_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx,
             break
 
         turn = gate(script, ctrl, worker, G_APPLY, turn)
-        spin_lock_acquire(ctrl, C_LOCK)
+        if not spin_lock_acquire_unless(ctrl, C_LOCK, C_STOP):
+            break  # the run stopped while it waited: the gradient is not applied
         k = atomic_load(ctrl, C_VERSION)
         if k >= n_max:
             spin_lock_release(ctrl, C_LOCK)

@@ -437,14 +437,17 @@ class NumericReplay(ReplayHook):
         return loss
 
     def finish(self, t: float, k: int, interrupted: bool) -> None:
-        """The closing evaluation at the end of the run (skipped when interrupted or when
-        the last evaluation already saw version ``k``)."""
-        if interrupted:
-            return
+        """The closing evaluation at the end of the run, also of an interrupted one (its final
+        loss is then that of the θ it reached; a second Ctrl-C skips it), unless the last
+        evaluation already saw version ``k``."""
         if self.evals.k and self.evals.k[-1] == k:
             return
         active = self.sim.active if self.sim is not None else self.m
-        self._evaluate(t, k, active, after_current=False)
+        try:
+            self._evaluate(t, k, active, after_current=False)
+        except KeyboardInterrupt:
+            if not interrupted:
+                raise
 
 
 #: the methods :meth:`NumericReplay.inline` stands in for (overrides and patches opt out)

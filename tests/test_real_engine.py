@@ -7,6 +7,7 @@ from __future__ import annotations
 import _thread
 import dataclasses
 import inspect
+import math
 import threading
 from dataclasses import dataclass, field
 
@@ -545,3 +546,24 @@ def test_online_tail_table_is_tail_table_of_the_window_it_saw():
     assert np.all((u["eta"] == lr) | (u["eta"] == with_table))
     assert np.all(u["eta"][:10] == lr)
     assert np.any(u["eta"] != lr) or np.all(expected == 1.0)
+
+
+def test_a_deadline_beyond_the_clock_means_none_and_a_tiny_one_ends_the_run():
+    """``--seconds 1e10`` once overflowed the deadline in nanoseconds (recorded as diverged);
+    a tiny budget once made the monitor count evaluation times up one by one."""
+    far = RealRun(make_spec("lock", 2, updates=300, seconds=1e10), progress=False).run()
+    assert far.summary["stop_reason"] == "updates" and far.summary["updates"] == 300
+    assert not far.summary["diverged"]
+    short = RealRun(make_spec("lock", 2, updates=None, seconds=1e-9), progress=False).run()
+    assert short.summary["stop_reason"] == "seconds"
+
+
+def test_next_evaluation_skips_missed_ones_in_one_step():
+    from stalesgd.real.engine import _next_multiple
+
+    assert _next_multiple(1.0, 0.5, 0.2) == 1.0  # not due yet
+    assert _next_multiple(1.0, 0.5, 1.0) == 1.5
+    assert _next_multiple(1.0, 0.5, 2.7) == 3.0
+    assert _next_multiple(2e-11, 2e-11, 30.0) > 30.0  # 1.5e12 steps: one computation
+    assert _next_multiple(math.inf, None, 5.0) == math.inf
+    assert _next_multiple(100, 100, 250) == 300
