@@ -116,6 +116,16 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
 }
 
 
+#: the largest value each duration may take (seconds): far beyond any machine, but finite,
+#: so that a damaged file is refused rather than simulating nothing
+_MOST_SECONDS: dict[str, float] = {
+    "time_slice": 10.0, "read_per_param": 1e-3, "update_per_param": 1e-3,
+    "fused_per_param": 1e-3, "cas_cost": 1.0, "lock_handover": 1.0,
+}
+#: the largest mean compute time (seconds) and coefficient of variation of a compute model
+_MOST_MEAN, _MOST_CV = 1e4, 100.0
+
+
 def load_calibration(path: str | Path) -> Calibration:
     """Read and validate a calibration file; errors name the file and the problem."""
     path = Path(path)
@@ -148,11 +158,13 @@ def load_calibration(path: str | Path) -> Calibration:
         if not isinstance(data[key], kind) or isinstance(data[key], bool):
             raise CalibrationError(f"calibration file {path}: {key} = {data[key]!r} has the "
                                    f"wrong type")
-    for key in ("time_slice", "read_per_param", "update_per_param", "fused_per_param",
-                "cas_cost", "lock_handover"):
-        if not (math.isfinite(data[key]) and data[key] >= 0):
+    for key, most in _MOST_SECONDS.items():
+        if not (math.isfinite(data[key]) and 0 <= data[key] <= most):
             raise CalibrationError(f"calibration file {path}: {key} = {data[key]!r} must be a "
-                                   "finite number of seconds >= 0")
+                                   f"number of seconds in 0..{most:g}")
+    if not data["configurations"]:
+        raise CalibrationError(f"calibration file {path}: configurations is empty (a "
+                               "calibration fits at least one measured configuration)")
     if data["time_slice"] <= 0 or data["cores"] < 1:
         raise CalibrationError(f"calibration file {path}: time_slice and cores must be > 0")
     if data["default_model"] not in ("empirical", "parametric"):
@@ -178,10 +190,11 @@ def _check_model(path: Path, where: str, model: Any) -> None:
                                "non-empty list of integer nanoseconds >= 0")
     fit = model.get("fit")
     if not isinstance(fit, dict) or fit.get("kind") not in ("gamma", "lognormal") or not (
-            isinstance(fit.get("mean"), int | float) and fit["mean"] > 0
-            and isinstance(fit.get("cv"), int | float) and fit["cv"] >= 0):
+            isinstance(fit.get("mean"), int | float) and 0 < fit["mean"] <= _MOST_MEAN
+            and isinstance(fit.get("cv"), int | float) and 0 <= fit["cv"] <= _MOST_CV):
         raise CalibrationError(f"calibration file {path}: {where}.fit must be "
-                               "{kind: gamma|lognormal, mean > 0, cv >= 0}")
+                               f"{{kind: gamma|lognormal, mean in (0, {_MOST_MEAN:g}] s, "
+                               f"cv in 0..{_MOST_CV:g}}}")
 
 
 def check_compatible(cal: Calibration, problem: str, batch: int, dtype: str) -> None:

@@ -149,6 +149,11 @@ def write(tmp_path, data, name="c.json"):
     ({"time_slice": -1.0}, "time_slice"),
     ({"pooled": {"samples_ns": []}}, "pooled.samples_ns"),
     ({"default_model": "magic"}, "default_model"),
+    ({"read_per_param": 1e300}, "read_per_param = 1e"),
+    ({"lock_handover": float("inf")}, "lock_handover"),
+    ({"configurations": []}, "configurations is empty"),
+    ({"pooled_fit": {"cv": float("inf")}}, "pooled.fit must be"),
+    ({"pooled_fit": {"mean": 1e9}}, "pooled.fit must be"),
 ])
 def test_bad_calibration_files_give_clear_errors(cal_file, tmp_path, mutate, words):
     if mutate is None:
@@ -159,6 +164,8 @@ def test_bad_calibration_files_give_clear_errors(cal_file, tmp_path, mutate, wor
         data = json.loads(cal_file.read_text())
         if "drop" in mutate:
             del data[mutate["drop"]]
+        elif "pooled_fit" in mutate:
+            data["pooled"]["fit"].update(mutate["pooled_fit"])
         else:
             data.update(mutate)
         path = write(tmp_path, data)
