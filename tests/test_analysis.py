@@ -522,6 +522,11 @@ def test_headline_words_the_speedup_as_a_speedup():
     sp.loc[1, "time_to_target"] = 0.5
     h = headline(Analysis(loaded=None, stale=stale, speedup=sp))
     assert h.lines[-1].endswith("a 2.00× speed-up over 1 worker")
+    sp["time_to_target"] = float("nan")  # none reached it
+    assert headline(Analysis(loaded=None, stale=stale, speedup=sp)).lines[-1] == (
+        "no real run reached its target loss")
+    sp["target_loss"] = float("nan")  # none had a target: nothing to say
+    assert headline(Analysis(loaded=None, stale=stale, speedup=sp)).lines == ()
 
 
 def test_run_flags_say_what_a_reader_of_the_row_must_know():
