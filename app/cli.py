@@ -92,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stalesgd",
         description="Study asynchronous parallel SGD: staleness, step-size rules, lock-free "
                     "synchronisation, simulated and real.",
-        epilog="Exit codes: 0 done, 1 results could not be written, 2 bad input (nothing "
-               "was run), 130 interrupted (finished runs kept).")
+        epilog="Exit codes: 0 done, 1 results could not be written (or, for `data`, a data "
+               "set is missing, fails its checks or cannot be downloaded), 2 bad input "
+               "(nothing was run), 130 interrupted (finished runs kept).")
     parser.add_argument("--version", action="version", version=f"stalesgd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
