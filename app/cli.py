@@ -203,8 +203,9 @@ def _run(exp, out: str, progress: bool, *, dry_run: bool = False, resume: str | 
     if outcome.summaries:
         print(format_summary(outcome.summaries, outcome.specs))
     done = f", {outcome.skipped} complete before" if outcome.skipped else ""
-    print(f"results: {outcome.folder} ({len(outcome.summaries)} of {outcome.planned} runs"
-          f"{done})")
+    if Path(outcome.folder).exists():  # (not when Ctrl-C came before any run was kept)
+        print(f"results: {outcome.folder} ({len(outcome.summaries)} of {outcome.planned} runs"
+              f"{done})")
     if outcome.write_error is not None:
         kept = len(outcome.summaries) + outcome.skipped
         hint = f" (once there is room: {rerun} --resume {outcome.folder})" if rerun else ""

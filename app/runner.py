@@ -215,11 +215,15 @@ def run_sweep(plan: SweepPlan, progress: bool = True,
         raise
     finally:
         bar.close()
+        # nothing ran, or Ctrl-C came before the first run was kept: leave no folder behind
+        empty = empty or (outcome.interrupted and plan.resume is None and not written)
         if empty:
             _remove(folder.path, made)
         else:
             _close(folder, outcome)
-    if outcome.interrupted:
+    if outcome.interrupted and empty:
+        echo("interrupted before any run was kept: no results folder written")
+    elif outcome.interrupted:
         echo(f"interrupted: {len(outcome.summaries) + outcome.skipped} of {len(runs)} runs "
              f"kept in {folder.path}")
     return outcome

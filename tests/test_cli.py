@@ -204,6 +204,15 @@ def test_interrupted_run_with_partial_record_is_kept(fake, exp_file, tmp_path):
     assert res.runs.updates.tolist() == [200, 200, 50]
 
 
+def test_ctrl_c_before_any_run_is_kept_leaves_no_folder(fake, exp_file, tmp_path, capsys):
+    fake(FakeEngine(fail_on=1, exc=KeyboardInterrupt()))  # e.g. while the first compiles
+    code = main(["run", str(exp_file), "--out", str(tmp_path / "res"), "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 130
+    assert "no results folder written" in err + out and "results:" not in out
+    assert not (tmp_path / "res").exists() or not any((tmp_path / "res").iterdir())
+
+
 def test_interruption_while_unmerged_leaves_a_readable_folder(fake, exp_file, tmp_path,
                                                                monkeypatch):
     """Even if the final merge itself is cut short, the part files are read back."""
