@@ -261,6 +261,8 @@ def _key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise ExperimentError(flag, item, "KEY=VALUE, e.g. n_train=5000")
+        if key in out:
+            raise ExperimentError(flag, item, f"each key once ({key} is given twice)")
         try:
             out[key] = tomllib.loads(f"v = {text.strip()}")["v"]
         except tomllib.TOMLDecodeError:

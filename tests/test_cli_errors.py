@@ -74,6 +74,7 @@ FLAG_CASES = [
     (["-o", "n_train=0"], "problem.options.n_train = 0 is out of range"),
     (["-o", "foo=1"], "problem.options.foo = 1 is an unknown option"),
     (["-o", "=1"], "--option = '=1'"),
+    (["-o", "n_train=500", "-o", "n_train=600"], "n_train is given twice"),
     (["--problem", "logreg-mnist"], "problem.name = 'logreg-mnist' does not fit"),
     (["--problem", "resnet-mnist"], "problem.name = 'resnet-mnist'"),
     (["--stepsize", "tail", "--stepsize-option", "A=-1"], "stepsize.options.A = -1"),
