@@ -23,7 +23,11 @@ Slots (``C_*``):
   (nanoseconds), which every worker reads as it starts; ``C_DEADLINE_NS`` the end of the
   run's time budget on the same clock, which the workers check themselves after each
   update (so that a run with far more workers than cores, whose monitor gets little CPU,
-  still ends on time), raising ``C_TIMED_OUT``.
+  still ends on time), raising ``C_TIMED_OUT``.  With no more workers than cores the
+  monitor raises ``C_SPIN_START`` once all are ready: they then wait spinning
+  (``C_SPINNING`` counts them) so that all leave the line within a spin of ``C_START``,
+  not a nap apart (one worker alone for a nap would fill an online step-size rule's first
+  window with τ = 0).
 * The vector pool of Leashed-SGD (:mod:`stalesgd.real.pool`): ``C_LATEST`` the published
   vector (version · pool size + buffer), ``C_IN_USE`` / ``C_HIGH_WATER`` vectors in use
   now and at most, ``C_CLAIM_WAITS`` claims that found no free vector on a full pass;
@@ -70,7 +74,9 @@ C_START = 26 * _LINE
 C_ORIGIN_NS = 27 * _LINE
 C_DEADLINE_NS = 28 * _LINE
 C_TIMED_OUT = 29 * _LINE
-N_CTRL = 30 * _LINE
+C_SPIN_START = 30 * _LINE
+C_SPINNING = 31 * _LINE
+N_CTRL = 32 * _LINE
 
 #: ``ctrl[C_ACTIVE]`` when every worker runs (no elastic control)
 ALL_ACTIVE = 1 << 62

@@ -42,7 +42,7 @@ from stalesgd.algorithms import Algorithm, UnknownAlgorithmError, get_algorithm
 from stalesgd.divergence import diverged
 from stalesgd.elastic import Controller, cpu_seconds_from_trace, make_controller
 from stalesgd.experiment import ExperimentError, RunSpec
-from stalesgd.machine import peak_rss_bytes
+from stalesgd.machine import peak_rss_bytes, usable_cores
 from stalesgd.problems.registry import Problem, make_problem
 from stalesgd.progress import RunProgress
 from stalesgd.records import RunRecord, UpdateLog, engine_summary
@@ -64,6 +64,8 @@ from .control import (
     C_ORIGIN_NS,
     C_READY,
     C_RECORD_WAITS,
+    C_SPIN_START,
+    C_SPINNING,
     C_START,
     C_STOP,
     C_SUCCESS_TRIES,
@@ -474,6 +476,12 @@ class RealRun:
             if self.worker_error is not None or not all(t.is_alive() for t in threads):
                 break  # a worker failed before the start line: the run ends at once
             time.sleep(0.001)
+        if len(threads) <= (usable_cores() or 1):  # spin the last stretch: leave together
+            atomic_store(ctrl, C_SPIN_START, 1)
+            while (int(atomic_load(ctrl, C_SPINNING)) < int(atomic_load(ctrl, C_READY))
+                   and not self.interrupted and self.worker_error is None
+                   and all(t.is_alive() for t in threads)):
+                time.sleep(0.0005)
         origin_ns = time.monotonic_ns()
         t_origin = origin_ns * 1e-9  # the float the workers compute from the same integer
         atomic_store(ctrl, C_ORIGIN_NS, origin_ns)

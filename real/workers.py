@@ -67,6 +67,8 @@ from .control import (
     C_LOCK,
     C_ORIGIN_NS,
     C_READY,
+    C_SPIN_START,
+    C_SPINNING,
     C_START,
     C_STOP,
     C_SUCCESS_TRIES,
@@ -82,6 +84,7 @@ from .record import write_row
 from .schedule import G_APPLY, G_CLAIM, G_COPY, G_PUBLISH, G_READ, end_turn, gate
 from .spinlock import (
     SPINS_BEFORE_YIELD,
+    cpu_relax,
     sched_yield,
     spin_lock_acquire,
     spin_lock_acquire_unless,
@@ -129,13 +132,21 @@ def park_while_inactive(ctrl: np.ndarray, worker: int, nap: np.ndarray) -> int:
 @njit(nogil=True)
 def wait_for_start(ctrl: np.ndarray) -> tuple[float, float]:
     """Wait at the start line (sleeping, in naps that double from :data:`START_NANOS` to
-    :data:`START_MAX_NANOS`) until the monitor releases every worker at once; return the
+    :data:`START_MAX_NANOS`; spinning once the monitor raises ``C_SPIN_START``) until the
+    monitor releases every worker at once; return the
     run's time origin (seconds on the monotonic clock) and its deadline (seconds after the
     origin)."""
     atomic_add(ctrl, C_READY, 1)
     nap = np.zeros(2, dtype=np.int64)
     nap[1] = START_NANOS
+    spinning = False
     while atomic_load(ctrl, C_START) == 0:
+        if spinning or atomic_load(ctrl, C_SPIN_START) != 0:  # a core each: leave together
+            if not spinning:
+                atomic_add(ctrl, C_SPINNING, 1)
+                spinning = True
+            cpu_relax()
+            continue
         sleep_nap(nap)
         # naps double up to START_MAX_NANOS, or longer when thousands wait, so that their
         # wake-ups leave the cores to the thread still starting the others

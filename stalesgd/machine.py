@@ -71,7 +71,8 @@ def _memory_bytes() -> int | None:
         return None
 
 
-def _usable_cores() -> int | None:
+def usable_cores() -> int | None:
+    """The CPUs this process may run on (its affinity mask), or the machine's count."""
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -133,7 +134,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_model": model or _cpu_model_fallback(),
         "logical_cores": os.cpu_count(),
         "physical_cores": physical,
-        "usable_cores": _usable_cores(),
+        "usable_cores": usable_cores(),
         "memory_bytes": _memory_bytes(),
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),

@@ -567,3 +567,19 @@ def test_next_evaluation_skips_missed_ones_in_one_step():
     assert _next_multiple(2e-11, 2e-11, 30.0) > 30.0  # 1.5e12 steps: one computation
     assert _next_multiple(math.inf, None, 5.0) == math.inf
     assert _next_multiple(100, 100, 250) == 300
+
+
+def test_workers_leave_the_start_line_spinning_when_each_has_a_core():
+    """With no more workers than cores all wait the last stretch spinning (they leave within
+    a spin of each other, not a nap apart); with more they keep napping."""
+    from stalesgd.real.control import C_SPINNING
+
+    from stalesgd.machine import usable_cores
+
+    cores = usable_cores() or 1
+    few = RealRun(make_spec("lock", min(2, cores), updates=200, quiet=True), progress=False)
+    few.run()
+    assert int(few.shared.ctrl[C_SPINNING]) == min(2, cores)
+    many = RealRun(make_spec("lock", cores + 1, updates=200, quiet=True), progress=False)
+    many.run()
+    assert int(many.shared.ctrl[C_SPINNING]) == 0
