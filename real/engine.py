@@ -73,6 +73,7 @@ from .control import (
     C_TIMED_OUT,
     C_VERSION,
     C_WORKER_BYTES_HIGH,
+    NO_DEADLINE,
     new_control,
 )
 from .placement import core_round_trip_ns
@@ -94,9 +95,6 @@ RING_ROWS = 1 << 19
 DRAIN_ROWS = 1 << 16
 #: How often the monitor wakes up to check the stop rules.
 POLL_SECONDS = 0.01
-#: the latest deadline the workers are given (ns on the monotonic clock, centuries away): a
-#: ``--seconds`` beyond it means no deadline, not an overflow
-MAX_DEADLINE_NS = 1 << 62
 #: How often it drains the record (sooner when a quarter of the ring waits)
 DRAIN_SECONDS = 0.05
 #: The monitor's poll interval while an elastic controller is active (phases end on time).
@@ -485,8 +483,8 @@ class RealRun:
         origin_ns = time.monotonic_ns()
         t_origin = origin_ns * 1e-9  # the float the workers compute from the same integer
         atomic_store(ctrl, C_ORIGIN_NS, origin_ns)
-        if self.spec.stop.seconds is not None:  # (centuries: no deadline the clock reaches)
-            deadline_ns = min(origin_ns + self.spec.stop.seconds * 1e9, float(MAX_DEADLINE_NS))
+        if self.spec.stop.seconds is not None:  # (beyond NO_DEADLINE: none, not an overflow)
+            deadline_ns = min(origin_ns + self.spec.stop.seconds * 1e9, float(NO_DEADLINE))
             atomic_store(ctrl, C_DEADLINE_NS, int(deadline_ns))
         self._evaluate(t_origin)
         self._control(t_origin, start=True)
