@@ -485,7 +485,7 @@ def test_download_unreachable_fails_clearly(tmp_path, monkeypatch):
     for mirror in DATASETS["mnist"].mirrors:
         assert mirror + "train-images-idx3-ubyte.gz" in msg
     assert "offline" in msg and "by hand" in msg and str(tmp_path / "dl" / "mnist") in msg
-    assert not list((tmp_path / "dl" / "mnist").iterdir())  # no partial files left
+    assert not (tmp_path / "dl" / "mnist").exists()  # no partial files, no empty folder left
     with pytest.raises(DataDownloadError, match="cifar-10-binary.tar.gz"):
         download("cifar10", tmp_path / "dl")
 
@@ -540,7 +540,7 @@ def test_download_rejects_wrong_content(tmp_path):
         write_idx(mirror / (n + ".gz"), np.zeros((2, 2), dtype=np.uint8))
     with pytest.raises(DataDownloadError, match="MISMATCH"):
         download("mnist", tmp_path / "dl", mirrors=(mirror.as_uri() + "/",))
-    assert not list((tmp_path / "dl" / "mnist").iterdir())
+    assert not (tmp_path / "dl" / "mnist").exists()  # no partial files, no empty folder
 
 
 def _cifar_archive(tmp_path: Path) -> tuple[Path, str]:

@@ -164,18 +164,24 @@ def download(name: str, data_dir: str | os.PathLike[str] | None = None, *,
     """
     spec = get_spec(name)
     folder = target_folder(spec, data_dir)
+    existed = folder.is_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataDownloadError(f"cannot create the folder {folder} ({exc.strerror or exc}); "
                                 "give a writable --data-dir") from None
     say = report or _quiet
-    if spec.kind == "idx":
-        _download_idx(spec, folder, mirrors or spec.mirrors, timeout, say)
-    else:
-        url = archive_url or spec.archive_url
-        md5 = archive_md5 or spec.archive_md5
-        if url is None:
-            raise DataDownloadError(f"{name}: no download source is known")
-        _download_archive(spec, folder, url, md5, timeout, say)
+    try:
+        if spec.kind == "idx":
+            _download_idx(spec, folder, mirrors or spec.mirrors, timeout, say)
+        else:
+            url = archive_url or spec.archive_url
+            md5 = archive_md5 or spec.archive_md5
+            if url is None:
+                raise DataDownloadError(f"{name}: no download source is known")
+            _download_archive(spec, folder, url, md5, timeout, say)
+    except BaseException:
+        if not existed and not any(folder.iterdir()):
+            folder.rmdir()  # a failed download leaves no empty folder behind
+        raise
     return folder
