@@ -182,10 +182,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_plan(plan) -> None:
+    """One line per run of a dry run: what it would run, with every setting a flag or the
+    file gave that is not the default shape of the line."""
     for spec in plan.runs:
         state = "  (complete)" if spec.run_id in plan.done else ""
-        print(f"{spec.run_id}  engine={spec.engine} algorithm={spec.algorithm.name} "
-              f"workers={spec.workers} seed={spec.seed} {spec.point}{state}")
+        options = "".join(f" {k}={v!r}" for k, v in sorted(spec.problem.options.items()))
+        stop = ", ".join(f"{k} {v:g}" for k, v in (("updates", spec.stop.updates),
+                                                     ("seconds", spec.stop.seconds),
+                                                     ("target", spec.stop.target_loss))
+                         if v is not None)
+        swept = f" swept {spec.point}" if spec.point else ""
+        print(f"{spec.run_id}  {spec.engine} {spec.problem.name}{options} "
+              f"{spec.algorithm.name} m={spec.workers} {spec.stepsize.rule} "
+              f"lr={spec.stepsize.lr:g} batch={spec.problem.batch} {spec.problem.dtype} "
+              f"seed={spec.seed} stop: {stop or 'none'}{swept}{state}")
 
 
 def _run(exp, out: str, progress: bool, *, dry_run: bool = False, resume: str | None = None,

@@ -347,3 +347,13 @@ def test_summary_table_marks_flags():
     ])
     lines = text.splitlines()
     assert len(lines) == 4 and "1234" in lines[2] and "diverged" in lines[3]
+
+
+def test_a_dry_run_lists_what_each_run_would_run(tmp_path, capsys):
+    code = main(["real", "--problem", "mlp-synthetic", "-o", "hidden=[8]", "-o", "n_train=500",
+                 "--algorithm", "leashed", "--workers", "3", "--stepsize", "tail", "--lr", "0.02",
+                 "--updates", "100", "--out", str(tmp_path / "res"), "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0 and not (tmp_path / "res").exists()
+    assert out.strip() == ("r0000  real mlp-synthetic hidden=[8] n_train=500 leashed m=3 tail "
+                           "lr=0.02 batch=16 float64 seed=0 stop: updates 100")
