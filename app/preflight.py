@@ -28,6 +28,8 @@ __all__ = ["FOLDER_SUFFIX", "check_calibrations", "check_data", "check_memory",
 #: what a results folder's name adds to the experiment's name: ``-YYYYmmdd-HHMMSS-NNN``
 FOLDER_SUFFIX = len("-20260101-120000-999")
 _OUT_ALLOWED = "a folder to hold the results folder (created if missing), writable"
+#: the same for a folder written into itself (a report's, a comparison's)
+_INTO_ALLOWED = "a folder to write the report into (created if missing), writable"
 
 
 def _limit(path: Path, name: str, default: int) -> int:
@@ -37,7 +39,7 @@ def _limit(path: Path, name: str, default: int) -> int:
         return default
 
 
-def _existing_ancestor(path: Path, key: str, text: str) -> Path:
+def _existing_ancestor(path: Path, key: str, text: str, allowed: str) -> Path:
     """The nearest folder of ``path`` (itself included) that exists."""
     probe = path.absolute()
     while True:
@@ -45,11 +47,11 @@ def _existing_ancestor(path: Path, key: str, text: str) -> Path:
             if probe.exists():
                 break
         except OSError as exc:  # a name too long, a loop of links
-            raise OptionError(key, text, _OUT_ALLOWED,
+            raise OptionError(key, text, allowed,
                               f"cannot be used ({exc.strerror or exc})") from None
         probe = probe.parent
     if not probe.is_dir():
-        raise OptionError(key, text, _OUT_ALLOWED, f"is inside {probe}, which is a file"
+        raise OptionError(key, text, allowed, f"is inside {probe}, which is a file"
                           if probe != path.absolute() else "is a file")
     return probe
 
@@ -60,10 +62,11 @@ def check_output_root(root: str | Path, name: str | None, key: str = "out") -> N
     inside a file, makes a name too long for the file system, or where nothing can be written
     (tried with a temporary folder, removed at once)."""
     text = str(root)
+    allowed = _OUT_ALLOWED if name is not None else _INTO_ALLOWED
     if not text:
-        raise OptionError(key, text, _OUT_ALLOWED, "is empty")
+        raise OptionError(key, text, allowed, "is empty")
     path = Path(root)
-    existing = _existing_ancestor(path, key, text)
+    existing = _existing_ancestor(path, key, text, allowed)
     name_max = _limit(existing, "PC_NAME_MAX", 255)
     path_max = _limit(existing, "PC_PATH_MAX", 4096)
     parts = list(path.absolute().relative_to(existing).parts)
@@ -71,18 +74,18 @@ def check_output_root(root: str | Path, name: str | None, key: str = "out") -> N
         parts.append(name + "x" * FOLDER_SUFFIX)
     for part in parts:
         if len(os.fsencode(part)) > name_max:
-            raise OptionError(key, text, f"{_OUT_ALLOWED}; names of at most {name_max} bytes",
+            raise OptionError(key, text, f"{allowed}; names of at most {name_max} bytes",
                               f"makes a name of {len(os.fsencode(part))} bytes")
     full = len(os.fsencode(str(path.absolute())))
     if name is not None:
         full += 1 + len(os.fsencode(parts[-1]))
     if full > path_max:
-        raise OptionError(key, text, f"{_OUT_ALLOWED}; paths of at most {path_max} bytes",
+        raise OptionError(key, text, f"{allowed}; paths of at most {path_max} bytes",
                           f"makes a path of {full} bytes")
     try:
         Path(tempfile.mkdtemp(prefix=".stalesgd-write-test-", dir=existing)).rmdir()
     except OSError as exc:
-        raise OptionError(key, text, _OUT_ALLOWED,
+        raise OptionError(key, text, allowed,
                           f"is not writable ({existing}: {exc.strerror or exc})") from None
 
 
