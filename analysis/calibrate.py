@@ -294,7 +294,8 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
     elif gap_estimates[True]:
         time_slice = float(np.median(gap_estimates[True]))
         slice_source = (f"measured: median of {len(gap_estimates[True])} descheduled gaps "
-                        "in lock runs with one worker more than cores")
+                        "in lock runs with one worker more than the cores they had (other "
+                        "processes may have taken some)")
     else:
         time_slice = DEFAULT_TIME_SLICE
         slice_source = "default (no oversubscribed run to measure it)"
