@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["RunProgress"]
+__all__ = ["OPEN_ENDED_SECONDS", "RunProgress"]
+
+#: a time budget beyond this (seconds, about 11.6 days) is shown as open-ended: the seconds
+#: so far, without a bar or a remaining time that would be astronomical
+OPEN_ENDED_SECONDS = 1e6
 
 
 class RunProgress:
@@ -23,13 +27,19 @@ class RunProgress:
                  unit: str = "s") -> None:
         self.by_updates = updates is not None
         self.total = float(updates if updates is not None else (seconds or 0.0))
-        self.shown = 0.0
+        self.shown: float = 0
         self.bar: Any = None
         if enabled:
             from tqdm.auto import tqdm
 
-            fmt = None if self.by_updates else (
-                "{l_bar}{bar}| {n:.1f}/{total:.1f} " + unit + " [{elapsed}<{remaining}{postfix}]")
+            open_ended = not self.by_updates and self.total > OPEN_ENDED_SECONDS
+            if self.by_updates:
+                fmt = None
+            elif open_ended:  # a budget no run reaches: the seconds so far, no bar
+                fmt = "{desc}{n:.1f} " + unit + " [{elapsed}{postfix}]"
+            else:
+                fmt = ("{l_bar}{bar}| {n:.1f}/{total:.1f} " + unit
+                       + " [{elapsed}<{remaining}{postfix}]")
             self.bar = tqdm(total=updates if self.by_updates else self.total,
                             unit="upd" if self.by_updates else unit, dynamic_ncols=True,
                             leave=False, bar_format=fmt)
@@ -43,8 +53,8 @@ class RunProgress:
         """The run has applied ``updates`` updates in ``seconds``."""
         if self.bar is None:
             return
-        value = float(updates) if self.by_updates else min(float(seconds), self.total)
-        if value > self.shown:
+        value = int(updates) if self.by_updates else min(float(seconds), self.total)
+        if value > self.shown:  # (whole updates stay whole: "250/1000", not "250.0/1000")
             self.bar.update(value - self.shown)  # tqdm throttles the redraws itself
             self.shown = value
 
