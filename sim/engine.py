@@ -32,6 +32,7 @@ __all__ = [
     "Control",
     "SimResult",
     "attach_controller",
+    "check_controller_replay",
     "elastic_control",
     "elastic_summary",
     "simulate_timing",
@@ -341,6 +342,20 @@ def elastic_control(ctl: Controller, loss: Callable[[Simulation], float] | None 
     return start
 
 
+def check_controller_replay(name: str, timing_only: bool) -> None:
+    """Refuse (:class:`~stalesgd.experiment.ExperimentError`) a controller that measures the
+    loss in a timing-only run, where no loss exists."""
+    from stalesgd.elastic import CONTROLLERS
+    from stalesgd.experiment import ExperimentError
+
+    cls = CONTROLLERS.get(name)
+    if timing_only and cls is not None and cls.needs_loss:
+        raise ExperimentError("controller.name", name,
+                              "static or schedule with sim.timing_only = true (the "
+                              f"{name} controller measures the loss, which needs numeric "
+                              "replay)")
+
+
 def attach_controller(spec: Any, workers: int, hook: Any | None
                       ) -> tuple[Controller, Control | None]:
     """The elastic controller of a run spec (``spec.controller``) and, unless it is the plain
@@ -350,18 +365,13 @@ def attach_controller(spec: Any, workers: int, hook: Any | None
     evaluations are (same split and rows).  Controllers that need a loss cannot run in
     timing-only mode (an :class:`~stalesgd.experiment.ExperimentError`)."""
     from stalesgd.elastic import make_controller
-    from stalesgd.experiment import ExperimentError
 
     c = spec.controller
     ctl = make_controller(c.name, workers, **c.options)
     if c.name == "static" and ctl.level == workers:
         ctl.start(0.0, 0, None)  # the one-row trace: m = M from the start
         return ctl, None
-    if ctl.needs_loss and hook is None:
-        raise ExperimentError("controller.name", c.name,
-                              "static or schedule with sim.timing_only = true (the "
-                              f"{c.name} controller measures the loss, which needs numeric "
-                              "replay)")
+    check_controller_replay(c.name, timing_only=hook is None)
 
     def loss(_sim: Simulation) -> float:
         with np.errstate(all="ignore"):

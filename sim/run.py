@@ -42,6 +42,7 @@ from .engine import (
     UPDATE_COST_PER_PARAM,
     SimResult,
     attach_controller,
+    check_controller_replay,
     elastic_summary,
     simulate_timing,
 )
@@ -82,7 +83,7 @@ def validate(spec: RunSpec) -> None:
     never move.  Cheap: no problem data is loaded."""
     algorithm = _algorithm(spec)
     options = _algorithm_options(spec.algorithm.options)
-    _check_controller(spec)
+    check_controller_replay(spec.controller.name, bool(spec.sim.timing_only))
     calibration = spec.sim.calibration
     if calibration == _AUTO:
         return  # (checked once the runner has fitted it)
@@ -111,19 +112,6 @@ def validate(spec: RunSpec) -> None:
                               "compare-and-swap cost) is positive",
                               "makes every worker's cycle take no time: the simulated clock "
                               "would never move")
-
-
-def _check_controller(spec: RunSpec) -> None:
-    """A controller that measures the loss needs numeric replay: refused with timing-only."""
-    from stalesgd.elastic import CONTROLLERS
-
-    name = spec.controller.name
-    cls = CONTROLLERS.get(name)
-    if spec.sim.timing_only and cls is not None and cls.needs_loss:
-        raise ExperimentError("controller.name", name,
-                              "static or schedule with sim.timing_only = true (the "
-                              f"{name} controller measures the loss, which needs numeric "
-                              "replay)")
 
 
 def _as_list(spec: Any) -> list[Timing]:
