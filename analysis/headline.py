@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .tables import Analysis
+from .tables import Analysis, has_target
 
 __all__ = ["Headline", "headline"]
 
@@ -85,16 +85,7 @@ def headline(analysis: Analysis, reference: str = "real", other: str = "sim") ->
                 best_speedup = float(one["time_to_target"].iloc[0]) / best_t
                 text += f", a {best_speedup:.2f}× speed-up over 1 worker"
             lines.append(text)
-        elif (sp["engine"] == reference).any() and _has_target(sp, reference):
+        elif (sp["engine"] == reference).any() and has_target(sp[sp["engine"] == reference]):
             lines.append(f"no {reference} run reached its target loss")
     return Headline(tv_med, tv_max, err_med, best_key, best_t, best_speedup, tuple(lines))
 
-
-def _has_target(speedups: pd.DataFrame, engine: str) -> bool:
-    """Whether any run of ``engine`` had a target loss to reach (without one, "no run reached
-    its target" would be news about nothing)."""
-    if "target_loss" not in speedups:
-        return False
-    targets = pd.to_numeric(speedups.loc[speedups["engine"] == engine, "target_loss"],
-                            errors="coerce")
-    return bool(np.isfinite(targets).any())

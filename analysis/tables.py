@@ -24,7 +24,7 @@ from .speedup import speedup_table
 from .staleness_report import StalenessTables, staleness_tables
 from .theory_report import TheoryChecks, theory_checks
 
-__all__ = ["Analysis", "analyse"]
+__all__ = ["Analysis", "analyse", "has_target"]
 
 
 @dataclass
@@ -41,6 +41,13 @@ class Analysis:
     theory: TheoryChecks | None = None
 
 
+def has_target(runs: pd.DataFrame) -> bool:
+    """Whether any of ``runs`` (rows with a ``target_loss`` column) had a target loss."""
+    if "target_loss" not in runs:
+        return False
+    return bool(np.isfinite(pd.to_numeric(runs["target_loss"], errors="coerce")).any())
+
+
 def _notes(loaded: Loaded) -> list[str]:
     notes: list[str] = []
     runs = loaded.runs
@@ -55,7 +62,7 @@ def _notes(loaded: Loaded) -> list[str]:
         if not mine["evaluated"].any():
             notes.append(f"{src}: no evaluations (e.g. a timing-only simulation): no loss "
                          "curves, no time to target, no convergence judgement.")
-        if not np.isfinite(pd.to_numeric(mine["target_loss"], errors="coerce")).any():
+        if not has_target(mine):
             notes.append(f"{src}: no target loss: time/updates to target and speedups are "
                          "not defined (pass --target LOSS to set one).")
         n_int = int(mine.get("interrupted", pd.Series(False)).fillna(False).astype(bool).sum())
