@@ -314,6 +314,22 @@ def test_estimator_patience_closes_window_without_an_idle_worker():
     assert est.counts[4] == 5 and est.counts[5] == 5
 
 
+def test_default_patience_waits_for_a_worker_that_starts_late():
+    """On a loaded machine one of two workers can start 400-1,200 updates after the other
+    (measured); the first window must not close on the lone worker's τ = 0, or A = 1 gives
+    every later stale update η = 0."""
+    late = 400
+    taus = np.concatenate([np.zeros(late, dtype=np.int64), np.ones(60, dtype=np.int64)])
+    workers = np.concatenate([np.zeros(late, dtype=np.int64), np.arange(60) % 2])
+    default = ss.make_rule("tail", workers=2, lr=0.1).estimator(20)
+    default.update(taus, workers)
+    assert default.ready and default.counts[1] == 5  # worker 1's window is in it
+    assert default.table[1] > 0
+    impatient = ss.make_rule("tail", workers=2, lr=0.1, patience=2.0).estimator(20)
+    impatient.update(taus, workers)
+    assert impatient.ready and impatient.counts[1] == 0 and impatient.table[1] == 0
+
+
 def test_estimator_refreshes_from_a_sliding_window():
     m, K, W = 2, 30, 20
     est = ss.make_rule("tail", workers=m, lr=0.1, refresh_every=K, refresh_window=W).estimator(

@@ -19,7 +19,8 @@ from stalesgd.jitcache import cached
 from stalesgd.stepsize.tables import check_tau_max
 from stalesgd.validation import OptionError, integer, number
 
-__all__ = ["MAX_COUNT", "MAX_PATIENCE", "MAX_REFRESH_WINDOW", "TableSource", "TauEstimator"]
+__all__ = ["DEFAULT_PATIENCE", "MAX_COUNT", "MAX_PATIENCE", "MAX_REFRESH_WINDOW", "TableSource",
+           "TauEstimator"]
 
 #: largest warm-up, window and refresh period (updates per worker, or updates): far beyond any
 #: run, small enough that the estimator's counters never overflow
@@ -28,6 +29,12 @@ MAX_COUNT = 10**9
 MAX_REFRESH_WINDOW = 10**7
 #: largest patience factor
 MAX_PATIENCE = 1000.0
+#: default patience: the first window waits for a late worker for up to
+#: 100·(warmup + window)·m updates (3,000 with two workers and DESIGN's warm-up and window).
+#: A worker that starts a few milliseconds late is common on a loaded machine (measured: 400
+#: and 1,200 updates after the other, two runs of three); a shorter patience then closes the
+#: window on the first worker's τ = 0 alone, and A = 1 gives every later stale update η = 0.
+DEFAULT_PATIENCE = 100.0
 
 
 class TableSource(Protocol):
@@ -176,7 +183,7 @@ class TauEstimator:
         window: int = 5,
         refresh_every: int = 0,
         refresh_window: int | None = None,
-        patience: float = 2.0,
+        patience: float = DEFAULT_PATIENCE,
         quirks: bool = False,
     ):
         self.rule = rule

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from stalesgd import staleness
-from stalesgd.stepsize.estimator import TauEstimator, check_estimator_options
+from stalesgd.stepsize.estimator import DEFAULT_PATIENCE, TauEstimator, check_estimator_options
 from stalesgd.stepsize.tables import as_weights, check_tau_max, tail_original_table, tail_table
 from stalesgd.validation import OptionError, choice, flag, integer, known_keys, number
 
@@ -154,7 +154,7 @@ _ONLINE_DEFAULTS: dict[str, Any] = {
     "window": 5,
     "refresh_every": 0,
     "refresh_window": None,
-    "patience": 2.0,
+    "patience": DEFAULT_PATIENCE,
 }
 
 
@@ -230,7 +230,7 @@ class TailRule(PdfRule):
     estimated online (:class:`TauEstimator`) unless a fixed ``pdf`` is given.
     Options: ``A`` (1), ``pdf``, ``warmup`` (10 per worker), ``window`` (5
     per worker), ``refresh_every`` (0 = never), ``refresh_window``
-    (max(window·m, refresh_every)), ``patience`` (2).
+    (max(window·m, refresh_every)), ``patience`` (:data:`DEFAULT_PATIENCE`).
     """
 
     name = "tail"
