@@ -37,7 +37,7 @@ from stalesgd.problems.linreg import LinearRegression
 from stalesgd.problems.logreg import LogisticRegression
 from stalesgd.problems.mlp import MLP
 from stalesgd.problems.softmax import SoftmaxRegression
-from stalesgd.problems.testing import GradientCheckError, check_gradient
+from stalesgd.problems.testing import check_gradient
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 

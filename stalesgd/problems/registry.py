@@ -22,8 +22,9 @@ import numpy as np
 from stalesgd.data import DataShape, check_dataset
 from stalesgd.data.dataset import Dataset
 from stalesgd.data.real import REAL_OPTIONS
-from stalesgd.data.registry import ALL_NAMES
+from stalesgd.data.registry import ALL_NAMES, FILE_SET
 from stalesgd.data.synthetic import KIND_OPTIONS
+from stalesgd.data.userfile import FILE_OPTIONS
 from stalesgd.problems._kernels import evaluate_chunks
 from stalesgd.problems.base import INIT_SCHEMES, Model, resolve_dtype
 from stalesgd.problems.mlp import hidden_sizes
@@ -277,8 +278,17 @@ def _synthetic_defaults(model: str) -> dict[str, Any]:
     return {"kind": "classification", "n_classes": 10}
 
 
+def _file_kind(model: str) -> str:
+    """How the ``file`` set reads its labels for ``model``: targets or classes."""
+    plugin = _plugin(model)
+    regression = model == "linreg" if plugin is None else plugin.task == "regression"
+    return "regression" if regression else "classification"
+
+
 def _data_options(data: str, options: dict[str, Any]) -> tuple[str, ...]:
     """The options the data set takes (for a synthetic set: those of its ``kind``)."""
+    if data == FILE_SET:
+        return FILE_OPTIONS
     if data != "synthetic":
         return REAL_OPTIONS
     return ("kind", *KIND_OPTIONS[choice(options["kind"], "kind", tuple(KIND_OPTIONS))])
@@ -404,6 +414,8 @@ def check_problem(name: Any, options: dict[str, Any] | None = None,
         if options.get("kind", defaults["kind"]) != defaults["kind"]:
             defaults = {}
         options = {**defaults, **options}
+    elif data_name == FILE_SET:  # the labels of a file are read as the model needs them
+        options = {"kind": _file_kind(model_name), **options}
     own = _model_options(model_name)
     allowed = (*own, *COMMON_OPTIONS, *_data_options(data_name, options))
     known_keys(options, "", allowed, f"options of problem {name!r}")

@@ -108,8 +108,10 @@ def check_gradient(model: Model | None, data: Any, *, theta: np.ndarray | None =
         raise GradientCheckError(f"grad_kernel of {name} returned the loss {loss!r}")
     unset = np.flatnonzero(~np.isfinite(grad))
     if unset.size:
+        first = int(unset[0])
         raise GradientCheckError(f"grad_kernel of {name} left {unset.size} gradient entries "
-                                 f"NaN or infinite, first theta[{unset[0]}]{_layer_of(model, unset[0])}")
+                                 f"NaN or infinite, first theta[{first}]"
+                                 f"{_layer_of(model, first)}")
     loss_sum, _ = model.loss_kernel(theta, X, y, idx, ws, model.dims)
     if abs(loss_sum / len(idx) - loss) > 1e-9 * max(abs(loss), 1.0):
         raise GradientCheckError(f"{name}: grad_kernel returns the mean loss {loss!r} but "
