@@ -260,15 +260,22 @@ def test_the_installed_example_is_found_through_its_entry_point():
     assert plugin_store.find_plugin("tanhmlp", (), ()) is PLUGIN
 
 
-def test_the_installed_example_runs_from_the_command_line_in_a_fresh_process(tmp_path):
+def test_a_fresh_process_finds_the_installed_example_without_importing_it(tmp_path):
+    """A new ``stalesgd`` process checks a run of ``tanhmlp`` (the README walk runs it on
+    real and sim from the command line)."""
     exe = Path(sys.executable).with_name("stalesgd")
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [str(exe), "real", "--problem", "tanhmlp-synthetic", *TINY, "--algorithm", "lock",
-         "--workers", "2", "--updates", "100", "--out", str(tmp_path), "--no-progress"],
+        [str(exe), "sim", "--problem", "tanhmlp-synthetic", *TINY, "--algorithm", "lock",
+         "--workers", "2", "--updates", "100", "--out", str(tmp_path), "--dry-run"],
         capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert _runs(tmp_path)["problem"].tolist() == ["tanhmlp-synthetic"]
+    assert "tanhmlp-synthetic" in proc.stdout
+    bad = subprocess.run([str(exe), "sim", "--problem", "tanhmlp-synthetic", "-o", "hidden=-1",
+                          "--algorithm", "lock", "--workers", "1", "--dry-run"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 2
+    assert "problem.options.hidden = -1 is out of range" in bad.stderr
 
 
 @pytest.fixture
