@@ -56,6 +56,8 @@ MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
 COMMON_OPTIONS: tuple[str, ...] = ("init", "seed", "data_dir")
 #: Rows per chunk when ``Problem.evaluate`` walks a split.
 EVAL_CHUNK = 256
+#: what a plug-in model must be (the allowed part of the error refusing one)
+CONTRACT = "a model that keeps the kernel contract of stalesgd.problems.base"
 #: loader options of the synthetic set that fit a plug-in model of each task
 _TASK_SYNTHETIC: dict[str, dict[str, Any]] = {
     "classification": {"kind": "classification", "n_classes": 10},
@@ -341,8 +343,7 @@ def _build_plugin(model: str, plugin: ModelPlugin, data: DataShape | Dataset, dt
                           f"cannot be built ({type(exc).__name__}: {exc})") from None
     broken = check_contract(built, dtype)
     if broken is not None:
-        raise OptionError("name", model, "a model that keeps the kernel contract of "
-                          "stalesgd.problems.base", f"breaks the model contract: {broken}")
+        raise OptionError("name", model, CONTRACT, f"breaks the model contract: {broken}")
     return built
 
 
@@ -493,9 +494,8 @@ def _try_kernels(problem: Problem) -> None:
         out = model.loss_kernel(theta, d.inputs("train"), d.y_train, idx, ws, model.dims)
     except Exception as exc:  # a third-party kernel: typing errors, index errors…
         text = " ".join(str(exc).split())
-        raise OptionError("name", problem.name, "a model that keeps the kernel contract of "
-                          "stalesgd.problems.base", f"breaks the model contract: {step} fails "
-                          f"on two rows of {d.name} ({type(exc).__name__}: {text[:400]})"
+        raise OptionError("name", problem.name, CONTRACT, f"breaks the model contract: {step} "
+                          f"fails on two rows of {d.name} ({type(exc).__name__}: {text[:400]})"
                           ) from None
     why = None
     if not isinstance(loss, float | np.floating):
@@ -503,5 +503,4 @@ def _try_kernels(problem: Problem) -> None:
     elif not (isinstance(out, tuple) and len(out) == 2):
         why = f"loss_kernel returned {out!r}, not (loss_sum, n_correct)"
     if why is not None:
-        raise OptionError("name", problem.name, "a model that keeps the kernel contract of "
-                          "stalesgd.problems.base", f"breaks the model contract: {why}")
+        raise OptionError("name", problem.name, CONTRACT, f"breaks the model contract: {why}")
