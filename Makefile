@@ -12,10 +12,14 @@ export MKL_NUM_THREADS := 1
 
 all: test
 
-$(STAMP): pyproject.toml
+# The example model plug-in is installed too: tests run it through its entry point.
+PLUGIN := examples/plugin_tanh_mlp
+
+$(STAMP): pyproject.toml $(PLUGIN)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e $(PLUGIN)
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -41,4 +45,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info $(PLUGIN)/*.egg-info .pytest_cache

@@ -32,7 +32,9 @@ def _err(msg: str) -> None:
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--problem", required=True, help="MODEL-DATA, e.g. logreg-synthetic")
+    p.add_argument("--problem", required=True,
+                   help="MODEL-DATA, e.g. logreg-synthetic, mlp-mnist or logreg-file (with "
+                        "--data-file); MODEL may be a plug-in model")
     p.add_argument("--algorithm", required=True, help="seq | sync | lock | hogwild | leashed")
     p.add_argument("--workers", required=True, type=int, help="number of workers m")
     p.add_argument("--stepsize", default="constant",
@@ -57,6 +59,11 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None,
                    help="look for data sets here first (default: $STALESGD_DATA, user cache, "
                         "/usr/share/datasets)")
+    p.add_argument("--data-file", default=None, metavar="PATH",
+                   help="the data of a MODEL-file problem: a .npz (X, y, optional X_test, "
+                        "y_test) or .csv file (label in the last column)")
+    p.add_argument("--data-sha256", default=None, metavar="HEX",
+                   help="refuse the data file unless its SHA-256 is this")
     stop = p.add_mutually_exclusive_group()
     stop.add_argument("--updates", type=int, help="stop after N updates (default: 20000)")
     stop.add_argument("--seconds", help="stop after T seconds (number or e.g. '1.5s')")
@@ -303,8 +310,10 @@ def _cmd_engine(args: argparse.Namespace) -> int:
                "update": args.update, "time_slice": args.time_slice,
                "timing_only": args.timing_only, "calibration": args.calibration}
     problem_options = _key_values(args.option, "--option")
-    if args.data_dir is not None:
-        problem_options["data_dir"] = args.data_dir
+    for key, value in (("data_dir", args.data_dir), ("file", args.data_file),
+                       ("sha256", args.data_sha256)):
+        if value is not None:
+            problem_options[key] = value
     stepsize_options = _key_values(args.stepsize_option, "--stepsize-option")
     controller_options = _key_values(args.controller_option, "--controller-option")
     exp = experiment_from_flags(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stalesgd.calibration import CalibrationError, check_compatible, load_calibration
-from stalesgd.data import check_files
+from stalesgd.data import DATASETS, check_files
 from stalesgd.experiment import ExperimentError, RunSpec
 from stalesgd.problems.registry import check_problem
 from stalesgd.validation import OptionError
@@ -90,7 +90,8 @@ def check_output_root(root: str | Path, name: str | None, key: str = "out") -> N
 
 
 def _file_based(spec: RunSpec) -> bool:
-    return spec.problem.data != "synthetic"
+    """A data set found on the search path (the ``file`` set was read when it was checked)."""
+    return spec.problem.data in DATASETS
 
 
 def check_data(runs: Iterable[RunSpec]) -> None:

@@ -28,6 +28,7 @@ from stalesgd.app.resume import check_resumable, open_for_resume
 from tqdm.auto import tqdm
 
 from stalesgd import engines
+from stalesgd.data import FILE_SET, file_identity
 from stalesgd.experiment import Experiment, RunSpec, expand, to_toml
 from stalesgd.machine import machine_info
 from stalesgd.records import RecordWriteError, ResultsFolder, RunRecord, summarize
@@ -76,7 +77,8 @@ class SweepOutcome:
 def run_summary(spec: RunSpec, record: RunRecord) -> dict[str, Any]:
     """The runs-table row of one run: the spec's identity columns (they win over the engine's),
     the record's summary with derived values (:func:`stalesgd.records.summarize`), and extras:
-    ``index``, ``dtype``, ``persistence``, ``final_loss`` and every other swept key."""
+    ``index``, ``dtype``, ``persistence``, ``final_loss``, every other swept key, and for
+    the data set ``file`` the path and SHA-256 of the file."""
     s = summarize(record, spec.stop.target_loss)
     s.update(run_id=spec.run_id, engine=spec.engine, algorithm=spec.algorithm.name,
              problem=spec.problem.name, workers=spec.workers, stepsize=spec.stepsize.rule,
@@ -84,6 +86,8 @@ def run_summary(spec: RunSpec, record: RunRecord) -> dict[str, Any]:
     s.setdefault("index", spec.index)
     s.setdefault("dtype", spec.problem.dtype)
     s.setdefault("persistence", float(spec.algorithm.persistence))
+    if spec.problem.data == FILE_SET:
+        s["data_file"], s["data_sha256"] = file_identity(spec.problem.options["file"])
     for key, value in spec.point.items():
         if key not in _POINT_COLUMNS:
             s.setdefault(key, value)

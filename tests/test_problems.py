@@ -2,7 +2,8 @@
 
 Gradient checks
 ---------------
-float64: central differences with step h = 1e-6 on every parameter; the
+float64: central differences with step h = 1e-6 on every parameter (the public
+helper ``stalesgd.problems.testing.check_gradient``, which plug-in authors use too); the
 error of a central difference is O(h²·f''') + O(eps·|f|/h) ≈ 1e-10, so a
 tolerance of 1e-7 (relative to the largest gradient entry) is tight and
 still robust.  Biases are drawn at random so that no ReLU sits exactly at
@@ -36,6 +37,7 @@ from stalesgd.problems.linreg import LinearRegression
 from stalesgd.problems.logreg import LogisticRegression
 from stalesgd.problems.mlp import MLP
 from stalesgd.problems.softmax import SoftmaxRegression
+from stalesgd.problems.testing import check_gradient
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -90,17 +92,8 @@ CASES = [
 def test_gradient_matches_central_differences_float64(kind, hidden, batch):
     model, X, y, theta = _case(kind, "float64", hidden=hidden)
     idx = np.random.default_rng(5).integers(0, X.shape[0], size=batch).astype(np.int64)
-    loss, grad = _grad(model, theta, X, y, idx)
-    assert np.isfinite(loss) and np.all(np.isfinite(grad))
-    h = 1e-6
-    fd = np.empty_like(theta)
-    for i in range(theta.size):
-        tp, tm = theta.copy(), theta.copy()
-        tp[i] += h
-        tm[i] -= h
-        fd[i] = (_loss(model, tp, X, y, idx) - _loss(model, tm, X, y, idx)) / (2 * h)
-    scale = max(np.abs(fd).max(), 1e-3)
-    np.testing.assert_allclose(grad, fd, rtol=0, atol=1e-7 * scale)
+    result = check_gradient(model, (X, y), theta=theta, idx=idx, steps=(1e-6,), tol=1e-7)
+    assert result.n_checked == model.n_params and np.isfinite(result.loss)
 
 
 def test_gradient_with_repeated_rows_counts_them_twice():

@@ -31,6 +31,7 @@ NOT_RUN: dict[str, str] = {
     "make test": "this test suite itself",
     "make bench": "the benchmarks, minutes; run on request",
     "source .venv/bin/activate": "the walk already runs inside the package's environment",
+    "pip install -e examples/plugin_tanh_mlp": "`make test` installed the example plug-in",
     "stalesgd run examples/theory_linreg.toml": "about 45 s of simulation",
     "stalesgd run bench/experiments/": "a reproduction: 1.5 to 10 minutes each",
     "python bench/results_page.py": "reads the folders of the reproductions, not run here",

@@ -22,13 +22,16 @@ from .errors import (
 )
 from .files import clear_verdicts
 from .real import check_files, load_real
-from .registry import ALL_NAMES, DATASETS
+from .registry import ALL_NAMES, DATASETS, FILE_SET
 from .shape import DataShape, check_dataset, check_dtype
 from .synthetic import make_synthetic
+from .userfile import FILE_SUFFIXES, file_identity, load_file_set
 
 __all__ = [
     "ALL_NAMES",
     "DATASETS",
+    "FILE_SET",
+    "FILE_SUFFIXES",
     "DataCorruptError",
     "DataDownloadError",
     "DataError",
@@ -39,6 +42,7 @@ __all__ = [
     "check_dataset",
     "check_files",
     "clear_caches",
+    "file_identity",
     "load_dataset",
 ]
 
@@ -53,7 +57,9 @@ def load_dataset(name: str, *, dtype: Any = "float64",
                  **options: Any) -> Dataset:
     """Load or generate the data set ``name`` as a :class:`Dataset`.
 
-    ``name``: ``"synthetic"``, ``"mnist"``, ``"fashion-mnist"`` or ``"cifar10"``.
+    ``name``: ``"synthetic"``, ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"`` or
+    ``"file"`` (a ``.npz`` or ``.csv`` file the option ``file`` names; its options in
+    :mod:`stalesgd.data.userfile`).
     ``dtype``: ``"float32"`` or ``"float64"`` for the inputs (and regression
     targets); class labels are always int64.
 
@@ -79,4 +85,6 @@ def load_dataset(name: str, *, dtype: Any = "float64",
     if name == "synthetic":
         kind = checked.pop("kind")
         return make_synthetic(kind, seed=int(seed), dtype=dt, **checked)
+    if name == FILE_SET:
+        return load_file_set(dtype=dt, seed=int(seed), **checked)
     return load_real(name, dtype=dt, data_dir=data_dir, **checked)

@@ -14,7 +14,7 @@ from typing import TextIO
 from .errors import DataError, DataNotFoundError
 from .files import FileCheck, check_file
 from .paths import Location, candidate_folders, find_in_folder, locate, search_roots
-from .registry import ALL_NAMES, DATASETS, DataSpec
+from .registry import DATASETS, FILE_SET, NAMED_SETS, DataSpec
 
 ACTIONS = ("list", "verify", "path", "download")
 
@@ -55,6 +55,8 @@ def _list(data_dir: str | None, out: TextIO) -> int:
             continue
         status = _summary(check_dataset(spec, loc))
         print(f"{name:<15}{status:<22}{loc.folder} (via {loc.root.label})", file=out)
+    print(f"{FILE_SET:<15}{'your own file':<22}a .npz or .csv file: --problem MODEL-file "
+          "--data-file PATH", file=out)
     return 0
 
 
@@ -132,8 +134,8 @@ def data_command(action: str, name: str | None = None, data_dir: str | None = No
     if action not in ACTIONS:
         print(f"error: unknown action {action!r}; allowed: {', '.join(ACTIONS)}", file=err)
         return 2
-    if name is not None and name not in ALL_NAMES:
-        print(f"error: unknown data set {name!r}; allowed: {', '.join(ALL_NAMES)}", file=err)
+    if name is not None and name not in NAMED_SETS:
+        print(f"error: unknown data set {name!r}; allowed: {', '.join(NAMED_SETS)}", file=err)
         return 2
     if action == "list":
         return _list(data_dir, out)
@@ -163,7 +165,7 @@ def data_command(action: str, name: str | None = None, data_dir: str | None = No
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``ACTION [NAME] [--data-dir DIR]`` to a (sub)parser."""
     parser.add_argument("action", choices=ACTIONS)
-    parser.add_argument("name", nargs="?", choices=ALL_NAMES)
+    parser.add_argument("name", nargs="?", choices=NAMED_SETS)
     parser.add_argument("--data-dir", default=None,
                         help="root searched first (holds mnist/, fashion-mnist/, cifar10/); "
                              "download target instead of the user cache")

@@ -148,8 +148,12 @@ DATASETS: dict[str, DataSpec] = {
     ),
 }
 
-#: Every name :func:`stalesgd.data.load_dataset` accepts, file-based or not.
-ALL_NAMES: tuple[str, ...] = ("synthetic", *DATASETS)
+#: The data set read from a file the user names (:mod:`stalesgd.data.userfile`).
+FILE_SET = "file"
+#: The data sets known by their name alone (``stalesgd data`` lists and verifies them).
+NAMED_SETS: tuple[str, ...] = ("synthetic", *DATASETS)
+#: Every name :func:`stalesgd.data.load_dataset` accepts.
+ALL_NAMES: tuple[str, ...] = (*NAMED_SETS, FILE_SET)
 
 
 def split_sizes(spec: DataSpec) -> tuple[int, int]:
@@ -172,5 +176,5 @@ def get_spec(name: str) -> DataSpec:
                 "data set 'synthetic' is generated from a seed and has no files"
             ) from None
         raise ValueError(
-            f"unknown data set {name!r}; allowed: {', '.join(ALL_NAMES)}"
+            f"unknown data set {name!r}; allowed: {', '.join(NAMED_SETS)}"
         ) from None

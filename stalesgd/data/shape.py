@@ -20,9 +20,10 @@ from stalesgd.seeds import MAX_SEED
 from stalesgd.validation import OptionError, choice, flag, integer, known_keys
 
 from .real import REAL_OPTIONS
-from .registry import ALL_NAMES, DATASETS, split_sizes
+from .registry import ALL_NAMES, DATASETS, FILE_SET, split_sizes
 from .synthetic import resolve_options
 from .transforms import check_count, check_normalize
+from .userfile import check_file_set
 
 __all__ = ["DataShape", "check_dataset", "check_dtype"]
 
@@ -77,11 +78,16 @@ def check_dataset(name: Any, *, dtype: Any = "float64", data_dir: Any = None, se
     """Check a data set's name and options; returns its :class:`DataShape` and the options
     as the loader takes them (synthetic: ``kind`` and that kind's options, defaults filled in).
 
-    Reads no file and generates nothing.
+    Generates nothing and reads no file but the one the ``file`` set names (once per
+    process while it is unchanged: :mod:`stalesgd.data.userfile`).
     """
     name = choice(name, "data set", ALL_NAMES)
     check_dtype(dtype)
     integer(seed, "seed", 0, MAX_SEED)
+    if name == FILE_SET:
+        facts, checked, (n_train, n_test) = check_file_set(data_dir, **options)
+        return DataShape(name, n_train, n_test, facts.n_classes, (facts.n_features,),
+                         packed=False), checked
     _check_data_dir(name, data_dir)
     if name == "synthetic":
         opts = dict(options)

@@ -22,6 +22,10 @@ parameter dtype (images flattened), or packed images ``(uint8 pixels, table)``
 read through ``stalesgd.problems._kernels`` (``gather_rows``, ``copy_row``);
 ``y`` is int64 class labels for classifiers and the parameter dtype for
 regression.  ``idx`` is an int64 array of row indices.
+
+Models kept outside the package obey the same contract; they are registered or installed
+as plug-ins (:mod:`stalesgd.problems.plugins`), checked against it before they run, and
+their gradients checked with :func:`stalesgd.problems.testing.check_gradient`.
 """
 
 from __future__ import annotations

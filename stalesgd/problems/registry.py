@@ -3,10 +3,16 @@
 ``make_problem`` is the one place that turns a problem name and its options
 into arrays and kernels; engines then take ``problem.model.grad_kernel``,
 ``problem.dataset.inputs("train")`` … into their own ``@njit`` loops.
+
+Models are the built-in :data:`MODELS` and plug-ins (:mod:`stalesgd.problems.plugins`):
+registered with :func:`register_model`, or declared by an installed package in the
+``stalesgd.models`` entry-point group.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -16,11 +22,22 @@ import numpy as np
 from stalesgd.data import DataShape, check_dataset
 from stalesgd.data.dataset import Dataset
 from stalesgd.data.real import REAL_OPTIONS
-from stalesgd.data.registry import ALL_NAMES
+from stalesgd.data.registry import ALL_NAMES, FILE_SET
 from stalesgd.data.synthetic import KIND_OPTIONS
+from stalesgd.data.userfile import FILE_OPTIONS
 from stalesgd.problems._kernels import evaluate_chunks
 from stalesgd.problems.base import INIT_SCHEMES, Model, resolve_dtype
 from stalesgd.problems.mlp import hidden_sizes
+from stalesgd.problems.plugins import (
+    ModelPlugin,
+    PluginError,
+    add_plugin,
+    check_contract,
+    entry_point_names,
+    find_plugin,
+    registered_names,
+    remove_plugin,
+)
 from stalesgd.validation import OptionError, choice, flag, known_keys
 
 MODELS: tuple[str, ...] = ("linreg", "logreg", "softmax", "mlp", "lenet")
@@ -39,11 +56,79 @@ MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
 COMMON_OPTIONS: tuple[str, ...] = ("init", "seed", "data_dir")
 #: Rows per chunk when ``Problem.evaluate`` walks a split.
 EVAL_CHUNK = 256
+#: what a plug-in model must be (the allowed part of the error refusing one)
+CONTRACT = "a model that keeps the kernel contract of stalesgd.problems.base"
+#: loader options of the synthetic set that fit a plug-in model of each task
+_TASK_SYNTHETIC: dict[str, dict[str, Any]] = {
+    "classification": {"kind": "classification", "n_classes": 10},
+    "binary": {"kind": "classification", "n_classes": 2},
+    "regression": {"kind": "regression"},
+}
+
+
+def register_model(name: str, factory: Any, options: tuple[str, ...] = (), *,
+                   task: str = "classification", description: str = "") -> ModelPlugin:
+    """Make ``NAME-DATA`` a problem for every data set, on every command and in experiment
+    files, with the model ``factory(data, dtype, **options)`` builds (see
+    :class:`~stalesgd.problems.plugins.ModelPlugin` for the factory, ``options`` and
+    ``task``).  ``name`` is lower-case letters, digits and ``_``, not a built-in model's name
+    nor one registered already (a ValueError).  Returns the stored plug-in.
+
+    The model must keep the kernel contract of :mod:`stalesgd.problems.base`; it is checked
+    each time it is built (:func:`~stalesgd.problems.plugins.check_contract`), and its
+    gradient can be checked with :func:`stalesgd.problems.testing.check_gradient`.
+    """
+    plugin = ModelPlugin(factory=factory, options=options, task=task, description=description)
+    add_plugin(name, plugin, MODELS, COMMON_OPTIONS)
+    return plugin
+
+
+def unregister_model(name: str) -> None:
+    """Forget the plug-in model ``name`` (registered, or loaded from its entry point)."""
+    if name not in registered_names():
+        raise ValueError(f"no plug-in model {name!r} is registered; registered: "
+                         f"{', '.join(registered_names()) or 'none'}")
+    remove_plugin(name)
+
+
+def model_names() -> tuple[str, ...]:
+    """The built-in models, then the plug-ins registered or installed (entry points)."""
+    extra = [n for n in (*registered_names(), *entry_point_names()) if n not in MODELS]
+    return (*MODELS, *dict.fromkeys(extra))
 
 
 def problem_names() -> list[str]:
     """Every ``MODEL-DATA`` combination the registry knows (some need files to load)."""
-    return [f"{m}-{d}" for m in MODELS for d in DATASETS]
+    return [f"{m}-{d}" for m in model_names() for d in DATASETS]
+
+
+def _plugin(model: str) -> ModelPlugin | None:
+    """The plug-in model ``model`` (None for a built-in or unknown name); a plug-in that
+    fails to load is an OptionError on ``name``."""
+    if model in MODELS:
+        return None
+    try:
+        return find_plugin(model, MODELS, COMMON_OPTIONS)
+    except PluginError as exc:
+        raise OptionError("name", model, "a model that loads", f"cannot be used ({exc})") \
+            from None
+
+
+@contextmanager
+def _named(name: Any) -> Iterator[None]:
+    """Report an OptionError on ``name`` raised inside (about the model part) with the whole
+    problem name as its value."""
+    try:
+        yield
+    except OptionError as exc:
+        if exc.key != "name":
+            raise
+        raise OptionError("name", name, exc.allowed, exc.problem) from None
+
+
+def _model_options(model: str) -> tuple[str, ...]:
+    plugin = _plugin(model)
+    return MODEL_OPTIONS[model] if plugin is None else plugin.options
 
 
 @dataclass
@@ -172,14 +257,20 @@ def split_name(name: Any) -> tuple[str, str]:
     """``(model, data)`` of a problem name ``MODEL-DATA``; an
     :class:`~stalesgd.validation.OptionError` naming what is allowed otherwise."""
     model, sep, data = str(name).partition("-")
-    if not isinstance(name, str) or not sep or model not in MODELS or data not in DATASETS:
-        raise OptionError("name", name, f"MODEL-DATA with MODEL in {', '.join(MODELS)} and "
-                          f"DATA in {', '.join(DATASETS)}, e.g. logreg-synthetic or mlp-mnist")
+    with _named(name):
+        known = isinstance(name, str) and sep and (model in MODELS or _plugin(model) is not None)
+    if not known or data not in DATASETS:
+        raise OptionError("name", name, f"MODEL-DATA with MODEL in {', '.join(model_names())} "
+                          f"and DATA in {', '.join(DATASETS)}, e.g. logreg-synthetic or "
+                          "mlp-mnist")
     return model, data
 
 
 def _synthetic_defaults(model: str) -> dict[str, Any]:
     """Loader options that make the synthetic set fit the model (overridable by the caller)."""
+    plugin = _plugin(model)
+    if plugin is not None:
+        return dict(_TASK_SYNTHETIC[plugin.task])
     if model == "linreg":
         return {"kind": "regression"}
     if model == "logreg":
@@ -189,8 +280,17 @@ def _synthetic_defaults(model: str) -> dict[str, Any]:
     return {"kind": "classification", "n_classes": 10}
 
 
+def _file_kind(model: str) -> str:
+    """How the ``file`` set reads its labels for ``model``: targets or classes."""
+    plugin = _plugin(model)
+    regression = model == "linreg" if plugin is None else plugin.task == "regression"
+    return "regression" if regression else "classification"
+
+
 def _data_options(data: str, options: dict[str, Any]) -> tuple[str, ...]:
     """The options the data set takes (for a synthetic set: those of its ``kind``)."""
+    if data == FILE_SET:
+        return FILE_OPTIONS
     if data != "synthetic":
         return REAL_OPTIONS
     return ("kind", *KIND_OPTIONS[choice(options["kind"], "kind", tuple(KIND_OPTIONS))])
@@ -199,7 +299,10 @@ def _data_options(data: str, options: dict[str, Any]) -> tuple[str, ...]:
 def _check_fit(model: str, name: str, data: DataShape) -> None:
     """Refuse a model that cannot be trained on ``data`` (key ``name``)."""
     why = None
-    if model == "linreg" and data.n_classes != 0:
+    plugin = _plugin(model)
+    if plugin is not None:
+        why = _task_misfit(model, plugin.task, data)
+    elif model == "linreg" and data.n_classes != 0:
         why = f"linreg needs a regression data set; {data.name!r} has classes"
     elif model != "linreg" and data.n_classes < 2:
         why = f"{model} needs a classification data set; {data.name!r} is regression"
@@ -216,9 +319,40 @@ def _check_fit(model: str, name: str, data: DataShape) -> None:
         raise OptionError("name", name, "a model its data set fits", f"does not fit ({why})")
 
 
+def _task_misfit(model: str, task: str, data: DataShape) -> str | None:
+    """Why a plug-in model solving ``task`` cannot be trained on ``data``, or None."""
+    if task == "regression" and data.n_classes != 0:
+        return f"{model} needs a regression data set; {data.name!r} has classes"
+    if task != "regression" and data.n_classes < 2:
+        return f"{model} needs a classification data set; {data.name!r} is regression"
+    if task == "binary" and data.n_classes != 2:
+        return f"{model} needs 2 classes; data set {data.name!r} has {data.n_classes}"
+    return None
+
+
+def _build_plugin(model: str, plugin: ModelPlugin, data: DataShape | Dataset, dtype: np.dtype,
+                  opts: dict[str, Any]) -> Model:
+    """The plug-in's model, checked against the kernel contract (an OptionError on ``name``
+    naming what is wrong); an OptionError of the factory names its option."""
+    try:
+        built = plugin.factory(data, dtype.type, **opts)
+    except OptionError:
+        raise
+    except Exception as exc:  # a third-party factory
+        raise OptionError("name", model, "a plug-in model its factory can build",
+                          f"cannot be built ({type(exc).__name__}: {exc})") from None
+    broken = check_contract(built, dtype)
+    if broken is not None:
+        raise OptionError("name", model, CONTRACT, f"breaks the model contract: {broken}")
+    return built
+
+
 def _build_model(model: str, data: DataShape | Dataset, dtype: np.dtype,
                  opts: dict[str, Any]) -> Model:
     """The model for data of ``data``'s shape (a :class:`DataShape` or the loaded set)."""
+    plugin = _plugin(model)
+    if plugin is not None:
+        return _build_plugin(model, plugin, data, dtype, opts)
     if model == "linreg":
         from stalesgd.problems.linreg import LinearRegression
 
@@ -281,20 +415,24 @@ def check_problem(name: Any, options: dict[str, Any] | None = None,
         if options.get("kind", defaults["kind"]) != defaults["kind"]:
             defaults = {}
         options = {**defaults, **options}
-    allowed = (*MODEL_OPTIONS[model_name], *COMMON_OPTIONS, *_data_options(data_name, options))
+    elif data_name == FILE_SET:  # the labels of a file are read as the model needs them
+        options = {"kind": _file_kind(model_name), **options}
+    own = _model_options(model_name)
+    allowed = (*own, *COMMON_OPTIONS, *_data_options(data_name, options))
     known_keys(options, "", allowed, f"options of problem {name!r}")
-    model_opts = {k: options.pop(k) for k in MODEL_OPTIONS[model_name] if k in options}
+    model_opts = {k: options.pop(k) for k in own if k in options}
     init = choice(options.pop("init", "default"), "init", INIT_SCHEMES)
     seed = options.pop("seed", 0)
     data_dir = options.pop("data_dir", None)
     shape, data_opts = check_dataset(data_name, dtype=dt, data_dir=data_dir, seed=seed,
                                      **options)
     _check_fit(model_name, str(name), shape)
-    if "hidden" in model_opts:
+    if model_name == "mlp" and "hidden" in model_opts:
         model_opts["hidden"] = hidden_sizes(model_opts["hidden"])
-    if "fc84" in model_opts:
+    if model_name == "lenet" and "fc84" in model_opts:
         model_opts["fc84"] = flag(model_opts["fc84"], "fc84")
-    n_params = _build_model(model_name, shape, dt, model_opts).n_params
+    with _named(name):
+        n_params = _build_model(model_name, shape, dt, model_opts).n_params
     return ProblemShape(name=f"{model_name}-{data_name}", model=model_name, data=shape,
                         n_params=int(n_params), model_options=model_opts,
                         data_options=data_opts, init=init, seed=int(seed), data_dir=data_dir)
@@ -334,4 +472,35 @@ def make_problem(
     dataset = load_dataset(shape.data.name, dtype=dt.name, data_dir=shape.data_dir,
                            seed=shape.seed, **shape.data_options)
     model = _build_model(shape.model, dataset, dt, shape.model_options)
-    return Problem(name=shape.name, model=model, dataset=dataset, init=shape.init)
+    problem = Problem(name=shape.name, model=model, dataset=dataset, init=shape.init)
+    if _plugin(shape.model) is not None:
+        _try_kernels(problem)
+    return problem
+
+
+def _try_kernels(problem: Problem) -> None:
+    """Run a plug-in model's kernels once on the first training rows, so that a kernel that
+    does not compile for these arrays, or returns the wrong thing, is refused (an OptionError
+    on ``name``) before an engine calls it from its compiled loop."""
+    model, d = problem.model, problem.dataset
+    idx = np.arange(min(2, d.n_train), dtype=np.int64)
+    theta = problem.init_params(0)
+    grad = np.zeros_like(theta)
+    ws = model.workspace(len(idx))
+    step = "grad_kernel"
+    try:
+        loss = model.grad_kernel(theta, d.inputs("train"), d.y_train, idx, grad, ws, model.dims)
+        step = "loss_kernel"
+        out = model.loss_kernel(theta, d.inputs("train"), d.y_train, idx, ws, model.dims)
+    except Exception as exc:  # a third-party kernel: typing errors, index errors…
+        text = " ".join(str(exc).split())
+        raise OptionError("name", problem.name, CONTRACT, f"breaks the model contract: {step} "
+                          f"fails on two rows of {d.name} ({type(exc).__name__}: {text[:400]})"
+                          ) from None
+    why = None
+    if not isinstance(loss, float | np.floating):
+        why = f"grad_kernel returned a {type(loss).__name__}, not a float (the mean loss)"
+    elif not (isinstance(out, tuple) and len(out) == 2):
+        why = f"loss_kernel returned {out!r}, not (loss_sum, n_correct)"
+    if why is not None:
+        raise OptionError("name", problem.name, CONTRACT, f"breaks the model contract: {why}")

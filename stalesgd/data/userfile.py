@@ -1,0 +1,347 @@
+"""The data set ``file``: dense examples read from a file the user names.
+
+Formats, chosen by the file's suffix:
+
+``.npz``
+    a NumPy archive with the arrays ``X`` (2-D, rows are examples) and ``y`` (1-D, one
+    label per row), and optionally ``X_test`` and ``y_test`` (both or neither).  Saved with
+    ``numpy.savez`` or ``numpy.savez_compressed``; object arrays are refused (no pickle).
+``.csv``
+    comma-separated numbers, one example per line; the label is the last column unless
+    ``label_column`` says otherwise (0-based, negative counts from the end); ``header =
+    true`` skips a first line of column names.
+
+Options (problem options in an experiment file, ``--data-file``/``--data-sha256`` or
+``-o KEY=VALUE`` on the command line): ``file`` (the path, relative to the current folder),
+``sha256`` (the file's expected SHA-256, checked before anything runs and again when it is
+loaded), ``kind`` (``classification``: labels are the integers 0..K-1, each one present;
+``regression``: any finite numbers; a problem picks the one its model solves),
+``label_column``, ``header``, ``test_fraction`` and ``n_train``/``n_test`` (keep the first
+rows of each split).
+
+Without a test split (every ``.csv``, an ``.npz`` without ``X_test``) a hold-out is taken:
+``ceil(test_fraction × rows)`` rows (default 20 %) drawn with
+``numpy.random.default_rng(seed).permutation`` (``seed`` is the problem option, default 0)
+form the test split, the others the training split, both in file order.
+
+Every value must be finite.  A file that is missing, unreadable, not in its format or whose
+arrays are of the wrong shape is refused with a :class:`~stalesgd.data.DataError` naming the
+file and what is wrong; a bad option with an :class:`~stalesgd.validation.OptionError`.
+What a file holds is read once per process for checking (memoised by path, size and
+modification time) and again when the problem is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import re
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stalesgd.validation import OptionError, choice, flag, integer, known_keys, number, text
+
+from .dataset import Dataset
+from .errors import DataCorruptError, DataNotFoundError, DataReadError
+from .files import file_key
+from .transforms import check_count
+
+__all__ = ["FILE_OPTIONS", "FILE_SUFFIXES", "FileFacts", "check_file_set", "file_identity",
+           "load_file_set"]
+
+#: the options of the ``file`` data set
+FILE_OPTIONS = ("file", "sha256", "kind", "label_column", "header", "test_fraction", "n_train",
+                "n_test")
+#: the formats read, by suffix
+FILE_SUFFIXES = (".npz", ".csv")
+KINDS = ("classification", "regression")
+DEFAULT_TEST_FRACTION = 0.2
+NPZ_KEYS = ("X", "y", "X_test", "y_test")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What a data file holds, known after reading it once: its absolute path and SHA-256,
+    the rows of each split (``n_test`` None: no test split), features and classes (0 for
+    regression)."""
+
+    path: str
+    sha256: str
+    n_rows: int
+    n_test: int | None
+    n_features: int
+    n_classes: int
+
+
+@dataclass(frozen=True)
+class _Arrays:
+    X: np.ndarray
+    y: np.ndarray
+    X_test: np.ndarray | None
+    y_test: np.ndarray | None
+
+
+_facts: dict[tuple[Any, ...], FileFacts] = {}
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def _check_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options with defaults filled in, each value checked (no file is read)."""
+    known_keys(options, "", FILE_OPTIONS, "options of data set 'file'")
+    if "file" not in options:
+        raise OptionError("file", None, "the path of a .npz or .csv file (--data-file PATH, or "
+                          "file = \"PATH\" in the problem options)", "is missing")
+    path = text(options["file"], "file", "the path of a .npz or .csv file")
+    suffix = Path(path).suffix.lower()
+    if suffix not in FILE_SUFFIXES:
+        raise OptionError("file", path, f"a file ending in {', '.join(FILE_SUFFIXES)}",
+                          f"has the unsupported suffix {suffix or '(none)'!r}")
+    o = {"file": path, "kind": choice(options.get("kind", "classification"), "kind", KINDS),
+         "label_column": integer(options.get("label_column", -1), "label_column"),
+         "header": flag(options.get("header", False), "header"),
+         "test_fraction": number(options.get("test_fraction", DEFAULT_TEST_FRACTION),
+                                 "test_fraction", 0.0, 1.0, positive=True,
+                                 allowed="a number > 0 and < 1"),
+         "n_train": options.get("n_train"), "n_test": options.get("n_test")}
+    if o["test_fraction"] >= 1.0:
+        raise OptionError("test_fraction", o["test_fraction"], "a number > 0 and < 1")
+    if "sha256" in options:
+        digest = options["sha256"]
+        if not isinstance(digest, str) or not _SHA256.match(digest.lower()):
+            raise OptionError("sha256", digest, "64 hexadecimal digits (`sha256sum FILE`)")
+        o["sha256"] = digest.lower()
+    if suffix != ".csv":
+        for key in ("label_column", "header"):
+            if key in options:
+                raise OptionError(key, options[key], f"no {key}: a .npz file names its arrays",
+                                  "is set for a .npz file")
+    return o
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DataNotFoundError(f"{path}: no such data file (option file); give the path of a "
+                                f"{' or '.join(FILE_SUFFIXES)} file") from None
+    except IsADirectoryError:
+        raise DataReadError(f"{path}: is a folder, not a data file (option file)") from None
+    except OSError as exc:
+        raise DataReadError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def _parse_npz(path: Path, raw: bytes) -> _Arrays:
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
+            keys = set(archive.files)
+            extra = sorted(keys - set(NPZ_KEYS))
+            if extra or not {"X", "y"} <= keys:
+                raise DataCorruptError(
+                    f"{path}: holds the arrays {', '.join(sorted(keys)) or '(none)'}; a data "
+                    f"file holds X and y, optionally X_test and y_test (numpy.savez(PATH, "
+                    f"X=X, y=y))")
+            if ("X_test" in keys) != ("y_test" in keys):
+                raise DataCorruptError(f"{path}: has only one of X_test and y_test; give both "
+                                       "or neither (then a hold-out is taken)")
+            arrays = {k: archive[k] for k in NPZ_KEYS if k in keys}
+    except DataCorruptError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataCorruptError(f"{path}: not a readable NumPy .npz archive of numbers ({exc})"
+                               ) from None
+    return _Arrays(arrays["X"], arrays["y"], arrays.get("X_test"), arrays.get("y_test"))
+
+
+def _parse_csv(path: Path, raw: bytes, label_column: int, header: bool) -> _Arrays:
+    try:
+        content = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataCorruptError(f"{path}: not UTF-8 text ({exc})") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "input contained no data": checked below
+            table = np.loadtxt(io.StringIO(content), delimiter=",", skiprows=int(header),
+                               ndmin=2, dtype=np.float64)
+    except ValueError as exc:
+        raise DataCorruptError(f"{path}: not comma-separated numbers ({exc})"
+                               + ("" if header else "; a first line of names needs header = "
+                                  "true")) from None
+    if table.size == 0:
+        raise DataCorruptError(f"{path}: holds no examples")
+    n_cols = table.shape[1]
+    if n_cols < 2:
+        raise DataCorruptError(f"{path}: has {n_cols} column; a data file needs at least one "
+                               "feature and the label")
+    if not -n_cols <= label_column < n_cols:
+        raise OptionError("label_column", label_column,
+                          f"a column of the file: an integer in {-n_cols}..{n_cols - 1}")
+    col = label_column % n_cols
+    return _Arrays(np.delete(table, col, axis=1), table[:, col], None, None)
+
+
+def _bad_values(a: np.ndarray, name: str) -> str | None:
+    bad = ~np.isfinite(a)
+    if not bad.any():
+        return None
+    where = np.argwhere(bad)[0]
+    at = (f"row {where[0]}, column {where[1]}" if a.ndim == 2 else f"row {where[0]}")
+    return f"{name} has {int(bad.sum())} non-finite values (NaN or infinity), first at {at}"
+
+
+def _check_arrays(path: Path, a: _Arrays, kind: str) -> int:
+    """Refuse arrays of the wrong shape, type or values; returns the number of classes."""
+    pairs = [("X", "y", a.X, a.y)]
+    if a.X_test is not None:
+        pairs.append(("X_test", "y_test", a.X_test, a.y_test))
+    for xn, yn, X, y in pairs:
+        for name, arr in ((xn, X), (yn, y)):
+            if arr.dtype.kind not in "biuf":
+                raise DataCorruptError(f"{path}: {name} holds {arr.dtype} values; numbers are "
+                                       "allowed")
+        if X.ndim != 2:
+            raise DataCorruptError(f"{path}: {xn} has shape {X.shape}; expected (rows, "
+                                   "features)")
+        if y.ndim != 1 or y.shape[0] != X.shape[0]:
+            raise DataCorruptError(f"{path}: {yn} has shape {y.shape}; expected "
+                                   f"({X.shape[0]},), one label per row of {xn}")
+        if X.shape[0] == 0:
+            raise DataCorruptError(f"{path}: {xn} has no rows (an empty split)")
+        if X.shape[1] == 0:
+            raise DataCorruptError(f"{path}: {xn} has no features (shape {X.shape})")
+        for name, arr in ((xn, X), (yn, y)):
+            why = _bad_values(arr, name)
+            if why:
+                raise DataCorruptError(f"{path}: {why}")
+    if a.X_test is not None and a.X_test.shape[1] != a.X.shape[1]:
+        raise DataCorruptError(f"{path}: X_test has {a.X_test.shape[1]} features, X has "
+                               f"{a.X.shape[1]}")
+    if kind == "regression":
+        return 0
+    labels = a.y if a.y_test is None else np.concatenate([a.y, a.y_test])
+    if np.any(labels != np.round(labels)) or labels.min() < 0:
+        odd = labels[(labels != np.round(labels)) | (labels < 0)][:5]
+        raise DataCorruptError(f"{path}: labels must be the integers 0..K-1 for a classifier; "
+                               f"found {', '.join(f'{v:g}' for v in odd)} (kind = "
+                               "'regression' reads them as targets)")
+    present = np.unique(labels.astype(np.int64))
+    k = int(present[-1]) + 1
+    if present.size < 2 or present.size != k:
+        missing = sorted(set(range(k)) - set(present.tolist()))[:5]
+        raise DataCorruptError(f"{path}: labels must be the integers 0..K-1 with every class "
+                               f"present and K >= 2; found {present.size} distinct label(s) "
+                               f"up to {k - 1}" + (f", missing {missing}" if missing else ""))
+    return k
+
+
+def _read(path: Path, options: dict[str, Any]) -> tuple[_Arrays, str, int]:
+    """The checked arrays of the file, its SHA-256 and its number of classes."""
+    raw = _read_bytes(path)
+    digest = hashlib.sha256(raw).hexdigest()
+    _digests[file_key(path)] = digest
+    expected = options.get("sha256")
+    if expected is not None and digest != expected:
+        raise DataCorruptError(f"{path}: sha256 {digest}, expected {expected} (option sha256): "
+                               "the file is not the one the experiment names")
+    if path.suffix.lower() == ".npz":
+        arrays = _parse_npz(path, raw)
+    else:
+        arrays = _parse_csv(path, raw, options["label_column"], options["header"])
+    return arrays, digest, _check_arrays(path, arrays, options["kind"])
+
+
+def _facts_of(options: dict[str, Any]) -> FileFacts:
+    path = Path(options["file"]).absolute()
+    try:
+        key = (file_key(path), options["kind"], options["label_column"], options["header"])
+    except OSError:
+        key = None  # missing or unreadable: _read says which
+    if key in _facts:
+        facts = _facts[key]
+        if options.get("sha256") not in (None, facts.sha256):
+            raise DataCorruptError(f"{path}: sha256 {facts.sha256}, expected "
+                                   f"{options['sha256']} (option sha256): the file is not the "
+                                   "one the experiment names")
+        return facts
+    arrays, digest, k = _read(path, options)
+    facts = FileFacts(str(path), digest, int(arrays.X.shape[0]),
+                      None if arrays.X_test is None else int(arrays.X_test.shape[0]),
+                      int(arrays.X.shape[1]), k)
+    if key is not None:
+        _facts[key] = facts
+    return facts
+
+
+def _split_sizes(facts: FileFacts, test_fraction: float) -> tuple[int, int]:
+    if facts.n_test is not None:
+        return facts.n_rows, facts.n_test
+    if facts.n_rows < 2:
+        raise DataCorruptError(f"{facts.path}: has {facts.n_rows} row; a hold-out test split "
+                               "needs at least 2 (or give X_test and y_test)")
+    n_test = min(facts.n_rows - 1, math.ceil(test_fraction * facts.n_rows))
+    return facts.n_rows - n_test, n_test
+
+
+def check_file_set(data_dir: Any = None, **options: Any) -> tuple[FileFacts, dict[str, Any],
+                                                                   tuple[int, int]]:
+    """Check the options of the ``file`` set and the file itself (read once per process):
+    its facts, the options as :func:`load_file_set` takes them, and the sizes of the
+    training and test splits it will have."""
+    if data_dir is not None:
+        raise OptionError("data_dir", data_dir, "no data_dir: the option file names the file")
+    checked = _check_options(options)
+    facts = _facts_of(checked)
+    n_train, n_test = _split_sizes(facts, checked["test_fraction"])
+    sizes = (check_count("n_train", checked["n_train"], n_train),
+             check_count("n_test", checked["n_test"], n_test))
+    return facts, dict(options), sizes
+
+
+def file_identity(path: str | Path) -> tuple[str, str]:
+    """The absolute path and SHA-256 of a data file (hashed once per process while it is
+    unchanged), for the run record."""
+    path = Path(path).absolute()
+    key = file_key(path)
+    if key not in _digests:
+        _digests[key] = hashlib.sha256(_read_bytes(path)).hexdigest()
+    return str(path), _digests[key]
+
+
+def load_file_set(*, dtype: np.dtype, seed: int = 0, **options: Any) -> Dataset:
+    """The :class:`Dataset` of the ``file`` set (options as :func:`check_file_set` returns
+    them; see the module docstring for the hold-out)."""
+    checked = _check_options({k: v for k, v in options.items() if v is not None})
+    path = Path(checked["file"]).absolute()
+    arrays, digest, k = _read(path, checked)
+    X, y = arrays.X, arrays.y
+    held_out = arrays.X_test is None
+    if held_out:
+        facts = FileFacts(str(path), digest, int(X.shape[0]), None, int(X.shape[1]), k)
+        _, n_test = _split_sizes(facts, checked["test_fraction"])
+        perm = np.random.default_rng(seed).permutation(X.shape[0])
+        test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+        X, y, X_test, y_test = X[train], y[train], X[test], y[test]
+    else:
+        X_test, y_test = arrays.X_test, arrays.y_test
+    ntr = check_count("n_train", checked["n_train"], X.shape[0])
+    nte = check_count("n_test", checked["n_test"], X_test.shape[0])
+    label_type = np.int64 if k else dtype
+
+    def inputs(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(a, dtype=dtype)
+
+    return Dataset(
+        name="file", X_train=inputs(X[:ntr]), y_train=y[:ntr].astype(label_type),
+        X_test=inputs(X_test[:nte]), y_test=y_test[:nte].astype(label_type), n_classes=k,
+        input_shape=(int(X.shape[1]),),
+        meta={"file": str(path), "sha256": digest, "format": path.suffix.lower()[1:],
+              "held_out": held_out,
+              "test_fraction": checked["test_fraction"] if held_out else None,
+              "hold_out_seed": int(seed) if held_out else None},
+    )
