@@ -16,10 +16,11 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'stalesgd[ray]')")
 
-from stalesgd.experiment import expand, experiment_from_flags  # noqa: E402
 from stalesgd.real.engine import RealRun, final_params  # noqa: E402
 from stalesgd.real.ps import cluster  # noqa: E402
 from stalesgd.real.ps.engine import RayRun  # noqa: E402
+
+from stalesgd.experiment import expand, experiment_from_flags  # noqa: E402
 
 PROBLEM = "logreg-synthetic"
 

@@ -9,9 +9,9 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'stalesgd[ray]')")
 
 from ray.cluster_utils import Cluster  # noqa: E402
+from stalesgd.real.ps.engine import RayRun  # noqa: E402
 
 from stalesgd.experiment import expand, experiment_from_flags  # noqa: E402
-from stalesgd.real.ps.engine import RayRun  # noqa: E402
 
 
 @pytest.fixture(scope="module")
