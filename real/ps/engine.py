@@ -145,7 +145,7 @@ class RayRun:
         worker_cls = ray.remote(num_cpus=0, scheduling_strategy="SPREAD")(Worker)
         self.workers = [worker_cls.remote(w, self.seeds[w], problem_ref, setup, self.servers)
                         for w in range(self.m)]
-        ray.get([w.prepare.remote() for w in self.workers])
+        ray.get([a.prepare.remote() for a in [*self.servers, *self.workers]])
         self.worker_nodes = ray.get([w.node.remote() for w in self.workers])
         self.server_nodes = ray.get([s.node.remote() for s in self.servers])
         self.offsets = [clock_offset(w) for w in self.workers]

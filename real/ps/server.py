@@ -63,6 +63,7 @@ class StepTable:
 
     def __init__(self, rule: StepSizeRule, tau_max: int, lr: float) -> None:
         self.lr = float(lr)
+        self._rule, self._tau_max = rule, tau_max
         self.table = np.ascontiguousarray(rule.table(tau_max), dtype=np.float64)
         self.estimator = rule.estimator(tau_max)
         self.version = 0
@@ -84,6 +85,16 @@ class StepTable:
         if new is not None:
             self.table = np.ascontiguousarray(new, dtype=np.float64)
             self.version += 1
+
+    def prepare(self) -> None:
+        """Compile the online estimator's update now (on a throwaway estimator), not at the
+        run's first update."""
+        if self.estimator is not None:
+            one = np.zeros(1, dtype=np.int64)
+            self.rule_estimator_copy().update(one, one)
+
+    def rule_estimator_copy(self) -> Any:
+        return self._rule.estimator(self._tau_max)
 
     @property
     def tables(self) -> int:
@@ -125,6 +136,17 @@ class _Stoppable:
 
     def take_rows(self) -> dict[str, np.ndarray]:
         return self.rows.take()
+
+    def prepare(self) -> None:
+        """Compile what the first update would otherwise compile mid-run: the update loop
+        for a gradient as it arrives (a read-only array), and the step-size estimator."""
+        theta = self.theta
+        arrived = np.zeros_like(theta)
+        arrived.flags.writeable = False
+        apply_step(theta, arrived, 0.0)
+        steps = getattr(self, "steps", None)
+        if steps is not None:
+            steps.prepare()
 
 
 class ParameterServer(_Stoppable):
@@ -246,6 +268,10 @@ class RoundServer(ParameterServer):
         self.round_times: list[tuple[float, float, float] | None] = [None] * self.m
         self.arrived = 0
         self.changed = asyncio.Condition()
+
+    async def prepare(self) -> None:
+        super().prepare()
+        apply_mean(np.zeros_like(self.theta), self.round, 0.0)
 
     async def pull_round(self, after: int) -> tuple:
         """(θ, v, stopped, None) once v ≥ ``after`` (or the run ended)."""
