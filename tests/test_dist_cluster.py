@@ -28,7 +28,7 @@ def three_nodes():
     cluster.shutdown()
 
 
-@pytest.mark.parametrize("algorithm", ["lock", "hogwild"])
+@pytest.mark.parametrize("algorithm", ["lock", pytest.param("hogwild", marks=pytest.mark.slow)])
 def test_workers_spread_over_the_nodes_and_the_record_is_complete(three_nodes, algorithm):
     exp = experiment_from_flags("ray", problem="logreg-synthetic", algorithm=algorithm,
                                 workers=4, updates=200)
