@@ -197,7 +197,8 @@ class RealRun:
         self.m = spec.workers
         self.round_trip_ns = (math.nan, math.nan)  # measured by run() (m > 1)
         self.seeds = worker_seeds(spec.seed, self.m)
-        self.rule = make_rule(spec.stepsize.rule, workers=self.m, lr=spec.stepsize.lr,
+        self.rule = make_rule(spec.stepsize.rule, workers=self.algorithm.update_streams(self.m),
+                              lr=spec.stepsize.lr,
                               **spec.stepsize.options)
         self.tau_max = default_tau_max(self.m)
         self.estimator = self.rule.estimator(self.tau_max)

@@ -218,7 +218,8 @@ class SimRun:
         p = spec.problem
         self.problem = problem if problem is not None else make_problem(
             p.name, dtype=p.dtype, **p.options)
-        self.rule = make_rule(spec.stepsize.rule, workers=self.m, lr=spec.stepsize.lr,
+        self.rule = make_rule(spec.stepsize.rule, workers=self.algorithm.update_streams(self.m),
+                              lr=spec.stepsize.lr,
                               **spec.stepsize.options)
         self.tau_max = default_tau_max(self.m)
         self.step = StepSizes(self.rule, self.tau_max, float(spec.stepsize.lr))

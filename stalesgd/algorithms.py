@@ -118,6 +118,12 @@ class Algorithm:
             update = max(fused_per_param * n_params - read, 0.0)
         return {"read": read, "update": update, "cas": float(cas)}
 
+    def update_streams(self, workers: int) -> int:
+        """The workers an online step-size rule counts its warm-up and window for: each
+        worker of an asynchronous algorithm; one for ``seq`` and ``sync`` (a round's one
+        update is logged as worker 0's)."""
+        return int(workers) if self.asynchronous else 1
+
     def implementation(self, engine: str) -> Callable[..., Any]:
         """The function that runs this algorithm in ``engine`` (imported on first use)."""
         try:
