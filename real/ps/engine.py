@@ -94,8 +94,8 @@ class RayRun:
             p.name, dtype=p.dtype, **p.options)
         self.m = spec.workers
         self.seeds = worker_seeds(spec.seed, self.m)
-        self.rule = make_rule(spec.stepsize.rule, workers=self.m, lr=spec.stepsize.lr,
-                              **spec.stepsize.options)
+        self.rule = make_rule(spec.stepsize.rule, workers=self.algorithm.update_streams(self.m),
+                              lr=spec.stepsize.lr, **spec.stepsize.options)
         self.tau_max = default_tau_max(self.m)
         self.theta0 = self.problem.init_params(spec.seed) if theta0 is None else theta0.copy()
         self.n_max = int(spec.stop.updates) if spec.stop.updates else MAX_UPDATES
