@@ -1,8 +1,8 @@
 """The ``stalesgd`` command line (DESIGN §3).
 
 ``run`` runs an experiment file (or the built-in default), ``--resume`` continues one in its
-results folder; ``real`` and ``sim`` describe one run with flags and go through the same
-experiment checks and runner; ``compare`` and ``report`` delegate to
+results folder; ``real``, ``sim`` and ``dist`` (engine ``ray``) describe one run with flags
+and go through the same experiment checks and runner; ``compare`` and ``report`` delegate to
 :mod:`stalesgd.analysis`, ``calibrate`` to :mod:`stalesgd.analysis.calibrate`, and ``data``
 to :mod:`stalesgd.data.cli`.
 
@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from stalesgd import __version__
+
+#: the engine each one-run command runs on
+ENGINE_OF_COMMAND = {"real": "real", "sim": "sim", "dist": "ray"}
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -145,6 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-slice", default=None, help="scheduler time slice (default: 4ms)")
     p.add_argument("--timing-only", action="store_true", help="timing only, no numeric replay")
     p.add_argument("--calibration", default=None, help="timing model fitted by `calibrate`")
+
+    p = sub.add_parser("dist",
+                       help="one run on the distributed engine (parameter server on Ray)",
+                       description="One run on the distributed engine: workers and "
+                                   "parameter servers are Ray actors, on this machine or on a "
+                                   "cluster. Needs Ray: pip install 'stalesgd[ray]'.")
+    _add_run_flags(p)
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join: 'auto' or HOST:PORT (default: start a local "
+                        "instance and stop it at the end)")
+    p.add_argument("--shards", type=int, default=None,
+                   help="hogwild: server shards θ is split over (default: 2)")
 
     p = sub.add_parser("calibrate", help="fit a sim timing model to a real run",
                        description="Fit the simulator's timing model (compute-time "
@@ -316,8 +331,12 @@ def _cmd_engine(args: argparse.Namespace) -> int:
             problem_options[key] = value
     stepsize_options = _key_values(args.stepsize_option, "--stepsize-option")
     controller_options = _key_values(args.controller_option, "--controller-option")
+    dist = None
+    if args.command == "dist":
+        dist = {"address": args.address, "shards": args.shards}
     exp = experiment_from_flags(
-        args.command, problem_options=problem_options, stepsize_options=stepsize_options,
+        ENGINE_OF_COMMAND[args.command], dist=dist, problem_options=problem_options,
+        stepsize_options=stepsize_options,
         problem=args.problem, algorithm=args.algorithm, workers=args.workers,
         stepsize=args.stepsize, lr=args.lr, batch=args.batch, dtype=args.dtype,
         updates=args.updates, seconds=_number_or_text(args.seconds, float),
@@ -414,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    handlers = {"run": _cmd_run, "real": _cmd_engine, "sim": _cmd_engine,
+    handlers = {"run": _cmd_run, "real": _cmd_engine, "sim": _cmd_engine, "dist": _cmd_engine,
                 "calibrate": _cmd_calibrate, "compare": _cmd_analysis,
                 "report": _cmd_analysis, "data": _cmd_data}
     try:

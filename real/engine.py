@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,7 @@ from stalesgd.experiment import ExperimentError, RunSpec
 from stalesgd.machine import peak_rss_bytes, usable_cores
 from stalesgd.problems.registry import Problem, make_problem
 from stalesgd.progress import RunProgress
-from stalesgd.records import RunRecord, UpdateLog, engine_summary
+from stalesgd.records import EvalLog, RunRecord, UpdateLog, engine_summary
 from stalesgd.seeds import worker_seeds
 from stalesgd.stepsize import default_tau_max, make_rule
 
@@ -173,31 +173,6 @@ class SharedState:
                            ring=new_ring(ring_rows), drops=new_ring(ring_rows if drops else 1))
 
 
-@dataclass
-class _Evals:
-    t: list[float] = field(default_factory=list)
-    k: list[int] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)
-    accuracy: list[float] = field(default_factory=list)
-    active: list[int] = field(default_factory=list)
-
-    def add(self, t: float, k: int, loss: float, acc: float, active: int) -> None:
-        self.t.append(t)
-        self.k.append(k)
-        self.loss.append(loss)
-        self.accuracy.append(acc)
-        self.active.append(active)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {
-            "t": np.asarray(self.t, dtype=np.float64),
-            "k": np.asarray(self.k, dtype=np.int64),
-            "loss": np.asarray(self.loss, dtype=np.float64),
-            "accuracy": np.asarray(self.accuracy, dtype=np.float64),
-            "active_workers": np.asarray(self.active, dtype=np.int32),
-        }
-
-
 class RealRun:
     """One run of the real engine; ``run()`` returns its :class:`RunRecord`."""
 
@@ -241,7 +216,7 @@ class RealRun:
         self.active = self.m
         self.t_set: list[float] = []  # when each controller decision was published
         self.worker_cpu = np.zeros(self.m, dtype=np.float64)
-        self.evals = _Evals()
+        self.evals = EvalLog()
         self.first_loss: float | None = None
         self.cpu_seconds = math.nan
         self.cpu_start = math.nan

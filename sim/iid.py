@@ -43,12 +43,12 @@ from stalesgd.experiment import (
     StopSpec,
 )
 from stalesgd.problems.registry import Problem
-from stalesgd.records import RunRecord, engine_summary, update_stats
+from stalesgd.records import EvalLog, RunRecord, engine_summary, update_stats
 from stalesgd.seeds import worker_seeds
 from stalesgd.stepsize import StepSizeRule, make_rule
 
 from .batches import BatchStream
-from .replay import EvalLog, apply_step
+from .replay import apply_step
 from .stepsizes import StepSizes
 
 __all__ = ["run_iid_staleness", "TAU_STREAM_KEY"]

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -61,6 +60,7 @@ from numba import njit
 
 from stalesgd.divergence import diverged
 from stalesgd.problems.registry import Problem
+from stalesgd.records import EvalLog
 from stalesgd.seeds import worker_seeds
 
 from .batches import BatchStream, mt_draw
@@ -71,7 +71,7 @@ from .stepsizes import StepSizes
 if TYPE_CHECKING:
     from .simulation import Simulation
 
-__all__ = ["FLUSH_OPS", "EvalLog", "NumericReplay", "OpBuffer", "apply_step"]
+__all__ = ["FLUSH_OPS", "NumericReplay", "OpBuffer", "apply_step"]
 
 #: reads and applies buffered by :class:`NumericReplay` before one compiled replay call
 FLUSH_OPS = 4096
@@ -184,35 +184,6 @@ class OpBuffer:
                self.ints[O_READ_FED, :r].copy())
         self.count[:2] = 0
         return out
-
-
-@dataclass
-class EvalLog:
-    """The evaluations of a run (the run-record ``evals`` table)."""
-
-    t: list[float] = field(default_factory=list)
-    k: list[int] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)
-    accuracy: list[float] = field(default_factory=list)
-    active: list[int] = field(default_factory=list)
-
-    def add(self, t: float, k: int, loss: float, acc: float, active: int) -> None:
-        """Append one evaluation."""
-        self.t.append(float(t))
-        self.k.append(int(k))
-        self.loss.append(float(loss))
-        self.accuracy.append(float(acc))
-        self.active.append(int(active))
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The columns of the ``evals`` table (without ``run_id``)."""
-        return {
-            "t": np.asarray(self.t, dtype=np.float64),
-            "k": np.asarray(self.k, dtype=np.int64),
-            "loss": np.asarray(self.loss, dtype=np.float64),
-            "accuracy": np.asarray(self.accuracy, dtype=np.float64),
-            "active_workers": np.asarray(self.active, dtype=np.int32),
-        }
 
 
 class NumericReplay(ReplayHook):

@@ -138,27 +138,31 @@ class Algorithm:
 
 _REAL = "stalesgd.real.workers"
 _SIM = "stalesgd.sim.model"
+_PS = "stalesgd.real.ps.loops"
 
 ALGORITHMS: Mapping[str, Algorithm] = MappingProxyType({a.name: a for a in (
     Algorithm(
         name="seq", title="sequential SGD (one worker)",
         tau="always 0: one worker reads and applies in turn",
         asynchronous=False, consistent=True, fixed_workers=1, buffers_per_worker=2,
-        implementations={"real": f"{_REAL}:lock_worker", "sim": f"{_SIM}:hogwild_process"},
+        implementations={"real": f"{_REAL}:lock_worker", "sim": f"{_SIM}:hogwild_process",
+                         "ray": f"{_PS}:lock_loop"},
     ),
     Algorithm(
         name="sync", title="synchronous SGD (barrier, mean gradient)",
         tau="always 0: all workers read the same θ and one update per round applies their "
             "mean gradient",
         asynchronous=False, consistent=True, buffers_per_worker=1, calibratable=False,
-        implementations={"real": f"{_REAL}:sync_worker", "sim": f"{_SIM}:sync_process"},
+        implementations={"real": f"{_REAL}:sync_worker", "sim": f"{_SIM}:sync_process",
+                         "ray": f"{_PS}:sync_loop"},
     ),
     Algorithm(
         name="lock", title="AsyncSGD with one lock",
         tau="the updates applied by others between this worker's copy of θ under the lock "
             "and its apply under the lock",
         asynchronous=True, consistent=True, buffers_per_worker=2,
-        implementations={"real": f"{_REAL}:lock_worker", "sim": f"{_SIM}:lock_process"},
+        implementations={"real": f"{_REAL}:lock_worker", "sim": f"{_SIM}:lock_process",
+                         "ray": f"{_PS}:lock_loop"},
     ),
     Algorithm(
         name="hogwild", title="Hogwild! (no lock, θ read and written in place)",
@@ -166,7 +170,8 @@ ALGORITHMS: Mapping[str, Algorithm] = MappingProxyType({a.name: a for a in (
             "atomic read of the version and its own claim; the θ it read may mix versions",
         asynchronous=True, consistent=False, buffers_per_worker=1, reads_in_place=True,
         cycle=CycleCosts(once=("update", "cas")),
-        implementations={"real": f"{_REAL}:hogwild_worker", "sim": f"{_SIM}:hogwild_process"},
+        implementations={"real": f"{_REAL}:hogwild_worker", "sim": f"{_SIM}:hogwild_process",
+                         "ray": f"{_PS}:hogwild_loop"},
     ),
     Algorithm(
         name="leashed", title="Leashed-SGD (lock-free, consistent, pooled vectors)",
@@ -175,7 +180,8 @@ ALGORITHMS: Mapping[str, Algorithm] = MappingProxyType({a.name: a for a in (
         asynchronous=True, consistent=True, options=("persistence",), buffers_per_worker=1,
         pooled=True, fused_apply=True,
         cycle=CycleCosts(once=("cas",), per_attempt=("read", "update", "cas")),
-        implementations={"real": f"{_REAL}:leashed_worker", "sim": f"{_SIM}:leashed_process"},
+        implementations={"real": f"{_REAL}:leashed_worker", "sim": f"{_SIM}:leashed_process",
+                         "ray": f"{_PS}:leashed_loop"},
     ),
 )})
 

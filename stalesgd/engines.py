@@ -26,7 +26,8 @@ __all__ = ["BUILT_IN", "Engine", "EngineNotAvailable", "RunInterrupted", "engine
            "get_engine", "register_engine", "registered_engines", "unregister_engine"]
 
 #: built-in engine name -> the module that registers it when imported
-BUILT_IN: dict[str, str] = {"real": "stalesgd.real", "sim": "stalesgd.sim"}
+BUILT_IN: dict[str, str] = {"real": "stalesgd.real", "sim": "stalesgd.sim",
+                            "ray": "stalesgd.real.ps"}
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ def test_unknown_engine_names_the_known_ones(tmp_path, capsys):
     path.write_text(SWEEP.replace('engine = "fake"', 'engine = "warp"'))
     assert main(["run", str(path), "--out", str(tmp_path / "res"), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "engine = 'warp' is not allowed; allowed: real, sim" in err
+    assert "engine = 'warp' is not allowed; allowed: ray, real, sim" in err
     assert not (tmp_path / "res").exists()  # no folder for a sweep that cannot start
     with pytest.raises(engines.EngineNotAvailable, match="unknown; known engines:.*real.*sim"):
         engines.get_engine("nonsense")

@@ -36,6 +36,9 @@ NOT_RUN: dict[str, str] = {
     "stalesgd run bench/experiments/": "a reproduction: 1.5 to 10 minutes each",
     "python bench/results_page.py": "reads the folders of the reproductions, not run here",
     "python bench/": "a benchmark script: minutes each",
+    "pip install -e '.[ray]'": "`make test` installed it already",
+    "ray start": "starts a cluster node; needs machines of a cluster",
+    "stalesgd dist --address auto": "joins a running cluster",
 }
 
 

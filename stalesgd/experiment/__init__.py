@@ -79,6 +79,7 @@ from stalesgd.experiment.spec import (
     SPLITS,
     AlgorithmSpec,
     ControllerSpec,
+    DistSpec,
     EvalSpec,
     Experiment,
     ExperimentError,
@@ -94,7 +95,7 @@ from stalesgd.experiment.toml_writer import dict_to_toml, to_toml, toml_value
 
 __all__ = [
     "DEFAULT_SIM_COMPUTE", "DEFAULT_TIME_SLICE", "PER_PARAM", "SPLITS",
-    "AlgorithmSpec", "ControllerSpec", "EvalSpec", "Experiment", "ExperimentError",
+    "AlgorithmSpec", "ControllerSpec", "DistSpec", "EvalSpec", "Experiment", "ExperimentError",
     "ProblemSpec", "RecordSpec", "RunSpec", "SimSpec", "StepsizeSpec", "StopSpec",
     "default_experiment", "dict_to_toml", "expand", "experiment_from_flags", "load_experiment",
     "loads_experiment", "parse_experiment", "to_toml", "toml_value",

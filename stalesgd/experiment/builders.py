@@ -60,13 +60,15 @@ def experiment_from_flags(engine: str, *, problem: str, algorithm: str, workers:
                           controller: str | None = None,
                           controller_options: dict[str, Any] | None = None,
                           log_rows: str | None = None,
+                          dist: dict[str, Any] | None = None,
                           ) -> Experiment:
     """The experiment described by ``stalesgd real``/``stalesgd sim`` flags.
 
     It goes through the same validation as an experiment file (one code path); a run without
     ``updates`` or ``seconds`` stops after 20000 updates.  ``controller`` names the elastic
     parallelism controller (default ``static``) and ``controller_options`` its options;
-    ``log_rows`` which update rows the record keeps (``all``, ``none``, ``every:N``).
+    ``log_rows`` which update rows the record keeps (``all``, ``none``, ``every:N``);
+    ``dist`` the distributed engine's settings (``address``, ``shards``).
     """
     stop: dict[str, Any] = {}
     if updates is not None:
@@ -98,4 +100,6 @@ def experiment_from_flags(engine: str, *, problem: str, algorithm: str, workers:
                              "options": dict(controller_options or {})}
     if log_rows is not None:
         raw["record"] = {"rows": log_rows}
+    if dist:
+        raw["dist"] = {k: v for k, v in dist.items() if v is not None}
     return parse_experiment(raw, source="command line")

@@ -14,9 +14,10 @@ from typing import Any
 from stalesgd.validation import OptionError
 
 __all__ = [
-    "DEFAULT_SIM_COMPUTE", "DEFAULT_TIME_SLICE", "PER_PARAM", "SPLITS", "AlgorithmSpec",
-    "ControllerSpec", "EvalSpec", "Experiment", "ExperimentError", "ProblemSpec", "RecordSpec",
-    "RunSpec", "SimSpec", "StepsizeSpec", "StopSpec", "drop_none", "plain",
+    "DEFAULT_SHARDS", "DEFAULT_SIM_COMPUTE", "DEFAULT_TIME_SLICE", "PER_PARAM", "SPLITS",
+    "AlgorithmSpec", "ControllerSpec", "DistSpec", "EvalSpec", "Experiment", "ExperimentError",
+    "ProblemSpec", "RecordSpec", "RunSpec", "SimSpec", "StepsizeSpec", "StopSpec", "drop_none",
+    "plain",
 ]
 
 SPLITS = ("train", "test")
@@ -145,6 +146,20 @@ class SimSpec:
     calibration: str | None = None
 
 
+#: hogwild's parameter shards on the distributed engine when the experiment does not say
+DEFAULT_SHARDS = 2
+
+
+@dataclass(frozen=True)
+class DistSpec:
+    """Distributed-engine settings (engine ``ray``): the cluster to join (``None``: start a
+    local instance for the run and stop it after; ``"auto"`` or ``"HOST:PORT"``: a running
+    cluster) and the number of server shards θ is split over for ``hogwild``."""
+
+    address: str | None = None
+    shards: int = DEFAULT_SHARDS
+
+
 @dataclass(frozen=True)
 class ControllerSpec:
     """Elastic parallelism control: the controller ``name`` (:mod:`stalesgd.elastic`) and its
@@ -178,6 +193,7 @@ class Experiment:
     sim: SimSpec = field(default_factory=SimSpec)
     controller: ControllerSpec = field(default_factory=ControllerSpec)
     record: RecordSpec = field(default_factory=RecordSpec)
+    dist: DistSpec = field(default_factory=DistSpec)
     sweep: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     exclude: tuple[dict[str, Any], ...] = ()
     """Sweep points left out: each entry maps swept keys to one of their values; a point that
@@ -210,6 +226,7 @@ class RunSpec:
     sim: SimSpec
     controller: ControllerSpec = field(default_factory=ControllerSpec)
     record: RecordSpec = field(default_factory=RecordSpec)
+    dist: DistSpec = field(default_factory=DistSpec)
     point: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

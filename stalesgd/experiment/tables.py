@@ -20,10 +20,12 @@ from stalesgd import engines
 from stalesgd.algorithms import algorithm_names, asynchronous_names
 from stalesgd.elastic import CONTROLLERS, make_controller
 from stalesgd.experiment.spec import (
+    DEFAULT_SHARDS,
     PER_PARAM,
     SPLITS,
     AlgorithmSpec,
     ControllerSpec,
+    DistSpec,
     EvalSpec,
     ProblemSpec,
     RecordSpec,
@@ -59,7 +61,7 @@ MAX_PERSISTENCE = 10**9
 
 #: the keys one run is made of (an experiment adds name, seeds, sweep and exclude)
 BODY_KEYS = ("engine", "workers", "problem", "algorithm", "stepsize", "stop", "eval", "sim",
-             "controller", "record")
+             "controller", "record", "dist")
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "problem": ("name", "batch", "dtype", "options"),
     "algorithm": ("name", "persistence", "options"),
@@ -69,7 +71,10 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "sim": ("cores", "compute", "read", "update", "time_slice", "timing_only", "calibration"),
     "controller": ("name", "options"),
     "record": ("rows",),
+    "dist": ("address", "shards"),
 }
+#: most server shards of a distributed ``hogwild`` run
+MAX_SHARDS = 256
 
 
 def _options(value: Any, key: str) -> dict[str, Any]:
@@ -229,6 +234,19 @@ def _parse_sim(raw: Any) -> SimSpec:
     )
 
 
+def _parse_dist(raw: Any) -> DistSpec:
+    t = table(raw, "dist", TABLE_KEYS["dist"])
+    address = t.get("address")
+    if address is not None:
+        text(address, "dist.address", "'auto' or HOST:PORT of a running Ray cluster")
+        if not address.strip():
+            raise OptionError("dist.address", address,
+                              "'auto' or HOST:PORT of a running Ray cluster", "is empty")
+    return DistSpec(address=address,
+                    shards=integer(t.get("shards", DEFAULT_SHARDS), "dist.shards", 1,
+                                   MAX_SHARDS))
+
+
 def _parse_record(raw: Any) -> RecordSpec:
     t = table(raw, "record", TABLE_KEYS["record"])
     rows = t.get("rows", "all")
@@ -274,4 +292,5 @@ def parse_body(raw: dict[str, Any]) -> dict[str, Any]:
         sim=_parse_sim(raw.get("sim", {})),
         controller=_parse_controller(raw.get("controller", {}), workers, algorithm.name),
         record=_parse_record(raw.get("record", {})),
+        dist=_parse_dist(raw.get("dist", {})),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .evals import EvalLog
 from .folder import Results, ResultsFolder, load_results, read_tables
 from .schema import COLUMNS, TABLES, Column, RecordError, arrow_schema, declared
 from .summary import RunRecord, engine_summary, summarize, update_stats
@@ -38,6 +39,7 @@ __all__ = [
     "TABLES",
     "UPDATES_SCHEMA",
     "Column",
+    "EvalLog",
     "RecordError",
     "RecordWriteError",
     "Results",

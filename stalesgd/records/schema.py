@@ -71,6 +71,10 @@ UPDATES = (
     _c("attempts", "int32", "publish tries (Leashed-SGD); 1 where there are none",
        default=1),
     _c("dropped", "bool", "the gradient was dropped after failed publishes", default=False),
+    _c("t_pulled", "float64", "ray: seconds since the start when the worker had θ (the pull "
+       "arrived); null for the other engines"),
+    _c("t_pushed", "float64", "ray: seconds since the start when the worker sent its gradient "
+       "(or its new θ); null for the other engines"),
 )
 
 EVALS = (
@@ -176,6 +180,15 @@ RUNS = (
     _c("controller", "string", "the elastic parallelism controller"),
     _c("mean_active", "float64", "time-averaged number of active workers"),
     _c("controller_changes", "int64", "changes of m the controller made"),
+    # the distributed engine
+    _c("cluster", "string", "ray: 'local' (a Ray instance started for the run) or the "
+       "address of the cluster joined"),
+    _c("shards", "int64", "ray: server actors θ was split over (hogwild), else 1"),
+    _c("worker_nodes", "string", "ray: the node of each worker (IP/node id), comma-separated"),
+    _c("server_nodes", "string", "ray: the node of each server shard, comma-separated"),
+    _c("clock_offsets", "string", "ray: each worker's clock minus the driver's (seconds, "
+       "estimated by a ping exchange at start), comma-separated"),
+    _c("workers_lost", "int64", "ray: worker actors that died during the run"),
     # the simulator
     _c("cores", "int64", "simulated cores"),
     _c("timing_only", "bool", "sim: timing only, no numeric replay"),

@@ -55,6 +55,8 @@ def column_table(kind: str, run_id: str, columns: Mapping[str, Any]) -> pa.Table
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError) as exc:
                 raise RecordError(f"{kind} column {fld.name!r} of run {run_id!r} cannot be "
                                   f"stored as {fld.type}: {exc}") from None
+        elif not col.required and col.default is None:
+            arrays.append(pa.nulls(n, fld.type))
         elif not col.required:
             arrays.append(arrow.from_values([col.default] * n, fld.type))
         else:

@@ -37,6 +37,7 @@ __all__ = ["CHUNK_ROWS", "RowSelection", "UpdateLog", "UpdateStats", "chunk_file
 #: last addition brought on top)
 CHUNK_ROWS = 1 << 20
 _COLUMNS = tuple(c for c in declared("updates") if c != "run_id")
+_DEFAULTS = {name: c.default for name, c in declared("updates").items()}
 _ROWS_RE = re.compile(r"^every:([1-9][0-9]*)$")
 ROWS_ALLOWED = "'all', 'none' or 'every:N' with N an integer >= 1 (e.g. 'every:100')"
 
@@ -145,6 +146,15 @@ def _complete(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
+def _column(part: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    """Column ``name`` of a chunk; a column the engine did not give (the distributed
+    engine's network times) is its default, NaN for a null one."""
+    if name in part:
+        return part[name]
+    default = _DEFAULTS[name]
+    return np.full(len(part["k"]), np.nan if default is None else default)
+
+
 class UpdateLog(Mapping):
     """One run's update rows, in chunks: exact statistics of all, storage of the kept ones.
 
@@ -247,7 +257,7 @@ class UpdateLog(Mapping):
             parts = [{name: t.column(name).to_numpy() for name in _COLUMNS}
                      for t in (pq.read_table(f) for f in self.files)] + list(pending)
         if parts:
-            cols = {k: np.concatenate([p[k] for p in parts]) for k in _COLUMNS}
+            cols = {k: np.concatenate([_column(p, k) for p in parts]) for k in _COLUMNS}
         else:
             cols = _complete({c: np.zeros(0, np.int64) for c in _COLUMNS})
         if self.closed:

@@ -1,0 +1,121 @@
+"""A worker of the distributed engine: a plain class the engine turns into a Ray actor.
+
+It holds the training data (shared read-only through Ray's object store), its minibatch
+indices, gradient and workspace, and runs the loop the algorithm registry names for engine
+``ray`` (:mod:`stalesgd.real.ps.loops`) until the server says the run has ended.  Its
+minibatches are drawn exactly as the thread engine's workers draw them (Numba's generator
+seeded with the worker's seed, :mod:`stalesgd.real.ps.kernels`), with the same gradient
+kernel, so the two engines see the same data in the same order.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from stalesgd.algorithms import get_algorithm
+from stalesgd.problems.registry import Problem
+
+from .cluster import node_name
+from .kernels import apply_mean, apply_step, draw_batch, publish_step, seed_draws
+
+__all__ = ["Worker", "WorkerSetup"]
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What every worker of a run shares."""
+
+    algorithm: str
+    batch: int
+    lr: float
+    persistence: int  # < 0: unbounded
+    bounds: tuple[int, ...]  # hogwild: shard s holds θ[bounds[s]:bounds[s+1]]
+
+
+class Worker:
+    """One worker: pulls θ, computes a gradient with the model's kernel, pushes it."""
+
+    def __init__(self, index: int, seed: int, problem: Problem, setup: WorkerSetup,
+                 servers: list[Any]) -> None:
+        self.index = int(index)
+        self.seed = int(seed)
+        self.problem = problem
+        self.setup = setup
+        self.servers = servers
+        model = problem.model
+        self.kernel = model.grad_kernel
+        self.dims = model.dims
+        self.X = problem.dataset.inputs("train")
+        self.y = problem.dataset.y_train
+        self.n_rows = problem.dataset.n_train
+        self.batch_idx = np.zeros(setup.batch, dtype=np.int64)
+        self.ws = model.workspace(setup.batch)
+        self.theta = np.zeros(model.n_params, dtype=model.dtype)  # the pulled copy
+        self.grad = np.zeros(model.n_params, dtype=model.dtype)
+        self.origin = math.nan
+        self.gradient_seconds = 0.0
+        # Leashed-SGD: the worker's copy of the step-size table, and publish counts
+        self.table_version = -1
+        self.table = np.ones(1)
+        self.failed = 0
+
+    def node(self) -> str:
+        """The node this worker runs on (see :func:`~stalesgd.real.ps.cluster.node_name`)."""
+        return node_name()
+
+    def clock(self) -> float:
+        """This process's monotonic clock (for the driver's offset estimate)."""
+        return time.monotonic()
+
+    def prepare(self) -> float:
+        """Compile (or load) the kernels this worker runs; returns the seconds it took."""
+        t = time.monotonic()
+        seed_draws(self.seed)
+        draw_batch(self.batch_idx, self.n_rows)
+        self.kernel(self.theta, self.X, self.y, self.batch_idx, self.grad, self.ws, self.dims)
+        scratch = np.zeros_like(self.theta)
+        apply_step(scratch, self.grad, 0.0)
+        publish_step(scratch, self.theta, self.grad, 0.0)
+        apply_mean(scratch, self.grad.reshape(1, -1), 0.0)
+        return time.monotonic() - t
+
+    def now(self) -> float:
+        """Seconds since the run's start, on the driver's clock."""
+        return time.monotonic() - self.origin
+
+    def run(self, origin: float) -> dict[str, Any]:
+        """Run this worker's loop until the run ends; returns its counters.  ``origin`` is the
+        run's t = 0 on this process's monotonic clock."""
+        self.origin = float(origin)
+        seed_draws(self.seed)  # the same stream as the thread engine's worker
+        loop = get_algorithm(self.setup.algorithm).implementation("ray")
+        loop(self)
+        return {"gradient_seconds": self.gradient_seconds, "failed": self.failed}
+
+    def gradient(self) -> float:
+        """The gradient of the drawn minibatch at :attr:`theta`, into :attr:`grad`; returns
+        the minibatch loss."""
+        t = time.monotonic()
+        loss = self.kernel(self.theta, self.X, self.y, self.batch_idx, self.grad, self.ws,
+                           self.dims)
+        self.gradient_seconds += time.monotonic() - t
+        return float(loss)
+
+    def draw(self) -> None:
+        """The next minibatch's rows."""
+        draw_batch(self.batch_idx, self.n_rows)
+
+    def eta(self, tau: int) -> float:
+        """η = lr · s(τ) from the worker's copy of the server's table (Leashed-SGD)."""
+        last = self.table.shape[0] - 1
+        return self.setup.lr * self.table[min(tau, last)]
+
+    def take_table(self, news: tuple[int, np.ndarray] | None) -> None:
+        """Keep a newer step-size table the server sent."""
+        if news is not None:
+            self.table_version, self.table = news[0], np.asarray(news[1], dtype=np.float64)

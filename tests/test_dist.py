@@ -1,0 +1,246 @@
+"""The distributed engine (``ray``): parameter-server semantics on a local Ray instance.
+
+One Ray instance serves the whole module (starting one takes seconds); each run starts and
+kills its own actors.  Runs are small: Ray's per-message cost, not the gradient, sets their
+pace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'stalesgd[ray]')")
+
+from stalesgd.real.engine import RealRun, final_params  # noqa: E402
+from stalesgd.real.ps import cluster  # noqa: E402
+from stalesgd.real.ps.engine import RayRun  # noqa: E402
+
+from stalesgd.experiment import expand, experiment_from_flags  # noqa: E402
+
+PROBLEM = "logreg-synthetic"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """A local Ray instance for the module, stopped after it."""
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=True, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def spec_for(engine: str, algorithm: str, workers: int, *, updates: int | None = 300,
+             seconds: float | None = None, quiet: bool = True, dist=None, **kw):
+    exp = experiment_from_flags(engine, problem=PROBLEM, algorithm=algorithm, workers=workers,
+                                updates=updates, seconds=seconds, dist=dist, **kw)
+    spec = expand(exp)[0]
+    if quiet:  # evaluations only at both ends
+        spec = dataclasses.replace(spec, eval=dataclasses.replace(
+            spec.eval, every_updates=None, every_seconds=1e9))
+    return spec
+
+
+def run(spec):
+    r = RayRun(spec, progress=False)
+    return r, r.run()
+
+
+def applied(record) -> dict[str, np.ndarray]:
+    u = record.updates
+    keep = ~np.asarray(u["dropped"])
+    order = np.argsort(np.asarray(u["k"])[keep])
+    return {c: np.asarray(u[c])[keep][order] for c in u}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_one_worker_equals_the_thread_engines_seq_bit_for_bit(dtype):
+    ray_run, rec = run(spec_for("ray", "seq", 1, dtype=dtype, seed=3))
+    thread = RealRun(spec_for("real", "seq", 1, dtype=dtype, seed=3), progress=False)
+    thread_rec = thread.run()
+    assert rec.summary["updates"] == thread_rec.summary["updates"] == 300
+    np.testing.assert_array_equal(ray_run.final_theta, final_params(thread))
+    assert rec.summary["final_loss"] == thread_rec.summary["final_loss"]
+    a, b = applied(rec), applied(thread_rec)
+    np.testing.assert_array_equal(a["tau"], 0)
+    np.testing.assert_array_equal(a["eta"], b["eta"])
+
+
+def test_sync_applies_the_mean_of_each_round_like_the_thread_engine():
+    ray_run, rec = run(spec_for("ray", "sync", 2, updates=150))
+    thread = RealRun(spec_for("real", "sync", 2, updates=150), progress=False)
+    thread.run()
+    u = applied(rec)
+    np.testing.assert_array_equal(u["k"], np.arange(150))
+    np.testing.assert_array_equal(u["tau"], 0)
+    np.testing.assert_array_equal(ray_run.final_theta, final_params(thread))
+
+
+def test_lock_applies_every_push_once_with_tau_from_the_version_pulled():
+    ray_run, rec = run(spec_for("ray", "lock", 3, updates=400))
+    u = applied(rec)
+    np.testing.assert_array_equal(u["k"], np.arange(400))
+    assert np.all(u["tau"] >= 0) and u["tau"].max() <= 400
+    assert set(np.unique(u["worker"])) == {0, 1, 2}
+    # one clock: a worker's times come in order, and the server applies after the push
+    slack = 5e-3  # the clock offsets are estimated, to well within this
+    assert np.all(u["t_read"] <= u["t_pulled"] + slack)
+    assert np.all(u["t_pulled"] <= u["t_pushed"] + slack)
+    assert np.all(u["t_pushed"] <= u["t_apply"] + slack)
+    assert np.all(np.isfinite(u["t_pulled"]))
+    s = rec.summary
+    assert s["stop_reason"] == "updates" and s["shards"] == 1
+    assert len(s["worker_nodes"].split(",")) == 3 and len(s["clock_offsets"].split(",")) == 3
+    assert s["final_loss"] < rec.evals["loss"][0]
+
+
+def test_leashed_counts_refused_publishes_and_drops_with_persistence_zero():
+    _, rec = run(spec_for("ray", "leashed", 3, updates=300, persistence=0))
+    u = rec.updates
+    dropped = np.asarray(u["dropped"])
+    ok = ~dropped
+    np.testing.assert_array_equal(np.sort(np.asarray(u["k"])[ok]), np.arange(300))
+    assert np.all(np.asarray(u["attempts"])[ok] == 1)  # persistence 0: first try or drop
+    s = rec.summary
+    assert s["dropped"] == int(dropped.sum())
+    assert s["failed_publishes"] == s["dropped"] + s["failed_publishes_at_stop"]
+
+
+def test_leashed_retries_apply_the_gradient_to_the_newer_theta():
+    _, rec = run(spec_for("ray", "leashed", 3, updates=300))
+    u = applied(rec)
+    np.testing.assert_array_equal(u["k"], np.arange(300))
+    assert rec.summary["dropped"] == 0
+    # a retried publish is stale by at least the versions that beat it
+    retried = u["attempts"] > 1
+    assert np.all(u["tau"][retried] >= u["attempts"][retried] - 1)
+    assert rec.summary["tries_per_update"] == pytest.approx(u["attempts"].mean())
+
+
+def test_hogwild_shards_theta_and_claims_indices_from_shard_zero():
+    run_, rec = run(spec_for("ray", "hogwild", 2, updates=300, dist={"shards": 3}))
+    u = applied(rec)
+    np.testing.assert_array_equal(u["k"], np.arange(300))
+    assert np.all(u["tau"] >= 0)
+    assert rec.summary["shards"] == 3 and len(rec.summary["server_nodes"].split(",")) == 3
+    assert rec.summary["final_loss"] < rec.evals["loss"][0]
+
+
+def test_online_tail_rule_lives_on_the_server():
+    _, rec = run(spec_for("ray", "lock", 2, updates=400, stepsize="tail"))
+    assert rec.summary["stepsize_tables"] == 1
+    eta = applied(rec)["eta"]
+    assert np.all(eta[:10] == 0.05) and np.any(eta != 0.05)
+
+
+def test_time_budget_and_target_loss_stop_the_run():
+    _, rec = run(spec_for("ray", "lock", 2, updates=None, seconds=1.5))
+    assert rec.summary["stop_reason"] == "seconds"
+    assert 1.5 <= rec.summary["seconds"] < 15
+    spec = spec_for("ray", "lock", 2, updates=100_000, target_loss=0.5, quiet=False)
+    _, rec = run(dataclasses.replace(spec, eval=dataclasses.replace(
+        spec.eval, every_updates=50)))
+    assert rec.summary["stop_reason"] == "target" and rec.summary["updates"] < 100_000
+
+
+def test_a_nan_gradient_is_recorded_as_divergence_not_raised():
+    exp = experiment_from_flags("ray", problem="linreg-synthetic", algorithm="lock",
+                                workers=2, updates=20000, lr=1e6)
+    _, rec = run(expand(exp)[0])
+    assert rec.summary["diverged"] is True and rec.summary["stop_reason"] == "diverged"
+    assert rec.summary["updates"] < 20000
+
+
+def test_a_loss_blowing_up_ten_thousandfold_stops_the_run_as_diverged():
+    spec = spec_for("ray", "lock", 2, updates=200_000, lr=1e10, quiet=False)
+    _, rec = run(dataclasses.replace(spec, eval=dataclasses.replace(
+        spec.eval, every_updates=50)))
+    assert rec.summary["diverged"] is True and rec.summary["stop_reason"] == "diverged"
+    assert np.all(np.isfinite(rec.evals["loss"])) and rec.summary["updates"] < 200_000
+
+
+def test_a_worker_that_dies_is_counted_and_the_others_go_on():
+    r = RayRun(spec_for("ray", "lock", 3, updates=None, seconds=3.0), progress=False)
+    original = r._start_actors
+
+    def start_then_kill_later(ray_):
+        original(ray_)
+        victim = r.workers[2]
+
+        def kill():
+            ray_.kill(victim)
+        import threading
+        threading.Timer(1.0, kill).start()
+    r._start_actors = start_then_kill_later
+    rec = r.run()
+    assert rec.summary["workers_lost"] == 1
+    assert rec.summary["stop_reason"] == "seconds"
+    late = applied(rec)["t_apply"] > 2.0
+    assert late.any()  # the other two went on
+
+
+def test_engine_ray_mixes_with_real_and_sim_in_one_experiment(tmp_path):
+    toml = tmp_path / "mixed.toml"
+    toml.write_text(f"""
+name = "mixed"
+workers = 2
+[problem]
+name = "{PROBLEM}"
+[algorithm]
+name = "lock"
+[stop]
+updates = 300
+[sweep]
+engine = ["real", "ray", "sim"]
+""")
+    out = subprocess.run([sys.executable, "-m", "stalesgd.app.cli", "run", str(toml), "--out",
+                          str(tmp_path), "--no-progress", "--no-report"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    from stalesgd.records import load_results
+
+    res = load_results(next(tmp_path.glob("mixed-*")))
+    assert sorted(res.runs["engine"]) == ["ray", "real", "sim"]
+    ray_rows = res.updates[res.updates["run_id"] == res.runs.loc[
+        res.runs["engine"] == "ray", "run_id"].item()]
+    assert ray_rows["t_pulled"].notna().all()
+    other = res.updates[res.updates["run_id"] != ray_rows["run_id"].iloc[0]]
+    assert other["t_pulled"].isna().all()
+
+
+def test_cli_without_ray_says_how_to_install(monkeypatch, capsys):
+    from stalesgd.app import cli
+
+    monkeypatch.setattr(cluster, "ray_installed", lambda: False)
+    from stalesgd.real.ps import engine as ps_engine
+
+    monkeypatch.setattr(ps_engine, "ray_installed", lambda: False)
+    code = cli.main(["dist", "--problem", PROBLEM, "--algorithm", "lock", "--workers", "2",
+                     "--updates", "10", "--no-progress"])
+    assert code == 2
+    assert "pip install 'stalesgd[ray]'" in capsys.readouterr().err
+
+
+def test_unreachable_address_is_a_clear_error(capsys, tmp_path):
+    from stalesgd.app import cli
+
+    code = cli.main(["dist", "--problem", PROBLEM, "--algorithm", "lock", "--workers", "2",
+                     "--updates", "10", "--no-progress", "--address", "127.0.0.1:1",
+                     "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no Ray cluster answers at 127.0.0.1:1" in err and "Traceback" not in err
+
+
+def test_elastic_controllers_are_refused_with_the_reason():
+    from stalesgd.experiment import ExperimentError
+
+    spec = spec_for("ray", "lock", 2, controller="window")
+    with pytest.raises(ExperimentError, match="static with engine ray"):
+        RayRun(spec, progress=False)
