@@ -22,10 +22,12 @@ function of the second kind is cached bound to its kernel instead: :func:`specia
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import os
 import sys
+import textwrap
 from functools import cache, lru_cache
 from importlib.util import find_spec
 from pathlib import Path
@@ -34,10 +36,9 @@ from typing import Any, TypeVar
 import llvmlite
 import numba
 import numpy as np
-from numba import njit, types
+from numba import njit
 from numba.core import config
 from numba.core.caching import NullCache
-from numba.extending import intrinsic
 
 #: Environment variable: ``0`` (or ``false``, ``no``, ``off``) turns the cache off.
 ENV_VAR = "STALESGD_NUMBA_CACHE"
@@ -186,47 +187,37 @@ def package_function_name(dispatcher: object) -> str | None:
     return f"{py.__module__}.{py.__name__}"
 
 
-def _placeholder(kernel: Any) -> Any:
-    """An intrinsic returning a value of ``kernel``'s Numba type: a null pointer.
-
-    Passing ``kernel`` itself as a value compiles its address in this process into the
-    caller (Numba then refuses to cache it); a function argument typed as a kernel is only
-    its type, so the called function never reads the value."""
-    kernel_type = types.Dispatcher(kernel)
-
-    def typer(typingctx):
-        def codegen(context, builder, signature, args):
-            return context.get_constant_null(kernel_type)
-
-        return kernel_type(), codegen
-
-    return intrinsic(typer)
-
-
 @cache
 def specialise(fn: Any, kernel: Any) -> Any:
-    """The ``@njit`` function ``fn`` with its first argument fixed to the ``@njit`` function
-    ``kernel``: a new ``@njit`` function (``fn``'s options) of ``fn``'s other arguments.
+    """The ``@njit`` function ``fn`` with its first parameter fixed to the ``@njit`` function
+    ``kernel``: a new ``@njit`` function (``fn``'s options) of ``fn``'s other parameters.
 
     Why: a loop that takes its kernel as an argument (one worker loop for every model)
     cannot be kept in the on-disk cache, so it would compile in every process.  The new
-    function reaches the kernel as a global and takes only arrays and numbers, so it can:
-    it is marked :func:`cached` when ``fn`` and ``kernel`` are both module-level functions of
-    this package (the fingerprint covers their source), under a name that names both, so
-    each pair has entries of its own.  Otherwise (a kernel defined elsewhere, whose edits
-    the fingerprint would not see) it compiles in every process, as ``fn`` did.
+    function is ``fn``'s own source compiled again with the first parameter turned into a
+    global bound to ``kernel``, so it takes only arrays and numbers and compiles once, as
+    ``fn`` did (a wrapper calling ``fn(kernel, ...)`` would compile and optimise ``fn`` twice:
+    once on its own and once linked into the wrapper).  It is marked :func:`cached` when
+    ``fn`` and ``kernel`` are both module-level functions of this package (the fingerprint
+    covers their source), under a name that names both, so that each pair has entries of its
+    own.  Otherwise (a kernel defined elsewhere, whose edits the fingerprint would not see) it
+    compiles in every process, as ``fn`` did.
     """
+    py = fn.py_func
+    tree = ast.parse(textwrap.dedent(inspect.getsource(py)))
+    ast.increment_lineno(tree, py.__code__.co_firstlineno - 1)  # errors point at fn's lines
+    definition = tree.body[0]
+    if not isinstance(definition, ast.FunctionDef) or not definition.args.args:
+        raise TypeError(f"specialise: {py.__qualname__} is not a function of a kernel")
+    definition.decorator_list = []
+    first = definition.args.args.pop(0).arg
+    namespace = dict(py.__globals__)  # fn's module as it is now, and the kernel
+    namespace[first] = kernel
+    exec(compile(tree, py.__code__.co_filename, "exec"), namespace)
+    bound = namespace[definition.name]
     fn_name, kernel_name = package_function_name(fn), package_function_name(kernel)
-    params = list(inspect.signature(fn.py_func).parameters)[1:]
-    args = ", ".join(params)
-    namespace = {"FN": fn, "KERNEL": _placeholder(kernel)}
-    source = f"def bound({args}):\n    return FN(KERNEL(), {args})\n"
-    exec(compile(source, __file__, "exec"), namespace)  # the code file: where Numba caches it
-    bound = namespace["bound"]
-    label = f"{fn_name or fn.py_func.__qualname__}[{kernel_name or kernel.py_func.__qualname__}]"
+    label = f"{fn_name or py.__qualname__}[{kernel_name or kernel.py_func.__qualname__}]"
     bound.__name__ = bound.__qualname__ = label
-    bound.__module__ = __name__
-    bound.__doc__ = f"{fn.py_func.__name__} with its kernel fixed (see specialise)."
     options = {k: v for k, v in fn.targetoptions.items() if k != "nopython"}
     dispatcher = njit(**options)(bound)
     return cached(dispatcher) if fn_name and kernel_name else dispatcher

@@ -104,8 +104,9 @@ print(json.dumps(out))
 
 
 def test_a_second_process_runs_the_real_engine_from_the_cache_bit_for_bit(tmp_path):
-    """Cold, every kernel of a run compiles (the bound worker loops among them); warm, none
-    does (all come from the disk cache), and the runs are the same bit for bit."""
+    """Cold, every kernel of a run compiles (the bound worker loops among them, not the
+    loops a second time on their own); warm, none does (all come from the disk cache), and
+    the runs are the same bit for bit."""
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), **{jitcache.ENV_VAR: "1"})
 
     def run() -> dict:
@@ -119,6 +120,7 @@ def test_a_second_process_runs_the_real_engine_from_the_cache_bit_for_bit(tmp_pa
         in cold["compiled"]
     assert "stalesgd.real.workers.sync_worker[stalesgd.problems.logreg.logreg_grad_kernel]" \
         in cold["compiled"]
+    assert "lock_worker" not in cold["compiled"]  # compiled once, bound (not wrapped)
     assert warm["compiled"] == []
     assert (warm["seq"], warm["sync"]) == (cold["seq"], cold["sync"])
     assert warm["seq"] != warm["sync"]
