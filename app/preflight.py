@@ -96,16 +96,18 @@ def _file_based(spec: RunSpec) -> bool:
 
 def check_data(runs: Iterable[RunSpec]) -> None:
     """Every file-based data set the runs use is found, readable and sound (checksums when
-    the run verifies them); raises the :class:`~stalesgd.data.DataError` loading would."""
+    the run verifies them); raises the :class:`~stalesgd.data.DataError` loading would.
+    The data set of the first run (the runs in the order they run) is kept parsed for its
+    load, which then does not read the files again."""
     seen: set[tuple[str, Any, bool]] = set()
-    for spec in runs:
+    for i, spec in enumerate(runs):
         if not _file_based(spec):
             continue
         options = spec.problem.options
         key = (spec.problem.data, options.get("data_dir"), options.get("verify", True))
         if key not in seen:
             seen.add(key)
-            check_files(key[0], data_dir=key[1], verify=key[2])
+            check_files(key[0], data_dir=key[1], verify=key[2], keep=i == 0)
 
 
 def check_calibrations(runs: Iterable[RunSpec], skip: str) -> None:

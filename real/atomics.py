@@ -34,6 +34,8 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 
+from stalesgd.jitcache import cached
+
 __all__ = [
     "atomic_add",
     "atomic_sub",
@@ -312,14 +314,55 @@ overload(load_acquire)(_unary(_load_acq))
 overload(atomic_cas)(lambda arr, i, expected, new: (
     lambda arr, i, expected, new: _cas(arr, i, expected, new)))
 
-_py_add = njit(nogil=True)(lambda arr, i, v: _add(arr, i, v))
-_py_sub = njit(nogil=True)(lambda arr, i, v: _sub(arr, i, v))
-_py_xchg = njit(nogil=True)(lambda arr, i, v: _xchg(arr, i, v))
-_py_store = njit(nogil=True)(lambda arr, i, v: _store(arr, i, v))
-_py_store_rel = njit(nogil=True)(lambda arr, i, v: _store_rel(arr, i, v))
-_py_load = njit(nogil=True)(lambda arr, i: _load(arr, i))
-_py_load_acq = njit(nogil=True)(lambda arr, i: _load_acq(arr, i))
-_py_cas = njit(nogil=True)(lambda arr, i, expected, new: _cas(arr, i, expected, new))
+# The compiled wrappers Python calls (cached on disk: the monitor calls them in every run).
+
+
+@cached
+@njit(nogil=True)
+def _py_add(arr, i, v):
+    return _add(arr, i, v)
+
+
+@cached
+@njit(nogil=True)
+def _py_sub(arr, i, v):
+    return _sub(arr, i, v)
+
+
+@cached
+@njit(nogil=True)
+def _py_xchg(arr, i, v):
+    return _xchg(arr, i, v)
+
+
+@cached
+@njit(nogil=True)
+def _py_store(arr, i, v):
+    _store(arr, i, v)
+
+
+@cached
+@njit(nogil=True)
+def _py_store_rel(arr, i, v):
+    _store_rel(arr, i, v)
+
+
+@cached
+@njit(nogil=True)
+def _py_load(arr, i):
+    return _load(arr, i)
+
+
+@cached
+@njit(nogil=True)
+def _py_load_acq(arr, i):
+    return _load_acq(arr, i)
+
+
+@cached
+@njit(nogil=True)
+def _py_cas(arr, i, expected, new):
+    return _cas(arr, i, expected, new)
 
 
 @njit(nogil=True)

@@ -2,7 +2,7 @@
 
 Workers time-stamp every read and apply; ``time.perf_counter`` is not
 available in nopython mode, so the libc ``clock_gettime(CLOCK_MONOTONIC)``
-is called through ctypes (a vDSO call, about 30 ns).  It is the same clock
+is called by name (:mod:`stalesgd.real.libc`; a vDSO call, about 30 ns).  It is the same clock
 as Python's ``time.monotonic``, so Python code can share the time origin.  Workers that
 must wait long (parked by an elastic controller, or waiting for room in the record) sleep
 with ``nanosleep``, which gives their core away.
@@ -10,20 +10,14 @@ with ``nanosleep``, which gives their core away.
 
 from __future__ import annotations
 
-import ctypes
 import time
 
 import numpy as np
 from numba import njit
 
+from .libc import c_clock_gettime, c_nanosleep
+
 _CLOCK_MONOTONIC = 1
-_libc = ctypes.CDLL(None)
-_clock_gettime = _libc.clock_gettime
-_clock_gettime.argtypes = [ctypes.c_int, ctypes.c_void_p]
-_clock_gettime.restype = ctypes.c_int
-_nanosleep = _libc.nanosleep
-_nanosleep.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-_nanosleep.restype = ctypes.c_int
 
 
 def new_timespec() -> np.ndarray:
@@ -34,7 +28,7 @@ def new_timespec() -> np.ndarray:
 @njit(nogil=True)
 def monotonic_now(timespec: np.ndarray) -> float:
     """Seconds on the monotonic clock; ``timespec`` is this thread's scratch."""
-    _clock_gettime(_CLOCK_MONOTONIC, timespec.ctypes.data)
+    c_clock_gettime(_CLOCK_MONOTONIC, timespec)
     return timespec[0] + timespec[1] * 1e-9
 
 
@@ -51,4 +45,4 @@ def new_nap(nanoseconds: int) -> np.ndarray:
 @njit(nogil=True)
 def sleep_nap(nap: np.ndarray) -> None:
     """Sleep for the timespec ``nap`` (seconds, nanoseconds), giving the core away."""
-    _nanosleep(nap.ctypes.data, 0)
+    c_nanosleep(nap)

@@ -42,6 +42,7 @@ from stalesgd.algorithms import Algorithm, UnknownAlgorithmError, get_algorithm
 from stalesgd.divergence import diverged
 from stalesgd.elastic import Controller, cpu_seconds_from_trace, make_controller
 from stalesgd.experiment import ExperimentError, RunSpec
+from stalesgd.jitcache import specialise
 from stalesgd.machine import peak_rss_bytes, usable_cores
 from stalesgd.problems.registry import Problem, make_problem
 from stalesgd.progress import RunProgress
@@ -185,7 +186,6 @@ class RealRun:
         :func:`stalesgd.real.schedule.make_script`, for tests)."""
         validate_real(spec)
         self.algorithm = alg = get_algorithm(spec.algorithm.name)
-        self.worker_function = alg.implementation("real")
         self.snapshot_function = snapshot_function(alg)
         self.log = updates if updates is not None else UpdateLog(spec.record.rows,
                                                                  run_id=spec.run_id)
@@ -194,6 +194,9 @@ class RealRun:
         p = spec.problem
         self.problem: Problem = problem if problem is not None else make_problem(
             p.name, dtype=p.dtype, **p.options)
+        # the algorithm's worker loop bound to the model's gradient kernel (cached on disk)
+        self.worker_function = specialise(alg.implementation("real"),
+                                          self.problem.model.grad_kernel)
         self.m = spec.workers
         self.round_trip_ns = (math.nan, math.nan)  # measured by run() (m > 1)
         self.seeds = worker_seeds(spec.seed, self.m)
@@ -241,7 +244,7 @@ class RealRun:
         copy_len = n_params if alg.buffers_per_worker > 1 and not self.elastic else 0
         calls = []
         for w in range(count):
-            args = (prob.model.grad_kernel, w, self.seeds[w], shared.pool, shared.refs,
+            args = (w, self.seeds[w], shared.pool, shared.refs,
                     np.zeros(copy_len, dtype=prob.model.dtype), shared.grads,
                     d.inputs("train"), d.y_train, np.zeros(batch, dtype=np.int64),
                     prob.workspace(batch), prob.model.dims, shared.ctrl, shared.tables,

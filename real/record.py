@@ -27,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from stalesgd.jitcache import cached
+
 from .atomics import atomic_add, atomic_load, atomic_store, load_acquire, store_release
 from .clock import sleep_nap
 from .control import C_RECORD_CLOSED, C_RECORD_WAITS
@@ -94,6 +96,7 @@ def write_row(ring, ctrl, drained, index, worker, t_read, t_apply, tau, eta, att
     store_release(ring, at + F_STAMP, float(index))
 
 
+@cached
 @njit(nogil=True)
 def drain_rows(ring, start, end, at, k, worker, t_read, t_apply, tau, eta, attempts) -> int:
     """Copy the rows ``start, start + 1, …`` (before ``end``) into the output columns from
@@ -117,12 +120,14 @@ def drain_rows(ring, start, end, at, k, worker, t_read, t_apply, tau, eta, attem
     return n
 
 
+@cached
 @njit(nogil=True)
 def release_rows(ctrl: np.ndarray, drained: int, upto: int) -> None:
     """Tell the workers that every row before ``upto`` has been drained (its slot is free)."""
     atomic_store(ctrl, drained, upto)
 
 
+@cached
 @njit(nogil=True)
 def close_record(ctrl: np.ndarray) -> None:
     """The monitor drains no more (it failed): waiting workers give their rows up."""

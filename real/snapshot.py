@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit
 
 from stalesgd.algorithms import Algorithm
+from stalesgd.jitcache import cached
 
 from .atomics import atomic_load
 from .control import C_LOCK, C_VERSION
@@ -36,6 +37,7 @@ def _copy(src: np.ndarray, out: np.ndarray) -> None:
         out[j] = src[j]
 
 
+@cached
 @njit(nogil=True)
 def snapshot_locked(pool: np.ndarray, refs: np.ndarray, out: np.ndarray,
                     ctrl: np.ndarray) -> int:
@@ -47,6 +49,7 @@ def snapshot_locked(pool: np.ndarray, refs: np.ndarray, out: np.ndarray,
     return v
 
 
+@cached
 @njit(nogil=True)
 def snapshot_racy(pool: np.ndarray, refs: np.ndarray, out: np.ndarray,
                   ctrl: np.ndarray) -> int:
@@ -56,6 +59,7 @@ def snapshot_racy(pool: np.ndarray, refs: np.ndarray, out: np.ndarray,
     return v
 
 
+@cached
 @njit(nogil=True)
 def snapshot_pooled(pool: np.ndarray, refs: np.ndarray, out: np.ndarray,
                     ctrl: np.ndarray) -> int:

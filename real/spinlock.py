@@ -16,10 +16,7 @@ is not detected, but releasing a free lock raises ``RuntimeError``.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import platform
-import sys
 
 from llvmlite import ir
 from numba import njit, types
@@ -27,6 +24,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .atomics import atomic_cas, atomic_load, atomic_xchg
+from .libc import c_sched_yield
 
 __all__ = [
     "SPINS_BEFORE_YIELD",
@@ -42,28 +40,13 @@ __all__ = [
 SPINS_BEFORE_YIELD = 64
 
 
-def _bind_sched_yield():
-    """Return a ctypes binding ``() -> int`` of the OS call that yields the CPU."""
-    if sys.platform == "win32":  # pragma: no cover - not exercised on Linux CI
-        fn = ctypes.windll.kernel32.SwitchToThread
-    else:
-        lib = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        fn = lib.sched_yield
-    fn.argtypes = ()
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_c_sched_yield = _bind_sched_yield()
-
-
 @njit(nogil=True)
 def sched_yield() -> int:
     """Give the CPU to another runnable thread (libc ``sched_yield``); returns 0 on success.
 
-    Callable from nopython code (Numba calls the ctypes function pointer directly).
+    Callable from nopython code, where it is the C call itself.
     """
-    return _c_sched_yield()
+    return c_sched_yield()
 
 
 _MACHINE = platform.machine().lower()

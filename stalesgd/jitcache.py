@@ -13,24 +13,30 @@ selects a fresh, empty directory.  It is ``$NUMBA_CACHE_DIR/stalesgd-<fingerprin
 :func:`stalesgd.data.paths.user_cache_root`); it is never inside the package.  Set
 ``STALESGD_NUMBA_CACHE=0`` to compile everything afresh in every process.
 
-Only kernels marked with :func:`cached` use it.  Kernels that cannot be cached are not
-marked: those calling C through ctypes (Numba refuses them) and those taking another
-kernel as an argument (their cache entries never match in a new process, and pile up).
+Only kernels marked with :func:`cached` use it.  Two kinds cannot be marked: those calling
+C through ctypes (Numba refuses them; call C by name instead, as :mod:`stalesgd.real.libc`
+does) and those taking another kernel as an argument (their cache entries are keyed by the
+argument's identity in one process, so they never match in another, and pile up).  A
+function of the second kind is cached bound to its kernel instead: :func:`specialise`.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import inspect
 import os
 import sys
-from functools import lru_cache
+import textwrap
+from functools import cache, lru_cache
 from importlib.util import find_spec
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import llvmlite
 import numba
 import numpy as np
+from numba import njit
 from numba.core import config
 from numba.core.caching import NullCache
 
@@ -150,10 +156,68 @@ def cached(dispatcher: D) -> D:
     saved = config.CACHE_DIR
     config.CACHE_DIR = str(folder)  # read once, when the cache locator is created
     try:
-        dispatcher.enable_caching()  # type: ignore[attr-defined]
+        dispatcher.enable_caching()
     finally:
         config.CACHE_DIR = saved
-    if not dispatcher._cache.cache_path.startswith(str(folder)):  # type: ignore[attr-defined]
+    if not dispatcher._cache.cache_path.startswith(str(folder)):
         # Numba fell back to a folder of its own (next to the source): not keyed, so no cache
-        dispatcher._cache = NullCache()  # type: ignore[attr-defined]
+        dispatcher._cache = NullCache()
     return dispatcher
+
+
+@lru_cache(maxsize=1)
+def _package_roots() -> tuple[Path, ...]:
+    return tuple(folder.resolve() for folder in package_folders())
+
+
+def package_function_name(dispatcher: object) -> str | None:
+    """``module.name`` of the ``@njit`` function ``dispatcher`` if it is a module-level
+    function of this package (so that the cache's fingerprint covers its source), else
+    None."""
+    py = getattr(dispatcher, "py_func", None)
+    module = sys.modules.get(getattr(py, "__module__", None) or "")
+    if py is None or module is None or py.__qualname__ != py.__name__:
+        return None
+    if getattr(module, py.__name__, None) is not dispatcher:
+        return None
+    path = getattr(module, "__file__", None)
+    if path is None or not any(Path(path).resolve().is_relative_to(root)
+                               for root in _package_roots()):
+        return None
+    return f"{py.__module__}.{py.__name__}"
+
+
+@cache
+def specialise(fn: Any, kernel: Any) -> Any:
+    """The ``@njit`` function ``fn`` with its first parameter fixed to the ``@njit`` function
+    ``kernel``: a new ``@njit`` function (``fn``'s options) of ``fn``'s other parameters.
+
+    Why: a loop that takes its kernel as an argument (one worker loop for every model)
+    cannot be kept in the on-disk cache, so it would compile in every process.  The new
+    function is ``fn``'s own source compiled again with the first parameter turned into a
+    global bound to ``kernel``, so it takes only arrays and numbers and compiles once, as
+    ``fn`` did (a wrapper calling ``fn(kernel, ...)`` would compile and optimise ``fn`` twice:
+    once on its own and once linked into the wrapper).  It is marked :func:`cached` when
+    ``fn`` and ``kernel`` are both module-level functions of this package (the fingerprint
+    covers their source), under a name that names both, so that each pair has entries of its
+    own.  Otherwise (a kernel defined elsewhere, whose edits the fingerprint would not see) it
+    compiles in every process, as ``fn`` did.
+    """
+    py = fn.py_func
+    tree = ast.parse(textwrap.dedent(inspect.getsource(py)))
+    ast.increment_lineno(tree, py.__code__.co_firstlineno - 1)  # errors point at fn's lines
+    definition = tree.body[0]
+    if not isinstance(definition, ast.FunctionDef) or not definition.args.args:
+        raise TypeError(f"specialise: {py.__qualname__} is not a function of a kernel")
+    definition.decorator_list = []
+    first = definition.args.args.pop(0).arg
+    namespace = dict(py.__globals__)  # fn's module as it is now, and the kernel
+    namespace[first] = kernel
+    exec(compile(tree, py.__code__.co_filename, "exec"), namespace)
+    bound = namespace[definition.name]
+    fn_name, kernel_name = package_function_name(fn), package_function_name(kernel)
+    label = f"{fn_name or py.__qualname__}[{kernel_name or kernel.py_func.__qualname__}]"
+    bound.__name__ = bound.__qualname__ = label
+    options = {k: v for k, v in fn.targetoptions.items() if k != "nopython"}
+    dispatcher = njit(**options)(bound)
+    return cached(dispatcher) if fn_name and kernel_name else dispatcher

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 
 import pytest
 from stalesgd.real.engine import RealRun
@@ -52,3 +53,13 @@ def test_real_runs_record_the_round_trip_at_both_ends(workers):
             assert math.isnan(s[key])
         else:  # (its range depends on the machine's load: see the slow test above)
             assert math.isnan(s[key]) or (math.isfinite(s[key]) and s[key] > 0.0)
+
+
+@pytest.mark.skipif(not TWO_CPUS, reason="needs two CPUs for two spinning threads")
+def test_a_round_trip_stops_at_its_time_budget():
+    """However many trips are asked for, the measurement ends soon after its budget (a
+    loaded host once stretched 50,000 trips to a minute)."""
+    t0 = time.perf_counter()
+    ns = core_round_trip_ns(10**12, seconds=0.02)
+    assert time.perf_counter() - t0 < 5.0  # 10^12 trips would take hours
+    assert math.isnan(ns) or (math.isfinite(ns) and ns > 0.0)

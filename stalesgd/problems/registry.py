@@ -25,6 +25,7 @@ from stalesgd.data.real import REAL_OPTIONS
 from stalesgd.data.registry import ALL_NAMES, FILE_SET
 from stalesgd.data.synthetic import KIND_OPTIONS
 from stalesgd.data.userfile import FILE_OPTIONS
+from stalesgd.jitcache import specialise
 from stalesgd.problems._kernels import evaluate_chunks
 from stalesgd.problems.base import INIT_SCHEMES, Model, resolve_dtype
 from stalesgd.problems.mlp import hidden_sizes
@@ -198,9 +199,8 @@ class Problem:
         idx = np.arange(n, dtype=np.int64)
         chunk = min(EVAL_CHUNK, n)
         ws = self.model.workspace(chunk)
-        loss_sum, correct = evaluate_chunks(
-            self.model.loss_kernel, theta, X, y, idx, chunk, ws, self.model.dims
-        )
+        evaluate = specialise(evaluate_chunks, self.model.loss_kernel)
+        loss_sum, correct = evaluate(theta, X, y, idx, chunk, ws, self.model.dims)
         acc = correct / n if self.model.is_classifier else float("nan")
         return float(loss_sum / n), float(acc)
 
