@@ -65,6 +65,7 @@ from stalesgd.seeds import worker_seeds
 
 from .batches import BatchStream, mt_draw
 from .buffers import O_CODE, O_COUNT, O_ETA, O_READ_FED, O_READ_ROWS, O_READ_T
+from .pipeline import ReplayPipeline, gradient_seconds, replay_threads
 from .simulation import ReplayHook
 from .stepsizes import StepSizes
 
@@ -85,7 +86,7 @@ def apply_step(theta: np.ndarray, grad: np.ndarray, eta: float) -> None:
 
 
 @njit(nogil=True)
-def _replay_ops(kernel, theta, X, y, dims, ws, grads, losses, ops, etas, idx,  # noqa: ANN001
+def _replay_ops(kernel, theta, X, y, dims, ws, grads, ops, etas, idx,  # noqa: ANN001
                 mt_key, mt_pos, n_rows, mask, scratch):
     """Run a recorded sequence of reads and applies in one compiled loop.
 
@@ -124,7 +125,6 @@ def _replay_ops(kernel, theta, X, y, dims, ws, grads, losses, ops, etas, idx,  #
             else:
                 loss = kernel(theta, X, y, idx[r], grads[w], ws, dims)
             r += 1
-            losses[w] = loss
             if not np.isfinite(loss):
                 return i
     return -1
@@ -241,6 +241,7 @@ class NumericReplay(ReplayHook):
         max_rows: int | None = 2000,
         target_loss: float | None = None,
         at_target: bool = True,
+        threads: int | None = None,
     ) -> None:
         if every_updates is not None and every_seconds is not None:
             raise ValueError("give at most one of every_updates and every_seconds")
@@ -267,7 +268,6 @@ class NumericReplay(ReplayHook):
                              f"got {theta.shape} {theta.dtype}")
         self._theta = theta
         self.grads = np.zeros((self.m, model.n_params), dtype=model.dtype)
-        self.losses = np.zeros(self.m, dtype=np.float64)
         self.ws = problem.workspace(batch)
         self.batch = int(batch)
         #: the reads and applies not yet run
@@ -282,6 +282,11 @@ class NumericReplay(ReplayHook):
                 self._mt_key[w], self._mt_pos[w] = stream.mt_state()
         self._scratch = np.zeros(self.batch, dtype=np.int64)
         self._no_idx = np.zeros((0, self.batch), dtype=np.int64)
+        #: threads the batched replay runs on (1: the one-core loop; see ``pipeline.py``)
+        self.threads = self._threads(threads)
+        self._pipeline = None if self.threads == 1 else ReplayPipeline(
+            self.threads, self.kernel, self._theta, self.X, self.y, self.dims, self.ws,
+            self.grads, self.batch, self._mt_key, self._mt_pos, self.n_train, self._mask)
         # compile the batched replay for these argument types now, not on the clock
         self._run_ops(np.zeros(0, np.int64), np.zeros(0), self._no_idx)
         self.every_updates = None if every_updates is None else int(every_updates)
@@ -301,10 +306,25 @@ class NumericReplay(ReplayHook):
         self.flush()
         return self._theta
 
+    def _threads(self, threads: int | None) -> int:
+        """``threads`` checked, or the automatic choice (:func:`replay_threads`)."""
+        if threads is None:
+            theta = self._theta.copy()  # (the measurement does not touch the run's arrays)
+            return replay_threads(self.m, lambda: gradient_seconds(
+                self.kernel, theta, self.X, self.y, self.dims, self.ws.copy(), self.batch,
+                self.n_train))
+        if isinstance(threads, bool) or not isinstance(threads, int | np.integer) or \
+                threads < 1:
+            raise ValueError(f"threads {threads!r} is not allowed; use a whole number >= 1 "
+                             "or None (automatic)")
+        return min(int(threads), self.m)
+
     def _run_ops(self, ops: np.ndarray, etas: np.ndarray, idx: np.ndarray) -> int:
+        if self._pipeline is not None:
+            return self._pipeline.run(ops, etas, idx)
         return _replay_ops(self.kernel, self._theta, self.X, self.y, self.dims, self.ws,
-                           self.grads, self.losses, ops, etas, idx, self._mt_key,
-                           self._mt_pos, self.n_train, self._mask, self._scratch)
+                           self.grads, ops, etas, idx, self._mt_key, self._mt_pos,
+                           self.n_train, self._mask, self._scratch)
 
     def flush(self) -> None:
         """Run the buffered reads and applies (one compiled call).
