@@ -27,6 +27,8 @@ further minibatch.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import threading
 import time
@@ -43,8 +45,8 @@ from stalesgd.machine import usable_cores
 
 from .batches import mt_draw
 
-__all__ = ["MIN_GRADIENT_SECONDS", "THREADS_ENV", "ReplayPipeline", "gradient_seconds",
-           "parse_threads", "replay_threads"]
+__all__ = ["MIN_GRADIENT_SECONDS", "SLOTS_PER_THREAD", "THREADS_ENV", "ReplayPipeline",
+           "gradient_seconds", "parse_threads", "replay_threads"]
 
 #: Environment variable: the threads numeric replay uses (``1``: the one-core loop)
 THREADS_ENV = "STALESGD_REPLAY_THREADS"
@@ -52,11 +54,22 @@ THREADS_ENV = "STALESGD_REPLAY_THREADS"
 #: pipeline: below it, copying θ and handing tasks between threads costs more than it saves
 MIN_GRADIENT_SECONDS = 50e-6
 
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+_usleep = _libc.usleep
+_usleep.argtypes = (ctypes.c_uint,)
+_usleep.restype = ctypes.c_int
+
 # slots of the control array, one cache line apart: tasks published, tasks claimed, the walk
 # is over (no more tasks), abort (an error in the calling thread: helpers leave at once)
 _SLOT = 8
 C_PUBLISHED, C_CLAIMED, C_FINISHED, C_ABORT = (_SLOT * i for i in range(4))
 _CTRL_SIZE = 4 * _SLOT
+#: turns of a wait (see ``_pause``) after which a waiting thread naps between looks, and
+#: how long (microseconds): far below a gradient worth a pipeline (MIN_GRADIENT_SECONDS)
+SPINS_BEFORE_NAP = 4096
+NAP_MICROSECONDS = 10
+#: θ snapshots per thread: tasks published and not yet computed wait in them
+SLOTS_PER_THREAD = 3
 
 
 def replay_threads(workers: int, gradient_seconds: Callable[[], float]) -> int:
@@ -104,121 +117,193 @@ def gradient_seconds(kernel: Any, theta: np.ndarray, X: np.ndarray, y: np.ndarra
     return float(best)
 
 
+# The nopython loops share two tuples: ``work`` = (X, y, dims, snaps, grads, rows, idx, mask)
+# (the data, the θ snapshots, the workers' gradients and minibatches, the rows of ``idx`` when
+# the minibatches are not drawn here) and ``tasks`` = (task_w, task_slot, task_loss, done,
+# ctrl) (per task: its worker, its snapshot, its loss, whether it is done; the control slots).
+
+
 @njit(nogil=True, inline="always")
-def _run_next_task(kernel, X, y, dims, ws, snaps, grads, rows, idx, mask,  # noqa: ANN001
-                   task_w, task_loss, done, ctrl):
+def _run_next_task(kernel, ws, work, tasks):  # noqa: ANN001
     """Claim the next published task and compute its gradient; False when none is open."""
-    c = atomic_load(ctrl, C_CLAIMED)
-    if c >= atomic_load(ctrl, C_PUBLISHED):
+    X, y, dims, snaps, grads, rows, idx, mask = work  # noqa: N806
+    task_w, task_slot, task_loss, done, ctrl = tasks
+    c = atomic_load(ctrl, C_PUBLISHED)
+    k = atomic_load(ctrl, C_CLAIMED)
+    if k >= c:
         return False
-    if atomic_cas(ctrl, C_CLAIMED, c, c + 1) != c:
+    if atomic_cas(ctrl, C_CLAIMED, k, k + 1) != k:
         return True  # another thread took it: look again
-    w = task_w[c]
-    batch = rows[w] if mask > 0 else idx[c]
-    task_loss[c] = kernel(snaps[w], X, y, batch, grads[w], ws, dims)
-    store_release(done, c, 1)
+    w = task_w[k]
+    batch = rows[w] if mask > 0 else idx[k]
+    task_loss[k] = kernel(snaps[task_slot[k]], X, y, batch, grads[w], ws, dims)
+    store_release(done, k, 1)
     return True
 
 
+@njit(nogil=True, inline="always")
+def _pause(spins):  # noqa: ANN001
+    """One turn of a wait: the CPU's pause, a yield every few turns, and a nap once the wait
+    is long (on a busy machine the thread waited for may have no core: spinning would keep
+    it from one)."""
+    if spins >= SPINS_BEFORE_NAP:
+        _usleep(NAP_MICROSECONDS)
+    elif spins % SPINS_BEFORE_YIELD == 0:
+        sched_yield()
+    else:
+        cpu_relax()
+
+
 @njit(nogil=True)
-def _serve(kernel, X, y, dims, ws, snaps, grads, rows, idx, mask,  # noqa: ANN001
-           task_w, task_loss, done, ctrl):
+def _serve(kernel, ws, work, tasks):  # noqa: ANN001
     """A helper thread: compute gradient tasks until the walk is over and none is left."""
+    ctrl = tasks[4]
     spins = 0
-    while True:
-        if atomic_load(ctrl, C_ABORT) != 0:
-            return
-        if _run_next_task(kernel, X, y, dims, ws, snaps, grads, rows, idx, mask, task_w,
-                          task_loss, done, ctrl):
+    while atomic_load(ctrl, C_ABORT) == 0:
+        if _run_next_task(kernel, ws, work, tasks):
             spins = 0
-            continue
-        if atomic_load(ctrl, C_FINISHED) != 0 and \
+        elif atomic_load(ctrl, C_FINISHED) != 0 and \
                 atomic_load(ctrl, C_CLAIMED) >= atomic_load(ctrl, C_PUBLISHED):
             return
-        spins += 1
-        if spins % SPINS_BEFORE_YIELD == 0:
-            sched_yield()
         else:
-            cpu_relax()
+            spins += 1
+            _pause(spins)
 
 
 @njit(nogil=True, inline="always")
-def _await(k, kernel, X, y, dims, ws, snaps, grads, rows, idx, mask,  # noqa: ANN001
-           task_w, task_loss, done, ctrl):
+def _await(k, kernel, ws, work, tasks):  # noqa: ANN001
     """Wait for task ``k`` (none when k < 0), computing open tasks meanwhile; whether its
     loss is finite."""
     if k < 0:
         return True
+    done, task_loss = tasks[3], tasks[2]
     spins = 0
     while load_acquire(done, k) == 0:
-        if _run_next_task(kernel, X, y, dims, ws, snaps, grads, rows, idx, mask, task_w,
-                          task_loss, done, ctrl):
+        if _run_next_task(kernel, ws, work, tasks):
             spins = 0
-            continue
-        spins += 1
-        if spins % SPINS_BEFORE_YIELD == 0:
-            sched_yield()
         else:
-            cpu_relax()
+            spins += 1
+            _pause(spins)
     return np.isfinite(task_loss[k])
 
 
+@njit(nogil=True, inline="always")
+def _free_slot(slot_task, kernel, ws, work, tasks):  # noqa: ANN001
+    """A snapshot slot whose task is done with a finite loss (waiting for the oldest if
+    none is), or −1 once a task with a non-finite loss is seen (its snapshot is kept)."""
+    task_loss, done = tasks[2], tasks[3]
+    oldest = 0
+    for s in range(slot_task.shape[0]):
+        k = slot_task[s]
+        if k < 0:
+            return s
+        if load_acquire(done, k) != 0:
+            return s if np.isfinite(task_loss[k]) else -1
+        if k < slot_task[oldest]:
+            oldest = s
+    return oldest if _await(slot_task[oldest], kernel, ws, work, tasks) else -1
+
+
+@njit(nogil=True, inline="always")
+def _claim_slot(w, pending, slot_task, kernel, ws, work, tasks):  # noqa: ANN001
+    """Before worker ``w``'s read: wait for its previous gradient and find a free snapshot
+    slot; −1 once a non-finite loss is seen."""
+    if not _await(pending[w], kernel, ws, work, tasks):
+        return -1
+    return _free_slot(slot_task, kernel, ws, work, tasks)
+
+
+@njit(nogil=True, inline="always")
+def _publish(r, i, w, s, pending, slot_task, task_op, mt_key, mt_pos, n_rows,  # noqa: ANN001
+             work, tasks):
+    """Worker ``w``'s read at op ``i`` (its θ already in slot ``s``) becomes task ``r``;
+    its minibatch is drawn here, in op order."""
+    rows, mask = work[5], work[7]
+    task_w, task_slot, ctrl = tasks[0], tasks[1], tasks[4]
+    if mask > 0:
+        mt_draw(mt_key, mt_pos, w, n_rows, mask, rows[w])
+    task_w[r] = w
+    task_slot[r] = s
+    task_op[r] = i
+    slot_task[s] = r
+    pending[w] = r
+    atomic_store(ctrl, C_PUBLISHED, r + 1)
+
+
 @njit(nogil=True)
-def _walk(kernel, theta, X, y, dims, ws, snaps, grads, rows, ops, etas, idx,  # noqa: ANN001
-          mt_key, mt_pos, n_rows, mask, task_w, task_op, task_loss, done, pending, ctrl):
+def _walk(kernel, theta, ws, work, tasks, ops, etas, mt_key, mt_pos,  # noqa: ANN001
+          n_rows, task_op, pending, slot_task):
     """The calling thread's part: the ops in order (see the module docstring).  Returns the
-    index of the first read with a non-finite loss, θ as just before it, or −1."""
+    index of the first read with a non-finite loss, θ as just before it, or −1.
+
+    A read right after a worker's apply takes its snapshot in the apply's loop (θ is read
+    once for both); the waits it needs are done before the apply, which changes no value."""
+    snaps, grads = work[3], work[4]
+    task_slot, task_loss, ctrl = tasks[1], tasks[2], tasks[4]
     n = theta.shape[0]
     m = grads.shape[0]
-    for v in range(m):
-        pending[v] = -1
+    n_ops = ops.shape[0]
+    pending[:] = -1
+    slot_task[:] = -1
     r = 0
-    for i in range(ops.shape[0]):
+    i = 0
+    while i < n_ops:
         op = ops[i]
         w = op >> 1
-        if op & 1:
-            eta = etas[i]
-            if w == m:
-                ok = True
-                for v in range(m):
-                    ok = ok and _await(pending[v], kernel, X, y, dims, ws, snaps, grads, rows,
-                                       idx, mask, task_w, task_loss, done, ctrl)
-                if not ok:
-                    break
-                scale = eta / m
-                for j in range(n):
-                    acc = 0.0
-                    for v in range(m):
-                        acc += grads[v, j]
-                    theta[j] -= scale * acc
-            else:
-                if not _await(pending[w], kernel, X, y, dims, ws, snaps, grads, rows, idx,
-                              mask, task_w, task_loss, done, ctrl):
-                    break
-                g = grads[w]
-                for j in range(n):
-                    theta[j] -= eta * g[j]
-        else:
-            if not _await(pending[w], kernel, X, y, dims, ws, snaps, grads, rows, idx, mask,
-                          task_w, task_loss, done, ctrl):
+        if op & 1 == 0:  # a read on its own
+            s = _claim_slot(w, pending, slot_task, kernel, ws, work, tasks)
+            if s < 0:
                 break
-            if mask > 0:
-                mt_draw(mt_key, mt_pos, w, n_rows, mask, rows[w])
-            snap = snaps[w]
+            snap = snaps[s]
             for j in range(n):
                 snap[j] = theta[j]
-            task_w[r] = w
-            task_op[r] = i
-            pending[w] = r
+            _publish(r, i, w, s, pending, slot_task, task_op, mt_key, mt_pos, n_rows, work,
+                     tasks)
             r += 1
-            atomic_store(ctrl, C_PUBLISHED, r)
+            i += 1
+            continue
+        eta = etas[i]
+        if w == m:
+            ok = True
+            for v in range(m):
+                ok = ok and _await(pending[v], kernel, ws, work, tasks)
+            if not ok:
+                break
+            scale = eta / m
+            for j in range(n):
+                acc = 0.0
+                for v in range(m):
+                    acc += grads[v, j]
+                theta[j] -= scale * acc
+            i += 1
+            continue
+        if not _await(pending[w], kernel, ws, work, tasks):
+            break
+        g = grads[w]
+        if i + 1 < n_ops and ops[i + 1] & 1 == 0:  # the apply, then a read: one loop
+            reader = ops[i + 1] >> 1
+            s = _claim_slot(reader, pending, slot_task, kernel, ws, work, tasks)
+            if s < 0:
+                break
+            snap = snaps[s]
+            for j in range(n):
+                v = theta[j] - eta * g[j]
+                theta[j] = v
+                snap[j] = v
+            _publish(r, i + 1, reader, s, pending, slot_task, task_op, mt_key, mt_pos, n_rows,
+                     work, tasks)
+            r += 1
+            i += 2
+        else:
+            for j in range(n):
+                theta[j] -= eta * g[j]
+            i += 1
     atomic_store(ctrl, C_FINISHED, 1)
     for k in range(r):
-        _await(k, kernel, X, y, dims, ws, snaps, grads, rows, idx, mask, task_w, task_loss,
-               done, ctrl)
+        _await(k, kernel, ws, work, tasks)
     for k in range(r):
         if not np.isfinite(task_loss[k]):
-            snap = snaps[task_w[k]]
+            snap = snaps[task_slot[k]]
             for j in range(n):
                 theta[j] = snap[j]
             return task_op[k]
@@ -246,8 +331,10 @@ class ReplayPipeline:
     """Runs recorded op sequences of numeric replay on ``threads`` threads (>= 2).
 
     The arrays are those of the one-core loop (θ, the data, the gradient rows of the ``m``
-    workers, the workers' Mersenne Twister states); the pipeline adds one θ snapshot and one
-    minibatch per worker and a workspace per thread (``ws``: the calling thread's, copied).
+    workers, the workers' Mersenne Twister states), shared, not copied; the pipeline adds
+    :data:`SLOTS_PER_THREAD` θ snapshots per thread (a snapshot is free again once its
+    gradient is computed: few, so they stay in cache), one minibatch per worker and a
+    workspace per thread (shaped as ``ws``).
     """
 
     def __init__(self, threads: int, kernel: Any, theta: np.ndarray, X: np.ndarray,  # noqa: N803
@@ -256,47 +343,44 @@ class ReplayPipeline:
         if int(threads) < 2:
             raise ValueError(f"threads {threads!r} must be >= 2 for a pipeline")
         self.threads = int(threads)
-        self.kernel, self.theta, self.X, self.y, self.dims = kernel, theta, X, y, dims
-        self.grads = grads
+        self.kernel, self.theta, self.grads = kernel, theta, grads
+        self.data = (X, y, dims)
         self.mt_key, self.mt_pos, self.n_rows, self.mask = mt_key, mt_pos, int(n_rows), int(mask)
         m = grads.shape[0]
-        self.snaps = np.zeros_like(grads)
+        self.snaps = np.zeros((SLOTS_PER_THREAD * self.threads, theta.shape[0]), theta.dtype)
         self.rows = np.zeros((m, int(batch)), np.int64)
         self.ws = np.zeros((self.threads, ws.shape[0]), ws.dtype)
         self.pending = np.zeros(m, np.int64)
-        # compile both loops for these argument types now, not on the clock (a helper with
-        # the walk already over returns at once)
+        self.slot_task = np.zeros(self.snaps.shape[0], np.int64)
+        # compile both loops for these argument types now, not on the clock (a helper whose
+        # walk is over returns at once)
         no_idx = np.zeros((0, int(batch)), np.int64)
         self.run(np.zeros(0, np.int64), np.zeros(0), no_idx)
-        ctrl = np.zeros(_CTRL_SIZE, np.int64)
-        ctrl[C_FINISHED] = 1
-        empty = np.zeros(0, np.int64)
-        _serve(kernel, X, y, dims, self.ws[1], self.snaps, grads, self.rows, no_idx,
-               self.mask, empty, np.zeros(0), empty, ctrl)
+        work, tasks, _ = self._arrays(no_idx, 0)
+        tasks[4][C_FINISHED] = 1
+        _serve(kernel, self.ws[1], work, tasks)
+
+    def _arrays(self, idx: np.ndarray, reads: int) -> tuple[tuple, tuple, np.ndarray]:
+        """The ``work`` and ``tasks`` tuples of the nopython loops, and the tasks' op index."""
+        work = (*self.data, self.snaps, self.grads, self.rows, idx, self.mask)
+        tasks = (np.zeros(reads, np.int64), np.zeros(reads, np.int64), np.zeros(reads),
+                 np.zeros(reads, np.int64), np.zeros(_CTRL_SIZE, np.int64))
+        return work, tasks, np.zeros(reads, np.int64)
 
     def run(self, ops: np.ndarray, etas: np.ndarray, idx: np.ndarray) -> int:
         """Run ``ops`` (with η ``etas``; minibatches drawn, or ``idx`` rows in read order
         when the mask is 0): the index of the first read with a non-finite loss, or −1."""
         reads = int(np.count_nonzero((ops & 1) == 0))
-        task_w = np.zeros(reads, np.int64)
-        task_op = np.zeros(reads, np.int64)
-        task_loss = np.zeros(reads, np.float64)
-        done = np.zeros(reads, np.int64)
-        ctrl = np.zeros(_CTRL_SIZE, np.int64)
-        tasks = (task_w, task_loss, done, ctrl)
-        shared = (self.kernel, self.X, self.y, self.dims)
-        per_task = (self.snaps, self.grads, self.rows, idx, self.mask)
+        work, tasks, task_op = self._arrays(idx, reads)
         pool = _helper_pool(self.threads - 1)
-        helpers: list[Future] = [
-            pool.submit(_serve, *shared, self.ws[t], *per_task, *tasks)
-            for t in range(1, self.threads)] if reads else []
+        helpers: list[Future] = [pool.submit(_serve, self.kernel, self.ws[t], work, tasks)
+                                 for t in range(1, self.threads)] if reads else []
         try:
-            bad = _walk(self.kernel, self.theta, self.X, self.y, self.dims, self.ws[0],
-                        self.snaps, self.grads, self.rows, ops, etas, idx, self.mt_key,
-                        self.mt_pos, self.n_rows, self.mask, task_w, task_op, task_loss, done,
-                        self.pending, ctrl)
+            bad = _walk(self.kernel, self.theta, self.ws[0], work, tasks, ops, etas,
+                        self.mt_key, self.mt_pos, self.n_rows, task_op, self.pending,
+                        self.slot_task)
         except BaseException:
-            ctrl[C_ABORT] = 1
+            tasks[4][C_ABORT] = 1
             raise
         finally:
             for f in helpers:
