@@ -46,7 +46,7 @@ from stalesgd.machine import usable_cores
 from .batches import mt_draw
 
 __all__ = ["MIN_GRADIENT_SECONDS", "SLOTS_PER_THREAD", "THREADS_ENV", "ReplayPipeline",
-           "gradient_seconds", "parse_threads", "replay_threads"]
+           "THREADS_ALLOWED", "gradient_seconds", "replay_threads", "threads_from_env"]
 
 #: Environment variable: the threads numeric replay uses (``1``: the one-core loop)
 THREADS_ENV = "STALESGD_REPLAY_THREADS"
@@ -75,31 +75,36 @@ SLOTS_PER_THREAD = 3
 def replay_threads(workers: int, gradient_seconds: Callable[[], float]) -> int:
     """The threads numeric replay of ``workers`` workers uses.
 
-    :data:`THREADS_ENV`, when set, decides (a whole number >= 1; more threads than workers
-    are never used).  Otherwise: every usable core, up to one per worker, when more than one
-    gradient can be in flight (``workers`` > 1) and one gradient (``gradient_seconds()``,
-    measured only then) takes at least :data:`MIN_GRADIENT_SECONDS`; else one.
+    :data:`THREADS_ENV`, when set, decides (:func:`threads_from_env`).  Otherwise: every
+    usable core, up to one per worker, when more than one gradient can be in flight
+    (``workers`` > 1) and one gradient (``gradient_seconds()``, measured only then) takes at
+    least :data:`MIN_GRADIENT_SECONDS`; else one.
     """
+    forced = threads_from_env()
+    if forced is not None:
+        return forced
+    cores = usable_cores() or 1
+    if int(workers) > 1 and cores > 1 and gradient_seconds() >= MIN_GRADIENT_SECONDS:
+        return min(cores, int(workers))
+    return 1
+
+
+#: what :data:`THREADS_ENV` may be
+THREADS_ALLOWED = "a whole number >= 1 (1: numeric replay on one core)"
+
+
+def threads_from_env() -> int | None:
+    """The thread count :data:`THREADS_ENV` forces (None: unset, the automatic choice);
+    ValueError naming it and what is allowed when it is not a whole number >= 1."""
     raw = os.environ.get(THREADS_ENV, "").strip()
-    if raw:
-        threads = parse_threads(raw)
-    elif int(workers) > 1 and (usable_cores() or 1) > 1:
-        big = gradient_seconds() >= MIN_GRADIENT_SECONDS
-        threads = (usable_cores() or 1) if big else 1
-    else:
-        threads = 1
-    return max(1, min(threads, int(workers)))
-
-
-def parse_threads(raw: str) -> int:
-    """The value of :data:`THREADS_ENV` as a thread count; ValueError naming it otherwise."""
+    if not raw:
+        return None
     try:
         threads = int(raw)
     except ValueError:
         threads = 0
     if threads < 1:
-        raise ValueError(f"{THREADS_ENV}={raw!r} is not allowed; use a whole number >= 1 "
-                         "(1: numeric replay on one core)")
+        raise ValueError(f"{THREADS_ENV}={raw!r} is not allowed; use {THREADS_ALLOWED}")
     return threads
 
 

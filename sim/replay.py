@@ -317,7 +317,7 @@ class NumericReplay(ReplayHook):
                 threads < 1:
             raise ValueError(f"threads {threads!r} is not allowed; use a whole number >= 1 "
                              "or None (automatic)")
-        return min(int(threads), self.m)
+        return int(threads)
 
     def _run_ops(self, ops: np.ndarray, etas: np.ndarray, idx: np.ndarray) -> int:
         if self._pipeline is not None:
