@@ -8,21 +8,23 @@ time, each on its own copy of θ, while the applies (cheap) keep the simulation'
 the GIL:
 
 * the calling thread walks the ops in order: a read draws the worker's minibatch (the same
-  Mersenne Twister draws, in the same order), copies θ into the worker's snapshot and
-  publishes a gradient task; an apply waits until the gradient it applies is computed, then
+  Mersenne Twister draws, in the same order), copies θ into a free snapshot and publishes a
+  gradient task; an apply waits until the gradient it applies is computed, then
   does θ ← θ − η g with exactly the one-core loop's arithmetic;
 * every thread, the calling one included while it waits, claims tasks in read order (an
   atomic counter) and computes each gradient from its snapshot into the worker's gradient
   row, with a workspace of its own.
 
-A worker's next read waits for its previous gradient, so one snapshot and one gradient per
-worker suffice (memory 2·m·d).  Every gradient is the kernel applied to the same θ bits and
-the same rows as on one core, so θ and every loss are the same bits.  A non-finite loss is
-found when its gradient is awaited; the walk stops there, the other tasks in flight finish,
-and the first read in op order with a non-finite loss is reported, θ being restored to that
-read's snapshot (θ just before it, where the one-core loop stops).  Only the workers'
-minibatch streams may then have advanced past the one-core loop's: a diverged run draws no
-further minibatch.
+A worker's next read waits for its previous gradient, so one gradient row per worker
+suffices, as on one core; a snapshot is free again once its gradient is computed, so a few
+per thread suffice (:data:`SLOTS_PER_THREAD`; few, so that they stay in cache).  Every
+gradient is the kernel applied to the same θ bits and the same rows as on one core, so θ and
+every loss are the same bits.  A non-finite loss is found when its gradient is awaited (a
+snapshot whose loss is not finite is never reused); the walk stops there, the other tasks in
+flight finish, and the first read in op order with a non-finite loss is reported, θ being
+restored to that read's snapshot (θ just before it, where the one-core loop stops).  Only the
+workers' minibatch streams may then have advanced past the one-core loop's: a diverged run
+draws no further minibatch.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ _CTRL_SIZE = 4 * _SLOT
 SPINS_BEFORE_NAP = 4096
 NAP_MICROSECONDS = 10
 #: θ snapshots per thread: tasks published and not yet computed wait in them
-SLOTS_PER_THREAD = 3
+SLOTS_PER_THREAD = 2
 
 
 def replay_threads(workers: int, gradient_seconds: Callable[[], float]) -> int:

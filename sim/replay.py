@@ -39,6 +39,10 @@ loss stops the run retroactively at that read (its row count and simulated time,
 :meth:`~stalesgd.sim.model.Simulation.stop_retroactively`).  Tables an online step-size
 rule produced after that read are not counted (:meth:`StepSizes.cut`).  The simulator's
 compiled loop records into the same :class:`OpBuffer` itself (:meth:`NumericReplay.inline`).
+With ``threads`` > 1 the recorded sequence runs on several cores
+(:class:`~stalesgd.sim.pipeline.ReplayPipeline`: the gradients of the reads in flight in
+parallel, each on a copy of the θ its read saw, the applies in order), with the same results
+bit for bit; :func:`~stalesgd.sim.pipeline.replay_threads` chooses the count.
 
 Bit-for-bit agreement with the real engine: minibatches come from one legacy
 Mersenne-Twister stream per worker (``np.random.RandomState(seed_w)``) with the
@@ -221,7 +225,10 @@ class NumericReplay(ReplayHook):
     ``theta0`` defaults to ``problem.init_params(seed)`` (as the real engine);
     ``step`` gives η(τ); exactly one of ``every_updates``/``every_seconds`` may be set
     (neither: evaluations only at the start and the end).  ``target_loss`` with
-    ``at_target`` stops the run at the first evaluation at or below it.  After the
+    ``at_target`` stops the run at the first evaluation at or below it.  ``threads``: how
+    many threads run the batched replay (1: one core; None: the automatic choice of
+    :func:`~stalesgd.sim.pipeline.replay_threads`, which the ``STALESGD_REPLAY_THREADS``
+    environment variable overrides); results are the same bits for any count.  After the
     simulation call :meth:`finish`; :attr:`stop_reason` is ``"target"``,
     ``"diverged"`` or ``""``.
     """
