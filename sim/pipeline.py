@@ -180,12 +180,14 @@ def _serve(kernel, ws, work, tasks):  # noqa: ANN001
 @njit(nogil=True, inline="always")
 def _await(k, kernel, ws, work, tasks):  # noqa: ANN001
     """Wait for task ``k`` (none when k < 0), computing open tasks meanwhile; whether its
-    loss is finite."""
+    loss is finite (False too when a helper failed: its error is raised after the walk)."""
     if k < 0:
         return True
-    done, task_loss = tasks[3], tasks[2]
+    done, task_loss, ctrl = tasks[3], tasks[2], tasks[4]
     spins = 0
     while load_acquire(done, k) == 0:
+        if atomic_load(ctrl, C_ABORT) != 0:
+            return False
         if _run_next_task(kernel, ws, work, tasks):
             spins = 0
         else:
@@ -317,6 +319,16 @@ def _walk(kernel, theta, ws, work, tasks, ops, etas, mt_key, mt_pos,  # noqa: AN
     return -1
 
 
+def _serve_or_abort(kernel: Any, ws: np.ndarray, work: tuple, tasks: tuple) -> None:
+    """A helper thread's call: :func:`_serve`, and on an error the other threads stop
+    waiting for it (the error is raised in the calling thread)."""
+    try:
+        _serve(kernel, ws, work, tasks)
+    except BaseException:
+        tasks[4][C_ABORT] = 1
+        raise
+
+
 #: helper threads shared by every pipeline of the process, and how many (grown on demand)
 _helpers: list[Any] = [None, 0]
 _helpers_lock = threading.Lock()
@@ -380,8 +392,9 @@ class ReplayPipeline:
         reads = int(np.count_nonzero((ops & 1) == 0))
         work, tasks, task_op = self._arrays(idx, reads)
         pool = _helper_pool(self.threads - 1)
-        helpers: list[Future] = [pool.submit(_serve, self.kernel, self.ws[t], work, tasks)
-                                 for t in range(1, self.threads)] if reads else []
+        helpers: list[Future] = []
+        for t in range(1, self.threads if reads else 1):
+            helpers.append(pool.submit(_serve_or_abort, self.kernel, self.ws[t], work, tasks))
         try:
             bad = _walk(self.kernel, self.theta, self.ws[0], work, tasks, ops, etas,
                         self.mt_key, self.mt_pos, self.n_rows, task_op, self.pending,
