@@ -154,6 +154,32 @@ def test_first_non_finite_read_and_theta_before_it(dtype):
         assert np.array_equal(got_theta, theta, equal_nan=True)
 
 
+@pytest.mark.parametrize("n_train", [1, 300])
+def test_minibatches_drawn_or_given_in_read_order(n_train):
+    """The hook's own calls, without a simulation: with one training row the minibatches are
+    not drawn inside the compiled loop but handed to it in read order; both ways, any thread
+    count gives the one-core θ."""
+    problem = make_problem("linreg-synthetic", n_train=n_train, n_test=10)
+    m = 3
+
+    def theta_after(threads):
+        hook = NumericReplay(problem, m, StepSizes(make_rule("constant", workers=m, lr=0.01), 8),
+                             batch=4, seed=2, threads=threads)
+        version = 0
+        for w in range(m):
+            hook.read(w, version)
+        for k in range(60):
+            w = k % m
+            hook.apply(w, max(0, version - m + 1), version)
+            version += 1
+            hook.read(w, version)
+        return hook.theta.copy()
+
+    want = theta_after(1)
+    for threads in THREADS:
+        assert np.array_equal(theta_after(threads), want)
+
+
 def test_thread_count_setting(monkeypatch):
     monkeypatch.setenv(THREADS_ENV, "3")
     assert replay_threads(8, lambda: 0.0) == 3
