@@ -48,8 +48,9 @@ from stalesgd.seeds import worker_seeds
 from stalesgd.stepsize import StepSizeRule, make_rule
 
 from .batches import BatchStream
-from .replay import EvalLog, apply_step
+from .replay import EvalLog
 from .stepsizes import StepSizes
+from .updates import apply_step
 
 __all__ = ["run_iid_staleness", "TAU_STREAM_KEY"]
 

@@ -46,6 +46,7 @@ from stalesgd.real.spinlock import SPINS_BEFORE_YIELD, cpu_relax, sched_yield
 from stalesgd.machine import usable_cores
 
 from .batches import mt_draw
+from .updates import apply_mean_step, apply_step
 
 __all__ = ["MIN_GRADIENT_SECONDS", "SLOTS_PER_THREAD", "THREADS_ENV", "ReplayPipeline",
            "THREADS_ALLOWED", "gradient_seconds", "replay_threads", "threads_from_env"]
@@ -278,12 +279,7 @@ def _walk(kernel, theta, ws, work, tasks, ops, etas, mt_key, mt_pos,  # noqa: AN
                 ok = ok and _await(pending[v], kernel, ws, work, tasks)
             if not ok:
                 break
-            scale = eta / m
-            for j in range(n):
-                acc = 0.0
-                for v in range(m):
-                    acc += grads[v, j]
-                theta[j] -= scale * acc
+            apply_mean_step(theta, grads, eta)
             i += 1
             continue
         if not _await(pending[w], kernel, ws, work, tasks):
@@ -304,8 +300,7 @@ def _walk(kernel, theta, ws, work, tasks, ops, etas, mt_key, mt_pos,  # noqa: AN
             r += 1
             i += 2
         else:
-            for j in range(n):
-                theta[j] -= eta * g[j]
+            apply_step(theta, g, eta)
             i += 1
     atomic_store(ctrl, C_FINISHED, 1)
     for k in range(r):

@@ -72,21 +72,15 @@ from .buffers import O_CODE, O_COUNT, O_ETA, O_READ_FED, O_READ_ROWS, O_READ_T
 from .pipeline import ReplayPipeline, gradient_seconds, replay_threads
 from .simulation import ReplayHook
 from .stepsizes import StepSizes
+from .updates import apply_mean_step, apply_step
 
 if TYPE_CHECKING:
     from .simulation import Simulation
 
-__all__ = ["FLUSH_OPS", "EvalLog", "NumericReplay", "OpBuffer", "apply_step"]
+__all__ = ["FLUSH_OPS", "EvalLog", "NumericReplay", "OpBuffer"]
 
 #: reads and applies buffered by :class:`NumericReplay` before one compiled replay call
 FLUSH_OPS = 4096
-
-
-@njit(nogil=True)
-def apply_step(theta: np.ndarray, grad: np.ndarray, eta: float) -> None:
-    """θ ← θ − η g element by element, exactly as the real engine's workers do."""
-    for j in range(theta.shape[0]):
-        theta[j] -= eta * grad[j]
 
 
 @njit(nogil=True)
@@ -95,33 +89,24 @@ def _replay_ops(kernel, theta, X, y, dims, ws, grads, ops, etas, idx,  # noqa: A
     """Run a recorded sequence of reads and applies in one compiled loop.
 
     ``ops[i] = 2·worker + is_apply``; a read computes the worker's gradient at the current
-    θ on its next minibatch, an apply does θ ← θ − η g with η = ``etas[i]`` (the loop of
-    :func:`apply_step`); ``2·workers + 1`` applies the mean of every worker's gradient
-    (θ ← θ − (η/m) Σ_w g_w, summed in worker order as the real ``sync`` loop).  Minibatches
+    θ on its next minibatch, an apply does θ ← θ − η g with η = ``etas[i]``
+    (:func:`~stalesgd.sim.updates.apply_step`); ``2·workers + 1`` applies the mean of every
+    worker's gradient (:func:`~stalesgd.sim.updates.apply_mean_step`).  Minibatches
     are drawn here from the workers' Mersenne Twister states ``mt_key``/``mt_pos`` when
     ``mask > 0`` (into ``scratch``), else taken from the rows of ``idx`` in read order.
     Returns the index of the first read with a non-finite loss (the ops after it are not
     run), or −1.
     """
     r = 0
-    n = theta.shape[0]
     m = grads.shape[0]
     for i in range(ops.shape[0]):
         op = ops[i]
         w = op >> 1
         if op & 1:
-            eta = etas[i]
             if w == m:
-                scale = eta / m
-                for j in range(n):
-                    acc = 0.0
-                    for v in range(m):
-                        acc += grads[v, j]
-                    theta[j] -= scale * acc
+                apply_mean_step(theta, grads, etas[i])
             else:
-                g = grads[w]
-                for j in range(n):
-                    theta[j] -= eta * g[j]
+                apply_step(theta, grads[w], etas[i])
         else:
             if mask > 0:
                 mt_draw(mt_key, mt_pos, w, n_rows, mask, scratch)

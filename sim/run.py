@@ -48,7 +48,7 @@ from .engine import (
     simulate_timing,
 )
 from .pipeline import THREADS_ALLOWED, THREADS_ENV, threads_from_env
-from .replay import NumericReplay, apply_step
+from .replay import NumericReplay
 from .simulation import Simulation
 from .stepsizes import StepSizes
 from .timing import (
@@ -60,6 +60,7 @@ from .timing import (
     parse_duration,
     parse_timing,
 )
+from .updates import apply_step
 
 __all__ = ["SimRun", "run_sim", "validate", "ALGORITHM_OPTIONS", "CalibratedTiming",
            "calibrated_timing", "MIN_TIME_SLICE"]
