@@ -25,6 +25,7 @@ from typing import Any
 RATIO_KEYS = ("scaling_2v1", "scaling_2v1_near", "scaling_2v1_far", "packed_vs_dense",
               "engine_vs_bare_1w", "tau_p99_over_mean", "failed_per_update_2w",
               "vs_cpp_reference_791mb", "sim_vs_bare_simpy", "replay_overhead",
+              "replay_parallel_vs_serial",
               "stalesgd_vs_torch_updates_per_s", "stalesgd_vs_torch_time_to_target",
               "rss_long_over_short")
 

@@ -5,8 +5,11 @@ gradient cost, and the memory of long runs.
 
 Targets: timing-only ``lock`` with 16 workers ≥ 200,000 simulated updates/s (a bare SimPy
 loop manages about 500,000 events/s on this machine); numeric replay's own overhead ≤ 25 %
-over the gradient kernel alone; the peak memory of a run ten times as long within 10 % (rows
-leave the simulation chunk by chunk).  Run with ``make bench``.
+over the gradient kernel alone; numeric replay of ``lock`` with 16 workers on every usable
+core ≥ 1.8× the one-core replay's simulated updates per wall second on 2 idle cores (MLP
+784-128-10 and LeNet-5, batch 16); the peak memory of a run ten times as long within 10 %
+(rows leave the simulation chunk by chunk).  Run with ``make bench``; one benchmark alone
+with e.g. ``.venv/bin/python -m pytest bench/test_sim.py -m bench -k all_cores -s``.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ import numpy as np
 import pytest
 import simpy
 from stalesgd.sim.engine import simulate_timing
+from stalesgd.sim.pipeline import THREADS_ENV
 from stalesgd.sim.run import SimRun
 
 from stalesgd.experiment import expand, experiment_from_flags
+from stalesgd.machine import usable_cores
 from stalesgd.problems.registry import make_problem
 
 pytestmark = pytest.mark.bench
@@ -125,6 +130,71 @@ def test_numeric_replay_overhead(benchmark, bare_sgd, model, batch, algorithm, r
     bare = bare_sgd(problem, batch, n, REPEATS)
     benchmark.extra_info.update(updates_per_s=n / wall, bare_kernel_updates_per_s=n / bare,
                                 replay_overhead=wall / bare - 1.0, target_overhead=0.25)
+
+
+#: the replay-on-all-cores cases: model, dtype, simulated updates per timed run
+ALL_CORES = [("mlp", "float64", 3000), ("mlp", "float32", 3000), ("lenet", "float64", 600),
+             ("lenet", "float32", 600)]
+
+
+@pytest.mark.parametrize("model,dtype,n", ALL_CORES)
+def test_numeric_replay_on_all_cores(benchmark, monkeypatch, model, dtype, n):
+    """Numeric replay of ``lock`` with 16 simulated workers, batch 16: simulated updates per
+    wall second with the gradients on every usable core against the one-core replay, timed
+    alternately in the same process (each pair sees the same load); the final θ of both must
+    be the same bits.  MLP 784-128-10 on synthetic 784-feature data, LeNet-5 on synthetic
+    28×28 images.  ``replay_parallel_vs_serial`` is the median of the pairs' ratios; on a
+    loaded machine it understates what idle cores give."""
+    cores = usable_cores() or 1
+    if cores < 2:
+        pytest.skip("one usable core: nothing to run in parallel")
+    workers = 16
+    if model == "mlp":
+        name = "mlp-synthetic"
+        options = {"n_features": 784, "n_train": 20000, "n_test": 500, "hidden": [128],
+                   "n_classes": 10}
+    else:
+        name, options = "lenet-synthetic", {"n_train": 2000, "n_test": 200}
+    exp = experiment_from_flags("sim", problem=name, algorithm="lock", workers=workers,
+                                updates=n, lr=0.01, batch=16, dtype=dtype,
+                                problem_options=options,
+                                sim={"compute": "exp:1ms", "cores": workers})
+    spec = expand(exp)[0]
+    spec = dataclasses.replace(spec, eval=dataclasses.replace(spec.eval, every_updates=n))
+    problem = make_problem(name, dtype=dtype, **options)  # built once, outside the timing
+
+    def run(threads: int) -> tuple[float, np.ndarray]:
+        monkeypatch.setenv(THREADS_ENV, str(threads))
+        sim = SimRun(spec, progress=False, problem=problem)
+        assert sim.hook is None or sim.hook.threads == threads
+        t0 = time.perf_counter()
+        sim.run()
+        wall = time.perf_counter() - t0
+        assert sim.hook.threads == threads
+        return wall, sim.hook.theta.copy()
+
+    run(1), run(cores)  # compile both
+    serial, parallel, ratios = [], [], []
+    for _ in range(REPEATS - 1):
+        (w1, t1), (w2, t2) = run(1), run(cores)
+        assert np.array_equal(t1, t2)
+        serial.append(n / w1)
+        parallel.append(n / w2)
+        ratios.append(w1 / w2)
+    w1, t1 = run(1)
+    w2, t2 = benchmark.pedantic(run, args=(cores,), rounds=1, iterations=1)
+    assert np.array_equal(t1, t2)
+    serial.append(n / w1)
+    parallel.append(n / w2)
+    ratios.append(w1 / w2)
+    benchmark.extra_info.update(
+        updates_per_s=float(np.median(parallel)), serial_updates_per_s=float(np.median(serial)),
+        replay_parallel_vs_serial=float(np.median(ratios)), ratio_min=float(min(ratios)),
+        ratio_max=float(max(ratios)), threads=cores, workers=workers, batch=16,
+        target_replay_parallel_vs_serial=1.8)
+    print(f"\n{model} {dtype}: one core {np.median(serial):.0f} upd/s, {cores} threads "
+          f"{np.median(parallel):.0f} upd/s, ratio median {np.median(ratios):.2f} "
+          f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
 
 
 _PEAK = """

@@ -18,7 +18,8 @@ bit for bit, tens of times faster.  The compiled loop runs every algorithm that 
 on any machine and under elastic control; the SimPy processes serve hooks that need a Python
 call at every read or apply.  Update rows leave either loop a chunk at a time
 (``buffers.py``) for the run's update log.  ``timing.py`` holds the duration models,
-``replay.py`` numeric replay (with ``batches.py``, the minibatch draws, and ``stepsizes.py``),
+``replay.py`` numeric replay (with ``batches.py``, the minibatch draws, ``stepsizes.py``, and
+``pipeline.py``, which runs it on several cores),
 ``engine.py`` :func:`simulate_timing` and elastic control, ``run.py`` the engine.
 
 Adding an algorithm

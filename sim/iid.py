@@ -48,8 +48,8 @@ from stalesgd.seeds import worker_seeds
 from stalesgd.stepsize import StepSizeRule, make_rule
 
 from .batches import BatchStream
-from .replay import apply_step
 from .stepsizes import StepSizes
+from .updates import apply_step
 
 __all__ = ["run_iid_staleness", "TAU_STREAM_KEY"]
 

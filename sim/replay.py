@@ -39,6 +39,10 @@ loss stops the run retroactively at that read (its row count and simulated time,
 :meth:`~stalesgd.sim.model.Simulation.stop_retroactively`).  Tables an online step-size
 rule produced after that read are not counted (:meth:`StepSizes.cut`).  The simulator's
 compiled loop records into the same :class:`OpBuffer` itself (:meth:`NumericReplay.inline`).
+With ``threads`` > 1 the recorded sequence runs on several cores
+(:class:`~stalesgd.sim.pipeline.ReplayPipeline`: the gradients of the reads in flight in
+parallel, each on a copy of the θ its read saw, the applies in order), with the same results
+bit for bit; :func:`~stalesgd.sim.pipeline.replay_threads` chooses the count.
 
 Bit-for-bit agreement with the real engine: minibatches come from one legacy
 Mersenne-Twister stream per worker (``np.random.RandomState(seed_w)``) with the
@@ -65,58 +69,44 @@ from stalesgd.seeds import worker_seeds
 
 from .batches import BatchStream, mt_draw
 from .buffers import O_CODE, O_COUNT, O_ETA, O_READ_FED, O_READ_ROWS, O_READ_T
+from .pipeline import ReplayPipeline, gradient_seconds, replay_threads
 from .simulation import ReplayHook
 from .stepsizes import StepSizes
+from .updates import apply_mean_step, apply_step
 
 if TYPE_CHECKING:
     from .simulation import Simulation
 
-__all__ = ["FLUSH_OPS", "NumericReplay", "OpBuffer", "apply_step"]
+__all__ = ["FLUSH_OPS", "NumericReplay", "OpBuffer"]
 
 #: reads and applies buffered by :class:`NumericReplay` before one compiled replay call
 FLUSH_OPS = 4096
 
 
 @njit(nogil=True)
-def apply_step(theta: np.ndarray, grad: np.ndarray, eta: float) -> None:
-    """θ ← θ − η g element by element, exactly as the real engine's workers do."""
-    for j in range(theta.shape[0]):
-        theta[j] -= eta * grad[j]
-
-
-@njit(nogil=True)
-def _replay_ops(kernel, theta, X, y, dims, ws, grads, losses, ops, etas, idx,  # noqa: ANN001
+def _replay_ops(kernel, theta, X, y, dims, ws, grads, ops, etas, idx,  # noqa: ANN001
                 mt_key, mt_pos, n_rows, mask, scratch):
     """Run a recorded sequence of reads and applies in one compiled loop.
 
     ``ops[i] = 2·worker + is_apply``; a read computes the worker's gradient at the current
-    θ on its next minibatch, an apply does θ ← θ − η g with η = ``etas[i]`` (the loop of
-    :func:`apply_step`); ``2·workers + 1`` applies the mean of every worker's gradient
-    (θ ← θ − (η/m) Σ_w g_w, summed in worker order as the real ``sync`` loop).  Minibatches
+    θ on its next minibatch, an apply does θ ← θ − η g with η = ``etas[i]``
+    (:func:`~stalesgd.sim.updates.apply_step`); ``2·workers + 1`` applies the mean of every
+    worker's gradient (:func:`~stalesgd.sim.updates.apply_mean_step`).  Minibatches
     are drawn here from the workers' Mersenne Twister states ``mt_key``/``mt_pos`` when
     ``mask > 0`` (into ``scratch``), else taken from the rows of ``idx`` in read order.
     Returns the index of the first read with a non-finite loss (the ops after it are not
     run), or −1.
     """
     r = 0
-    n = theta.shape[0]
     m = grads.shape[0]
     for i in range(ops.shape[0]):
         op = ops[i]
         w = op >> 1
         if op & 1:
-            eta = etas[i]
             if w == m:
-                scale = eta / m
-                for j in range(n):
-                    acc = 0.0
-                    for v in range(m):
-                        acc += grads[v, j]
-                    theta[j] -= scale * acc
+                apply_mean_step(theta, grads, etas[i])
             else:
-                g = grads[w]
-                for j in range(n):
-                    theta[j] -= eta * g[j]
+                apply_step(theta, grads[w], etas[i])
         else:
             if mask > 0:
                 mt_draw(mt_key, mt_pos, w, n_rows, mask, scratch)
@@ -124,7 +114,6 @@ def _replay_ops(kernel, theta, X, y, dims, ws, grads, losses, ops, etas, idx,  #
             else:
                 loss = kernel(theta, X, y, idx[r], grads[w], ws, dims)
             r += 1
-            losses[w] = loss
             if not np.isfinite(loss):
                 return i
     return -1
@@ -192,7 +181,10 @@ class NumericReplay(ReplayHook):
     ``theta0`` defaults to ``problem.init_params(seed)`` (as the real engine);
     ``step`` gives η(τ); exactly one of ``every_updates``/``every_seconds`` may be set
     (neither: evaluations only at the start and the end).  ``target_loss`` with
-    ``at_target`` stops the run at the first evaluation at or below it.  After the
+    ``at_target`` stops the run at the first evaluation at or below it.  ``threads``: how
+    many threads run the batched replay (1: one core; None: the automatic choice of
+    :func:`~stalesgd.sim.pipeline.replay_threads`, which the ``STALESGD_REPLAY_THREADS``
+    environment variable overrides); results are the same bits for any count.  After the
     simulation call :meth:`finish`; :attr:`stop_reason` is ``"target"``,
     ``"diverged"`` or ``""``.
     """
@@ -212,6 +204,7 @@ class NumericReplay(ReplayHook):
         max_rows: int | None = 2000,
         target_loss: float | None = None,
         at_target: bool = True,
+        threads: int | None = None,
     ) -> None:
         if every_updates is not None and every_seconds is not None:
             raise ValueError("give at most one of every_updates and every_seconds")
@@ -238,7 +231,6 @@ class NumericReplay(ReplayHook):
                              f"got {theta.shape} {theta.dtype}")
         self._theta = theta
         self.grads = np.zeros((self.m, model.n_params), dtype=model.dtype)
-        self.losses = np.zeros(self.m, dtype=np.float64)
         self.ws = problem.workspace(batch)
         self.batch = int(batch)
         #: the reads and applies not yet run
@@ -253,6 +245,11 @@ class NumericReplay(ReplayHook):
                 self._mt_key[w], self._mt_pos[w] = stream.mt_state()
         self._scratch = np.zeros(self.batch, dtype=np.int64)
         self._no_idx = np.zeros((0, self.batch), dtype=np.int64)
+        #: threads the batched replay runs on (1: the one-core loop; see ``pipeline.py``)
+        self.threads = self._threads(threads)
+        self._pipeline = None if self.threads == 1 else ReplayPipeline(
+            self.threads, self.kernel, self._theta, self.X, self.y, self.dims, self.ws,
+            self.grads, self.batch, self._mt_key, self._mt_pos, self.n_train, self._mask)
         # compile the batched replay for these argument types now, not on the clock
         self._run_ops(np.zeros(0, np.int64), np.zeros(0), self._no_idx)
         self.every_updates = None if every_updates is None else int(every_updates)
@@ -272,10 +269,25 @@ class NumericReplay(ReplayHook):
         self.flush()
         return self._theta
 
+    def _threads(self, threads: int | None) -> int:
+        """``threads`` checked, or the automatic choice (:func:`replay_threads`)."""
+        if threads is None:
+            theta = self._theta.copy()  # (the measurement does not touch the run's arrays)
+            return replay_threads(self.m, lambda: gradient_seconds(
+                self.kernel, theta, self.X, self.y, self.dims, self.ws.copy(), self.batch,
+                self.n_train))
+        if isinstance(threads, bool) or not isinstance(threads, int | np.integer) or \
+                threads < 1:
+            raise ValueError(f"threads {threads!r} is not allowed; use a whole number >= 1 "
+                             "or None (automatic)")
+        return int(threads)
+
     def _run_ops(self, ops: np.ndarray, etas: np.ndarray, idx: np.ndarray) -> int:
+        if self._pipeline is not None:
+            return self._pipeline.run(ops, etas, idx)
         return _replay_ops(self.kernel, self._theta, self.X, self.y, self.dims, self.ws,
-                           self.grads, self.losses, ops, etas, idx, self._mt_key,
-                           self._mt_pos, self.n_train, self._mask, self._scratch)
+                           self.grads, ops, etas, idx, self._mt_key, self._mt_pos,
+                           self.n_train, self._mask, self._scratch)
 
     def flush(self) -> None:
         """Run the buffered reads and applies (one compiled call).

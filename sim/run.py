@@ -16,6 +16,7 @@ settings the simulator cannot run.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +47,8 @@ from .engine import (
     elastic_summary,
     simulate_timing,
 )
-from .replay import NumericReplay, apply_step
+from .pipeline import THREADS_ALLOWED, THREADS_ENV, threads_from_env
+from .replay import NumericReplay
 from .simulation import Simulation
 from .stepsizes import StepSizes
 from .timing import (
@@ -58,6 +60,7 @@ from .timing import (
     parse_duration,
     parse_timing,
 )
+from .updates import apply_step
 
 __all__ = ["SimRun", "run_sim", "validate", "ALGORITHM_OPTIONS", "CalibratedTiming",
            "calibrated_timing", "MIN_TIME_SLICE"]
@@ -78,12 +81,19 @@ def validate(spec: RunSpec) -> None:
     """Raise :class:`~stalesgd.experiment.ExperimentError` for settings the simulator cannot
     run: an unknown algorithm or algorithm option, a worker count the algorithm does not
     allow, a controller that measures the loss in timing-only mode, an unusable calibration
-    file, a time slice below :data:`MIN_TIME_SLICE`, or a worker cycle (compute, read,
+    file, a time slice below :data:`MIN_TIME_SLICE`, a worker cycle (compute, read,
     update, compare-and-swap) that takes no time at all, on which the simulated clock would
-    never move.  Cheap: no problem data is loaded."""
+    never move, or a numeric replay thread count (:data:`~stalesgd.sim.pipeline.THREADS_ENV`)
+    that is not one.  Cheap: no problem data is loaded."""
     algorithm = _algorithm(spec)
     options = _algorithm_options(spec.algorithm.options)
     check_controller_replay(spec.controller.name, bool(spec.sim.timing_only))
+    if not spec.sim.timing_only:
+        try:
+            threads_from_env()
+        except ValueError:
+            raise ExperimentError(THREADS_ENV, os.environ[THREADS_ENV], THREADS_ALLOWED,
+                                  "(an environment variable) is not allowed") from None
     calibration = spec.sim.calibration
     if calibration == _AUTO:
         return  # (checked once the runner has fitted it)
