@@ -291,3 +291,36 @@ def test_sgd_training_lowers_loss():
     assert np.isfinite(after)
     assert after / len(X) < 0.5 * before / len(X), (before / len(X), after / len(X))
     assert correct > 0.8 * len(X)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_packed_pixels_give_the_same_loss_and_gradient_as_dense_inputs(dtype):
+    """Kernels read uint8 pixels + per-channel coefficients (``Dataset.inputs`` of image sets)
+    as the very floats the dense inputs hold: same loss and gradient, bit for bit."""
+    from stalesgd.data import load_dataset
+
+    ds = load_dataset("synthetic", kind="images", dtype=dtype, n_train=40, n_test=8,
+                      input_shape=(3, 32, 32), seed=3)
+    assert ds.packed
+    model = LeNet5((3, 32, 32), dtype=dtype)
+    theta = _params(model, seed=2)
+    idx = _batch(ds.n_train, 21, seed=4)  # a chunk and a part
+    ws = model.workspace(len(idx))
+    out = []
+    for X in (ds.inputs("train"), ds.features("train")):
+        grad = np.zeros_like(theta)
+        loss = model.grad_kernel(theta, X, ds.y_train, idx, grad, ws, model.dims)
+        out.append((loss, grad, model.loss_kernel(theta, X, ds.y_train, idx, ws, model.dims)))
+    (l_packed, g_packed, e_packed), (l_dense, g_dense, e_dense) = out
+    assert l_packed == l_dense and e_packed == e_dense
+    assert g_packed.tobytes() == g_dense.tobytes()
+
+
+def test_row_index_out_of_range_raises():
+    model = LeNet5((1, 28, 28), dtype="float32")
+    theta = model.init_params(0)
+    X, y = _data(model, 5, seed=0)
+    ws = model.workspace(2)
+    with pytest.raises(IndexError, match="out of range"):
+        model.grad_kernel(theta, X, y, np.array([0, 5], np.int64), np.zeros_like(theta), ws,
+                          model.dims)
