@@ -17,17 +17,26 @@ from stalesgd.problems.lenet_layout import BAND, K
 
 
 @njit(nogil=True)
-def gather_sample_last(X, idx, start, b, row, x):
-    """x[f·b + s] = feature f of input row idx[start + s], for s < b (``row``: scratch)."""
-    n = row.shape[0]
-    rows = n_rows(X)
+def transpose(src, rows, cols, dst):
+    """dst[j·rows + i] = src[i·cols + j]: the rows×cols matrix ``src`` transposed."""
+    for j in range(cols):
+        d = dst[j * rows : (j + 1) * rows]
+        for i in range(rows):
+            d[i] = src[i * cols + j]
+
+
+@njit(nogil=True)
+def gather_sample_last(X, idx, start, b, rows, x):
+    """x[f·b + s] = feature f of input row idx[start + s], for s < b (``rows``: b rows of
+    scratch, where the rows are read before being transposed)."""
+    n = x.shape[0] // b
+    available = n_rows(X)
     for s in range(b):
         r = idx[start + s]
-        if r < 0 or r >= rows:
+        if r < 0 or r >= available:
             raise IndexError("minibatch row index out of range")
-        copy_row(X, r, row)
-        for f in range(n):
-            x[f * b + s] = row[f]
+        copy_row(X, r, rows[s * n : (s + 1) * n])
+    transpose(rows, b, n, x)
 
 
 @njit(nogil=True)
@@ -111,42 +120,30 @@ def pool_band(a, nch, ow, b, theta, boff, out, code, o0, ch_stride):
 @njit(nogil=True)
 def unpool_band(dout, code, o0, ch_stride, nch, ow, b, da, lanes, grad, gboff):
     """Adjoint of :func:`pool_band`: writes the whole band ``da`` (nch, BAND, ow) and adds
-    the bias gradient into grad[gboff + ch] (``lanes``: b elements of scratch)."""
+    the bias gradient into grad[gboff + ch] (``lanes``: b elements of scratch).
+
+    One loop per output (few arrays per loop, so that the compiler vectorises each).
+    """
     pw = ow // 2
     line = ow * b
     for ch in range(nch):
         for s in range(b):
             lanes[s] = 0
         for px in range(pw):
-            i0 = ch * BAND * line + 2 * px * b
-            d0 = da[i0 : i0 + b]
-            d1 = da[i0 + b : i0 + 2 * b]
-            d2 = da[i0 + line : i0 + line + b]
-            d3 = da[i0 + line + b : i0 + line + 2 * b]
             j = o0 + ch * ch_stride + px * b
             g = dout[j : j + b]
             k = code[j : j + b]
             for s in range(b):
-                w = k[s]
-                v = g[s] if w >= 0 else 0
-                lanes[s] += v
-                d0[s] = v if w == 0 else 0
-                d1[s] = v if w == 1 else 0
-                d2[s] = v if w == 2 else 0
-                d3[s] = v if w == 3 else 0
+                lanes[s] += g[s] if k[s] >= 0 else 0
+            for q in range(4):
+                i0 = ch * BAND * line + 2 * px * b + (q // 2) * line + (q % 2) * b
+                d = da[i0 : i0 + b]
+                for s in range(b):
+                    d[s] = g[s] if k[s] == q else 0
         total = 0.0
         for s in range(b):
             total += lanes[s]
         grad[gboff + ch] += total
-
-
-@njit(nogil=True)
-def transpose(src, rows, cols, dst):
-    """dst[j·rows + i] = src[i·cols + j]: the rows×cols matrix ``src`` transposed."""
-    for j in range(cols):
-        d = dst[j * rows : (j + 1) * rows]
-        for i in range(rows):
-            d[i] = src[i * cols + j]
 
 
 @njit(nogil=True)

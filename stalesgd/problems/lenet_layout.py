@@ -69,7 +69,7 @@ def layout(dims: np.ndarray, b: int) -> tuple:
     """Offsets in ``ws`` of every region for a chunk of ``b`` rows (last entry: total size).
 
     Regions (shapes sample-last, ``·b`` omitted):
-    ``row`` one input row as read; ``x`` the chunk's inputs (C, H, W);
+    ``row`` the chunk's input rows as read, sample-major; ``x`` the chunk's inputs (C, H, W);
     ``col1`` im2col of one band of conv1 (C·25, BAND, OW1); ``a1`` its output
     (6, BAND, OW1), later its gradient; ``p1`` pooled + ReLU (6, PH1, PW1), ``m1`` the
     window position of each maximum (0..3, -1 where the ReLU is off), ``dp1`` the gradient
@@ -86,7 +86,7 @@ def layout(dims: np.ndarray, b: int) -> tuple:
     p1 = N1 * dims[D_PH1] * dims[D_PW1] * b
     feat = dims[D_FEAT] * b
     o_row = 0
-    o_x = o_row + chw
+    o_x = o_row + chw * b
     o_col1 = o_x + chw * b
     o_a1 = o_col1 + dims[D_C] * K * K * n1
     o_p1 = o_a1 + N1 * n1
