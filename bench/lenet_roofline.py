@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  - load SciPy's BLAS so threadpoolctl can limit it
 from numba import njit
+from test_kernels import run_updates
 from threadpoolctl import threadpool_limits
 
 from stalesgd.problems import lenet
@@ -39,19 +40,6 @@ from stalesgd.problems import lenet
 GEMM_N = 1024
 N_ROWS = 2048
 SHAPES = ((1, 28, 28), (3, 32, 32))
-
-
-@njit(nogil=True)
-def run_updates(grad_kernel, theta, X, y, idx_all, batch, grad, ws, dims, eta, n_updates):
-    """``n_updates`` SGD updates on consecutive minibatches of ``idx_all`` (wrapping)."""
-    per_pass = idx_all.shape[0] // batch
-    loss = 0.0
-    for k in range(n_updates):
-        j = k % per_pass
-        loss = grad_kernel(theta, X, y, idx_all[j * batch : (j + 1) * batch], grad, ws, dims)
-        for i in range(theta.shape[0]):
-            theta[i] -= eta * grad[i]
-    return loss
 
 
 @njit(nogil=True)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from lenet_roofline import run_updates
+from test_kernels import run_updates
 
 from stalesgd.problems.lenet import LeNet5
 

@@ -93,42 +93,41 @@ def gather(X, idx, start, b, ws, dims):
 
 
 @njit(nogil=True)
+def conv_pool_forward(theta, woff, boff, nout, src, cin, hin, win, b, col, a, out, code):
+    """A 5×5 'valid' convolution of the map ``src`` (cin×hin×win, sample-last) with the
+    weights theta[woff:] (nout × cin·25), then 2×2 max-pool, bias theta[boff:] and ReLU into
+    ``out`` and the maxima's positions into ``code`` (nout × pooled rows × pooled columns).
+
+    One pooled row at a time: im2col of its band of two output rows, a = W @ col, pooling.
+    """
+    ow = win - K + 1
+    ph = (hin - K + 1) // 2
+    pw = ow // 2
+    kk = cin * K * K
+    n = BAND * ow * b
+    for r in range(ph):
+        im2col_band(src, cin, hin, win, BAND * r, ow, b, col)
+        gemm(False, False, nout, n, kk, 1.0, theta, woff, kk, col, 0, n, 0.0, a, 0, n)
+        pool_band(a, nout, ow, b, theta, boff, out, code, r * pw * b, ph * pw * b)
+
+
+@njit(nogil=True)
 def conv1_forward(theta, b, ws, dims):
-    """conv1 one pooled row at a time: a1 = W1 @ col1, then pool + bias + ReLU -> p1."""
+    """conv1 on the inputs ``x`` -> pooled maps ``p1`` and their positions ``m1``."""
     L = layout(dims, b)
-    C, H, W = dims[D_C], dims[D_H], dims[D_W]
-    OW1, PH1, PW1 = dims[D_OW1], dims[D_PH1], dims[D_PW1]
-    x = ws[L[L_X] : L[L_COL1]]
-    col1 = ws[L[L_COL1] : L[L_A1]]
-    a1 = ws[L[L_A1] : L[L_P1]]
-    p1 = ws[L[L_P1] : L[L_M1]]
-    m1 = ws[L[L_M1] : L[L_DP1]]
-    k1 = C * K * K
-    n1 = BAND * OW1 * b
-    for r in range(PH1):
-        im2col_band(x, C, H, W, BAND * r, OW1, b, col1)
-        gemm(False, False, N1, n1, k1, 1.0, theta, dims[D_C1W], k1, col1, 0, n1, 0.0, a1, 0, n1)
-        pool_band(a1, N1, OW1, b, theta, dims[D_C1B], p1, m1, r * PW1 * b, PH1 * PW1 * b)
+    conv_pool_forward(theta, dims[D_C1W], dims[D_C1B], N1, ws[L[L_X] : L[L_COL1]], dims[D_C],
+                      dims[D_H], dims[D_W], b, ws[L[L_COL1] : L[L_A1]], ws[L[L_A1] : L[L_P1]],
+                      ws[L[L_P1] : L[L_M1]], ws[L[L_M1] : L[L_DP1]])
 
 
 @njit(nogil=True)
 def conv2_forward(theta, b, ws, dims):
-    """conv2 the same way -> features h0 (FEAT = (channel, row, column): PyTorch's flatten
-    order)."""
+    """conv2 on ``p1`` -> the features ``h0`` (FEAT = (channel, row, column): PyTorch's
+    flatten order) and their positions ``m2``."""
     L = layout(dims, b)
-    PH1, PW1 = dims[D_PH1], dims[D_PW1]
-    OW2, PH2, PW2 = dims[D_OW2], dims[D_PH2], dims[D_PW2]
-    p1 = ws[L[L_P1] : L[L_M1]]
-    col2 = ws[L[L_COL2] : L[L_A2]]
-    a2 = ws[L[L_A2] : L[L_A2T]]
-    h0 = ws[L[L_H0] : L[L_M2]]
-    m2 = ws[L[L_M2] : L[L_D0]]
-    k2 = N1 * K * K
-    n2 = BAND * OW2 * b
-    for r in range(PH2):
-        im2col_band(p1, N1, PH1, PW1, BAND * r, OW2, b, col2)
-        gemm(False, False, N2, n2, k2, 1.0, theta, dims[D_C2W], k2, col2, 0, n2, 0.0, a2, 0, n2)
-        pool_band(a2, N2, OW2, b, theta, dims[D_C2B], h0, m2, r * PW2 * b, PH2 * PW2 * b)
+    conv_pool_forward(theta, dims[D_C2W], dims[D_C2B], N2, ws[L[L_P1] : L[L_M1]], N1,
+                      dims[D_PH1], dims[D_PW1], b, ws[L[L_COL2] : L[L_A2]],
+                      ws[L[L_A2] : L[L_A2T]], ws[L[L_H0] : L[L_M2]], ws[L[L_M2] : L[L_D0]])
 
 
 @njit(nogil=True)
