@@ -1,9 +1,11 @@
-"""LeNet-5: gradients against finite differences, kernel contract, init, training smoke test."""
+"""LeNet-5: loss and gradient against a plain NumPy LeNet and finite differences, the kernel
+contract, init, training smoke test."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from lenet_numpy import loss_and_gradient
 from numba import njit
 
 from stalesgd.problems.lenet import CHUNK, LeNet5
@@ -12,12 +14,32 @@ SHAPES = [(1, 28, 28), (3, 32, 32)]
 CONFIGS = [(s, f) for s in SHAPES for f in (True, False)]
 
 
+BATCHES = [1, 16, 128]
+
+
 def _data(model: LeNet5, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Random inputs (no exact pooling ties) and labels in the model's dtype."""
+    """Random inputs and labels in the model's dtype.
+
+    Like the digits of MNIST, every image has a blank band (its top 8 rows are exactly 0),
+    so whole pooling windows of conv1 and conv2 tie; elsewhere values are random (no ties).
+    """
     rng = np.random.default_rng(seed)
-    X = rng.uniform(-1.0, 1.0, (n, model.n_features)).astype(model.dtype)
+    C, H, W = model.input_shape
+    X = rng.uniform(-1.0, 1.0, (n, C, H, W))
+    X[:, :, :8, :] = 0.0
     y = rng.integers(0, 10, n).astype(np.int64)
-    return X, y
+    return X.reshape(n, -1).astype(model.dtype), y
+
+
+def _params(model: LeNet5, seed: int) -> np.ndarray:
+    """Initial weights with random biases (about half positive), so that the blank parts
+    of the images carry gradient through tied pooling windows."""
+    theta = model.init_params(seed).astype(np.float64)
+    rng = np.random.default_rng(seed + 1000)
+    for name, (off, shape) in model.layers.items():
+        if name.endswith(".b"):
+            theta[off : off + shape[0]] = rng.normal(0.0, 0.1, shape[0])
+    return theta.astype(model.dtype)
 
 
 def _mean_loss(model, theta, X, y, idx, ws) -> float:
@@ -35,12 +57,47 @@ def _coords(model: LeNet5, rng: np.random.Generator, per_layer: int) -> list[tup
     return out
 
 
+def _batch(n_rows: int, batch: int, seed: int) -> np.ndarray:
+    """``batch`` distinct row indices in random order."""
+    return np.random.default_rng(seed).permutation(n_rows)[:batch].astype(np.int64)
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape,fc84", CONFIGS)
-def test_gradient_matches_finite_differences_float64(shape, fc84):
+def test_loss_and_gradient_match_a_plain_numpy_lenet(shape, fc84, dtype, batch):
+    """The kernels compute LeNet-5 itself: loss, gradient and predictions agree with a
+    NumPy forward and backward pass (float64 to 1e-10, float32 to its precision)."""
+    model = LeNet5(shape, fc84=fc84, dtype=dtype)
+    theta = _params(model, seed=batch)
+    X, y = _data(model, batch + 7, seed=batch + 1)
+    idx = _batch(len(X), batch, seed=batch + 2)
+    expect_loss, expect, z = loss_and_gradient(model, theta, X[idx], y[idx])
+    ws = model.workspace(batch)
+    grad = np.full_like(theta, np.nan)
+    loss = model.grad_kernel(theta, X, y, idx, grad, ws, model.dims)
+    loss_sum, correct = model.loss_kernel(theta, X, y, idx, ws, model.dims)
+
+    tol = 1e-10 if dtype == "float64" else 1e-4
+    assert loss == pytest.approx(expect_loss, rel=tol)
+    assert loss_sum / batch == pytest.approx(expect_loss, rel=tol)
+    if dtype == "float64":
+        assert correct == int(np.sum(np.argmax(z, axis=1) == y[idx]))
+    for name in model.layers:
+        got = model.view(grad, name).astype(np.float64)
+        want = model.view(expect, name)
+        assert np.linalg.norm(want) > 0, name
+        rel = np.linalg.norm(got - want) / np.linalg.norm(want)
+        assert rel < tol, f"{name}: relative error {rel:.2e} against NumPy"
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("shape,fc84", CONFIGS)
+def test_gradient_matches_finite_differences_float64(shape, fc84, batch):
     model = LeNet5(shape, fc84=fc84, dtype="float64")
-    theta = model.init_params(seed=3)
-    X, y = _data(model, 12, seed=4)
-    idx = np.array([7, 2, 9, 0], dtype=np.int64)
+    theta = _params(model, seed=3)
+    X, y = _data(model, batch + 5, seed=4)
+    idx = _batch(len(X), batch, seed=batch)
     ws = model.workspace(len(idx))
     grad = np.full_like(theta, np.nan)
     loss = model.grad_kernel(theta, X, y, idx, grad, ws, model.dims)
@@ -48,7 +105,7 @@ def test_gradient_matches_finite_differences_float64(shape, fc84):
     assert loss == pytest.approx(_mean_loss(model, theta, X, y, idx, ws), rel=1e-12)
 
     rng = np.random.default_rng(5)
-    for name, k in _coords(model, rng, per_layer=5):
+    for name, k in _coords(model, rng, per_layer=4):
         # The loss is piecewise smooth (ReLU, max-pool): if the step straddles a
         # kink, the central difference at a 100x smaller step still converges.
         for h, tol in ((1e-6, 2e-8), (1e-8, 1e-6)):
@@ -64,26 +121,24 @@ def test_gradient_matches_finite_differences_float64(shape, fc84):
             pytest.fail(f"{name}[{k}]: analytic {grad[k]!r} vs finite difference {fd!r}")
 
 
-@pytest.mark.parametrize("shape,fc84", CONFIGS)
-def test_float32_gradient_matches_float64(shape, fc84):
-    m64 = LeNet5(shape, fc84=fc84, dtype="float64")
-    m32 = LeNet5(shape, fc84=fc84, dtype="float32")
-    th32 = m32.init_params(seed=11)
-    th64 = th32.astype(np.float64)  # the same point in both precisions
-    X32, y = _data(m32, 10, seed=12)
-    X64 = X32.astype(np.float64)
-    idx = np.arange(10, dtype=np.int64)
-    g32 = np.zeros_like(th32)
-    g64 = np.zeros_like(th64)
-    l32 = m32.grad_kernel(th32, X32, y, idx, g32, m32.workspace(10), m32.dims)
-    l64 = m64.grad_kernel(th64, X64, y, idx, g64, m64.workspace(10), m64.dims)
-    assert l32 == pytest.approx(l64, rel=1e-5)
-    for name in m64.layers:
-        a = m32.view(g32, name).astype(np.float64)
-        b = m64.view(g64, name)
-        rel = np.linalg.norm(a - b) / np.linalg.norm(b)
-        assert np.linalg.norm(b) > 0, name
-        assert rel < 1e-4, f"{name}: float32 vs float64 relative error {rel:.2e}"
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_float32_gradient_matches_finite_differences_along_it(shape, batch):
+    """float32: the directional derivative along the gradient, by central differences of
+    the float32 loss kernel, is the gradient's squared norm."""
+    model = LeNet5(shape, fc84=True, dtype="float32")
+    theta = _params(model, seed=6)
+    X, y = _data(model, batch + 3, seed=7)
+    idx = _batch(len(X), batch, seed=batch + 8)
+    ws = model.workspace(batch)
+    grad = np.zeros_like(theta)
+    model.grad_kernel(theta, X, y, idx, grad, ws, model.dims)
+    g = grad.astype(np.float64)
+    v = g / np.linalg.norm(g)
+    h = 1e-3  # small against the curvature, large against float32 rounding
+    up = _mean_loss(model, (theta + h * v).astype(np.float32), X, y, idx, ws)
+    down = _mean_loss(model, (theta - h * v).astype(np.float32), X, y, idx, ws)
+    assert (up - down) / (2 * h) == pytest.approx(np.linalg.norm(g), rel=1e-2)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -238,48 +293,34 @@ def test_sgd_training_lowers_loss():
     assert correct > 0.8 * len(X)
 
 
-def _reference_logits(model: LeNet5, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """LeNet-5 written plainly in NumPy (float64), independent of the kernels' layout tricks."""
-    from numpy.lib.stride_tricks import sliding_window_view
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_packed_pixels_give_the_same_loss_and_gradient_as_dense_inputs(dtype):
+    """Kernels read uint8 pixels + per-channel coefficients (``Dataset.inputs`` of image sets)
+    as the very floats the dense inputs hold: same loss and gradient, bit for bit."""
+    from stalesgd.data import load_dataset
 
-    t = theta.astype(np.float64)
-
-    def layer(name):
-        off, shape = model.layers[name]
-        return t[off : off + int(np.prod(shape))].reshape(shape)
-
-    def conv(x, w, b):  # x (n, C, H, W), w (O, C, 5, 5): cross-correlation, 'valid'
-        win = sliding_window_view(x, (5, 5), axis=(2, 3))  # (n, C, H-4, W-4, 5, 5)
-        return np.einsum("nchwij,ocij->nohw", win, w) + b[None, :, None, None]
-
-    def pool(a):  # 2×2 max-pool, stride 2
-        n, c, h, w = a.shape
-        return a[:, :, : h // 2 * 2, : w // 2 * 2].reshape(n, c, h // 2, 2, w // 2, 2).max(
-            axis=(3, 5)
-        )
-
-    relu = lambda a: np.maximum(a, 0.0)  # noqa: E731
-    x = X.astype(np.float64).reshape((-1,) + model.input_shape)
-    h = relu(pool(conv(x, layer("conv1.w"), layer("conv1.b"))))
-    h = relu(pool(conv(h, layer("conv2.w"), layer("conv2.b"))))
-    h = h.reshape(len(x), -1)  # channel-major flatten, as PyTorch
-    h = relu(h @ layer("fc1.w").T + layer("fc1.b"))
-    if model.fc84:
-        h = relu(h @ layer("fc2.w").T + layer("fc2.b"))
-    return h @ layer("out.w").T + layer("out.b")
+    ds = load_dataset("synthetic", kind="images", dtype=dtype, n_train=40, n_test=8,
+                      input_shape=(3, 32, 32), seed=3)
+    assert ds.packed
+    model = LeNet5((3, 32, 32), dtype=dtype)
+    theta = _params(model, seed=2)
+    idx = _batch(ds.n_train, 21, seed=4)  # a chunk and a part
+    ws = model.workspace(len(idx))
+    out = []
+    for X in (ds.inputs("train"), ds.features("train")):
+        grad = np.zeros_like(theta)
+        loss = model.grad_kernel(theta, X, ds.y_train, idx, grad, ws, model.dims)
+        out.append((loss, grad, model.loss_kernel(theta, X, ds.y_train, idx, ws, model.dims)))
+    (l_packed, g_packed, e_packed), (l_dense, g_dense, e_dense) = out
+    assert l_packed == l_dense and e_packed == e_dense
+    assert g_packed.tobytes() == g_dense.tobytes()
 
 
-@pytest.mark.parametrize("shape,fc84", CONFIGS)
-def test_loss_matches_a_plain_numpy_lenet(shape, fc84):
-    """The kernels compute LeNet-5 itself: loss and predictions agree with a NumPy forward pass."""
-    from scipy.special import logsumexp
-
-    model = LeNet5(shape, fc84=fc84, dtype="float64")
-    theta = model.init_params(seed=4)
-    X, y = _data(model, 70, seed=5)
-    idx = np.arange(len(X), dtype=np.int64)
-    z = _reference_logits(model, theta, X)
-    expect = float(np.mean(logsumexp(z, axis=1) - z[np.arange(len(y)), y]))
-    loss_sum, correct = model.loss_kernel(theta, X, y, idx, model.workspace(len(X)), model.dims)
-    assert loss_sum / len(X) == pytest.approx(expect, rel=1e-12)
-    assert correct == int(np.sum(np.argmax(z, axis=1) == y))
+def test_row_index_out_of_range_raises():
+    model = LeNet5((1, 28, 28), dtype="float32")
+    theta = model.init_params(0)
+    X, y = _data(model, 5, seed=0)
+    ws = model.workspace(2)
+    with pytest.raises(IndexError, match="out of range"):
+        model.grad_kernel(theta, X, y, np.array([0, 5], np.int64), np.zeros_like(theta), ws,
+                          model.dims)
