@@ -14,7 +14,7 @@ from typing import TextIO
 from .errors import DataError, DataNotFoundError
 from .files import FileCheck, check_file
 from .paths import Location, candidate_folders, find_in_folder, locate, search_roots
-from .registry import ALL_NAMES, DATASETS, DataSpec
+from .registry import ALL_NAMES, DATASETS, GENERATED_NAMES, DataSpec
 
 ACTIONS = ("list", "verify", "path", "download")
 
@@ -137,11 +137,11 @@ def data_command(action: str, name: str | None = None, data_dir: str | None = No
         return 2
     if action == "list":
         return _list(data_dir, out)
-    if name == "synthetic":
+    if name in GENERATED_NAMES:
         if action == "verify":
-            print("synthetic: generated from a seed, no files to verify", file=out)
+            print(f"{name}: generated from a seed, no files to verify", file=out)
             return 0
-        print("error: data set 'synthetic' is generated from a seed and has no files",
+        print(f"error: data set {name!r} is generated from a seed and has no files",
               file=err)
         return 2
     if action == "verify":

@@ -148,8 +148,10 @@ DATASETS: dict[str, DataSpec] = {
     ),
 }
 
+#: The data sets generated from a seed (no files): dense ``synthetic`` and text-like ``sparse``.
+GENERATED_NAMES: tuple[str, ...] = ("synthetic", "sparse")
 #: Every name :func:`stalesgd.data.load_dataset` accepts, file-based or not.
-ALL_NAMES: tuple[str, ...] = ("synthetic", *DATASETS)
+ALL_NAMES: tuple[str, ...] = (*GENERATED_NAMES, *DATASETS)
 
 
 def split_sizes(spec: DataSpec) -> tuple[int, int]:
@@ -167,9 +169,9 @@ def get_spec(name: str) -> DataSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        if name == "synthetic":
+        if name in GENERATED_NAMES:
             raise ValueError(
-                "data set 'synthetic' is generated from a seed and has no files"
+                f"data set {name!r} is generated from a seed and has no files"
             ) from None
         raise ValueError(
             f"unknown data set {name!r}; allowed: {', '.join(ALL_NAMES)}"

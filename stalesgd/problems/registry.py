@@ -17,6 +17,7 @@ from stalesgd.data import DataShape, check_dataset
 from stalesgd.data.dataset import Dataset
 from stalesgd.data.real import REAL_OPTIONS
 from stalesgd.data.registry import ALL_NAMES
+from stalesgd.data.sparse import SPARSE_OPTIONS
 from stalesgd.data.synthetic import KIND_OPTIONS
 from stalesgd.problems._kernels import evaluate_chunks
 from stalesgd.problems.base import INIT_SCHEMES, Model, resolve_dtype
@@ -191,6 +192,8 @@ def _synthetic_defaults(model: str) -> dict[str, Any]:
 
 def _data_options(data: str, options: dict[str, Any]) -> tuple[str, ...]:
     """The options the data set takes (for a synthetic set: those of its ``kind``)."""
+    if data == "sparse":
+        return tuple(SPARSE_OPTIONS)
     if data != "synthetic":
         return REAL_OPTIONS
     return ("kind", *KIND_OPTIONS[choice(options["kind"], "kind", tuple(KIND_OPTIONS))])
