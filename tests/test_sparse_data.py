@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stalesgd.data import check_dataset, load_dataset
+from stalesgd.data import DataCorruptError, DataNotFoundError, check_dataset, load_dataset
 from stalesgd.data.cli import data_command
 from stalesgd.data.csr import CSRMatrix, csr_from_coo
+from stalesgd.data.svmlight import read_svmlight
 from stalesgd.validation import OptionError
 
 SMALL = {"n_train": 600, "n_test": 200, "n_features": 3000, "nnz": 30}
@@ -95,3 +96,88 @@ def test_data_command_knows_sparse_is_generated(capsys):
     assert data_command("verify", "sparse") == 0
     assert "generated from a seed" in capsys.readouterr().out
     assert data_command("path", "sparse") == 2
+
+
+# --- svmlight ---------------------------------------------------------------------------
+
+def write(tmp_path, text: str, name: str = "data.svm"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_svmlight_reads_one_based_files_with_pm1_labels(tmp_path):
+    path = write(tmp_path, "# a comment line\n"
+                           "+1 3:0.5 1:2 # entries in any order\n"
+                           "\n"
+                           "-1 qid:7 2:1e-1 4:0\n"
+                           "1\n")
+    X, y = read_svmlight(path)
+    np.testing.assert_array_equal(y, [1, 0, 1])
+    assert X.shape == (3, 3) and X.nnz == 3  # the explicit zero is dropped
+    np.testing.assert_array_equal(X.toarray(), [[2, 0, 0.5], [0, 0.1, 0], [0, 0, 0]])
+    X4, _ = read_svmlight(path, n_features=10, dtype=np.float32)
+    assert X4.shape == (3, 10) and X4.dtype == np.float32
+
+
+def test_svmlight_zero_based_and_class_labels(tmp_path):
+    path = write(tmp_path, "0 0:1 2:3\n2 1:1\n1 2:-1\n")
+    X, y = read_svmlight(path)  # index 0 present: read as 0-based
+    np.testing.assert_array_equal(y, [0, 2, 1])
+    np.testing.assert_array_equal(X.toarray(), [[1, 0, 3], [0, 1, 0], [0, 0, -1]])
+    X1, _ = read_svmlight(write(tmp_path, "1 1:1 3:2\n", "b.svm"), zero_based=True)
+    np.testing.assert_array_equal(X1.toarray(), [[0, 1, 0, 2]])
+    with pytest.raises(DataCorruptError, match="index 0 in a file read as 1-based"):
+        read_svmlight(path, zero_based=False)
+
+
+def test_svmlight_reads_gzip(tmp_path):
+    import gzip
+
+    path = tmp_path / "d.svm.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("-1 5:1\n+1 1:1\n")
+    X, y = read_svmlight(path)
+    assert X.shape == (2, 5) and list(y) == [0, 1]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("1 3:x\n", r"line 1: the value of index 3 'x' is not a number"),
+    ("+1 2:1\n1 a:1\n", r"line 2: 'a:1' is not INDEX:VALUE"),
+    ("1 2\n", r"'2' is not INDEX:VALUE"),
+    ("1 2:1 2:3\n", "index 2 appears twice"),
+    ("yes 1:1\n", "label 'yes' is not a number"),
+    ("1 1:nan\n", "is not finite"),
+    ("0.5 1:1\n", "label 0.5 is not allowed"),
+    ("-2 1:1\n", "label -2 of example 1 is not allowed"),
+    ("# nothing\n\n", "no examples"),
+])
+def test_svmlight_malformed_lines_say_where_and_what(tmp_path, text, message):
+    with pytest.raises(DataCorruptError, match=message):
+        read_svmlight(write(tmp_path, text))
+
+
+def test_svmlight_file_errors(tmp_path):
+    with pytest.raises(DataNotFoundError, match="does not exist"):
+        read_svmlight(tmp_path / "absent.svm")
+    with pytest.raises(DataCorruptError, match="beyond n_features = 2"):
+        read_svmlight(write(tmp_path, "1 3:1\n"), n_features=2)
+    (tmp_path / "bin.svm").write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(DataCorruptError, match="not a text file"):
+        read_svmlight(tmp_path / "bin.svm")
+    with pytest.raises(ValueError, match="zero_based"):
+        read_svmlight(tmp_path / "bin.svm", zero_based="yes")
+
+
+def test_svmlight_round_trip_of_the_sparse_set_matches_scikit_learn(tmp_path):
+    sklearn_io = pytest.importorskip("sklearn.datasets")
+    d = load_dataset("sparse", seed=2, n_train=50, n_test=5, n_features=400, nnz=12)
+    path = tmp_path / "rt.svm"
+    dense = d.X_train.toarray()
+    sklearn_io.dump_svmlight_file(dense, 2 * d.y_train - 1, path, zero_based=False)
+    X, y = read_svmlight(path, n_features=400)
+    np.testing.assert_array_equal(y, d.y_train)
+    np.testing.assert_allclose(X.toarray(), dense, rtol=1e-15)
+    Xs, ys = sklearn_io.load_svmlight_file(str(path), n_features=400)
+    np.testing.assert_array_equal(X.indptr, Xs.indptr)
+    np.testing.assert_array_equal(X.indices, Xs.indices)

@@ -130,6 +130,7 @@ def _classes(path: Path, labels: list[float]) -> np.ndarray:
         return (y > 0).astype(np.int64)
     bad = (y < 0) | (y != np.round(y))
     if bad.any():
-        raise DataCorruptError(f"{path}: label {y[bad][0]!r} is not allowed; labels are ±1 "
-                               "or non-negative integers (class numbers)")
+        first = int(np.flatnonzero(bad)[0])
+        raise DataCorruptError(f"{path}: label {y[first]:g} of example {first + 1} is not "
+                               "allowed; labels are ±1 or non-negative integers (class numbers)")
     return y.astype(np.int64)
