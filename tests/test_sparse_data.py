@@ -148,7 +148,7 @@ def test_svmlight_reads_gzip(tmp_path):
     ("1 2:1 2:3\n", "index 2 appears twice"),
     ("yes 1:1\n", "label 'yes' is not a number"),
     ("1 1:nan\n", "is not finite"),
-    ("0.5 1:1\n", "label 0.5 is not allowed"),
+    ("0.5 1:1\n", "label 0.5 of example 1 is not allowed"),
     ("-2 1:1\n", "label -2 of example 1 is not allowed"),
     ("# nothing\n\n", "no examples"),
 ])
