@@ -174,7 +174,7 @@ def test_svmlight_round_trip_of_the_sparse_set_matches_scikit_learn(tmp_path):
     d = load_dataset("sparse", seed=2, n_train=50, n_test=5, n_features=400, nnz=12)
     path = tmp_path / "rt.svm"
     dense = d.X_train.toarray()
-    sklearn_io.dump_svmlight_file(dense, 2 * d.y_train - 1, path, zero_based=False)
+    sklearn_io.dump_svmlight_file(dense, 2 * d.y_train - 1, str(path), zero_based=False)
     X, y = read_svmlight(path, n_features=400)
     np.testing.assert_array_equal(y, d.y_train)
     np.testing.assert_allclose(X.toarray(), dense, rtol=1e-15)
