@@ -18,6 +18,7 @@ from typing import Any
 
 from stalesgd.calibration import CalibrationError, check_compatible, load_calibration
 from stalesgd.data import check_files
+from stalesgd.data.registry import GENERATED_NAMES
 from stalesgd.experiment import ExperimentError, RunSpec
 from stalesgd.problems.registry import check_problem
 from stalesgd.validation import OptionError
@@ -90,7 +91,7 @@ def check_output_root(root: str | Path, name: str | None, key: str = "out") -> N
 
 
 def _file_based(spec: RunSpec) -> bool:
-    return spec.problem.data != "synthetic"
+    return spec.problem.data not in GENERATED_NAMES
 
 
 def check_data(runs: Iterable[RunSpec]) -> None:
