@@ -20,15 +20,15 @@ allocated for every worker up front).
 Collision rate.  ``writers[j]`` holds 1 + the index of the last update that wrote
 coordinate ``j`` (0: none yet).  When an update with read version t0 writes ``j``, the
 coordinate *collides* if ``writers[j] > t0`` (and is not the update's own stamp): an update
-whose index is ≥ t0, that is one
-claimed (Hogwild!) or applied (lock, Leashed-SGD) after this update's read, wrote it before
-this update did.  For lock this is exactly "written by another update between this update's
-read and its apply"; for Leashed-SGD the same up to a publisher whose stamps (written just
-after its compare-and-swap) are not yet visible; for Hogwild! updates claimed before the
-read but still being applied are not counted, and two workers stamping one coordinate at
-once may leave either stamp.  sync applies every update at τ = 0: none collides (the m
-gradients of a round are one update; ``S_WRITTEN`` counts their coordinates summed).  Each worker counts in ``stats[worker]``: ``[S_NNZ]`` the current gradient's
-coordinates (read by sync's worker 0), ``[S_WRITTEN]`` coordinates written,
+whose index is ≥ t0, that is one claimed (Hogwild!) or applied (lock, Leashed-SGD) after
+this update's read, wrote it before this update did.  For lock this is exactly "written by
+another update between this update's read and its apply"; for Leashed-SGD the same up to a
+publisher whose stamps (written just after its compare-and-swap) are not yet visible; for
+Hogwild! updates claimed before the read but still being applied are not counted, and two
+workers stamping one coordinate at once may leave either stamp.  sync applies every update
+at τ = 0: none collides (the m gradients of a round are one update; their coordinates are
+counted summed).  Each worker counts in ``stats[worker]``: ``[S_NNZ]`` the current
+gradient's coordinates (read by sync's worker 0), ``[S_WRITTEN]`` coordinates written,
 ``[S_COLLIDED]`` those that collided; the collision rate of a run is
 Σ collided / Σ written.
 """
@@ -44,9 +44,9 @@ from .atomics import atomic_add, atomic_cas, atomic_load, atomic_store
 from .clock import monotonic_now
 from .control import (
     C_ACTIVE,
+    C_DRAINED,
     C_DROPPED,
     C_DROPS_DRAINED,
-    C_DRAINED,
     C_FAILED,
     C_FAILED_AT_STOP,
     C_LATEST,
