@@ -25,6 +25,9 @@ def test_csr_matrix_checks_and_densifies():
     np.testing.assert_array_equal(tail.toarray(), X.toarray()[1:])
     with pytest.raises(ValueError, match="column indices"):
         CSRMatrix(X.indptr, np.array([1, 3, 4], dtype=np.int32), X.values, 4)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        CSRMatrix(X.indptr, np.array([3, 1, 0], dtype=np.int32), X.values, 4)
+    CSRMatrix(X.indptr, np.array([1, 3, 0], dtype=np.int32), X.values, 4)  # a new row: fine
     with pytest.raises(ValueError, match="int32"):
         CSRMatrix(X.indptr, X.indices.astype(np.int64), X.values, 4)
 

@@ -60,11 +60,12 @@ def test_gradient_matches_central_differences(loss, k, batch):
 
 @pytest.mark.parametrize(("loss", "k"), LOSSES)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_sparse_gradient_is_the_dense_one_on_its_support(loss, k, dtype):
+@pytest.mark.parametrize("batch", [1, 16])
+def test_sparse_gradient_is_the_dense_one_on_its_support(loss, k, dtype, batch):
     model, X, y, theta, _ = _case(loss, k, dtype)
-    ws = model.workspace(16)
+    ws = model.workspace(batch)
     for seed in range(5):  # repeated rows and shared (Zipf) features within a batch
-        idx = np.random.default_rng(seed).integers(0, 50, size=16).astype(np.int64)
+        idx = np.random.default_rng(seed).integers(0, 50, size=batch).astype(np.int64)
         f_dense, g = _grad(model, theta, X, y, idx)
         f, gidx, gval, ws = _sparse(model, theta, X, y, idx, ws)
         assert f == f_dense
@@ -156,6 +157,9 @@ def test_capacity_is_checked_and_labels_too():
     small = np.zeros(2, dtype=np.int64)
     with pytest.raises(IndexError, match="capacity"):
         model.sparse_grad_kernel(theta, X, y, idx, small, np.zeros(2), model.workspace(4),
+                                 model.dims)
+    with pytest.raises(IndexError, match="capacity"):  # one row: its own path
+        model.sparse_grad_kernel(theta, X, y, idx[:1], small, np.zeros(2), model.workspace(1),
                                  model.dims)
     bad = y.copy()
     bad[2] = 3

@@ -38,6 +38,11 @@ class CSRMatrix:
             raise ValueError("indptr must be non-decreasing")
         if int(self.n_cols) <= 0 or (j.size and (j.min() < 0 or j.max() >= self.n_cols)):
             raise ValueError(f"column indices must lie in [0, n_cols = {self.n_cols})")
+        increasing = np.diff(j) > 0
+        row_starts = p[1:-1]
+        increasing[row_starts[(row_starts > 0) & (row_starts < j.size)] - 1] = True
+        if not increasing.all():
+            raise ValueError("column indices must be strictly increasing within each row")
         object.__setattr__(self, "n_cols", int(self.n_cols))
 
     @property

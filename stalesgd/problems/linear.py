@@ -50,9 +50,16 @@ LOGISTIC, HINGE, SOFTMAX = 0, 1, 2
 @njit(nogil=True, inline="always")
 def _scores(theta, X, r, d, K, z):
     """z = x_r · W + b."""
+    start, stop = row_span(X, r)
+    if K == 1:  # (the score in a register, not stored back per entry)
+        s = theta[d]
+        for p in range(start, stop):
+            col, val = row_entry(X, r, p)
+            s += val * theta[col]
+        z[0] = s
+        return
     for k in range(K):
         z[k] = theta[d * K + k]
-    start, stop = row_span(X, r)
     for p in range(start, stop):
         col, val = row_entry(X, r, p)
         base = col * K
@@ -148,6 +155,34 @@ def _add(acc, gidx, cnt, c, g):
     return cnt
 
 
+@njit(nogil=True, inline="always")
+def _one_row_sparse_grad(theta, X, y, r, n, gidx, gval, z, d, K, loss):
+    """The sparse kernel for a minibatch of the one row ``r``: entries written directly."""
+    if r < 0 or r >= n:
+        raise IndexError("minibatch row index out of range")
+    lab = _label(y, r, K, loss)
+    _scores(theta, X, r, d, K, z)
+    f = _row_loss(z, lab, K, loss, 1.0)[0]
+    start, stop = row_span(X, r)
+    if (stop - start + 1) * K > gidx.shape[0]:
+        raise IndexError("sparse gradient capacity exceeded (see sparse_capacity)")
+    cnt = 0
+    for k in range(K):
+        if z[k] == 0:
+            continue
+        for p in range(start, stop):
+            col, val = row_entry(X, r, p)
+            g = val * z[k]
+            if g != 0:
+                gidx[cnt] = col * K + k
+                gval[cnt] = g
+                cnt += 1
+        gidx[cnt] = d * K + k
+        gval[cnt] = z[k]
+        cnt += 1
+    return f, cnt
+
+
 @njit(nogil=True, fastmath=False)
 def linear_sparse_grad_kernel(theta, X, y, idx, gidx, gval, ws, dims):
     """Mean loss of ``X[idx]`` and its gradient as distinct coordinates ``gidx[:nnz]`` with
@@ -158,6 +193,8 @@ def linear_sparse_grad_kernel(theta, X, y, idx, gidx, gval, ws, dims):
     z = ws[n_params : n_params + K]
     B = idx.shape[0]
     n = n_rows(X)
+    if B == 1:  # one row: its columns are distinct, so no accumulator is needed
+        return _one_row_sparse_grad(theta, X, y, idx[0], n, gidx, gval, z, d, K, loss)
     inv_b = 1.0 / B
     total = 0.0
     cnt = 0
