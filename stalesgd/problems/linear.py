@@ -113,6 +113,17 @@ def _row_loss(z, lab, K, loss, scale):
     return 0.0, right
 
 
+@njit(nogil=True, inline="always")
+def _row(theta, X, y, r, n, d, K, loss, z, scale):
+    """Row ``r``'s loss and whether it is predicted right, ``scale ·`` ∂loss/∂z left in
+    ``z`` (the row index and label checked)."""
+    if r < 0 or r >= n:
+        raise IndexError("minibatch row index out of range")
+    lab = _label(y, r, K, loss)
+    _scores(theta, X, r, d, K, z)
+    return _row_loss(z, lab, K, loss, scale)
+
+
 @njit(nogil=True, fastmath=False)
 def linear_grad_kernel(theta, X, y, idx, grad, ws, dims):
     """Mean loss of ``X[idx]`` and its dense gradient into ``grad`` (contract in base)."""
@@ -126,11 +137,7 @@ def linear_grad_kernel(theta, X, y, idx, grad, ws, dims):
     total = 0.0
     for i in range(B):
         r = idx[i]
-        if r < 0 or r >= n:
-            raise IndexError("minibatch row index out of range")
-        lab = _label(y, r, K, loss)
-        _scores(theta, X, r, d, K, z)
-        total += _row_loss(z, lab, K, loss, inv_b)[0]
+        total += _row(theta, X, y, r, n, d, K, loss, z, inv_b)[0]
         start, stop = row_span(X, r)
         for p in range(start, stop):
             col, val = row_entry(X, r, p)
@@ -158,11 +165,7 @@ def _add(acc, gidx, cnt, c, g):
 @njit(nogil=True, inline="always")
 def _one_row_sparse_grad(theta, X, y, r, n, gidx, gval, z, d, K, loss):
     """The sparse kernel for a minibatch of the one row ``r``: entries written directly."""
-    if r < 0 or r >= n:
-        raise IndexError("minibatch row index out of range")
-    lab = _label(y, r, K, loss)
-    _scores(theta, X, r, d, K, z)
-    f = _row_loss(z, lab, K, loss, 1.0)[0]
+    f = _row(theta, X, y, r, n, d, K, loss, z, 1.0)[0]
     start, stop = row_span(X, r)
     if (stop - start + 1) * K > gidx.shape[0]:
         raise IndexError("sparse gradient capacity exceeded (see sparse_capacity)")
@@ -200,11 +203,7 @@ def linear_sparse_grad_kernel(theta, X, y, idx, gidx, gval, ws, dims):
     cnt = 0
     for i in range(B):
         r = idx[i]
-        if r < 0 or r >= n:
-            raise IndexError("minibatch row index out of range")
-        lab = _label(y, r, K, loss)
-        _scores(theta, X, r, d, K, z)
-        total += _row_loss(z, lab, K, loss, inv_b)[0]
+        total += _row(theta, X, y, r, n, d, K, loss, z, inv_b)[0]
         start, stop = row_span(X, r)
         for p in range(start, stop):
             col, val = row_entry(X, r, p)
@@ -234,11 +233,7 @@ def linear_loss_kernel(theta, X, y, idx, ws, dims):
     correct = 0
     for i in range(idx.shape[0]):
         r = idx[i]
-        if r < 0 or r >= n:
-            raise IndexError("minibatch row index out of range")
-        lab = _label(y, r, K, loss)
-        _scores(theta, X, r, d, K, z)
-        li, right = _row_loss(z, lab, K, loss, 1.0)
+        li, right = _row(theta, X, y, r, n, d, K, loss, z, 1.0)
         total += li
         correct += right
     return total, correct
