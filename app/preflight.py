@@ -90,7 +90,8 @@ def check_output_root(root: str | Path, name: str | None, key: str = "out") -> N
 
 
 def _file_based(spec: RunSpec) -> bool:
-    """A data set found on the search path (the ``file`` set was read when it was checked)."""
+    """A data set found on the search path (the ``file`` set was read when it was checked;
+    generated sets have no files)."""
     return spec.problem.data in DATASETS
 
 

@@ -82,11 +82,12 @@ from .pool import pool_size
 from .record import DrainBuffer, close_record, new_ring, release_rows, ring_rows
 from .schedule import script_error
 from .snapshot import snapshot_function
+from .sparse_workers import S_COLLIDED, S_WRITTEN, STATS_WIDTH
 from .stream import RecordStream
 from .threads import compile_for
 
-__all__ = ["RING_ROWS", "RealRun", "final_params", "max_updates", "run_real",
-           "validate_real"]
+__all__ = ["RING_ROWS", "RealRun", "SparseBuffers", "final_params", "max_updates",
+           "run_real", "validate_real"]
 
 #: Rows of a run's update ring (64 bytes each, 32 MB): the record's memory whatever the
 #: run's length.  It holds about a second of the fastest runs' rows, so that the workers
@@ -135,8 +136,42 @@ def validate_real(spec: RunSpec) -> None:
 
 
 @dataclass
+class SparseBuffers:
+    """The sparse workers' gradient rows, statistics and coordinate stamps (see
+    :mod:`stalesgd.real.sparse_workers`), preallocated for the whole run."""
+
+    gidx: np.ndarray
+    gval: np.ndarray
+    stats: np.ndarray
+    writers: np.ndarray
+
+    @staticmethod
+    def allocate(workers: int, capacity: int, n_params: int, dtype: np.dtype) -> SparseBuffers:
+        """Rows of ``capacity`` coordinates per worker (padded to whole cache lines)."""
+        width = -(-capacity // 8) * 8
+        return SparseBuffers(gidx=np.zeros((workers, width), dtype=np.int64),
+                             gval=np.zeros((workers, width), dtype=dtype),
+                             stats=np.zeros((workers, STATS_WIDTH), dtype=np.int64),
+                             writers=np.zeros(n_params, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.gidx.nbytes + self.gval.nbytes + self.stats.nbytes
+                   + self.writers.nbytes)
+
+    def summary(self, applied: int) -> dict[str, Any]:
+        """The run record's sparse fields: coordinates written per update, collision rate."""
+        written = int(self.stats[:, S_WRITTEN].sum())
+        collided = int(self.stats[:, S_COLLIDED].sum())
+        return {"sparse": True,
+                "coords_per_update": written / applied if applied else math.nan,
+                "collision_rate": collided / written if written else math.nan}
+
+
+@dataclass
 class SharedState:
-    """The arrays a run's workers and monitor share (see :data:`~.workers.WORKER_ARGS`)."""
+    """The arrays a run's workers and monitor share (see :data:`~.workers.WORKER_ARGS`;
+    sparse problems: :data:`~.sparse_workers.SPARSE_WORKER_ARGS`)."""
 
     pool: np.ndarray
     refs: np.ndarray
@@ -145,6 +180,7 @@ class SharedState:
     tables: np.ndarray
     ring: np.ndarray
     drops: np.ndarray
+    sparse: SparseBuffers | None = None
 
     @property
     def theta(self) -> np.ndarray:
@@ -153,10 +189,11 @@ class SharedState:
 
     @staticmethod
     def allocate(alg: Algorithm, theta: np.ndarray, table: np.ndarray, workers: int,
-                 owned: bool, ring_rows: int) -> SharedState:
+                 owned: bool, ring_rows: int, sparse_capacity: int = 0) -> SharedState:
         """State for ``workers`` workers of ``alg`` starting from ``theta``: a pool of
         vectors if it is pooled (else θ alone), one gradient row per worker (empty rows
-        when the workers own their buffers), the step-size tables, and the record rings
+        when the workers own their buffers, or with ``sparse_capacity`` > 0 sparse rows of
+        that many coordinates instead), the step-size tables, and the record rings
         (a ring of dropped gradients if it can drop any)."""
         size = pool_size(workers) if alg.pooled else 1
         pool = np.zeros((size, theta.shape[0]), dtype=theta.dtype)
@@ -164,14 +201,17 @@ class SharedState:
         refs = np.zeros(size, dtype=np.int64)
         refs[0] = 1  # the publish reference of the initial vector (pooled runs)
         per_line = 64 // theta.dtype.itemsize  # gradient rows padded to whole cache lines
-        width = 0 if owned else -(-theta.shape[0] // per_line) * per_line
+        width = 0 if owned or sparse_capacity else -(-theta.shape[0] // per_line) * per_line
         tables = np.empty((2, table.shape[0]), dtype=np.float64)
         tables[:] = table
         drops = "persistence" in alg.options
         return SharedState(pool=pool, refs=refs,
                            grads=np.zeros((workers, width), dtype=theta.dtype),
                            ctrl=new_control(pooled=alg.pooled), tables=tables,
-                           ring=new_ring(ring_rows), drops=new_ring(ring_rows if drops else 1))
+                           ring=new_ring(ring_rows), drops=new_ring(ring_rows if drops else 1),
+                           sparse=SparseBuffers.allocate(workers, sparse_capacity,
+                                                         theta.shape[0], theta.dtype)
+                           if sparse_capacity else None)
 
 
 class RealRun:
@@ -194,9 +234,15 @@ class RealRun:
         p = spec.problem
         self.problem: Problem = problem if problem is not None else make_problem(
             p.name, dtype=p.dtype, **p.options)
-        # the algorithm's worker loop bound to the model's gradient kernel (cached on disk)
-        self.worker_function = specialise(alg.implementation("real"),
-                                          self.problem.model.grad_kernel)
+        # sparse problems: updates write only the coordinates their gradient touches (those
+        # loops take their two kernels as arguments); a dense problem's loop is bound to the
+        # model's gradient kernel (cached on disk)
+        self.sparse = self.problem.sparse
+        self.worker_function = (alg.implementation("real", sparse=True) if self.sparse else
+                                specialise(alg.implementation("real"),
+                                           self.problem.model.grad_kernel))
+        self.sparse_capacity = (self.problem.model.sparse_capacity(spec.problem.batch)
+                                if self.sparse else 0)
         self.m = spec.workers
         self.round_trip_ns = (math.nan, math.nan)  # measured by run() (m > 1)
         self.seeds = worker_seeds(spec.seed, self.m)
@@ -212,7 +258,8 @@ class RealRun:
         self.elastic = not (c.name == "static" and self.controller.level == self.m)
         self.schedule = None if schedule is None else np.asarray(schedule, dtype=np.int64)
         self.shared = SharedState.allocate(alg, theta, self.rule.table(self.tau_max), self.m,
-                                           owned=self.elastic,
+                                           owned=self.elastic and not self.sparse,
+                                           sparse_capacity=self.sparse_capacity,
                                            ring_rows=min(RING_ROWS, self.n_max))
         self.stream: RecordStream | None = None  # started by run()
         self.snapshot = np.empty_like(theta)
@@ -240,10 +287,22 @@ class RealRun:
         persistence = spec.algorithm.persistence
         persistence = -1 if math.isinf(persistence) else int(persistence)
         # a private copy of θ for algorithms that hold one besides their gradient; workers
-        # that own their buffers (elastic runs) allocate it themselves
-        copy_len = n_params if alg.buffers_per_worker > 1 and not self.elastic else 0
+        # that own their buffers (elastic dense runs) allocate it themselves
+        owns = self.elastic and not self.sparse
+        copy_len = n_params if alg.buffers_per_worker > 1 and not owns else 0
         calls = []
         for w in range(count):
+            if self.sparse:
+                sp = shared.sparse
+                args = (prob.model.sparse_grad_kernel, prob.model.support_copy_kernel, w,
+                        self.seeds[w], shared.pool, shared.refs,
+                        np.zeros(copy_len, dtype=prob.model.dtype), sp.gidx, sp.gval, sp.stats,
+                        sp.writers, d.inputs("train"), d.y_train,
+                        np.zeros(batch, dtype=np.int64), prob.workspace(batch),
+                        prob.model.dims, shared.ctrl, shared.tables, float(spec.stepsize.lr),
+                        n_max, persistence, new_timespec(), shared.ring, shared.drops, script)
+                calls.append((self.worker_function, args))
+                continue
             args = (w, self.seeds[w], shared.pool, shared.refs,
                     np.zeros(copy_len, dtype=prob.model.dtype), shared.grads,
                     d.inputs("train"), d.y_train, np.zeros(batch, dtype=np.int64),
@@ -260,6 +319,9 @@ class RealRun:
         sh = self.shared
         nbytes = sh.theta.nbytes
         high = int(sh.ctrl[C_HIGH_WATER]) if self.algorithm.pooled else None
+        if self.sparse:  # θ (or the pool), lock's copies, the snapshot, the sparse buffers
+            copies = self.m if self.algorithm.buffers_per_worker > 1 else 0
+            return nbytes * ((high if high is not None else 1) + copies + 1) + sh.sparse.nbytes
         if self.elastic:
             held = int(sh.ctrl[C_WORKER_BYTES_HIGH])
             return nbytes * (high if high is not None else 1) + held + self.snapshot.nbytes
@@ -269,7 +331,9 @@ class RealRun:
         """Compile every kernel for this run's exact types before any thread starts: the
         worker function runs once against throwaway state with a zero budget."""
         dummy = SharedState.allocate(self.algorithm, self.shared.theta.copy(),
-                                     self.shared.tables[0], 1, owned=self.elastic,
+                                     self.shared.tables[0], 1,
+                                     owned=self.elastic and not self.sparse,
+                                     sparse_capacity=self.sparse_capacity,
                                      ring_rows=1)
         dummy.ctrl[C_START] = 1  # past the start line at once
         script = None if self.schedule is None else self.schedule[:0]
@@ -511,6 +575,8 @@ class RealRun:
         )
         if "persistence" in alg.options:
             summary["persistence"] = float(spec.algorithm.persistence)
+        if sh.sparse is not None:
+            summary.update(sh.sparse.summary(n))
         if alg.pooled:
             high = int(sh.ctrl[C_HIGH_WATER])
             summary.update(

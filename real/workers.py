@@ -157,7 +157,7 @@ def wait_for_start(ctrl: np.ndarray) -> tuple[float, float]:
 
 
 @njit(nogil=True, inline="always")
-def _time_is_up(ctrl: np.ndarray, t: float, deadline: float) -> bool:
+def time_is_up(ctrl: np.ndarray, t: float, deadline: float) -> bool:
     """Whether ``t`` (seconds since the origin) is past the deadline; raises the stop flag
     if so."""
     if t < deadline:
@@ -180,14 +180,14 @@ def _count_buffer_bytes(ctrl: np.ndarray, nbytes: int) -> None:
 
 
 @njit(nogil=True, inline="always")
-def _draw_batch(batch_idx: np.ndarray, n_rows: int) -> None:
+def draw_batch(batch_idx: np.ndarray, n_rows: int) -> None:
     """Fill ``batch_idx`` with rows drawn uniformly with replacement."""
     for i in range(batch_idx.shape[0]):
         batch_idx[i] = np.random.randint(0, n_rows)
 
 
 @njit(nogil=True, inline="always")
-def _eta(tables: np.ndarray, ctrl: np.ndarray, lr: float, tau: int) -> float:
+def step_size(tables: np.ndarray, ctrl: np.ndarray, lr: float, tau: int) -> float:
     """η0 · s(τ) from the active table, τ beyond its end using the last entry."""
     row = atomic_load(ctrl, C_TABLE)
     last = tables.shape[1] - 1
@@ -195,7 +195,7 @@ def _eta(tables: np.ndarray, ctrl: np.ndarray, lr: float, tau: int) -> float:
 
 
 @njit(nogil=True, inline="always")
-def _flag_divergence(ctrl: np.ndarray) -> None:
+def flag_divergence(ctrl: np.ndarray) -> None:
     atomic_store(ctrl, C_DIVERGED, 1)
     atomic_store(ctrl, C_STOP, 1)
 
@@ -246,7 +246,7 @@ def lock_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx,
             continue
         if owned and grad.shape[0] == 0:
             local, grad = _allocate_buffers(ctrl, local, grad, n_params, True)
-        _draw_batch(batch_idx, n_rows)
+        draw_batch(batch_idx, n_rows)
         turn = gate(script, ctrl, worker, G_READ, turn)
         if not spin_lock_acquire_unless(ctrl, C_LOCK, C_STOP):
             break  # the run stopped while it waited
@@ -258,7 +258,7 @@ def lock_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx,
 
         loss = kernel(local, X, y, batch_idx, grad, ws, dims)
         if not np.isfinite(loss):
-            _flag_divergence(ctrl)
+            flag_divergence(ctrl)
             break
         if atomic_load(ctrl, C_STOP) != 0:  # the run ended while it computed
             break
@@ -272,14 +272,14 @@ def lock_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx,
             atomic_store(ctrl, C_STOP, 1)
             break
         tau = k - t0
-        eta = _eta(tables, ctrl, lr, tau)
+        eta = step_size(tables, ctrl, lr, tau)
         for j in range(n_params):
             theta[j] -= eta * grad[j]
         atomic_store(ctrl, C_VERSION, k + 1)
         t_apply = monotonic_now(timespec) - t_origin
         spin_lock_release(ctrl, C_LOCK)
         write_row(ring, ctrl, C_DRAINED, k, worker, t_read, t_apply, tau, eta, 1)
-        if _time_is_up(ctrl, t_apply, deadline):
+        if time_is_up(ctrl, t_apply, deadline):
             break
     end_turn(script, ctrl, turn)
 
@@ -309,13 +309,13 @@ def hogwild_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_i
             continue
         if owned and grad.shape[0] == 0:
             local, grad = _allocate_buffers(ctrl, local, grad, n_params, False)
-        _draw_batch(batch_idx, n_rows)
+        draw_batch(batch_idx, n_rows)
         turn = gate(script, ctrl, worker, G_READ, turn)
         t_read = monotonic_now(timespec) - t_origin
         t0 = atomic_load(ctrl, C_VERSION)
         loss = kernel(theta, X, y, batch_idx, grad, ws, dims)
         if not np.isfinite(loss):
-            _flag_divergence(ctrl)
+            flag_divergence(ctrl)
             break
         if atomic_load(ctrl, C_STOP) != 0:  # the run ended while it computed
             break
@@ -325,18 +325,18 @@ def hogwild_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_i
             atomic_store(ctrl, C_STOP, 1)
             break
         tau = k - t0
-        eta = _eta(tables, ctrl, lr, tau)
+        eta = step_size(tables, ctrl, lr, tau)
         for j in range(n_params):
             theta[j] -= eta * grad[j]
         t_apply = monotonic_now(timespec) - t_origin
         write_row(ring, ctrl, C_DRAINED, k, worker, t_read, t_apply, tau, eta, 1)
-        if _time_is_up(ctrl, t_apply, deadline):
+        if time_is_up(ctrl, t_apply, deadline):
             break
     end_turn(script, ctrl, turn)
 
 
 @njit(nogil=True, inline="always")
-def _barrier(ctrl: np.ndarray, n_workers: int) -> None:
+def barrier(ctrl: np.ndarray, n_workers: int) -> None:
     """Sense-reversing barrier on two control slots; spins, then yields."""
     gen = atomic_load(ctrl, C_BARRIER_GEN)
     arrived = atomic_add(ctrl, C_BARRIER_COUNT, 1) + 1
@@ -368,11 +368,11 @@ def sync_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx,
     grad = grads[worker, :n_params]
     while True:
         t_read = monotonic_now(timespec) - t_origin
-        _draw_batch(batch_idx, n_rows)
+        draw_batch(batch_idx, n_rows)
         loss = kernel(theta, X, y, batch_idx, grad, ws, dims)
         if not np.isfinite(loss):
-            _flag_divergence(ctrl)
-        _barrier(ctrl, n_workers)
+            flag_divergence(ctrl)
+        barrier(ctrl, n_workers)
         # Only worker 0 decides, between the two barriers, so that every worker leaves in
         # the same round (a stop raised by the monitor at any moment cannot split them).
         if worker == 0:
@@ -382,7 +382,7 @@ def sync_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx,
                 atomic_store(ctrl, C_STOP, 1)
             else:
                 spin_lock_acquire(ctrl, C_LOCK)
-                eta = _eta(tables, ctrl, lr, 0)
+                eta = step_size(tables, ctrl, lr, 0)
                 scale = eta / n_workers
                 for j in range(n_params):
                     acc = 0.0
@@ -393,8 +393,8 @@ def sync_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx,
                 spin_lock_release(ctrl, C_LOCK)
                 t_apply = monotonic_now(timespec) - t_origin
                 write_row(ring, ctrl, C_DRAINED, k, 0, t_read, t_apply, 0, eta, 1)
-                _time_is_up(ctrl, t_apply, deadline)  # the next round ends the run
-        _barrier(ctrl, n_workers)
+                time_is_up(ctrl, t_apply, deadline)  # the next round ends the run
+        barrier(ctrl, n_workers)
         if atomic_load(ctrl, C_SYNC_DONE) != 0:
             break
 
@@ -427,7 +427,7 @@ def leashed_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_i
             continue
         if owned and grad.shape[0] == 0:
             local, grad = _allocate_buffers(ctrl, local, grad, n_params, False)
-        _draw_batch(batch_idx, n_rows)
+        draw_batch(batch_idx, n_rows)
         turn = gate(script, ctrl, worker, G_READ, turn)
         t_read = monotonic_now(timespec) - t_origin
         p0 = acquire_latest(refs, ctrl, size)
@@ -436,7 +436,7 @@ def leashed_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_i
         loss = kernel(pool[b0], X, y, batch_idx, grad, ws, dims)
         release(refs, b0, ctrl)
         if not np.isfinite(loss):
-            _flag_divergence(ctrl)
+            flag_divergence(ctrl)
             break
         if atomic_load(ctrl, C_STOP) != 0:  # the run ended while it computed
             break
@@ -455,7 +455,7 @@ def leashed_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_i
                 done = True
                 break
             tau = t1 - t0
-            eta = _eta(tables, ctrl, lr, tau)
+            eta = step_size(tables, ctrl, lr, tau)
             turn = gate(script, ctrl, worker, G_CLAIM, turn)
             nb = claim(refs, ctrl, worker + b1)
             turn = gate(script, ctrl, worker, G_COPY, turn)
@@ -474,7 +474,7 @@ def leashed_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_i
                 atomic_add(ctrl, C_SUCCESS_TRIES, attempts)
                 write_row(ring, ctrl, C_DRAINED, t1, worker, t_read, t_apply, tau, eta,
                           attempts)
-                done = _time_is_up(ctrl, t_apply, deadline)
+                done = time_is_up(ctrl, t_apply, deadline)
                 break
             atomic_add(ctrl, C_FAILED, 1)
             release(refs, nb, ctrl)
@@ -483,6 +483,6 @@ def leashed_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_i
                 t_drop = monotonic_now(timespec) - t_origin
                 write_row(drops, ctrl, C_DROPS_DRAINED, d, worker, t_read, t_drop, tau, 0.0,
                           attempts)
-                done = _time_is_up(ctrl, t_drop, deadline)
+                done = time_is_up(ctrl, t_drop, deadline)
                 break
     end_turn(script, ctrl, turn)

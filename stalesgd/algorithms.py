@@ -92,6 +92,9 @@ class Algorithm:
     """Its real records time every worker's cycle, so they can calibrate the simulator."""
     implementations: Mapping[str, str] = field(default_factory=dict)
     """Engine name -> ``"module:function"`` that runs it there."""
+    sparse_implementations: Mapping[str, str] = field(default_factory=dict)
+    """Engine name -> the function that runs it on a sparse problem (updates that write
+    only the coordinates a gradient touches), where the engine has one."""
 
     def param_bytes(self, theta_nbytes: int, workers: int,
                     pool_high_water: int | None = None) -> int | None:
@@ -124,19 +127,23 @@ class Algorithm:
         update is logged as worker 0's)."""
         return int(workers) if self.asynchronous else 1
 
-    def implementation(self, engine: str) -> Callable[..., Any]:
-        """The function that runs this algorithm in ``engine`` (imported on first use)."""
+    def implementation(self, engine: str, sparse: bool = False) -> Callable[..., Any]:
+        """The function that runs this algorithm in ``engine`` (imported on first use);
+        with ``sparse``, the one for sparse problems."""
+        table = self.sparse_implementations if sparse else self.implementations
         try:
-            target = self.implementations[engine]
+            target = table[engine]
         except KeyError:
-            raise LookupError(f"algorithm {self.name!r} has no implementation in engine "
-                              f"{engine!r}; it runs in: {', '.join(self.implementations)}"
+            kind = "sparse " if sparse else ""
+            raise LookupError(f"algorithm {self.name!r} has no {kind}implementation in engine "
+                              f"{engine!r}; it runs in: {', '.join(table) or 'none'}"
                               ) from None
         module, _, attr = target.partition(":")
         return getattr(importlib.import_module(module), attr)
 
 
 _REAL = "stalesgd.real.workers"
+_REAL_SPARSE = "stalesgd.real.sparse_workers"
 _SIM = "stalesgd.sim.model"
 _PS = "stalesgd.real.ps.loops"
 
@@ -147,6 +154,7 @@ ALGORITHMS: Mapping[str, Algorithm] = MappingProxyType({a.name: a for a in (
         asynchronous=False, consistent=True, fixed_workers=1, buffers_per_worker=2,
         implementations={"real": f"{_REAL}:lock_worker", "sim": f"{_SIM}:hogwild_process",
                          "ray": f"{_PS}:lock_loop"},
+        sparse_implementations={"real": f"{_REAL_SPARSE}:lock_sparse_worker"},
     ),
     Algorithm(
         name="sync", title="synchronous SGD (barrier, mean gradient)",
@@ -155,6 +163,7 @@ ALGORITHMS: Mapping[str, Algorithm] = MappingProxyType({a.name: a for a in (
         asynchronous=False, consistent=True, buffers_per_worker=1, calibratable=False,
         implementations={"real": f"{_REAL}:sync_worker", "sim": f"{_SIM}:sync_process",
                          "ray": f"{_PS}:sync_loop"},
+        sparse_implementations={"real": f"{_REAL_SPARSE}:sync_sparse_worker"},
     ),
     Algorithm(
         name="lock", title="AsyncSGD with one lock",
@@ -163,6 +172,7 @@ ALGORITHMS: Mapping[str, Algorithm] = MappingProxyType({a.name: a for a in (
         asynchronous=True, consistent=True, buffers_per_worker=2,
         implementations={"real": f"{_REAL}:lock_worker", "sim": f"{_SIM}:lock_process",
                          "ray": f"{_PS}:lock_loop"},
+        sparse_implementations={"real": f"{_REAL_SPARSE}:lock_sparse_worker"},
     ),
     Algorithm(
         name="hogwild", title="Hogwild! (no lock, θ read and written in place)",
@@ -172,6 +182,7 @@ ALGORITHMS: Mapping[str, Algorithm] = MappingProxyType({a.name: a for a in (
         cycle=CycleCosts(once=("update", "cas")),
         implementations={"real": f"{_REAL}:hogwild_worker", "sim": f"{_SIM}:hogwild_process",
                          "ray": f"{_PS}:hogwild_loop"},
+        sparse_implementations={"real": f"{_REAL_SPARSE}:hogwild_sparse_worker"},
     ),
     Algorithm(
         name="leashed", title="Leashed-SGD (lock-free, consistent, pooled vectors)",
@@ -182,6 +193,7 @@ ALGORITHMS: Mapping[str, Algorithm] = MappingProxyType({a.name: a for a in (
         cycle=CycleCosts(once=("cas",), per_attempt=("read", "update", "cas")),
         implementations={"real": f"{_REAL}:leashed_worker", "sim": f"{_SIM}:leashed_process",
                          "ray": f"{_PS}:leashed_loop"},
+        sparse_implementations={"real": f"{_REAL_SPARSE}:leashed_sparse_worker"},
     ),
 )})
 

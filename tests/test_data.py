@@ -160,7 +160,7 @@ def test_synthetic_images_normalisation_and_learnability():
 @pytest.mark.parametrize(
     ("args", "kwargs", "needle"),
     [
-        (("imagenet",), {}, "allowed: synthetic, mnist, fashion-mnist, cifar10"),
+        (("imagenet",), {}, "allowed: synthetic, sparse, mnist, fashion-mnist, cifar10"),
         (("synthetic",), {"kind": "tabular"}, "allowed: regression, classification, images"),
         (("synthetic",), {"kind": "regression", "n_classes": 3},
          "n_classes = 3 is an unknown option; allowed: options of synthetic kind "

@@ -24,6 +24,7 @@ from .files import clear_verdicts
 from .real import check_files, load_real
 from .registry import ALL_NAMES, DATASETS, FILE_SET
 from .shape import DataShape, check_dataset, check_dtype
+from .sparse import make_sparse
 from .synthetic import make_synthetic
 from .userfile import FILE_SUFFIXES, file_identity, load_file_set
 
@@ -69,6 +70,9 @@ def load_dataset(name: str, *, dtype: Any = "float64",
     ``n_features``, ``n_classes``, ``separation``, ``noise``, ``cond``,
     ``bias``, ``input_shape``, ``normalize``); ``seed`` fixes the draw.
 
+    ``"sparse"``: text-like CSR data (:mod:`stalesgd.data.sparse`), options ``n_train``,
+    ``n_test``, ``n_features``, ``nnz``, ``n_classes``, ``noise``, ``zipf``.
+
     File-based options: ``n_train``/``n_test`` (keep the first rows),
     ``normalize`` = ``"standard"`` (default; [0,1] then per-channel training
     mean/std) or ``"unit"`` ([0,1] only), ``verify`` (default True);
@@ -87,4 +91,6 @@ def load_dataset(name: str, *, dtype: Any = "float64",
         return make_synthetic(kind, seed=int(seed), dtype=dt, **checked)
     if name == FILE_SET:
         return load_file_set(dtype=dt, seed=int(seed), **checked)
+    if name == "sparse":
+        return make_sparse(seed=int(seed), dtype=dt, **checked)
     return load_real(name, dtype=dt, data_dir=data_dir, **checked)

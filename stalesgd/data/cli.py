@@ -14,7 +14,7 @@ from typing import TextIO
 from .errors import DataError, DataNotFoundError
 from .files import FileCheck, check_file
 from .paths import Location, candidate_folders, find_in_folder, locate, search_roots
-from .registry import DATASETS, FILE_SET, NAMED_SETS, DataSpec
+from .registry import DATASETS, FILE_SET, GENERATED_NAMES, NAMED_SETS, DataSpec
 
 ACTIONS = ("list", "verify", "path", "download")
 
@@ -46,7 +46,8 @@ def _summary(checks: list[FileCheck]) -> str:
 
 def _list(data_dir: str | None, out: TextIO) -> int:
     print(f"{'NAME':<15}{'STATUS':<22}WHERE", file=out)
-    print(f"{'synthetic':<15}{'generated':<22}no files (seeded generators)", file=out)
+    for name in GENERATED_NAMES:
+        print(f"{name:<15}{'generated':<22}no files (seeded generator)", file=out)
     for name, spec in DATASETS.items():
         try:
             loc = locate(spec, data_dir)
@@ -139,11 +140,11 @@ def data_command(action: str, name: str | None = None, data_dir: str | None = No
         return 2
     if action == "list":
         return _list(data_dir, out)
-    if name == "synthetic":
+    if name in GENERATED_NAMES:
         if action == "verify":
-            print("synthetic: generated from a seed, no files to verify", file=out)
+            print(f"{name}: generated from a seed, no files to verify", file=out)
             return 0
-        print("error: data set 'synthetic' is generated from a seed and has no files",
+        print(f"error: data set {name!r} is generated from a seed and has no files",
               file=err)
         return 2
     if action == "verify":

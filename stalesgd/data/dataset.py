@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from .csr import CSRMatrix
+
 SPLITS = ("train", "test")
 
 
@@ -14,7 +16,7 @@ SPLITS = ("train", "test")
 class Dataset:
     """Train and test examples ready for the kernels.
 
-    Two storage forms:
+    Three storage forms:
 
     * dense (``pixel_coef is None``): ``X_*`` are 2-D, C-contiguous arrays of
       the requested float dtype;
@@ -25,7 +27,9 @@ class Dataset:
       dtype after each operation.  That is exactly the normalisation a dense
       float copy would hold (``transforms.pixels_to_inputs``), in a quarter
       (float32) or an eighth (float64) of the memory: MNIST's training set
-      takes 47 MB instead of 188.
+      takes 47 MB instead of 188;
+    * sparse (``X_*`` are :class:`~stalesgd.data.csr.CSRMatrix`): memory proportional to
+      the non-zeros; kernels take ``(indptr, indices, values, n_cols)``.
 
     Kernels take :meth:`inputs` (either form; ``stalesgd.problems._kernels``
     reads both); code that wants float rows asks :meth:`features`.  Images are
@@ -37,9 +41,9 @@ class Dataset:
     """
 
     name: str
-    X_train: np.ndarray
+    X_train: np.ndarray | CSRMatrix
     y_train: np.ndarray
-    X_test: np.ndarray
+    X_test: np.ndarray | CSRMatrix
     y_test: np.ndarray
     n_classes: int
     input_shape: tuple[int, ...]
@@ -68,6 +72,19 @@ class Dataset:
         return self.pixel_coef is not None
 
     @property
+    def sparse(self) -> bool:
+        """True when ``X_*`` are :class:`~stalesgd.data.csr.CSRMatrix`."""
+        return isinstance(self.X_train, CSRMatrix)
+
+    @property
+    def max_row_nnz(self) -> int:
+        """The most non-zeros any example holds (training and test): every feature for a
+        dense set."""
+        if not self.sparse:
+            return self.n_features
+        return max(self.X_train.max_row_nnz, self.X_test.max_row_nnz)
+
+    @property
     def dtype(self) -> np.dtype:
         """The float dtype of the model inputs."""
         return (self.X_train if self.pixel_coef is None else self.pixel_coef).dtype
@@ -84,19 +101,24 @@ class Dataset:
     def n_test(self) -> int:
         return int(self.X_test.shape[0])
 
-    def inputs(self, split: str) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """The ``split``'s examples in the form kernels take: the dense array, or
-        ``(pixels, pixel_coef)`` for packed images."""
+    def inputs(self, split: str) -> np.ndarray | tuple:
+        """The ``split``'s examples in the form kernels take: the dense array,
+        ``(pixels, pixel_coef)`` for packed images, ``(indptr, indices, values, n_cols)``
+        for sparse sets."""
         X = self._split(split)
+        if isinstance(X, CSRMatrix):
+            return X.kernel_inputs()
         return X if self.pixel_coef is None else (X, self.pixel_coef)
 
     def features(self, split: str, rows: Any = None) -> np.ndarray:
         """Float model inputs of ``split`` (all rows, or ``rows``: an index or slice).
 
-        Dense sets return the stored array (or its rows); packed sets decode a new
-        float array, so ask for the rows you need.
+        Dense sets return the stored array (or its rows); packed and sparse sets decode a
+        new float array, so ask for the rows you need.
         """
         X = self._split(split)
+        if isinstance(X, CSRMatrix):
+            return X.toarray(rows)
         if rows is not None:
             X = X[rows]
         coef = self.pixel_coef

@@ -148,10 +148,12 @@ DATASETS: dict[str, DataSpec] = {
     ),
 }
 
+#: The data sets generated from a seed (no files): dense ``synthetic`` and text-like ``sparse``.
+GENERATED_NAMES: tuple[str, ...] = ("synthetic", "sparse")
 #: The data set read from a file the user names (:mod:`stalesgd.data.userfile`).
 FILE_SET = "file"
 #: The data sets known by their name alone (``stalesgd data`` lists and verifies them).
-NAMED_SETS: tuple[str, ...] = ("synthetic", *DATASETS)
+NAMED_SETS: tuple[str, ...] = (*GENERATED_NAMES, *DATASETS)
 #: Every name :func:`stalesgd.data.load_dataset` accepts.
 ALL_NAMES: tuple[str, ...] = (*NAMED_SETS, FILE_SET)
 
@@ -171,9 +173,9 @@ def get_spec(name: str) -> DataSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        if name == "synthetic":
+        if name in GENERATED_NAMES:
             raise ValueError(
-                "data set 'synthetic' is generated from a seed and has no files"
+                f"data set {name!r} is generated from a seed and has no files"
             ) from None
         raise ValueError(
             f"unknown data set {name!r}; allowed: {', '.join(NAMED_SETS)}"

@@ -20,7 +20,8 @@ from stalesgd.seeds import MAX_SEED
 from stalesgd.validation import OptionError, choice, flag, integer, known_keys
 
 from .real import REAL_OPTIONS
-from .registry import ALL_NAMES, DATASETS, FILE_SET, split_sizes
+from .registry import ALL_NAMES, DATASETS, FILE_SET, GENERATED_NAMES, split_sizes
+from .sparse import resolve_sparse_options
 from .synthetic import resolve_options
 from .transforms import check_count, check_normalize
 from .userfile import check_file_set
@@ -41,6 +42,8 @@ class DataShape:
     n_classes: int
     input_shape: tuple[int, ...]
     packed: bool
+    nnz_per_row: int | None = None
+    """Sparse sets: the most entries a row holds (their memory is proportional to it)."""
 
     @property
     def n_features(self) -> int:
@@ -49,8 +52,11 @@ class DataShape:
 
     def nbytes(self, dtype: Any) -> int:
         """Bytes the loaded inputs take in memory (uint8 pixels, or floats of ``dtype``)."""
+        rows = self.n_train + self.n_test
+        if self.nnz_per_row is not None:  # CSR: int32 column and a float value per entry
+            return rows * (self.nnz_per_row * (4 + np.dtype(dtype).itemsize) + 8)
         per_value = 1 if self.packed else np.dtype(dtype).itemsize
-        return (self.n_train + self.n_test) * self.n_features * per_value
+        return rows * self.n_features * per_value
 
 
 def check_dtype(dtype: Any) -> np.dtype:
@@ -67,8 +73,8 @@ def check_dtype(dtype: Any) -> np.dtype:
 def _check_data_dir(name: str, data_dir: Any) -> None:
     if data_dir is None:
         return
-    if name == "synthetic":
-        raise OptionError("data_dir", data_dir, "no data_dir: synthetic data needs no files")
+    if name in GENERATED_NAMES:
+        raise OptionError("data_dir", data_dir, f"no data_dir: {name} data needs no files")
     if not isinstance(data_dir, str | os.PathLike) or not str(data_dir):
         raise OptionError("data_dir", data_dir, "a folder (a non-empty path)")
 
@@ -99,6 +105,11 @@ def check_dataset(name: Any, *, dtype: Any = "float64", data_dir: Any = None, se
                           checked["input_shape"] if images else (checked["n_features"],),
                           packed=images)
         return shape, {"kind": kind, **checked}
+    if name == "sparse":
+        checked = resolve_sparse_options(dict(options))
+        shape = DataShape(name, checked["n_train"], checked["n_test"], checked["n_classes"],
+                          (checked["n_features"],), packed=False, nnz_per_row=checked["nnz"])
+        return shape, checked
     spec = DATASETS[name]
     known_keys(options, "", REAL_OPTIONS, f"options of data set {name!r}")
     n_train, n_test = split_sizes(spec)

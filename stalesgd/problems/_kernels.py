@@ -32,30 +32,64 @@ def _scalar_like_impl(x, arr):
     return impl
 
 
-# --- inputs: a float array, or packed images (uint8 pixels, per-channel lookup table) ---
+# --- inputs: a float array, packed images (uint8 pixels, per-channel lookup table), or CSR ---
 #
-# Kernels take their inputs ``X`` in either of two forms (see ``Dataset.inputs``):
-# a 2-D float array, or the tuple ``(pixels, coef)`` of uint8 pixels ``(n, C*H*W)`` and
+# Kernels take their inputs ``X`` in one of three forms (see ``Dataset.inputs``):
+# a 2-D float array; the CSR tuple ``(indptr, indices, values, n_cols)`` of a sparse set
+# (``stalesgd.data.csr``); or the tuple ``(pixels, coef)`` of uint8 pixels ``(n, C*H*W)`` and
 # ``(C, 3)`` float rows ``(scale, shift, factor)``: the input of pixel ``p`` in channel ``c``
 # is ``(p·scale − shift)·factor`` -- the operations (and roundings) of the dense
 # normalisation, so the same inputs bit for bit in 4 (float32) or 8 (float64) times less
 # memory, and a faster gather (a quarter of the bytes per row; the arithmetic vectorises).
-# The helpers below hide the difference; they are resolved at compile time.
+# The helpers below hide the difference; they are resolved at compile time.  ``copy_row``
+# writes a whole row (dense models); ``row_span`` and ``row_entry`` walk a row's stored
+# entries (every column of a dense row, the non-zeros of a sparse one), for the linear
+# models of ``stalesgd.problems.linear``.
+
+CSR_LEN = 4  # length of the CSR input tuple
+
+
+def _is_csr(X):
+    return isinstance(X, tuple) and len(X) == CSR_LEN
 
 
 def n_rows(X):  # pragma: no cover - replaced by the overload in jitted code
-    """Number of examples in kernel inputs ``X`` (either form)."""
+    """Number of examples in kernel inputs ``X`` (any form)."""
+    if _is_csr(X):
+        return X[0].shape[0] - 1
     return X[0].shape[0] if isinstance(X, tuple) else X.shape[0]
 
 
 def n_cols(X):  # pragma: no cover - replaced by the overload in jitted code
-    """Number of features per example in kernel inputs ``X`` (either form)."""
+    """Number of features per example in kernel inputs ``X`` (any form)."""
+    if _is_csr(X):
+        return X[3]
     return X[0].shape[1] if isinstance(X, tuple) else X.shape[1]
+
+
+def row_span(X, r):  # pragma: no cover - replaced by the overload in jitted code
+    """``(start, stop)``: the positions of example ``r``'s stored entries, for ``row_entry``."""
+    if _is_csr(X):
+        return X[0][r], X[0][r + 1]
+    return 0, n_cols(X)
+
+
+def row_entry(X, r, p):  # pragma: no cover - replaced by the overload in jitted code
+    """``(column, value)`` of the stored entry at position ``p`` of example ``r``."""
+    if _is_csr(X):
+        return X[1][p], X[2][p]
+    out = np.empty(n_cols(X), dtype=X[1].dtype if isinstance(X, tuple) else X.dtype)
+    copy_row(X, r, out)
+    return p, out[p]
 
 
 def copy_row(X, r, out):  # pragma: no cover - replaced by the overload in jitted code
     """Write example ``r`` of ``X`` as floats into the 1-D array ``out``."""
-    if isinstance(X, tuple):
+    if _is_csr(X):
+        out[:] = 0
+        a, b = X[0][r], X[0][r + 1]
+        out[X[1][a:b]] = X[2][a:b]
+    elif isinstance(X, tuple):
         pix, coef = X
         per = pix[r].reshape(coef.shape[0], -1)
         v = np.multiply(per, coef[:, 0, None], dtype=coef.dtype)
@@ -64,8 +98,14 @@ def copy_row(X, r, out):  # pragma: no cover - replaced by the overload in jitte
         out[:] = X[r]
 
 
+def _csr_type(X):
+    return isinstance(X, types.BaseTuple) and len(X) == CSR_LEN
+
+
 @overload(n_rows, inline="always")
 def _n_rows_impl(X):
+    if _csr_type(X):
+        return lambda X: X[0].shape[0] - 1
     if isinstance(X, types.BaseTuple):
         return lambda X: X[0].shape[0]
     return lambda X: X.shape[0]
@@ -73,13 +113,47 @@ def _n_rows_impl(X):
 
 @overload(n_cols, inline="always")
 def _n_cols_impl(X):
+    if _csr_type(X):
+        return lambda X: X[3]
     if isinstance(X, types.BaseTuple):
         return lambda X: X[0].shape[1]
     return lambda X: X.shape[1]
 
 
+@overload(row_span, inline="always")
+def _row_span_impl(X, r):
+    if _csr_type(X):
+        return lambda X, r: (X[0][r], X[0][r + 1])
+    if isinstance(X, types.BaseTuple):
+        return lambda X, r: (0, X[0].shape[1])
+    return lambda X, r: (0, X.shape[1])
+
+
+@overload(row_entry, inline="always")
+def _row_entry_impl(X, r, p):
+    if _csr_type(X):
+        return lambda X, r, p: (X[1][p], X[2][p])
+    if isinstance(X, types.BaseTuple):
+        ft = X.types[1].dtype
+
+        def packed(X, r, p):
+            pix, coef = X
+            c = p // (pix.shape[1] // coef.shape[0])
+            return p, (ft(pix[r, p]) * coef[c, 0] - coef[c, 1]) * coef[c, 2]
+        return packed
+    return lambda X, r, p: (p, X[r, p])
+
+
 @overload(copy_row)
 def _copy_row_impl(X, r, out):
+    if _csr_type(X):
+        def csr(X, r, out):
+            indptr, indices, values, _ = X
+            out[:] = 0
+            for p in range(indptr[r], indptr[r + 1]):
+                out[indices[p]] = values[p]
+        return csr
+
     if isinstance(X, types.BaseTuple):
         ft = X.types[1].dtype  # the float type of the coefficients (and of the inputs)
 

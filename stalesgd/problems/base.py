@@ -18,10 +18,26 @@ Numba kernels with one fixed calling convention, from inside their own
     ``X[idx]``, for evaluation; same rules.
 
 ``X`` is what ``Dataset.inputs`` gives: a 2-D, C-contiguous array of the
-parameter dtype (images flattened), or packed images ``(uint8 pixels, table)``
-read through ``stalesgd.problems._kernels`` (``gather_rows``, ``copy_row``);
+parameter dtype (images flattened), packed images ``(uint8 pixels, table)``, or the
+CSR rows ``(indptr, indices, values, n_cols)`` of a sparse set, read through
+``stalesgd.problems._kernels`` (``gather_rows``, ``copy_row``, ``row_span``/``row_entry``);
 ``y`` is int64 class labels for classifiers and the parameter dtype for
 regression.  ``idx`` is an int64 array of row indices.
+
+The *sparse gradient contract*, offered by models whose gradients touch few coordinates
+(``sparse_grad_kernel`` is not None; the linear models of ``stalesgd.problems.linear``),
+lets an engine apply an update without densifying it:
+
+``loss, nnz = sparse_grad_kernel(theta, X, y, idx, gidx, gval, ws, dims)``
+    The same loss as ``grad_kernel``; the gradient's non-zero coordinates written as
+    distinct int64 indices ``gidx[:nnz]`` with their values ``gval[:nnz]`` (parameter
+    dtype); ``gidx``/``gval`` hold ``model.sparse_capacity(len(idx))`` elements,
+    preallocated once.  ``ws`` must be all zeros on the first call (``model.workspace``
+    is); the kernel leaves it so.
+
+``copied = support_copy_kernel(src, dst, X, idx, dims)``
+    Copy into ``dst`` every coordinate of ``src`` that a gradient at rows ``idx`` reads, so
+    that a worker holding a private copy of θ need only refresh those before computing.
 
 Models kept outside the package obey the same contract; they are registered or installed
 as plug-ins (:mod:`stalesgd.problems.plugins`), checked against it before they run, and
@@ -77,6 +93,20 @@ class Model(ABC):
     @abstractmethod
     def loss_kernel(self) -> Any:
         """The Numba ``loss_kernel`` of this model (see the module docstring)."""
+
+    @property
+    def sparse_grad_kernel(self) -> Any:
+        """The Numba ``sparse_grad_kernel`` (see the module docstring), or None."""
+        return None
+
+    @property
+    def support_copy_kernel(self) -> Any:
+        """The Numba ``support_copy_kernel`` of the sparse contract, or None."""
+        return None
+
+    def sparse_capacity(self, batch: int) -> int:
+        """Elements of ``gidx``/``gval`` a sparse gradient of ``batch`` rows needs."""
+        raise NotImplementedError(f"model {self.name!r} has no sparse gradient")
 
     @abstractmethod
     def workspace_size(self, batch: int) -> int:

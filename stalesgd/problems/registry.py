@@ -23,6 +23,7 @@ from stalesgd.data import DataShape, check_dataset
 from stalesgd.data.dataset import Dataset
 from stalesgd.data.real import REAL_OPTIONS
 from stalesgd.data.registry import ALL_NAMES, FILE_SET
+from stalesgd.data.sparse import SPARSE_OPTIONS
 from stalesgd.data.synthetic import KIND_OPTIONS
 from stalesgd.data.userfile import FILE_OPTIONS
 from stalesgd.jitcache import specialise
@@ -41,7 +42,7 @@ from stalesgd.problems.plugins import (
 )
 from stalesgd.validation import OptionError, choice, flag, known_keys
 
-MODELS: tuple[str, ...] = ("linreg", "logreg", "softmax", "mlp", "lenet")
+MODELS: tuple[str, ...] = ("linreg", "logreg", "softmax", "svm", "mlp", "lenet")
 #: the data sets a problem may name (those of :mod:`stalesgd.data`)
 DATASETS: tuple[str, ...] = ALL_NAMES
 #: Options each model consumes; every other option goes to the data loader.
@@ -49,6 +50,7 @@ MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
     "linreg": (),
     "logreg": (),
     "softmax": (),
+    "svm": (),
     "mlp": ("hidden",),
     "lenet": ("fc84",),
 }
@@ -146,6 +148,12 @@ class Problem:
     model: Model
     dataset: Dataset
     init: str = "default"
+
+    @property
+    def sparse(self) -> bool:
+        """Sparse inputs and a model with the sparse gradient contract (engines then apply
+        only the coordinates an update touches)."""
+        return self.dataset.sparse and self.model.sparse_grad_kernel is not None
 
     # --- convenience wrappers (Python level; engines call the kernels directly) ---
 
@@ -273,7 +281,7 @@ def _synthetic_defaults(model: str) -> dict[str, Any]:
         return dict(_TASK_SYNTHETIC[plugin.task])
     if model == "linreg":
         return {"kind": "regression"}
-    if model == "logreg":
+    if model in ("logreg", "svm"):
         return {"kind": "classification", "n_classes": 2}
     if model == "lenet":
         return {"kind": "images"}
@@ -291,6 +299,8 @@ def _data_options(data: str, options: dict[str, Any]) -> tuple[str, ...]:
     """The options the data set takes (for a synthetic set: those of its ``kind``)."""
     if data == FILE_SET:
         return FILE_OPTIONS
+    if data == "sparse":
+        return tuple(SPARSE_OPTIONS)
     if data != "synthetic":
         return REAL_OPTIONS
     return ("kind", *KIND_OPTIONS[choice(options["kind"], "kind", tuple(KIND_OPTIONS))])
@@ -306,8 +316,8 @@ def _check_fit(model: str, name: str, data: DataShape) -> None:
         why = f"linreg needs a regression data set; {data.name!r} has classes"
     elif model != "linreg" and data.n_classes < 2:
         why = f"{model} needs a classification data set; {data.name!r} is regression"
-    elif model == "logreg" and data.n_classes != 2:
-        why = f"logreg needs 2 classes; data set {data.name!r} has {data.n_classes}"
+    elif model in ("logreg", "svm") and data.n_classes != 2:
+        why = f"{model} needs 2 classes; data set {data.name!r} has {data.n_classes}"
     elif model == "lenet":
         from stalesgd.problems.lenet import ALLOWED_INPUT_SHAPES, N_CLASSES
 
@@ -349,10 +359,19 @@ def _build_plugin(model: str, plugin: ModelPlugin, data: DataShape | Dataset, dt
 
 def _build_model(model: str, data: DataShape | Dataset, dtype: np.dtype,
                  opts: dict[str, Any]) -> Model:
-    """The model for data of ``data``'s shape (a :class:`DataShape` or the loaded set)."""
+    """The model for data of ``data``'s shape (a :class:`DataShape` or the loaded set).
+
+    ``svm``, and ``logreg``/``softmax`` on a sparse set, are the linear models that read
+    rows entry by entry (:mod:`stalesgd.problems.linear`)."""
     plugin = _plugin(model)
     if plugin is not None:
         return _build_plugin(model, plugin, data, dtype, opts)
+    row_nnz = _sparse_row_nnz(data)
+    if model == "svm" or (row_nnz is not None and model in ("logreg", "softmax")):
+        from stalesgd.problems.linear import LinearClassifier
+
+        return LinearClassifier(loss=model, n_features=data.n_features,
+                                n_classes=data.n_classes, max_row_nnz=row_nnz, dtype=dtype)
     if model == "linreg":
         from stalesgd.problems.linreg import LinearRegression
 
@@ -374,6 +393,14 @@ def _build_model(model: str, data: DataShape | Dataset, dtype: np.dtype,
     from stalesgd.problems.lenet import LeNet5
 
     return LeNet5(input_shape=tuple(data.input_shape), fc84=opts.get("fc84", True), dtype=dtype)
+
+
+def _sparse_row_nnz(data: DataShape | Dataset) -> int | None:
+    """The most non-zeros of a row of a sparse data set (a bound before it is loaded);
+    None for a dense one."""
+    if isinstance(data, Dataset):
+        return data.max_row_nnz if data.sparse else None
+    return data.nnz_per_row
 
 
 @dataclass(frozen=True)

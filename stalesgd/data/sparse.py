@@ -1,0 +1,90 @@
+"""A seeded synthetic sparse data set shaped like bag-of-words text (name ``sparse``).
+
+Like a tokenised corpus: ``n_features`` terms whose frequencies follow a Zipf law
+(term of rank ``r`` drawn with probability ∝ ``1/r^zipf``; the ranks are scattered over the
+feature numbers by a random permutation, as a vocabulary's ids are), ``nnz`` term draws per
+document (repeats merge, so a row holds a few fewer entries, and a repeated term a larger
+count), values ``(1 + log count)·idf`` normalised to unit length per row (tf-idf, as RCV1's
+rows).  Labels come from a planted linear separator ``W_true`` (one N(0, 1) column per
+class): the class of the largest score ``x·W_true[:, k]``; each label is then replaced by a
+uniformly drawn class with probability ``noise``.  Everything is drawn with
+``numpy.random.default_rng(seed)``, so the same seed gives the same data bit for bit.
+Stored as :class:`~stalesgd.data.csr.CSRMatrix` (memory proportional to the non-zeros).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from stalesgd.validation import OptionError, integer, known_keys, number
+
+from .csr import csr_from_coo
+from .dataset import Dataset
+
+#: Allowed options and defaults of the sparse set.
+SPARSE_OPTIONS: dict[str, Any] = {"n_train": 20000, "n_test": 2000, "n_features": 20000,
+                                  "nnz": 50, "n_classes": 2, "noise": 0.05, "zipf": 1.0}
+#: most term draws (rows × nnz) a sparse set may hold
+MAX_ENTRIES = 10**8
+#: most classes of a sparse set
+MAX_CLASSES = 1000
+
+
+def resolve_sparse_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Defaults overridden by ``options``, every value checked (an
+    :class:`~stalesgd.validation.OptionError` naming the option and what is allowed)."""
+    known_keys(options, "", SPARSE_OPTIONS, "options of data set 'sparse'")
+    o = {**SPARSE_OPTIONS, **options}
+    o["n_train"] = integer(o["n_train"], "n_train", 1)
+    o["n_test"] = integer(o["n_test"], "n_test", 1)
+    o["n_features"] = integer(o["n_features"], "n_features", 2)
+    o["nnz"] = integer(o["nnz"], "nnz", 1, o["n_features"])
+    o["n_classes"] = integer(o["n_classes"], "n_classes", 2, MAX_CLASSES)
+    o["noise"] = number(o["noise"], "noise", 0.0, 1.0)
+    o["zipf"] = number(o["zipf"], "zipf", 0.0, 10.0)
+    if (o["n_train"] + o["n_test"]) * o["nnz"] > MAX_ENTRIES:
+        raise OptionError("n_train", o["n_train"], f"an integer with (n_train + n_test) × "
+                          f"nnz <= {MAX_ENTRIES}", "is too large")
+    return o
+
+
+def make_sparse(*, n_train: int, n_test: int, n_features: int, nnz: int, n_classes: int,
+                noise: float, zipf: float, seed: int, dtype: np.dtype) -> Dataset:
+    """The text-like sparse set of the module docstring; options as
+    :func:`resolve_sparse_options` checked them."""
+    d, K, n = n_features, n_classes, n_train + n_test
+    rng = np.random.default_rng(seed)
+    freq = 1.0 / np.arange(1, d + 1, dtype=np.float64) ** zipf
+    freq /= freq.sum()
+    term_of_rank = rng.permutation(d)
+    ranks = np.searchsorted(np.cumsum(freq), rng.random(n * nnz), side="right")
+    ranks = np.minimum(ranks, d - 1)  # (a draw of exactly 1.0 after rounding)
+    rows = np.repeat(np.arange(n, dtype=np.int64), nnz)
+    keys, counts = np.unique(rows * d + term_of_rank[ranks], return_counts=True)
+    rows, cols = keys // d, keys % d
+    idf = np.log(1.0 / (freq * d) + 1.0)[np.argsort(term_of_rank)]  # by feature number
+    vals = (1.0 + np.log(counts)) * idf[cols]
+    norms = np.sqrt(np.bincount(rows, weights=vals * vals, minlength=n))
+    vals /= norms[rows]
+    X = csr_from_coo(rows, cols, vals, n, d, dtype)
+
+    w_true = rng.standard_normal((d, K))
+    scores = np.zeros((n, K))
+    np.add.at(scores, rows, vals[:, None] * w_true[cols])
+    y = scores.argmax(axis=1)
+    flip = rng.random(n) < noise
+    y[flip] = rng.integers(0, K, int(flip.sum()))
+    return Dataset(
+        name="sparse",
+        X_train=X.row_range(0, n_train),
+        y_train=y[:n_train].astype(np.int64),
+        X_test=X.row_range(n_train, n),
+        y_test=y[n_train:].astype(np.int64),
+        n_classes=K,
+        input_shape=(d,),
+        meta={"kind": "sparse", "seed": seed, "noise": noise, "zipf": zipf, "nnz": nnz,
+              "w_true": w_true, "flipped_share": float(flip.mean())},
+    )
+

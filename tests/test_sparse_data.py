@@ -1,0 +1,186 @@
+"""The sparse input form: the CSR container, the seeded text-like ``sparse`` set and its
+option checks, and the svmlight reader."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stalesgd.data import DataCorruptError, DataNotFoundError, check_dataset, load_dataset
+from stalesgd.data.cli import data_command
+from stalesgd.data.csr import CSRMatrix, csr_from_coo
+from stalesgd.data.svmlight import read_svmlight
+from stalesgd.validation import OptionError
+
+SMALL = {"n_train": 600, "n_test": 200, "n_features": 3000, "nnz": 30}
+
+
+def test_csr_matrix_checks_and_densifies():
+    X = csr_from_coo(np.array([0, 0, 2]), np.array([1, 3, 0]), np.array([1.0, 2.0, 3.0]),
+                     3, 4, np.float64)
+    assert X.shape == (3, 4) and X.nnz == 3 and X.max_row_nnz == 2
+    np.testing.assert_array_equal(X.toarray(), [[0, 1, 0, 2], [0, 0, 0, 0], [3, 0, 0, 0]])
+    np.testing.assert_array_equal(X.toarray(2), [3, 0, 0, 0])
+    tail = X.row_range(1, 3)
+    np.testing.assert_array_equal(tail.toarray(), X.toarray()[1:])
+    with pytest.raises(ValueError, match="column indices"):
+        CSRMatrix(X.indptr, np.array([1, 3, 4], dtype=np.int32), X.values, 4)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        CSRMatrix(X.indptr, np.array([3, 1, 0], dtype=np.int32), X.values, 4)
+    CSRMatrix(X.indptr, np.array([1, 3, 0], dtype=np.int32), X.values, 4)  # a new row: fine
+    with pytest.raises(ValueError, match="int32"):
+        CSRMatrix(X.indptr, X.indices.astype(np.int64), X.values, 4)
+
+
+def test_sparse_set_is_seeded_and_shaped_like_text():
+    a = load_dataset("sparse", seed=3, **SMALL)
+    b = load_dataset("sparse", seed=3, **SMALL)
+    c = load_dataset("sparse", seed=4, **SMALL)
+    for name in ("indptr", "indices", "values"):
+        np.testing.assert_array_equal(getattr(a.X_train, name), getattr(b.X_train, name))
+    np.testing.assert_array_equal(a.y_train, b.y_train)
+    assert not np.array_equal(a.X_train.indices, c.X_train.indices)
+    X = a.X_train
+    assert a.sparse and X.shape == (600, 3000) and a.X_test.shape == (200, 3000)
+    lengths = np.diff(X.indptr)
+    assert lengths.min() >= 1 and lengths.max() <= 30 and lengths.mean() > 20
+    for r in range(0, 600, 97):  # strictly increasing columns, unit-length rows
+        cols = X.indices[X.indptr[r]:X.indptr[r + 1]]
+        assert np.all(np.diff(cols) > 0)
+        v = X.values[X.indptr[r]:X.indptr[r + 1]]
+        assert abs(float(v @ v) - 1.0) < 1e-12
+    # Zipf: a few terms appear in most rows, most terms in few
+    counts = np.sort(np.bincount(X.indices, minlength=3000))[::-1]
+    assert counts[0] > 0.5 * 600 and np.median(counts) < 0.02 * 600
+    # 1/r: the 10th term is drawn 10 times as often as the 100th (rows holding it: ~8.6×)
+    assert 6 < counts[9] / counts[99] < 12
+    assert a.nbytes() < 0.05 * (800 * 3000 * 8)  # proportional to non-zeros, not to d
+
+
+def test_sparse_labels_follow_the_planted_separator_with_the_noise_asked():
+    d = load_dataset("sparse", seed=1, noise=0.1, **SMALL)
+    scores = d.X_train.toarray() @ d.meta["w_true"]
+    agree = float(np.mean(scores.argmax(axis=1) == d.y_train))
+    # a flipped label is redrawn uniformly: half of them keep their class (2 classes)
+    assert abs(agree - (1 - 0.1 / 2)) < 0.03
+    assert 0.4 < d.y_train.mean() < 0.6
+    multi = load_dataset("sparse", seed=1, n_classes=5, noise=0.0, **SMALL)
+    assert set(np.unique(multi.y_train)) == set(range(5))
+    scores = multi.X_train.toarray() @ multi.meta["w_true"]
+    np.testing.assert_array_equal(scores.argmax(axis=1), multi.y_train)
+
+
+def test_sparse_float32_values():
+    d = load_dataset("sparse", dtype="float32", seed=0, **SMALL)
+    assert d.dtype == np.float32 and d.X_train.values.dtype == np.float32
+    assert d.inputs("train")[2].dtype == np.float32 and d.inputs("test")[3] == 3000
+
+
+@pytest.mark.parametrize(("options", "key"), [
+    ({"nnz": 0}, "nnz"), ({"nnz": 5000, "n_features": 3000}, "nnz"), ({"noise": 1.5}, "noise"),
+    ({"n_classes": 1}, "n_classes"), ({"zipf": -1}, "zipf"), ({"kind": "images"}, "kind"),
+    ({"n_train": 10**7, "nnz": 100}, "n_train"), ({"n_features": 1}, "n_features"),
+])
+def test_sparse_options_are_checked(options, key):
+    with pytest.raises(OptionError) as info:
+        check_dataset("sparse", **options)
+    assert info.value.key == key
+
+
+def test_sparse_shape_without_generating():
+    shape, opts = check_dataset("sparse", n_train=100, n_test=10, nnz=7, n_features=500)
+    assert (shape.n_train, shape.n_test, shape.n_features, shape.n_classes) == (100, 10, 500, 2)
+    assert shape.nbytes("float64") == 110 * (7 * 12 + 8) and opts["zipf"] == 1.0
+    with pytest.raises(OptionError, match="needs no files"):
+        check_dataset("sparse", data_dir="/nowhere")
+
+
+def test_data_command_knows_sparse_is_generated(capsys):
+    assert data_command("verify", "sparse") == 0
+    assert "generated from a seed" in capsys.readouterr().out
+    assert data_command("path", "sparse") == 2
+
+
+# --- svmlight ---------------------------------------------------------------------------
+
+def write(tmp_path, text: str, name: str = "data.svm"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_svmlight_reads_one_based_files_with_pm1_labels(tmp_path):
+    path = write(tmp_path, "# a comment line\n"
+                           "+1 3:0.5 1:2 # entries in any order\n"
+                           "\n"
+                           "-1 qid:7 2:1e-1 4:0\n"
+                           "1\n")
+    X, y = read_svmlight(path)
+    np.testing.assert_array_equal(y, [1, 0, 1])
+    assert X.shape == (3, 3) and X.nnz == 3  # the explicit zero is dropped
+    np.testing.assert_array_equal(X.toarray(), [[2, 0, 0.5], [0, 0.1, 0], [0, 0, 0]])
+    X4, _ = read_svmlight(path, n_features=10, dtype=np.float32)
+    assert X4.shape == (3, 10) and X4.dtype == np.float32
+
+
+def test_svmlight_zero_based_and_class_labels(tmp_path):
+    path = write(tmp_path, "0 0:1 2:3\n2 1:1\n1 2:-1\n")
+    X, y = read_svmlight(path)  # index 0 present: read as 0-based
+    np.testing.assert_array_equal(y, [0, 2, 1])
+    np.testing.assert_array_equal(X.toarray(), [[1, 0, 3], [0, 1, 0], [0, 0, -1]])
+    X1, _ = read_svmlight(write(tmp_path, "1 1:1 3:2\n", "b.svm"), zero_based=True)
+    np.testing.assert_array_equal(X1.toarray(), [[0, 1, 0, 2]])
+    with pytest.raises(DataCorruptError, match="index 0 in a file read as 1-based"):
+        read_svmlight(path, zero_based=False)
+
+
+def test_svmlight_reads_gzip(tmp_path):
+    import gzip
+
+    path = tmp_path / "d.svm.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("-1 5:1\n+1 1:1\n")
+    X, y = read_svmlight(path)
+    assert X.shape == (2, 5) and list(y) == [0, 1]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("1 3:x\n", r"line 1: the value of index 3 'x' is not a number"),
+    ("+1 2:1\n1 a:1\n", r"line 2: 'a:1' is not INDEX:VALUE"),
+    ("1 2\n", r"'2' is not INDEX:VALUE"),
+    ("1 2:1 2:3\n", "index 2 appears twice"),
+    ("yes 1:1\n", "label 'yes' is not a number"),
+    ("1 1:nan\n", "is not finite"),
+    ("0.5 1:1\n", "label 0.5 of example 1 is not allowed"),
+    ("-2 1:1\n", "label -2 of example 1 is not allowed"),
+    ("# nothing\n\n", "no examples"),
+])
+def test_svmlight_malformed_lines_say_where_and_what(tmp_path, text, message):
+    with pytest.raises(DataCorruptError, match=message):
+        read_svmlight(write(tmp_path, text))
+
+
+def test_svmlight_file_errors(tmp_path):
+    with pytest.raises(DataNotFoundError, match="does not exist"):
+        read_svmlight(tmp_path / "absent.svm")
+    with pytest.raises(DataCorruptError, match="beyond n_features = 2"):
+        read_svmlight(write(tmp_path, "1 3:1\n"), n_features=2)
+    (tmp_path / "bin.svm").write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(DataCorruptError, match="not a text file"):
+        read_svmlight(tmp_path / "bin.svm")
+    with pytest.raises(ValueError, match="zero_based"):
+        read_svmlight(tmp_path / "bin.svm", zero_based="yes")
+
+
+def test_svmlight_round_trip_of_the_sparse_set_matches_scikit_learn(tmp_path):
+    sklearn_io = pytest.importorskip("sklearn.datasets")
+    d = load_dataset("sparse", seed=2, n_train=50, n_test=5, n_features=400, nnz=12)
+    path = tmp_path / "rt.svm"
+    dense = d.X_train.toarray()
+    sklearn_io.dump_svmlight_file(dense, 2 * d.y_train - 1, str(path), zero_based=False)
+    X, y = read_svmlight(path, n_features=400)
+    np.testing.assert_array_equal(y, d.y_train)
+    np.testing.assert_allclose(X.toarray(), dense, rtol=1e-15)
+    Xs, ys = sklearn_io.load_svmlight_file(str(path), n_features=400)
+    np.testing.assert_array_equal(X.indptr, Xs.indptr)
+    np.testing.assert_array_equal(X.indices, Xs.indices)
