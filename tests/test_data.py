@@ -581,7 +581,7 @@ def test_data_command_list_and_verify_on_shared():
     out, err = io.StringIO(), io.StringIO()
     assert data_command("list", data_dir=str(SHARED), out=out, err=err) == 0
     lines = {ln.split()[0]: ln for ln in out.getvalue().splitlines()[1:]}
-    assert set(lines) == {"synthetic", "mnist", "fashion-mnist", "cifar10", "file"}
+    assert set(lines) == {"synthetic", "sparse", "mnist", "fashion-mnist", "cifar10", "file"}
     assert "--data-file PATH" in lines["file"]
     assert lines["mnist"].split()[1] == "OK" and str(SHARED / "mnist") in lines["mnist"]
     assert "NOT FOUND" in lines["cifar10"] and "download cifar10" in lines["cifar10"]
