@@ -205,11 +205,15 @@ def _to_ns(x: np.ndarray) -> list[int]:
 
 
 def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
+              max_workers: int | None = None,
               costs: dict[str, Any] | None = None) -> Calibration:
     """Fit the simulator's timing model to the real runs of a results folder.
 
     ``runs`` restricts to those run ids (default: every real run of a calibratable
-    algorithm); all selected runs must share problem, batch and dtype.  ``costs`` replaces
+    algorithm); all selected runs must share problem, batch and dtype.  ``max_workers``
+    keeps only the runs with at most that many workers: simulations of more workers are
+    then out-of-sample predictions, and the file records the bound (``source.max_workers``)
+    so that they are labelled as such (engine ``sim[m<=N]`` in reports).  ``costs`` replaces
     the micro-measurement of :func:`stalesgd.real.costs.measure_costs` (tests; other
     machines).
     """
@@ -228,6 +232,16 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
             raise CalibrationError(f"run ids {missing} are not real runs of {folder.name}; "
                                    f"real runs: {sorted(sel['run_id'])}")
         sel = sel[sel["run_id"].isin(list(runs))]
+    if max_workers is not None:
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int | np.integer) \
+                or max_workers < 1:
+            raise CalibrationError(f"max_workers must be an integer >= 1, not {max_workers!r}")
+        fewer = sel[sel["workers"] <= max_workers]
+        if fewer.empty:
+            raise CalibrationError(
+                f"results folder {folder.name} has no real run with at most {max_workers} "
+                f"workers (its real runs have {sorted(set(map(int, sel['workers'])))})")
+        sel = fewer
     skipped = sorted(set(sel["run_id"][~sel["algorithm"].isin(CALIBRATABLE)]))
     sel = sel[sel["algorithm"].isin(CALIBRATABLE)]
     if sel.empty:
@@ -311,7 +325,8 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "stalesgd": _version(),
         "source": {"folder": folder.resolve().name, "run_ids": sorted(sel["run_id"]),
-                   "skipped_run_ids": skipped},
+                   "skipped_run_ids": skipped,
+                   "max_workers": None if max_workers is None else int(max_workers)},
         "machine": {k: res.machine.get(k) for k in MACHINE_FIELDS},
         "problem": {"name": problem, "batch": batch, "dtype": dtype, "n_params": n_params,
                     "options": options},

@@ -7,13 +7,17 @@
 3. What parallelism bought for real: the configuration that reached the target loss first,
    and its speed-up over the same algorithm and rule with one worker.
 
+Then, for every out-of-sample engine ``sim[m<=N]`` (simulations calibrated only from runs of
+at most N workers, see :mod:`.load`), one line of the same distances and errors over the
+configurations it predicted that were also measured, beside the in-sample line 1–2.
+
 Each is ``None`` when the folder does not hold what it needs (e.g. only one engine).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -34,6 +38,10 @@ class Headline:
     best_time_to_target: float | None
     best_speedup_vs_one_worker: float | None
     lines: tuple[str, ...]
+    #: per out-of-sample engine ``sim[m<=N]``: (median TV, median |updates/s error|,
+    #: median |time-to-target error|), ``None`` where not computable
+    out_of_sample: dict[str, tuple[float | None, float | None, float | None]] = field(
+        default_factory=dict)
 
 
 def _workers(key: str) -> int | None:
@@ -87,5 +95,44 @@ def headline(analysis: Analysis, reference: str = "real", other: str = "sim") ->
             lines.append(text)
         elif (sp["engine"] == reference).any() and has_target(sp[sp["engine"] == reference]):
             lines.append(f"no {reference} run reached its target loss")
-    return Headline(tv_med, tv_max, err_med, best_key, best_t, best_speedup, tuple(lines))
+    predicted = {}
+    for engine in _out_of_sample_engines(analysis, other):
+        line, numbers = _out_of_sample_line(analysis, reference, engine)
+        if line:
+            lines.append(line)
+            predicted[engine] = numbers
+    return Headline(tv_med, tv_max, err_med, best_key, best_t, best_speedup, tuple(lines),
+                    predicted)
+
+
+def _out_of_sample_engines(analysis: Analysis, other: str) -> list[str]:
+    d = analysis.stale.distances
+    if d.empty or "engine_b" not in d:
+        return []
+    return sorted({str(e) for e in d["engine_b"] if str(e).startswith(other + "[")})
+
+
+def _out_of_sample_line(analysis: Analysis, reference: str, engine: str):
+    """The headline line of one out-of-sample engine, and its three medians."""
+    d = analysis.stale.distances
+    pair = d[(d["engine_a"] == reference) & (d["engine_b"] == engine)]
+    pair = pair[[(_workers(k) or 0) > 1 for k in pair["config_key"]]]
+    if pair.empty:
+        return "", (None, None, None)
+    tv = pd.to_numeric(pair["tv"], errors="coerce").dropna()
+    ups = (pd.to_numeric(pair.get("updates_per_s_ratio"), errors="coerce") - 1).abs().dropna()
+    ttt = (pd.to_numeric(pair.get("time_to_target_ratio"), errors="coerce") - 1).abs().dropna()
+    med = [float(x.median()) if len(x) else None for x in (tv, ups, ttt)]
+    scope = engine[engine.index("[") + 1:-1].replace("<=", " ≤ ")
+    parts = []
+    if med[0] is not None:
+        parts.append(f"median TV {med[0]:.3f} (worst {float(tv.max()):.3f})")
+    if med[1] is not None:
+        parts.append(f"updates/s error {100 * med[1]:.0f} %")
+    if med[2] is not None:
+        parts.append(f"time-to-target error {100 * med[2]:.0f} %")
+    ms = sorted({w for w in (_workers(k) for k in pair["config_key"]) if w})
+    return (f"out of sample ({engine}, calibrated on {scope} only, predicting "
+            f"m = {', '.join(map(str, ms))}): " + ", ".join(parts)
+            + f" over {len(pair)} configurations", tuple(med))
 

@@ -8,6 +8,12 @@ name).  Every run also gets a ``config_key``: the configuration it ran, independ
 and seed (problem, algorithm, workers, step-size rule, lr, batch, dtype, persistence and any
 swept problem/algorithm/step-size option), so that a simulated and a real run of the same
 configuration share a key and every sim-vs-real comparison is a join on it.
+
+Simulations of more than N workers calibrated only from runs of at most N workers
+(``calibration_scope`` ``m<=N``, from ``stalesgd calibrate --max-workers N`` or ``[sim]
+calibration_max_workers``) appear as engine ``sim[m<=N]``: out-of-sample predictions,
+compared with the measured runs beside the in-sample ``sim`` of the same configuration rather
+than pooled with it.
 """
 
 from __future__ import annotations
@@ -306,6 +312,19 @@ def _check_distinct(paths: list[Path]) -> None:
         seen[real] = p
 
 
+def _label_out_of_sample(runs: pd.DataFrame) -> pd.DataFrame:
+    """Engine ``sim[m<=N]`` for the sim runs whose calibration saw only runs of at most N
+    workers (see the module docstring)."""
+    if "calibration_scope" not in runs or not len(runs):
+        return runs
+    scope = runs["calibration_scope"]
+    pick = scope.notna() & (scope.astype(str) != "") & (runs["engine"] == "sim")
+    if pick.any():
+        runs = runs.copy()
+        runs.loc[pick, "engine"] = "sim[" + scope[pick].astype(str) + "]"
+    return runs
+
+
 def load_folders(dirs: str | Path | Iterable[str | Path],
                  target: float | None = None) -> Loaded:
     """Read results folders (merged, or unmerged after an interruption) into one :class:`Loaded`.
@@ -345,6 +364,7 @@ def load_folders(dirs: str | Path | Iterable[str | Path],
         for name in schema.names:
             if name not in frame:
                 frame[name] = pd.Series(dtype=schema.field(name).type.to_pandas_dtype())
+    runs = _label_out_of_sample(runs)
     if len(runs):
         runs["config_key"] = [config_key(row) for _, row in runs.iterrows()]
     else:

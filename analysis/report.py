@@ -140,7 +140,8 @@ def distances_display(analysis: Analysis) -> pd.DataFrame:
         ("config_key", "configuration", ""), ("engine_a", "reference", ""),
         ("engine_b", "engine", ""), ("n_a", "n ref", ","), ("n_b", "n", ","),
         ("tv", "TV", ".4f"), ("ks", "KS", ".4f"), ("ks_pvalue", "KS p-value", ".3g"),
-        ("w1", "W1 (τ)", ".4g")])
+        ("w1", "W1 (τ)", ".4g"), ("updates_per_s_ratio", "updates/s ÷ ref", ".3g"),
+        ("time_to_target_ratio", "time to target ÷ ref", ".3g")])
 
 
 def speedup_display(analysis: Analysis) -> pd.DataFrame:

@@ -24,7 +24,7 @@ from .speedup import speedup_table
 from .staleness_report import StalenessTables, staleness_tables
 from .theory_report import TheoryChecks, theory_checks
 
-__all__ = ["Analysis", "analyse", "has_target"]
+__all__ = ["Analysis", "analyse", "has_target", "with_prediction_errors"]
 
 
 @dataclass
@@ -95,6 +95,31 @@ def unpaired_notes(runs: pd.DataFrame, shown: int = 4) -> list[str]:
     return notes
 
 
+def with_prediction_errors(distances: pd.DataFrame, speedup: pd.DataFrame) -> pd.DataFrame:
+    """``distances`` (one row per configuration and engine pair) with how far the other
+    engine's updates/s and time to target are from the reference's: ``updates_per_s_ratio``
+    and ``time_to_target_ratio`` (other ÷ reference; NaN where either is missing).  A
+    prediction's speedup over the measured one-worker run is off by its updates/s ratio."""
+    out = distances.copy()
+    if out.empty:
+        out["updates_per_s_ratio"] = pd.Series(dtype=float)
+        out["time_to_target_ratio"] = pd.Series(dtype=float)
+        return out
+    by = speedup.set_index(["config_key", "engine"]) if len(speedup) else None
+    for col, name in (("updates_per_s", "updates_per_s_ratio"),
+                      ("time_to_target", "time_to_target_ratio")):
+        ratios = []
+        for row in out.itertuples():
+            try:
+                a = float(by.loc[(row.config_key, row.engine_a), col])
+                b = float(by.loc[(row.config_key, row.engine_b), col])
+            except (KeyError, AttributeError, TypeError):
+                a = b = float("nan")
+            ratios.append(b / a if np.isfinite(a) and np.isfinite(b) and a > 0 else np.nan)
+        out[name] = ratios
+    return out
+
+
 def analyse(dirs: str | Path | Iterable[str | Path], target: float | None = None,
             run_fits: bool = True, families: Iterable[str] = FAMILIES,
             theory: bool = True) -> Analysis:
@@ -110,5 +135,6 @@ def analyse(dirs: str | Path | Iterable[str | Path], target: float | None = None
     checks = theory_checks(loaded) if theory else None
     notes = _notes(loaded) + ([f"Theory check skipped: {n}." for n in checks.notes]
                               if checks is not None else [])
-    return Analysis(loaded=loaded, stale=stale, speedup=speedup_table(loaded), notes=notes,
-                    theory=checks)
+    speedup = speedup_table(loaded)
+    stale.distances = with_prediction_errors(stale.distances, speedup)
+    return Analysis(loaded=loaded, stale=stale, speedup=speedup, notes=notes, theory=checks)

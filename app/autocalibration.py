@@ -4,7 +4,9 @@
 sweep where none exists), and :class:`AutoCalibrations` fits, once per group of runs sharing
 problem, batch and dtype, the simulator's timing model to the real runs already in the
 results folder (:func:`stalesgd.analysis.calibrate.calibrate`), and points the sim runs at
-the file it writes there (``calibration-<n>.json``).
+the file it writes there (``calibration-<n>.json``).  With ``[sim] calibration_max_workers =
+N`` the fit uses only the real runs of at most N workers, in a file of its own: the sim runs
+of more workers are then out-of-sample predictions of runs the same folder also measured.
 """
 
 from __future__ import annotations
@@ -37,24 +39,40 @@ def calibration_group(spec: RunSpec) -> tuple[Any, ...]:
 
 def order_for_calibration(runs: list[RunSpec]) -> list[RunSpec]:
     """Auto-calibrated sim runs go last (stable otherwise), after the real runs they need; an
-    auto-calibrated sim run without a real run of its group is an error before anything runs."""
-    real_groups = {calibration_group(r) for r in runs if r.engine == "real"}
+    auto-calibrated sim run without a real run of its group (of at most
+    ``sim.calibration_max_workers`` workers, when set) is an error before anything runs."""
+    real_workers: dict[tuple[Any, ...], int] = {}
     for r in runs:
-        if needs_auto_calibration(r) and calibration_group(r) not in real_groups:
+        if r.engine == "real":
+            g = calibration_group(r)
+            real_workers[g] = min(real_workers.get(g, r.workers), r.workers)
+    for r in runs:
+        if not needs_auto_calibration(r):
+            continue
+        fewest = real_workers.get(calibration_group(r))
+        bound = r.sim.calibration_max_workers
+        if fewest is None:
             raise ExperimentError(
                 "sim.calibration", AUTO_CALIBRATION,
                 "a calibration file, or 'auto' with real runs of the same problem, batch and "
                 f"dtype in the same experiment (run {r.run_id} has none)", "cannot be used")
+        if bound is not None and fewest > bound:
+            raise ExperimentError(
+                "sim.calibration_max_workers", bound,
+                f"at least the fewest workers of a real run of the same problem, batch and "
+                f"dtype ({fewest}; run {r.run_id})", "leaves no real run to calibrate from")
     return sorted(runs, key=needs_auto_calibration)
 
 
-def _fitted_from(path: Path, run_ids: list[str]) -> bool:
-    """``path`` is a calibration fitted to exactly the real runs ``run_ids``."""
+def _fitted_from(path: Path, run_ids: list[str], bound: int | None) -> bool:
+    """``path`` is a calibration fitted to exactly the real runs ``run_ids`` (restricted to at
+    most ``bound`` workers)."""
     try:
         cal = load_calibration(path)
     except CalibrationError:
         return False
-    return sorted(cal.data.get("source", {}).get("run_ids", [])) == sorted(run_ids)
+    return (sorted(cal.data.get("source", {}).get("run_ids", [])) == sorted(run_ids)
+            and cal.max_workers == bound)
 
 
 class AutoCalibrations:
@@ -68,35 +86,38 @@ class AutoCalibrations:
         self.folder = folder
         self.echo = echo
         self.files: dict[tuple[Any, ...], Path] = {}
-        self.real: dict[tuple[Any, ...], list[str]] = {}
+        self.real: dict[tuple[Any, ...], list[tuple[str, int]]] = {}
 
     def note(self, spec: RunSpec, summary: dict[str, Any]) -> None:
         """Count ``spec`` (with its runs row ``summary``) if it is a complete real run."""
         if spec.engine == "real" and not summary.get("interrupted"):
-            self.real.setdefault(calibration_group(spec), []).append(spec.run_id)
+            self.real.setdefault(calibration_group(spec), []).append(
+                (spec.run_id, spec.workers))
 
     def resolve(self, spec: RunSpec) -> RunSpec:
         """``spec`` with its calibration file, fitting it first if needed."""
         if not needs_auto_calibration(spec):
             return spec
-        group = calibration_group(spec)
-        path = self.files.get(group)
+        bound = spec.sim.calibration_max_workers
+        key = (calibration_group(spec), bound)
+        path = self.files.get(key)
         if path is None:
-            ids = self.real.get(group, [])
+            ids = [rid for rid, m in self.real.get(key[0], []) if bound is None or m <= bound]
             path = self.folder / f"calibration-{len(self.files) + 1}.json"
-            if not _fitted_from(path, ids):
-                self._fit(path, ids)
-            self.files[group] = path
+            if not _fitted_from(path, ids, bound):
+                self._fit(path, ids, bound)
+            self.files[key] = path
         return dataclasses.replace(spec, sim=dataclasses.replace(spec.sim,
                                                                  calibration=str(path)))
 
-    def _fit(self, path: Path, ids: list[str]) -> None:
+    def _fit(self, path: Path, ids: list[str], bound: int | None) -> None:
         from stalesgd.analysis.calibrate import calibrate
 
         try:
-            cal = calibrate(self.folder, runs=ids)
+            cal = calibrate(self.folder, runs=ids, max_workers=bound)
         except CalibrationError as exc:
             raise ExperimentError("sim.calibration", AUTO_CALIBRATION,
                                   "real runs to calibrate from", f"failed: {exc}") from None
         cal.save(path)
-        self.echo(f"calibrated the simulator from {len(ids)} real runs: {path.name}")
+        which = "" if bound is None else f" with at most {bound} workers"
+        self.echo(f"calibrated the simulator from {len(ids)} real runs{which}: {path.name}")

@@ -171,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibration file to write (default: REAL_DIR/calibration.json)")
     p.add_argument("--run", action="append", default=None, metavar="RUN_ID",
                    help="calibrate from this run only (repeatable; default: every real run)")
+    p.add_argument("--max-workers", type=int, default=None, metavar="N",
+                   help="calibrate only from the runs with at most N workers: simulations of "
+                        "more workers are then out-of-sample predictions, shown as engine "
+                        "sim[m<=N] in reports (default: every worker count)")
     p.add_argument("--model", choices=("empirical", "parametric"), default="empirical",
                    help="compute model the simulator uses by default: resample the measured "
                         "durations, or the fitted gamma/log-normal (default: empirical)")
@@ -366,8 +370,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if args.out is not None and not out.parent.is_dir():
         raise OptionError("--out", str(out), "a file in an existing folder",
                           f"is in {out.parent}, which is not a folder")
+    if args.max_workers is not None and args.max_workers < 1:
+        raise OptionError("--max-workers", args.max_workers, "an integer >= 1")
     try:
-        cal = calibrate(folder, runs=args.run)
+        cal = calibrate(folder, runs=args.run, max_workers=args.max_workers)
         cal.data["default_model"] = args.model
         cal.save(out)
     except (CalibrationError, AnalysisError, FileNotFoundError) as exc:

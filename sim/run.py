@@ -461,6 +461,9 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
         "calibration_model": "parametric" if parametric else "empirical",
         "calibration_overrides": ",".join(overridden),
         "prediction": not exact,
+        # beyond the worker counts its calibration was restricted to: out of sample
+        "calibration_scope": (cal.scope if cal.max_workers is not None
+                              and m > cal.max_workers else None),
         "time_slice": (f"{kwargs['time_slice'] * 1e3:.6g}ms" if "time_slice" in kwargs
                        else str(sim.time_slice)),
     }

@@ -70,6 +70,19 @@ class Calibration:
                 return c
         return None
 
+    @property
+    def max_workers(self) -> int | None:
+        """The most workers of the runs it was fitted to when the fit was restricted to them
+        (``stalesgd calibrate --max-workers N``), else None."""
+        value = self.data.get("source", {}).get("max_workers")
+        return None if value is None else int(value)
+
+    @property
+    def scope(self) -> str | None:
+        """``"m<=N"`` for a calibration restricted to runs of at most N workers (its
+        simulations of more workers are out-of-sample predictions), else None."""
+        return None if self.max_workers is None else f"m<={self.max_workers}"
+
     def summary_text(self) -> str:
         """A short human-readable summary of the fitted model."""
         d = self.data
@@ -77,7 +90,9 @@ class Calibration:
         p = d["problem"]
         lines = [
             f"calibration of {p['name']} (batch {p['batch']}, {p['dtype']}, {p['n_params']} "
-            f"params) from runs {', '.join(d['source']['run_ids'])} of {d['source']['folder']}",
+            f"params) from runs {', '.join(d['source']['run_ids'])} of {d['source']['folder']}"
+            + (f" (only runs with at most {self.max_workers} workers)"
+               if self.max_workers is not None else ""),
             f"machine: {d['machine'].get('hostname')} ({d['machine'].get('cpu_model')}), "
             f"cores = {d['cores']}, time slice = {d['time_slice'] * 1e3:.3g} ms "
             f"({d['time_slice_source']})",
@@ -174,6 +189,10 @@ def load_calibration(path: str | Path) -> Calibration:
             (f"configurations[{i}].compute", c.get("compute") if isinstance(c, dict) else None)
             for i, c in enumerate(data["configurations"])]:
         _check_model(path, where, model)
+    bound = data["source"].get("max_workers")
+    if bound is not None and (not isinstance(bound, int) or isinstance(bound, bool) or bound < 1):
+        raise CalibrationError(f"calibration file {path}: source.max_workers = {bound!r}; "
+                               "allowed: an integer >= 1, or null")
     for key in ("name", "batch", "dtype", "n_params"):
         if key not in data["problem"]:
             raise CalibrationError(f"calibration file {path} lacks problem.{key}")

@@ -144,6 +144,9 @@ class SimSpec:
     time_slice: str | None = None
     timing_only: bool = False
     calibration: str | None = None
+    #: with ``calibration = "auto"``: fit only to the real runs of at most this many workers
+    #: (the simulations of more workers are then out-of-sample predictions)
+    calibration_max_workers: int | None = None
 
 
 #: hogwild's parameter shards on the distributed engine when the experiment does not say

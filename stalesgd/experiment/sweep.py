@@ -15,12 +15,14 @@ from dataclasses import asdict
 from typing import Any
 
 from stalesgd.algorithms import get_algorithm
-from stalesgd.experiment.spec import Experiment, ExperimentError, RunSpec, plain
+from stalesgd.experiment.spec import Experiment, ExperimentError, RunSpec, SimSpec, plain
 from stalesgd.experiment.tables import TABLE_KEYS, parse_body
 from stalesgd.validation import OptionError, type_name
 
 __all__ = ["MAX_RUNS", "expand", "parse_exclude", "parse_sweep"]
 
+#: engines that run for real: they read no ``[sim]`` setting
+REAL_ENGINES = ("real", "ray")
 #: most runs one experiment may have (sweep points × seeds)
 MAX_RUNS = 100_000
 
@@ -124,9 +126,10 @@ def expand(exp: Experiment) -> list[RunSpec]:
     ``exclude`` names), times the seeds.
 
     Sweep keys vary slowest in the order written, seeds fastest.  ``seq`` runs one worker, so
-    points that then coincide are run once.  Every point is checked like a run of its own
-    (an :class:`ExperimentError` names the point and the key); more than :data:`MAX_RUNS`
-    runs are refused before any is built.
+    points that then coincide are run once; so are runs of the real engines (:data:`REAL_ENGINES`)
+    that differ only in ``[sim]`` settings (those runs keep the default settings).  Every point is
+    checked like a run of its own (an :class:`ExperimentError` names the point and the key);
+    more than :data:`MAX_RUNS` runs are refused before any is built.
     """
     keys = list(exp.sweep)
     planned = math.prod(len(exp.sweep[k]) for k in keys) * len(exp.seeds)
@@ -155,6 +158,8 @@ def expand(exp: Experiment) -> list[RunSpec]:
         fixed = get_algorithm(body["algorithm"].name).fixed_workers
         if fixed is not None:
             body["workers"] = fixed
+        if body["engine"] in REAL_ENGINES:  # simulator settings do not make them differ
+            body["sim"] = SimSpec()
         point = {k: _get_path(plain(_asdict_body(body)), k) for k in keys}
         for seed in exp.seeds:
             fingerprint = repr((sorted(plain(_asdict_body(body)).items()), seed))

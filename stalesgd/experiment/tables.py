@@ -68,7 +68,8 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "stepsize": ("rule", "lr", "options"),
     "stop": ("updates", "seconds", "target_loss", "at_target"),
     "eval": ("every_seconds", "every_updates", "split", "max_rows"),
-    "sim": ("cores", "compute", "read", "update", "time_slice", "timing_only", "calibration"),
+    "sim": ("cores", "compute", "read", "update", "time_slice", "timing_only", "calibration",
+            "calibration_max_workers"),
     "controller": ("name", "options"),
     "record": ("rows",),
     "dist": ("address", "shards"),
@@ -221,6 +222,15 @@ def _parse_sim(raw: Any) -> SimSpec:
     calibration = t.get("calibration")
     if calibration is not None:
         text(calibration, "sim.calibration", "a file name (string), or 'auto'")
+    max_workers = None
+    if t.get("calibration_max_workers") is not None:
+        max_workers = integer(t["calibration_max_workers"], "sim.calibration_max_workers", 1,
+                              MAX_WORKERS)
+        if calibration != "auto":
+            raise OptionError("sim.calibration_max_workers", max_workers,
+                              "only with sim.calibration = 'auto' (a calibration file has its "
+                              "runs already: `stalesgd calibrate --max-workers N`)",
+                              "cannot be used")
     return SimSpec(
         cores=integer(t["cores"], "sim.cores", 1, MAX_WORKERS) if "cores" in t else None,
         compute=(_distribution(t["compute"], "sim.compute", per_param=False)
@@ -231,6 +241,7 @@ def _parse_sim(raw: Any) -> SimSpec:
                     if t.get("time_slice") is not None else None),
         timing_only=flag(t.get("timing_only", False), "sim.timing_only"),
         calibration=calibration,
+        calibration_max_workers=max_workers,
     )
 
 

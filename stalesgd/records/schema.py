@@ -215,6 +215,9 @@ RUNS = (
     _c("calibration_overrides", "string", "sim: timing settings given explicitly over the "
        "calibration"),
     _c("prediction", "bool", "sim: a configuration the calibration did not measure"),
+    _c("calibration_scope", "string", "sim: 'm<=N' when the calibration was fitted only to "
+       "runs of at most N workers and this run has more (an out-of-sample prediction; "
+       "reports show it as engine sim[m<=N])"),
     # i.i.d.-staleness replay (stalesgd.sim.iid)
     _c("clock", "string", "iid: what 'seconds' counts (updates)"),
     _c("pdf", "string", "iid: the PDF(τ) the staleness was drawn from (JSON)"),

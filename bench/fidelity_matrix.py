@@ -1,0 +1,277 @@
+"""The simulator's fidelity on this machine, in sample and out of sample: ``docs/fidelity.md``.
+
+For every problem × batch × algorithm (lock, Hogwild!, Leashed-SGD) × workers m, run the real
+engine ``--reps`` times and compare each real run with calibrated timing-only simulations of
+the same configuration:
+
+* **in sample**: calibrated from that run alone (``stalesgd calibrate --run ID``);
+* **out of sample**: for m above ``--fit-workers`` (default 2), calibrated only from the
+  same repetition's runs of the same algorithm with m ≤ 2 (``stalesgd calibrate
+  --max-workers 2``): a prediction of a configuration the calibration never saw, on the
+  effective cores the machine gave (more workers than cores is oversubscribed).
+
+Per cell the page gives the median over repetitions, and the spread (min–max), of the total
+variation (TV), Kolmogorov–Smirnov statistic and Wasserstein-1 between simulated and measured
+PDF(τ), and of the simulated ÷ measured updates/s (both counted the same way from the update
+records: applied updates over first read to last apply).  A prediction's speedup over the
+measured one-worker run is off by the same ratio as its updates/s.
+
+Run from the repository (one command regenerates the page; about 30 minutes on 2 cores with
+the defaults)::
+
+    .venv/bin/python bench/fidelity_matrix.py --data-dir PATH      # MNIST for the MNIST rows
+    .venv/bin/python bench/fidelity_matrix.py --quick              # a few minutes, no page
+
+``--page`` chooses where the page is written (default ``docs/fidelity.md``; ``--quick``
+writes none unless given).  Real runs are noisy on a shared machine: the spread says how much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import platform
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from stalesgd.analysis.calibrate import calibrate
+from stalesgd.app.runner import run_experiment
+from stalesgd.real.costs import measure_costs
+from stalesgd.sim.run import SimRun
+
+from stalesgd.experiment import expand, experiment_from_flags, parse_experiment
+from stalesgd.machine import machine_info
+from stalesgd.problems.registry import make_problem
+from stalesgd.records import load_results
+from stalesgd.staleness import distances, histogram
+
+ALGORITHMS = ("lock", "hogwild", "leashed")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One row group of the page: a problem name, its options, and how it is described."""
+
+    label: str
+    name: str
+    options: dict
+
+
+PROBLEMS = {
+    "softmax": Problem("logistic regression (softmax), MNIST", "softmax-mnist", {}),
+    "mlp": Problem("MLP 784-128-10, MNIST", "mlp-mnist", {}),
+    "mlp3": Problem("MLP 784-128-128-128-10, MNIST", "mlp-mnist", {"hidden": [128, 128, 128]}),
+    "lenet": Problem("LeNet-5, MNIST", "lenet-mnist", {}),
+    "mlp-synthetic": Problem("MLP 784-128-10, synthetic", "mlp-synthetic",
+                             {"n_features": 784, "n_train": 20000}),
+}
+
+
+def throughput(updates) -> float:
+    """Applied updates per second from the first read to the last apply."""
+    ok = ~np.asarray(updates["dropped"], dtype=bool)
+    t_apply = np.asarray(updates["t_apply"])[ok]
+    span = float(t_apply.max() - np.min(np.asarray(updates["t_read"])))
+    return t_apply.size / span if span > 0 else float("nan")
+
+
+def applied_tau(updates) -> np.ndarray:
+    """τ of the applied updates."""
+    return np.asarray(updates["tau"])[~np.asarray(updates["dropped"], dtype=bool)]
+
+
+def simulate(problem: Problem, batch: int, alg: str, m: int, updates: int, cal: Path,
+             seed: int):
+    """A calibrated timing-only simulation of one configuration: its update rows."""
+    exp = experiment_from_flags("sim", problem=problem.name, algorithm=alg, workers=m,
+                                batch=batch, updates=updates, seed=seed,
+                                problem_options=dict(problem.options),
+                                sim={"timing_only": True, "calibration": str(cal)})
+    return SimRun(expand(exp)[0], progress=False).run().updates
+
+
+def compare(real_up, sim_up) -> dict[str, float]:
+    """TV, KS, W1 of PDF(τ) and the updates/s ratio, simulated against measured."""
+    d = distances(histogram(applied_tau(sim_up)), histogram(applied_tau(real_up)))
+    return {"tv": d.tv, "ks": d.ks, "w1": d.w1,
+            "ups": throughput(sim_up) / throughput(real_up)}
+
+
+def measure(problem: Problem, batch: int, algs: list[str], workers: list[int], reps: int,
+            seconds: float, fit_workers: int, root: Path, data_dir: str | None):
+    """Run one (problem, batch) block; returns rows of (alg, m, rep, kind, metrics)."""
+    options = dict(problem.options)
+    if data_dir:
+        options["data_dir"] = data_dir
+    exp = parse_experiment({
+        "name": f"fidelity-{problem.name}-b{batch}", "engine": "real",
+        "seeds": list(range(reps)),
+        "problem": {"name": problem.name, "batch": batch, "options": options},
+        "stop": {"seconds": seconds},
+        "record": {"rows": "all"},
+        "sweep": {"algorithm.name": algs, "workers": workers},
+    })
+    outcome = run_experiment(exp, out=root, progress=False, echo=lambda _m: None)
+    res = load_results(outcome.folder)
+    n_params = make_problem(problem.name, **problem.options).model.n_params
+    costs = measure_costs(n_params)
+    costs["source"] = "micro-benchmark (bench/fidelity_matrix.py)"
+    rows = []
+    runs = res.runs
+    for r in runs.sort_values(["algorithm", "seed", "workers"]).itertuples():
+        alg, m, seed = str(r.algorithm), int(r.workers), int(r.seed)
+        real_up = res.updates[res.updates["run_id"] == r.run_id]
+        n = int((~real_up["dropped"].to_numpy(bool)).sum())
+        path = root / f"cal-{problem.name}-b{batch}-{r.run_id}.json"
+        calibrate(outcome.folder, runs=[r.run_id], costs=costs).save(path)
+        rows.append((alg, m, seed, "in", compare(real_up, simulate(
+            problem, batch, alg, m, n, path, seed))))
+        if m > fit_workers:
+            same = runs[(runs["algorithm"] == alg) & (runs["seed"] == seed)
+                        & (runs["workers"] <= fit_workers)]
+            path = root / f"cal-{problem.name}-b{batch}-{alg}-s{seed}-m{fit_workers}.json"
+            if not path.exists():
+                calibrate(outcome.folder, runs=list(same["run_id"]), max_workers=fit_workers,
+                          costs=costs).save(path)
+            rows.append((alg, m, seed, "out", compare(real_up, simulate(
+                problem, batch, alg, m, n, path, seed))))
+    return rows
+
+
+def _cell(values: list[float], fmt: str) -> str:
+    if not values:
+        return "–"
+    v = np.asarray(values)
+    if len(v) == 1:
+        return format(float(v[0]), fmt)
+    return f"{np.median(v):{fmt}} ({v.min():{fmt}}–{v.max():{fmt}})"
+
+
+def table(rows, algs: list[str], workers: list[int]) -> list[str]:
+    """Markdown rows: per (alg, m) the in-sample and out-of-sample medians and spreads."""
+    out = ["| algorithm | m | TV in sample | updates/s ratio in | TV out of sample | KS out | "
+           "W1 out | updates/s ratio out |",
+           "|---|---:|---|---|---|---|---|---|"]
+    for alg in algs:
+        for m in workers:
+            got = {k: [x for a, w, _s, kk, x in rows if a == alg and w == m and kk == k]
+                   for k in ("in", "out")}
+            out.append(
+                f"| {alg} | {m} | {_cell([x['tv'] for x in got['in']], '.3f')} | "
+                f"{_cell([x['ups'] for x in got['in']], '.2f')} | "
+                f"{_cell([x['tv'] for x in got['out']], '.3f')} | "
+                f"{_cell([x['ks'] for x in got['out']], '.3f')} | "
+                f"{_cell([x['w1'] for x in got['out']], '.3g')} | "
+                f"{_cell([x['ups'] for x in got['out']], '.2f')} |")
+    return out
+
+
+def summary(all_rows, fit_workers: int, cores: int) -> list[str]:
+    """Against the targets: in sample TV ≤ 0.05 (m ≤ cores) / 0.10 (oversubscribed); out of
+    sample TV ≤ 0.10 and updates/s within 10 %."""
+    def med(kind, pick):
+        cells = {}
+        for a, m, _s, k, x in all_rows:
+            if k == kind and pick(m):
+                cells.setdefault((a, m), []).append(x)
+        return cells
+
+    lines = []
+    for kind, pick, limit, what in (
+            ("in", lambda m: m <= cores, 0.05, f"in sample, m ≤ {cores} (target TV ≤ 0.05)"),
+            ("in", lambda m: m > cores, 0.10, f"in sample, m > {cores} (target TV ≤ 0.10)"),
+            ("out", lambda m: m > fit_workers, 0.10,
+             f"out of sample, m > {fit_workers} (target TV ≤ 0.10)")):
+        cells = med(kind, pick)
+        if not cells:
+            continue
+        tv = {c: float(np.median([x["tv"] for x in v])) for c, v in cells.items()}
+        ups = {c: float(np.median([x["ups"] for x in v])) for c, v in cells.items()}
+        ok = sum(1 for v in tv.values() if v <= limit)
+        ok_ups = sum(1 for v in ups.values() if abs(v - 1) <= 0.10)
+        lines.append(f"- {what}: {ok} of {len(tv)} cells meet it (median TV over cells "
+                     f"{np.median(list(tv.values())):.3f}, worst {max(tv.values()):.3f}); "
+                     f"updates/s within 10 % in {ok_ups} of {len(ups)} (median |error| "
+                     f"{100 * np.median([abs(v - 1) for v in ups.values()]):.0f} %)")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure the matrix and print it; write the page unless ``--quick`` without ``--page``."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--problems", default="softmax,mlp,mlp3,lenet",
+                    help=f"comma-separated, of {', '.join(PROBLEMS)}")
+    ap.add_argument("--batches", default="16,128")
+    ap.add_argument("--algorithms", default=",".join(ALGORITHMS))
+    ap.add_argument("--workers", default="1,2,4,8")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=2.0, help="length of each real run")
+    ap.add_argument("--fit-workers", type=int, default=2,
+                    help="out of sample: calibrate from runs of at most this many workers")
+    ap.add_argument("--data-dir", default=None, help="where MNIST is (default: the usual "
+                    "search: $STALESGD_DATA, the user cache)")
+    ap.add_argument("--out", default=None, help="keep the real results here (default: temp)")
+    ap.add_argument("--page", default=None, help="markdown page to write (default: "
+                    "docs/fidelity.md; none with --quick)")
+    ap.add_argument("--quick", action="store_true",
+                    help="synthetic MLP only, batch 16, 1 repetition of 1 s: a smoke run")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.problems, args.batches, args.reps, args.seconds = "mlp-synthetic", "16", 1, 1.0
+    page = args.page if args.page or args.quick else "docs/fidelity.md"
+    names = [p.strip() for p in args.problems.split(",")]
+    unknown = [p for p in names if p not in PROBLEMS]
+    if unknown:
+        ap.error(f"unknown problems {unknown}; choose from {', '.join(PROBLEMS)}")
+    batches = [int(b) for b in args.batches.split(",")]
+    algs = [a.strip() for a in args.algorithms.split(",")]
+    workers = [int(w) for w in args.workers.split(",")]
+    root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fidelity-"))
+    root.mkdir(parents=True, exist_ok=True)
+    info = machine_info()
+    cores = int(info.get("usable_cores") or info.get("logical_cores") or 1)
+    started = dt.datetime.now(dt.UTC)
+    lines = [
+        "# Simulator fidelity on one machine",
+        "",
+        "Generated by `python bench/fidelity_matrix.py` "
+        f"(--problems {args.problems} --batches {args.batches} --workers {args.workers} "
+        f"--reps {args.reps} --seconds {args.seconds:g} --fit-workers {args.fit_workers}) "
+        f"on {started:%Y-%m-%d}: {info.get('cpu_model') or platform.processor()}, "
+        f"{cores} usable cores.",
+        "",
+        "Each cell: median over repetitions (min–max). *In sample*: the simulation is "
+        "calibrated from the very run it is compared with. *Out of sample*: calibrated only "
+        f"from the same repetition's runs of the same algorithm with m ≤ {args.fit_workers}, "
+        f"then asked for m > {args.fit_workers}. TV, KS: total variation and "
+        "Kolmogorov–Smirnov distance of simulated and measured PDF(τ); W1: Wasserstein-1 in "
+        "units of τ; updates/s ratio: simulated ÷ measured (a prediction's speedup over the "
+        "measured one-worker run is off by the same ratio). Timing-only simulations.",
+        "",
+    ]
+    all_rows, blocks = [], []
+    for name in names:
+        problem = PROBLEMS[name]
+        for batch in batches:
+            print(f"{problem.label}, batch {batch} ...", flush=True)
+            rows = measure(problem, batch, algs, workers, args.reps, args.seconds,
+                           args.fit_workers, root, args.data_dir)
+            all_rows += rows
+            block = [f"## {problem.label}, batch {batch}", ""] + table(rows, algs, workers)
+            print("\n".join(block), flush=True)
+            blocks += block + [""]
+    lines += ["## Against the targets", ""] + summary(all_rows, args.fit_workers, cores) + [
+        ""] + blocks
+    print("\n".join(summary(all_rows, args.fit_workers, cores)))
+    print(f"real results in {root}")
+    if page:
+        Path(page).write_text("\n".join(lines))
+        print(f"wrote {page}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Out-of-sample prediction: a calibration fitted to runs of at most N workers, its
+simulations of more workers labelled ``sim[m<=N]``, and their errors against measured runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from stalesgd.analysis import analyse
+from stalesgd.analysis.calibrate import calibrate
+from stalesgd.analysis.headline import headline
+from stalesgd.analysis.tables import with_prediction_errors
+from stalesgd.app.autocalibration import order_for_calibration
+from stalesgd.app.cli import main
+from stalesgd.app.runner import run_experiment
+
+from stalesgd.calibration import CalibrationError, load_calibration
+from stalesgd.experiment import ExperimentError, expand, parse_experiment
+from stalesgd.records import load_results
+
+#: fixed micro-costs so that the tests do not measure this machine
+COSTS = {"read_per_param": 1e-10, "update_per_param": 1e-10, "fused_per_param": 1e-10,
+         "cas_cost": 2e-8, "source": "test"}
+
+
+def _raw(**extra):
+    """Real lock with 1, 2 and 4 workers; sim calibrated from all of them (in sample) and,
+    at m = 4, from the m <= 2 runs only (out of sample)."""
+    raw = {
+        "name": "oos", "engine": "real", "workers": 1, "seeds": [0],
+        "problem": {"name": "logreg-synthetic", "batch": 16,
+                    "options": {"n_features": 50, "n_train": 4000}},
+        "algorithm": {"name": "lock"},
+        "stepsize": {"rule": "constant", "lr": 0.05},
+        "stop": {"updates": 3000, "target_loss": 0.69, "at_target": False},
+        "eval": {"every_updates": 100},
+        "sim": {"calibration": "auto"},
+        "sweep": {"engine": ["real", "sim"], "workers": [1, 2, 4],
+                  "sim.calibration_max_workers": [4, 2]},
+        "exclude": [{"engine": "sim", "workers": 1, "sim.calibration_max_workers": 2},
+                    {"engine": "sim", "workers": 2, "sim.calibration_max_workers": 2}],
+    }
+    raw.update(extra)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def oos_folder(tmp_path_factory):
+    import stalesgd.analysis.calibrate as cal_mod
+
+    original = cal_mod.measure_costs
+    cal_mod.measure_costs = lambda n, dtype: dict(COSTS)
+    try:
+        return run_experiment(parse_experiment(_raw()), out=tmp_path_factory.mktemp("oos"),
+                              progress=False, echo=lambda _m: None).folder
+    finally:
+        cal_mod.measure_costs = original
+
+
+def test_sweeping_a_sim_setting_does_not_repeat_the_real_runs():
+    runs = expand(parse_experiment(_raw()))
+    real = [r for r in runs if r.engine == "real"]
+    sims = [(r.workers, r.sim.calibration_max_workers) for r in runs if r.engine == "sim"]
+    assert sorted(r.workers for r in real) == [1, 2, 4]
+    assert sorted(sims) == [(1, 4), (2, 4), (4, 2), (4, 4)]
+    assert all(r.sim.calibration is None for r in real)  # a real run keeps no sim settings
+
+
+def test_the_bounded_calibration_sees_only_the_runs_it_may(oos_folder):
+    files = sorted(oos_folder.glob("calibration-*.json"))
+    bounds = {}
+    for f in files:
+        cal = load_calibration(f)
+        bounds[cal.max_workers] = sorted(int(c["workers"]) for c in cal.data["configurations"])
+    assert bounds == {4: [1, 2, 4], 2: [1, 2]}
+
+
+def test_only_predictions_beyond_the_bound_are_labelled_out_of_sample(oos_folder):
+    runs = load_results(oos_folder).runs
+    sims = runs[runs["engine"] == "sim"].sort_values("workers")
+    scoped = sims[sims["calibration_scope"].notna()]
+    assert list(scoped["workers"]) == [4] and list(scoped["calibration_scope"]) == ["m<=2"]
+    assert bool(scoped["prediction"].iloc[0])  # m = 4 was not in its calibration
+    assert not sims[sims["calibration_scope"].isna()]["prediction"].any()
+
+
+def test_compare_reports_the_prediction_beside_the_in_sample_simulation(oos_folder):
+    analysis = analyse([oos_folder], theory=False)
+    assert analysis.loaded.engines == ["real", "sim", "sim[m<=2]"]
+    d = analysis.stale.distances
+    m4 = d[d["config_key"].str.contains("m=4")].set_index("engine_b")
+    assert set(m4.index) == {"sim", "sim[m<=2]"}
+    for engine in m4.index:
+        row = m4.loc[engine]
+        assert 0 <= row["tv"] <= 1 and 0 <= row["ks"] <= 1 and row["w1"] >= 0
+        assert math.isfinite(row["updates_per_s_ratio"]) and row["updates_per_s_ratio"] > 0
+    h = headline(analysis)
+    line = [x for x in h.lines if x.startswith("out of sample")]
+    assert len(line) == 1 and "sim[m<=2], calibrated on m ≤ 2 only, predicting m = 4" in line[0]
+    tv, ups, _ttt = h.out_of_sample["sim[m<=2]"]
+    assert tv == pytest.approx(float(m4.loc["sim[m<=2]", "tv"]))
+    assert ups == pytest.approx(abs(float(m4.loc["sim[m<=2]", "updates_per_s_ratio"]) - 1))
+
+
+def test_prediction_errors_are_ratios_to_the_reference():
+    d = pd.DataFrame({"config_key": ["a m=4", "a m=4", "b m=2"],
+                      "engine_a": ["real"] * 3, "engine_b": ["sim", "sim[m<=2]", "sim"],
+                      "tv": [0.1, 0.2, 0.3]})
+    sp = pd.DataFrame({"config_key": ["a m=4"] * 3 + ["b m=2"],
+                       "engine": ["real", "sim", "sim[m<=2]", "sim"],
+                       "updates_per_s": [100.0, 110.0, 80.0, 5.0],
+                       "time_to_target": [2.0, 1.0, np.nan, 3.0]})
+    out = with_prediction_errors(d, sp)
+    assert list(out["updates_per_s_ratio"][:2]) == [1.1, 0.8]
+    assert out["time_to_target_ratio"].iloc[0] == 0.5
+    assert np.isnan(out["time_to_target_ratio"].iloc[1])  # the prediction never reached it
+    assert np.isnan(out["updates_per_s_ratio"].iloc[2])  # b m=2 was not measured
+    assert list(with_prediction_errors(d.iloc[:0], sp).columns)[-2:] == [
+        "updates_per_s_ratio", "time_to_target_ratio"]
+
+
+def test_calibrate_max_workers_checks(oos_folder, capsys):
+    with pytest.raises(CalibrationError, match="no real run with at most 0 workers|>= 1"):
+        calibrate(oos_folder, max_workers=0, costs=COSTS)
+    with pytest.raises(CalibrationError, match=r"max_workers must be an integer >= 1, not '2'"):
+        calibrate(oos_folder, max_workers="2", costs=COSTS)
+    cal = calibrate(oos_folder, max_workers=1, costs=COSTS)
+    assert cal.scope == "m<=1" and [c["workers"] for c in cal.data["configurations"]] == [1]
+    assert "only runs with at most 1 workers" in cal.summary_text()
+    assert main(["calibrate", str(oos_folder), "--max-workers", "0"]) == 2
+    assert "--max-workers = 0" in capsys.readouterr().err
+
+
+def test_a_damaged_bound_is_refused(oos_folder, tmp_path):
+    src = sorted(oos_folder.glob("calibration-*.json"))[0]
+    data = json.loads(src.read_text())
+    data["source"]["max_workers"] = -3
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(CalibrationError, match="source.max_workers = -3"):
+        load_calibration(bad)
+
+
+def test_the_bound_needs_auto_and_a_real_run_within_it():
+    raw = _raw()
+    raw["sim"] = {"calibration": "cal.json", "calibration_max_workers": 2}
+    del raw["sweep"]["sim.calibration_max_workers"], raw["exclude"]
+    with pytest.raises(ExperimentError, match="only with sim.calibration = 'auto'"):
+        parse_experiment(raw)
+    raw = _raw(sweep={"engine": ["real", "sim"], "workers": [2, 4]},
+               exclude=[])
+    raw["sim"]["calibration_max_workers"] = 1
+    with pytest.raises(ExperimentError, match="leaves no real run to calibrate from"):
+        order_for_calibration(expand(parse_experiment(raw)))
+    raw["sim"]["calibration_max_workers"] = 0
+    with pytest.raises(ExperimentError, match="calibration_max_workers = 0"):
+        parse_experiment(raw)
