@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import stalesgd.sim.run as sim_run
 from stalesgd.analysis.calibrate import calibrate
 from stalesgd.app.runner import run_experiment
 from stalesgd.real.costs import measure_costs
@@ -100,9 +101,26 @@ def compare(real_up, sim_up) -> dict[str, float]:
             "ups": throughput(sim_up) / throughput(real_up)}
 
 
+def predict(problem, batch, alg, m, n, path, seed, predict_from: str):
+    """An out-of-sample simulation with the compute model of a prediction taken from
+    ``predict_from`` (:data:`stalesgd.sim.run.PREDICT_FROM`)."""
+    saved = sim_run.PREDICT_FROM
+    sim_run.PREDICT_FROM = predict_from
+    try:
+        return simulate(problem, batch, alg, m, n, path, seed)
+    finally:
+        sim_run.PREDICT_FROM = saved
+
+
 def measure(problem: Problem, batch: int, algs: list[str], workers: list[int], reps: int,
-            seconds: float, fit_workers: int, root: Path, data_dir: str | None):
-    """Run one (problem, batch) block; returns rows of (alg, m, rep, kind, metrics)."""
+            seconds: float, fit_workers: int, root: Path, data_dir: str | None,
+            also_nearest: bool = False, reuse: dict | None = None):
+    """Run one (problem, batch) block; returns rows of (alg, m, rep, kind, metrics), kind
+    ``in``, ``out`` and, with ``also_nearest``, ``nearest`` (out of sample, the compute
+    times of the same algorithm's measured configuration nearest below instead of every
+    configuration's pooled).  ``reuse``:
+    (problem name, batch) -> a results folder of an earlier run of this script, whose real
+    runs are taken instead of new ones (to compare calibrations on the same runs)."""
     options = dict(problem.options)
     if data_dir:
         options["data_dir"] = data_dir
@@ -114,8 +132,10 @@ def measure(problem: Problem, batch: int, algs: list[str], workers: list[int], r
         "record": {"rows": "all"},
         "sweep": {"algorithm.name": algs, "workers": workers},
     })
-    outcome = run_experiment(exp, out=root, progress=False, echo=lambda _m: None)
-    res = load_results(outcome.folder)
+    folder = reuse.get((problem.name, batch)) if reuse else None
+    if folder is None:
+        folder = run_experiment(exp, out=root, progress=False, echo=lambda _m: None).folder
+    res = load_results(folder)
     n_params = make_problem(problem.name, **problem.options).model.n_params
     costs = measure_costs(n_params)
     costs["source"] = "micro-benchmark (bench/fidelity_matrix.py)"
@@ -126,7 +146,7 @@ def measure(problem: Problem, batch: int, algs: list[str], workers: list[int], r
         real_up = res.updates[res.updates["run_id"] == r.run_id]
         n = int((~real_up["dropped"].to_numpy(bool)).sum())
         path = root / f"cal-{problem.name}-b{batch}-{r.run_id}.json"
-        calibrate(outcome.folder, runs=[r.run_id], costs=costs).save(path)
+        calibrate(folder, runs=[r.run_id], costs=costs).save(path)
         rows.append((alg, m, seed, "in", compare(real_up, simulate(
             problem, batch, alg, m, n, path, seed))))
         if m > fit_workers:
@@ -134,10 +154,13 @@ def measure(problem: Problem, batch: int, algs: list[str], workers: list[int], r
                         & (runs["workers"] <= fit_workers)]
             path = root / f"cal-{problem.name}-b{batch}-{alg}-s{seed}-m{fit_workers}.json"
             if not path.exists():
-                calibrate(outcome.folder, runs=list(same["run_id"]), max_workers=fit_workers,
+                calibrate(folder, runs=list(same["run_id"]), max_workers=fit_workers,
                           costs=costs).save(path)
-            rows.append((alg, m, seed, "out", compare(real_up, simulate(
-                problem, batch, alg, m, n, path, seed))))
+            rows.append((alg, m, seed, "out", compare(real_up, predict(
+                problem, batch, alg, m, n, path, seed, "pooled"))))
+            if also_nearest:
+                rows.append((alg, m, seed, "nearest", compare(real_up, predict(
+                    problem, batch, alg, m, n, path, seed, "nearest"))))
     return rows
 
 
@@ -152,20 +175,24 @@ def _cell(values: list[float], fmt: str) -> str:
 
 def table(rows, algs: list[str], workers: list[int]) -> list[str]:
     """Markdown rows: per (alg, m) the in-sample and out-of-sample medians and spreads."""
+    nearest = any(r[3] == "nearest" for r in rows)
     out = ["| algorithm | m | TV in sample | updates/s ratio in | TV out of sample | KS out | "
-           "W1 out | updates/s ratio out |",
-           "|---|---:|---|---|---|---|---|---|"]
+           "W1 out | updates/s ratio out |"
+           + (" TV out, nearest | updates/s ratio out, nearest |" if nearest else ""),
+           "|---|---:|---|---|---|---|---|---|" + ("---|---|" if nearest else "")]
     for alg in algs:
         for m in workers:
             got = {k: [x for a, w, _s, kk, x in rows if a == alg and w == m and kk == k]
-                   for k in ("in", "out")}
+                   for k in ("in", "out", "nearest")}
             out.append(
                 f"| {alg} | {m} | {_cell([x['tv'] for x in got['in']], '.3f')} | "
                 f"{_cell([x['ups'] for x in got['in']], '.2f')} | "
                 f"{_cell([x['tv'] for x in got['out']], '.3f')} | "
                 f"{_cell([x['ks'] for x in got['out']], '.3f')} | "
                 f"{_cell([x['w1'] for x in got['out']], '.3g')} | "
-                f"{_cell([x['ups'] for x in got['out']], '.2f')} |")
+                f"{_cell([x['ups'] for x in got['out']], '.2f')} |"
+                + (f" {_cell([x['tv'] for x in got['nearest']], '.3f')} | "
+                   f"{_cell([x['ups'] for x in got['nearest']], '.2f')} |" if nearest else ""))
     return out
 
 
@@ -174,9 +201,9 @@ def summary(all_rows, fit_workers: int, cores: int) -> list[str]:
     sample TV ≤ 0.10 and updates/s within 10 %."""
     def med(kind, pick):
         cells = {}
-        for a, m, _s, k, x in all_rows:
+        for block, a, m, _s, k, x in all_rows:
             if k == kind and pick(m):
-                cells.setdefault((a, m), []).append(x)
+                cells.setdefault((block, a, m), []).append(x)
         return cells
 
     lines = []
@@ -184,7 +211,9 @@ def summary(all_rows, fit_workers: int, cores: int) -> list[str]:
             ("in", lambda m: m <= cores, 0.05, f"in sample, m ≤ {cores} (target TV ≤ 0.05)"),
             ("in", lambda m: m > cores, 0.10, f"in sample, m > {cores} (target TV ≤ 0.10)"),
             ("out", lambda m: m > fit_workers, 0.10,
-             f"out of sample, m > {fit_workers} (target TV ≤ 0.10)")):
+             f"out of sample, m > {fit_workers} (target TV ≤ 0.10)"),
+            ("nearest", lambda m: m > fit_workers, 0.10,
+             f"out of sample from the nearest configuration, m > {fit_workers}")):
         cells = med(kind, pick)
         if not cells:
             continue
@@ -216,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="keep the real results here (default: temp)")
     ap.add_argument("--page", default=None, help="markdown page to write (default: "
                     "docs/fidelity.md; none with --quick)")
+    ap.add_argument("--also-nearest", action="store_true",
+                    help="also predict from the compute times of the same algorithm's nearest "
+                         "measured configuration instead of all pooled, for comparison")
+    ap.add_argument("--reuse", default=None, metavar="DIR",
+                    help="take the real runs from the fidelity-* folders of an earlier --out "
+                         "DIR instead of running new ones")
     ap.add_argument("--quick", action="store_true",
                     help="synthetic MLP only, batch 16, 1 repetition of 1 s: a smoke run")
     args = ap.parse_args(argv)
@@ -252,14 +287,20 @@ def main(argv: list[str] | None = None) -> int:
         "measured one-worker run is off by the same ratio). Timing-only simulations.",
         "",
     ]
+    reuse = {}
+    if args.reuse:
+        for f in sorted(Path(args.reuse).glob("fidelity-*")):
+            res = load_results(f)
+            key = (str(res.runs["problem"].iloc[0]), int(res.runs["batch"].iloc[0]))
+            reuse[key] = f  # the newest folder of a (problem, batch) wins
     all_rows, blocks = [], []
     for name in names:
         problem = PROBLEMS[name]
         for batch in batches:
             print(f"{problem.label}, batch {batch} ...", flush=True)
             rows = measure(problem, batch, algs, workers, args.reps, args.seconds,
-                           args.fit_workers, root, args.data_dir)
-            all_rows += rows
+                           args.fit_workers, root, args.data_dir, args.also_nearest, reuse)
+            all_rows += [(f"{name} b{batch}", *r) for r in rows]
             block = [f"## {problem.label}, batch {batch}", ""] + table(rows, algs, workers)
             print("\n".join(block), flush=True)
             blocks += block + [""]

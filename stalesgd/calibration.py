@@ -70,6 +70,18 @@ class Calibration:
                 return c
         return None
 
+    def nearest_configuration(self, algorithm: str, workers: int) -> dict[str, Any] | None:
+        """The measured configuration of ``algorithm`` closest to ``workers`` from below (the
+        most workers not above it; else the fewest above), or None when it was not
+        measured at all: what a prediction of an unmeasured worker count starts from."""
+        same = [c for c in self.data["configurations"] if c["algorithm"] == algorithm]
+        if not same:
+            return None
+        below = [c for c in same if int(c["workers"]) <= int(workers)]
+        if below:
+            return max(below, key=lambda c: int(c["workers"]))
+        return min(same, key=lambda c: int(c["workers"]))
+
     @property
     def max_workers(self) -> int | None:
         """The most workers of the runs it was fitted to when the fit was restricted to them

@@ -287,15 +287,20 @@ def test_run_without_file_uses_the_default(fake, tmp_path, capsys, monkeypatch):
     sim = fake(FakeEngine(), name="sim")
     assert main(["run", "--out", str(tmp_path), "--no-progress", "--no-report"]) == 0
     planned = __import__("stalesgd.experiment").experiment.expand(default_experiment())
-    assert len(real.calls) + len(sim.calls) == len(planned) == 36
+    assert len(real.calls) + len(sim.calls) == len(planned) == 42
     assert sorted(r.run_id for r in real.calls + sim.calls) == sorted(r.run_id for r in planned)
     folder = only_folder(tmp_path)
     assert folder.name.startswith("default-")
-    files = {Path(s.sim.calibration) for s in sim.calls}
-    assert len(files) == 1 and next(iter(files)).parent == folder and next(iter(files)).is_file()
-    assert json.loads(next(iter(files)).read_text())["source"]["run_ids"] == sorted(
-        s.run_id for s in real.calls)
-    assert "calibrated the simulator from 18 real runs" in capsys.readouterr().err
+    files = {s.sim.calibration_max_workers: Path(s.sim.calibration) for s in sim.calls}
+    assert len(set(files.values())) == 2
+    assert all(f.parent == folder and f.is_file() for f in files.values())
+    sources = {k: json.loads(f.read_text())["source"] for k, f in files.items()}
+    assert sources[4]["run_ids"] == sorted(s.run_id for s in real.calls)
+    assert sources[2]["run_ids"] == sorted(s.run_id for s in real.calls if s.workers <= 2)
+    assert sources[2]["max_workers"] == 2
+    err = capsys.readouterr().err
+    assert "calibrated the simulator from 18 real runs with at most 4 workers" in err
+    assert "calibrated the simulator from 12 real runs with at most 2 workers" in err
 
 
 def test_auto_calibration_needs_real_runs_of_the_same_problem(fake, tmp_path, capsys):

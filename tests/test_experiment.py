@@ -323,13 +323,19 @@ def test_seq_runs_one_worker_and_duplicates_collapse():
 
 
 def test_default_experiment_is_the_main_job():
-    """lock/hogwild/leashed × constant/tail × 1, 2, 4 workers, real and calibrated sim."""
+    """lock/hogwild/leashed × constant/tail × 1, 2, 4 workers, real and calibrated sim, plus
+    the 4-worker configurations predicted from a calibration on m <= 2 only."""
     exp = default_experiment()
     runs = expand(exp)
-    grid = {(r.engine, r.algorithm.name, r.stepsize.rule, r.workers) for r in runs}
-    assert grid == {(e, a, s, m) for e in ("real", "sim") for a in ("lock", "hogwild", "leashed")
-                    for s in ("constant", "tail") for m in (1, 2, 4)}
-    assert len(runs) == len(grid) == 36
+    grid = {(r.engine, r.algorithm.name, r.stepsize.rule, r.workers,
+             r.sim.calibration_max_workers) for r in runs}
+    full = {(e, a, s, m, 4 if e == "sim" else None) for e in ("real", "sim")
+            for a in ("lock", "hogwild", "leashed") for s in ("constant", "tail")
+            for m in (1, 2, 4)}
+    predicted = {("sim", a, s, 4, 2) for a in ("lock", "hogwild", "leashed")
+                 for s in ("constant", "tail")}
+    assert grid == full | predicted
+    assert len(runs) == len(grid) == 42
     assert {r.problem.data for r in runs} == {"synthetic"}
     assert all(r.sim.calibration == "auto" for r in runs if r.engine == "sim")
     assert all(not r.sim.timing_only for r in runs if r.engine == "sim")  # numeric replay

@@ -158,3 +158,34 @@ def test_the_bound_needs_auto_and_a_real_run_within_it():
     raw["sim"]["calibration_max_workers"] = 0
     with pytest.raises(ExperimentError, match="calibration_max_workers = 0"):
         parse_experiment(raw)
+
+
+def test_a_prediction_uses_the_pooled_or_the_nearest_measured_configuration(oos_folder):
+    import stalesgd.sim.run as sim_run
+    from stalesgd.calibration import Calibration
+
+    runs = load_results(oos_folder).runs
+    sims = runs[runs["engine"] == "sim"]
+    match = dict(zip(sims["calibration_scope"].fillna("in") + sims["workers"].astype(str),
+                     sims["calibration_match"], strict=True))
+    assert match == {"in1": "exact", "in2": "exact", "in4": "exact", "m<=24": "pooled"}
+    spec = next(s for s in expand(parse_experiment(_raw()))
+                if s.engine == "sim" and s.workers == 4 and s.sim.calibration_max_workers == 2)
+    bounded = next(f for f in oos_folder.glob("calibration-*.json")
+                   if load_calibration(f).max_workers == 2)
+    saved = sim_run.PREDICT_FROM
+    try:
+        sim_run.PREDICT_FROM = "nearest"
+        timing = sim_run.calibrated_timing(load_calibration(bounded), spec, {}, 100)
+    finally:
+        sim_run.PREDICT_FROM = saved
+    assert timing.summary["calibration_match"] == "nearest (m=2)"
+    assert timing.summary["prediction"] and timing.summary["calibration_scope"] == "m<=2"
+
+    cal = Calibration({"configurations": [
+        {"algorithm": "lock", "workers": 1}, {"algorithm": "lock", "workers": 2},
+        {"algorithm": "hogwild", "workers": 2}]})
+    assert cal.nearest_configuration("lock", 8)["workers"] == 2
+    assert cal.nearest_configuration("lock", 1)["workers"] == 1
+    assert cal.nearest_configuration("hogwild", 1)["workers"] == 2  # none below: fewest above
+    assert cal.nearest_configuration("leashed", 4) is None

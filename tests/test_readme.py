@@ -27,7 +27,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 #: commands the walk does not run (matched by prefix), and why
 NOT_RUN: dict[str, str] = {
-    "make run": "the main job (about a minute); the commands it is made of run below",
+    "make run": "the main job (about four minutes); the commands it is made of run below",
     "make test": "this test suite itself",
     "make bench": "the benchmarks, minutes; run on request",
     "source .venv/bin/activate": "the walk already runs inside the package's environment",

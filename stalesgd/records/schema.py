@@ -209,8 +209,8 @@ RUNS = (
     _c("event_loop", "string", "sim: which event loop ran (compiled or simpy)"),
     _c("calibrated", "bool", "sim: timing from a calibration file"),
     _c("calibration", "string", "sim: the calibration file"),
-    _c("calibration_match", "string", "sim: exact (this configuration was measured) or "
-       "pooled"),
+    _c("calibration_match", "string", "sim: exact (this configuration was measured), "
+       "'nearest (m=K)' (the same algorithm's measured K workers) or pooled"),
     _c("calibration_model", "string", "sim: empirical or parametric compute times"),
     _c("calibration_overrides", "string", "sim: timing settings given explicitly over the "
        "calibration"),
