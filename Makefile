@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml $(PLUGIN)/pyproject.toml
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not bench" tests
+	$(BIN)/python -m pytest -m "not slow and not bench" --durations=15 tests
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m "slow" tests

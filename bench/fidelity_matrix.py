@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import platform
 import sys
 import tempfile
@@ -43,6 +44,7 @@ from stalesgd.app.runner import run_experiment
 from stalesgd.real.costs import measure_costs
 from stalesgd.sim.run import SimRun
 
+from stalesgd.data.errors import DataNotFoundError
 from stalesgd.experiment import expand, experiment_from_flags, parse_experiment
 from stalesgd.machine import machine_info
 from stalesgd.problems.registry import make_problem
@@ -85,11 +87,12 @@ def applied_tau(updates) -> np.ndarray:
 
 
 def simulate(problem: Problem, batch: int, alg: str, m: int, updates: int, cal: Path,
-             seed: int):
+             seed: int, data_dir: str | None = None):
     """A calibrated timing-only simulation of one configuration: its update rows."""
+    options = dict(problem.options, **({"data_dir": data_dir} if data_dir else {}))
     exp = experiment_from_flags("sim", problem=problem.name, algorithm=alg, workers=m,
                                 batch=batch, updates=updates, seed=seed,
-                                problem_options=dict(problem.options),
+                                problem_options=options,
                                 sim={"timing_only": True, "calibration": str(cal)})
     return SimRun(expand(exp)[0], progress=False).run().updates
 
@@ -101,15 +104,24 @@ def compare(real_up, sim_up) -> dict[str, float]:
             "ups": throughput(sim_up) / throughput(real_up)}
 
 
-def predict(problem, batch, alg, m, n, path, seed, predict_from: str):
+def predict(problem, batch, alg, m, n, path, seed, predict_from: str, data_dir=None):
     """An out-of-sample simulation with the compute model of a prediction taken from
     ``predict_from`` (:data:`stalesgd.sim.run.PREDICT_FROM`)."""
     saved = sim_run.PREDICT_FROM
     sim_run.PREDICT_FROM = predict_from
     try:
-        return simulate(problem, batch, alg, m, n, path, seed)
+        return simulate(problem, batch, alg, m, n, path, seed, data_dir)
     finally:
         sim_run.PREDICT_FROM = saved
+
+
+def _block_key(config: dict) -> str:
+    """What identifies a block's real runs: problem name, batch and options (not where the
+    data was found)."""
+    p = config.get("problem", {})
+    options = {k: v for k, v in (p.get("options") or {}).items() if k != "data_dir"}
+    return json.dumps([p.get("name"), int(p.get("batch", 0)), options], sort_keys=True,
+                      default=list)
 
 
 def measure(problem: Problem, batch: int, algs: list[str], workers: list[int], reps: int,
@@ -132,11 +144,12 @@ def measure(problem: Problem, batch: int, algs: list[str], workers: list[int], r
         "record": {"rows": "all"},
         "sweep": {"algorithm.name": algs, "workers": workers},
     })
-    folder = reuse.get((problem.name, batch)) if reuse else None
+    folder = reuse.get(_block_key({"problem": {"name": problem.name, "batch": batch,
+                                               "options": options}})) if reuse else None
     if folder is None:
         folder = run_experiment(exp, out=root, progress=False, echo=lambda _m: None).folder
     res = load_results(folder)
-    n_params = make_problem(problem.name, **problem.options).model.n_params
+    n_params = make_problem(problem.name, **options).model.n_params
     costs = measure_costs(n_params)
     costs["source"] = "micro-benchmark (bench/fidelity_matrix.py)"
     rows = []
@@ -148,7 +161,7 @@ def measure(problem: Problem, batch: int, algs: list[str], workers: list[int], r
         path = root / f"cal-{problem.name}-b{batch}-{r.run_id}.json"
         calibrate(folder, runs=[r.run_id], costs=costs).save(path)
         rows.append((alg, m, seed, "in", compare(real_up, simulate(
-            problem, batch, alg, m, n, path, seed))))
+            problem, batch, alg, m, n, path, seed, data_dir))))
         if m > fit_workers:
             same = runs[(runs["algorithm"] == alg) & (runs["seed"] == seed)
                         & (runs["workers"] <= fit_workers)]
@@ -157,10 +170,10 @@ def measure(problem: Problem, batch: int, algs: list[str], workers: list[int], r
                 calibrate(folder, runs=list(same["run_id"]), max_workers=fit_workers,
                           costs=costs).save(path)
             rows.append((alg, m, seed, "out", compare(real_up, predict(
-                problem, batch, alg, m, n, path, seed, "pooled"))))
+                problem, batch, alg, m, n, path, seed, "pooled", data_dir))))
             if also_nearest:
                 rows.append((alg, m, seed, "nearest", compare(real_up, predict(
-                    problem, batch, alg, m, n, path, seed, "nearest"))))
+                    problem, batch, alg, m, n, path, seed, "nearest", data_dir))))
     return rows
 
 
@@ -237,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--algorithms", default=",".join(ALGORITHMS))
     ap.add_argument("--workers", default="1,2,4,8")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=2.0, help="length of each real run")
+    ap.add_argument("--seconds", type=float, default=None,
+                    help="length of each real run (default: 2; 1 with --quick)")
     ap.add_argument("--fit-workers", type=int, default=2,
                     help="out of sample: calibrate from runs of at most this many workers")
     ap.add_argument("--data-dir", default=None, help="where MNIST is (default: the usual "
@@ -252,10 +266,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="take the real runs from the fidelity-* folders of an earlier --out "
                          "DIR instead of running new ones")
     ap.add_argument("--quick", action="store_true",
-                    help="synthetic MLP only, batch 16, 1 repetition of 1 s: a smoke run")
+                    help="synthetic MLP only, batch 16, 1 repetition: a smoke run")
     args = ap.parse_args(argv)
     if args.quick:
-        args.problems, args.batches, args.reps, args.seconds = "mlp-synthetic", "16", 1, 1.0
+        args.problems, args.batches, args.reps = "mlp-synthetic", "16", 1
+    if args.seconds is None:
+        args.seconds = 1.0 if args.quick else 2.0
     page = args.page if args.page or args.quick else "docs/fidelity.md"
     names = [p.strip() for p in args.problems.split(",")]
     unknown = [p for p in names if p not in PROBLEMS]
@@ -290,16 +306,18 @@ def main(argv: list[str] | None = None) -> int:
     reuse = {}
     if args.reuse:
         for f in sorted(Path(args.reuse).glob("fidelity-*")):
-            res = load_results(f)
-            key = (str(res.runs["problem"].iloc[0]), int(res.runs["batch"].iloc[0]))
-            reuse[key] = f  # the newest folder of a (problem, batch) wins
+            reuse[_block_key(load_results(f).config)] = f  # the newest of a block wins
     all_rows, blocks = [], []
     for name in names:
         problem = PROBLEMS[name]
         for batch in batches:
             print(f"{problem.label}, batch {batch} ...", flush=True)
-            rows = measure(problem, batch, algs, workers, args.reps, args.seconds,
-                           args.fit_workers, root, args.data_dir, args.also_nearest, reuse)
+            try:
+                rows = measure(problem, batch, algs, workers, args.reps, args.seconds,
+                               args.fit_workers, root, args.data_dir, args.also_nearest, reuse)
+            except DataNotFoundError as exc:
+                print(f"fidelity_matrix: {exc}", file=sys.stderr)
+                return 2
             all_rows += [(f"{name} b{batch}", *r) for r in rows]
             block = [f"## {problem.label}, batch {batch}", ""] + table(rows, algs, workers)
             print("\n".join(block), flush=True)

@@ -162,6 +162,7 @@ def test_the_bound_needs_auto_and_a_real_run_within_it():
 
 def test_a_prediction_uses_the_pooled_or_the_nearest_measured_configuration(oos_folder):
     import stalesgd.sim.run as sim_run
+
     from stalesgd.calibration import Calibration
 
     runs = load_results(oos_folder).runs

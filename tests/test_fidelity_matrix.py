@@ -1,0 +1,55 @@
+"""Checks of bench/fidelity_matrix.py: its cells are medians with their spread, the targets
+summary keeps problems and batches apart, and a smoke run writes a page (slow)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "fidelity_matrix.py"
+
+
+@pytest.fixture(scope="module")
+def fm():
+    spec = importlib.util.spec_from_file_location("fidelity_matrix", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclass looks its module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _x(tv: float, ups: float = 1.0) -> dict:
+    return {"tv": tv, "ks": tv / 2, "w1": 10 * tv, "ups": ups}
+
+
+def test_a_cell_is_the_median_and_its_range(fm):
+    rows = [("lock", 4, s, "in", _x(tv)) for s, tv in enumerate((0.3, 0.1, 0.2))]
+    rows += [("lock", 4, 0, "out", _x(0.05, 1.2))]
+    lines = fm.table(rows, ["lock"], [4])
+    assert lines[-1].startswith("| lock | 4 | 0.200 (0.100–0.300) | 1.00 (1.00–1.00) | 0.050 |")
+    assert "nearest" not in lines[0]  # no column for a model that was not run
+    assert fm._cell([], ".3f") == "–"
+
+
+def test_the_summary_judges_each_problem_and_batch_apart(fm):
+    # the same (algorithm, m) in two blocks: one meets the in-sample target, one misses it
+    rows = [("a b16", "lock", 2, 0, "in", _x(0.01)), ("a b128", "lock", 2, 0, "in", _x(0.2)),
+            ("a b16", "lock", 4, 0, "out", _x(0.05, 1.05)),
+            ("a b128", "lock", 4, 0, "out", _x(0.3, 1.5))]
+    text = "\n".join(fm.summary(rows, fit_workers=2, cores=2))
+    assert "in sample, m ≤ 2 (target TV ≤ 0.05): 1 of 2 cells" in text
+    assert "out of sample, m > 2 (target TV ≤ 0.10): 1 of 2 cells" in text
+    assert "updates/s within 10 % in 1 of 2" in text
+
+
+@pytest.mark.slow
+def test_a_quick_run_writes_the_page(fm, tmp_path):
+    page = tmp_path / "fidelity.md"
+    assert fm.main(["--quick", "--algorithms", "lock", "--workers", "1,2,4", "--seconds",
+                    "0.5", "--out", str(tmp_path / "runs"), "--page", str(page)]) == 0
+    text = page.read_text()
+    assert "## MLP 784-128-10, synthetic, batch 16" in text and "| lock | 4 |" in text
+    assert "out of sample, m > 2" in text
