@@ -47,7 +47,7 @@ measured configuration uses its own model (workers beyond the measured ones resa
 configuration's pooled samples); any other configuration starts from the same algorithm's
 nearest measured configuration (or the pooled model: ``stalesgd.sim.run.PREDICT_FROM``) and
 is labelled a prediction.  In oversubscribed runs (workers > cores) cycles that include a
-descheduled gap (longer than ``max(2 × lower quartile, lower quartile + 200 µs)``) are left
+descheduled gap (longer than ``max(2 × lower quartile, lower quartile + 1 ms)``) are left
 out, because the simulator's scheduler adds those delays itself; in runs with workers ≤ cores
 every cycle is kept (including interference by other processes, which the simulator cannot
 model).
@@ -78,6 +78,7 @@ from stalesgd.real.costs import measure_costs
 
 from stalesgd.algorithms import ALGORITHMS, get_algorithm
 from stalesgd.calibration import FORMAT, VERSION, Calibration, CalibrationError
+from stalesgd.data.errors import DataNotFoundError
 
 from .load import AnalysisError, read_folder
 
@@ -128,22 +129,31 @@ def sim_timing_costs(algorithm: str, n_params: int, cal: dict[str, Any]) -> dict
                                               cal["cas_cost"])
 
 
+#: the shortest descheduled gap told apart from a slow cycle (Linux gives a runnable thread
+#: at least about a millisecond once it runs; cycles slowed by co-running workers, e.g. 2–3 ×
+#: a 300 µs gradient, are compute)
+MIN_GAP = 1e-3
+
+
 def _long_threshold(cycles: np.ndarray) -> float:
-    """Cycles above this include a descheduled gap: twice the lower quartile (at least 200 µs
-    above it).  The quartile, not the median: with twice as many workers as cores and a
-    gradient not much shorter than the scheduler's slice, most cycles are interrupted, and a
-    threshold on the median (formerly 10 × median) let every gap through as compute."""
+    """Cycles above this include a descheduled gap: twice the lower quartile, and at least
+    :data:`MIN_GAP` above it.  The quartile, not the median: with twice as many workers as
+    cores and a gradient not much shorter than the scheduler's slice, most cycles are
+    interrupted, and a threshold on the median (formerly 10 × median) let every gap through
+    as compute."""
     base = float(np.quantile(cycles, 0.25)) if cycles.size else 0.0
-    return max(2.0 * base, base + 200e-6)
+    return max(2.0 * base, base + MIN_GAP)
 
 
 def _bursts(cycles: np.ndarray, long: np.ndarray) -> np.ndarray:
-    """Lengths of runs of short cycles between two long (descheduled) ones."""
+    """Lengths of the runs of short cycles between two long (descheduled) ones (runs of no
+    short cycle, two gaps in a row, are left out: they say nothing of the slice)."""
     idx = np.flatnonzero(long)
     if idx.size < 2:
         return np.zeros(0)
     csum = np.concatenate([[0.0], np.cumsum(np.where(long, 0.0, cycles))])
-    return csum[idx[1:]] - csum[idx[:-1] + 1]
+    runs = csum[idx[1:]] - csum[idx[:-1] + 1]
+    return runs[runs > 0]
 
 
 def _fit_moments(kind: str, samples: np.ndarray) -> dict[str, Any]:
@@ -271,8 +281,15 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
     problem, batch, dtype = keys[0]
     from stalesgd.problems.registry import make_problem
 
-    options = _problem_options(res.config)
-    n_params = int(make_problem(problem, dtype=dtype, **options).model.n_params)
+    options = _problem_options(res.config)  # what the file records: no path of this machine
+    # ... but the data are looked for where the runs found them, then in the usual places
+    where = (res.config.get("problem", {}).get("options") or {}).get("data_dir")
+    try:
+        n_params = int(make_problem(problem, dtype=dtype, **options, **(
+            {"data_dir": where} if where else {})).model.n_params)
+    except DataNotFoundError as exc:
+        raise CalibrationError(f"the data set of {problem} is needed for the model's size: "
+                               f"{exc}") from None
     cores = int(res.machine.get("usable_cores") or res.machine.get("logical_cores") or 0)
     if cores < 1:
         raise CalibrationError(f"machine.json of {folder.name} does not give the core count "
@@ -307,11 +324,11 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
     # workers' bursts also end when they block on the lock, so for lock-only folders the
     # slice comes from the gaps of runs with one worker more than cores (a preempted worker
     # then waits one slice for its turn).
-    if bursts[False]:
+    if bursts[False] and float(np.median(bursts[False])) > 0:
         time_slice = float(np.median(bursts[False]))
         slice_source = (f"measured: median of {len(bursts[False])} uninterrupted bursts in "
                         "oversubscribed runs")
-    elif gap_estimates[True]:
+    elif gap_estimates[True] and float(np.median(gap_estimates[True])) > 0:
         time_slice = float(np.median(gap_estimates[True]))
         slice_source = (f"measured: median of {len(gap_estimates[True])} descheduled gaps "
                         "in lock runs with one worker more than the cores they had (other "
@@ -406,6 +423,11 @@ def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_pa
         foreign = max(eff_cores * run_span - len(up) * float(short.mean()), 0.0) \
             if run_over and short.size else 0.0
         keep_long = _foreign_gaps(cyc, longs, foreign)
+        # Undisturbed cycles that add up to more core time than the cores had still hold
+        # waits: a gradient much longer than the scheduler's slice is interrupted in every
+        # cycle, evenly, so no cycle stands out as descheduled.  Their share of the cores is
+        # what a cycle's own work took (2 % of slack for the edges of the run).
+        interleaved = eff_cores / eff if run_over and eff > 1.02 * eff_cores else 1.0
         for w, ((c, a), long) in enumerate(zip(cyc, longs, strict=True)):
             if c.size == 0:
                 continue
@@ -416,7 +438,7 @@ def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_pa
                 if workers == eff_cores + 1:  # with more, blocked lock waiters skew it
                     med = float(np.median(c))
                     gap_slices.extend((c[long] - med).tolist())
-                c, a = c[~long], a[~long]
+                c, a = c[~long] * interleaved, a[~long]
             comp = np.maximum(c - get_algorithm(alg).cycle.overhead(a, costs), 0.0)
             per_worker[w].append(comp)
         if alg == "lock" and workers > 1 and not run_over:

@@ -332,6 +332,35 @@ def test_descheduled_gaps_are_found_when_most_cycles_have_one(tmp_path):
     assert entry["compute"]["mean"] == pytest.approx(grad - u, rel=0.02)
 
 
+def test_a_gradient_longer_than_the_slice_is_deconvolved(tmp_path):
+    """4 workers on 2 cores, a gradient of 20 ms and a 3 ms slice: every cycle is stretched
+    to about 40 ms, none stands out as descheduled; the gradient must come out at 20 ms (it
+    came out at 40: simulations ran at half the measured rate)."""
+    grad, slice_, m, cores, horizon = 20e-3, 3e-3, 4, 2, 2.0
+    worker, t_read = [], []
+    for w in range(m):
+        phase = (w // cores) * slice_
+        ran = 0.0
+        while True:
+            k, r = divmod(ran, slice_)
+            wall = phase + 2 * slice_ * k + r
+            if wall > horizon:
+                break
+            worker.append(w)
+            t_read.append(wall)
+            ran += grad
+    order = np.argsort(t_read, kind="stable")
+    t_read = np.asarray(t_read)[order]
+    path = fake_folder(tmp_path, "leashed", m, cores, {
+        "worker": np.asarray(worker, np.int32)[order], "t_read": t_read,
+        "t_apply": t_read + 19e-3})
+    cal = calibrate(path, costs=COSTS)
+    entry = cal.configuration("leashed", m)
+    assert entry["oversubscribed"] and entry["effective_cores"] == 2
+    assert entry["preempted_cycles"] == 0  # no cycle stood out
+    assert entry["compute"]["mean"] == pytest.approx(grad, rel=0.05)
+
+
 def test_calibrate_refuses_folders_without_real_runs(tmp_path):
     exp = experiment_from_flags("sim", problem="logreg-synthetic", algorithm="lock", workers=1,
                                 updates=50, sim={"timing_only": True, "compute": "det:1ms"})
