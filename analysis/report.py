@@ -244,7 +244,8 @@ def _sections(analysis: Analysis) -> list[tuple[str, str, pd.DataFrame]]:
     return [
         ("runs", "Runs", runs_display(analysis)),
         ("staleness", "Staleness PDF(τ) per configuration", staleness_display(analysis)),
-        ("distances", "Simulated vs measured PDF(τ): distances", distances_display(analysis)),
+        ("distances", "Simulated vs measured: PDF(τ) distances, updates/s and time to target",
+         distances_display(analysis)),
         ("speedup", "Throughput, time to target and speedup", speedup_display(analysis)),
         ("staleness-runs", "Staleness PDF(τ) per run", staleness_runs_display(analysis)),
     ] + ([("theory", "Theory checks (least squares)", theory_table(analysis.theory)),
