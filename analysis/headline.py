@@ -134,5 +134,5 @@ def _out_of_sample_line(analysis: Analysis, reference: str, engine: str):
     ms = sorted({w for w in (_workers(k) for k in pair["config_key"]) if w})
     return (f"out of sample ({engine}, calibrated on {scope} only, predicting "
             f"m = {', '.join(map(str, ms))}): " + ", ".join(parts)
-            + f" over {len(pair)} configurations", tuple(med))
+            + f" over {len(pair)} configuration{'s' if len(pair) != 1 else ''}", tuple(med))
 

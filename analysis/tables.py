@@ -70,6 +70,10 @@ def _notes(loaded: Loaded) -> list[str]:
             notes.append(f"{src}: {n_int} interrupted run(s), kept in the tables; left out of "
                          "the non-convergence rate unless they diverged or reached the target.")
     notes += unpaired_notes(runs)
+    engines = sorted(set(runs["engine"].dropna().astype(str))) if len(runs) else []
+    if len(engines) == 1 and engines[0].startswith("sim["):
+        notes.append(f"Only {engines[0]} runs (out-of-sample predictions) and no measured "
+                     "run: give the real results folder too to compare them.")
     return notes
 
 

@@ -59,8 +59,8 @@ def order_for_calibration(runs: list[RunSpec]) -> list[RunSpec]:
         if bound is not None and fewest > bound:
             raise ExperimentError(
                 "sim.calibration_max_workers", bound,
-                f"at least the fewest workers of a real run of the same problem, batch and "
-                f"dtype ({fewest}; run {r.run_id})", "leaves no real run to calibrate from")
+                f"at least {fewest}, the fewest workers of a real run of the same problem, "
+                "batch and dtype", f"leaves sim run {r.run_id} no real run to calibrate from")
     return sorted(runs, key=needs_auto_calibration)
 
 
@@ -119,5 +119,5 @@ class AutoCalibrations:
             raise ExperimentError("sim.calibration", AUTO_CALIBRATION,
                                   "real runs to calibrate from", f"failed: {exc}") from None
         cal.save(path)
-        which = "" if bound is None else f" with at most {bound} workers"
+        which = "" if bound is None else f" with at most {bound} worker{'s' * (bound != 1)}"
         self.echo(f"calibrated the simulator from {len(ids)} real runs{which}: {path.name}")

@@ -103,7 +103,8 @@ class Calibration:
         lines = [
             f"calibration of {p['name']} (batch {p['batch']}, {p['dtype']}, {p['n_params']} "
             f"params) from runs {', '.join(d['source']['run_ids'])} of {d['source']['folder']}"
-            + (f" (only runs with at most {self.max_workers} workers)"
+            + (f" (only runs with at most {self.max_workers} worker"
+               f"{'s' if self.max_workers != 1 else ''})"
                if self.max_workers is not None else ""),
             f"machine: {d['machine'].get('hostname')} ({d['machine'].get('cpu_model')}), "
             f"cores = {d['cores']}, time slice = {d['time_slice'] * 1e3:.3g} ms "
