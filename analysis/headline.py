@@ -60,7 +60,7 @@ def headline(analysis: Analysis, reference: str = "real", other: str = "sim") ->
     d = analysis.stale.distances
     if not d.empty:
         pair = d[(d["engine_a"] == reference) & (d["engine_b"] == other)]
-        pair = pair[[(_workers(k) or 0) > 1 for k in pair["config_key"]]]
+        pair = pair[_more_than_one_worker(pair)]
         tv = pd.to_numeric(pair["tv"], errors="coerce")
         if tv.notna().any():
             tv_med, tv_max = float(tv.median()), float(tv.max())
@@ -71,15 +71,12 @@ def headline(analysis: Analysis, reference: str = "real", other: str = "sim") ->
 
     sp = analysis.speedup
     if not sp.empty:
-        ups = sp.pivot_table(index="config_key", columns="engine", values="updates_per_s",
-                             aggfunc="mean")
-        if reference in ups and other in ups:
-            ratio = (ups[other] / ups[reference]).replace([np.inf, -np.inf], np.nan).dropna()
-            if len(ratio):
-                err_med = float((ratio - 1.0).abs().median())
-                lines.append(f"updates/s predicted by {other}: median error {100 * err_med:.0f} % "
-                             f"over {len(ratio)} configurations (sim/real from "
-                             f"{ratio.min():.2f} to {ratio.max():.2f})")
+        ratio = _rate_ratios(sp, reference, other)
+        if len(ratio):
+            err_med = float((ratio - 1.0).abs().median())
+            lines.append(f"updates/s predicted by {other}: median error {100 * err_med:.0f} % "
+                         f"over {len(ratio)} configurations (sim/real from "
+                         f"{ratio.min():.2f} to {ratio.max():.2f})")
         real = sp[(sp["engine"] == reference) & sp["time_to_target"].notna()]
         if len(real):
             row = real.loc[real["time_to_target"].idxmin()]
@@ -105,6 +102,26 @@ def headline(analysis: Analysis, reference: str = "real", other: str = "sim") ->
                     predicted)
 
 
+def _rate_ratios(sp: pd.DataFrame, reference: str, other: str) -> pd.Series:
+    """Per configuration run by both engines, ``other``'s updates/s ÷ ``reference``'s, both
+    from first read to last apply where both have it (a real run's whole-run rate counts its
+    start-up), else the runs table's."""
+    out = {}
+    for col in ("updates_per_s", "updates_per_s_span"):
+        if col not in sp:
+            continue
+        ups = sp.pivot_table(index="config_key", columns="engine", values=col, aggfunc="mean")
+        if reference in ups and other in ups:
+            r = (ups[other] / ups[reference]).replace([np.inf, -np.inf], np.nan).dropna()
+            out.update(r.to_dict())  # the span-based ratio, where there is one, wins
+    return pd.Series(out, dtype=float)
+
+
+def _more_than_one_worker(frame: pd.DataFrame) -> np.ndarray:
+    """Row mask: configurations with m > 1 (a boolean array, also for no rows)."""
+    return np.array([(_workers(k) or 0) > 1 for k in frame["config_key"]], dtype=bool)
+
+
 def _out_of_sample_engines(analysis: Analysis, other: str) -> list[str]:
     d = analysis.stale.distances
     if d.empty or "engine_b" not in d:
@@ -116,7 +133,7 @@ def _out_of_sample_line(analysis: Analysis, reference: str, engine: str):
     """The headline line of one out-of-sample engine, and its three medians."""
     d = analysis.stale.distances
     pair = d[(d["engine_a"] == reference) & (d["engine_b"] == engine)]
-    pair = pair[[(_workers(k) or 0) > 1 for k in pair["config_key"]]]
+    pair = pair[_more_than_one_worker(pair)]
     if pair.empty:
         return "", (None, None, None)
     tv = pd.to_numeric(pair["tv"], errors="coerce").dropna()

@@ -325,6 +325,29 @@ def _label_out_of_sample(runs: pd.DataFrame) -> pd.DataFrame:
     return runs
 
 
+def span_rates(runs: pd.DataFrame, updates: pd.DataFrame) -> np.ndarray:
+    """Per run, applied updates per second from its first read to its last apply, from its
+    update rows: the rate every engine can be compared on (a real run's ``updates_per_s``
+    divides by the whole run, start-up included; a simulation's has no start-up).  NaN for
+    runs that kept only some rows (``log_rows`` other than ``all``) or fewer than two."""
+    out = np.full(len(runs), np.nan)
+    if not len(runs) or updates.empty:
+        return out
+    applied = updates[~updates["dropped"].fillna(False).astype(bool)]
+    first = updates.groupby("uid")["t_read"].min()
+    last = applied.groupby("uid")["t_apply"].max()
+    count = applied.groupby("uid").size()
+    rows = runs["log_rows"] if "log_rows" in runs else pd.Series(index=runs.index, dtype=object)
+    for i, (uid, kept) in enumerate(zip(runs["uid"], rows, strict=True)):
+        complete = kept is None or (isinstance(kept, float) and math.isnan(kept)) \
+            or str(kept) == "all"
+        if complete and uid in count.index and count[uid] >= 2:
+            span = float(last[uid] - first[uid])
+            if span > 0:
+                out[i] = float(count[uid]) / span
+    return out
+
+
 def load_folders(dirs: str | Path | Iterable[str | Path],
                  target: float | None = None) -> Loaded:
     """Read results folders (merged, or unmerged after an interruption) into one :class:`Loaded`.
@@ -370,6 +393,7 @@ def load_folders(dirs: str | Path | Iterable[str | Path],
     else:
         runs["config_key"] = pd.Series([], dtype=object)
     runs = fill_targets(runs, evals, target, config_targets)
+    runs["updates_per_s_span"] = span_rates(runs, updates)
     ctl_l = []
     for src, res in zip(sources, folders, strict=True):
         ctl = getattr(res, "control", None)  # folders written before elastic runs have none

@@ -33,7 +33,7 @@ SPEEDUP_COLUMNS = ["config_key", "engine", "algorithm", "workers", "stepsize", "
                    "updates_per_s", "updates_per_s_std", "target_loss", "reached",
                    "time_to_target", "updates_to_target", "judged", "not_converged",
                    "nonconv_rate", "baseline", "speedup", "throughput_ratio",
-                   "efficiency_ratio", "throughput_ratio_run"]
+                   "efficiency_ratio", "throughput_ratio_run", "updates_per_s_span"]
 
 
 def _flag(frame: pd.DataFrame, col: str) -> np.ndarray:
@@ -59,6 +59,15 @@ def nonconvergence(runs: pd.DataFrame) -> tuple[int, int]:
     judged = (diverged | evaluated) & ~(interrupted & ~diverged & ~reached)
     failed = judged & (diverged | (has_target & evaluated & ~reached))
     return int(failed.sum()), int(judged.sum())
+
+
+def _mean(grp: pd.DataFrame, col: str) -> float:
+    """Mean of the finite values of ``col`` (NaN without any)."""
+    if col not in grp:
+        return math.nan
+    x = pd.to_numeric(grp[col], errors="coerce").to_numpy(dtype=np.float64)
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else math.nan
 
 
 def _first(grp: pd.DataFrame, col: str) -> Any:
@@ -114,6 +123,7 @@ def speedup_table(loaded: Loaded) -> pd.DataFrame:
             "problem": _first(grp, "problem"), "batch": _first(grp, "batch"),
             "dtype": _first(grp, "dtype"), "runs": len(grp),
             "updates_per_s": float(ups.mean()) if ups.size else math.nan,
+            "updates_per_s_span": _mean(grp, "updates_per_s_span"),
             "updates_per_s_std": float(ups.std(ddof=1)) if ups.size > 1 else math.nan,
             "target_loss": float(targets[0]) if len(targets) == 1 else math.nan,
             "reached": len(hit),

@@ -102,25 +102,36 @@ def unpaired_notes(runs: pd.DataFrame, shown: int = 4) -> list[str]:
 def with_prediction_errors(distances: pd.DataFrame, speedup: pd.DataFrame) -> pd.DataFrame:
     """``distances`` (one row per configuration and engine pair) with how far the other
     engine's updates/s and time to target are from the reference's: ``updates_per_s_ratio``
-    and ``time_to_target_ratio`` (other ÷ reference; NaN where either is missing).  A
-    prediction's speedup over the measured one-worker run is off by its updates/s ratio."""
+    and ``time_to_target_ratio`` (other ÷ reference; NaN where either is missing).  Updates/s
+    are compared from first read to last apply (``updates_per_s_span``) where both runs kept
+    every update row, else as the runs table gives them.  A prediction's speedup over the
+    measured one-worker run is off by its updates/s ratio."""
     out = distances.copy()
     if out.empty:
         out["updates_per_s_ratio"] = pd.Series(dtype=float)
         out["time_to_target_ratio"] = pd.Series(dtype=float)
         return out
     by = speedup.set_index(["config_key", "engine"]) if len(speedup) else None
-    for col, name in (("updates_per_s", "updates_per_s_ratio"),
-                      ("time_to_target", "time_to_target_ratio")):
-        ratios = []
-        for row in out.itertuples():
-            try:
-                a = float(by.loc[(row.config_key, row.engine_a), col])
-                b = float(by.loc[(row.config_key, row.engine_b), col])
-            except (KeyError, AttributeError, TypeError):
-                a = b = float("nan")
-            ratios.append(b / a if np.isfinite(a) and np.isfinite(b) and a > 0 else np.nan)
-        out[name] = ratios
+
+    def value(key: str, engine: str, col: str) -> float:
+        try:
+            return float(by.loc[(key, engine), col])
+        except (KeyError, AttributeError, TypeError):
+            return float("nan")
+
+    ups, ttt = [], []
+    for row in out.itertuples():
+        a, b = (value(row.config_key, e, "updates_per_s_span") for e in (row.engine_a,
+                                                                         row.engine_b))
+        if not (np.isfinite(a) and np.isfinite(b)):
+            a, b = (value(row.config_key, e, "updates_per_s") for e in (row.engine_a,
+                                                                        row.engine_b))
+        ups.append(b / a if np.isfinite(a) and np.isfinite(b) and a > 0 else np.nan)
+        a, b = (value(row.config_key, e, "time_to_target") for e in (row.engine_a,
+                                                                     row.engine_b))
+        ttt.append(b / a if np.isfinite(a) and np.isfinite(b) and a > 0 else np.nan)
+    out["updates_per_s_ratio"] = ups
+    out["time_to_target_ratio"] = ttt
     return out
 
 

@@ -190,3 +190,40 @@ def test_a_prediction_uses_the_pooled_or_the_nearest_measured_configuration(oos_
     assert cal.nearest_configuration("lock", 1)["workers"] == 1
     assert cal.nearest_configuration("hogwild", 1)["workers"] == 2  # none below: fewest above
     assert cal.nearest_configuration("leashed", 4) is None
+
+
+def test_the_headline_of_distances_without_a_real_sim_pair_is_written():
+    """Distances between real and ray (or sim and sim[m<=2]) only: no real-vs-sim line and
+    no crash (an empty selection once dropped every column)."""
+    from stalesgd.analysis.tables import Analysis
+
+    d = pd.DataFrame({"config_key": ["a m=2"], "engine_a": ["real"], "engine_b": ["ray"],
+                      "tv": [0.1], "ks": [0.1], "w1": [0.2], "updates_per_s_ratio": [1.0],
+                      "time_to_target_ratio": [np.nan]})
+    stale = type("S", (), {"distances": d})()
+    h = headline(Analysis(loaded=None, stale=stale, speedup=pd.DataFrame()))
+    assert h.tv_median is None and h.lines == ()
+    d["engine_a"], d["engine_b"] = "sim", "sim[m<=2]"
+    assert headline(Analysis(loaded=None, stale=stale, speedup=pd.DataFrame())).lines == ()
+
+
+def test_updates_per_second_are_compared_over_the_same_span(oos_folder):
+    """A real run's runs-table rate counts its start-up, a simulation's does not: errors are
+    taken from first read to last apply on both sides, where both kept every row."""
+    loaded = analyse([oos_folder], theory=False).loaded
+    runs = loaded.runs
+    assert np.isfinite(runs["updates_per_s_span"]).all()
+    r = runs[runs["engine"] == "real"].iloc[0]
+    up = loaded.updates[loaded.updates["uid"] == r["uid"]]
+    ok = ~up["dropped"].to_numpy(bool)
+    span = up["t_apply"].to_numpy()[ok].max() - up["t_read"].min()
+    assert r["updates_per_s_span"] == pytest.approx(ok.sum() / span)
+    d = pd.DataFrame({"config_key": ["a m=4", "b m=4"], "engine_a": ["real"] * 2,
+                      "engine_b": ["sim"] * 2, "tv": [0.1, 0.1]})
+    sp = pd.DataFrame({"config_key": ["a m=4", "a m=4", "b m=4", "b m=4"],
+                       "engine": ["real", "sim"] * 2,
+                       "updates_per_s": [50.0, 100.0, 50.0, 100.0],
+                       "updates_per_s_span": [100.0, 100.0, np.nan, 100.0],
+                       "time_to_target": [np.nan] * 4})
+    out = with_prediction_errors(d, sp)
+    assert list(out["updates_per_s_ratio"]) == [1.0, 2.0]  # span where both have it
