@@ -248,9 +248,16 @@ def _run(exp, out: str, progress: bool, *, dry_run: bool = False, resume: str | 
         _err(f"{outcome.write_error}; the {kept} runs written before are kept in "
              f"{outcome.folder}{hint}")
         return EXIT_FAILURE
+    if outcome.interrupted:
+        # no report after Ctrl-C (the user asked to stop; an import the interrupt cut short
+        # can break it): say how to go on instead
+        if Path(outcome.folder).exists():
+            hint = f"`{rerun} --resume {outcome.folder}` finishes the sweep; " if rerun else ""
+            _err(f"{hint}`stalesgd report {outcome.folder}` reports the runs kept")
+        return EXIT_INTERRUPTED
     if report and (outcome.summaries or outcome.skipped):
         _write_run_report(outcome.folder)
-    return EXIT_INTERRUPTED if outcome.interrupted else 0
+    return 0
 
 
 def _write_run_report(folder: Path) -> None:

@@ -67,7 +67,10 @@ def format_summary(summaries: list[dict[str, Any]],
     rows = [header]
     for s in summaries:
         spec = (specs or {}).get(str(s.get("run_id")))
-        rows.append((str(s.get("run_id")), str(s.get("engine")), str(s.get("algorithm")),
+        engine = str(s.get("engine"))
+        if s.get("calibration_scope"):  # an out-of-sample prediction, as reports name it
+            engine += f"[{s['calibration_scope']}]"
+        rows.append((str(s.get("run_id")), engine, str(s.get("algorithm")),
                      str(s.get("stepsize")), str(s.get("workers")), str(s.get("seed")),
                      _fmt(s.get("updates_per_s"), ".0f"), _fmt(s.get("final_loss"), ".4g"),
                      _fmt(s.get("time_to_target"), ".3g"), "; ".join(run_notes(s, spec))))

@@ -133,6 +133,10 @@ def test_ctrl_c_keeps_finished_runs(fake, exp_file, tmp_path, capsys):
     assert not (folder / "parts").exists()  # merged
     captured = capsys.readouterr()
     assert "interrupted" in captured.err and str(folder) in captured.out
+    # no report after Ctrl-C; how to finish and how to report instead
+    assert not (folder / "report.html").exists()
+    assert f"--resume {folder}` finishes the sweep" in captured.err
+    assert f"`stalesgd report {folder}` reports the runs kept" in captured.err
 
 
 SIGINT_SCRIPT = """

@@ -227,3 +227,12 @@ def test_updates_per_second_are_compared_over_the_same_span(oos_folder):
                        "time_to_target": [np.nan] * 4})
     out = with_prediction_errors(d, sp)
     assert list(out["updates_per_s_ratio"]) == [1.0, 2.0]  # span where both have it
+
+
+def test_the_summary_table_names_the_out_of_sample_engine(oos_folder):
+    from stalesgd.app.summary import format_summary
+
+    runs = load_results(oos_folder).runs
+    text = format_summary([dict(r) for _, r in runs.iterrows()], None)
+    lines = [line for line in text.splitlines() if "sim[m<=2]" in line]
+    assert len(lines) == 1 and " 4 " in lines[0]
