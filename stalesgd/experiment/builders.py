@@ -31,7 +31,7 @@ def default_experiment() -> Experiment:
     2 and 4 workers, for real; then the same 18 configurations in the simulator with numeric
     replay, calibrated from all those real runs (in sample), and the 4-worker ones once more
     calibrated only from the runs of at most 2 workers (out of sample, shown as engine
-    ``sim[m<=2]``).  About four minutes on 2 cores.
+    ``sim[m<=2]``).  Three to four minutes on 2 cores.
     """
     return parse_experiment({
         "name": "default",
