@@ -30,7 +30,10 @@ MAX_REPR = 300
 
 def short_repr(value: Any) -> str:
     """``repr(value)``, shortened to :data:`MAX_REPR` characters (a huge list or string
-    must not turn an error message into a page)."""
+    must not turn an error message into a page); a boolean as TOML and JSON spell it
+    (``true``, not ``True``)."""
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
     text = repr(value)
     if len(text) <= MAX_REPR:
         return text

@@ -61,7 +61,7 @@ def test_flag_choice_table_and_known_keys():
     assert choice("tail", "rule", ("constant", "tail")) == "tail"
     with pytest.raises(OptionError, match="rule = 'x' is not allowed; allowed: constant, tail"):
         choice("x", "rule", ("constant", "tail"))
-    with pytest.raises(OptionError, match=r"stop.forever = True is an unknown key; allowed: "
+    with pytest.raises(OptionError, match=r"stop.forever = true is an unknown key; allowed: "
                                           r"keys in \[stop\]: updates, seconds"):
         table({"forever": True}, "stop", ("updates", "seconds"))
     with pytest.raises(OptionError, match=r"stepsize.options.beta = 3 is an unknown option; "
