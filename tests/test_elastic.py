@@ -147,7 +147,7 @@ def test_schedule_ramp_in_seconds_follows_every_level():
     (dict(name="schedule"), "controller.options.steps = None is missing"),
     (dict(name="schedule", steps=[[0, 9]]), r"steps\[0\]\[1\] = 9 is out of range"),
     (dict(name="schedule", steps=[[5, 2], [5, 1]]), r"steps\[1\]\[0\] = 5"),
-    (dict(name="static", m=True), "controller.options.m = True"),
+    (dict(name="static", m=True), "controller.options.m = true"),
     (dict(name="window", width=10**12), "controller.options.width = 1000000000000 is out of "
                                         "range; allowed: an integer in 1..8"),
     (dict(name="window", mirror="yes"), "controller.options.mirror = 'yes' is a string"),

@@ -152,7 +152,7 @@ def test_missing_unreadable_and_malformed_files(tmp_path):
     ({}, "file = None is missing"),
     ({"file": "data.svm"}, r"unsupported suffix '.svm'; allowed: a file ending in .npz, .csv"),
     ({"file": "data.npz", "sha256": "abc"}, "sha256 = 'abc' is not allowed; allowed: 64 hex"),
-    ({"file": "data.npz", "header": True}, "header = True is set for a .npz file"),
+    ({"file": "data.npz", "header": True}, "header = true is set for a .npz file"),
     ({"file": "data.npz", "test_fraction": 1.0}, "test_fraction = 1.0"),
     ({"file": "data.npz", "data_dir": "."}, "no data_dir"),
     ({"file": "data.npz", "normalize": "unit"}, "normalize = 'unit' is an unknown option"),
