@@ -300,32 +300,37 @@ def test_oversubscribed_run_gives_time_slice_and_drops_descheduled_gaps(tmp_path
     assert entry["compute"]["mean"] == pytest.approx(cycle - u, rel=1e-6)
 
 
-def test_descheduled_gaps_are_found_when_most_cycles_have_one(tmp_path):
-    """4 workers on 2 cores, a gradient of 2 ms and a 3 ms slice: each core alternates two
-    workers, so most cycles span a gap.  The gradient time must still come out at 2 ms (a
-    threshold on the median let the gaps through: about 3.5 ms)."""
-    grad, slice_, m, cores, horizon = 2e-3, 3e-3, 4, 2, 0.6
+def two_per_core(grad: float, slice_: float, m: int, cores: int, horizon: float):
+    """(worker, t_read) in time order for ``m = 2 × cores`` workers sharing the cores in
+    turns of one ``slice_``: workers 0..cores-1 run first, then the others; each reads when
+    it has run a multiple of ``grad`` seconds (its gradient time)."""
     worker, t_read = [], []
     for w in range(m):
-        phase = (w // cores) * slice_  # workers 0, 1 run first on cores 0, 1; then 2, 3
+        phase = (w // cores) * slice_
         ran = 0.0  # this worker's running time so far
         while True:
-            # wall time at which the worker has run `ran` seconds
             k, r = divmod(ran, slice_)
-            wall = phase + 2 * slice_ * k + r
+            wall = phase + 2 * slice_ * k + r  # when it has run `ran` seconds
             if wall > horizon:
                 break
             worker.append(w)
             t_read.append(wall)
             ran += grad
     order = np.argsort(t_read, kind="stable")
-    t_read = np.asarray(t_read)[order]
+    return np.asarray(worker, np.int32)[order], np.asarray(t_read)[order]
+
+
+def test_descheduled_gaps_are_found_when_most_cycles_have_one(tmp_path):
+    """4 workers on 2 cores, a gradient of 2 ms and a 3 ms slice: each core alternates two
+    workers, so most cycles span a gap.  The gradient time must still come out at 2 ms (a
+    threshold on the median let the gaps through: about 3.5 ms)."""
+    grad, slice_, m, cores, horizon = 2e-3, 3e-3, 4, 2, 0.6
+    worker, t_read = two_per_core(grad, slice_, m, cores, horizon)
     path = fake_folder(tmp_path, "hogwild", m, cores, {
-        "worker": np.asarray(worker, np.int32)[order], "t_read": t_read,
-        "t_apply": t_read + 1.9e-3})
+        "worker": worker, "t_read": t_read, "t_apply": t_read + 1.9e-3})
     cal = calibrate(path, costs=COSTS)
     entry = cal.configuration("hogwild", m)
-    cycles = np.diff(t_read[np.asarray(worker)[order] == 0])
+    cycles = np.diff(t_read[worker == 0])
     assert np.median(cycles) > 4e-3  # most cycles do span a gap
     assert entry["oversubscribed"] and entry["effective_cores"] == 2
     u = COSTS["update_per_param"] * cal.data["problem"]["n_params"] + COSTS["cas_cost"]
@@ -337,23 +342,9 @@ def test_a_gradient_longer_than_the_slice_is_deconvolved(tmp_path):
     to about 40 ms, none stands out as descheduled; the gradient must come out at 20 ms (it
     came out at 40: simulations ran at half the measured rate)."""
     grad, slice_, m, cores, horizon = 20e-3, 3e-3, 4, 2, 2.0
-    worker, t_read = [], []
-    for w in range(m):
-        phase = (w // cores) * slice_
-        ran = 0.0
-        while True:
-            k, r = divmod(ran, slice_)
-            wall = phase + 2 * slice_ * k + r
-            if wall > horizon:
-                break
-            worker.append(w)
-            t_read.append(wall)
-            ran += grad
-    order = np.argsort(t_read, kind="stable")
-    t_read = np.asarray(t_read)[order]
+    worker, t_read = two_per_core(grad, slice_, m, cores, horizon)
     path = fake_folder(tmp_path, "leashed", m, cores, {
-        "worker": np.asarray(worker, np.int32)[order], "t_read": t_read,
-        "t_apply": t_read + 19e-3})
+        "worker": worker, "t_read": t_read, "t_apply": t_read + 19e-3})
     cal = calibrate(path, costs=COSTS)
     entry = cal.configuration("leashed", m)
     assert entry["oversubscribed"] and entry["effective_cores"] == 2
