@@ -151,8 +151,7 @@ def test_svmlight_reads_gzip(tmp_path):
     ("1 2:1 2:3\n", "index 2 appears twice"),
     ("yes 1:1\n", "label 'yes' is not a number"),
     ("1 1:nan\n", "is not finite"),
-    ("0.5 1:1\n", "label 0.5 of example 1 is not allowed"),
-    ("-2 1:1\n", "label -2 of example 1 is not allowed"),
+    ("1 1:1\n0.5 1:1\n", "label 0.5 of example 2 is not allowed"),
     ("# nothing\n\n", "no examples"),
 ])
 def test_svmlight_malformed_lines_say_where_and_what(tmp_path, text, message):
@@ -184,3 +183,17 @@ def test_svmlight_round_trip_of_the_sparse_set_matches_scikit_learn(tmp_path):
     Xs, ys = sklearn_io.load_svmlight_file(str(path), n_features=400)
     np.testing.assert_array_equal(X.indptr, Xs.indptr)
     np.testing.assert_array_equal(X.indices, Xs.indices)
+
+
+def test_svmlight_writer_round_trips_exactly(tmp_path):
+    from stalesgd.data.svmlight import write_svmlight
+
+    d = load_dataset("sparse", seed=4, n_train=60, n_test=5, n_features=300, nnz=9)
+    path = write_svmlight(tmp_path / "w.svm", d.X_train, d.y_train)
+    assert path.read_text().splitlines()[0].split()[0] in ("-1", "1")
+    X, y = read_svmlight(path, n_features=300)
+    np.testing.assert_array_equal(y, d.y_train)
+    for name in ("indptr", "indices", "values"):
+        np.testing.assert_array_equal(getattr(X, name), getattr(d.X_train, name))
+    with pytest.raises(ValueError, match="a label per row"):
+        write_svmlight(tmp_path / "bad.svm", d.X_train, d.y_train[:3])

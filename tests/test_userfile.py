@@ -150,7 +150,14 @@ def test_missing_unreadable_and_malformed_files(tmp_path):
 
 @pytest.mark.parametrize("options,message", [
     ({}, "file = None is missing"),
-    ({"file": "data.svm"}, r"unsupported suffix '.svm'; allowed: a file ending in .npz, .csv"),
+    ({"file": "data.txt"}, r"unsupported suffix '.txt'; allowed: a file ending in .npz, .csv, "
+                           r".svm, .svmlight, .libsvm \(.csv and svmlight files also with .gz or "
+                           r".bz2 after it\), or the option format"),
+    ({"file": "rcv1_train.binary.bz2"}, "unsupported suffix '.binary'"),
+    ({"file": "data.npz.gz"}, r"a npz file without .gz \(only .csv and svmlight text"),
+    ({"file": "data.bin", "format": "libsvm"}, "format = 'libsvm' is not allowed; allowed: npz, "
+                                               "csv, svmlight"),
+    ({"file": "d.svm", "label_column": 0}, "label_column = 0 is set for a svmlight file"),
     ({"file": "data.npz", "sha256": "abc"}, "sha256 = 'abc' is not allowed; allowed: 64 hex"),
     ({"file": "data.npz", "header": True}, "header = true is set for a .npz file"),
     ({"file": "data.npz", "test_fraction": 1.0}, "test_fraction = 1.0"),
@@ -215,3 +222,109 @@ updates = 10
     with pytest.raises(OptionError, match=r"problem.batch = 64 .*1\.\.32 \(the training examples"):
         loads_experiment(f"[problem]\nname = 'mlp-file'\nbatch = 64\n"
                          f"options = {{file = '{path}'}}\n[stop]\nupdates = 10\n")
+
+
+# --- svmlight files ---------------------------------------------------------------------
+
+def _svmlight_text(X, labels):
+    """svmlight lines (1-based indices) of the dense rows ``X`` with ``labels``."""
+    lines = []
+    for row, label in zip(X, labels, strict=True):
+        entries = " ".join(f"{j + 1}:{float(v)!r}" for j, v in enumerate(row) if v != 0)
+        lines.append(f"{label:g} {entries}")
+    return "\n".join(lines) + "\n"
+
+
+def _sparse_rows(n=40, d=12, seed=0):
+    rng = np.random.default_rng(seed)
+    X = np.round(rng.normal(size=(n, d)), 4) * (rng.random((n, d)) < 0.25)  # (as .csv keeps)
+    X[:, 0] = 1.0  # every row holds something
+    return X
+
+
+@pytest.mark.parametrize("compression", [None, "gz", "bz2"])
+def test_svmlight_files_run_as_sparse_sets_with_the_hold_out_of_a_csv(tmp_path, compression):
+    import bz2
+    import gzip
+
+    X = _sparse_rows()
+    y = np.arange(X.shape[0]) % 2
+    text = _svmlight_text(X, 2 * y - 1)  # ±1 labels
+    path = tmp_path / "d.svm"
+    if compression is None:
+        path.write_text(text)
+    else:
+        path = tmp_path / f"d.svm.{compression}"
+        path.write_bytes((gzip if compression == "gz" else bz2).compress(text.encode()))
+    prob = make_problem("logreg-file", file=str(path), test_fraction=0.25, seed=3)
+    d = prob.dataset
+    assert d.sparse and prob.sparse  # the linear model with the sparse gradient contract
+    assert type(prob.model).__name__ == "LinearClassifier"
+    assert d.meta["format"] == "svmlight" and d.meta["class_labels"] == [-1.0, 1.0]
+    assert d.max_row_nnz == int((X != 0).sum(axis=1).max())
+    # the same rows, read densely from a .csv, give the same hold-out split
+    csv = _csv(tmp_path, np.column_stack([X, y]))
+    dense = make_problem("logreg-file", file=str(csv), test_fraction=0.25, seed=3).dataset
+    np.testing.assert_array_equal(d.features("train"), dense.features("train"))
+    np.testing.assert_array_equal(d.features("test"), dense.features("test"))
+    np.testing.assert_array_equal(d.y_train, dense.y_train)
+    np.testing.assert_array_equal(d.y_test, dense.y_test)
+    small = make_problem("logreg-file", file=str(path), n_train=5, n_test=3,
+                         dtype="float32").dataset
+    assert small.X_train.shape == (5, 12) and small.X_test.shape == (3, 12)
+    assert small.X_train.dtype == np.float32
+
+
+def test_svmlight_class_labels_are_numbered_in_ascending_order(tmp_path):
+    X = _sparse_rows(30)
+    path = tmp_path / "news.libsvm"
+    path.write_text(_svmlight_text(X, 1 + np.arange(30) % 3))  # LIBSVM's classes 1..3
+    d = make_problem("softmax-file", file=str(path)).dataset
+    assert d.n_classes == 3 and d.meta["class_labels"] == [1.0, 2.0, 3.0]
+    assert sorted(set(d.y_train) | set(d.y_test)) == [0, 1, 2]
+    # a file whose name does not tell its format, named by the option format
+    other = tmp_path / "rcv1_train.binary"
+    other.write_text(_svmlight_text(X, np.where(np.arange(30) % 2, 4, 2)))  # 2/4 labels
+    with pytest.raises(OptionError, match="unsupported suffix '.binary'"):
+        check_problem("logreg-file", {"file": str(other)})
+    shape = check_problem("logreg-file", {"file": str(other), "format": "svmlight"})
+    assert shape.data.nnz_per_row == int((X != 0).sum(axis=1).max())
+    # regression targets stay numbers
+    path.write_text(_svmlight_text(X, np.linspace(-1, 1, 30)))
+    reg = make_problem("linreg-file", file=str(path)).dataset
+    assert reg.n_classes == 0 and reg.y_train.dtype == np.float64
+    with pytest.raises(DataCorruptError, match="label -0.931034 of example 2 is not allowed; class "
+                                               "labels are integers"):
+        make_problem("logreg-file", file=str(path))
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"BZh91AY&SY garbage", r"not a readable .bz2 file"),
+    (b"1 1:x\n", r"d.svm.bz2, line 1: the value of index 1 'x' is not a number"),
+])
+def test_bad_svmlight_files_say_what_is_wrong(tmp_path, content, message):
+    import bz2
+
+    path = tmp_path / "d.svm.bz2"
+    path.write_bytes(content if content.startswith(b"BZh") else bz2.compress(content))
+    with pytest.raises(DataCorruptError, match=message):
+        check_problem("logreg-file", {"file": str(path)})
+
+
+def test_cli_runs_hogwild_sparsely_on_an_svmlight_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    X = _sparse_rows(200, d=60)
+    (tmp_path / "t.svm").write_text(_svmlight_text(X, 2 * (X[:, 1] > 0) - 1))
+    for engine in ("real", "sim"):
+        argv = [engine, "--problem", "logreg-file", "--data-file", "t.svm", "--algorithm",
+                "hogwild", "--workers", "2", "--updates", "300", "--batch", "1", "--out",
+                engine, "--no-progress"]
+        assert main(argv) == 0, capsys.readouterr().err
+        (folder,) = (tmp_path / engine).iterdir()
+        runs = pd.read_parquet(folder / "runs.parquet")
+        assert runs["data_file"].tolist() == [str(tmp_path / "t.svm")]
+        assert runs["updates"].tolist() == [300]
+    real = pd.read_parquet(next((tmp_path / "real").iterdir()) / "runs.parquet")
+    # a batch-1 update writes the row's coordinates and the bias, not all 61
+    assert real["sparse"].tolist() == [True]
+    assert 1 < real["coords_per_update"].iloc[0] < 61

@@ -78,6 +78,22 @@ class CSRMatrix:
         return CSRMatrix(self.indptr[start : stop + 1] - a, self.indices[a:b].copy(),
                          self.values[a:b].copy(), self.n_cols)
 
+    def take_rows(self, rows: np.ndarray) -> CSRMatrix:
+        """The rows ``rows`` (an int array, in its order) as a matrix of their own."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts, stops = self.indptr[rows], self.indptr[rows + 1]
+        indptr = np.zeros(rows.shape[0] + 1, dtype=np.int64)
+        np.cumsum(stops - starts, out=indptr[1:])
+        picks = (np.repeat(starts - indptr[:-1], stops - starts)
+                 + np.arange(int(indptr[-1]), dtype=np.int64))
+        return CSRMatrix(indptr, self.indices[picks], self.values[picks], self.n_cols)
+
+    def astype(self, dtype: Any) -> CSRMatrix:
+        """The same matrix with values of ``dtype`` (itself if they already are)."""
+        if self.values.dtype == np.dtype(dtype):
+            return self
+        return CSRMatrix(self.indptr, self.indices, self.values.astype(dtype), self.n_cols)
+
     def toarray(self, rows: Any = None) -> np.ndarray:
         """Dense float rows (all, or ``rows``: an index, slice or index array)."""
         sel = np.arange(self.shape[0])[rows if rows is not None else slice(None)]

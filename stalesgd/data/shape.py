@@ -93,7 +93,7 @@ def check_dataset(name: Any, *, dtype: Any = "float64", data_dir: Any = None, se
     if name == FILE_SET:
         facts, checked, (n_train, n_test) = check_file_set(data_dir, **options)
         return DataShape(name, n_train, n_test, facts.n_classes, (facts.n_features,),
-                         packed=False), checked
+                         packed=False, nnz_per_row=facts.max_row_nnz), checked
     _check_data_dir(name, data_dir)
     if name == "synthetic":
         opts = dict(options)

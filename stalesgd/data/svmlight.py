@@ -2,18 +2,22 @@
 
 One example per line: ``LABEL INDEX:VALUE INDEX:VALUE …``, an optional ``# comment`` to
 the end of the line, an optional ``qid:N`` after the label (ignored).  Blank and
-comment-only lines are skipped.  Labels ±1 become classes 0/1 (−1 → 0); other labels must be
-non-negative integers, taken as class numbers.  Indices are 1-based as the format defines
-them unless the file uses index 0 (``zero_based="auto"``, as scikit-learn reads them) or
-the caller says otherwise.  Entries of a line may come in any order; a repeated index or a
-non-finite value is an error; explicit zeros are dropped.  A ``.gz`` file is decompressed.
+comment-only lines are skipped.  Class labels: ±1 become classes 0/1 (−1 → 0); any other
+integer labels become the classes 0..K−1 in ascending order (so 0..K−1 stay as they are,
+LIBSVM's 1..K and the 2/4 of some binary sets are renumbered).  Indices are 1-based as the
+format defines them unless the file uses index 0 (``zero_based="auto"``, as scikit-learn
+reads them) or the caller says otherwise.  Entries of a line may come in any order; a
+repeated index or a non-finite value is an error; explicit zeros are dropped.  A ``.gz``
+or ``.bz2`` file is decompressed.
 """
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,7 @@ import numpy as np
 from .csr import CSRMatrix
 from .errors import DataCorruptError, DataNotFoundError, DataReadError
 
-__all__ = ["read_svmlight"]
+__all__ = ["class_labels", "parse_svmlight", "read_svmlight", "write_svmlight"]
 
 
 def read_svmlight(path: str | os.PathLike[str], *, n_features: int | None = None,
@@ -37,79 +41,133 @@ def read_svmlight(path: str | os.PathLike[str], *, n_features: int | None = None
     for a missing or unreadable file and :class:`~stalesgd.data.DataCorruptError` naming
     the line and what is wrong for a malformed one.
     """
-    if zero_based not in (True, False, "auto"):
-        raise ValueError(f"zero_based={zero_based!r} is not allowed; use True, False or 'auto'")
+    _check_zero_based(zero_based)
     path = Path(path)
-    labels, lengths, cols, vals = _parse(path)
+    f = _open(path)
+    try:
+        with f:
+            X, labels = parse_svmlight(f, str(path), n_features=n_features,
+                                       zero_based=zero_based, dtype=dtype)
+    except UnicodeDecodeError as exc:
+        raise DataCorruptError(f"{path}: not a text file ({exc.reason})") from exc
+    except (OSError, EOFError) as exc:
+        raise DataReadError(f"cannot read svmlight file {path}: {exc}") from exc
+    return X, class_labels(str(path), labels)[0]
+
+
+def write_svmlight(path: str | os.PathLike[str], X: CSRMatrix, y: np.ndarray) -> Path:
+    """Write the rows of ``X`` with labels ``y`` as an svmlight file (1-based indices,
+    values as Python prints floats, so they read back exactly; classes 0/1 of a binary set
+    as −1/+1, other labels as they are); returns the path."""
+    path = Path(path)
+    y = np.asarray(y)
+    if y.shape != (X.shape[0],):
+        raise ValueError(f"y has shape {y.shape}; expected ({X.shape[0]},), a label per row")
+    binary = y.dtype.kind in "iu" and set(np.unique(y).tolist()) <= {0, 1}
+    labels = [str(int(2 * v - 1)) if binary else repr(v.item()) for v in y]
+    with open(path, "w") as f:
+        for r, label in enumerate(labels):
+            a, b = int(X.indptr[r]), int(X.indptr[r + 1])
+            entries = " ".join(f"{j + 1}:{v!r}" for j, v in
+                               zip(X.indices[a:b].tolist(), X.values[a:b].tolist(), strict=True))
+            f.write(f"{label} {entries}\n" if entries else f"{label}\n")
+    return path
+
+
+def parse_svmlight(lines: Iterable[str], name: str, *, n_features: int | None = None,
+                   zero_based: bool | str = "auto", dtype: Any = np.float64
+                   ) -> tuple[CSRMatrix, np.ndarray]:
+    """``(X, labels)`` of svmlight text given line by line: the CSR rows and each example's
+    label as a float (``name`` names the source in errors; other arguments as
+    :func:`read_svmlight`)."""
+    _check_zero_based(zero_based)
+    labels, lengths, cols, vals = _parse(lines, name)
     cols_arr = np.asarray(cols, dtype=np.int64)
     if zero_based == "auto":
         zero_based = bool(cols_arr.size) and int(cols_arr.min()) == 0
     if not zero_based:
         if cols_arr.size and int(cols_arr.min()) < 1:
-            raise DataCorruptError(f"{path}: index 0 in a file read as 1-based; pass "
+            raise DataCorruptError(f"{name}: index 0 in a file read as 1-based; pass "
                                    "zero_based=True (or 'auto')")
         cols_arr -= 1
     width = int(cols_arr.max()) + 1 if cols_arr.size else 1
     if n_features is not None:
         if cols_arr.size and width > n_features:
-            raise DataCorruptError(f"{path}: feature index {width - (0 if zero_based else -1)}"
+            raise DataCorruptError(f"{name}: feature index {width - (0 if zero_based else -1)}"
                                    f" is beyond n_features = {n_features}")
         width = int(n_features)
     indptr = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=indptr[1:])
     X = CSRMatrix(indptr, cols_arr.astype(np.int32), np.asarray(vals, dtype=dtype), width)
-    return X, _classes(path, labels)
+    return X, np.asarray(labels, dtype=np.float64)
+
+
+def class_labels(name: str, labels: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """Float labels as int64 classes (±1 → 1/0, other integers → 0..K−1 in ascending
+    order) and the label each class stands for."""
+    y = np.asarray(labels, dtype=np.float64)
+    distinct = np.unique(y)
+    if set(distinct.tolist()) <= {-1.0, 1.0}:
+        return (y > 0).astype(np.int64), [-1.0, 1.0]
+    bad = y != np.round(y)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataCorruptError(f"{name}: label {y[first]:g} of example {first + 1} is not "
+                               "allowed; class labels are integers (±1, 0..K-1, 1..K, …)")
+    return np.searchsorted(distinct, y).astype(np.int64), distinct.tolist()
+
+
+def _check_zero_based(zero_based: Any) -> None:
+    if zero_based not in (True, False, "auto"):
+        raise ValueError(f"zero_based={zero_based!r} is not allowed; use True, False or 'auto'")
 
 
 def _open(path: Path) -> Any:
     if not path.is_file():
         raise DataNotFoundError(f"svmlight file {path} does not exist (or is not a file)")
     try:
-        return gzip.open(path, "rt") if path.suffix == ".gz" else open(path)  # noqa: SIM115
+        if path.suffix == ".gz":
+            return gzip.open(path, "rt")
+        if path.suffix == ".bz2":
+            return bz2.open(path, "rt")
+        return open(path)  # noqa: SIM115
     except OSError as exc:
         raise DataReadError(f"cannot read svmlight file {path}: {exc}") from exc
 
 
-def _parse(path: Path) -> tuple[list[float], list[int], list[int], list[float]]:
+def _parse(lines: Iterable[str], name: str
+           ) -> tuple[list[float], list[int], list[int], list[float]]:
     """Labels, entries per row, and every row's (index, value) pairs sorted by index."""
     labels: list[float] = []
     lengths: list[int] = []
     cols: list[int] = []
     vals: list[float] = []
-    try:
-        with _open(path) as f:
-            for number, line in enumerate(f, start=1):
-                tokens = line.partition("#")[0].split()
-                if not tokens:
-                    continue
-                where = f"{path}, line {number}"
-                labels.append(_number(tokens[0], where, "label"))
-                row: dict[int, float] = {}
-                for tok in tokens[1:]:
-                    key, sep, value = tok.partition(":")
-                    if key == "qid":
-                        continue
-                    if not sep or not key.isdigit():
-                        raise DataCorruptError(f"{where}: {tok!r} is not INDEX:VALUE (a "
-                                               "non-negative integer index, a colon, a number)")
-                    j = int(key)
-                    if j in row:
-                        raise DataCorruptError(f"{where}: index {j} appears twice")
-                    v = _number(value, where, f"the value of index {j}")
-                    if v != 0.0:
-                        row[j] = v
-                for j in sorted(row):
-                    cols.append(j)
-                    vals.append(row[j])
-                lengths.append(len(row))
-    except UnicodeDecodeError as exc:
-        raise DataCorruptError(f"{path}: not a text file ({exc.reason})") from exc
-    except (OSError, EOFError) as exc:
-        if isinstance(exc, DataNotFoundError | DataReadError):
-            raise
-        raise DataReadError(f"cannot read svmlight file {path}: {exc}") from exc
+    for number, line in enumerate(lines, start=1):
+        tokens = line.partition("#")[0].split()
+        if not tokens:
+            continue
+        where = f"{name}, line {number}"
+        labels.append(_number(tokens[0], where, "label"))
+        row: dict[int, float] = {}
+        for tok in tokens[1:]:
+            key, sep, value = tok.partition(":")
+            if key == "qid":
+                continue
+            if not sep or not key.isdigit():
+                raise DataCorruptError(f"{where}: {tok!r} is not INDEX:VALUE (a "
+                                       "non-negative integer index, a colon, a number)")
+            j = int(key)
+            if j in row:
+                raise DataCorruptError(f"{where}: index {j} appears twice")
+            v = _number(value, where, f"the value of index {j}")
+            if v != 0.0:
+                row[j] = v
+        for j in sorted(row):
+            cols.append(j)
+            vals.append(row[j])
+        lengths.append(len(row))
     if not labels:
-        raise DataCorruptError(f"{path}: no examples (every line is blank or a comment)")
+        raise DataCorruptError(f"{name}: no examples (every line is blank or a comment)")
     return labels, lengths, cols, vals
 
 
@@ -121,16 +179,3 @@ def _number(text: str, where: str, what: str) -> float:
     if not math.isfinite(v):
         raise DataCorruptError(f"{where}: {what} {text!r} is not finite")
     return v
-
-
-def _classes(path: Path, labels: list[float]) -> np.ndarray:
-    """Labels as int64 classes: ±1 → 1/0, else non-negative integers as they are."""
-    y = np.asarray(labels)
-    if set(np.unique(y)) <= {-1.0, 1.0}:
-        return (y > 0).astype(np.int64)
-    bad = (y < 0) | (y != np.round(y))
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise DataCorruptError(f"{path}: label {y[first]:g} of example {first + 1} is not "
-                               "allowed; labels are ±1 or non-negative integers (class numbers)")
-    return y.astype(np.int64)

@@ -1,6 +1,7 @@
-"""The data set ``file``: dense examples read from a file the user names.
+"""The data set ``file``: examples read from a file the user names.
 
-Formats, chosen by the file's suffix:
+Formats, chosen by the file's suffix (or the option ``format`` where the name does not
+tell, e.g. LIBSVM's ``rcv1_train.binary.bz2``):
 
 ``.npz``
     a NumPy archive with the arrays ``X`` (2-D, rows are examples) and ``y`` (1-D, one
@@ -13,14 +14,15 @@ Formats, chosen by the file's suffix:
 
 Options (problem options in an experiment file, ``--data-file``/``--data-sha256`` or
 ``-o KEY=VALUE`` on the command line): ``file`` (the path, relative to the current folder),
-``sha256`` (the file's expected SHA-256, checked before anything runs and again when it is
-loaded), ``kind`` (``classification``: labels are the integers 0..K-1, each one present;
+``format`` (``npz``, ``csv`` or ``svmlight``; default: from the suffix), ``sha256`` (the
+file's expected SHA-256, checked before anything runs and again when it is loaded),
+``kind`` (``classification``: labels are the integers 0..K-1, each one present;
 ``regression``: any finite numbers; a problem picks the one its model solves),
 ``label_column``, ``header``, ``test_fraction`` and ``n_train``/``n_test`` (keep the first
 rows of each split).
 
-Without a test split (every ``.csv``, an ``.npz`` without ``X_test``) a hold-out is taken:
-``ceil(test_fraction × rows)`` rows (default 20 %) drawn with
+Without a test split (every ``.csv`` and svmlight file, an ``.npz`` without ``X_test``) a
+hold-out is taken: ``ceil(test_fraction × rows)`` rows (default 20 %) drawn with
 ``numpy.random.default_rng(seed).permutation`` (``seed`` is the problem option, default 0)
 form the test split, the others the training split, both in file order.
 
@@ -33,6 +35,8 @@ modification time) and again when the problem is built.
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
 import io
 import math
@@ -47,19 +51,27 @@ import numpy as np
 
 from stalesgd.validation import OptionError, choice, flag, integer, known_keys, number, text
 
+from .csr import CSRMatrix
 from .dataset import Dataset
 from .errors import DataCorruptError, DataNotFoundError, DataReadError
 from .files import file_key
+from .svmlight import class_labels, parse_svmlight
 from .transforms import check_count
 
 __all__ = ["FILE_OPTIONS", "FILE_SUFFIXES", "FileFacts", "check_file_set", "file_identity",
            "load_file_set"]
 
 #: the options of the ``file`` data set
-FILE_OPTIONS = ("file", "sha256", "kind", "label_column", "header", "test_fraction", "n_train",
-                "n_test")
-#: the formats read, by suffix
-FILE_SUFFIXES = (".npz", ".csv")
+FILE_OPTIONS = ("file", "format", "sha256", "kind", "label_column", "header", "test_fraction",
+                "n_train", "n_test")
+#: the formats read, and the suffixes that name them
+FORMATS: dict[str, tuple[str, ...]] = {"npz": (".npz",), "csv": (".csv",),
+                                       "svmlight": (".svm", ".svmlight", ".libsvm")}
+FILE_SUFFIXES = tuple(suffix for suffixes in FORMATS.values() for suffix in suffixes)
+#: compressed text files: the suffix after the format's, and how to open it
+COMPRESSIONS = {".gz": gzip.decompress, ".bz2": bz2.decompress}
+_TEXT_FORMATS = ("csv", "svmlight")
+_ANY_FILE = "the path of a .npz, .csv or svmlight (.svm) file"
 KINDS = ("classification", "regression")
 DEFAULT_TEST_FRACTION = 0.2
 NPZ_KEYS = ("X", "y", "X_test", "y_test")
@@ -78,14 +90,17 @@ class FileFacts:
     n_test: int | None
     n_features: int
     n_classes: int
+    max_row_nnz: int | None = None
+    """Sparse (svmlight) files: the most non-zeros of a row; None for dense files."""
 
 
 @dataclass(frozen=True)
 class _Arrays:
-    X: np.ndarray
+    X: np.ndarray | CSRMatrix
     y: np.ndarray
     X_test: np.ndarray | None
     y_test: np.ndarray | None
+    labels: list[float] | None = None  # svmlight classes: the label each one stands for
 
 
 _facts: dict[tuple[Any, ...], FileFacts] = {}
@@ -96,14 +111,12 @@ def _check_options(options: dict[str, Any]) -> dict[str, Any]:
     """The options with defaults filled in, each value checked (no file is read)."""
     known_keys(options, "", FILE_OPTIONS, "options of data set 'file'")
     if "file" not in options:
-        raise OptionError("file", None, "the path of a .npz or .csv file (--data-file PATH, or "
-                          "file = \"PATH\" in the problem options)", "is missing")
-    path = text(options["file"], "file", "the path of a .npz or .csv file")
-    suffix = Path(path).suffix.lower()
-    if suffix not in FILE_SUFFIXES:
-        raise OptionError("file", path, f"a file ending in {', '.join(FILE_SUFFIXES)}",
-                          f"has the unsupported suffix {suffix or '(none)'!r}")
-    o = {"file": path, "kind": choice(options.get("kind", "classification"), "kind", KINDS),
+        raise OptionError("file", None, f"{_ANY_FILE} (--data-file PATH, or file = \"PATH\" "
+                          "in the problem options)", "is missing")
+    path = text(options["file"], "file", _ANY_FILE)
+    fmt, compression = _format_of(path, options.get("format"))
+    o = {"file": path, "format": fmt, "compression": compression,
+         "kind": choice(options.get("kind", "classification"), "kind", KINDS),
          "label_column": integer(options.get("label_column", -1), "label_column"),
          "header": flag(options.get("header", False), "header"),
          "test_fraction": number(options.get("test_fraction", DEFAULT_TEST_FRACTION),
@@ -117,20 +130,41 @@ def _check_options(options: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(digest, str) or not _SHA256.match(digest.lower()):
             raise OptionError("sha256", digest, "64 hexadecimal digits (`sha256sum FILE`)")
         o["sha256"] = digest.lower()
-    if suffix != ".csv":
+    if fmt != "csv":
+        why = "a .npz file names its arrays" if fmt == "npz" else "svmlight lines start with it"
         for key in ("label_column", "header"):
             if key in options:
-                raise OptionError(key, options[key], f"no {key}: a .npz file names its arrays",
-                                  "is set for a .npz file")
+                raise OptionError(key, options[key], f"no {key}: {why}",
+                                  f"is set for a {'.npz' if fmt == 'npz' else fmt} file")
     return o
+
+
+def _format_of(path: str, fmt: Any) -> tuple[str, str | None]:
+    """The file's format (the option ``format``, else from the suffix) and its compression
+    suffix (None: not compressed)."""
+    suffixes = [x.lower() for x in Path(path).suffixes]
+    compression = suffixes[-1] if suffixes and suffixes[-1] in COMPRESSIONS else None
+    inner = suffixes[-2 if compression else -1] if len(suffixes) > bool(compression) else ""
+    if fmt is None:
+        fmt = next((f for f, names in FORMATS.items() if inner in names), None)
+        if fmt is None:
+            raise OptionError("file", path, f"a file ending in {', '.join(FILE_SUFFIXES)} "
+                              f"(.csv and svmlight files also with {' or '.join(COMPRESSIONS)} "
+                              "after it), or the option format naming its format",
+                              f"has the unsupported suffix {inner or '(none)'!r}")
+    fmt = choice(fmt, "format", tuple(FORMATS))
+    if compression is not None and fmt not in _TEXT_FORMATS:
+        raise OptionError("file", path, f"a {fmt} file without {compression} (only .csv and "
+                          "svmlight text is decompressed)")
+    return fmt, compression
 
 
 def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise DataNotFoundError(f"{path}: no such data file (option file); give the path of a "
-                                f"{' or '.join(FILE_SUFFIXES)} file") from None
+        raise DataNotFoundError(f"{path}: no such data file (option file); give {_ANY_FILE}"
+                                ) from None
     except IsADirectoryError:
         raise DataReadError(f"{path}: is a folder, not a data file (option file)") from None
     except OSError as exc:
@@ -159,11 +193,29 @@ def _parse_npz(path: Path, raw: bytes) -> _Arrays:
     return _Arrays(arrays["X"], arrays["y"], arrays.get("X_test"), arrays.get("y_test"))
 
 
-def _parse_csv(path: Path, raw: bytes, label_column: int, header: bool) -> _Arrays:
+def _text(path: Path, raw: bytes, compression: str | None) -> str:
+    """The file's text, decompressed if it is compressed."""
+    if compression is not None:
+        try:
+            raw = COMPRESSIONS[compression](raw)
+        except (OSError, EOFError, ValueError) as exc:
+            raise DataCorruptError(f"{path}: not a readable {compression} file ({exc})"
+                                   ) from None
     try:
-        content = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataCorruptError(f"{path}: not UTF-8 text ({exc})") from None
+
+
+def _parse_svmlight(path: Path, content: str, kind: str) -> _Arrays:
+    X, labels = parse_svmlight(content.splitlines(), str(path))
+    if kind == "regression":
+        return _Arrays(X, labels, None, None)
+    y, names = class_labels(str(path), labels)
+    return _Arrays(X, y, None, None, names)
+
+
+def _parse_csv(path: Path, content: str, label_column: int, header: bool) -> _Arrays:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "input contained no data": checked below
@@ -202,10 +254,12 @@ def _check_arrays(path: Path, a: _Arrays, kind: str) -> int:
         pairs.append(("X_test", "y_test", a.X_test, a.y_test))
     for xn, yn, X, y in pairs:
         for name, arr in ((xn, X), (yn, y)):
+            if isinstance(arr, CSRMatrix):
+                continue  # the svmlight reader checked its numbers
             if arr.dtype.kind not in "biuf":
                 raise DataCorruptError(f"{path}: {name} holds {arr.dtype} values; numbers are "
                                        "allowed")
-        if X.ndim != 2:
+        if not isinstance(X, CSRMatrix) and X.ndim != 2:
             raise DataCorruptError(f"{path}: {xn} has shape {X.shape}; expected (rows, "
                                    "features)")
         if y.ndim != 1 or y.shape[0] != X.shape[0]:
@@ -216,7 +270,7 @@ def _check_arrays(path: Path, a: _Arrays, kind: str) -> int:
         if X.shape[1] == 0:
             raise DataCorruptError(f"{path}: {xn} has no features (shape {X.shape})")
         for name, arr in ((xn, X), (yn, y)):
-            why = _bad_values(arr, name)
+            why = None if isinstance(arr, CSRMatrix) else _bad_values(arr, name)
             if why:
                 raise DataCorruptError(f"{path}: {why}")
     if a.X_test is not None and a.X_test.shape[1] != a.X.shape[1]:
@@ -249,17 +303,22 @@ def _read(path: Path, options: dict[str, Any]) -> tuple[_Arrays, str, int]:
     if expected is not None and digest != expected:
         raise DataCorruptError(f"{path}: sha256 {digest}, expected {expected} (option sha256): "
                                "the file is not the one the experiment names")
-    if path.suffix.lower() == ".npz":
+    if options["format"] == "npz":
         arrays = _parse_npz(path, raw)
+    elif options["format"] == "csv":
+        arrays = _parse_csv(path, _text(path, raw, options["compression"]),
+                            options["label_column"], options["header"])
     else:
-        arrays = _parse_csv(path, raw, options["label_column"], options["header"])
+        arrays = _parse_svmlight(path, _text(path, raw, options["compression"]),
+                                 options["kind"])
     return arrays, digest, _check_arrays(path, arrays, options["kind"])
 
 
 def _facts_of(options: dict[str, Any]) -> FileFacts:
     path = Path(options["file"]).absolute()
     try:
-        key = (file_key(path), options["kind"], options["label_column"], options["header"])
+        key = (file_key(path), options["format"], options["kind"], options["label_column"],
+               options["header"])
     except OSError:
         key = None  # missing or unreadable: _read says which
     if key in _facts:
@@ -272,10 +331,14 @@ def _facts_of(options: dict[str, Any]) -> FileFacts:
     arrays, digest, k = _read(path, options)
     facts = FileFacts(str(path), digest, int(arrays.X.shape[0]),
                       None if arrays.X_test is None else int(arrays.X_test.shape[0]),
-                      int(arrays.X.shape[1]), k)
+                      int(arrays.X.shape[1]), k, _max_row_nnz(arrays.X))
     if key is not None:
         _facts[key] = facts
     return facts
+
+
+def _max_row_nnz(X: np.ndarray | CSRMatrix) -> int | None:
+    return X.max_row_nnz if isinstance(X, CSRMatrix) else None
 
 
 def _split_sizes(facts: FileFacts, test_fraction: float) -> tuple[int, int]:
@@ -313,6 +376,10 @@ def file_identity(path: str | Path) -> tuple[str, str]:
     return str(path), _digests[key]
 
 
+def _rows(X: np.ndarray | CSRMatrix, rows: np.ndarray) -> np.ndarray | CSRMatrix:
+    return X.take_rows(rows) if isinstance(X, CSRMatrix) else X[rows]
+
+
 def load_file_set(*, dtype: np.dtype, seed: int = 0, **options: Any) -> Dataset:
     """The :class:`Dataset` of the ``file`` set (options as :func:`check_file_set` returns
     them; see the module docstring for the hold-out)."""
@@ -326,22 +393,24 @@ def load_file_set(*, dtype: np.dtype, seed: int = 0, **options: Any) -> Dataset:
         _, n_test = _split_sizes(facts, checked["test_fraction"])
         perm = np.random.default_rng(seed).permutation(X.shape[0])
         test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
-        X, y, X_test, y_test = X[train], y[train], X[test], y[test]
+        X, y, X_test, y_test = _rows(X, train), y[train], _rows(X, test), y[test]
     else:
         X_test, y_test = arrays.X_test, arrays.y_test
     ntr = check_count("n_train", checked["n_train"], X.shape[0])
     nte = check_count("n_test", checked["n_test"], X_test.shape[0])
     label_type = np.int64 if k else dtype
 
-    def inputs(a: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(a, dtype=dtype)
+    def inputs(a: np.ndarray | CSRMatrix, n: int) -> np.ndarray | CSRMatrix:
+        if isinstance(a, CSRMatrix):
+            return (a if n == a.shape[0] else a.row_range(0, n)).astype(dtype)
+        return np.ascontiguousarray(a[:n], dtype=dtype)
 
     return Dataset(
-        name="file", X_train=inputs(X[:ntr]), y_train=y[:ntr].astype(label_type),
-        X_test=inputs(X_test[:nte]), y_test=y_test[:nte].astype(label_type), n_classes=k,
+        name="file", X_train=inputs(X, ntr), y_train=y[:ntr].astype(label_type),
+        X_test=inputs(X_test, nte), y_test=y_test[:nte].astype(label_type), n_classes=k,
         input_shape=(int(X.shape[1]),),
-        meta={"file": str(path), "sha256": digest, "format": path.suffix.lower()[1:],
-              "held_out": held_out,
+        meta={"file": str(path), "sha256": digest, "format": checked["format"],
+              "class_labels": arrays.labels, "held_out": held_out,
               "test_fraction": checked["test_fraction"] if held_out else None,
               "hold_out_seed": int(seed) if held_out else None},
     )
