@@ -120,13 +120,15 @@ def worker_cycles(updates, workers: int) -> list[dict[str, np.ndarray]]:
     return out
 
 
-def sim_timing_costs(algorithm: str, n_params: int, cal: dict[str, Any]) -> dict[str, float]:
+def sim_timing_costs(algorithm: str, n_params: int, cal: dict[str, Any],
+                     coords: float | None = None) -> dict[str, float]:
     """Read, update and CAS seconds per update that a calibrated simulation uses for
     ``algorithm`` (:meth:`stalesgd.algorithms.Algorithm.sim_costs` of the measured
-    per-parameter costs); the same numbers are subtracted from the measured cycles."""
+    per-parameter costs; ``coords``: the coordinates a sparse run's updates wrote); the same
+    numbers are subtracted from the measured cycles."""
     return get_algorithm(algorithm).sim_costs(n_params, cal["read_per_param"],
                                               cal["update_per_param"], cal["fused_per_param"],
-                                              cal["cas_cost"])
+                                              cal["cas_cost"], coords=coords)
 
 
 #: the shortest descheduled gap told apart from a slow cycle (Linux gives a runnable thread
@@ -309,10 +311,12 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
     gap_estimates: dict[bool, list[float]] = {True: [], False: []}
     hogwild_write: tuple[float, int] | None = None  # from the most workers on own cores
     for alg, workers in sorted({(r.algorithm, int(r.workers)) for r in sel.itertuples()}):
-        ids = sorted(sel[(sel["algorithm"] == alg) & (sel["workers"] == workers)]["run_id"])
+        rows = sel[(sel["algorithm"] == alg) & (sel["workers"] == workers)]
+        ids = sorted(rows["run_id"])
         entry, samples, burst, hand, gaps = _configuration(
             res, ids, alg, workers, cores, n_params, cal_costs,
-            write_hint=hogwild_write if alg == "hogwild" else None)
+            write_hint=hogwild_write if alg == "hogwild" else None,
+            coords=_sparse_coords(rows))
         if alg == "hogwild" and not entry["oversubscribed"] and "hogwild_write_s" in entry:
             hogwild_write = (float(entry["hogwild_write_s"]), workers)
         configs.append(entry)
@@ -352,7 +356,7 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
                    "max_workers": None if max_workers is None else int(max_workers)},
         "machine": {k: res.machine.get(k) for k in MACHINE_FIELDS},
         "problem": {"name": problem, "batch": batch, "dtype": dtype, "n_params": n_params,
-                    "options": options},
+                    "options": options, "sparse": _sparse_coords(sel) is not None},
         "cores": cores,
         "time_slice": time_slice,
         "time_slice_source": slice_source,
@@ -376,12 +380,22 @@ def _effective_cores(configs: list[dict[str, Any]], cores: int) -> int:
     return max(multi) if multi else cores
 
 
+def _sparse_coords(runs: Any) -> float | None:
+    """The mean coordinates an update of these sparse runs wrote (None: dense runs)."""
+    if "sparse" not in runs or not runs["sparse"].fillna(False).astype(bool).all():
+        return None
+    coords = runs["coords_per_update"].to_numpy(np.float64)
+    return float(np.nanmean(coords)) if np.isfinite(coords).any() else None
+
+
 def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_params: int,
-                   cal: dict[str, float], write_hint: tuple[float, int] | None = None):
+                   cal: dict[str, float], write_hint: tuple[float, int] | None = None,
+                   coords: float | None = None):
     """One configuration's entry, its pooled compute samples, bursts, hand-overs, and
     time-slice estimates from the descheduled gaps.  ``write_hint``: (Hogwild! write time,
-    its workers) from a configuration on its own cores, for an oversubscribed one."""
-    costs = sim_timing_costs(alg, n_params, cal)
+    its workers) from a configuration on its own cores, for an oversubscribed one;
+    ``coords``: the coordinates an update of these sparse runs wrote (None: dense)."""
+    costs = sim_timing_costs(alg, n_params, cal, coords)
     per_worker: list[list[np.ndarray]] = [[] for _ in range(workers)]
     bursts: list[float] = []
     handovers: list[float] = []
@@ -483,6 +497,7 @@ def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_pa
         "updates_per_s": n_applied / span if span > 0 else math.nan,
         "mean_tau": float(tau.mean()) if tau.size else math.nan,
         "preempted_cycles": left_out,
+        "coords_per_update": coords,
         "compute": fit_compute(allc),
         "per_worker_ns": [_to_ns(_thin(x, MAX_SAMPLES)) for x in pw],
     }

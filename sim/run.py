@@ -159,9 +159,12 @@ def _algorithm_options(options: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _timing_kwargs(spec: RunSpec, options: dict[str, float], cal: Any,
-                   n_params: int) -> dict[str, Any]:
+                   n_params: int, coords: float | None = None) -> dict[str, Any]:
     """The timing keyword arguments of :func:`simulate_timing` for ``spec`` (a calibration's
-    included); ``read``/``update`` are None for the per-parameter defaults."""
+    included); ``read``/``update`` are None for the per-parameter defaults of a dense
+    problem.  ``coords``: on a sparse problem, the coordinates an update touches (the
+    per-parameter defaults are then charged for those, as
+    :meth:`stalesgd.algorithms.Algorithm.sim_costs` says)."""
     sim = spec.sim
     kwargs: dict[str, Any] = dict(
         cores=sim.cores if sim.cores is not None else spec.workers,
@@ -171,8 +174,15 @@ def _timing_kwargs(spec: RunSpec, options: dict[str, float], cal: Any,
         time_slice=parse_duration(sim.time_slice or DEFAULT_TIME_SLICE),
         lock_handover=options.get("lock_handover", 0.0),
         cas_cost=options.get("cas_cost", 0.0))
+    if coords is not None:
+        costs = get_algorithm(spec.algorithm.name).sim_costs(
+            n_params, READ_COST_PER_PARAM, UPDATE_COST_PER_PARAM,
+            READ_COST_PER_PARAM + UPDATE_COST_PER_PARAM, 0.0, coords=coords)
+        for key in ("read", "update"):
+            if kwargs[key] is None:
+                kwargs[key] = costs[key]
     if cal is not None:
-        kwargs.update(calibrated_timing(cal, spec, options, n_params).kwargs)
+        kwargs.update(calibrated_timing(cal, spec, options, n_params, coords).kwargs)
     return kwargs
 
 
@@ -231,6 +241,9 @@ class SimRun:
         self.rule = make_rule(spec.stepsize.rule, workers=self.algorithm.update_streams(self.m),
                               lr=spec.stepsize.lr,
                               **spec.stepsize.options)
+        # a sparse problem's updates copy and write only the coordinates they touch
+        self.coords = (self.problem.coords_per_update(p.batch) if self.problem.sparse
+                       else None)
         self.tau_max = default_tau_max(self.m)
         self.step = StepSizes(self.rule, self.tau_max, float(spec.stepsize.lr))
         self.timing_only = bool(spec.sim.timing_only)
@@ -276,14 +289,15 @@ class SimRun:
         self.hook = None if self.timing_only else self._make_hook()
         n_params = self.problem.model.n_params
         bar = RunProgress(self.progress, stop.updates, stop.seconds, unit="sim-s")
-        kwargs = _timing_kwargs(spec, self.options, None, n_params)
+        kwargs = _timing_kwargs(spec, self.options, None, n_params, self.coords)
         kwargs.update(
             updates=stop.updates, seconds=stop.seconds, seed=spec.seed,
             persistence=spec.algorithm.persistence, n_params=n_params, hook=self.hook,
             monitor=_show(bar) if bar.enabled else None, monitor_every=MONITOR_EVERY,
             rows=_Rows(self.log, self.step, self.timing_only), fast=self.fast)
         if self.calibration is not None:
-            self.calibrated = calibrated_timing(self.calibration, spec, self.options, n_params)
+            self.calibrated = calibrated_timing(self.calibration, spec, self.options, n_params,
+                                                self.coords)
             kwargs.update(self.calibrated.kwargs)
         # elastic parallelism control: None for the static baseline
         self.controller, kwargs["controller"] = attach_controller(spec, self.m, self.hook)
@@ -335,6 +349,8 @@ class SimRun:
             sim_updates_per_wall_s=res.updates_per_wall_second,
             event_loop=res.config["event_loop"],
         )
+        if self.coords is not None:  # the coordinates the timing model charged an update for
+            summary.update(sparse=True, coords_per_update=self.coords)
         if self.calibration is not None:
             summary.update(self.calibrated.summary)
             summary["cores"] = res.cores
@@ -401,7 +417,7 @@ PREDICT_FROM = "pooled"
 
 
 def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
-                      n_params: int) -> CalibratedTiming:
+                      n_params: int, coords: float | None = None) -> CalibratedTiming:
     """The timing model of ``cal`` (a :class:`stalesgd.analysis.calibrate.Calibration`) for
     ``spec``.
 
@@ -445,7 +461,7 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
                     comp[w] = Empirical(np.asarray(ns, dtype=np.float64) * 1e-9)
         kwargs["compute"] = comp
     costs = algorithm.sim_costs(n_params, d["read_per_param"], d["update_per_param"],
-                                d["fused_per_param"], d["cas_cost"])
+                                d["fused_per_param"], d["cas_cost"], coords=coords)
     if sim.read == PER_PARAM:
         kwargs["read"] = costs["read"]
     else:

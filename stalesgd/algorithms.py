@@ -86,6 +86,9 @@ class Algorithm:
     fused_apply: bool = False
     """Copy and apply are one loop (``dst = src − η g``): its update cost is the fused loop's
     minus the copy's."""
+    publishes_whole_vector: bool = False
+    """Every update publishes a new whole vector, so on a sparse problem it still copies all
+    of θ (Leashed-SGD); the others copy at most the coordinates a minibatch reads."""
     cycle: CycleCosts = field(default_factory=lambda: CycleCosts(once=("read", "update")))
     """What the simulator adds to each update (and a calibration subtracts)."""
     calibratable: bool = True
@@ -112,9 +115,19 @@ class Algorithm:
         return int(theta_nbytes) * (shared + self.buffers_per_worker * int(workers) + 1)
 
     def sim_costs(self, n_params: int, read_per_param: float, update_per_param: float,
-                  fused_per_param: float, cas: float) -> dict[str, float]:
+                  fused_per_param: float, cas: float,
+                  coords: float | None = None) -> dict[str, float]:
         """Read, update and compare-and-swap seconds per update a simulation of it uses,
-        from per-parameter costs measured on a machine (a calibration's)."""
+        from per-parameter costs measured on a machine (a calibration's).
+
+        ``coords``: on a sparse problem, the coordinates an update touches (see
+        :meth:`stalesgd.problems.registry.Problem.coords_per_update`); updates then apply
+        only those, and copy only those too unless the algorithm publishes whole vectors
+        (copy and apply are then separate loops, not fused)."""
+        if coords is not None:
+            copied = n_params if self.publishes_whole_vector else coords
+            read = 0.0 if self.reads_in_place else read_per_param * float(copied)
+            return {"read": read, "update": update_per_param * float(coords), "cas": float(cas)}
         read = 0.0 if self.reads_in_place else read_per_param * n_params
         update = update_per_param * n_params
         if self.fused_apply:
@@ -189,7 +202,7 @@ ALGORITHMS: Mapping[str, Algorithm] = MappingProxyType({a.name: a for a in (
         tau="the versions published by others between the published vector this worker "
             "computed on and the one its successful compare-and-swap replaced",
         asynchronous=True, consistent=True, options=("persistence",), buffers_per_worker=1,
-        pooled=True, fused_apply=True,
+        pooled=True, fused_apply=True, publishes_whole_vector=True,
         cycle=CycleCosts(once=("cas",), per_attempt=("read", "update", "cas")),
         implementations={"real": f"{_REAL}:leashed_worker", "sim": f"{_SIM}:leashed_process",
                          "ray": f"{_PS}:leashed_loop"},

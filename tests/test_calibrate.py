@@ -245,15 +245,16 @@ def test_measure_costs_times_the_engine_kernels():
 # ------------------------------------------------------------------ semantics on fake records
 
 
-def fake_folder(root, algorithm, workers, cores, rows):
-    """A results folder with one real-engine run whose updates are ``rows`` (dict of arrays)."""
+def fake_folder(root, algorithm, workers, cores, rows, **summary_fields):
+    """A results folder with one real-engine run whose updates are ``rows`` (dict of arrays)
+    and whose runs-table row has ``summary_fields`` besides the usual ones."""
     folder = ResultsFolder.create("fake", root, config_toml="",
                                   machine={"hostname": "fake", "usable_cores": cores,
                                            "logical_cores": cores})
     n = len(rows["t_read"])
     summary = {"run_id": "r0000", "engine": "real", "algorithm": algorithm,
                "problem": PROBLEM, "workers": workers, "batch": 16, "dtype": "float64",
-               "updates": n, "seconds": float(rows["t_apply"].max())}
+               "updates": n, "seconds": float(rows["t_apply"].max()), **summary_fields}
     rows = {"k": np.arange(n), "tau": np.zeros(n, np.int64), "eta": np.full(n, 0.05),
             "attempts": np.ones(n, np.int32), "dropped": np.zeros(n, bool), **rows}
     with folder:
@@ -275,6 +276,39 @@ def test_compute_is_the_cycle_minus_what_the_simulator_adds(tmp_path):
     assert comp["mean"] == pytest.approx(expected, rel=1e-6)
     assert comp["cv"] < 1e-6
     assert cal.data["time_slice_source"].startswith("default")
+
+
+@pytest.mark.parametrize("algorithm", ["lock", "hogwild", "leashed"])
+def test_sparse_runs_subtract_the_costs_of_the_coordinates_they_wrote(tmp_path, algorithm):
+    # a sparse update writes 30 coordinates: only Leashed-SGD still copies the whole vector
+    n, cycle, coords = 400, 10e-6, 30.0
+    t = np.arange(n) * cycle
+    path = fake_folder(tmp_path, algorithm, 1, 2, {"worker": np.zeros(n, np.int32),
+                                                    "t_read": t, "t_apply": t + 8e-6},
+                       sparse=True, coords_per_update=coords)
+    cal = calibrate(path, costs=COSTS)
+    p = cal.data["problem"]["n_params"]
+    assert cal.data["problem"]["sparse"] is True
+    entry = cal.configuration(algorithm, 1)
+    assert entry["coords_per_update"] == coords
+    read, update, cas = (COSTS["read_per_param"], COSTS["update_per_param"], COSTS["cas_cost"])
+    added = {"lock": (read + update) * coords, "hogwild": update * coords + cas,
+             "leashed": cas + read * p + update * coords + cas}[algorithm]
+    assert entry["compute"]["mean"] == pytest.approx(cycle - added, rel=1e-6)
+
+
+def test_a_calibrated_sparse_simulation_charges_the_coordinates_not_the_vector(cal_file):
+    from stalesgd.sim.run import calibrated_timing
+
+    cal = load_calibration(cal_file)
+    d = cal.data
+    for algorithm in ("lock", "leashed"):
+        spec = sim_spec(cal_file, workers=2, algorithm=algorithm)
+        dense = calibrated_timing(cal, spec, {}, 5000).kwargs
+        sparse = calibrated_timing(cal, spec, {}, 5000, coords=12.0).kwargs
+        assert sparse["update"] == pytest.approx(d["update_per_param"] * 12.0)
+        assert sparse["update"] < dense["update"]
+    assert sparse["read"] == pytest.approx(d["read_per_param"] * 5000)  # leashed: whole copy
 
 
 def test_oversubscribed_run_gives_time_slice_and_drops_descheduled_gaps(tmp_path):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pytest
 from test_sim_replay import replay, sequential_sgd
 
 from stalesgd.experiment import expand, experiment_from_flags
@@ -31,3 +34,42 @@ def test_hogwild_replay_on_many_workers_learns():
     rec, _ = replay(sparse_sim_spec("hogwild", 8, 1500, 2.0, 0))
     assert rec.summary["mean_tau"] > 1
     assert rec.evals["loss"][-1] < rec.evals["loss"][0] - 0.01
+
+
+def test_coords_per_update_counts_the_sparse_gradients_coordinates():
+    problem = make_problem("logreg-sparse", seed=0, **OPTIONS)
+    X = problem.dataset.X_train
+    row_nnz = np.diff(X.indptr)
+    # batch 1: a row's features and the bias, over the same seeded draws
+    rows = np.random.default_rng(0).integers(0, X.shape[0], size=(256, 1))
+    assert problem.coords_per_update(1) == float(np.mean(row_nnz[rows[:, 0]] + 1))
+    # batch 16: the distinct features of the 16 rows, fewer than 16 rows' worth
+    c16 = problem.coords_per_update(16)
+    assert 1 + 10 * row_nnz.mean() < c16 < 16 * (row_nnz.mean() + 1)
+    dense = make_problem("logreg-synthetic")
+    assert dense.coords_per_update(16) == dense.model.n_params
+
+
+def test_sparse_costs_charge_the_coordinates_an_update_touches():
+    from stalesgd.algorithms import get_algorithm
+
+    n, c = 10_000, 40.0
+    costs = {a: get_algorithm(a).sim_costs(n, 1e-9, 2e-9, 2.5e-9, 5e-8, coords=c)
+             for a in ("lock", "hogwild", "leashed")}
+    assert costs["lock"] == {"read": 1e-9 * c, "update": 2e-9 * c, "cas": 5e-8}
+    assert costs["hogwild"] == {"read": 0.0, "update": 2e-9 * c, "cas": 5e-8}
+    # Leashed-SGD publishes a whole vector: it copies all n, then applies the c
+    assert costs["leashed"] == {"read": 1e-9 * n, "update": 2e-9 * c, "cas": 5e-8}
+    dense = get_algorithm("leashed").sim_costs(n, 1e-9, 2e-9, 2.5e-9, 5e-8)
+    assert dense["update"] == pytest.approx((2.5e-9 - 1e-9) * n)
+
+
+def test_sparse_sim_runs_record_the_coordinates_the_timing_model_charged():
+    from stalesgd.sim.run import run_sim
+
+    spec = sparse_sim_spec("hogwild", 4, 2000, 1.0, 0)
+    spec = dataclasses.replace(spec, sim=dataclasses.replace(spec.sim, timing_only=True))
+    rec = run_sim(spec, progress=False)
+    problem = make_problem("logreg-sparse", seed=0, **OPTIONS)
+    assert rec.summary["sparse"] is True
+    assert rec.summary["coords_per_update"] == problem.coords_per_update(spec.problem.batch)

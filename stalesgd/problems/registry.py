@@ -155,6 +155,29 @@ class Problem:
         only the coordinates an update touches)."""
         return self.dataset.sparse and self.model.sparse_grad_kernel is not None
 
+    def coords_per_update(self, batch: int, samples: int = 256, seed: int = 0) -> float:
+        """The mean number of coordinates a gradient of ``batch`` uniformly drawn training
+        rows touches: on a sparse problem the non-zeros of the model's sparse gradient at
+        the initial parameters, over ``samples`` minibatches of a fixed seed (so the same
+        problem always gives the same number); every parameter on a dense one.  The
+        simulator charges sparse updates for this many coordinates."""
+        model = self.model
+        if not self.sparse:
+            return float(model.n_params)
+        theta = self.init_params(seed)
+        cap = model.sparse_capacity(batch)
+        gidx = np.zeros(cap, dtype=np.int64)
+        gval = np.zeros(cap, dtype=theta.dtype)
+        ws = self.workspace(batch)
+        X, y = self.dataset.inputs("train"), self.dataset.y_train
+        rows = np.random.default_rng(seed).integers(0, self.dataset.n_train,
+                                                    size=(samples, batch))
+        total = 0
+        for idx in rows:
+            total += int(model.sparse_grad_kernel(theta, X, y, idx, gidx, gval, ws,
+                                                  model.dims)[1])
+        return total / samples
+
     # --- convenience wrappers (Python level; engines call the kernels directly) ---
 
     def init_params(self, seed: int = 0) -> np.ndarray:

@@ -164,11 +164,12 @@ RUNS = (
     _c("pool_high_water_bytes", "int64", "pool_high_water in bytes"),
     _c("pool_claim_waits", "int64", "real: claims of a pool vector that found none free on a "
        "full pass over the pool (momentary: the pool is sized so one is always free)"),
-    # sparse problems (real engine)
+    # sparse problems
     _c("sparse", "bool", "updates wrote only the coordinates their gradient touched"),
-    _c("coords_per_update", "float64", "sparse: mean coordinates an applied update wrote"),
-    _c("collision_rate", "float64", "sparse: share of the coordinates updates wrote that an "
-       "update with index >= the writer's read version had written first (see "
+    _c("coords_per_update", "float64", "sparse: mean coordinates an applied update wrote "
+       "(sim: the number the timing model charges an update for)"),
+    _c("collision_rate", "float64", "sparse, real: share of the coordinates updates wrote "
+       "that an update with index >= the writer's read version had written first (see "
        "stalesgd.real.sparse_workers)"),
     # the machine the real engine ran on
     _c("core_round_trip_ns_start", "float64", "cache-line round trip between the run's two "
