@@ -38,6 +38,7 @@ from stalesgd.records import RunRecord, UpdateLog, engine_summary
 from stalesgd.seeds import worker_seeds
 from stalesgd.stepsize import default_tau_max, make_rule
 
+from .collisions import CollisionCounter
 from .engine import (
     READ_COST_PER_PARAM,
     UPDATE_COST_PER_PARAM,
@@ -200,10 +201,12 @@ class _Rows:
     are looked up chunk by chunk (η of the rule at each τ, as a replay would apply), and
     dropped gradients are logged with η = 0, as the real engine logs them."""
 
-    def __init__(self, log: UpdateLog, step: StepSizes, timing_only: bool) -> None:
+    def __init__(self, log: UpdateLog, step: StepSizes, timing_only: bool,
+                 collisions: CollisionCounter | None = None) -> None:
         self.log = log
         self.step = step
         self.timing_only = timing_only
+        self.collisions = collisions
 
     def add(self, columns: Mapping[str, np.ndarray]) -> None:
         cols = dict(columns)
@@ -213,6 +216,8 @@ class _Rows:
             applied = ~dropped
             eta[applied] = self.step.etas(cols["tau"][applied], cols["worker"][applied])
         eta[dropped] = 0.0
+        if self.collisions is not None:
+            self.collisions.add(cols)
         self.log.add(cols)
 
 
@@ -244,6 +249,10 @@ class SimRun:
         # a sparse problem's updates copy and write only the coordinates they touch
         self.coords = (self.problem.coords_per_update(p.batch) if self.problem.sparse
                        else None)
+        # ... and their collision rate is counted from the rows (asynchronous algorithms;
+        # sync applies every update at τ = 0)
+        self.collisions = (CollisionCounter(self.problem, self.m, p.batch, spec.seed)
+                           if self.problem.sparse and spec.algorithm.name != "sync" else None)
         self.tau_max = default_tau_max(self.m)
         self.step = StepSizes(self.rule, self.tau_max, float(spec.stepsize.lr))
         self.timing_only = bool(spec.sim.timing_only)
@@ -294,7 +303,7 @@ class SimRun:
             updates=stop.updates, seconds=stop.seconds, seed=spec.seed,
             persistence=spec.algorithm.persistence, n_params=n_params, hook=self.hook,
             monitor=_show(bar) if bar.enabled else None, monitor_every=MONITOR_EVERY,
-            rows=_Rows(self.log, self.step, self.timing_only), fast=self.fast)
+            rows=_Rows(self.log, self.step, self.timing_only, self.collisions), fast=self.fast)
         if self.calibration is not None:
             self.calibrated = calibrated_timing(self.calibration, spec, self.options, n_params,
                                                 self.coords)
@@ -351,6 +360,8 @@ class SimRun:
         )
         if self.coords is not None:  # the coordinates the timing model charged an update for
             summary.update(sparse=True, coords_per_update=self.coords)
+            if self.collisions is not None:
+                summary["collision_rate"] = self.collisions.rate
         if self.calibration is not None:
             summary.update(self.calibrated.summary)
             summary["cores"] = res.cores

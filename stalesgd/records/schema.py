@@ -168,9 +168,9 @@ RUNS = (
     _c("sparse", "bool", "updates wrote only the coordinates their gradient touched"),
     _c("coords_per_update", "float64", "sparse: mean coordinates an applied update wrote "
        "(sim: the number the timing model charges an update for)"),
-    _c("collision_rate", "float64", "sparse, real: share of the coordinates updates wrote "
-       "that an update with index >= the writer's read version had written first (see "
-       "stalesgd.real.sparse_workers)"),
+    _c("collision_rate", "float64", "sparse: share of the coordinates updates wrote that an "
+       "update with index >= the writer's read version had written first (see "
+       "stalesgd.real.sparse_workers; sim: stalesgd.sim.collisions)"),
     # the machine the real engine ran on
     _c("core_round_trip_ns_start", "float64", "cache-line round trip between the run's two "
        "CPUs at its start (ns; real runs with m > 1)"),
