@@ -11,14 +11,17 @@ else its ``-small`` variant's; ``--small`` prefers the small ones).  The script 
 folders it uses before it reads them.
 
 The page goes to ``results/results.md`` unless ``--out`` names another file; the committed
-``docs/results.md`` is replaced only when asked for by name.  Each section records the scale
-of its folder (full or small variant, number of seeds) in a comment; a page is never
+``docs/results.md`` is replaced only when asked for by name.  Experiments without a folder
+(none given, none found) keep the section and the claims rows they have on the page at
+``--out``, word for word (each claims row ends with an HTML comment naming its experiment),
+so that one reproduction can be re-run and its section replaced alone.  Each section records
+the scale of its folder (full or small variant, number of seeds) in a comment; a page is never
 overwritten with a section of a different scale than the one it holds, unless
-``--replace-scale`` says so, so that a quick run of the ``-small`` files cannot silently replace
-the results of the full-scale ones.  Every number on the page is
-computed here from the folders' run records and from the C++ measurements in
-``../shared/reference``; nothing is typed in by hand.  A few key figures of each folder's
-report are copied to ``docs/figures/`` so that the page is self-contained.
+``--replace-scale`` says so, so that a quick run of the ``-small`` files cannot silently
+replace the results of the full-scale ones.  Every number on the page is computed here from
+the folders' run records and from the C++ measurements in ``../shared/reference``; nothing
+is typed in by hand.  A few key figures of each folder's report are copied to
+``docs/figures/`` so that the page is self-contained.
 """
 
 from __future__ import annotations
@@ -498,6 +501,84 @@ def claims_less(analysis: Analysis) -> list[Claim]:
     return out
 
 
+def _median(sel: pd.DataFrame, col: str) -> float:
+    v = pd.to_numeric(sel[col], errors="coerce").dropna() if col in sel else pd.Series()
+    return float(v.median()) if len(v) else math.nan
+
+
+def _rate(sel: pd.DataFrame) -> float:
+    """Median updates/s from first read to last apply (a real run's table rate counts its
+    start-up), the table's rate where a run did not keep every row."""
+    span = _median(sel, "updates_per_s_span")
+    return span if math.isfinite(span) else _median(sel, "updates_per_s")
+
+
+def collision_table(analysis: Analysis) -> pd.DataFrame:
+    """Sparse runs: coordinates an update wrote and the share that collided, against m
+    (medians over seeds), beside mean τ."""
+    runs = analysis.loaded.runs
+    rows = []
+    for (engine, alg, m), g in runs.groupby(["engine", "algorithm", "workers"], sort=True):
+        rows.append({"engine": engine, "algorithm": alg, "m": int(m), "runs": len(g),
+                     "updates/s": fmt(_rate(g), ".0f"),
+                     "mean τ": fmt(_median(g, "mean_tau"), ".3g"),
+                     "coordinates / update": fmt(_median(g, "coords_per_update"), ".3g"),
+                     "collision rate": fmt(_median(g, "collision_rate"), ".3f")})
+    return pd.DataFrame(rows)
+
+
+def claims_sparse(analysis: Analysis) -> list[Claim]:
+    """Hogwild! on a sparse problem (Niu et al. 2011): near-linear speed-up, faster than
+    locking, rare collisions."""
+    runs = _runs(analysis)
+    real, sim = runs[runs["engine"] == "real"], runs[runs["engine"] == "sim"]
+    problem, target = _first(runs, "problem"), _first(runs, "target_loss")
+    algs = ("hogwild", "lock", "leashed")
+    out: list[Claim] = []
+    ups = {(a, m): _rate(_select(real, algorithm=a, workers=m)) for a in algs for m in (1, 2)}
+    ttt = {(a, m): median_ttt(real, algorithm=a, workers=m) for a in algs for m in (1, 2)}
+    scale = {a: ups[a, 2] / ups[a, 1] for a in algs}
+    sim_m = sorted(int(m) for m in set(sim["workers"]) if m > 2)
+    sim_t = {m: median_ttt(sim, algorithm="hogwild", workers=m) for m in [1, *sim_m]}
+    text = (f"{problem}, batch 1, real, 2 cores: 2 workers give {scale['hogwild']:.2f}× the "
+            f"updates/s of 1 (lock {scale['lock']:.2f}×, Leashed-SGD {scale['leashed']:.2f}×); "
+            f"time to loss {target}: 1 worker {secs(ttt['hogwild', 1])}, 2 workers "
+            f"{secs(ttt['hogwild', 2])}. Simulated (calibrated), one core per worker, median "
+            "time to target: " + ", ".join(f"m = {m}: {secs(t)}" for m, t in sim_t.items()))
+    ideal = [sim_t[1] / (m * sim_t[m]) for m in sim_m if math.isfinite(sim_t[m])]
+    verdict = ("yes" if scale["hogwild"] >= 1.8 and ideal and min(ideal) >= 0.5 else
+               "no" if scale["hogwild"] < 1.2 else
+               f"partly: {scale['hogwild']:.2f}× on 2 real cores"
+               + (f"; simulated {min(ideal):.0%}–{max(ideal):.0%} of linear at m = "
+                  f"{sim_m[0]}–{sim_m[-1]}" if ideal else ""))
+    out.append(("Hogwild!: near-linear speed-up on sparse problems (Niu et al. 2011)", text,
+                verdict))
+    lock_t = {m: median_ttt(sim, algorithm="lock", workers=m) for m in sim_m}
+    text = (f"{problem}, real, m = 2: Hogwild! {fmt(ups['hogwild', 2], '.3g')} updates/s, lock "
+            f"{fmt(ups['lock', 2], '.3g')}, Leashed-SGD {fmt(ups['leashed', 2], '.3g')}; time to "
+            f"loss {target}: Hogwild! {secs(ttt['hogwild', 2])}, lock {secs(ttt['lock', 2])}, "
+            f"Leashed-SGD {secs(ttt['leashed', 2])}. Simulated: "
+            + ", ".join(f"m = {m}: Hogwild! {secs(sim_t[m])}, lock {secs(lock_t[m])}"
+                        for m in sim_m))
+    wins = [ups["hogwild", 2] > ups["lock", 2]] + [sim_t[m] < lock_t[m] for m in sim_m]
+    verdict = ("yes" if all(wins) else "no" if not any(wins) else
+               f"partly: faster in {sum(wins)} of {len(wins)} comparisons")
+    out.append(("Hogwild! is faster than locking on sparse problems", text, verdict))
+    col = {m: _median(_select(sim, algorithm="hogwild", workers=m), "collision_rate")
+           for m in [2, *sim_m]}
+    real_col = _median(_select(real, algorithm="hogwild", workers=2), "collision_rate")
+    text = (f"{problem}: share of the coordinates Hogwild!'s updates wrote that another update "
+            f"since their read had written: real m = 2 {fmt(real_col, '.3f')}; simulated "
+            + ", ".join(f"m = {m}: {fmt(c, '.3f')}" for m, c in col.items()))
+    rare = [m for m, c in col.items() if math.isfinite(c) and c < 0.1]
+    verdict = (f"yes up to m = {max(rare)}" if rare and max(rare) == max(col) else
+               f"partly: below 10 % up to m = {max(rare)}, {fmt(col[max(col)], '.2f')} at "
+               f"m = {max(col)}" if rare else "no")
+    out.append(("Sparse updates rarely collide (why Hogwild! needs no locks there)", text,
+                verdict))
+    return out
+
+
 def claims_cpp() -> list[Claim]:
     """The C++ reference itself: which thread count reached :data:`CPP_LEVEL` first, and the
     resources running it instead of the most threads saves."""
@@ -523,6 +604,8 @@ class Experiment:
     title: str
     claims: Callable[[Analysis], list[Claim]]
     memory: bool = False
+    #: sparse runs: the collision-rate table
+    collisions: bool = False
     #: the report figures copied next to the page (when the report drew them)
     figures: tuple[str, ...] = ("throughput_vs_workers.png",)
 
@@ -545,6 +628,10 @@ EXPERIMENTS: dict[str, Experiment] = {
     "less-is-more-mlp": Experiment(
         "Less is more on the MLP (784-128-128-128-10, Fashion-MNIST)",
         claims_less),
+    "sparse-hogwild": Experiment(
+        "Hogwild! on a sparse problem (logistic regression, text-like data)",
+        claims_sparse, collisions=True,
+        figures=("speedup_vs_workers.png", "throughput_vs_workers.png")),
 }
 
 
@@ -585,6 +672,9 @@ def section(experiment: str, folder: Path, docs: Path) -> tuple[list[str], list[
     if spec.memory:
         lines += ["Memory and publishing, real runs (medians over seeds):", "",
                   markdown_table(memory_table(analysis)), ""]
+    if spec.collisions:
+        lines += ["Collisions (medians over seeds; updates/s from first read to last apply):",
+                  "", markdown_table(collision_table(analysis)), ""]
     if experiment.startswith("less-is-more") and (cpp := cpp_reference()) is not None:
         ref = pd.DataFrame({"threads": list(cpp.times),
                             f"time to training loss {CPP_LEVEL} (s)":
@@ -691,14 +781,60 @@ def choose(folders: Iterable[Path], results: Path, prefer_small: bool) -> dict[s
     return {e: chosen[e] for e in EXPERIMENTS if e in chosen}
 
 
-def build_page(chosen: dict[str, Path], docs: Path) -> tuple[str, int]:
-    """The page's Markdown, and the number of claims rows."""
+#: the end of a claims row: the experiment it belongs to (an HTML comment: not rendered)
+_ROW_TAG = re.compile(r"<!-- (?P<exp>[a-z0-9-]+) --> \|$")
+#: the tag of the C++ reference's row (written with the less-is-more experiments)
+CPP_TAG = "cpp-reference"
+
+
+def claim_row(claim: Claim, tag: str) -> str:
+    """A row of the claims table, tagged with its experiment."""
+    c, m, r = claim
+    return f"| {c} | {m} | {r} <!-- {tag} --> |"
+
+
+def kept_from_page(text: str, regenerated: Iterable[str]
+                   ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Of an existing page: the sections (experiment -> lines) and tagged claims rows
+    (tag -> rows) of the experiments not in ``regenerated``, to be kept as they are."""
+    regenerated = set(regenerated)
+    titles = {spec.title: exp for exp, spec in EXPERIMENTS.items()}
+    sections: dict[str, list[str]] = {}
+    for part in text.split("\n## ")[1:]:
+        exp = titles.get(part.split("\n", 1)[0].strip())
+        if exp is not None and exp not in regenerated:
+            sections[exp] = ("## " + part).rstrip("\n").split("\n") + [""]
+    rows: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        tag = _ROW_TAG.search(line) if line.startswith("| ") else None
+        if tag is not None and tag["exp"] not in regenerated:
+            rows.setdefault(tag["exp"], []).append(line)
+    if any(e.startswith("less-is-more") for e in regenerated):
+        rows.pop(CPP_TAG, None)
+    return sections, rows
+
+
+def build_page(chosen: dict[str, Path], docs: Path,
+               kept: tuple[dict[str, list[str]], dict[str, list[str]]] = ({}, {})
+               ) -> tuple[str, int]:
+    """The page's Markdown, and the number of claims rows: the sections of the ``chosen``
+    folders, and the ``kept`` sections and rows (:func:`kept_from_page`) of the others, in
+    the order of :data:`EXPERIMENTS`."""
     body: list[str] = []
-    claims: list[Claim] = []
-    for exp, folder in chosen.items():
-        lines, rows = section(exp, folder, docs)
-        body += lines
-        claims += rows
+    rows: list[str] = []
+    kept_sections, kept_rows = kept
+    for exp in EXPERIMENTS:
+        if exp in chosen:
+            lines, claims = section(exp, chosen[exp], docs)
+            body += lines
+            rows += [claim_row(c, exp) for c in claims]
+        elif exp in kept_sections:
+            body += kept_sections[exp]
+            rows += kept_rows.get(exp, [])
+    if any(e.startswith("less-is-more") for e in chosen):
+        rows += [claim_row(c, CPP_TAG) for c in claims_cpp()]
+    else:
+        rows += kept_rows.get(CPP_TAG, [])
     load = os.getloadavg()
     head = ["# Results: the papers' claims, re-measured", "",
             "Generated by `python bench/results_page.py` from the results folders named in each "
@@ -713,13 +849,12 @@ def build_page(chosen: dict[str, Path], docs: Path) -> tuple[str, int]:
             "2,000 test rows).", "",
             "Regenerate: `python bench/results_page.py --out docs/results.md` (newest folder "
             "of each experiment under `results/`; it refuses folders of another scale than "
-            f"this page's). Load average when this page was generated: {load[0]:.2f}, "
+            "this page's, and keeps the sections, with their claims, of experiments it finds "
+            f"no folder for). Load average when this page was generated: {load[0]:.2f}, "
             f"{load[1]:.2f}, {load[2]:.2f} (1, 5, 15 min).", "",
             CLAIM_HEADER, "|---|---|---|"]
-    if any(e.startswith("less-is-more") for e in chosen):
-        claims += claims_cpp()
-    head += [f"| {c} | {m} | {r} |" for c, m, r in claims] + [""]
-    return "\n".join(head + body) + "\n", len(claims)
+    head += rows + [""]
+    return "\n".join(head + body) + "\n", len(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -750,7 +885,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {line}")
         print("give the folders of the same scale, another --out, or --replace-scale")
         return 2
-    text, n_claims = build_page(chosen, args.out.parent)
+    kept: tuple[dict[str, list[str]], dict[str, list[str]]] = ({}, {})
+    if args.out.is_file():
+        kept = kept_from_page(args.out.read_text(encoding="utf-8"), chosen)
+        for exp in kept[0]:
+            print(f"{exp}: no folder; its section and claims are kept from {args.out}")
+    text, n_claims = build_page(chosen, args.out.parent, kept)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out} ({n_claims} claims, {len(chosen)} experiments)")

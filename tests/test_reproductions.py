@@ -19,7 +19,8 @@ FILES = sorted((ROOT / "bench" / "experiments").glob("*.toml"))
 REPRODUCTIONS = ("leashed-vs-lock-hogwild", "tail-vs-baselines", "less-is-more")
 # the files of the results page's experiments (other experiment files live beside them)
 REPRO_FILES = [p for p in FILES if p.stem.removesuffix("_small").replace("_", "-")
-               in (*REPRODUCTIONS, "less-is-more-mlp", "leashed-vs-lock-hogwild-cnn")]
+               in (*REPRODUCTIONS, "less-is-more-mlp", "leashed-vs-lock-hogwild-cnn",
+                   "sparse-hogwild")]
 
 
 def _results_page():
@@ -189,3 +190,33 @@ def test_results_page_refuses_to_replace_a_section_of_another_scale(tmp_path, mo
     assert page.main([str(folder)]) == 0
     assert (tmp_path / "results" / "results.md").is_file()
     assert out.read_text().count("seeds=2") == 1
+
+
+def test_results_page_keeps_the_sections_and_claims_it_has_no_folder_for(tmp_path):
+    exp = tmp_path / "less_is_more.toml"
+    exp.write_text(TINY)
+    assert main(["run", str(exp), "--out", str(tmp_path / "res"), "--no-progress",
+                 "--no-report"]) == 0
+    (folder,) = (tmp_path / "res").iterdir()
+    page = _results_page()
+    tail = page.EXPERIMENTS["tail-vs-baselines"].title
+    less = page.EXPERIMENTS["less-is-more"].title
+    out = tmp_path / "results.md"
+    out.write_text(
+        f"# Results\n\n{page.CLAIM_HEADER}\n|---|---|---|\n"
+        "| TAIL-τ is fast | kept numbers 1.23 | yes <!-- tail-vs-baselines --> |\n"
+        "| Fewer workers can win | old numbers 9.99 | no <!-- less-is-more --> |\n"
+        "| C++ measurements | old C++ | yes <!-- cpp-reference --> |\n\n"
+        f"## {less}\n\nold less-is-more section 9.99\n\n"
+        f"## {tail}\n\n<!-- scale: tail-vs-baselines variant=full seeds=10 -->\n\n"
+        "kept section text\n")
+    assert page.main([str(folder), "--out", str(out), "--results", str(tmp_path / "none")]) == 0
+    text = out.read_text()
+    # the experiment with a folder is regenerated, its old section and claims gone ...
+    assert "9.99" not in text and folder.name in text
+    assert text.count("<!-- less-is-more -->") >= 1 and "old C++" not in text
+    # ... the other is kept word for word, its claims row too, in the experiments' order
+    assert "kept section text" in text
+    assert "| TAIL-τ is fast | kept numbers 1.23 | yes <!-- tail-vs-baselines --> |" in text
+    assert text.index(f"## {tail}") < text.index(f"## {less}")
+    assert text.index("kept numbers") < text.index("<!-- less-is-more -->")
