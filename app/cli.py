@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dirs", nargs=1, metavar="DIR")
     _add_report_flags(p)
 
-    p = sub.add_parser("data", help="list, verify, locate or download data sets",
+    p = sub.add_parser("data", help="data sets: list, verify, path (where found) or download",
                        description="Data sets: list | verify | path | download [NAME].")
     p.add_argument("action", choices=("list", "verify", "path", "download"))
     p.add_argument("name", nargs="?", default=None, help="data set, e.g. mnist")

@@ -16,6 +16,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from stalesgd.algorithms import get_algorithm
 from stalesgd.calibration import CalibrationError, check_compatible, load_calibration
 from stalesgd.data import DATASETS, check_files
 from stalesgd.experiment import ExperimentError, RunSpec
@@ -127,21 +130,37 @@ def check_calibrations(runs: Iterable[RunSpec], skip: str) -> None:
                                   "dtype", f"cannot be used ({exc})") from None
 
 
+def parameter_vectors(spec: RunSpec) -> int:
+    """The fewest parameter-sized arrays any engine holds for a run: θ, the monitor's
+    snapshot (or the replay's workspace) and each worker's buffers (copy, gradient) as the
+    algorithm's registry entry counts them."""
+    return get_algorithm(spec.algorithm.name).buffers_per_worker * spec.workers + 2
+
+
 def check_memory(runs: Iterable[RunSpec], memory_bytes: int | None) -> None:
-    """Refuse a run whose data set and one parameter vector alone exceed this machine's
-    memory (``memory_bytes``; nothing is checked when it is unknown)."""
+    """Refuse a run whose data set and parameter vectors (:func:`parameter_vectors`) alone
+    exceed this machine's memory (``memory_bytes``; nothing is checked when it is
+    unknown)."""
     if not memory_bytes:
         return
     seen: set[str] = set()
     for spec in runs:
         p = spec.problem
-        key = repr((p.name, p.dtype, sorted(p.options.items())))
+        vectors = parameter_vectors(spec)
+        key = repr((p.name, p.dtype, sorted(p.options.items()), vectors))
         if key in seen:
             continue
         seen.add(key)
-        need = check_problem(p.name, p.options, p.dtype).nbytes(p.dtype)
+        shape = check_problem(p.name, p.options, p.dtype)
+        param_bytes = shape.n_params * np.dtype(p.dtype).itemsize
+        need = shape.data.nbytes(p.dtype) + vectors * param_bytes
         if need > memory_bytes:
+            workers = f"{spec.workers} {spec.algorithm.name} worker" + (
+                "s" if spec.workers != 1 else "")
             raise ExperimentError("problem", p.name, f"a problem whose data and parameters fit "
                                   f"in this machine's {memory_bytes / 2**30:.1f} GiB",
-                                  f"needs at least {need / 2**30:.1f} GiB (run {spec.run_id}, "
-                                  f"options {p.options})")
+                                  f"needs at least {need / 2**30:.1f} GiB: its data and "
+                                  f"{vectors} parameter vectors of {param_bytes / 2**30:.3g} "
+                                  f"GiB ({shape.n_params:,} parameters; θ, a snapshot and the "
+                                  f"buffers of {workers}) (run {spec.run_id}, options "
+                                  f"{p.options})")

@@ -117,8 +117,8 @@ def test_svmlight_reads_one_based_files_with_pm1_labels(tmp_path):
                            "1\n")
     X, y = read_svmlight(path)
     np.testing.assert_array_equal(y, [1, 0, 1])
-    assert X.shape == (3, 3) and X.nnz == 3  # the explicit zero is dropped
-    np.testing.assert_array_equal(X.toarray(), [[2, 0, 0.5], [0, 0.1, 0], [0, 0, 0]])
+    assert X.shape == (3, 4) and X.nnz == 3  # the explicit zero is dropped, its column kept
+    np.testing.assert_array_equal(X.toarray(), [[2, 0, 0.5, 0], [0, 0.1, 0, 0], [0, 0, 0, 0]])
     X4, _ = read_svmlight(path, n_features=10, dtype=np.float32)
     assert X4.shape == (3, 10) and X4.dtype == np.float32
 
@@ -197,3 +197,55 @@ def test_svmlight_writer_round_trips_exactly(tmp_path):
         np.testing.assert_array_equal(getattr(X, name), getattr(d.X_train, name))
     with pytest.raises(ValueError, match="a label per row"):
         write_svmlight(tmp_path / "bad.svm", d.X_train, d.y_train[:3])
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("1 \u00b2:1\n", r"'\u00b2:1' is not INDEX:VALUE"),  # a digit int() does not read
+    ("1 4000000000:1\n", "index 4000000000 is beyond the largest allowed, 2147483646"),
+    ("1 99999999999999999999:1\n", "index 99999999999999999999 is beyond the largest"),
+])
+def test_svmlight_odd_and_huge_indices_are_refused_naming_the_line(tmp_path, text, message):
+    with pytest.raises(DataCorruptError, match=f"line 1: {message}"):
+        read_svmlight(write(tmp_path, text))
+
+
+def test_svmlight_beyond_n_features_names_the_index_as_the_file_writes_it(tmp_path):
+    with pytest.raises(DataCorruptError, match="feature index 7 is beyond n_features = 5"):
+        read_svmlight(write(tmp_path, "1 7:1 2:1\n"), n_features=5)  # 1-based
+    with pytest.raises(DataCorruptError, match="feature index 3 is beyond n_features = 2"):
+        read_svmlight(write(tmp_path, "1 0:1 3:1\n", "z.svm"), n_features=2)  # 0-based
+
+
+def test_svmlight_explicit_zeros_count_for_the_width_and_a_bom_is_dropped(tmp_path):
+    X, y = read_svmlight(write(tmp_path, "\ufeff1 1:0 5:0 2:3\n-1 1:1\n"))
+    assert X.shape == (2, 5) and X.nnz == 2 and list(y) == [1, 0]
+
+
+def test_svmlight_damaged_compressed_files_are_corrupt_not_a_traceback(tmp_path):
+    import gzip
+
+    good = gzip.compress(b"1 1:1\n" * 200)
+    for name, data in (("a.svm.gz", b"\x1f\x8b\x08\x00garbage" * 4),
+                       ("b.svm.gz", good[:20] + bytes(20) + good[40:]),
+                       ("c.svm.bz2", b"BZh91AY&SY garbage")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DataCorruptError, match="not a readable"):
+            read_svmlight(tmp_path / name)
+
+
+def test_svmlight_writer_takes_other_forms_and_compresses_by_suffix(tmp_path):
+    import scipy.sparse as sp
+
+    from stalesgd.data.svmlight import write_svmlight
+
+    dense = np.array([[0.0, 1.5, 0.0], [2.0, 0.0, -1.0]])
+    for i, X in enumerate((dense, sp.csr_matrix(dense))):
+        for suffix in ("svm", "svm.gz", "svm.bz2"):
+            path = write_svmlight(tmp_path / f"w{i}.{suffix}", X, np.array([True, False]))
+            Xr, yr = read_svmlight(path, n_features=3)
+            np.testing.assert_array_equal(Xr.toarray(), dense)
+            np.testing.assert_array_equal(yr, [1, 0])
+    with pytest.raises(ValueError, match="finite numbers"):
+        write_svmlight(tmp_path / "n.svm", dense, np.array([1.0, np.nan]))
+    with pytest.raises(TypeError, match="X must be a CSRMatrix"):
+        write_svmlight(tmp_path / "t.svm", "not a matrix", np.array([1, 0]))

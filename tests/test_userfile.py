@@ -132,7 +132,7 @@ def test_missing_unreadable_and_malformed_files(tmp_path):
     with pytest.raises(DataReadError, match="is a folder"):
         check_problem("logreg-file", {"file": str(tmp_path / "dir.csv")})
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(DataCorruptError, match="not a readable NumPy .npz archive"):
+    with pytest.raises(DataCorruptError, match="not a NumPy .npz archive"):
         check_problem("logreg-file", {"file": str(tmp_path / "junk.npz")})
     (tmp_path / "bin.csv").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(DataCorruptError, match="not UTF-8 text"):
@@ -328,3 +328,54 @@ def test_cli_runs_hogwild_sparsely_on_an_svmlight_file(tmp_path, capsys, monkeyp
     # a batch-1 update writes the row's coordinates and the bias, not all 61
     assert real["sparse"].tolist() == [True]
     assert 1 < real["coords_per_update"].iloc[0] < 61
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("d.svm.gz", b"\x1f\x8b\x08\x00garbage" * 4, "not a readable .gz file"),
+    ("d.csv.gz", b"\x1f\x8b\x08\x00garbage" * 4, "not a readable .gz file"),
+    ("one.svm", b"+1 1:1\n+1 2:1\n+1 3:1\n", "every example has the label 1; a classifier needs "
+                                            "at least 2 classes"),
+    ("text.svm", b"1 1:1\n0 2:1\n", "not a NumPy .npz archive"),
+])
+def test_damaged_and_misnamed_files_are_refused_in_one_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    options = {"file": str(path)} | ({"format": "npz"} if name == "text.svm" else {})
+    with pytest.raises(DataCorruptError, match=message):
+        check_problem("logreg-file", options)
+
+
+def test_svmlight_lines_split_as_the_reader_splits_them(tmp_path):
+    from stalesgd.data.svmlight import read_svmlight
+
+    path = tmp_path / "ff.svm"
+    path.write_bytes(b"1 1:1\x0c 2:2\r\n0 2:1\r0 3:1\n")  # a form feed inside a line; \r alone
+    X, y = read_svmlight(path)
+    d = make_problem("logreg-file", file=str(path), test_fraction=0.34).dataset
+    assert X.shape == (3, 3) and d.n_train + d.n_test == 3
+
+
+def test_a_model_too_big_for_memory_is_refused_before_it_runs(tmp_path, capsys, monkeypatch):
+    from stalesgd.app.preflight import check_memory
+
+    from stalesgd.experiment import ExperimentError, expand, experiment_from_flags
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wide.svm").write_text("1 1:1 2147483646:1\n-1 2:1\n1 3:1\n-1 1:1\n")
+    exp = experiment_from_flags("real", problem="logreg-file", algorithm="hogwild", workers=2,
+                                updates=10, batch=1, problem_options={"file": "wide.svm"})
+    (spec,) = expand(exp)
+    # 2,147,483,647 parameters: θ, a snapshot and each Hogwild! worker's gradient, 16 GiB each
+    with pytest.raises(ExperimentError, match=r"needs at least 64\.0 GiB: its data and 4 "
+                                              r"parameter vectors of 16 GiB"):
+        check_memory([spec], 24 * 2**30)
+    check_memory([spec], 80 * 2**30)  # fits a bigger machine
+    # and from the command line, one line, before anything runs
+    argv = ["real", "--problem", "logreg-file", "--data-file", "wide.svm", "--algorithm",
+            "hogwild", "--workers", "2", "--updates", "10", "--batch", "1", "--dry-run"]
+    from stalesgd.machine import machine_info
+
+    if (machine_info().get("memory_bytes") or 0) < 64 * 2**30:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "parameter vectors" in err and "Traceback" not in err

@@ -56,8 +56,8 @@ def _list(data_dir: str | None, out: TextIO) -> int:
             continue
         status = _summary(check_dataset(spec, loc))
         print(f"{name:<15}{status:<22}{loc.folder} (via {loc.root.label})", file=out)
-    print(f"{FILE_SET:<15}{'your own file':<22}a .npz, .csv or svmlight file: --problem "
-          "MODEL-file --data-file PATH", file=out)
+    print(f"{FILE_SET:<15}{'your own file':<22}.npz, .csv or svmlight (.svm, .svmlight, "
+          ".libsvm; text also .gz, .bz2): --problem MODEL-file --data-file PATH", file=out)
     return 0
 
 

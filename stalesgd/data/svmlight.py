@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import math
 import os
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,13 @@ import numpy as np
 from .csr import CSRMatrix
 from .errors import DataCorruptError, DataNotFoundError, DataReadError
 
-__all__ = ["class_labels", "parse_svmlight", "read_svmlight", "write_svmlight"]
+__all__ = ["MAX_INDEX", "class_labels", "parse_svmlight", "read_svmlight", "text_lines",
+           "write_svmlight"]
+
+#: the largest feature index a file may use (column numbers are 32-bit integers)
+MAX_INDEX = 2**31 - 2
+#: what reading a damaged compressed file raises
+_DECOMPRESSION_ERRORS = (zlib.error, gzip.BadGzipFile, EOFError)
 
 
 def read_svmlight(path: str | os.PathLike[str], *, n_features: int | None = None,
@@ -50,9 +58,21 @@ def read_svmlight(path: str | os.PathLike[str], *, n_features: int | None = None
                                        zero_based=zero_based, dtype=dtype)
     except UnicodeDecodeError as exc:
         raise DataCorruptError(f"{path}: not a text file ({exc.reason})") from exc
-    except (OSError, EOFError) as exc:
+    except _DECOMPRESSION_ERRORS as exc:
+        raise DataCorruptError(f"{path}: not a readable {path.suffix} file ({exc})") from exc
+    except OSError as exc:
+        if path.suffix in (".gz", ".bz2"):  # (bz2 says "Invalid data stream")
+            raise DataCorruptError(f"{path}: not a readable {path.suffix} file ({exc})"
+                                   ) from exc
         raise DataReadError(f"cannot read svmlight file {path}: {exc}") from exc
     return X, class_labels(str(path), labels)[0]
+
+
+def text_lines(content: str) -> Iterable[str]:
+    """The lines of a file's decoded text, split as reading the file in text mode splits
+    them (``\n``, ``\r\n`` or ``\r``), so that a file read whole and one read line by line
+    give the same lines and the same line numbers in errors."""
+    return io.StringIO(content, newline=None)
 
 
 def write_svmlight(path: str | os.PathLike[str], X: CSRMatrix, y: np.ndarray) -> Path:
@@ -60,18 +80,43 @@ def write_svmlight(path: str | os.PathLike[str], X: CSRMatrix, y: np.ndarray) ->
     values as Python prints floats, so they read back exactly; classes 0/1 of a binary set
     as −1/+1, other labels as they are); returns the path."""
     path = Path(path)
+    X = _as_csr(X)
     y = np.asarray(y)
     if y.shape != (X.shape[0],):
         raise ValueError(f"y has shape {y.shape}; expected ({X.shape[0]},), a label per row")
-    binary = y.dtype.kind in "iu" and set(np.unique(y).tolist()) <= {0, 1}
-    labels = [str(int(2 * v - 1)) if binary else repr(v.item()) for v in y]
-    with open(path, "w") as f:
+    if y.dtype.kind not in "biuf" or (y.dtype.kind == "f" and not np.isfinite(y).all()):
+        raise ValueError(f"y must hold finite numbers (class numbers or targets); got {y.dtype}"
+                         + (" with NaN or infinity" if y.dtype.kind == "f" else ""))
+    binary = y.dtype.kind in "biu" and set(np.unique(y.astype(np.int64)).tolist()) <= {0, 1}
+    labels = [str(2 * int(v) - 1) if binary else repr(v.item()) for v in y]
+    opener = {".gz": gzip.open, ".bz2": bz2.open}.get(path.suffix, open)
+    with opener(path, "wt", encoding="utf-8") as f:
         for r, label in enumerate(labels):
             a, b = int(X.indptr[r]), int(X.indptr[r + 1])
             entries = " ".join(f"{j + 1}:{v!r}" for j, v in
                                zip(X.indices[a:b].tolist(), X.values[a:b].tolist(), strict=True))
             f.write(f"{label} {entries}\n" if entries else f"{label}\n")
     return path
+
+
+def _as_csr(X: Any) -> CSRMatrix:
+    """``X`` as a :class:`CSRMatrix`: one already, a SciPy sparse matrix, or a 2-D array."""
+    if isinstance(X, CSRMatrix):
+        return X
+    if hasattr(X, "tocsr"):  # SciPy
+        X = X.tocsr()
+        X.sort_indices()
+        return CSRMatrix(np.asarray(X.indptr, np.int64), np.asarray(X.indices, np.int32),
+                         np.asarray(X.data, np.float64), int(X.shape[1]))
+    A = np.asarray(X)
+    if A.ndim != 2 or A.dtype.kind not in "biuf":
+        raise TypeError(f"X must be a CSRMatrix, a SciPy sparse matrix or a 2-D array of "
+                        f"numbers; got {type(X).__name__} {getattr(A, 'shape', '')}")
+    rows, cols = np.nonzero(A)
+    indptr = np.zeros(A.shape[0] + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=A.shape[0]), out=indptr[1:])
+    return CSRMatrix(indptr, cols.astype(np.int32), A[rows, cols].astype(np.float64),
+                     int(A.shape[1]))
 
 
 def parse_svmlight(lines: Iterable[str], name: str, *, n_features: int | None = None,
@@ -81,20 +126,21 @@ def parse_svmlight(lines: Iterable[str], name: str, *, n_features: int | None = 
     label as a float (``name`` names the source in errors; other arguments as
     :func:`read_svmlight`)."""
     _check_zero_based(zero_based)
-    labels, lengths, cols, vals = _parse(lines, name)
+    labels, lengths, cols, vals, lowest, highest = _parse(lines, name)
     cols_arr = np.asarray(cols, dtype=np.int64)
     if zero_based == "auto":
-        zero_based = bool(cols_arr.size) and int(cols_arr.min()) == 0
+        zero_based = lowest == 0
     if not zero_based:
-        if cols_arr.size and int(cols_arr.min()) < 1:
+        if lowest == 0:
             raise DataCorruptError(f"{name}: index 0 in a file read as 1-based; pass "
                                    "zero_based=True (or 'auto')")
         cols_arr -= 1
-    width = int(cols_arr.max()) + 1 if cols_arr.size else 1
+    shift = 0 if zero_based else 1
+    width = highest + 1 - shift if highest >= 0 else 1  # (explicit zeros count)
     if n_features is not None:
-        if cols_arr.size and width > n_features:
-            raise DataCorruptError(f"{name}: feature index {width - (0 if zero_based else -1)}"
-                                   f" is beyond n_features = {n_features}")
+        if width > n_features:
+            raise DataCorruptError(f"{name}: feature index {highest} is beyond n_features = "
+                                   f"{n_features}")
         width = int(n_features)
     indptr = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=indptr[1:])
@@ -127,22 +173,26 @@ def _open(path: Path) -> Any:
         raise DataNotFoundError(f"svmlight file {path} does not exist (or is not a file)")
     try:
         if path.suffix == ".gz":
-            return gzip.open(path, "rt")
+            return gzip.open(path, "rt", encoding="utf-8")
         if path.suffix == ".bz2":
-            return bz2.open(path, "rt")
-        return open(path)  # noqa: SIM115
+            return bz2.open(path, "rt", encoding="utf-8")
+        return open(path, encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
         raise DataReadError(f"cannot read svmlight file {path}: {exc}") from exc
 
 
 def _parse(lines: Iterable[str], name: str
-           ) -> tuple[list[float], list[int], list[int], list[float]]:
-    """Labels, entries per row, and every row's (index, value) pairs sorted by index."""
+           ) -> tuple[list[float], list[int], list[int], list[float], int, int]:
+    """Labels, entries per row, every row's (index, value) pairs sorted by index, and the
+    lowest and highest index written (explicit zeros included; −1 without any)."""
     labels: list[float] = []
     lengths: list[int] = []
     cols: list[int] = []
     vals: list[float] = []
+    lowest, highest = MAX_INDEX + 1, -1
     for number, line in enumerate(lines, start=1):
+        if number == 1:
+            line = line.removeprefix("\ufeff")  # a byte-order mark (files written on Windows)
         tokens = line.partition("#")[0].split()
         if not tokens:
             continue
@@ -153,10 +203,14 @@ def _parse(lines: Iterable[str], name: str
             key, sep, value = tok.partition(":")
             if key == "qid":
                 continue
-            if not sep or not key.isdigit():
+            if not sep or not (key.isascii() and key.isdigit()):
                 raise DataCorruptError(f"{where}: {tok!r} is not INDEX:VALUE (a "
                                        "non-negative integer index, a colon, a number)")
             j = int(key)
+            if j > MAX_INDEX:
+                raise DataCorruptError(f"{where}: index {j} is beyond the largest allowed, "
+                                       f"{MAX_INDEX}")
+            lowest, highest = min(lowest, j), max(highest, j)
             if j in row:
                 raise DataCorruptError(f"{where}: index {j} appears twice")
             v = _number(value, where, f"the value of index {j}")
@@ -168,7 +222,7 @@ def _parse(lines: Iterable[str], name: str
         lengths.append(len(row))
     if not labels:
         raise DataCorruptError(f"{name}: no examples (every line is blank or a comment)")
-    return labels, lengths, cols, vals
+    return labels, lengths, cols, vals, lowest, highest
 
 
 def _number(text: str, where: str, what: str) -> float:

@@ -43,6 +43,7 @@ import math
 import re
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ from .csr import CSRMatrix
 from .dataset import Dataset
 from .errors import DataCorruptError, DataNotFoundError, DataReadError
 from .files import file_key
-from .svmlight import class_labels, parse_svmlight
+from .svmlight import class_labels, parse_svmlight, text_lines
 from .transforms import check_count
 
 __all__ = ["FILE_OPTIONS", "FILE_SUFFIXES", "FileFacts", "check_file_set", "file_identity",
@@ -172,6 +173,9 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _parse_npz(path: Path, raw: bytes) -> _Arrays:
+    if not raw.startswith(b"PK"):
+        raise DataCorruptError(f"{path}: not a NumPy .npz archive (a zip file written by "
+                               "numpy.savez); the option format or the suffix says npz")
     try:
         with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
             keys = set(archive.files)
@@ -198,19 +202,24 @@ def _text(path: Path, raw: bytes, compression: str | None) -> str:
     if compression is not None:
         try:
             raw = COMPRESSIONS[compression](raw)
-        except (OSError, EOFError, ValueError) as exc:
+        except (OSError, EOFError, ValueError, zlib.error) as exc:
             raise DataCorruptError(f"{path}: not a readable {compression} file ({exc})"
                                    ) from None
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")  # (a byte-order mark, as Windows writes, is dropped)
     except UnicodeDecodeError as exc:
         raise DataCorruptError(f"{path}: not UTF-8 text ({exc})") from None
 
 
 def _parse_svmlight(path: Path, content: str, kind: str) -> _Arrays:
-    X, labels = parse_svmlight(content.splitlines(), str(path))
+    X, labels = parse_svmlight(text_lines(content), str(path))
     if kind == "regression":
         return _Arrays(X, labels, None, None)
+    distinct = np.unique(labels)
+    if distinct.size < 2:
+        raise DataCorruptError(f"{path}: every example has the label {distinct[0]:g}; a "
+                               "classifier needs at least 2 classes (kind = 'regression' "
+                               "reads labels as targets)")
     y, names = class_labels(str(path), labels)
     return _Arrays(X, y, None, None, names)
 
