@@ -448,7 +448,8 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
     ``algorithm.options.lock_handover``/``cas_cost`` when given.
 
     The run is labelled ``prediction = True`` unless the file measured exactly this
-    (algorithm, workers) on as many (effective) cores as simulated.
+    (algorithm, workers) on as many (effective) cores as simulated, counting no more cores
+    than workers.
     """
     sim, d, m = spec.sim, cal.data, spec.workers
     alg = spec.algorithm.name
@@ -493,7 +494,8 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
         overridden.append("time_slice")
     kwargs["lock_handover"] = options.get("lock_handover", float(d["lock_handover"]))
     kwargs["cas_cost"] = options.get("cas_cost", float(costs["cas"]))
-    exact = entry is not None and cores == measured_cores
+    # (cores beyond the workers change nothing: one worker on 2 cores is one on 1)
+    exact = entry is not None and min(cores, m) == min(measured_cores, m)
     summary = {
         "calibrated": True,
         "calibration": str(sim.calibration),

@@ -99,6 +99,14 @@ def test_calibrated_sim_reproduces_real_lock_throughput(real_folder, cal_file):
         assert 1 / 1.5 < ratio < 1.5, (m, ratio)
 
 
+def test_cores_beyond_the_workers_keep_a_measured_configuration_in_sample(cal_file):
+    # one worker measured on its one core: simulating it on 4 cores is the same machine for it
+    s = SimRun(sim_spec(cal_file, workers=1, cores=4, updates=500), progress=False).run().summary
+    assert s["calibration_match"] == "exact" and s["prediction"] is False
+    s = SimRun(sim_spec(cal_file, workers=3, cores=1, updates=500), progress=False).run().summary
+    assert s["prediction"] is True  # three workers on one core: not what was measured
+
+
 def test_more_workers_and_cores_than_measured_is_a_labelled_prediction(cal_file):
     rec = SimRun(sim_spec(cal_file, workers=16, cores=16, updates=4000), progress=False).run()
     s = rec.summary
