@@ -45,6 +45,8 @@ from stalesgd.analysis import Analysis, analyse
 from stalesgd.analysis.formatting import markdown_table
 from stalesgd.analysis.headline import headline
 
+from stalesgd.data import DATASETS
+
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT_DIR = ROOT / "bench" / "experiments"
 REFERENCE = ROOT.parent / "shared" / "reference" / "cpp_async_lenet_cifar10.json"
@@ -88,11 +90,16 @@ def newest(results: Path, experiment: str, prefer_small: bool = False) -> Path |
 
 
 def command_for(name: str) -> str:
-    """The command that produces a folder of experiment ``name`` (its file in bench/)."""
+    """The command that produces a folder of experiment ``name`` (its file in bench/), with
+    the data path set when its problem reads a data set from files."""
     path = EXPERIMENT_DIR / f"{name.replace('-', '_')}.toml"
     rel = path.relative_to(ROOT).as_posix()
-    note = "" if path.exists() else " (file not found in bench/experiments)"
-    return f"`STALESGD_DATA=../shared/data stalesgd run {rel}`{note}"
+    if not path.exists():
+        return f"`STALESGD_DATA=../shared/data stalesgd run {rel}` (file not found in " \
+               "bench/experiments)"
+    problem = tomllib.loads(path.read_text(encoding="utf-8")).get("problem", {}).get("name", "")
+    files = problem.partition("-")[2] in DATASETS
+    return f"`{'STALESGD_DATA=../shared/data ' if files else ''}stalesgd run {rel}`"
 
 
 # ---------------------------------------------------------------------------------------------
