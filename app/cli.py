@@ -64,7 +64,9 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
                         "/usr/share/datasets)")
     p.add_argument("--data-file", default=None, metavar="PATH",
                    help="the data of a MODEL-file problem: a .npz (X, y, optional X_test, "
-                        "y_test) or .csv file (label in the last column)")
+                        "y_test), .csv (label in the last column) or LIBSVM/svmlight file "
+                        "(.svm, .svmlight, .libsvm; text also .gz or .bz2; other names: "
+                        "-o format=svmlight)")
     p.add_argument("--data-sha256", default=None, metavar="HEX",
                    help="refuse the data file unless its SHA-256 is this")
     stop = p.add_mutually_exclusive_group()

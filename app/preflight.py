@@ -116,14 +116,15 @@ def check_data(runs: Iterable[RunSpec]) -> None:
 
 def check_calibrations(runs: Iterable[RunSpec], skip: str) -> None:
     """Every calibration file a sim run names (other than ``skip``, the automatic one) is a
-    calibration fitted to that run's problem, batch and dtype."""
+    calibration fitted to that run's problem, batch, dtype and model size."""
     for spec in runs:
         path = spec.sim.calibration
         if spec.engine != "sim" or path is None or path == skip:
             continue
         try:
-            check_compatible(load_calibration(path), spec.problem.name, spec.problem.batch,
-                             spec.problem.dtype)
+            p = spec.problem
+            check_compatible(load_calibration(path), p.name, p.batch, p.dtype,
+                             check_problem(p.name, p.options, p.dtype).n_params)
         except CalibrationError as exc:
             raise ExperimentError("sim.calibration", path, "a calibration file written by "
                                   "`stalesgd calibrate REAL_DIR` for this problem, batch and "

@@ -107,6 +107,10 @@ def command_for(name: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def fmt(v: float | None, spec: str = ".3g") -> str:
     """``v`` formatted, or an en dash when missing; infinity reads "not reached"."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -662,7 +666,8 @@ def section(experiment: str, folder: Path, docs: Path) -> tuple[list[str], list[
              f"Problem: {problems}.", "",
              f"- command: {command_for(name)}",
              f"- folder: `results/{folder.name}` ({len(runs)} runs, "
-             f"{int(runs['seed'].nunique())} seeds; recorded {machine.get('recorded_at', '?')}, "
+             f"{_plural(int(runs['seed'].nunique()), 'seed')}; recorded "
+             f"{machine.get('recorded_at', '?')}, "
              f"commit {str(machine.get('git_commit', '?'))[:7]}"
              f"{' + local changes' if machine.get('git_dirty') else ''})",
              f"- machine: {machine.get('cpu_model')}, {cores} usable cores; the real runs' "
@@ -671,6 +676,11 @@ def section(experiment: str, folder: Path, docs: Path) -> tuple[list[str], list[
              f"- simulated seconds are predictions for a machine with one core per worker "
              f"(calibrated from the real runs); real runs: "
              f"{secs(float(seconds[runs['engine'] == 'real'].sum()), '.0f')} of training", ""]
+    cfg = tomllib.loads((folder / "config.toml").read_text(encoding="utf-8"))
+    if cfg.get("eval", {}).get("split") == "train":
+        lines += [f"Loss and time to target on the training split (the first "
+                  f"{cfg['eval'].get('max_rows', 'all'):,} training rows), not the test "
+                  "split.", ""]
     lines += ["Headline (`stalesgd.analysis.headline`):", ""]
     lines += [f"- {h}" for h in headline(analysis).lines] + [""]
     lines += ["Per configuration (`analyse(...)`: speedup and staleness tables; time to "
@@ -853,7 +863,7 @@ def build_page(chosen: dict[str, Path], docs: Path,
             "MLP (LeNet is too slow to replay 210 runs on 2 cores); less-is-more uses LeNet-5, "
             "less-is-more-mlp the MLP."
             " Time to target is the first evaluation at or below the target loss (test loss, "
-            "2,000 test rows).", "",
+            "2,000 test rows, unless a section says otherwise).", "",
             "Regenerate: `python bench/results_page.py --out docs/results.md` (newest folder "
             "of each experiment under `results/`; it refuses folders of another scale than "
             "this page's, and keeps the sections, with their claims, of experiments it finds "

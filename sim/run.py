@@ -32,7 +32,7 @@ from stalesgd.experiment import (
     ExperimentError,
     RunSpec,
 )
-from stalesgd.problems.registry import Problem, make_problem
+from stalesgd.problems.registry import Problem, check_problem, make_problem
 from stalesgd.progress import RunProgress
 from stalesgd.records import RunRecord, UpdateLog, engine_summary
 from stalesgd.seeds import worker_seeds
@@ -392,7 +392,9 @@ def _load_calibration(spec: RunSpec):
 
     try:
         cal = load_calibration(spec.sim.calibration)
-        check_compatible(cal, spec.problem.name, spec.problem.batch, spec.problem.dtype)
+        p = spec.problem
+        check_compatible(cal, p.name, p.batch, p.dtype,
+                         check_problem(p.name, p.options, p.dtype).n_params)
     except CalibrationError as exc:
         raise ExperimentError("sim.calibration", spec.sim.calibration, _CAL_ALLOWED,
                               f"cannot be used: {exc}") from None

@@ -229,15 +229,23 @@ def _check_model(path: Path, where: str, model: Any) -> None:
                                f"cv in 0..{_MOST_CV:g}}}")
 
 
-def check_compatible(cal: Calibration, problem: str, batch: int, dtype: str) -> None:
+def check_compatible(cal: Calibration, problem: str, batch: int, dtype: str,
+                     n_params: int | None = None) -> None:
     """Raise :class:`CalibrationError` unless ``cal`` was fitted to this problem, batch and
-    dtype (compute times depend on all three)."""
+    dtype (compute times depend on all three) and, when ``n_params`` is given, to a model of
+    as many parameters (the problem's options, e.g. the features or hidden widths, match)."""
     p = cal.data["problem"]
     got = (problem, int(batch), str(dtype))
     want = (p["name"], int(p["batch"]), str(p["dtype"]))
+    where = cal.path if cal.path is not None else "calibration"
     if got != want:
-        where = cal.path if cal.path is not None else "calibration"
         raise CalibrationError(
             f"calibration file {where} was fitted to problem {want[0]} batch {want[1]} "
             f"{want[2]}; this run is {got[0]} batch {got[1]} {got[2]} (calibrate from a real "
             "run of the same problem, batch and dtype)")
+    if n_params is not None and p.get("n_params") is not None and \
+            int(p["n_params"]) != int(n_params):
+        raise CalibrationError(
+            f"calibration file {where} was fitted to a model of {int(p['n_params']):,} "
+            f"parameters (problem options {p.get('options') or {}}); this run's has "
+            f"{int(n_params):,} (calibrate from real runs with the same problem options)")

@@ -3,6 +3,7 @@ the calibration branch of sim/run.py, ``stalesgd calibrate``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -219,6 +220,21 @@ def test_calibration_for_another_problem_is_rejected(cal_file):
     with pytest.raises(ExperimentError, match="fitted to problem mlp-synthetic batch 16"):
         SimRun(expand(exp)[0], progress=False)
 
+
+
+def test_calibration_for_other_problem_options_is_rejected(cal_file):
+    from stalesgd.calibration import check_compatible
+
+    cal = load_calibration(cal_file)
+    p = cal.data["problem"]
+    check_compatible(cal, p["name"], p["batch"], p["dtype"], p["n_params"])
+    with pytest.raises(CalibrationError, match=f"a model of {p['n_params']:,} parameters"):
+        check_compatible(cal, p["name"], p["batch"], p["dtype"], p["n_params"] + 10)
+    spec = sim_spec(cal_file)
+    spec = dataclasses.replace(spec, problem=dataclasses.replace(
+        spec.problem, options={**spec.problem.options, "hidden": [7]}))
+    with pytest.raises(ExperimentError, match="parameters"):
+        SimRun(spec, progress=False)
 
 
 def test_a_folder_given_as_calibration_file_is_named_as_such(cal_file, tmp_path):

@@ -249,3 +249,17 @@ def test_svmlight_writer_takes_other_forms_and_compresses_by_suffix(tmp_path):
         write_svmlight(tmp_path / "n.svm", dense, np.array([1.0, np.nan]))
     with pytest.raises(TypeError, match="X must be a CSRMatrix"):
         write_svmlight(tmp_path / "t.svm", "not a matrix", np.array([1, 0]))
+
+
+def test_scores_in_chunks_give_the_same_set(monkeypatch):
+    """Labels are scored in row chunks (no entries × classes temporary): the same sums, so
+    the same set, as one pass."""
+    import stalesgd.data.sparse as sparse
+
+    opts = dict(seed=5, n_train=300, n_test=20, n_features=500, nnz=12, n_classes=7)
+    whole = load_dataset("sparse", **opts)
+    monkeypatch.setattr(sparse, "SCORE_CHUNK", 7 * 5)  # five entries a chunk
+    chunked = sparse.make_sparse(**{**sparse.resolve_sparse_options(
+        {k: v for k, v in opts.items() if k != "seed"}), "seed": 5}, dtype=np.float64)
+    np.testing.assert_array_equal(chunked.y_train, whole.y_train)
+    np.testing.assert_array_equal(chunked.y_test, whole.y_test)

@@ -50,6 +50,10 @@ def resolve_sparse_options(options: dict[str, Any]) -> dict[str, Any]:
     return o
 
 
+#: the most (entry, class) products :func:`make_sparse` holds at once when it scores the rows
+SCORE_CHUNK = 1 << 22
+
+
 def make_sparse(*, n_train: int, n_test: int, n_features: int, nnz: int, n_classes: int,
                 noise: float, zipf: float, seed: int, dtype: np.dtype) -> Dataset:
     """The text-like sparse set of the module docstring; options as
@@ -72,7 +76,11 @@ def make_sparse(*, n_train: int, n_test: int, n_features: int, nnz: int, n_class
 
     w_true = rng.standard_normal((d, K))
     scores = np.zeros((n, K))
-    np.add.at(scores, rows, vals[:, None] * w_true[cols])
+    # rows in chunks of at most SCORE_CHUNK entries × classes (the same sums in the same
+    # order as one np.add.at over all entries, without an entries × classes temporary)
+    step = max(1, SCORE_CHUNK // K)
+    for a in range(0, rows.shape[0], step):
+        np.add.at(scores, rows[a:a + step], vals[a:a + step, None] * w_true[cols[a:a + step]])
     y = scores.argmax(axis=1)
     flip = rng.random(n) < noise
     y[flip] = rng.integers(0, K, int(flip.sum()))

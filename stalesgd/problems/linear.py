@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from stalesgd.jitcache import cached
 from stalesgd.problems._kernels import (
     check_scheme,
     init_weight,
@@ -124,6 +125,7 @@ def _row(theta, X, y, r, n, d, K, loss, z, scale):
     return _row_loss(z, lab, K, loss, scale)
 
 
+@cached
 @njit(nogil=True, fastmath=False)
 def linear_grad_kernel(theta, X, y, idx, grad, ws, dims):
     """Mean loss of ``X[idx]`` and its dense gradient into ``grad`` (contract in base)."""
@@ -186,6 +188,7 @@ def _one_row_sparse_grad(theta, X, y, r, n, gidx, gval, z, d, K, loss):
     return f, cnt
 
 
+@cached
 @njit(nogil=True, fastmath=False)
 def linear_sparse_grad_kernel(theta, X, y, idx, gidx, gval, ws, dims):
     """Mean loss of ``X[idx]`` and its gradient as distinct coordinates ``gidx[:nnz]`` with
@@ -223,6 +226,7 @@ def linear_sparse_grad_kernel(theta, X, y, idx, gidx, gval, ws, dims):
     return total * inv_b, nnz
 
 
+@cached
 @njit(nogil=True, fastmath=False)
 def linear_loss_kernel(theta, X, y, idx, ws, dims):
     """Summed loss and number of correct predictions over ``X[idx]``."""
@@ -239,6 +243,7 @@ def linear_loss_kernel(theta, X, y, idx, ws, dims):
     return total, correct
 
 
+@cached
 @njit(nogil=True, fastmath=False)
 def linear_support_copy_kernel(src, dst, X, idx, dims):
     """Copy into ``dst`` the coordinates of ``src`` a gradient at rows ``idx`` reads (their
