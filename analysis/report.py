@@ -111,6 +111,10 @@ def runs_display(analysis: Analysis) -> pd.DataFrame:
         runs["round_trip"] = [f"{x:.0f} / {y:.0f}" if math.isfinite(x) and math.isfinite(y)
                               else "–" for x, y in zip(a, b, strict=True)]
         cols.insert(-1, ("round_trip", "CPU round trip (ns)", ""))
+    if "sparse" in runs and runs["sparse"].fillna(False).astype(bool).any():
+        # sparse problems: coordinates an update wrote and the share that collided
+        cols.insert(-1, ("coords_per_update", "coords / update", ".3g"))
+        cols.insert(-1, ("collision_rate", "collision rate", ".3f"))
     return display(runs, cols)
 
 

@@ -135,3 +135,26 @@ def test_sparse_sim_runs_record_a_collision_rate_that_grows_with_staleness():
     # numeric replay simulates the same timing: the same rows, the same count
     assert rates["hogwild", 16, False] == rates["hogwild", 16, True]
     assert np.isnan(rates["sync", 4, True])  # every sync update is applied at τ = 0
+
+
+def test_reports_show_the_collision_rate_of_sparse_runs(tmp_path):
+    from stalesgd.analysis import analyse
+    from stalesgd.analysis.report import runs_display
+    from stalesgd.app.cli import main
+
+    argv = ["--algorithm", "hogwild", "--workers", "4", "--updates", "500", "--timing-only",
+            "--no-progress"]
+    assert main(["sim", "--problem", "logreg-sparse", *[f"-o{k}={v}" for k, v in
+                                                          OPTIONS.items()],
+                 "--out", str(tmp_path / "sparse"), *argv]) == 0
+    assert main(["sim", "--problem", "logreg-synthetic", "--out", str(tmp_path / "dense"),
+                 *argv]) == 0
+    (sparse,) = (tmp_path / "sparse").iterdir()
+    (dense,) = (tmp_path / "dense").iterdir()
+    table = runs_display(analyse([sparse], run_fits=False))
+    assert {"coords / update", "collision rate"} <= set(table.columns)
+    rate = float(table["collision rate"].iloc[0])
+    assert 0 < rate < 1
+    assert "collision rate" not in runs_display(analyse([dense], run_fits=False)).columns
+    mixed = runs_display(analyse([sparse, dense], run_fits=False))
+    assert "collision rate" in mixed.columns  # a dense run's cell stays empty
