@@ -207,6 +207,12 @@ def _first(frame: pd.DataFrame, col: str):
     return vals.iloc[0] if len(vals) else ""
 
 
+def _median(sel: pd.DataFrame, col: str) -> float:
+    """Median of a numeric column over the rows (NaN when there is none)."""
+    v = pd.to_numeric(sel[col], errors="coerce").dropna() if col in sel else pd.Series()
+    return float(v.median()) if len(v) else math.nan
+
+
 def memory_table(analysis: Analysis) -> pd.DataFrame:
     """Real runs: parameter-buffer bytes, Leashed's pool high-water, failed publishes per
     update and the process's peak RSS (medians over seeds)."""
@@ -214,16 +220,13 @@ def memory_table(analysis: Analysis) -> pd.DataFrame:
     real = runs[runs["engine"] == "real"]
     rows = []
     for (alg, m), g in real.groupby(["algorithm", "workers"], sort=True):
-        def med(col: str, g=g) -> float:
-            v = pd.to_numeric(g[col], errors="coerce").dropna() if col in g else pd.Series()
-            return float(v.median()) if len(v) else math.nan
-        fails = med("failed_publishes")
-        upd = med("updates")
+        fails = _median(g, "failed_publishes")
+        upd = _median(g, "updates")
         rows.append({"algorithm": alg, "m": int(m), "runs": len(g),
-                     "parameter buffers (MB)": fmt(med("peak_param_bytes") / 1e6, ".3f"),
-                     "pool high-water (vectors)": fmt(med("pool_high_water"), ".0f"),
+                     "parameter buffers (MB)": fmt(_median(g, "peak_param_bytes") / 1e6, ".3f"),
+                     "pool high-water (vectors)": fmt(_median(g, "pool_high_water"), ".0f"),
                      "failed publishes / update": fmt(fails / upd if upd else math.nan, ".3f"),
-                     "process peak RSS (MB)": fmt(med("peak_rss_bytes") / 1e6, ".0f")})
+                     "process peak RSS (MB)": fmt(_median(g, "peak_rss_bytes") / 1e6, ".0f")})
     return pd.DataFrame(rows)
 
 
@@ -510,11 +513,6 @@ def claims_less(analysis: Analysis) -> list[Claim]:
                        f"reaches the target, which m = {top}'s median run did not"),
                     verdict))
     return out
-
-
-def _median(sel: pd.DataFrame, col: str) -> float:
-    v = pd.to_numeric(sel[col], errors="coerce").dropna() if col in sel else pd.Series()
-    return float(v.median()) if len(v) else math.nan
 
 
 def _rate(sel: pd.DataFrame) -> float:

@@ -145,12 +145,19 @@ workers = [2, 4]
 """
 
 
-def test_results_page_from_a_tiny_folder(tmp_path):
-    exp = tmp_path / "less_is_more.toml"
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A results folder of the tiny less-is-more experiment (run once for these tests)."""
+    root = tmp_path_factory.mktemp("tiny")
+    exp = root / "less_is_more.toml"
     exp.write_text(TINY)
-    assert main(["run", str(exp), "--out", str(tmp_path / "res"), "--no-progress",
+    assert main(["run", str(exp), "--out", str(root / "res"), "--no-progress",
                  "--no-report"]) == 0
-    (folder,) = (tmp_path / "res").iterdir()
+    (path,) = (root / "res").iterdir()
+    return path
+
+
+def test_results_page_from_a_tiny_folder(tmp_path, folder):
     out = tmp_path / "docs" / "results.md"
     page = _results_page()
     assert page.main([str(folder), "--out", str(out), "--results", str(tmp_path / "none")]) == 0
@@ -168,12 +175,8 @@ def test_results_page_from_a_tiny_folder(tmp_path):
     assert (tmp_path / "docs" / "figures").is_dir()
 
 
-def test_results_page_refuses_to_replace_a_section_of_another_scale(tmp_path, monkeypatch):
-    exp = tmp_path / "less_is_more.toml"
-    exp.write_text(TINY)
-    assert main(["run", str(exp), "--out", str(tmp_path / "res"), "--no-progress",
-                 "--no-report"]) == 0
-    (folder,) = (tmp_path / "res").iterdir()
+def test_results_page_refuses_to_replace_a_section_of_another_scale(tmp_path, monkeypatch,
+                                                                  folder):
     page = _results_page()
     out = tmp_path / "docs" / "results.md"
     out.parent.mkdir()
@@ -192,12 +195,7 @@ def test_results_page_refuses_to_replace_a_section_of_another_scale(tmp_path, mo
     assert out.read_text().count("seeds=2") == 1
 
 
-def test_results_page_keeps_the_sections_and_claims_it_has_no_folder_for(tmp_path):
-    exp = tmp_path / "less_is_more.toml"
-    exp.write_text(TINY)
-    assert main(["run", str(exp), "--out", str(tmp_path / "res"), "--no-progress",
-                 "--no-report"]) == 0
-    (folder,) = (tmp_path / "res").iterdir()
+def test_results_page_keeps_the_sections_and_claims_it_has_no_folder_for(tmp_path, folder):
     page = _results_page()
     tail = page.EXPERIMENTS["tail-vs-baselines"].title
     less = page.EXPERIMENTS["less-is-more"].title

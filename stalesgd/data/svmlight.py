@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .csr import CSRMatrix
+from .csr import CSRMatrix, csr_from_coo
 from .errors import DataCorruptError, DataNotFoundError, DataReadError
 
 __all__ = ["MAX_INDEX", "class_labels", "parse_svmlight", "read_svmlight", "text_lines",
@@ -112,11 +112,8 @@ def _as_csr(X: Any) -> CSRMatrix:
     if A.ndim != 2 or A.dtype.kind not in "biuf":
         raise TypeError(f"X must be a CSRMatrix, a SciPy sparse matrix or a 2-D array of "
                         f"numbers; got {type(X).__name__} {getattr(A, 'shape', '')}")
-    rows, cols = np.nonzero(A)
-    indptr = np.zeros(A.shape[0] + 1, np.int64)
-    np.cumsum(np.bincount(rows, minlength=A.shape[0]), out=indptr[1:])
-    return CSRMatrix(indptr, cols.astype(np.int32), A[rows, cols].astype(np.float64),
-                     int(A.shape[1]))
+    rows, cols = np.nonzero(A)  # (row-major: sorted by row, then column)
+    return csr_from_coo(rows, cols, A[rows, cols], A.shape[0], A.shape[1], np.float64)
 
 
 def parse_svmlight(lines: Iterable[str], name: str, *, n_features: int | None = None,
