@@ -61,6 +61,10 @@ core time other processes took within those cores is put back as long compute sa
 worker then holds a core while a foreign process would have, so throughput and the partial
 overlap of workers match.
 
+Runs with workers slowed down on purpose (``slowdown``, :mod:`stalesgd.slowdown`) are left
+out (``source.skipped_run_ids``): a calibration describes the machine's workers as they are,
+and a simulation with a slowdown applies it to them (and is labelled a prediction).
+
 The file format, its loader and the compatibility check live in :mod:`stalesgd.calibration`;
 the micro-measurement in :mod:`stalesgd.real.costs`.
 """
@@ -262,6 +266,16 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
         sel = fewer
     skipped = sorted(set(sel["run_id"][~sel["algorithm"].isin(CALIBRATABLE)]))
     sel = sel[sel["algorithm"].isin(CALIBRATABLE)]
+    if "slowdown" in sel:  # runs with stragglers on purpose describe no machine's workers
+        slowed = sel["slowdown"].fillna("").astype(str) != ""
+        if slowed.all() and not sel.empty:
+            raise CalibrationError(
+                f"every real run of {folder.name} to calibrate from slows workers down on "
+                f"purpose (slowdown {sorted(set(sel['slowdown']))}); calibrate from runs "
+                "without a slowdown and give the simulation the slowdown instead "
+                "(stalesgd sim --slowdown W=F --calibration FILE)")
+        skipped = sorted(set(skipped) | set(sel["run_id"][slowed]))
+        sel = sel[~slowed]
     if sel.empty:
         raise CalibrationError(
             f"results folder {folder.name} has no real run of {', '.join(CALIBRATABLE)} to "

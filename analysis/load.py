@@ -122,7 +122,8 @@ def _missing(value: Any) -> bool:
 def config_key(row: dict[str, Any] | pd.Series) -> str:
     """The configuration of a run as readable text, the same for every engine and seed.
 
-    ``problem algorithm m=W rule lr=X b=B dtype`` then ``persistence=P`` when finite, then any
+    ``problem algorithm m=W rule lr=X b=B dtype`` then ``persistence=P`` when finite,
+    ``slowdown=W=F,…`` when workers were slowed down on purpose, then any
     swept ``problem.*``/``algorithm.*``/``stepsize.*`` option as ``key=value``.  Columns that
     are missing (older or foreign folders) are left out rather than guessed.
     """
@@ -141,6 +142,9 @@ def config_key(row: dict[str, Any] | pd.Series) -> str:
             finite = True
         if finite:
             parts.append(f"persistence={_fmt_number(pers)}")
+    slow = get("slowdown")
+    if not _missing(slow) and slow:
+        parts.append(f"slowdown={slow}")
     keys = row.index if isinstance(row, pd.Series) else list(row)
     for name in sorted(k for k in keys if isinstance(k, str) and k.startswith(_OPTION_PREFIXES)):
         value = get(name)

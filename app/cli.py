@@ -78,6 +78,10 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
                    help="update rows to keep in updates.parquet (default: all); the exact "
                         "τ histogram counts every update either way")
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    p.add_argument("--slowdown", action="append", default=None, metavar="W=F",
+                   help="worker W computes F times slower (F in 1..1000; real engines spin "
+                        "(F-1)x each gradient's time, the simulator scales compute time); "
+                        "repeatable, e.g. --slowdown 1=3 --slowdown 2=1.5")
     p.add_argument("--name", default=None, help="experiment name (default: ENGINE-PROBLEM-ALG)")
     p.add_argument("--out", default="results", help="results root (default: results)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -355,7 +359,8 @@ def _cmd_engine(args: argparse.Namespace) -> int:
         updates=args.updates, seconds=_number_or_text(args.seconds, float),
         target_loss=args.target_loss, seed=args.seed, persistence=persistence, sim=sim,
         name=args.name, controller=args.controller, controller_options=controller_options,
-        log_rows=args.log_rows)
+        log_rows=args.log_rows,
+        slowdown=None if args.slowdown is None else ",".join(args.slowdown))
     return _run(exp, args.out, not args.no_progress, dry_run=args.dry_run)
 
 

@@ -48,6 +48,7 @@ from stalesgd.problems.registry import Problem, make_problem
 from stalesgd.progress import RunProgress
 from stalesgd.records import EvalLog, RunRecord, UpdateLog, engine_summary
 from stalesgd.seeds import worker_seeds
+from stalesgd.slowdown import slowdown_factors
 from stalesgd.stepsize import default_tau_max, make_rule
 
 from .atomics import atomic_load, atomic_store
@@ -290,12 +291,13 @@ class RealRun:
         # that own their buffers (elastic dense runs) allocate it themselves
         owns = self.elastic and not self.sparse
         copy_len = n_params if alg.buffers_per_worker > 1 and not owns else 0
+        slow = slowdown_factors(spec.slowdown, self.m)
         calls = []
         for w in range(count):
             if self.sparse:
                 sp = shared.sparse
                 args = (prob.model.sparse_grad_kernel, prob.model.support_copy_kernel, w,
-                        self.seeds[w], shared.pool, shared.refs,
+                        self.seeds[w], slow[w], shared.pool, shared.refs,
                         np.zeros(copy_len, dtype=prob.model.dtype), sp.gidx, sp.gval, sp.stats,
                         sp.writers, d.inputs("train"), d.y_train,
                         np.zeros(batch, dtype=np.int64), prob.workspace(batch),
@@ -303,7 +305,7 @@ class RealRun:
                         n_max, persistence, new_timespec(), shared.ring, shared.drops, script)
                 calls.append((self.worker_function, args))
                 continue
-            args = (w, self.seeds[w], shared.pool, shared.refs,
+            args = (w, self.seeds[w], slow[w], shared.pool, shared.refs,
                     np.zeros(copy_len, dtype=prob.model.dtype), shared.grads,
                     d.inputs("train"), d.y_train, np.zeros(batch, dtype=np.int64),
                     prob.workspace(batch), prob.model.dims, shared.ctrl, shared.tables,

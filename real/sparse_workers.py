@@ -64,8 +64,10 @@ from .workers import (
     barrier,
     draw_batch,
     flag_divergence,
+    gradient_start,
     park_while_inactive,
     step_size,
+    straggle,
     time_is_up,
     wait_for_start,
 )
@@ -75,7 +77,7 @@ __all__ = ["S_COLLIDED", "S_NNZ", "S_WRITTEN", "SPARSE_WORKER_ARGS", "STATS_WIDT
            "sync_sparse_worker"]
 
 #: the arguments every sparse worker function takes, in order
-SPARSE_WORKER_ARGS = ("kernel", "support_copy", "worker", "seed", "pool", "refs", "local",
+SPARSE_WORKER_ARGS = ("kernel", "support_copy", "worker", "seed", "slow", "pool", "refs", "local",
                       "gidx", "gval", "stats", "writers", "X", "y", "batch_idx", "ws", "dims",
                       "ctrl", "tables", "lr", "n_max", "persistence", "timespec", "ring",
                       "drops", "script")
@@ -108,7 +110,7 @@ def _apply(theta, gidx, gval, nnz, eta, writers, t0, stamp, stats):
 
 
 @njit(nogil=True)
-def lock_sparse_worker(kernel, support_copy, worker, seed, pool, refs, local, gidx, gval,
+def lock_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, local, gidx, gval,
                        stats, writers, X, y, batch_idx, ws, dims, ctrl, tables, lr, n_max,
                        persistence, timespec, ring, drops, script):
     """AsyncSGD with one lock on a sparse problem: under the lock read t0 and copy the
@@ -134,7 +136,9 @@ def lock_sparse_worker(kernel, support_copy, worker, seed, pool, refs, local, gi
         support_copy(theta, local, X, batch_idx, dims)
         spin_lock_release(ctrl, C_LOCK)
 
+        t_grad = gradient_start(timespec, slow)
         loss, nnz = kernel(local, X, y, batch_idx, gi, gv, ws, dims)
+        straggle(ctrl, timespec, slow, t_grad)
         if not np.isfinite(loss):
             flag_divergence(ctrl)
             break
@@ -162,7 +166,7 @@ def lock_sparse_worker(kernel, support_copy, worker, seed, pool, refs, local, gi
 
 
 @njit(nogil=True)
-def hogwild_sparse_worker(kernel, support_copy, worker, seed, pool, refs, local, gidx, gval,
+def hogwild_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, local, gidx, gval,
                           stats, writers, X, y, batch_idx, ws, dims, ctrl, tables, lr, n_max,
                           persistence, timespec, ring, drops, script):
     """Hogwild! on a sparse problem: the gradient is computed on θ in place and only its
@@ -182,7 +186,9 @@ def hogwild_sparse_worker(kernel, support_copy, worker, seed, pool, refs, local,
         turn = gate(script, ctrl, worker, G_READ, turn)
         t_read = monotonic_now(timespec) - t_origin
         t0 = atomic_load(ctrl, C_VERSION)
+        t_grad = gradient_start(timespec, slow)
         loss, nnz = kernel(theta, X, y, batch_idx, gi, gv, ws, dims)
+        straggle(ctrl, timespec, slow, t_grad)
         if not np.isfinite(loss):
             flag_divergence(ctrl)
             break
@@ -204,7 +210,7 @@ def hogwild_sparse_worker(kernel, support_copy, worker, seed, pool, refs, local,
 
 
 @njit(nogil=True)
-def sync_sparse_worker(kernel, support_copy, worker, seed, pool, refs, local, gidx, gval,
+def sync_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, local, gidx, gval,
                        stats, writers, X, y, batch_idx, ws, dims, ctrl, tables, lr, n_max,
                        persistence, timespec, ring, drops, script):
     """Synchronous SGD on a sparse problem: every round all m workers compute a sparse
@@ -218,7 +224,9 @@ def sync_sparse_worker(kernel, support_copy, worker, seed, pool, refs, local, gi
     while True:
         t_read = monotonic_now(timespec) - t_origin
         draw_batch(batch_idx, n_rows)
+        t_grad = gradient_start(timespec, slow)
         loss, nnz = kernel(theta, X, y, batch_idx, gi, gv, ws, dims)
+        straggle(ctrl, timespec, slow, t_grad)
         stats[worker, S_NNZ] = nnz
         if not np.isfinite(loss):
             flag_divergence(ctrl)
@@ -245,7 +253,7 @@ def sync_sparse_worker(kernel, support_copy, worker, seed, pool, refs, local, gi
 
 
 @njit(nogil=True)
-def leashed_sparse_worker(kernel, support_copy, worker, seed, pool, refs, local, gidx, gval,
+def leashed_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, local, gidx, gval,
                           stats, writers, X, y, batch_idx, ws, dims, ctrl, tables, lr, n_max,
                           persistence, timespec, ring, drops, script):
     """Leashed-SGD on a sparse problem: compute on the published vector, then copy the
@@ -270,7 +278,9 @@ def leashed_sparse_worker(kernel, support_copy, worker, seed, pool, refs, local,
         p0 = acquire_latest(refs, ctrl, size)
         t0 = p0 // size
         b0 = p0 % size
+        t_grad = gradient_start(timespec, slow)
         loss, nnz = kernel(pool[b0], X, y, batch_idx, gi, gv, ws, dims)
+        straggle(ctrl, timespec, slow, t_grad)
         release(refs, b0, ctrl)
         if not np.isfinite(loss):
             flag_divergence(ctrl)

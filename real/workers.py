@@ -10,6 +10,9 @@ of each algorithm; all take the same arguments, :data:`WORKER_ARGS`:
     :mod:`stalesgd.problems.base`);
 ``worker``, ``seed``
     this worker's index and minibatch seed (Numba's RNG state is per thread: seeded here);
+``slow``
+    this worker's slowdown factor (:mod:`stalesgd.slowdown`; 1.0: full speed): after each
+    gradient it spins (slow − 1) × the gradient's time;
 ``pool``, ``refs``
     the parameter vectors: θ is ``pool[0]``; a pooled algorithm (Leashed-SGD) uses every
     row and their reference counts ``refs`` (:mod:`stalesgd.real.pool`);
@@ -94,7 +97,7 @@ from .spinlock import (
 __all__ = ["WORKER_ARGS", "hogwild_worker", "leashed_worker", "lock_worker", "sync_worker"]
 
 #: the arguments every worker function takes, in order
-WORKER_ARGS = ("kernel", "worker", "seed", "pool", "refs", "local", "grads", "X", "y",
+WORKER_ARGS = ("kernel", "worker", "seed", "slow", "pool", "refs", "local", "grads", "X", "y",
                "batch_idx", "ws", "dims", "ctrl", "tables", "lr", "n_max", "persistence",
                "timespec", "ring", "drops", "script")
 
@@ -187,6 +190,23 @@ def draw_batch(batch_idx: np.ndarray, n_rows: int) -> None:
 
 
 @njit(nogil=True, inline="always")
+def gradient_start(timespec: np.ndarray, slow: float) -> float:
+    """The clock before a gradient of a slowed-down worker (else 0.0: no clock read)."""
+    return monotonic_now(timespec) if slow > 1.0 else 0.0
+
+
+@njit(nogil=True, inline="always")
+def straggle(ctrl: np.ndarray, timespec: np.ndarray, slow: float, t_start: float) -> None:
+    """A slowed-down worker (``slow`` > 1) spins for (slow − 1) × the gradient that began at
+    ``t_start`` (:mod:`stalesgd.slowdown`), on its own core, or until the run stops."""
+    if slow > 1.0:
+        t_end = monotonic_now(timespec)
+        until = t_end + (slow - 1.0) * (t_end - t_start)
+        while monotonic_now(timespec) < until and atomic_load(ctrl, C_STOP) == 0:
+            cpu_relax()
+
+
+@njit(nogil=True, inline="always")
 def step_size(tables: np.ndarray, ctrl: np.ndarray, lr: float, tau: int) -> float:
     """η0 · s(τ) from the active table, τ beyond its end using the last entry."""
     row = atomic_load(ctrl, C_TABLE)
@@ -221,7 +241,7 @@ def _allocate_buffers(ctrl, local, grad, n_params, copies):
 
 
 @njit(nogil=True)
-def lock_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx, ws, dims,
+def lock_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, batch_idx, ws, dims,
                 ctrl, tables, lr, n_max, persistence, timespec, ring, drops,
                 script):
     """AsyncSGD with one lock: copy θ and read t0 under the lock, compute outside,
@@ -256,7 +276,9 @@ def lock_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx,
             local[j] = theta[j]
         spin_lock_release(ctrl, C_LOCK)
 
+        t_grad = gradient_start(timespec, slow)
         loss = kernel(local, X, y, batch_idx, grad, ws, dims)
+        straggle(ctrl, timespec, slow, t_grad)
         if not np.isfinite(loss):
             flag_divergence(ctrl)
             break
@@ -285,7 +307,7 @@ def lock_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx,
 
 
 @njit(nogil=True)
-def hogwild_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx, ws,
+def hogwild_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, batch_idx, ws,
                    dims, ctrl, tables, lr, n_max, persistence, timespec, ring, drops,
                    script):
     """Hogwild!: no lock; the gradient is computed on θ in place (reads may be
@@ -313,7 +335,9 @@ def hogwild_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_i
         turn = gate(script, ctrl, worker, G_READ, turn)
         t_read = monotonic_now(timespec) - t_origin
         t0 = atomic_load(ctrl, C_VERSION)
+        t_grad = gradient_start(timespec, slow)
         loss = kernel(theta, X, y, batch_idx, grad, ws, dims)
+        straggle(ctrl, timespec, slow, t_grad)
         if not np.isfinite(loss):
             flag_divergence(ctrl)
             break
@@ -353,7 +377,7 @@ def barrier(ctrl: np.ndarray, n_workers: int) -> None:
 
 
 @njit(nogil=True)
-def sync_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx, ws, dims,
+def sync_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, batch_idx, ws, dims,
                 ctrl, tables, lr, n_max, persistence, timespec, ring, drops,
                 script):
     """Synchronous SGD: every round all m workers (one per row of ``grads``) compute a
@@ -369,7 +393,9 @@ def sync_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx,
     while True:
         t_read = monotonic_now(timespec) - t_origin
         draw_batch(batch_idx, n_rows)
+        t_grad = gradient_start(timespec, slow)
         loss = kernel(theta, X, y, batch_idx, grad, ws, dims)
+        straggle(ctrl, timespec, slow, t_grad)
         if not np.isfinite(loss):
             flag_divergence(ctrl)
         barrier(ctrl, n_workers)
@@ -400,7 +426,7 @@ def sync_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx,
 
 
 @njit(nogil=True)
-def leashed_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_idx, ws,
+def leashed_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, batch_idx, ws,
                    dims, ctrl, tables, lr, n_max, persistence, timespec, ring, drops,
                    script):
     """Leashed-SGD: compute the gradient on the published vector (no copy), then copy the
@@ -433,7 +459,9 @@ def leashed_worker(kernel, worker, seed, pool, refs, local, grads, X, y, batch_i
         p0 = acquire_latest(refs, ctrl, size)
         t0 = p0 // size
         b0 = p0 % size
+        t_grad = gradient_start(timespec, slow)
         loss = kernel(pool[b0], X, y, batch_idx, grad, ws, dims)
+        straggle(ctrl, timespec, slow, t_grad)
         release(refs, b0, ctrl)
         if not np.isfinite(loss):
             flag_divergence(ctrl)

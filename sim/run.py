@@ -36,6 +36,7 @@ from stalesgd.problems.registry import Problem, check_problem, make_problem
 from stalesgd.progress import RunProgress
 from stalesgd.records import RunRecord, UpdateLog, engine_summary
 from stalesgd.seeds import worker_seeds
+from stalesgd.slowdown import slowdown_factors
 from stalesgd.stepsize import default_tau_max, make_rule
 
 from .collisions import CollisionCounter
@@ -174,7 +175,10 @@ def _timing_kwargs(spec: RunSpec, options: dict[str, float], cal: Any,
         update=None if sim.update == PER_PARAM else sim.update,
         time_slice=parse_duration(sim.time_slice or DEFAULT_TIME_SLICE),
         lock_handover=options.get("lock_handover", 0.0),
-        cas_cost=options.get("cas_cost", 0.0))
+        cas_cost=options.get("cas_cost", 0.0),
+        # a slowed-down worker's compute time is multiplied by its factor
+        slow={w: f for w, f in
+              enumerate(slowdown_factors(spec.slowdown, spec.workers).tolist()) if f != 1.0})
     if coords is not None:
         costs = get_algorithm(spec.algorithm.name).sim_costs(
             n_params, READ_COST_PER_PARAM, UPDATE_COST_PER_PARAM,
@@ -496,8 +500,10 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
         overridden.append("time_slice")
     kwargs["lock_handover"] = options.get("lock_handover", float(d["lock_handover"]))
     kwargs["cas_cost"] = options.get("cas_cost", float(costs["cas"]))
-    # (cores beyond the workers change nothing: one worker on 2 cores is one on 1)
-    exact = entry is not None and min(cores, m) == min(measured_cores, m)
+    # (cores beyond the workers change nothing: one worker on 2 cores is one on 1; the file
+    # measured no slowed-down worker, see analysis.calibrate)
+    exact = (entry is not None and min(cores, m) == min(measured_cores, m)
+             and spec.slowdown is None)
     summary = {
         "calibrated": True,
         "calibration": str(sim.calibration),

@@ -244,3 +244,15 @@ def test_elastic_controllers_are_refused_with_the_reason():
     spec = spec_for("ray", "lock", 2, controller="window")
     with pytest.raises(ExperimentError, match="static with engine ray"):
         RayRun(spec, progress=False)
+
+
+def test_a_slowed_down_worker_spins_on_the_distributed_engine_too():
+    # worker 1 spins 999 times its gradient (~20 µs here) after each one: it then takes
+    # several times longer per update than worker 0, whose pace Ray's messages set
+    spec = spec_for("ray", "lock", 2, updates=None, seconds=3.0, slowdown="1=1000")
+    spec = dataclasses.replace(spec, problem=dataclasses.replace(spec.problem,
+                                                                 name="mlp-synthetic"))
+    _, rec = run(spec)
+    workers = applied(rec)["worker"]
+    assert rec.summary["slowdown"] == "1=1000"
+    assert np.mean(workers == 1) < 0.35, np.bincount(workers)

@@ -35,6 +35,7 @@ from stalesgd.problems.registry import Problem, make_problem
 from stalesgd.progress import RunProgress
 from stalesgd.records import EvalLog, RunRecord, UpdateLog, engine_summary
 from stalesgd.seeds import worker_seeds
+from stalesgd.slowdown import slowdown_factors
 from stalesgd.stepsize import default_tau_max, make_rule
 
 from .cluster import check_address, clock_offset, connect, import_ray, ray_installed
@@ -140,7 +141,9 @@ class RayRun:
         setup = WorkerSetup(algorithm=self.algorithm.name, batch=spec.problem.batch,
                             lr=float(spec.stepsize.lr),
                             persistence=-1 if math.isinf(persistence) else int(persistence),
-                            bounds=self.bounds)
+                            bounds=self.bounds,
+                            slowdown=tuple(slowdown_factors(spec.slowdown,
+                                                            self.m).tolist()))
         problem_ref = ray.put(self.problem)
         worker_cls = ray.remote(num_cpus=0, scheduling_strategy="SPREAD")(Worker)
         self.workers = [worker_cls.remote(w, self.seeds[w], problem_ref, setup, self.servers)

@@ -35,6 +35,7 @@ class WorkerSetup:
     lr: float
     persistence: int  # < 0: unbounded
     bounds: tuple[int, ...]  # hogwild: shard s holds θ[bounds[s]:bounds[s+1]]
+    slowdown: tuple[float, ...] = ()  # each worker's factor (stalesgd.slowdown); () none
 
 
 class Worker:
@@ -63,6 +64,7 @@ class Worker:
         self.table_version = -1
         self.table = np.ones(1)
         self.failed = 0
+        self.slow = setup.slowdown[self.index] if setup.slowdown else 1.0
 
     def node(self) -> str:
         """The node this worker runs on (see :func:`~stalesgd.real.ps.cluster.node_name`)."""
@@ -99,11 +101,17 @@ class Worker:
 
     def gradient(self) -> float:
         """The gradient of the drawn minibatch at :attr:`theta`, into :attr:`grad`; returns
-        the minibatch loss."""
+        the minibatch loss.  A slowed-down worker then spins for (factor − 1) × the time it
+        took (:mod:`stalesgd.slowdown`)."""
         t = time.monotonic()
         loss = self.kernel(self.theta, self.X, self.y, self.batch_idx, self.grad, self.ws,
                            self.dims)
-        self.gradient_seconds += time.monotonic() - t
+        t_end = time.monotonic()
+        self.gradient_seconds += t_end - t
+        if self.slow > 1.0:
+            until = t_end + (self.slow - 1.0) * (t_end - t)
+            while time.monotonic() < until:
+                pass
         return float(loss)
 
     def draw(self) -> None:

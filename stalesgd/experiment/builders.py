@@ -68,6 +68,7 @@ def experiment_from_flags(engine: str, *, problem: str, algorithm: str, workers:
                           controller_options: dict[str, Any] | None = None,
                           log_rows: str | None = None,
                           dist: dict[str, Any] | None = None,
+                          slowdown: str | None = None,
                           ) -> Experiment:
     """The experiment described by ``stalesgd real``/``stalesgd sim`` flags.
 
@@ -75,7 +76,8 @@ def experiment_from_flags(engine: str, *, problem: str, algorithm: str, workers:
     ``updates`` or ``seconds`` stops after 20000 updates.  ``controller`` names the elastic
     parallelism controller (default ``static``) and ``controller_options`` its options;
     ``log_rows`` which update rows the record keeps (``all``, ``none``, ``every:N``);
-    ``dist`` the distributed engine's settings (``address``, ``shards``).
+    ``dist`` the distributed engine's settings (``address``, ``shards``); ``slowdown`` the
+    workers that compute slower on purpose (``"1=3"``, :mod:`stalesgd.slowdown`).
     """
     stop: dict[str, Any] = {}
     if updates is not None:
@@ -107,6 +109,8 @@ def experiment_from_flags(engine: str, *, problem: str, algorithm: str, workers:
                              "options": dict(controller_options or {})}
     if log_rows is not None:
         raw["record"] = {"rows": log_rows}
+    if slowdown is not None:
+        raw["slowdown"] = slowdown
     if dist:
         raw["dist"] = {k: v for k, v in dist.items() if v is not None}
     return parse_experiment(raw, source="command line")

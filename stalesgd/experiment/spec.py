@@ -197,6 +197,8 @@ class Experiment:
     controller: ControllerSpec = field(default_factory=ControllerSpec)
     record: RecordSpec = field(default_factory=RecordSpec)
     dist: DistSpec = field(default_factory=DistSpec)
+    #: workers that compute slower on purpose (:mod:`stalesgd.slowdown`), e.g. ``"1=3"``
+    slowdown: str | None = None
     sweep: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     exclude: tuple[dict[str, Any], ...] = ()
     """Sweep points left out: each entry maps swept keys to one of their values; a point that
@@ -230,6 +232,8 @@ class RunSpec:
     controller: ControllerSpec = field(default_factory=ControllerSpec)
     record: RecordSpec = field(default_factory=RecordSpec)
     dist: DistSpec = field(default_factory=DistSpec)
+    #: workers that compute slower on purpose (:mod:`stalesgd.slowdown`), e.g. ``"1=3"``
+    slowdown: str | None = None
     point: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

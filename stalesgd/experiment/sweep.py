@@ -3,7 +3,7 @@
 :func:`expand` turns an :class:`~stalesgd.experiment.spec.Experiment` into its runs: the
 cartesian product of the sweep (less the excluded points), times the seeds, each point checked
 like a run of its own.  Algorithm ``seq`` always runs one worker: its runs get ``workers = 1``
-and sweep points that differ only in workers collapse.
+(and a slowdown of worker 0 at most), and sweep points that differ only in workers collapse.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from stalesgd.algorithms import get_algorithm
 from stalesgd.experiment.spec import Experiment, ExperimentError, RunSpec, SimSpec, plain
 from stalesgd.experiment.tables import TABLE_KEYS, parse_body
+from stalesgd.slowdown import canonical_slowdown, slowdown_factors
 from stalesgd.validation import OptionError, type_name
 
 __all__ = ["MAX_RUNS", "expand", "parse_exclude", "parse_sweep"]
@@ -41,10 +42,10 @@ def _flatten_sweep(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _check_sweep_key(key: str, value: Any) -> None:
     parts = key.split(".")
-    allowed = ("engine, workers, or TABLE.KEY for the keys of [problem], [algorithm], "
+    allowed = ("engine, workers, slowdown, or TABLE.KEY for the keys of [problem], [algorithm], "
                "[stepsize], [stop], [eval], [sim], [controller], [record], or "
                "TABLE.options.NAME")
-    if len(parts) == 1 and parts[0] in ("engine", "workers"):
+    if len(parts) == 1 and parts[0] in ("engine", "workers", "slowdown"):
         return
     if len(parts) == 2 and parts[0] in TABLE_KEYS and parts[1] in TABLE_KEYS[parts[0]] \
             and parts[1] != "options":
@@ -158,6 +159,9 @@ def expand(exp: Experiment) -> list[RunSpec]:
         fixed = get_algorithm(body["algorithm"].name).fixed_workers
         if fixed is not None:
             body["workers"] = fixed
+            # (and slows down only the workers it has)
+            factors = slowdown_factors(body["slowdown"], body["workers"])
+            body["slowdown"] = canonical_slowdown(dict(enumerate(factors)))
         if body["engine"] in REAL_ENGINES:  # simulator settings do not make them differ
             body["sim"] = SimSpec()
         point = {k: _get_path(plain(_asdict_body(body)), k) for k in keys}

@@ -36,6 +36,7 @@ from stalesgd.experiment.spec import (
 from stalesgd.problems.base import DTYPES
 from stalesgd.problems.registry import check_problem, split_name
 from stalesgd.records.updates import ROWS_ALLOWED, RowSelection
+from stalesgd.slowdown import parse_slowdown
 from stalesgd.stepsize import make_rule, rule_names
 from stalesgd.units import UnitsError, parse_distribution, parse_duration
 from stalesgd.validation import (
@@ -61,7 +62,7 @@ MAX_PERSISTENCE = 10**9
 
 #: the keys one run is made of (an experiment adds name, seeds, sweep and exclude)
 BODY_KEYS = ("engine", "workers", "problem", "algorithm", "stepsize", "stop", "eval", "sim",
-             "controller", "record", "dist")
+             "controller", "record", "dist", "slowdown")
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "problem": ("name", "batch", "dtype", "options"),
     "algorithm": ("name", "persistence", "options"),
@@ -304,4 +305,5 @@ def parse_body(raw: dict[str, Any]) -> dict[str, Any]:
         controller=_parse_controller(raw.get("controller", {}), workers, algorithm.name),
         record=_parse_record(raw.get("record", {})),
         dist=_parse_dist(raw.get("dist", {})),
+        slowdown=parse_slowdown(raw.get("slowdown"), workers),
     )

@@ -79,7 +79,7 @@ def dict_to_toml(data: dict[str, Any], header: str = "") -> str:
 def to_toml(exp: Experiment) -> str:
     """The resolved experiment as TOML text; :func:`loads_experiment` of it gives ``exp`` back."""
     data = exp.to_dict()
-    order = ["name", "engine", "workers", "seeds", "exclude", "problem", "algorithm", "stepsize",
-             "stop", "eval", "sim", "controller", "record", "dist", "sweep"]
+    order = ["name", "engine", "workers", "slowdown", "seeds", "exclude", "problem", "algorithm",
+             "stepsize", "stop", "eval", "sim", "controller", "record", "dist", "sweep"]
     ordered = {k: data[k] for k in order if k in data and data[k] not in ({}, [])}
     return dict_to_toml(ordered, header=f"stalesgd experiment {exp.name!r} (resolved)")

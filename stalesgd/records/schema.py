@@ -154,6 +154,8 @@ RUNS = (
     _c("data_sha256", "string", "the data set 'file': the SHA-256 of the file it read"),
     _c("persistence", "float64", "Leashed-SGD: publish retries before a drop (inf: never)"),
     _c("worker_seeds", "string", "the workers' minibatch seeds, comma-separated"),
+    _c("slowdown", "string", "workers slowed down on purpose, WORKER=FACTOR comma-separated "
+       "(stalesgd.slowdown); null: none"),
     _c("stepsize_tables", "int64", "step-size tables an online rule produced"),
     # Leashed-SGD
     _c("failed_publishes", "int64", "failed compare-and-swap publishes"),
