@@ -115,6 +115,14 @@ def runs_display(analysis: Analysis) -> pd.DataFrame:
         # sparse problems: coordinates an update wrote and the share that collided
         cols.insert(-1, ("coords_per_update", "coords / update", ".3g"))
         cols.insert(-1, ("collision_rate", "collision rate", ".3f"))
+    if "slowdown" in runs and runs["slowdown"].fillna("").astype(str).ne("").any():
+        # stragglers on purpose: who was slowed, and each worker's updates and mean τ
+        runs["slowdown"] = runs["slowdown"].fillna("–")
+        cols.insert(cols.index(("workers", "m", "")) + 1, ("slowdown", "slowdown", ""))
+        for col in ("updates_by_worker", "mean_tau_by_worker"):
+            runs[col] = runs[col].fillna("–") if col in runs else "–"
+        cols.insert(-1, ("updates_by_worker", "updates by worker", ""))
+        cols.insert(-1, ("mean_tau_by_worker", "mean τ by worker", ""))
     return display(runs, cols)
 
 

@@ -38,10 +38,14 @@ def _count(value: Any) -> int:
 
 
 def run_notes(summary: Mapping[str, Any], spec: RunSpec | None = None) -> list[str]:
-    """What a reader of the run's line must know: it diverged or was interrupted, it stopped
-    for another reason than the ones asked (a cap, an error), some updates were applied with
-    η = 0, or it is a simulation beyond what its calibration measured."""
+    """What a reader of the run's line must know: workers were slowed down on purpose, it
+    diverged or was interrupted, it stopped for another reason than the ones asked (a cap,
+    an error), some updates were applied with η = 0, or it is a simulation beyond what its
+    calibration measured."""
     notes = []
+    slowdown = summary.get("slowdown")
+    if isinstance(slowdown, str) and slowdown:
+        notes.append(f"slowdown {slowdown}")
     if summary.get("diverged"):
         notes.append("diverged")
     if summary.get("interrupted"):

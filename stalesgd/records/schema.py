@@ -143,6 +143,9 @@ RUNS = (
     _c("error", "string", "the error that ended the run, if one did"),
     _c("mean_tau", "float64", "mean τ of the applied updates"),
     _c("dropped", "int64", "dropped gradients"),
+    _c("updates_by_worker", "string", "asynchronous runs of m > 1: each worker's applied "
+       "updates, comma-separated"),
+    _c("mean_tau_by_worker", "string", "... and each worker's mean τ"),
     _c("zero_step_updates", "int64", "applied updates whose step size η was 0 (s(τ) = 0)"),
     _c("log_rows", "string", "which update rows were kept: all, none or every:N (the "
        "staleness table always counts every update)"),

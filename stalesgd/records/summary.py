@@ -116,6 +116,8 @@ def engine_summary(engine: str, spec: RunSpec, evals: Mapping[str, np.ndarray],
         "log_rows": spec.record.rows,
         "logged_rows": stats.rows_kept,
     }
+    if spec.workers > 1 and spec.algorithm.name != "sync":  # (sync: one update per round)
+        row.update(stats.per_worker(spec.workers))
     row.update(extras)
     return row
 

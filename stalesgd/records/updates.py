@@ -80,6 +80,10 @@ class UpdateStats:
     rows_kept: int = 0
     tau_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     """``tau_counts[τ]``: applied updates with staleness τ"""
+    worker_applied: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """``worker_applied[w]``: applied updates of worker w"""
+    worker_tau_sum: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """``worker_tau_sum[w]``: the sum of τ of worker w's applied updates"""
 
     @property
     def mean_tau(self) -> float:
@@ -108,6 +112,9 @@ class UpdateStats:
             counts = new
         eta = np.asarray(cols["eta"])[applied]
         attempts = np.asarray(cols["attempts"])[applied]
+        worker = np.asarray(cols["worker"])[applied]
+        by_worker = (_add_bincount(self.worker_applied, worker),
+                     _add_bincount(self.worker_tau_sum, worker, tau))
         return replace(
             self, applied=self.applied + int(applied.sum()),
             dropped=self.dropped + int(dropped.sum()),
@@ -115,7 +122,33 @@ class UpdateStats:
             tau_sum=self.tau_sum + int(tau.sum()),
             attempts_sum=self.attempts_sum + int(attempts.sum()),
             t_last=max(self.t_last, float(np.max(cols["t_apply"]))),
-            rows_kept=self.rows_kept + kept, tau_counts=counts)
+            rows_kept=self.rows_kept + kept, tau_counts=counts,
+            worker_applied=by_worker[0], worker_tau_sum=by_worker[1])
+
+    def per_worker(self, workers: int) -> dict[str, str]:
+        """Each of ``workers`` workers' applied updates and mean τ, comma-separated
+        (runs-table columns ``updates_by_worker`` and ``mean_tau_by_worker``)."""
+        size = max(int(workers), self.worker_applied.shape[0])
+        n = np.zeros(size, np.int64)
+        n[: self.worker_applied.shape[0]] = self.worker_applied
+        tau = np.zeros(size, np.int64)
+        tau[: self.worker_tau_sum.shape[0]] = self.worker_tau_sum
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = tau / n
+        return {"updates_by_worker": ",".join(str(int(c)) for c in n),
+                "mean_tau_by_worker": ",".join("nan" if c == 0 else f"{t:.4g}"
+                                               for c, t in zip(n, mean, strict=True))}
+
+
+def _add_bincount(counts: np.ndarray, index: np.ndarray,
+                  weights: np.ndarray | None = None) -> np.ndarray:
+    """``counts`` plus the (weighted) counts of ``index``, as long as needed (int64)."""
+    if not index.size:
+        return counts
+    new = np.bincount(index, weights=weights, minlength=counts.shape[0])
+    new = np.rint(new).astype(np.int64) if weights is not None else new.astype(np.int64)
+    new[: counts.shape[0]] += counts
+    return new
 
 
 def chunk_files(folder: Path, run_id: str) -> list[Path]:
