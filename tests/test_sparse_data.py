@@ -263,3 +263,36 @@ def test_scores_in_chunks_give_the_same_set(monkeypatch):
         {k: v for k, v in opts.items() if k != "seed"}), "seed": 5}, dtype=np.float64)
     np.testing.assert_array_equal(chunked.y_train, whole.y_train)
     np.testing.assert_array_equal(chunked.y_test, whole.y_test)
+
+
+def _digest(data) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for X in (data.X_train, data.X_test):
+        for a in (X.indptr, X.indices, X.values):
+            h.update(np.ascontiguousarray(a).tobytes())
+    for a in (data.y_train, data.y_test, data.meta["w_true"]):
+        h.update(a.tobytes())
+    h.update(repr(data.meta["flipped_share"]).encode())
+    return h.hexdigest()[:16]
+
+
+#: a generated set as the first version of the generator made it (one pass over all draws):
+#: results folders name generated sets by their options, so the same options must give the
+#: same set from one version to the next
+PINNED = ({"n_train": 3000, "n_test": 500, "n_features": 5000, "nnz": 30, "n_classes": 5,
+           "zipf": 1.3}, 7, np.float32, "983562160789b51b")
+
+
+@pytest.mark.parametrize("draw_chunk", [None, 1000, 7])
+def test_rows_made_in_chunks_give_the_set_of_one_pass_bit_for_bit(monkeypatch, draw_chunk):
+    """Rows are made chunk by chunk into the finished arrays (memory of the set plus one
+    chunk); whatever the chunk (7 draws: one row at a time), the set is the pinned one."""
+    import stalesgd.data.sparse as sparse
+
+    if draw_chunk is not None:
+        monkeypatch.setattr(sparse, "DRAW_CHUNK", draw_chunk)
+    options, seed, dtype, digest = PINNED
+    data = sparse.make_sparse(**sparse.resolve_sparse_options(options), seed=seed, dtype=dtype)
+    assert _digest(data) == digest
