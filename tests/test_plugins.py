@@ -334,3 +334,56 @@ def test_model_plugin_checks_its_fields():
     assert ModelPlugin(make_tanh_mlp, options="hidden").options == ("hidden",)
     with pytest.raises(ValueError, match="option names"):
         ModelPlugin(make_tanh_mlp, options=("not an identifier",))
+
+
+# --- the example reads every form of inputs through stalesgd.problems.inputs ----------------
+
+
+def _input_forms(n=12, d=8, seed=3):
+    """The same examples as float rows, as packed pixels (uint8 and a per-channel table, as
+    MNIST is kept) and as CSR rows (a sparse set's form)."""
+    from stalesgd.data.csr import csr_from_coo
+    from stalesgd.problems.inputs import gather_rows
+
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(n, d)).astype(np.uint8)
+    pixels[pixels < 128] = 0  # (zeros, so that the CSR rows are sparse)
+    coef = np.array([[1 / 255, 0.1307, 1 / 0.3081]])  # scale, shift, factor
+    packed = (pixels, coef)
+    dense = np.empty((n, d))
+    gather_rows(packed, np.arange(n, dtype=np.int64), dense)
+    rows, cols = np.nonzero(dense)
+    csr = csr_from_coo(rows, cols, dense[rows, cols], n, d, np.float64).kernel_inputs()
+    return dense, packed, csr
+
+
+def test_the_example_gives_the_same_gradient_on_every_input_form():
+    dense, packed, csr = _input_forms()
+    model = TanhMLP(n_features=dense.shape[1], n_classes=3, hidden=5)
+    theta = model.init_params(1)
+    y = np.arange(dense.shape[0], dtype=np.int64) % 3
+    idx = np.array([0, 4, 4, 11, 7], dtype=np.int64)
+    grads, losses = [], []
+    for X in (dense, packed, csr):
+        grad = np.zeros_like(theta)
+        losses.append(tanh_mlp_grad_kernel(theta, X, y, idx, grad, model.workspace(5),
+                                           model.dims))
+        grads.append(grad)
+    assert losses[0] == losses[1] == losses[2]
+    np.testing.assert_array_equal(grads[1], grads[0])
+    np.testing.assert_array_equal(grads[2], grads[0])
+    assert np.abs(grads[0]).sum() > 0
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
+                    .is_dir(), reason="MNIST is not in ../shared/data")
+def test_the_example_trains_on_mnist_kept_as_packed_pixels(tmp_path, monkeypatch):
+    monkeypatch.setenv("STALESGD_DATA", str(Path(__file__).resolve().parents[2] / "shared"
+                                            / "data"))
+    code = main(["real", "--problem", "tanhmlp-mnist", "-o", "hidden=16", "--algorithm",
+                 "hogwild", "--workers", "2", "--updates", "2000", "--lr", "0.1",
+                 "--out", str(tmp_path), "--no-progress"])
+    assert code == 0
+    runs = _runs(tmp_path)
+    assert runs["updates"].iloc[0] == 2000
+    assert runs["final_loss"].iloc[0] < 1.0  # from ln 10 = 2.30 at the start

@@ -20,7 +20,7 @@ Numba kernels with one fixed calling convention, from inside their own
 ``X`` is what ``Dataset.inputs`` gives: a 2-D, C-contiguous array of the
 parameter dtype (images flattened), packed images ``(uint8 pixels, table)``, or the
 CSR rows ``(indptr, indices, values, n_cols)`` of a sparse set, read through
-``stalesgd.problems._kernels`` (``gather_rows``, ``copy_row``, ``row_span``/``row_entry``);
+:mod:`stalesgd.problems.inputs` (``gather_rows``, ``copy_row``, ``row_span``/``row_entry``);
 ``y`` is int64 class labels for classifiers and the parameter dtype for
 regression.  ``idx`` is an int64 array of row indices.
 

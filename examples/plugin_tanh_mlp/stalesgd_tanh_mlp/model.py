@@ -3,9 +3,10 @@
 Parameters, in order inside the flat vector: ``W1`` ``(d, h)``, ``b1`` ``(h,)``, ``W2``
 ``(h, K)``, ``b2`` ``(K,)``; ``dims = [d, h, K]`` (int64).  The kernels keep the contract
 of :mod:`stalesgd.problems.base`: compiled with ``@njit(nogil=True)``, they walk the
-minibatch one row at a time in a workspace of ``2h + K`` elements and allocate nothing.
-They read dense inputs only (a 2-D float array), so the factory refuses data sets stored
-as packed image pixels (MNIST and the like).
+minibatch one row at a time in a workspace of ``2h + K + d`` elements and allocate nothing.
+Each row is copied into the workspace with :func:`stalesgd.problems.inputs.copy_row`, which
+reads every form a data set's inputs come in (float rows, MNIST's packed pixels, a sparse
+set's CSR rows), so the model runs on every data set.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from numba import njit
 
 from stalesgd.problems import INIT_SCHEMES, Model, resolve_dtype
+from stalesgd.problems.inputs import copy_row
 from stalesgd.validation import choice, integer
 
 
@@ -53,10 +55,11 @@ def tanh_mlp_grad_kernel(theta, X, y, idx, grad, ws, dims):
     b2 = w2 + h * k
     grad[:] = 0.0
     n = idx.shape[0]
+    x = ws[2 * h + k:2 * h + k + d]  # the row, as floats
     loss = 0.0
     for r in range(n):
         row = idx[r]
-        x = X[row]
+        copy_row(X, row, x)
         lse = _forward_row(theta, x, ws, dims)
         label = y[row]
         loss += lse - ws[h + label]
@@ -82,12 +85,14 @@ def tanh_mlp_grad_kernel(theta, X, y, idx, grad, ws, dims):
 @njit(nogil=True, fastmath=False)
 def tanh_mlp_loss_kernel(theta, X, y, idx, ws, dims):
     """Summed cross-entropy and correct predictions over ``X[idx]``."""
-    h, k = dims[1], dims[2]
+    d, h, k = dims[0], dims[1], dims[2]
+    x = ws[2 * h + k:2 * h + k + d]  # the row, as floats
     loss = 0.0
     correct = 0
     for r in range(idx.shape[0]):
         row = idx[r]
-        lse = _forward_row(theta, X[row], ws, dims)
+        copy_row(X, row, x)
+        lse = _forward_row(theta, x, ws, dims)
         loss += lse - ws[h + y[row]]
         best = 0
         for c in range(1, k):
@@ -128,7 +133,7 @@ class TanhMLP(Model):
         return tanh_mlp_loss_kernel
 
     def workspace_size(self, batch: int) -> int:
-        return 2 * int(self.hidden) + int(self.n_classes)
+        return 2 * int(self.hidden) + int(self.n_classes) + int(self.n_features)
 
     def init_params(self, seed: int, scheme: str = "default") -> np.ndarray:
         """Glorot uniform weights (``default``, ``glorot``), He normal (``he``) or
@@ -150,9 +155,6 @@ class TanhMLP(Model):
 
 
 def make_tanh_mlp(data: Any, dtype: type, hidden: Any = 32) -> TanhMLP:
-    """The plug-in factory: a :class:`TanhMLP` for ``data`` (dense inputs only)."""
-    if data.packed:
-        raise ValueError(f"tanhmlp reads dense inputs; data set {data.name!r} is kept as "
-                         "packed image pixels (use synthetic or file data)")
+    """The plug-in factory: a :class:`TanhMLP` for ``data`` (any data set with classes)."""
     return TanhMLP(n_features=data.n_features, n_classes=data.n_classes,
                    hidden=integer(hidden, "hidden", 1, 100_000), dtype=dtype)
