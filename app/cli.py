@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "instance and stop it at the end)")
     p.add_argument("--shards", type=int, default=None,
                    help="hogwild: server shards θ is split over (default: 2)")
+    p.add_argument("--net-delay", default=None, metavar="DIST",
+                   help="an added delay per message between workers and servers, e.g. "
+                        "exp:2ms, det:500us, gamma:1ms:0.5 (default: none)")
 
     p = sub.add_parser("calibrate", help="fit a sim timing model to a real run",
                        description="Fit the simulator's timing model (compute-time "
@@ -350,7 +353,7 @@ def _cmd_engine(args: argparse.Namespace) -> int:
     controller_options = _key_values(args.controller_option, "--controller-option")
     dist = None
     if args.command == "dist":
-        dist = {"address": args.address, "shards": args.shards}
+        dist = {"address": args.address, "shards": args.shards, "net_delay": args.net_delay}
     exp = experiment_from_flags(
         ENGINE_OF_COMMAND[args.command], dist=dist, problem_options=problem_options,
         stepsize_options=stepsize_options,

@@ -256,3 +256,28 @@ def test_a_slowed_down_worker_spins_on_the_distributed_engine_too():
     workers = applied(rec)["worker"]
     assert rec.summary["slowdown"] == "1=1000"
     assert np.mean(workers == 1) < 0.35, np.bincount(workers)
+
+
+@pytest.mark.parametrize("algorithm", ["lock", "leashed", "hogwild"])
+def test_net_delay_holds_back_every_message(algorithm):
+    # det:5ms on every message: a pull (request and reply) takes at least 10 ms, and a
+    # gradient (lock, hogwild) or new θ (leashed) reaches the server 5 ms after it left
+    spec = spec_for("ray", algorithm, 2, updates=60, dist={"net_delay": "det:5ms"})
+    _, rec = run(spec)
+    rows = applied(rec)
+    assert rec.summary["net_delay"] == "det:5ms"
+    assert rows["k"].size == 60
+    eps = 1e-4  # the clock offsets are estimates
+    assert np.all(rows["t_pulled"] - rows["t_read"] >= 0.010 - eps)
+    if algorithm != "hogwild":  # (hogwild's t_apply is its claim, a round trip of its own)
+        assert np.all(rows["t_apply"] - rows["t_pushed"] >= 0.005 - eps)
+
+
+def test_a_bad_net_delay_is_refused_naming_the_syntax(capsys, tmp_path):
+    from stalesgd.app.cli import main
+
+    code = main(["dist", "--problem", PROBLEM, "--algorithm", "lock", "--workers", "2",
+                 "--net-delay", "5ms", "--out", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "dist.net_delay = '5ms'" in err and "exp:MEAN" in err
+    assert not any(tmp_path.iterdir())

@@ -143,7 +143,8 @@ class RayRun:
                             persistence=-1 if math.isinf(persistence) else int(persistence),
                             bounds=self.bounds,
                             slowdown=tuple(slowdown_factors(spec.slowdown,
-                                                            self.m).tolist()))
+                                                            self.m).tolist()),
+                            net_delay=spec.dist.net_delay)
         problem_ref = ray.put(self.problem)
         worker_cls = ray.remote(num_cpus=0, scheduling_strategy="SPREAD")(Worker)
         self.workers = [worker_cls.remote(w, self.seeds[w], problem_ref, setup, self.servers)
@@ -299,6 +300,7 @@ class RayRun:
             server_nodes=",".join(self.server_nodes),
             clock_offsets=",".join(f"{o:.6f}" for o in self.offsets),
             workers_lost=self.lost,
+            net_delay=spec.dist.net_delay,
             worker_cpu=",".join(f"{c.get('gradient_seconds', math.nan):.4f}"
                                 for c in self.worker_counters),
         )

@@ -2,9 +2,11 @@
 semantics, DESIGN §10); the algorithm registry names them for engine ``ray``.
 
 Each takes a :class:`~stalesgd.real.ps.worker.Worker` and runs until a server reply says
-the run has ended.  Times are seconds on the driver's clock: ``t_read`` when the worker
-asks for θ, ``t_pulled`` when θ has arrived, ``t_pushed`` when its gradient (or new θ)
-leaves; the server adds ``t_apply``.
+the run has ended.  Messages go through the worker's :class:`~stalesgd.real.ps.link.Link`
+(an added delay per message with ``--net-delay``); the divergence notice does not.  Times
+are seconds on the driver's clock: ``t_read`` when the worker asks for θ, ``t_pulled`` when
+θ has arrived, ``t_pushed`` when its gradient (or new θ) leaves; the server adds
+``t_apply``.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ def lock_loop(w) -> None:
     """``lock`` (and ``seq``): pull (θ, v = t0), compute, push (g, t0); the server applies
     pushes one at a time in arrival order, τ = v − t0 at apply."""
     ray = _ray()
+    link = w.link
     server = w.servers[0]
     while True:
         w.draw()
         t_read = w.now()
-        theta, t0, stopped, _ = ray.get(server.pull.remote())
+        theta, t0, stopped, _ = link.call(server.pull)
         if stopped:
             return
         w.theta[:] = theta
@@ -40,18 +43,19 @@ def lock_loop(w) -> None:
         if not math.isfinite(w.gradient()):
             ray.get(server.diverged.remote(w.index))
             return
-        server.push.remote(w.index, w.grad, t0, t_read, t_pulled, w.now())
+        link.send(server.push, w.index, w.grad, t0, t_read, t_pulled, w.now())
 
 
 def sync_loop(w) -> None:
     """``sync``: every worker pulls θ of round v, computes, pushes (g, v); the m-th gradient
     of the round makes the server apply their mean (τ = 0); the next pull waits for it."""
     ray = _ray()
+    link = w.link
     server = w.servers[0]
     after = 0
     while True:
         t_read = w.now()
-        theta, v, stopped, _ = ray.get(server.pull_round.remote(after))
+        theta, v, stopped, _ = link.call(server.pull_round, after)
         if stopped:
             return
         w.theta[:] = theta
@@ -60,7 +64,7 @@ def sync_loop(w) -> None:
         if not math.isfinite(w.gradient()):
             ray.get(server.diverged.remote(w.index))
             return
-        server.push_round.remote(w.index, w.grad, v, t_read, t_pulled, w.now())
+        link.send(server.push_round, w.index, w.grad, v, t_read, t_pulled, w.now())
         after = v + 1
 
 
@@ -69,13 +73,14 @@ def leashed_loop(w) -> None:
     the server still being at t1 (first t1 = t0); a refused push brings the newer θ back
     and g is applied to it again, up to the persistence bound, then dropped."""
     ray = _ray()
+    link = w.link
     server = w.servers[0]
     persistence = w.setup.persistence
     new = np.empty_like(w.theta)
     while True:
         w.draw()
         t_read = w.now()
-        theta, t0, stopped, news = ray.get(server.pull.remote(w.table_version))
+        theta, t0, stopped, news = link.call(server.pull, w.table_version)
         if stopped:
             return
         w.take_table(news)
@@ -90,9 +95,9 @@ def leashed_loop(w) -> None:
             tau = t1 - t0
             eta = w.eta(tau)
             publish_step(new, base, w.grad, eta)
-            ok, v, newer, stopped, news = ray.get(server.publish.remote(
-                w.index, new, t1, t0, eta, attempts, t_read, t_pulled, w.now(),
-                w.table_version))
+            ok, v, newer, stopped, news = link.call(
+                server.publish, w.index, new, t1, t0, eta, attempts, t_read, t_pulled, w.now(),
+                w.table_version)
             if ok:
                 break
             if stopped:
@@ -100,7 +105,7 @@ def leashed_loop(w) -> None:
             w.failed += 1
             w.take_table(news)
             if 0 <= persistence < attempts:
-                server.drop.remote(w.index, tau, attempts, t_read, t_pulled, w.now())
+                link.send(server.drop, w.index, tau, attempts, t_read, t_pulled, w.now())
                 break
             base, t1 = np.asarray(newer), v
         if stopped:
@@ -113,12 +118,13 @@ def hogwild_loop(w) -> None:
     0 (τ = k − t0, η from its table); send each shard its slice of the gradient, which it
     applies on arrival."""
     ray = _ray()
+    link = w.link
     shards = w.servers
     bounds = w.setup.bounds
     while True:
         w.draw()
         t_read = w.now()
-        parts = ray.get([s.pull.remote() for s in shards])
+        parts = link.call_all([(s.pull, ()) for s in shards])
         if parts[0][2]:
             return
         t0 = parts[0][1]
@@ -128,9 +134,8 @@ def hogwild_loop(w) -> None:
         if not math.isfinite(w.gradient()):
             ray.get(shards[0].diverged.remote(w.index))
             return
-        k, eta, stopped = ray.get(shards[0].claim.remote(w.index, t0, t_read, t_pulled,
-                                                         w.now()))
+        k, eta, stopped = link.call(shards[0].claim, w.index, t0, t_read, t_pulled, w.now())
         if stopped:
             return
         for s, shard in enumerate(shards):
-            shard.apply.remote(w.grad[bounds[s]:bounds[s + 1]], eta)
+            link.send(shard.apply, w.grad[bounds[s]:bounds[s + 1]], eta)

@@ -19,9 +19,11 @@ import numpy as np
 
 from stalesgd.algorithms import get_algorithm
 from stalesgd.problems.registry import Problem
+from stalesgd.units import parse_distribution
 
 from .cluster import node_name
 from .kernels import apply_mean, apply_step, draw_batch, publish_step, seed_draws
+from .link import Link
 
 __all__ = ["Worker", "WorkerSetup"]
 
@@ -36,6 +38,7 @@ class WorkerSetup:
     persistence: int  # < 0: unbounded
     bounds: tuple[int, ...]  # hogwild: shard s holds θ[bounds[s]:bounds[s+1]]
     slowdown: tuple[float, ...] = ()  # each worker's factor (stalesgd.slowdown); () none
+    net_delay: str | None = None  # the added delay per message (a distribution), or none
 
 
 class Worker:
@@ -65,6 +68,8 @@ class Worker:
         self.table = np.ones(1)
         self.failed = 0
         self.slow = setup.slowdown[self.index] if setup.slowdown else 1.0
+        self.link = Link(None if setup.net_delay is None else
+                         parse_distribution(setup.net_delay), self.seed)
 
     def node(self) -> str:
         """The node this worker runs on (see :func:`~stalesgd.real.ps.cluster.node_name`)."""
@@ -96,7 +101,10 @@ class Worker:
         self.origin = float(origin)
         seed_draws(self.seed)  # the same stream as the thread engine's worker
         loop = get_algorithm(self.setup.algorithm).implementation("ray")
-        loop(self)
+        try:
+            loop(self)
+        finally:
+            self.link.close()
         return {"gradient_seconds": self.gradient_seconds, "failed": self.failed}
 
     def gradient(self) -> float:

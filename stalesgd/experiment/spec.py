@@ -157,10 +157,13 @@ DEFAULT_SHARDS = 2
 class DistSpec:
     """Distributed-engine settings (engine ``ray``): the cluster to join (``None``: start a
     local instance for the run and stop it after; ``"auto"`` or ``"HOST:PORT"``: a running
-    cluster) and the number of server shards θ is split over for ``hogwild``."""
+    cluster), the number of server shards θ is split over for ``hogwild``, and an added
+    delay per message (``net_delay``, :mod:`stalesgd.real.ps.link`)."""
 
     address: str | None = None
     shards: int = DEFAULT_SHARDS
+    #: an added delay per message, a distribution such as ``"exp:2ms"`` (None: none)
+    net_delay: str | None = None
 
 
 @dataclass(frozen=True)

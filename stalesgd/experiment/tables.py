@@ -73,7 +73,7 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
             "calibration_max_workers"),
     "controller": ("name", "options"),
     "record": ("rows",),
-    "dist": ("address", "shards"),
+    "dist": ("address", "shards", "net_delay"),
 }
 #: most server shards of a distributed ``hogwild`` run
 MAX_SHARDS = 256
@@ -254,9 +254,13 @@ def _parse_dist(raw: Any) -> DistSpec:
         if not address.strip():
             raise OptionError("dist.address", address,
                               "'auto' or HOST:PORT of a running Ray cluster", "is empty")
+    net_delay = t.get("net_delay")
+    if net_delay is not None:
+        net_delay = _distribution(net_delay, "dist.net_delay", per_param=False)
     return DistSpec(address=address,
                     shards=integer(t.get("shards", DEFAULT_SHARDS), "dist.shards", 1,
-                                   MAX_SHARDS))
+                                   MAX_SHARDS),
+                    net_delay=net_delay)
 
 
 def _parse_record(raw: Any) -> RecordSpec:

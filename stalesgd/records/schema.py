@@ -200,6 +200,8 @@ RUNS = (
     _c("server_nodes", "string", "ray: the node of each server shard, comma-separated"),
     _c("clock_offsets", "string", "ray: each worker's clock minus the driver's (seconds, "
        "estimated by a ping exchange at start), comma-separated"),
+    _c("net_delay", "string", "ray: the added delay per message (a distribution such as "
+       "exp:2ms); null: none"),
     _c("workers_lost", "int64", "ray: worker actors that died during the run"),
     # the simulator
     _c("cores", "int64", "simulated cores"),
