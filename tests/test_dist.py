@@ -238,12 +238,53 @@ def test_unreachable_address_is_a_clear_error(capsys, tmp_path):
     assert "no Ray cluster answers at 127.0.0.1:1" in err and "Traceback" not in err
 
 
-def test_elastic_controllers_are_refused_with_the_reason():
-    from stalesgd.experiment import ExperimentError
+def test_a_schedule_parks_and_resumes_worker_actors():
+    # 3 workers, then 1 from update 120 on, then 2 from update 240 on: a worker told to
+    # park stops at the top of its next step (a gradient it already pulled still lands)
+    steps = [[0, 3], [120, 1], [240, 2]]
+    spec = spec_for("ray", "lock", 3, updates=360, controller="schedule",
+                    controller_options={"steps": steps}, quiet=False)
+    r, rec = run(spec)
+    rows = applied(rec)
+    k, w = rows["k"], rows["worker"]
+    alone = (k >= 150) & (k < 240)  # (30 updates of slack for the decision and in-flight ones)
+    assert np.count_nonzero(w[alone] != 0) <= 4, np.bincount(w[alone], minlength=3)
+    late = k >= 270
+    assert np.count_nonzero(w[late] == 2) <= 2 and np.count_nonzero(w[late] == 1) > 0
+    assert np.count_nonzero(w[k < 120] != 0) > 0  # all three ran at first
+    ctl = rec.control
+    assert list(ctl["m"]) == [3, 1, 2] and len(ctl["t_set"]) == 3
+    assert rec.summary["controller"] == "schedule" and rec.summary["controller_changes"] == 2
+    assert 1.0 < rec.summary["mean_active"] < 3.0
+    assert set(np.asarray(rec.evals["active_workers"])) <= {1, 2, 3}
 
-    spec = spec_for("ray", "lock", 2, controller="window")
-    with pytest.raises(ExperimentError, match="static with engine ray"):
-        RayRun(spec, progress=False)
+
+def test_a_parked_worker_holds_no_parameter_copy_and_resumes():
+    import threading
+    import time
+
+    from stalesgd.real.ps.worker import Worker, WorkerSetup
+
+    from stalesgd.problems import make_problem
+
+    problem = make_problem(PROBLEM)
+    w = Worker(0, 1, problem, WorkerSetup(algorithm="lock", batch=16, lr=0.05,
+                                          persistence=-1, bounds=()), servers=[])
+    n = problem.model.n_params
+    assert w.theta.size == w.grad.size == w.new.size == n
+    w.set_active(False)
+    seen = {}
+    t = threading.Thread(target=lambda: seen.setdefault("go_on", w.wait_while_parked()))
+    t.start()
+    time.sleep(0.05)
+    seen["parked_sizes"] = (w.theta.size, w.grad.size, w.new.size)
+    w.set_active(True)
+    t.join(5)
+    assert seen == {"parked_sizes": (0, 0, 0), "go_on": True}
+    assert w.theta.size == w.grad.size == w.new.size == n and w.parked_seconds >= 0.04
+    w.set_active(False)
+    w.end()  # the run ended while it was parked
+    assert w.wait_while_parked() is False
 
 
 def test_a_slowed_down_worker_spins_on_the_distributed_engine_too():

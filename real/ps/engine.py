@@ -29,6 +29,7 @@ import numpy as np
 
 from stalesgd.algorithms import UnknownAlgorithmError, get_algorithm
 from stalesgd.divergence import diverged
+from stalesgd.elastic import Controller, cpu_seconds_from_trace, make_controller
 from stalesgd.experiment import ExperimentError, RunSpec
 from stalesgd.machine import peak_rss_bytes
 from stalesgd.problems.registry import Problem, make_problem
@@ -66,10 +67,6 @@ def validate_ray(spec: RunSpec) -> None:
     if alg.fixed_workers is not None and spec.workers != alg.fixed_workers:
         raise ExperimentError("workers", spec.workers, f"{alg.fixed_workers} for algorithm "
                               f"{alg.name!r}")
-    if spec.controller.name != "static":
-        raise ExperimentError("controller.name", spec.controller.name,
-                              "static with engine ray (elastic control runs in the real and "
-                              "sim engines)")
     if spec.stop.updates is not None and spec.stop.updates > MAX_UPDATES:
         raise ExperimentError("stop.updates", spec.stop.updates, f"at most {MAX_UPDATES}")
     if not ray_installed():
@@ -105,6 +102,11 @@ class RayRun:
         k = min(spec.dist.shards, n) if self.sharded else 1
         self.bounds = tuple(int(b) for b in np.linspace(0, n, k + 1).round().astype(np.int64))
         self.evals = EvalLog()
+        c = spec.controller
+        self.controller: Controller = make_controller(c.name, self.m, **c.options)
+        self.elastic = not (c.name == "static" and self.controller.level == self.m)
+        self.active = self.m
+        self.t_set: list[float] = []  # when each controller decision was sent
         self.first_loss: float | None = None
         self.diverged = False
         self.stop_reason = ""
@@ -146,7 +148,9 @@ class RayRun:
                                                             self.m).tolist()),
                             net_delay=spec.dist.net_delay)
         problem_ref = ray.put(self.problem)
-        worker_cls = ray.remote(num_cpus=0, scheduling_strategy="SPREAD")(Worker)
+        # (elastic runs: a second thread per worker actor takes the driver's park/resume)
+        worker_cls = ray.remote(num_cpus=0, scheduling_strategy="SPREAD",
+                                max_concurrency=2 if self.elastic else 1)(Worker)
         self.workers = [worker_cls.remote(w, self.seeds[w], problem_ref, setup, self.servers)
                         for w in range(self.m)]
         ray.get([a.prepare.remote() for a in [*self.servers, *self.workers]])
@@ -182,7 +186,7 @@ class RayRun:
         ev = self.spec.eval
         with np.errstate(all="ignore"):
             loss, acc = self.problem.evaluate(theta, ev.split, ev.max_rows)
-        self.evals.add(t, k, loss, acc, self.m)
+        self.evals.add(t, k, loss, acc, self.active)
         if diverged(loss, self.first_loss):
             self.diverged = True
             self._request_stop(ray, "diverged")
@@ -194,6 +198,27 @@ class RayRun:
         self.stop_reason = self.stop_reason or reason
         for s in self.servers:
             s.stop_run.remote(reason)
+        if self.elastic:  # parked workers ask no server: tell them
+            for w in self.workers:
+                w.end.remote()
+
+    def _control(self, ray: Any, t: float, k: int, start: bool = False) -> None:
+        """Ask the controller for m (at the start, or when its phase ended) and park or
+        resume the workers accordingly (workers 0..m−1 active)."""
+        ctl = self.controller
+        loss = None
+        if ctl.needs_loss:
+            theta, k = self._snapshot(ray)
+            ev = self.spec.eval
+            with np.errstate(all="ignore"):
+                loss = float(self.problem.evaluate(theta, ev.split, ev.max_rows)[0])
+        m = ctl.start(t, k, loss) if start else ctl.observe(t, k, loss)
+        if m != self.active or start:
+            self.active = m
+            sent = [w.set_active.remote(i < m) for i, w in enumerate(self.workers)]
+            if start:  # every worker knows before the run starts
+                ray.get(sent)
+        self.t_set.append(t)
 
     def _interrupt(self, signum: int, frame: Any) -> None:
         self.interrupted = True
@@ -225,6 +250,8 @@ class RayRun:
                 if stopped:
                     stopping_since = min(stopping_since, time.monotonic())
                     continue
+                if self.elastic and self.controller.due(now, k):
+                    self._control(ray, now, k)
                 if now >= next_eval_t or k >= next_eval_k:
                     loss = self._evaluate(ray, now)
                     bar.loss(loss)
@@ -260,6 +287,8 @@ class RayRun:
                 self._start_actors(ray)
                 origin = time.monotonic()
                 self._evaluate(ray, 0.0)
+                if self.elastic:  # the workers start parked or not, as it chooses
+                    self._control(ray, 0.0, 0, start=True)
                 ray.get([s.start.remote(origin + off)
                          for s, off in zip(self.servers, self.server_offsets, strict=True)])
                 running = [w.run.remote(origin + off)
@@ -303,6 +332,7 @@ class RayRun:
             net_delay=spec.dist.net_delay,
             worker_cpu=",".join(f"{c.get('gradient_seconds', math.nan):.4f}"
                                 for c in self.worker_counters),
+            **self._elastic_summary(seconds),
         )
         if "persistence" in self.algorithm.options:
             n = stats.applied
@@ -310,7 +340,25 @@ class RayRun:
                            failed_publishes=int(sc.get("failed_publishes", 0)),
                            failed_publishes_at_stop=int(sc.get("failed_publishes_at_stop", 0)),
                            tries_per_update=(sc.get("success_tries", 0) / n) if n else math.nan)
-        return RunRecord(summary=summary, updates=self.log, evals=evals, control={})
+        control = self.controller.trace_columns()
+        control["t_set"] = np.asarray(self.t_set[: len(control["t"])], dtype=np.float64)
+        return RunRecord(summary=summary, updates=self.log, evals=evals, control=control)
+
+    def _elastic_summary(self, seconds: float) -> dict[str, Any]:
+        """Controller, time-averaged active workers and the number of changes of m."""
+        tr = self.controller.trace
+        if not tr:
+            return {"controller": self.controller.name, "mean_active": float(self.m),
+                    "controller_changes": 0}
+        changes = [(min(ts, seconds), p.m) for ts, p in zip(self.t_set, tr, strict=False)]
+        changes[0] = (0.0, changes[0][1])
+        busy = cpu_seconds_from_trace(changes, seconds)
+        return {
+            "controller": self.controller.name,
+            "mean_active": busy / seconds if seconds > 0 else float(self.m),
+            "controller_changes": int(sum(1 for a, b in zip(tr, tr[1:], strict=False)
+                                          if a.m != b.m)),
+        }
 
 
 @contextmanager

@@ -33,6 +33,8 @@ def lock_loop(w) -> None:
     link = w.link
     server = w.servers[0]
     while True:
+        if not w.wait_while_parked():
+            return
         w.draw()
         t_read = w.now()
         theta, t0, stopped, _ = link.call(server.pull)
@@ -76,8 +78,9 @@ def leashed_loop(w) -> None:
     link = w.link
     server = w.servers[0]
     persistence = w.setup.persistence
-    new = np.empty_like(w.theta)
     while True:
+        if not w.wait_while_parked():
+            return
         w.draw()
         t_read = w.now()
         theta, t0, stopped, news = link.call(server.pull, w.table_version)
@@ -94,9 +97,9 @@ def leashed_loop(w) -> None:
             attempts += 1
             tau = t1 - t0
             eta = w.eta(tau)
-            publish_step(new, base, w.grad, eta)
+            publish_step(w.new, base, w.grad, eta)
             ok, v, newer, stopped, news = link.call(
-                server.publish, w.index, new, t1, t0, eta, attempts, t_read, t_pulled, w.now(),
+                server.publish, w.index, w.new, t1, t0, eta, attempts, t_read, t_pulled, w.now(),
                 w.table_version)
             if ok:
                 break
@@ -122,6 +125,8 @@ def hogwild_loop(w) -> None:
     shards = w.servers
     bounds = w.setup.bounds
     while True:
+        if not w.wait_while_parked():
+            return
         w.draw()
         t_read = w.now()
         parts = link.call_all([(s.pull, ()) for s in shards])

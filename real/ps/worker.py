@@ -27,6 +27,10 @@ from .link import Link
 
 __all__ = ["Worker", "WorkerSetup"]
 
+#: a parked worker's first nap (seconds); naps double up to PARK_MAX_NAP
+PARK_NAP = 1e-3
+PARK_MAX_NAP = 20e-3
+
 
 @dataclass(frozen=True)
 class WorkerSetup:
@@ -59,8 +63,15 @@ class Worker:
         self.n_rows = problem.dataset.n_train
         self.batch_idx = np.zeros(setup.batch, dtype=np.int64)
         self.ws = model.workspace(setup.batch)
+        self.n_params = int(model.n_params)
         self.theta = np.zeros(model.n_params, dtype=model.dtype)  # the pulled copy
         self.grad = np.zeros(model.n_params, dtype=model.dtype)
+        self.new = np.zeros(model.n_params, dtype=model.dtype)  # Leashed-SGD's θ to publish
+        # elastic control: the driver parks (active False) and resumes this worker, and
+        # tells a parked worker when the run is over
+        self.active = True
+        self.over = False
+        self.parked_seconds = 0.0
         self.origin = math.nan
         self.gradient_seconds = 0.0
         # Leashed-SGD: the worker's copy of the step-size table, and publish counts
@@ -91,6 +102,33 @@ class Worker:
         apply_mean(scratch, self.grad.reshape(1, -1), 0.0)
         return time.monotonic() - t
 
+    def set_active(self, active: bool) -> None:
+        """Park (False) or resume (True) this worker; the driver calls it during the run
+        (the actor then runs two threads: :meth:`run` and this)."""
+        self.active = bool(active)
+
+    def end(self) -> None:
+        """The run is over: a parked worker leaves its loop."""
+        self.over = True
+
+    def wait_while_parked(self) -> bool:
+        """Called at the top of each step: while parked, hold no parameter-sized buffer and
+        sleep in naps that double from :data:`PARK_NAP` to :data:`PARK_MAX_NAP`; False when
+        the run ended meanwhile."""
+        if self.active:
+            return True
+        t = time.monotonic()
+        dtype = self.theta.dtype
+        self.theta = self.grad = self.new = np.zeros(0, dtype=dtype)
+        nap = PARK_NAP
+        while not self.active and not self.over:
+            time.sleep(nap)
+            nap = min(2 * nap, PARK_MAX_NAP)
+        self.theta, self.grad, self.new = (np.zeros(self.n_params, dtype=dtype)
+                                           for _ in range(3))
+        self.parked_seconds += time.monotonic() - t
+        return not self.over
+
     def now(self) -> float:
         """Seconds since the run's start, on the driver's clock."""
         return time.monotonic() - self.origin
@@ -105,7 +143,8 @@ class Worker:
             loop(self)
         finally:
             self.link.close()
-        return {"gradient_seconds": self.gradient_seconds, "failed": self.failed}
+        return {"gradient_seconds": self.gradient_seconds, "failed": self.failed,
+                "parked_seconds": self.parked_seconds}
 
     def gradient(self) -> float:
         """The gradient of the drawn minibatch at :attr:`theta`, into :attr:`grad`; returns
