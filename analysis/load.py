@@ -123,7 +123,8 @@ def config_key(row: dict[str, Any] | pd.Series) -> str:
     """The configuration of a run as readable text, the same for every engine and seed.
 
     ``problem algorithm m=W rule lr=X b=B dtype`` then ``persistence=P`` when finite,
-    ``slowdown=W=F,…`` when workers were slowed down on purpose, then any
+    ``slowdown=W=F,…`` when workers were slowed down on purpose, ``net_delay=DIST`` when
+    messages were delayed (engine ``ray``), then any
     swept ``problem.*``/``algorithm.*``/``stepsize.*`` option as ``key=value``.  Columns that
     are missing (older or foreign folders) are left out rather than guessed.
     """
@@ -142,9 +143,10 @@ def config_key(row: dict[str, Any] | pd.Series) -> str:
             finite = True
         if finite:
             parts.append(f"persistence={_fmt_number(pers)}")
-    slow = get("slowdown")
-    if not _missing(slow) and slow:
-        parts.append(f"slowdown={slow}")
+    for name in ("slowdown", "net_delay"):  # stragglers, network delays on purpose
+        value = get(name)
+        if not _missing(value) and value:
+            parts.append(f"{name}={value}")
     keys = row.index if isinstance(row, pd.Series) else list(row)
     for name in sorted(k for k in keys if isinstance(k, str) and k.startswith(_OPTION_PREFIXES)):
         value = get(name)

@@ -123,6 +123,9 @@ def runs_display(analysis: Analysis) -> pd.DataFrame:
             runs[col] = runs[col].fillna("–") if col in runs else "–"
         cols.insert(-1, ("updates_by_worker", "updates by worker", ""))
         cols.insert(-1, ("mean_tau_by_worker", "mean τ by worker", ""))
+    if "net_delay" in runs and runs["net_delay"].fillna("").astype(str).ne("").any():
+        runs["net_delay"] = runs["net_delay"].fillna("–")
+        cols.insert(cols.index(("workers", "m", "")) + 1, ("net_delay", "net delay", ""))
     return display(runs, cols)
 
 

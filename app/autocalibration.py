@@ -40,10 +40,14 @@ def calibration_group(spec: RunSpec) -> tuple[Any, ...]:
 def order_for_calibration(runs: list[RunSpec]) -> list[RunSpec]:
     """Auto-calibrated sim runs go last (stable otherwise), after the real runs they need; an
     auto-calibrated sim run without a real run of its group (of at most
-    ``sim.calibration_max_workers`` workers, when set) is an error before anything runs."""
+    ``sim.calibration_max_workers`` workers, when set, and without a slowdown) is an error
+    before anything runs."""
     real_workers: dict[tuple[Any, ...], int] = {}
+    slowed: set[tuple[Any, ...]] = set()
     for r in runs:
-        if r.engine == "real":
+        if r.engine == "real" and r.slowdown is not None:  # (calibrate leaves them out)
+            slowed.add(calibration_group(r))
+        elif r.engine == "real":
             g = calibration_group(r)
             real_workers[g] = min(real_workers.get(g, r.workers), r.workers)
     for r in runs:
@@ -51,6 +55,12 @@ def order_for_calibration(runs: list[RunSpec]) -> list[RunSpec]:
             continue
         fewest = real_workers.get(calibration_group(r))
         bound = r.sim.calibration_max_workers
+        if fewest is None and calibration_group(r) in slowed:
+            raise ExperimentError(
+                "sim.calibration", AUTO_CALIBRATION,
+                "'auto' with real runs without a slowdown of the same problem, batch and dtype "
+                f"(run {r.run_id}'s real runs all slow workers down on purpose, which a "
+                "calibration leaves out; add slowdown = \"\" to the sweep)", "cannot be used")
         if fewest is None:
             raise ExperimentError(
                 "sim.calibration", AUTO_CALIBRATION,

@@ -278,8 +278,10 @@ class RealRun:
     # ----- workers -------------------------------------------------------------------------
 
     def _worker_calls(self, shared: SharedState, n_max: int, count: int | None = None,
-                      script: np.ndarray | None = None) -> list[tuple[Any, tuple]]:
-        """(function, args) for each of ``count`` workers (default: all)."""
+                      script: np.ndarray | None = None, warm_up: bool = False
+                      ) -> list[tuple[Any, tuple]]:
+        """(function, args) for each of ``count`` workers (default: all); ``warm_up``: for
+        the compile run (full speed: a slowed-down worker would spin there)."""
         count = self.m if count is None else count
         prob, spec, alg = self.problem, self.spec, self.algorithm
         d = prob.dataset
@@ -291,7 +293,7 @@ class RealRun:
         # that own their buffers (elastic dense runs) allocate it themselves
         owns = self.elastic and not self.sparse
         copy_len = n_params if alg.buffers_per_worker > 1 and not owns else 0
-        slow = slowdown_factors(spec.slowdown, self.m)
+        slow = slowdown_factors(None if warm_up else spec.slowdown, self.m)
         calls = []
         for w in range(count):
             if self.sparse:
@@ -339,7 +341,7 @@ class RealRun:
                                      ring_rows=1)
         dummy.ctrl[C_START] = 1  # past the start line at once
         script = None if self.schedule is None else self.schedule[:0]
-        for fn, args in self._worker_calls(dummy, 0, count=1, script=script):
+        for fn, args in self._worker_calls(dummy, 0, count=1, script=script, warm_up=True):
             compile_for(fn, args)
             fn(*args)
         self._take_snapshot(dummy)

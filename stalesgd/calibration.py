@@ -106,6 +106,9 @@ class Calibration:
             + (f" (only runs with at most {self.max_workers} worker"
                f"{'s' if self.max_workers != 1 else ''})"
                if self.max_workers is not None else ""),
+            *([f"left out: runs {', '.join(d['source']['skipped_run_ids'])} (an algorithm "
+               "without a calibrated model, or workers slowed down on purpose)"]
+              if d["source"].get("skipped_run_ids") else []),
             f"machine: {d['machine'].get('hostname')} ({d['machine'].get('cpu_model')}), "
             f"cores = {d['cores']}, time slice = {d['time_slice'] * 1e3:.3g} ms "
             f"({d['time_slice_source']})",

@@ -23,6 +23,7 @@ baseline.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,8 +32,10 @@ import numpy as np
 from stalesgd.validation import OptionError, type_name
 
 __all__ = ["ALLOWED", "MAX_FACTOR", "canonical_slowdown", "parse_slowdown",
-           "slowdown_factors"]
+           "slowdown_factors", "sweep_value"]
 
+#: a factor as text: ASCII digits, a point, an exponent
+_NUMBER = re.compile(r"[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?|[0-9]+\.")
 #: largest slowdown factor (a worker 1000 times slower than the others)
 MAX_FACTOR = 1000.0
 ALLOWED = ("WORKER=FACTOR pairs, comma-separated (e.g. '1=3' or '1=3,2=1.5'; WORKER an index "
@@ -45,8 +48,9 @@ def _pairs(value: Any, key: str) -> list[tuple[Any, Any]]:
     if isinstance(value, Mapping):
         return list(value.items())
     if not isinstance(value, str):
-        raise OptionError(key, value, ALLOWED, f"is a {type_name(value)}, not a string or "
-                          "table")
+        kind = type_name(value)
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise OptionError(key, value, ALLOWED, f"is {article} {kind}, not a string or table")
     pairs = []
     for item in (p.strip() for p in value.split(",")):
         if not item:
@@ -79,11 +83,10 @@ def _factor(raw: Any, value: Any, key: str, worker: int) -> float:
         factor = math.nan
     elif isinstance(raw, int | float | np.integer | np.floating):
         factor = float(raw)
+    elif isinstance(raw, str) and _NUMBER.fullmatch(raw.strip()):
+        factor = float(raw)
     else:
-        try:
-            factor = float(str(raw))
-        except ValueError:
-            factor = math.nan
+        factor = math.nan  # (not float(): it takes '٣' and '1_0')
     if not (math.isfinite(factor) and 1.0 <= factor <= MAX_FACTOR):
         raise OptionError(key, value, ALLOWED,
                           f"gives worker {worker} the factor {raw!r}, not a number in "
@@ -103,6 +106,13 @@ def parse_slowdown(value: Any, workers: int, key: str = "slowdown") -> str | Non
             raise OptionError(key, value, ALLOWED, f"names worker {worker} twice")
         factors[worker] = _factor(raw_factor, value, key, worker)
     return canonical_slowdown(factors)
+
+
+def sweep_value(value: Any, key: str = "slowdown") -> str:
+    """A swept or excluded slowdown in canonical form ('' for none), its syntax checked
+    (whether its workers exist is checked per run): so that ``{1 = 2}``, ``"1=2"`` and
+    ``"01=2.0"`` are one sweep value."""
+    return parse_slowdown(value, 2**62, key) or ""
 
 
 def canonical_slowdown(factors: Mapping[int, float]) -> str | None:

@@ -322,3 +322,31 @@ def test_a_bad_net_delay_is_refused_naming_the_syntax(capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2 and "dist.net_delay = '5ms'" in err and "exp:MEAN" in err
     assert not any(tmp_path.iterdir())
+
+
+def test_with_a_net_delay_seq_still_equals_the_thread_engine_bit_for_bit():
+    # a pull must not overtake the worker's own push still in flight
+    ray_run, rec = run(spec_for("ray", "seq", 1, updates=150, seed=3,
+                                dist={"net_delay": "exp:1ms"}))
+    thread = RealRun(spec_for("real", "seq", 1, updates=150, seed=3), progress=False)
+    thread.run()
+    np.testing.assert_array_equal(applied(rec)["tau"], 0)
+    np.testing.assert_array_equal(ray_run.final_theta, final_params(thread))
+
+
+@pytest.mark.parametrize("extra", [
+    {"slowdown": "0=1000,1=1000"},  # spins of ~1000 gradients of batch 4096 (seconds each)
+    {"dist": {"net_delay": "det:5s"}},  # a pull waits 10 s
+])
+def test_a_stop_cuts_spins_and_message_delays_short(extra):
+    import time
+
+    spec = spec_for("ray", "lock", 2, updates=None, seconds=1.0, **extra)
+    spec = dataclasses.replace(spec, problem=dataclasses.replace(
+        spec.problem, name="mlp-synthetic", batch=4096))
+    r = RayRun(spec, progress=False)
+    t = time.monotonic()
+    rec = r.run()
+    assert rec.summary["stop_reason"] == "seconds"
+    assert rec.summary["seconds"] < 2.5, rec.summary["seconds"]
+    assert time.monotonic() - t < 30  # (start-up included)

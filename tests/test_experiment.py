@@ -484,3 +484,16 @@ def test_bad_exclude_names_the_entry(bad, message):
     with pytest.raises(ExperimentError) as err:
         loads_experiment(text)
     assert message in str(err.value)
+
+
+def test_dist_settings_without_a_ray_run_are_refused():
+    from stalesgd.experiment import ExperimentError, expand, loads_experiment
+
+    with pytest.raises(ExperimentError, match="is set but never used"):
+        loads_experiment('[problem]\nname = "logreg-synthetic"\n[dist]\nnet_delay = "exp:1ms"')
+    mixed = loads_experiment('[problem]\nname = "logreg-synthetic"\n[dist]\n'
+                             'net_delay = "exp:1ms"\n[sweep]\nengine = ["real", "ray"]\n'
+                             '"dist.net_delay" = ["det:0", "exp:1ms"]')
+    # the real runs do not differ by a [dist] setting: one real run, two ray runs
+    assert [(r.engine, r.dist.net_delay) for r in expand(mixed)] == [
+        ("real", None), ("ray", "det:0"), ("ray", "exp:1ms")]

@@ -62,8 +62,8 @@ def test_canonical_form(value, canonical):
     ("-1=2", "names worker '-1'"),
     ("1=3,1=2", "names worker 1 twice"),
     ("1", "not WORKER=FACTOR"),
-    (3, "is a integer, not a string or table"),
-    (["1=3"], "is a array, not a string or table"),
+    (3, "is an integer, not a string or table"),
+    (["1=3"], "is an array, not a string or table"),
 ])
 def test_bad_values_are_named_with_what_is_allowed(value, words):
     with pytest.raises(ExperimentError) as err:
@@ -208,3 +208,46 @@ def test_calibrated_simulation_of_a_slowdown_is_a_prediction(tmp_path):
     slowed = SimRun(dataclasses.replace(spec, slowdown="0=2"), progress=False).run().summary
     assert same["prediction"] is False and slowed["prediction"] is True
     assert slowed["seconds"] > 1.8 * same["seconds"]
+
+
+def test_the_compile_run_of_the_real_engine_runs_at_full_speed():
+    from stalesgd.real.engine import RealRun
+
+    run = RealRun(expand(flags(slowdown="0=50"))[0], progress=False)
+    dummy = run.shared
+    (_, full), = run._worker_calls(dummy, 0, count=1, warm_up=True)
+    calls = run._worker_calls(dummy, 0)
+    assert full[2] == 1.0 and [args[2] for _, args in calls] == [50.0, 1.0]
+
+
+def test_exclude_names_a_slowdown_in_any_form():
+    exp = loads_experiment("""
+        exclude = [{workers = 1, slowdown = {1 = 2}}]
+        [problem]
+        name = "logreg-synthetic"
+        [sweep]
+        workers = [1, 2]
+        slowdown = ["", {1 = 2}, "01=2.0"]
+    """)
+    assert exp.sweep["slowdown"] == ("", "1=2", "1=2")
+    assert [(r.workers, r.slowdown) for r in expand(exp)] == [(1, None), (2, None), (2, "1=2")]
+
+
+def test_auto_calibration_from_only_slowed_real_runs_is_refused_before_running(tmp_path):
+    code = main(["run", str(_write(tmp_path, """
+        workers = 2
+        slowdown = "1=4"
+        [problem]
+        name = "logreg-synthetic"
+        [sim]
+        calibration = "auto"
+        [sweep]
+        engine = ["real", "sim"]
+    """)), "--dry-run", "--out", str(tmp_path / "out")])
+    assert code == 2 and not (tmp_path / "out").exists()
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "exp.toml"
+    path.write_text(text)
+    return path

@@ -82,7 +82,11 @@ def connect(address: str | None) -> str:
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
                                   logging_level=logging.ERROR, configure_logging=True)
     if address is None:
-        ray.init(**kwargs)
+        try:
+            ray.init(**kwargs)
+        except BaseException:  # Ctrl-C while Ray starts: stop what it started so far
+            _shutdown_quietly(ray)
+            raise
         label = "local"
     else:
         if address != "auto":
@@ -96,6 +100,14 @@ def connect(address: str | None) -> str:
         label = address
     _session.update(address=address, started=True, label=label)
     return label
+
+
+def _shutdown_quietly(ray: Any) -> None:
+    """Stop a local Ray instance that did not finish starting (its helper processes too)."""
+    try:
+        ray.shutdown()
+    except Exception:  # noqa: BLE001 - nothing more can be done on the way out
+        pass
 
 
 @atexit.register

@@ -148,9 +148,9 @@ class RayRun:
                                                             self.m).tolist()),
                             net_delay=spec.dist.net_delay)
         problem_ref = ray.put(self.problem)
-        # (elastic runs: a second thread per worker actor takes the driver's park/resume)
+        # a second thread per worker actor takes the driver's park/resume and end
         worker_cls = ray.remote(num_cpus=0, scheduling_strategy="SPREAD",
-                                max_concurrency=2 if self.elastic else 1)(Worker)
+                                max_concurrency=2)(Worker)
         self.workers = [worker_cls.remote(w, self.seeds[w], problem_ref, setup, self.servers)
                         for w in range(self.m)]
         ray.get([a.prepare.remote() for a in [*self.servers, *self.workers]])
@@ -198,9 +198,8 @@ class RayRun:
         self.stop_reason = self.stop_reason or reason
         for s in self.servers:
             s.stop_run.remote(reason)
-        if self.elastic:  # parked workers ask no server: tell them
-            for w in self.workers:
-                w.end.remote()
+        for w in self.workers:  # parked, spinning or delayed workers ask no server
+            w.end.remote()
 
     def _control(self, ray: Any, t: float, k: int, start: bool = False) -> None:
         """Ask the controller for m (at the start, or when its phase ended) and park or
@@ -248,6 +247,9 @@ class RayRun:
                 self._take_rows(ray)
                 bar.update(k, now)
                 if stopped:
+                    if stopping_since == math.inf:  # (the servers stopped it themselves)
+                        for w in self.workers:
+                            w.end.remote()
                     stopping_since = min(stopping_since, time.monotonic())
                     continue
                 if self.elastic and self.controller.due(now, k):

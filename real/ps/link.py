@@ -10,7 +10,11 @@ message, so that network studies run on one machine:
   slower network would make them);
 * a one-way message (a pushed gradient or slice) leaves at once and is delivered one delay
   later by the worker's sender thread while the worker goes on computing; messages of one
-  worker arrive in the order sent (a later one waits for an earlier one still in flight).
+  worker arrive in the order sent (a later one, a request too, waits for an earlier one
+  still in flight).
+
+Every wait is cut short once the run has ended (the worker's ``over``), so a stop or Ctrl-C
+is not held up by long delays.
 
 Requests to several shards at once (Hogwild!'s pull) leave together after the shortest of
 their delays and the replies are taken after the longest: an approximation that keeps the
@@ -23,6 +27,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -35,15 +40,19 @@ __all__ = ["Link", "wait_until"]
 SPIN_BELOW = 2e-4
 
 
-def wait_until(deadline: float) -> None:
-    """Return when ``time.monotonic()`` has passed ``deadline``: sleep most of the way,
-    spin the rest."""
+#: the longest single sleep of a wait, so that a stop is seen within it
+MAX_NAP = 0.01
+
+
+def wait_until(deadline: float, over: Callable[[], bool] | None = None) -> None:
+    """Return when ``time.monotonic()`` has passed ``deadline`` (or ``over()`` says the run
+    ended): sleep most of the way, in naps of at most :data:`MAX_NAP`, spin the rest."""
     while True:
         left = deadline - time.monotonic()
-        if left <= 0:
+        if left <= 0 or (over is not None and over()):
             return
         if left > SPIN_BELOW:
-            time.sleep(left - SPIN_BELOW)
+            time.sleep(min(left - SPIN_BELOW, MAX_NAP))
 
 
 def _ray() -> Any:
@@ -56,8 +65,10 @@ class Link:
     """A worker's messages to its servers: ``call`` (request and reply) and ``send``
     (one-way), each message ``delay`` late (``None``: no added delay)."""
 
-    def __init__(self, delay: Distribution | None, seed: int) -> None:
+    def __init__(self, delay: Distribution | None, seed: int,
+                 over: Callable[[], bool] | None = None) -> None:
         self.delay = delay
+        self.over = over  # True once the run ended: delays are cut short
         self.rng = np.random.default_rng([int(seed), 0x6E6574])  # its own stream ("net")
         self._queue: list[tuple[float, int, Any, tuple]] = []
         self._order = 0
@@ -74,10 +85,22 @@ class Link:
         ray = _ray()
         if self.delay is None:
             return ray.get(method.remote(*args))
-        wait_until(time.monotonic() + self._draw())
+        self._after_sent(time.monotonic() + self._draw())
         reply = ray.get(method.remote(*args))
-        wait_until(time.monotonic() + self._draw())
+        wait_until(time.monotonic() + self._draw(), self.over)
         return reply
+
+    def _after_sent(self, due: float) -> None:
+        """Wait until ``due`` and until every earlier one-way message has left (a request
+        must not overtake them: messages arrive in the order sent)."""
+        due = max(due, self._last)
+        self._last = due
+        wait_until(due, self.over)
+        with self._cv:
+            while self._queue and not self._closed:
+                self._cv.wait(MAX_NAP)
+                if self.over is not None and self.over():
+                    break
 
     def call_all(self, calls: list[tuple[Any, tuple]]) -> list[Any]:
         """Several requests at once (one per server) and all their replies."""
@@ -86,9 +109,9 @@ class Link:
             return ray.get([m.remote(*a) for m, a in calls])
         out = [self._draw() for _ in calls]
         back = [self._draw() for _ in calls]
-        wait_until(time.monotonic() + min(out))
+        self._after_sent(time.monotonic() + min(out))
         replies = ray.get([m.remote(*a) for m, a in calls])
-        wait_until(time.monotonic() + max(back))
+        wait_until(time.monotonic() + max(back), self.over)
         return replies
 
     def send(self, method: Any, *args: Any) -> None:
@@ -117,12 +140,13 @@ class Link:
                 if self._closed:
                     return
                 due, _, method, args = self._queue[0]
-            wait_until(due)
+            wait_until(due, self.over)
             with self._cv:
                 if self._closed:
                     return
                 heapq.heappop(self._queue)
-            method.remote(*args)
+                method.remote(*args)  # (before a waiting request sees the queue empty)
+                self._cv.notify_all()
 
     def close(self) -> None:
         """Stop delivering: messages still in flight when the run ended are dropped."""

@@ -67,8 +67,8 @@ class Worker:
         self.theta = np.zeros(model.n_params, dtype=model.dtype)  # the pulled copy
         self.grad = np.zeros(model.n_params, dtype=model.dtype)
         self.new = np.zeros(model.n_params, dtype=model.dtype)  # Leashed-SGD's θ to publish
-        # elastic control: the driver parks (active False) and resumes this worker, and
-        # tells a parked worker when the run is over
+        # the driver parks (active False) and resumes this worker (elastic control), and
+        # tells it when the run is over (a parked, spinning or delayed worker asks no server)
         self.active = True
         self.over = False
         self.parked_seconds = 0.0
@@ -80,7 +80,8 @@ class Worker:
         self.failed = 0
         self.slow = setup.slowdown[self.index] if setup.slowdown else 1.0
         self.link = Link(None if setup.net_delay is None else
-                         parse_distribution(setup.net_delay), self.seed)
+                         parse_distribution(setup.net_delay), self.seed,
+                         over=lambda: self.over)
 
     def node(self) -> str:
         """The node this worker runs on (see :func:`~stalesgd.real.ps.cluster.node_name`)."""
@@ -104,11 +105,12 @@ class Worker:
 
     def set_active(self, active: bool) -> None:
         """Park (False) or resume (True) this worker; the driver calls it during the run
-        (the actor then runs two threads: :meth:`run` and this)."""
+        (the actor runs two threads: :meth:`run` and the driver's calls)."""
         self.active = bool(active)
 
     def end(self) -> None:
-        """The run is over: a parked worker leaves its loop."""
+        """The run is over: a parked worker leaves its loop, a straggler's spin and a
+        message delay are cut short."""
         self.over = True
 
     def wait_while_parked(self) -> bool:
@@ -157,7 +159,7 @@ class Worker:
         self.gradient_seconds += t_end - t
         if self.slow > 1.0:
             until = t_end + (self.slow - 1.0) * (t_end - t)
-            while time.monotonic() < until:
+            while time.monotonic() < until and not self.over:
                 pass
         return float(loss)
 

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from stalesgd.experiment.spec import Experiment, ExperimentError
+from stalesgd.experiment.spec import DistSpec, Experiment, ExperimentError
 from stalesgd.experiment.sweep import MAX_RUNS, expand, parse_exclude, parse_sweep
 from stalesgd.experiment.tables import BODY_KEYS, parse_body
 from stalesgd.seeds import MAX_SEED
@@ -70,10 +70,23 @@ def parse_experiment(raw: dict[str, Any], source: str | None = None,
         sweep = parse_sweep(raw.get("sweep"))
         exp = Experiment(name=name, seeds=_parse_seeds(raw), sweep=sweep,
                          exclude=parse_exclude(raw.get("exclude"), sweep), **body)
-        expand(exp)  # validates every sweep point
+        runs = expand(exp)  # validates every sweep point
+        _check_dist_is_used(exp, runs)
         return exp
     except OptionError as exc:
         raise ExperimentError.of(exc, source) from None
+
+
+def _check_dist_is_used(exp: Experiment, runs: list) -> None:
+    """``[dist]`` settings (or a sweep over them) in an experiment none of whose runs uses
+    the distributed engine would be ignored: refuse them."""
+    swept = [k for k in exp.sweep if k.startswith("dist.")]
+    if (exp.dist != DistSpec() or swept) and not any(r.engine == "ray" for r in runs):
+        key = swept[0] if swept else "dist"
+        value = exp.sweep[key] if swept else exp.dist.__dict__
+        raise OptionError(key, value, "[dist] settings with engine = \"ray\" (they set "
+                          "the distributed engine; no run of this experiment uses it)",
+                          "is set but never used")
 
 
 def load_experiment(path: str | Path) -> Experiment:

@@ -15,9 +15,16 @@ from dataclasses import asdict
 from typing import Any
 
 from stalesgd.algorithms import get_algorithm
-from stalesgd.experiment.spec import Experiment, ExperimentError, RunSpec, SimSpec, plain
+from stalesgd.experiment.spec import (
+    DistSpec,
+    Experiment,
+    ExperimentError,
+    RunSpec,
+    SimSpec,
+    plain,
+)
 from stalesgd.experiment.tables import TABLE_KEYS, parse_body
-from stalesgd.slowdown import canonical_slowdown, slowdown_factors
+from stalesgd.slowdown import canonical_slowdown, slowdown_factors, sweep_value
 from stalesgd.validation import OptionError, type_name
 
 __all__ = ["MAX_RUNS", "expand", "parse_exclude", "parse_sweep"]
@@ -33,7 +40,7 @@ def _flatten_sweep(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in raw.items():
         path = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict):
+        if isinstance(value, dict) and path != "slowdown":  # (a slowdown may be a table)
             flat.update(_flatten_sweep(value, path))
         else:
             flat[path] = value
@@ -88,6 +95,8 @@ def parse_sweep(raw: Any) -> dict[str, tuple[Any, ...]]:
         if not isinstance(values, list) or not values:
             raise OptionError(f"sweep.{key}", values, "a non-empty array of values",
                               "is not a non-empty array")
+        if key == "slowdown":  # one canonical form per value (a table or text)
+            values = [sweep_value(v, f"sweep.slowdown[{i}]") for i, v in enumerate(values)]
         sweep[key] = tuple(copy.deepcopy(values))
     return sweep
 
@@ -105,6 +114,8 @@ def parse_exclude(raw: Any, sweep: dict[str, tuple[Any, ...]]) -> tuple[dict[str
             raise OptionError(f"exclude[{i}]", entry, "a non-empty table of swept key = value")
         flat = _flatten_sweep(entry)
         for key, value in flat.items():
+            if key == "slowdown" and key in sweep:
+                value = flat[key] = sweep_value(value, f"exclude[{i}].slowdown")
             if key not in sweep:
                 raise OptionError(f"exclude[{i}].{key}", value,
                                   f"a swept key ({', '.join(sweep) or 'nothing is swept'})",
@@ -128,7 +139,8 @@ def expand(exp: Experiment) -> list[RunSpec]:
 
     Sweep keys vary slowest in the order written, seeds fastest.  ``seq`` runs one worker, so
     points that then coincide are run once; so are runs of the real engines (:data:`REAL_ENGINES`)
-    that differ only in ``[sim]`` settings (those runs keep the default settings).  Every point is
+    that differ only in ``[sim]`` settings (those runs keep the default settings), and runs of
+other engines than ``ray`` that differ only in ``[dist]`` settings.  Every point is
     checked like a run of its own (an :class:`ExperimentError` names the point and the key);
     more than :data:`MAX_RUNS` runs are refused before any is built.
     """
@@ -164,6 +176,8 @@ def expand(exp: Experiment) -> list[RunSpec]:
             body["slowdown"] = canonical_slowdown(dict(enumerate(factors)))
         if body["engine"] in REAL_ENGINES:  # simulator settings do not make them differ
             body["sim"] = SimSpec()
+        if body["engine"] != "ray":  # ... nor distributed-engine settings the others
+            body["dist"] = DistSpec()
         point = {k: _get_path(plain(_asdict_body(body)), k) for k in keys}
         for seed in exp.seeds:
             fingerprint = repr((sorted(plain(_asdict_body(body)).items()), seed))
