@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import atexit
 import logging
+import signal
 import socket
+import threading
 import time
 from importlib.util import find_spec
 from typing import Any
@@ -82,11 +84,7 @@ def connect(address: str | None) -> str:
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
                                   logging_level=logging.ERROR, configure_logging=True)
     if address is None:
-        try:
-            ray.init(**kwargs)
-        except BaseException:  # Ctrl-C while Ray starts: stop what it started so far
-            _shutdown_quietly(ray)
-            raise
+        _start_local(ray, kwargs)
         label = "local"
     else:
         if address != "auto":
@@ -100,6 +98,27 @@ def connect(address: str | None) -> str:
         label = address
     _session.update(address=address, started=True, label=label)
     return label
+
+
+def _start_local(ray: Any, kwargs: dict[str, Any]) -> None:
+    """Start a local Ray instance; Ctrl-C while it starts takes effect once it has started
+    (then it is stopped at once): an interrupted start leaves Ray's helper processes
+    running on their own for a minute."""
+    if threading.current_thread() is not threading.main_thread():
+        ray.init(**kwargs)
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        ray.init(**kwargs)
+    except BaseException:
+        _shutdown_quietly(ray)
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        _shutdown_quietly(ray)
+        raise KeyboardInterrupt
 
 
 def _shutdown_quietly(ray: Any) -> None:
