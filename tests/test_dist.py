@@ -299,7 +299,9 @@ def test_a_slowed_down_worker_spins_on_the_distributed_engine_too():
     assert np.mean(workers == 1) < 0.35, np.bincount(workers)
 
 
-@pytest.mark.parametrize("algorithm", ["lock", "leashed", "hogwild"])
+@pytest.mark.parametrize("algorithm", [
+    "lock", pytest.param("leashed", marks=pytest.mark.slow),
+    pytest.param("hogwild", marks=pytest.mark.slow)])
 def test_net_delay_holds_back_every_message(algorithm):
     # det:5ms on every message: a pull (request and reply) takes at least 10 ms, and a
     # gradient (lock, hogwild) or new θ (leashed) reaches the server 5 ms after it left

@@ -33,6 +33,8 @@ NOT_RUN: dict[str, str] = {
     "source .venv/bin/activate": "the walk already runs inside the package's environment",
     "pip install -e examples/plugin_tanh_mlp": "`make test` installed the example plug-in",
     "stalesgd run examples/theory_linreg.toml": "about 45 s of simulation",
+    "stalesgd run examples/stragglers.toml": "about a minute; tests/test_slowdown.py dry-runs "
+                                             "it and runs each engine's straggler",
     "stalesgd run bench/experiments/": "a reproduction: 1.5 to 10 minutes each",
     "python bench/results_page.py": "reads the folders of the reproductions, not run here",
     "python bench/": "a benchmark script: minutes each",

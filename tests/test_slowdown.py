@@ -251,3 +251,14 @@ def _write(tmp_path, text):
     path = tmp_path / "exp.toml"
     path.write_text(text)
     return path
+
+
+def test_the_stragglers_example_checks_as_a_run_would(capsys, tmp_path):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "stragglers.toml"
+    code = main(["run", str(example), "--dry-run", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0 and not any(tmp_path.iterdir())
+    lines = [line for line in out.splitlines() if line.startswith("r0")]
+    assert len(lines) == 16 and sum("'slowdown': '1=4'" in line for line in lines) == 8
