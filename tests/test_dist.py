@@ -310,10 +310,11 @@ def test_net_delay_holds_back_every_message(algorithm):
     rows = applied(rec)
     assert rec.summary["net_delay"] == "det:5ms"
     assert rows["k"].size == 60
-    eps = 1e-4  # the clock offsets are estimates
-    assert np.all(rows["t_pulled"] - rows["t_read"] >= 0.010 - eps)
+    # t_read and t_pulled are both the worker's clock; t_apply is the server's, moved onto
+    # the driver's clock by an offset estimated to within half a round trip (~0.6 ms here)
+    assert np.all(rows["t_pulled"] - rows["t_read"] >= 0.010 - 1e-6)
     if algorithm != "hogwild":  # (hogwild's t_apply is its claim, a round trip of its own)
-        assert np.all(rows["t_apply"] - rows["t_pushed"] >= 0.005 - eps)
+        assert np.all(rows["t_apply"] - rows["t_pushed"] >= 0.005 - 1e-3)
 
 
 def test_a_bad_net_delay_is_refused_naming_the_syntax(capsys, tmp_path):
