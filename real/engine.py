@@ -40,7 +40,7 @@ from threadpoolctl import threadpool_limits
 
 from stalesgd.algorithms import Algorithm, UnknownAlgorithmError, get_algorithm
 from stalesgd.divergence import diverged
-from stalesgd.elastic import Controller, cpu_seconds_from_trace, make_controller
+from stalesgd.elastic import Controller, make_controller, published_summary
 from stalesgd.experiment import ExperimentError, RunSpec
 from stalesgd.jitcache import specialise
 from stalesgd.machine import peak_rss_bytes, usable_cores
@@ -598,18 +598,11 @@ class RealRun:
     def _elastic_summary(self, seconds: float) -> dict[str, Any]:
         """Controller, CPU-seconds (the process during the run, monitor included; the worker
         threads' own, total and per worker) and the time-averaged number of active workers."""
-        tr = self.controller.trace
-        changes = [(min(ts, seconds), p.m) for ts, p in zip(self.t_set, tr, strict=False)]
-        changes[0] = (0.0, changes[0][1])
-        busy = cpu_seconds_from_trace(changes, seconds)
         return {
-            "controller": self.controller.name,
+            **published_summary(self.controller, self.t_set, seconds, self.m),
             "cpu_seconds": float(self.cpu_seconds),
             "worker_cpu_seconds": float(self.worker_cpu.sum()),
             "worker_cpu": ",".join(f"{c:.4f}" for c in self.worker_cpu),
-            "mean_active": busy / seconds if seconds > 0 else float(self.m),
-            "controller_changes": int(sum(1 for a, b in zip(tr, tr[1:], strict=False)
-                                          if a.m != b.m)),
         }
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from stalesgd.algorithms import UnknownAlgorithmError, get_algorithm
 from stalesgd.divergence import diverged
-from stalesgd.elastic import Controller, cpu_seconds_from_trace, make_controller
+from stalesgd.elastic import Controller, make_controller, published_summary
 from stalesgd.experiment import ExperimentError, RunSpec
 from stalesgd.machine import peak_rss_bytes
 from stalesgd.problems.registry import Problem, make_problem
@@ -334,7 +334,7 @@ class RayRun:
             net_delay=spec.dist.net_delay,
             worker_cpu=",".join(f"{c.get('gradient_seconds', math.nan):.4f}"
                                 for c in self.worker_counters),
-            **self._elastic_summary(seconds),
+            **published_summary(self.controller, self.t_set, seconds, self.m),
         )
         if "persistence" in self.algorithm.options:
             n = stats.applied
@@ -345,23 +345,6 @@ class RayRun:
         control = self.controller.trace_columns()
         control["t_set"] = np.asarray(self.t_set[: len(control["t"])], dtype=np.float64)
         return RunRecord(summary=summary, updates=self.log, evals=evals, control=control)
-
-    def _elastic_summary(self, seconds: float) -> dict[str, Any]:
-        """Controller, time-averaged active workers and the number of changes of m."""
-        tr = self.controller.trace
-        if not tr:
-            return {"controller": self.controller.name, "mean_active": float(self.m),
-                    "controller_changes": 0}
-        changes = [(min(ts, seconds), p.m) for ts, p in zip(self.t_set, tr, strict=False)]
-        changes[0] = (0.0, changes[0][1])
-        busy = cpu_seconds_from_trace(changes, seconds)
-        return {
-            "controller": self.controller.name,
-            "mean_active": busy / seconds if seconds > 0 else float(self.m),
-            "controller_changes": int(sum(1 for a, b in zip(tr, tr[1:], strict=False)
-                                          if a.m != b.m)),
-        }
-
 
 @contextmanager
 def _ctrl_c_sets_flag(handler: Callable[[int, Any], None]) -> Iterator[None]:

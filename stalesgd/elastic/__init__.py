@@ -77,6 +77,7 @@ from stalesgd.validation import OptionError, known_keys
 
 __all__ = [
     "CONTROLLERS",
+    "published_summary",
     "DEFAULT_EXECUTE",
     "DEFAULT_PROBE",
     "SIGNALS",
@@ -146,3 +147,22 @@ def cpu_seconds_from_trace(changes: Sequence[tuple[float, int]], end: float,
         busy = m if cores is None else min(m, cores)
         total += max(0.0, t1 - t0) * busy
     return total
+
+
+def published_summary(ctl: Controller, published: Sequence[float], end: float,
+                      workers: int) -> dict[str, Any]:
+    """Run-summary values of a real engine's controller: its name, the time-averaged number
+    of active workers (each decision in effect from when it was ``published``, the first from
+    t = 0, up to ``end``) and the number of changes of m."""
+    tr = ctl.trace
+    if not tr:
+        return {"controller": ctl.name, "mean_active": float(workers), "controller_changes": 0}
+    changes = [(min(t, end), p.m) for t, p in zip(published, tr, strict=False)]
+    changes[0] = (0.0, changes[0][1])
+    busy = cpu_seconds_from_trace(changes, end)
+    return {
+        "controller": ctl.name,
+        "mean_active": busy / end if end > 0 else float(workers),
+        "controller_changes": int(sum(1 for a, b in zip(tr, tr[1:], strict=False)
+                                      if a.m != b.m)),
+    }

@@ -105,11 +105,7 @@ class UpdateStats:
         tau = np.asarray(cols["tau"])[applied]
         if tau.size and int(tau.min()) < 0:
             raise RecordError(f"updates column 'tau' holds {int(tau.min())}; allowed: τ >= 0")
-        counts = self.tau_counts
-        if tau.size:
-            new = np.bincount(tau, minlength=counts.shape[0]).astype(np.int64)
-            new[: counts.shape[0]] += counts
-            counts = new
+        counts = _add_bincount(self.tau_counts, tau)
         eta = np.asarray(cols["eta"])[applied]
         attempts = np.asarray(cols["attempts"])[applied]
         worker = np.asarray(cols["worker"])[applied]
