@@ -34,6 +34,15 @@ def _err(msg: str) -> None:
     print(f"stalesgd: {msg}", file=sys.stderr)
 
 
+def _add_server_flags(p: argparse.ArgumentParser) -> None:
+    """The parameter servers' flags (``dist``, and ``sim --topology ps``)."""
+    p.add_argument("--shards", type=int, default=None,
+                   help="hogwild: server shards θ is split over (default: 2)")
+    p.add_argument("--net-delay", default=None, metavar="DIST",
+                   help="an added delay per message between workers and servers, e.g. "
+                        "exp:2ms, det:500us, gamma:1ms:0.5 (default: none)")
+
+
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--problem", required=True,
                    help="MODEL-DATA, e.g. logreg-synthetic, mlp-mnist or logreg-file (with "
@@ -154,6 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-slice", default=None, help="scheduler time slice (default: 4ms)")
     p.add_argument("--timing-only", action="store_true", help="timing only, no numeric replay")
     p.add_argument("--calibration", default=None, help="timing model fitted by `calibrate`")
+    p.add_argument("--topology", choices=("shared", "ps"), default=None,
+                   help="shared: threads sharing θ (default); ps: workers and parameter "
+                        "servers exchanging messages, the model of `stalesgd dist`")
+    p.add_argument("--latency", default=None,
+                   help="topology ps: one-way time per message (default: 500us)")
+    p.add_argument("--per-byte", default=None,
+                   help="topology ps: time per byte a message carries (default: 2ns)")
+    p.add_argument("--server-time", default=None,
+                   help="topology ps: a server's time per message besides its work "
+                        "(default: 100us)")
+    _add_server_flags(p)
 
     p = sub.add_parser("dist",
                        help="one run on the distributed engine (parameter server on Ray)",
@@ -164,11 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None,
                    help="Ray cluster to join: 'auto' or HOST:PORT (default: start a local "
                         "instance and stop it at the end)")
-    p.add_argument("--shards", type=int, default=None,
-                   help="hogwild: server shards θ is split over (default: 2)")
-    p.add_argument("--net-delay", default=None, metavar="DIST",
-                   help="an added delay per message between workers and servers, e.g. "
-                        "exp:2ms, det:500us, gamma:1ms:0.5 (default: none)")
+    _add_server_flags(p)
 
     p = sub.add_parser("calibrate", help="fit a sim timing model to a real run",
                        description="Fit the simulator's timing model (compute-time "
@@ -343,7 +359,9 @@ def _cmd_engine(args: argparse.Namespace) -> int:
     if args.command == "sim":
         sim = {"cores": args.cores, "compute": args.compute, "read": args.read,
                "update": args.update, "time_slice": args.time_slice,
-               "timing_only": args.timing_only, "calibration": args.calibration}
+               "timing_only": args.timing_only, "calibration": args.calibration,
+               "topology": args.topology, "latency": args.latency,
+               "per_byte": args.per_byte, "server_time": args.server_time}
     problem_options = _key_values(args.option, "--option")
     for key, value in (("data_dir", args.data_dir), ("file", args.data_file),
                        ("sha256", args.data_sha256)):
@@ -352,8 +370,9 @@ def _cmd_engine(args: argparse.Namespace) -> int:
     stepsize_options = _key_values(args.stepsize_option, "--stepsize-option")
     controller_options = _key_values(args.controller_option, "--controller-option")
     dist = None
-    if args.command == "dist":
-        dist = {"address": args.address, "shards": args.shards, "net_delay": args.net_delay}
+    if args.command in ("dist", "sim"):
+        dist = {"address": getattr(args, "address", None), "shards": args.shards,
+                "net_delay": args.net_delay}
     exp = experiment_from_flags(
         ENGINE_OF_COMMAND[args.command], dist=dist, problem_options=problem_options,
         stepsize_options=stepsize_options,

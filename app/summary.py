@@ -41,8 +41,13 @@ def run_notes(summary: Mapping[str, Any], spec: RunSpec | None = None) -> list[s
     """What a reader of the run's line must know: workers were slowed down on purpose, it
     diverged or was interrupted, it stopped for another reason than the ones asked (a cap,
     an error), some updates were applied with η = 0, or it is a simulation beyond what its
-    calibration measured."""
+    calibration measured; a simulation of parameter servers, with its message delay."""
     notes = []
+    if summary.get("topology") == "ps":
+        notes.append("parameter servers (sim topology ps)")
+    delay = summary.get("net_delay")
+    if isinstance(delay, str) and delay:
+        notes.append(f"net delay {delay}")
     slowdown = summary.get("slowdown")
     if isinstance(slowdown, str) and slowdown:
         notes.append(f"slowdown {slowdown}")

@@ -21,6 +21,7 @@ import numpy as np
 from stalesgd.algorithms import algorithm_names
 
 from .buffers import COLUMNS, DTYPES, RowSink
+from .network import Network
 from .simulation import ReplayHook, Simulation
 from .timing import Scaled, Timing, as_timings, parse_duration, per_param, worker_factors
 
@@ -35,6 +36,7 @@ __all__ = [
     "check_controller_replay",
     "elastic_control",
     "elastic_summary",
+    "net_rngs",
     "simulate_timing",
     "worker_rngs",
     "DEFAULT_TIME_SLICE",
@@ -48,6 +50,8 @@ DEFAULT_TIME_SLICE = 4e-3
 READ_COST_PER_PARAM = 0.5e-9
 #: default apply cost per parameter (seconds): read gradient, read-modify-write θ
 UPDATE_COST_PER_PARAM = 1.0e-9
+#: the entropy that sets the network-delay streams apart from the timing streams
+NET_STREAM = 0x6E6574
 
 TimingSpec = str | float | Timing | Sequence[str | float | Timing]
 #: a controller: called once at t = 0, right after every worker's first step; it acts
@@ -151,6 +155,14 @@ def worker_rngs(
     return out
 
 
+def net_rngs(seed: int, workers: int) -> list[np.random.Generator]:
+    """Per worker, the generator of the added delays of its messages (topology ``ps``):
+    streams of ``seed`` apart from :func:`worker_rngs`' (``SeedSequence((seed, NET_STREAM))``
+    spawned per worker), so a network delay changes no compute, read or update time."""
+    return [np.random.Generator(np.random.PCG64(s))
+            for s in np.random.SeedSequence((int(seed), NET_STREAM)).spawn(int(workers))]
+
+
 def simulate_timing(
     algorithm: str,
     workers: int,
@@ -176,6 +188,7 @@ def simulate_timing(
     monitor_every: int = 1024,
     rows: RowSink | None = None,
     fast: bool = True,
+    network: Network | None = None,
 ) -> SimResult:
     """Simulate ``workers`` workers running ``algorithm`` on ``cores`` cores, timing only.
 
@@ -192,7 +205,9 @@ def simulate_timing(
     (progress).  The rows go to ``rows`` chunk by chunk (default: kept in memory and
     returned as columns).  Ctrl-C ends the run early with ``interrupted = True`` and the
     rows logged so far.  ``fast=False`` runs the SimPy processes even where the compiled
-    loop applies (:meth:`Simulation.run`).
+    loop applies (:meth:`Simulation.run`).  ``network``: the workers talk to parameter
+    servers over it (topology ``ps``, :mod:`~stalesgd.sim.psmodel`) instead of sharing θ;
+    its added message delays are drawn from streams of ``seed`` of their own.
     """
     if algorithm not in algorithm_names():
         raise ValueError(f"algorithm {algorithm!r} is not known; allowed: "
@@ -230,6 +245,8 @@ def simulate_timing(
         lock_handover=parse_duration(lock_handover),
         cas_cost=parse_duration(cas_cost),
         hook=hook,
+        network=network,
+        net_rngs=None if network is None else net_rngs(seed, m),
     )
     starters = [] if not active_schedule else [_schedule(active_schedule)]
     if controller is not None:
@@ -270,6 +287,7 @@ def simulate_timing(
             "n_params": int(n_params),
             "speed_factors": factors.tolist(),
             "event_loop": sim.path,
+            "topology": "shared" if network is None else "ps",
         },
     )
 

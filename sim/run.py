@@ -26,6 +26,7 @@ from threadpoolctl import threadpool_limits
 
 from stalesgd.algorithms import Algorithm, algorithm_names, get_algorithm
 from stalesgd.experiment import (
+    DEFAULT_PS_COSTS,
     DEFAULT_SIM_COMPUTE,
     DEFAULT_TIME_SLICE,
     PER_PARAM,
@@ -49,6 +50,7 @@ from .engine import (
     elastic_summary,
     simulate_timing,
 )
+from .network import Network
 from .pipeline import THREADS_ALLOWED, THREADS_ENV, threads_from_env
 from .replay import NumericReplay
 from .simulation import Simulation
@@ -89,6 +91,13 @@ def validate(spec: RunSpec) -> None:
     that is not one.  Cheap: no problem data is loaded."""
     algorithm = _algorithm(spec)
     options = _algorithm_options(spec.algorithm.options)
+    if spec.sim.topology == "ps" and options:
+        key = next(iter(options))
+        raise ExperimentError(f"algorithm.options.{key}", spec.algorithm.options[key],
+                              "no lock or compare-and-swap options with sim.topology = 'ps' "
+                              "(the servers apply updates one at a time; their costs are "
+                              "sim.latency, sim.per_byte and sim.server_time)",
+                              "cannot be used")
     check_controller_replay(spec.controller.name, bool(spec.sim.timing_only))
     if not spec.sim.timing_only:
         try:
@@ -189,6 +198,20 @@ def _timing_kwargs(spec: RunSpec, options: dict[str, float], cal: Any,
     if cal is not None:
         kwargs.update(calibrated_timing(cal, spec, options, n_params, coords).kwargs)
     return kwargs
+
+
+def network(spec: RunSpec, problem: Problem) -> Network:
+    """The parameter servers' network of a run with topology ``ps``: the experiment's costs
+    (else :data:`~stalesgd.experiment.DEFAULT_PS_COSTS`), θ's bytes, ``[dist]``'s shards
+    (``hogwild``; the others have one server) and added message delay."""
+    sim = spec.sim
+    cost = {key: parse_duration(getattr(sim, key) or default)
+            for key, default in DEFAULT_PS_COSTS.items()}
+    delay = spec.dist.net_delay
+    return Network(latency=cost["latency"], per_byte=cost["per_byte"],
+                   serve=cost["server_time"], theta_bytes=n_params_bytes(problem),
+                   shards=spec.dist.shards if spec.algorithm.name == "hogwild" else 1,
+                   delay=None if delay is None else parse_timing(delay))
 
 
 def _show(bar: RunProgress) -> Callable[[Simulation], None]:
@@ -312,6 +335,9 @@ class SimRun:
             self.calibrated = calibrated_timing(self.calibration, spec, self.options, n_params,
                                                 self.coords)
             kwargs.update(self.calibrated.kwargs)
+        if spec.sim.topology == "ps":
+            self.network = network(spec, self.problem)
+            kwargs["network"] = self.network
         # elastic parallelism control: None for the static baseline
         self.controller, kwargs["controller"] = attach_controller(spec, self.m, self.hook)
         try:
@@ -362,6 +388,11 @@ class SimRun:
             sim_updates_per_wall_s=res.updates_per_wall_second,
             event_loop=res.config["event_loop"],
         )
+        summary["topology"] = spec.sim.topology
+        if spec.sim.topology == "ps":
+            net = self.network
+            summary.update(latency=net.latency, per_byte=net.per_byte, server_time=net.serve,
+                           shards=net.shards, net_delay=spec.dist.net_delay)
         if self.coords is not None:  # the coordinates the timing model charged an update for
             summary.update(sparse=True, coords_per_update=self.coords)
             if self.collisions is not None:

@@ -29,6 +29,7 @@ from .buffers import RowBuffer, RowSink
 from .fastcore import stall_limit
 from .fastloop import CompiledLoop, SimulationStalled, compiled
 from .machine import Lock, Machine
+from .network import PS, Network
 from .timing import Sampler, Timing
 
 __all__ = ["ReplayHook", "SimPyLoop", "Simulation", "SimulationStalled"]
@@ -112,7 +113,8 @@ class SimPyLoop:
     def start(self, starters: Sequence[Callable[[], None]]) -> None:
         """Start one process per worker and, right after their first steps, ``starters``."""
         sim = self.sim
-        process = get_algorithm(sim.algorithm).implementation("sim")
+        process = get_algorithm(sim.algorithm).implementation(
+            "sim" if sim.ps is None else "sim-ps")
         for w in range(sim.workers):
             self.env.process(process(sim, w))
         if starters:
@@ -147,7 +149,9 @@ class Simulation:
     """One simulated run: the machine, the shared state and the workers.
 
     ``compute``, ``read`` and ``update`` are per-worker timing models; ``rngs`` the
-    per-worker ``(compute, read, update)`` generators.  Call :meth:`run` once.
+    per-worker ``(compute, read, update)`` generators.  With ``network``, the workers talk
+    to parameter servers (:mod:`~stalesgd.sim.psmodel`; ``net_rngs``: each worker's
+    generator of added message delays) instead of sharing θ.  Call :meth:`run` once.
     """
 
     def __init__(
@@ -165,6 +169,8 @@ class Simulation:
         lock_handover: float = 0.0,
         cas_cost: float = 0.0,
         hook: ReplayHook | None = None,
+        network: Network | None = None,
+        net_rngs: Sequence[np.random.Generator] | None = None,
     ) -> None:
         if algorithm not in algorithm_names():
             raise ValueError(f"algorithm {algorithm!r} is not known; allowed: "
@@ -192,6 +198,8 @@ class Simulation:
         self.lock_handover = float(lock_handover)
         self.cas_cost = float(cas_cost)
         self.hook = hook
+        #: the servers and network of topology ``ps`` (None: shared memory)
+        self.ps = None if network is None else PS(self.env, network, m, net_rngs)
         self.samplers = [
             (Sampler(compute[w], rngs[w][0]), Sampler(read[w], rngs[w][1]),
              Sampler(update[w], rngs[w][2]))
@@ -389,7 +397,8 @@ class Simulation:
         hook = self.hook
         self.rows = RowBuffer(rows, before_handover=None if hook is None else hook.flush)
         inline = None if hook is None else hook.inline()
-        if fast and compiled(self.algorithm) and (hook is None or inline is not None):
+        if (fast and self.ps is None and compiled(self.algorithm)
+                and (hook is None or inline is not None)):
             self._loop = CompiledLoop(self, inline)
         else:
             self._loop = SimPyLoop(self)

@@ -94,7 +94,8 @@ class Algorithm:
     calibratable: bool = True
     """Its real records time every worker's cycle, so they can calibrate the simulator."""
     implementations: Mapping[str, str] = field(default_factory=dict)
-    """Engine name -> ``"module:function"`` that runs it there."""
+    """Engine name -> ``"module:function"`` that runs it there (``sim-ps``: the simulator's
+    parameter-server topology)."""
     sparse_implementations: Mapping[str, str] = field(default_factory=dict)
     """Engine name -> the function that runs it on a sparse problem (updates that write
     only the coordinates a gradient touches), where the engine has one."""
@@ -159,6 +160,7 @@ _REAL = "stalesgd.real.workers"
 _REAL_SPARSE = "stalesgd.real.sparse_workers"
 _SIM = "stalesgd.sim.model"
 _PS = "stalesgd.real.ps.loops"
+_SIM_PS = "stalesgd.sim.psmodel"
 
 ALGORITHMS: Mapping[str, Algorithm] = MappingProxyType({a.name: a for a in (
     Algorithm(
@@ -166,7 +168,7 @@ ALGORITHMS: Mapping[str, Algorithm] = MappingProxyType({a.name: a for a in (
         tau="always 0: one worker reads and applies in turn",
         asynchronous=False, consistent=True, fixed_workers=1, buffers_per_worker=2,
         implementations={"real": f"{_REAL}:lock_worker", "sim": f"{_SIM}:hogwild_process",
-                         "ray": f"{_PS}:lock_loop"},
+                         "ray": f"{_PS}:lock_loop", "sim-ps": f"{_SIM_PS}:lock_ps"},
         sparse_implementations={"real": f"{_REAL_SPARSE}:lock_sparse_worker"},
     ),
     Algorithm(
@@ -175,7 +177,7 @@ ALGORITHMS: Mapping[str, Algorithm] = MappingProxyType({a.name: a for a in (
             "mean gradient",
         asynchronous=False, consistent=True, buffers_per_worker=1, calibratable=False,
         implementations={"real": f"{_REAL}:sync_worker", "sim": f"{_SIM}:sync_process",
-                         "ray": f"{_PS}:sync_loop"},
+                         "ray": f"{_PS}:sync_loop", "sim-ps": f"{_SIM_PS}:sync_ps"},
         sparse_implementations={"real": f"{_REAL_SPARSE}:sync_sparse_worker"},
     ),
     Algorithm(
@@ -184,7 +186,7 @@ ALGORITHMS: Mapping[str, Algorithm] = MappingProxyType({a.name: a for a in (
             "and its apply under the lock",
         asynchronous=True, consistent=True, buffers_per_worker=2,
         implementations={"real": f"{_REAL}:lock_worker", "sim": f"{_SIM}:lock_process",
-                         "ray": f"{_PS}:lock_loop"},
+                         "ray": f"{_PS}:lock_loop", "sim-ps": f"{_SIM_PS}:lock_ps"},
         sparse_implementations={"real": f"{_REAL_SPARSE}:lock_sparse_worker"},
     ),
     Algorithm(
@@ -194,7 +196,8 @@ ALGORITHMS: Mapping[str, Algorithm] = MappingProxyType({a.name: a for a in (
         asynchronous=True, consistent=False, buffers_per_worker=1, reads_in_place=True,
         cycle=CycleCosts(once=("update", "cas")),
         implementations={"real": f"{_REAL}:hogwild_worker", "sim": f"{_SIM}:hogwild_process",
-                         "ray": f"{_PS}:hogwild_loop"},
+                         "ray": f"{_PS}:hogwild_loop",
+                         "sim-ps": f"{_SIM_PS}:hogwild_ps"},
         sparse_implementations={"real": f"{_REAL_SPARSE}:hogwild_sparse_worker"},
     ),
     Algorithm(
@@ -205,7 +208,8 @@ ALGORITHMS: Mapping[str, Algorithm] = MappingProxyType({a.name: a for a in (
         pooled=True, fused_apply=True, publishes_whole_vector=True,
         cycle=CycleCosts(once=("cas",), per_attempt=("read", "update", "cas")),
         implementations={"real": f"{_REAL}:leashed_worker", "sim": f"{_SIM}:leashed_process",
-                         "ray": f"{_PS}:leashed_loop"},
+                         "ray": f"{_PS}:leashed_loop",
+                         "sim-ps": f"{_SIM_PS}:leashed_ps"},
         sparse_implementations={"real": f"{_REAL_SPARSE}:leashed_sparse_worker"},
     ),
 )})

@@ -73,6 +73,7 @@ built-in default, command-line flags), :mod:`~stalesgd.experiment.toml_writer` (
 from stalesgd.experiment.builders import default_experiment, experiment_from_flags
 from stalesgd.experiment.load import load_experiment, loads_experiment, parse_experiment
 from stalesgd.experiment.spec import (
+    DEFAULT_PS_COSTS,
     DEFAULT_SIM_COMPUTE,
     DEFAULT_TIME_SLICE,
     PER_PARAM,
@@ -94,7 +95,7 @@ from stalesgd.experiment.sweep import expand
 from stalesgd.experiment.toml_writer import dict_to_toml, to_toml, toml_value
 
 __all__ = [
-    "DEFAULT_SIM_COMPUTE", "DEFAULT_TIME_SLICE", "PER_PARAM", "SPLITS",
+    "DEFAULT_PS_COSTS", "DEFAULT_SIM_COMPUTE", "DEFAULT_TIME_SLICE", "PER_PARAM", "SPLITS",
     "AlgorithmSpec", "ControllerSpec", "DistSpec", "EvalSpec", "Experiment", "ExperimentError",
     "ProblemSpec", "RecordSpec", "RunSpec", "SimSpec", "StepsizeSpec", "StopSpec",
     "default_experiment", "dict_to_toml", "expand", "experiment_from_flags", "load_experiment",

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from stalesgd.experiment.spec import DistSpec, Experiment, ExperimentError
+from stalesgd.experiment.spec import DistSpec, Experiment, ExperimentError, uses_servers
 from stalesgd.experiment.sweep import MAX_RUNS, expand, parse_exclude, parse_sweep
 from stalesgd.experiment.tables import BODY_KEYS, parse_body
 from stalesgd.seeds import MAX_SEED
@@ -78,15 +78,22 @@ def parse_experiment(raw: dict[str, Any], source: str | None = None,
 
 
 def _check_dist_is_used(exp: Experiment, runs: list) -> None:
-    """``[dist]`` settings (or a sweep over them) in an experiment none of whose runs uses
-    the distributed engine would be ignored: refuse them."""
+    """``[dist]`` settings (or a sweep over them) in an experiment none of whose runs has
+    parameter servers (engine ``ray``, or ``sim`` with topology ``ps``) would be ignored:
+    refuse them; so is a cluster address without a ``ray`` run."""
     swept = [k for k in exp.sweep if k.startswith("dist.")]
-    if (exp.dist != DistSpec() or swept) and not any(r.engine == "ray" for r in runs):
+    allowed = ("[dist] settings with engine = \"ray\" or a simulation with sim.topology = "
+               "\"ps\" (they set the parameter servers; no run of this experiment has any)")
+    if (exp.dist != DistSpec() or swept) and not any(uses_servers(r.engine, r.sim)
+                                                      for r in runs):
         key = swept[0] if swept else "dist"
         value = exp.sweep[key] if swept else exp.dist.__dict__
-        raise OptionError(key, value, "[dist] settings with engine = \"ray\" (they set "
-                          "the distributed engine; no run of this experiment uses it)",
-                          "is set but never used")
+        raise OptionError(key, value, allowed, "is set but never used")
+    if (exp.dist.address is not None or "dist.address" in swept) and not any(
+            r.engine == "ray" for r in runs):
+        value = exp.sweep.get("dist.address", exp.dist.address)
+        raise OptionError("dist.address", value, "a cluster address with engine = \"ray\"",
+                          "is set but no run uses the distributed engine")
 
 
 def load_experiment(path: str | Path) -> Experiment:

@@ -14,7 +14,8 @@ from typing import Any
 from stalesgd.validation import OptionError
 
 __all__ = [
-    "DEFAULT_SHARDS", "DEFAULT_SIM_COMPUTE", "DEFAULT_TIME_SLICE", "PER_PARAM", "SPLITS",
+    "DEFAULT_PS_COSTS", "DEFAULT_SHARDS", "DEFAULT_SIM_COMPUTE", "DEFAULT_TIME_SLICE",
+    "PER_PARAM", "SPLITS", "TOPOLOGIES", "uses_servers",
     "AlgorithmSpec", "ControllerSpec", "DistSpec", "EvalSpec", "Experiment", "ExperimentError",
     "ProblemSpec", "RecordSpec", "RunSpec", "SimSpec", "StepsizeSpec", "StopSpec", "drop_none",
     "plain",
@@ -126,6 +127,13 @@ class EvalSpec:
 #: experiment nor a calibration file sets them.
 DEFAULT_SIM_COMPUTE = "exp:2ms"
 DEFAULT_TIME_SLICE = "4ms"
+#: the simulator's topologies: threads sharing θ in memory, or workers and parameter servers
+#: exchanging messages (the model of the distributed engine, ``sim/psmodel.py``)
+TOPOLOGIES = ("shared", "ps")
+#: topology ``ps``: one-way seconds per message, seconds per byte carried, seconds a server
+#: spends per message besides its work, when neither the experiment nor a calibration says
+#: (about what a local Ray instance on one machine costs)
+DEFAULT_PS_COSTS = {"latency": "500us", "per_byte": "2ns", "server_time": "100us"}
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,22 @@ class SimSpec:
     #: with ``calibration = "auto"``: fit only to the real runs of at most this many workers
     #: (the simulations of more workers are then out-of-sample predictions)
     calibration_max_workers: int | None = None
+    #: ``shared`` (threads, shared θ) or ``ps`` (parameter servers; ``[dist]`` then sets the
+    #: shards and the added message delay, as for the distributed engine)
+    topology: str = "shared"
+    #: topology ``ps``: one-way time per message, time per byte carried, a server's time per
+    #: message besides its work (durations; None: the calibration's, else
+    #: :data:`DEFAULT_PS_COSTS`)
+    latency: str | None = None
+    per_byte: str | None = None
+    server_time: str | None = None
+
+
+def uses_servers(engine: str, sim: SimSpec) -> bool:
+    """Whether a run of ``engine`` with simulator settings ``sim`` has parameter servers, so
+    that ``[dist]``'s shards and message delay apply: engine ``ray``, or ``sim`` with
+    topology ``ps``."""
+    return engine == "ray" or (engine == "sim" and sim.topology == "ps")
 
 
 #: hogwild's parameter shards on the distributed engine when the experiment does not say

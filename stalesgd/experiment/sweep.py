@@ -22,6 +22,7 @@ from stalesgd.experiment.spec import (
     RunSpec,
     SimSpec,
     plain,
+    uses_servers,
 )
 from stalesgd.experiment.tables import TABLE_KEYS, parse_body
 from stalesgd.slowdown import canonical_slowdown, slowdown_factors, sweep_value
@@ -176,8 +177,11 @@ other engines than ``ray`` that differ only in ``[dist]`` settings.  Every point
             body["slowdown"] = canonical_slowdown(dict(enumerate(factors)))
         if body["engine"] in REAL_ENGINES:  # simulator settings do not make them differ
             body["sim"] = SimSpec()
-        if body["engine"] != "ray":  # ... nor distributed-engine settings the others
-            body["dist"] = DistSpec()
+        if body["engine"] != "ray":  # ... nor distributed-engine settings the others (a
+            # simulated parameter server keeps its shards and message delay)
+            dist = body["dist"]
+            body["dist"] = (DistSpec(shards=dist.shards, net_delay=dist.net_delay)
+                            if uses_servers(body["engine"], body["sim"]) else DistSpec())
         point = {k: _get_path(plain(_asdict_body(body)), k) for k in keys}
         for seed in exp.seeds:
             fingerprint = repr((sorted(plain(_asdict_body(body)).items()), seed))

@@ -20,9 +20,11 @@ from stalesgd import engines
 from stalesgd.algorithms import algorithm_names, asynchronous_names
 from stalesgd.elastic import CONTROLLERS, make_controller
 from stalesgd.experiment.spec import (
+    DEFAULT_PS_COSTS,
     DEFAULT_SHARDS,
     PER_PARAM,
     SPLITS,
+    TOPOLOGIES,
     AlgorithmSpec,
     ControllerSpec,
     DistSpec,
@@ -70,7 +72,7 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "stop": ("updates", "seconds", "target_loss", "at_target"),
     "eval": ("every_seconds", "every_updates", "split", "max_rows"),
     "sim": ("cores", "compute", "read", "update", "time_slice", "timing_only", "calibration",
-            "calibration_max_workers"),
+            "calibration_max_workers", "topology", "latency", "per_byte", "server_time"),
     "controller": ("name", "options"),
     "record": ("rows",),
     "dist": ("address", "shards", "net_delay"),
@@ -243,7 +245,33 @@ def _parse_sim(raw: Any) -> SimSpec:
         timing_only=flag(t.get("timing_only", False), "sim.timing_only"),
         calibration=calibration,
         calibration_max_workers=max_workers,
+        **_parse_topology(t),
     )
+
+
+def _parse_topology(t: dict[str, Any]) -> dict[str, Any]:
+    """``sim.topology`` and the costs of topology ``ps`` (durations >= 0, only with it)."""
+    topology = choice(t.get("topology", "shared"), "sim.topology", TOPOLOGIES)
+    out: dict[str, Any] = {"topology": topology}
+    allowed = "a duration >= 0 such as '500us', '2ns' or '0'"
+    for key in DEFAULT_PS_COSTS:
+        value = t.get(key)
+        if value is None:
+            continue
+        if topology != "ps":
+            raise OptionError(f"sim.{key}", value, "only with sim.topology = 'ps' (a cost of "
+                              "the parameter-server topology)", "cannot be used")
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise OptionError(f"sim.{key}", value, allowed,
+                              f"is a {type_name(value)}, not a duration")
+        try:
+            seconds = parse_duration(value)
+        except UnitsError:
+            raise OptionError(f"sim.{key}", value, allowed) from None
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise OptionError(f"sim.{key}", value, allowed, "is out of range")
+        out[key] = str(value)
+    return out
 
 
 def _parse_dist(raw: Any) -> DistSpec:

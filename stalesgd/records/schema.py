@@ -195,17 +195,24 @@ RUNS = (
     # the distributed engine
     _c("cluster", "string", "ray: 'local' (a Ray instance started for the run) or the "
        "address of the cluster joined"),
-    _c("shards", "int64", "ray: server actors θ was split over (hogwild), else 1"),
+    _c("shards", "int64", "ray, sim with topology ps: server actors θ was split over "
+       "(hogwild), else 1"),
     _c("worker_nodes", "string", "ray: the node of each worker (IP/node id), comma-separated"),
     _c("server_nodes", "string", "ray: the node of each server shard, comma-separated"),
     _c("clock_offsets", "string", "ray: each worker's clock minus the driver's (seconds, "
        "estimated by a ping exchange at start), comma-separated"),
-    _c("net_delay", "string", "ray: the added delay per message (a distribution such as "
+    _c("net_delay", "string", "ray, sim with topology ps: the added delay per message (a "
+       "distribution such as "
        "exp:2ms); null: none"),
     _c("workers_lost", "int64", "ray: worker actors that died during the run"),
     # the simulator
     _c("cores", "int64", "simulated cores"),
     _c("timing_only", "bool", "sim: timing only, no numeric replay"),
+    _c("topology", "string", "sim: 'shared' (threads sharing θ) or 'ps' (parameter servers)"),
+    _c("latency", "float64", "sim, topology ps: one-way seconds per message"),
+    _c("per_byte", "float64", "sim, topology ps: seconds per byte a message carries"),
+    _c("server_time", "float64", "sim, topology ps: a server's seconds per message besides "
+       "its work"),
     _c("compute", "string", "sim: the gradient-time distribution"),
     _c("read", "string", "sim: the read (copy) time distribution"),
     _c("update", "string", "sim: the apply time distribution"),

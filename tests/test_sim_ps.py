@@ -1,0 +1,220 @@
+"""The simulator's parameter-server topology (``sim --topology ps``, ``sim/psmodel.py``):
+exact timings of the message model, τ as the distributed engine defines it, the servers'
+queue, the added message delay, numeric replay, and the experiment's settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from stalesgd.app.cli import main
+from stalesgd.sim.engine import simulate_timing
+from stalesgd.sim.psmodel import Network
+from stalesgd.sim.run import SimRun
+from stalesgd.sim.timing import parse_timing
+
+from stalesgd.experiment import ExperimentError, expand, experiment_from_flags, loads_experiment
+
+MS = 1e-3
+
+
+def net(latency=1 * MS, per_byte=0.0, serve=0.0, theta_bytes=0, shards=1, delay=None):
+    return Network(latency=latency, per_byte=per_byte, serve=serve, theta_bytes=theta_bytes,
+                   shards=shards, delay=None if delay is None else parse_timing(delay))
+
+
+def run(algorithm, workers, network, compute="det:2ms", read="det:0", update="det:0",
+        updates=200, seed=0, **kw):
+    return simulate_timing(algorithm, workers, cores=workers, compute=compute, read=read,
+                           update=update, updates=updates, seed=seed, network=network, **kw)
+
+
+def applied(res):
+    u = res.updates
+    return {k: np.asarray(v)[~np.asarray(u["dropped"])] for k, v in u.items()}
+
+
+# ------------------------------------------------------------------------------ timings
+
+
+def test_one_worker_cycle_is_the_message_model_exactly():
+    """Pull: request (1 ms) and reply carrying θ (1 ms + 8000 B · 125 ns = 2 ms), compute
+    2 ms, push one way (2 ms, the next pull right behind it); the server takes 0.5 ms per
+    message, and the push's apply 0.25 ms besides."""
+    res = run("seq", 1, net(per_byte=125e-9, serve=0.5 * MS, theta_bytes=8000),
+              update="det:250us", updates=5)
+    t = applied(res)["t_apply"]
+    # first apply: 1 + 0.5 (pull served) + 2 + 2 (compute) + 2 (push) + 0.75 = 8.25 ms;
+    # then per cycle: pull served 0.5, reply 2, compute 2, push 2, apply 0.75 = 7.25 ms
+    np.testing.assert_allclose(t, 8.25 * MS + 7.25 * MS * np.arange(5), rtol=0, atol=1e-12)
+    assert res.config["event_loop"] == "simpy" and res.config["topology"] == "ps"
+
+
+def test_a_deterministic_net_delay_adds_to_every_message():
+    base = applied(run("seq", 1, net(), updates=4))["t_apply"]
+    slow = applied(run("seq", 1, net(delay="det:5ms"), updates=4))["t_apply"]
+    # first apply: three messages (pull, reply, push); then two a cycle (reply, push)
+    np.testing.assert_allclose(slow - base, 15 * MS + 10 * MS * np.arange(4), atol=1e-12)
+
+
+def test_the_server_queue_bounds_the_rate():
+    """A server busy 1 ms per message, two messages (push, pull) per update, workers that
+    compute in 0.1 ms: 500 updates/s whatever the number of workers."""
+    for m in (2, 4, 8):
+        res = run("lock", m, net(latency=0.0, serve=1 * MS), compute="det:100us",
+                  updates=2000)
+        assert res.n_updates / res.duration == pytest.approx(500, rel=0.01), m
+
+
+# ------------------------------------------------------------------------------ τ
+
+
+@pytest.mark.parametrize("m", [2, 4, 8])
+def test_lock_staleness_is_the_other_workers_updates_in_flight(m):
+    """Every worker has one gradient in flight from its pull to its apply, and the servers
+    serve a pull right behind the push before it: mean τ is just under m − 1."""
+    res = run("lock", m, net(serve=10e-6), compute="exp:2ms", updates=5000, seed=3)
+    tau = applied(res)["tau"]
+    assert m - 1 - 0.1 < tau.mean() <= m - 1
+    assert res.dropped == 0 and res.failed_publishes == 0
+
+
+def test_sync_applies_one_mean_per_round_at_tau_zero():
+    res = run("sync", 4, net(), compute="exp:2ms", updates=100)
+    u = applied(res)
+    assert (u["tau"] == 0).all() and (u["worker"] == 0).all()
+    np.testing.assert_array_equal(u["k"], np.arange(100))
+    # a round takes at least a round trip and the slowest worker's compute
+    assert (np.diff(u["t_apply"]) >= 2 * MS).all()
+
+
+def test_hogwild_claims_consecutive_indices_from_shard_zero():
+    res = run("hogwild", 4, net(shards=3, theta_bytes=3000, per_byte=1e-7),
+              compute="exp:2ms", updates=1000, seed=1)
+    u = applied(res)
+    np.testing.assert_array_equal(u["k"], np.arange(1000))
+    assert (u["tau"] >= 0).all() and u["tau"].mean() > 1.0
+
+
+def test_leashed_publishes_fail_retry_and_drop():
+    res = run("leashed", 4, net(theta_bytes=10_000, per_byte=1e-7), compute="exp:2ms",
+              updates=1000, seed=2, persistence=0)
+    u = res.updates
+    dropped = np.asarray(u["dropped"])
+    assert res.dropped == dropped.sum() > 0
+    assert (np.asarray(u["k"])[dropped] == -1).all()
+    ok = ~dropped
+    assert (np.asarray(u["attempts"])[ok] == 1).all()  # persistence 0: no retry succeeds
+    unbounded = run("leashed", 4, net(theta_bytes=10_000, per_byte=1e-7), compute="exp:2ms",
+                    updates=1000, seed=2, persistence=None)
+    assert unbounded.dropped == 0 and unbounded.failed_publishes > 0
+    assert np.asarray(unbounded.updates["attempts"]).max() > 1
+    one = run("leashed", 1, net(), updates=50)
+    assert one.failed_publishes == 0 and (applied(one)["tau"] == 0).all()
+
+
+def test_seeded_and_deterministic():
+    a = run("lock", 4, net(delay="exp:1ms"), compute="exp:2ms", updates=500, seed=5)
+    b = run("lock", 4, net(delay="exp:1ms"), compute="exp:2ms", updates=500, seed=5)
+    c = run("lock", 4, net(delay="exp:1ms"), compute="exp:2ms", updates=500, seed=6)
+    for key in ("t_apply", "tau", "worker"):
+        np.testing.assert_array_equal(a.updates[key], b.updates[key])
+    assert not np.array_equal(a.updates["t_apply"], c.updates["t_apply"])
+
+
+def test_the_net_delay_does_not_change_the_compute_times():
+    """The delays come from streams of their own: a worker's compute draws are the same."""
+    a = run("seq", 1, net(), compute="exp:2ms", updates=50, seed=4)
+    b = run("seq", 1, net(delay="det:1ms"), compute="exp:2ms", updates=50, seed=4)
+    cycle_a = np.diff(applied(a)["t_apply"])
+    cycle_b = np.diff(applied(b)["t_apply"])
+    np.testing.assert_allclose(cycle_b - cycle_a, 2 * MS, atol=1e-12)
+
+
+def test_elastic_parking_on_servers():
+    res = run("lock", 4, net(), compute="exp:2ms", updates=3000,
+              active_schedule=[(0.2, 1)])
+    u = applied(res)
+    late = u["t_read"] > 0.21
+    assert late.sum() > 100 and set(u["worker"][late].tolist()) == {0}
+    assert u["tau"][u["t_read"] > 0.25].max() == 0
+
+
+def test_more_workers_than_cores_take_turns():
+    res = simulate_timing("lock", 4, cores=1, compute="det:2ms", read="det:0",
+                          update="det:0", updates=400, network=net(latency=10e-6))
+    # one core: the four workers' compute runs one at a time
+    assert res.n_updates / res.duration == pytest.approx(500, rel=0.02)
+
+
+# ------------------------------------------------------------------------------ replay
+
+
+def test_one_worker_on_a_server_trains_exactly_as_sequential_sgd():
+    """seq on servers reads, computes and applies the same minibatches in the same order as
+    seq in shared memory: the same losses at the same update counts."""
+    def record(topology):
+        exp = experiment_from_flags("sim", problem="logreg-synthetic", algorithm="seq",
+                                    workers=1, updates=600, seed=7,
+                                    sim={"topology": topology})
+        rec = SimRun(expand(exp)[0], progress=False).run()
+        return rec.evals
+
+    shared, ps = record("shared"), record("ps")
+    np.testing.assert_array_equal(np.asarray(shared["k"]), np.asarray(ps["k"]))
+    np.testing.assert_array_equal(np.asarray(shared["loss"]), np.asarray(ps["loss"]))
+
+
+def test_a_ps_run_record_names_its_network(tmp_path, capsys):
+    code = main(["sim", "--problem", "logreg-synthetic", "--algorithm", "hogwild",
+                 "--workers", "3", "--topology", "ps", "--shards", "3", "--latency", "200us",
+                 "--per-byte", "1ns", "--server-time", "50us", "--net-delay", "exp:1ms",
+                 "--updates", "300", "--out", str(tmp_path), "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "parameter servers" in out and "net delay exp:1ms" in out
+    import pandas as pd
+    runs = pd.read_parquet(next(tmp_path.glob("*/runs.parquet")))
+    row = runs.iloc[0]
+    assert row["topology"] == "ps" and row["shards"] == 3 and row["net_delay"] == "exp:1ms"
+    assert row["latency"] == pytest.approx(200e-6) and row["per_byte"] == pytest.approx(1e-9)
+    assert row["server_time"] == pytest.approx(50e-6)
+
+
+# ------------------------------------------------------------------------------ settings
+
+
+SIM_PS = """
+engine = "sim"
+workers = 2
+[problem]
+name = "logreg-synthetic"
+[algorithm]
+name = "lock"
+[stop]
+updates = 100
+[sim]
+topology = "ps"
+"""
+
+
+def test_dist_settings_apply_to_simulated_servers():
+    exp = loads_experiment(SIM_PS + '[dist]\nshards = 4\nnet_delay = "exp:1ms"\n')
+    run_spec = expand(exp)[0]
+    assert run_spec.dist.shards == 4 and run_spec.dist.net_delay == "exp:1ms"
+
+
+@pytest.mark.parametrize("text, words", [
+    (SIM_PS.replace('topology = "ps"', 'latency = "1ms"'),
+     "only with sim.topology = 'ps'"),
+    (SIM_PS.replace('topology = "ps"', 'topology = "mesh"'), "shared, ps"),
+    (SIM_PS + 'latency = "-1ms"\n', "a duration >= 0"),
+    (SIM_PS + "per_byte = true\n", "not a duration"),
+    (SIM_PS.replace('topology = "ps"', "") + "[dist]\nshards = 4\n", "is set but never used"),
+    (SIM_PS + '[dist]\naddress = "auto"\n', "a cluster address with engine = \"ray\""),
+    (SIM_PS + '[algorithm.options]\nlock_handover = "2us"\n', "no lock or compare-and-swap"),
+])
+def test_bad_settings_are_refused_with_what_is_allowed(text, words):
+    with pytest.raises(ExperimentError, match=None) as err:
+        exp = loads_experiment(text)
+        SimRun(expand(exp)[0], progress=False)
+    assert words in str(err.value)
