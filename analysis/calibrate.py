@@ -84,6 +84,7 @@ from stalesgd.algorithms import ALGORITHMS, get_algorithm
 from stalesgd.calibration import FORMAT, VERSION, Calibration, CalibrationError
 from stalesgd.data.errors import DataNotFoundError
 
+from .calibrate_ps import CALIBRATED_ALGORITHMS, fit_network, ps_compute
 from .load import AnalysisError, read_folder
 
 __all__ = [
@@ -229,10 +230,13 @@ def _to_ns(x: np.ndarray) -> list[int]:
 def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
               max_workers: int | None = None,
               costs: dict[str, Any] | None = None) -> Calibration:
-    """Fit the simulator's timing model to the real runs of a results folder.
+    """Fit the simulator's timing model to the real runs of a results folder: the thread
+    engine's runs (engine ``real``), or, in a folder without any or when ``runs`` names
+    them, the distributed engine's (engine ``ray``), which fit the simulator's
+    parameter-server topology (:mod:`stalesgd.analysis.calibrate_ps`).
 
     ``runs`` restricts to those run ids (default: every real run of a calibratable
-    algorithm); all selected runs must share problem, batch and dtype.  ``max_workers``
+    algorithm); all selected runs must share engine, problem, batch and dtype.  ``max_workers``
     keeps only the runs with at most that many workers: simulations of more workers are
     then out-of-sample predictions, and the file records the bound (``source.max_workers``)
     so that they are labelled as such (engine ``sim[m<=N]`` in reports).  ``costs`` replaces
@@ -247,12 +251,9 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
     table = res.runs
     if table.empty:
         raise CalibrationError(f"results folder {folder.name} holds no runs")
-    sel = table[table["engine"] == "real"]
+    engine = _engine(table, runs, folder.name)
+    sel = table[table["engine"] == engine]
     if runs is not None:
-        missing = sorted(set(runs) - set(sel["run_id"]))
-        if missing:
-            raise CalibrationError(f"run ids {missing} are not real runs of {folder.name}; "
-                                   f"real runs: {sorted(sel['run_id'])}")
         sel = sel[sel["run_id"].isin(list(runs))]
     if max_workers is not None:
         if isinstance(max_workers, bool) or not isinstance(max_workers, int | np.integer) \
@@ -261,11 +262,16 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
         fewer = sel[sel["workers"] <= max_workers]
         if fewer.empty:
             raise CalibrationError(
-                f"results folder {folder.name} has no real run with at most {max_workers} "
-                f"workers (its real runs have {sorted(set(map(int, sel['workers'])))})")
+                f"results folder {folder.name} has no {engine} run with at most {max_workers} "
+                f"workers (its {engine} runs have {sorted(set(map(int, sel['workers'])))})")
         sel = fewer
-    skipped = sorted(set(sel["run_id"][~sel["algorithm"].isin(CALIBRATABLE)]))
-    sel = sel[sel["algorithm"].isin(CALIBRATABLE)]
+    algorithms = CALIBRATED_ALGORITHMS if engine == "ray" else CALIBRATABLE
+    skipped = sorted(set(sel["run_id"][~sel["algorithm"].isin(algorithms)]))
+    sel = sel[sel["algorithm"].isin(algorithms)]
+    if "net_delay" in sel:  # messages delayed on purpose describe no machine's network
+        delayed = sel["net_delay"].fillna("").astype(str) != ""
+        skipped = sorted(set(skipped) | set(sel["run_id"][delayed]))
+        sel = sel[~delayed]
     if "slowdown" in sel:  # runs with stragglers on purpose describe no machine's workers
         slowed = sel["slowdown"].fillna("").astype(str) != ""
         if slowed.all() and not sel.empty:
@@ -278,9 +284,9 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
         sel = sel[~slowed]
     if sel.empty:
         raise CalibrationError(
-            f"results folder {folder.name} has no real run of {', '.join(CALIBRATABLE)} to "
-            f"calibrate from (engines: {sorted(set(table['engine']))}, algorithms: "
-            f"{sorted(set(table['algorithm']))})")
+            f"results folder {folder.name} has no {engine} run of {', '.join(algorithms)} "
+            f"(without a slowdown or network delay on purpose) to calibrate from (engines: "
+            f"{sorted(set(table['engine']))}, algorithms: {sorted(set(table['algorithm']))})")
     if "log_rows" in sel:
         sampled = sel[sel["log_rows"].fillna("all") != "all"]
         if not sampled.empty:
@@ -319,6 +325,24 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
         costs_source = str(costs.pop("source", "given"))
     cal_costs = {k: float(costs[k]) for k in ("read_per_param", "update_per_param",
                                                "fused_per_param", "cas_cost")}
+    head = {
+        "format": FORMAT,
+        "version": VERSION,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "stalesgd": _version(),
+        "source": {"folder": folder.resolve().name, "run_ids": sorted(sel["run_id"]),
+                   "skipped_run_ids": skipped,
+                   "max_workers": None if max_workers is None else int(max_workers)},
+        "machine": {k: res.machine.get(k) for k in MACHINE_FIELDS},
+        "problem": {"name": problem, "batch": batch, "dtype": dtype, "n_params": n_params,
+                    "options": options, "sparse": _sparse_coords(sel) is not None},
+        "cores": cores,
+        **cal_costs,
+        "costs_source": costs_source,
+        "cas_source": costs.get("cas_source", costs_source),
+    }
+    if engine == "ray":
+        return _calibrate_servers(res, sel, head, n_params)
 
     configs, pooled, handovers = [], [], []
     bursts: dict[bool, list[float]] = {True: [], False: []}  # lock runs / the others
@@ -361,28 +385,96 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
         handover = 0.0
         handover_source = "default 0 (too few contended lock hand-overs in the records)"
     data = {
-        "format": FORMAT,
-        "version": VERSION,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "stalesgd": _version(),
-        "source": {"folder": folder.resolve().name, "run_ids": sorted(sel["run_id"]),
-                   "skipped_run_ids": skipped,
-                   "max_workers": None if max_workers is None else int(max_workers)},
-        "machine": {k: res.machine.get(k) for k in MACHINE_FIELDS},
-        "problem": {"name": problem, "batch": batch, "dtype": dtype, "n_params": n_params,
-                    "options": options, "sparse": _sparse_coords(sel) is not None},
-        "cores": cores,
+        **head,
         "time_slice": time_slice,
         "time_slice_source": slice_source,
         "effective_cores": _effective_cores(configs, cores),
-        **cal_costs,
-        "costs_source": costs_source,
-        "cas_source": costs.get("cas_source", costs_source),
         "lock_handover": handover,
         "lock_handover_source": handover_source,
         "default_model": "empirical",
         "pooled": fit_compute(np.concatenate(pooled)),
         "configurations": configs,
+    }
+    return Calibration(_finite(data))
+
+
+def _engine(table: Any, runs: Sequence[str] | None, folder: str) -> str:
+    """The engine whose runs calibrate: that of the ``runs`` named (one engine), else
+    ``real`` when the folder has thread-engine runs, else ``ray``."""
+    engines = set(table["engine"])
+    if runs is not None:
+        named = table[table["run_id"].isin(list(runs))]
+        missing = sorted(set(runs) - set(named["run_id"]))
+        usable = sorted(table["run_id"][table["engine"].isin(["real", "ray"])])
+        if missing or not set(named["engine"]) <= {"real", "ray"}:
+            bad = missing or sorted(named["run_id"][~named["engine"].isin(["real", "ray"])])
+            raise CalibrationError(f"run ids {bad} are not real or ray runs of {folder}; "
+                                   f"runs to calibrate from: {usable}")
+        if len(set(named["engine"])) > 1:
+            raise CalibrationError(f"runs {sorted(runs)} of {folder} mix the thread engine "
+                                   "and the distributed engine; calibrate from the runs of one")
+        return str(named["engine"].iloc[0])
+    return "real" if "real" in engines or "ray" not in engines else "ray"
+
+
+def _calibrate_servers(res: Any, sel: Any, head: dict[str, Any], n_params: int
+                       ) -> Calibration:
+    """The calibration of the parameter-server topology from ``ray`` runs (module doc of
+    :mod:`stalesgd.analysis.calibrate_ps`); ``head``: the file's keys common to both kinds."""
+    cores = int(head["cores"])
+    read = head["read_per_param"] * n_params
+    update = head["update_per_param"] * n_params
+    itemsize = np.dtype(head["problem"]["dtype"]).itemsize
+    shards = int(sel["shards"].max()) if "shards" in sel and sel["shards"].notna().any() else 1
+    configs, pooled = [], []
+    for alg, workers in sorted({(r.algorithm, int(r.workers)) for r in sel.itertuples()}):
+        ids = sorted(sel["run_id"][(sel["algorithm"] == alg) & (sel["workers"] == workers)])
+        per_worker: list[list[np.ndarray]] = [[] for _ in range(workers)]
+        applied, span, taus = 0, 0.0, []
+        for rid in ids:
+            up = res.updates[res.updates["run_id"] == rid]
+            ok = up[~up["dropped"].astype(bool)]
+            if len(ok) < 2 or ok["t_pulled"].isna().any():
+                raise CalibrationError(f"run {rid} has {len(ok)} updates with pull and push "
+                                       "times; need more to calibrate")
+            for w, x in enumerate(ps_compute(up, alg, workers, update)):
+                per_worker[w].append(x)
+            applied += len(ok)
+            span += float(ok["t_apply"].max() - up["t_read"].min())
+            taus.append(ok["tau"].to_numpy(np.int64))
+        pw = [np.concatenate(x) if x else np.zeros(0) for x in per_worker]
+        allc = np.concatenate(pw)
+        if allc.size == 0:
+            raise CalibrationError(f"runs {ids} ({alg}, m={workers}) have too few updates per "
+                                   f"worker (need more than {WARMUP_CYCLES + 1})")
+        configs.append({"algorithm": alg, "workers": workers, "run_ids": ids,
+                        "samples": pw, "pooled": allc, "updates": applied,
+                        "updates_per_s": applied / span, "mean_tau": float(
+                            np.concatenate(taus).mean())})
+        pooled.append(allc)
+    network, scales = fit_network(configs, n_params * itemsize, cores, read, update, shards)
+    entries = [{
+        "algorithm": c["algorithm"], "workers": c["workers"], "run_ids": c["run_ids"],
+        "oversubscribed": c["workers"] > cores, "effective_cores": cores,
+        "updates": c["updates"], "updates_per_s": c["updates_per_s"],
+        "mean_tau": c["mean_tau"], "preempted_cycles": 0, "coords_per_update": None,
+        "compute": fit_compute(c["pooled"]),
+        "per_worker_ns": [_to_ns(_thin(x, MAX_SAMPLES)) for x in c["samples"]],
+        "network_scale": k} for c, k in zip(configs, scales, strict=True)]
+    data = {
+        **head,
+        "topology": "ps",
+        "network": {**network, "shards": shards,
+                    "source": "fitted by timing-only simulation to the measured updates/s "
+                              "(analysis/calibrate_ps.py)"},
+        "time_slice": DEFAULT_TIME_SLICE,
+        "time_slice_source": "default (the distributed engine's records do not show it)",
+        "effective_cores": cores,
+        "lock_handover": 0.0,
+        "lock_handover_source": "none (parameter servers)",
+        "default_model": "empirical",
+        "pooled": fit_compute(np.concatenate(pooled)),
+        "configurations": entries,
     }
     return Calibration(_finite(data))
 

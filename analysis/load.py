@@ -9,7 +9,9 @@ and seed (problem, algorithm, workers, step-size rule, lr, batch, dtype, persist
 swept problem/algorithm/step-size option), so that a simulated and a real run of the same
 configuration share a key and every sim-vs-real comparison is a join on it.
 
-Simulations of more than N workers calibrated only from runs of at most N workers
+Simulations of parameter servers (``sim --topology ps``) appear as engine ``sim-ps`` and are
+compared with engine ``ray``, which they model.  Simulations of more than N workers
+calibrated only from runs of at most N workers
 (``calibration_scope`` ``m<=N``, from ``stalesgd calibrate --max-workers N`` or ``[sim]
 calibration_max_workers``) appear as engine ``sim[m<=N]``: out-of-sample predictions,
 compared with the measured runs beside the in-sample ``sim`` of the same configuration rather
@@ -319,15 +321,19 @@ def _check_distinct(paths: list[Path]) -> None:
 
 
 def _label_out_of_sample(runs: pd.DataFrame) -> pd.DataFrame:
-    """Engine ``sim[m<=N]`` for the sim runs whose calibration saw only runs of at most N
-    workers (see the module docstring)."""
-    if "calibration_scope" not in runs or not len(runs):
+    """Engine ``sim-ps`` for simulations of parameter servers (``topology = "ps"``, the
+    model of engine ``ray``), and ``sim[m<=N]`` (``sim-ps[m<=N]``) for the sim runs whose
+    calibration saw only runs of at most N workers (see the module docstring)."""
+    if not len(runs):
         return runs
-    scope = runs["calibration_scope"]
-    pick = scope.notna() & (scope.astype(str) != "") & (runs["engine"] == "sim")
-    if pick.any():
-        runs = runs.copy()
-        runs.loc[pick, "engine"] = "sim[" + scope[pick].astype(str) + "]"
+    runs = runs.copy()
+    sim = runs["engine"] == "sim"
+    if "topology" in runs:
+        runs.loc[sim & (runs["topology"] == "ps"), "engine"] = "sim-ps"
+    if "calibration_scope" in runs:
+        scope = runs["calibration_scope"]
+        pick = scope.notna() & (scope.astype(str) != "") & sim
+        runs.loc[pick, "engine"] = runs.loc[pick, "engine"] + "[" + scope[pick].astype(str) + "]"
     return runs
 
 

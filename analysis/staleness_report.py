@@ -126,7 +126,8 @@ def engine_distances(hists: dict[tuple[str, str], np.ndarray],
                      reference: str = "real") -> pd.DataFrame:
     """TV, KS (statistic, p-value) and W1 between engines, for every configuration that two or
     more engines ran: each other engine against ``reference`` (or, if the reference engine did
-    not run it, against the first engine in sorted order).  Columns: config_key, engine_a
+    not run it, against the first engine in sorted order), a simulation of parameter servers
+    (``sim-ps…``) against engine ``ray`` where it ran.  Columns: config_key, engine_a
     (reference), engine_b, n_a, n_b, tv, ks, ks_pvalue, w1."""
     by_key: dict[str, dict[str, np.ndarray]] = {}
     for (key, engine), h in hists.items():
@@ -136,8 +137,9 @@ def engine_distances(hists: dict[tuple[str, str], np.ndarray],
         engines = by_key[key]
         if len(engines) < 2:
             continue
-        ref = reference if reference in engines else sorted(engines)[0]
-        for other in sorted(e for e in engines if e != ref):
+        first = reference if reference in engines else sorted(engines)[0]
+        for other in sorted(e for e in engines if e != first):
+            ref = "ray" if other.startswith("sim-ps") and "ray" in engines else first
             d = st.distances(engines[ref], engines[other])
             rows.append({"config_key": key, "engine_a": ref, "engine_b": other,
                          "n_a": int(engines[ref].sum()), "n_b": int(engines[other].sum()),

@@ -1,4 +1,6 @@
-"""``[sim] calibration = "auto"``: simulated runs calibrated from the same sweep's real runs.
+"""``[sim] calibration = "auto"``: simulated runs calibrated from the same sweep's real runs
+(of the thread engine; of the distributed engine for a simulation with ``sim.topology =
+"ps"``).
 
 :func:`order_for_calibration` puts such sim runs after the real runs they need (refusing a
 sweep where none exists), and :class:`AutoCalibrations` fits, once per group of runs sharing
@@ -31,10 +33,20 @@ def needs_auto_calibration(spec: RunSpec) -> bool:
     return spec.engine == "sim" and spec.sim.calibration == AUTO_CALIBRATION
 
 
-def calibration_group(spec: RunSpec) -> tuple[Any, ...]:
-    """Real runs calibrate a sim run when they share problem (with its options), batch, dtype."""
+def source_engine(spec: RunSpec) -> str:
+    """The engine whose runs calibrate the sim run ``spec``: ``ray`` for the parameter-server
+    topology, else ``real``."""
+    return "ray" if spec.sim.topology == "ps" else "real"
+
+
+def calibration_group(spec: RunSpec, engine: str | None = None) -> tuple[Any, ...]:
+    """Runs of ``engine`` (default: the one that calibrates ``spec``, or ``spec``'s own for a
+    real run) calibrate a sim run when they share problem (with its options), batch, dtype."""
     p = spec.problem
-    return (p.name, p.batch, p.dtype, json.dumps(p.options, sort_keys=True, default=str))
+    if engine is None:
+        engine = source_engine(spec) if spec.engine == "sim" else spec.engine
+    return (engine, p.name, p.batch, p.dtype,
+            json.dumps(p.options, sort_keys=True, default=str))
 
 
 def order_for_calibration(runs: list[RunSpec]) -> list[RunSpec]:
@@ -45,9 +57,11 @@ def order_for_calibration(runs: list[RunSpec]) -> list[RunSpec]:
     real_workers: dict[tuple[Any, ...], int] = {}
     slowed: set[tuple[Any, ...]] = set()
     for r in runs:
-        if r.engine == "real" and r.slowdown is not None:  # (calibrate leaves them out)
-            slowed.add(calibration_group(r))
-        elif r.engine == "real":
+        if r.engine not in ("real", "ray"):
+            continue
+        if r.slowdown is not None or r.dist.net_delay is not None:  # (calibrate leaves
+            slowed.add(calibration_group(r))  # them out)
+        else:
             g = calibration_group(r)
             real_workers[g] = min(real_workers.get(g, r.workers), r.workers)
     for r in runs:
@@ -55,17 +69,21 @@ def order_for_calibration(runs: list[RunSpec]) -> list[RunSpec]:
             continue
         fewest = real_workers.get(calibration_group(r))
         bound = r.sim.calibration_max_workers
+        engine = source_engine(r)
         if fewest is None and calibration_group(r) in slowed:
             raise ExperimentError(
                 "sim.calibration", AUTO_CALIBRATION,
-                "'auto' with real runs without a slowdown of the same problem, batch and dtype "
-                f"(run {r.run_id}'s real runs all slow workers down on purpose, which a "
-                "calibration leaves out; add slowdown = \"\" to the sweep)", "cannot be used")
+                f"'auto' with {engine} runs without a slowdown or network delay of the same "
+                f"problem, batch and dtype (run {r.run_id}'s {engine} runs all slow workers or "
+                "messages down on purpose, which a calibration leaves out; add slowdown = \"\" "
+                "to the sweep)", "cannot be used")
         if fewest is None:
             raise ExperimentError(
                 "sim.calibration", AUTO_CALIBRATION,
-                "a calibration file, or 'auto' with real runs of the same problem, batch and "
-                f"dtype in the same experiment (run {r.run_id} has none)", "cannot be used")
+                f"a calibration file, or 'auto' with {engine} runs of the same problem, batch "
+                f"and dtype in the same experiment (run {r.run_id} has none"
+                + (": a simulation with sim.topology = 'ps' calibrates from engine ray"
+                   if engine == "ray" else "") + ")", "cannot be used")
         if bound is not None and fewest > bound:
             raise ExperimentError(
                 "sim.calibration_max_workers", bound,
@@ -100,7 +118,7 @@ class AutoCalibrations:
 
     def note(self, spec: RunSpec, summary: dict[str, Any]) -> None:
         """Count ``spec`` (with its runs row ``summary``) if it is a complete real run."""
-        if spec.engine == "real" and not summary.get("interrupted"):
+        if spec.engine in ("real", "ray") and not summary.get("interrupted"):
             self.real.setdefault(calibration_group(spec), []).append(
                 (spec.run_id, spec.workers))
 
@@ -130,4 +148,5 @@ class AutoCalibrations:
                                   "real runs to calibrate from", f"failed: {exc}") from None
         cal.save(path)
         which = "" if bound is None else f" with at most {bound} worker{'s' * (bound != 1)}"
-        self.echo(f"calibrated the simulator from {len(ids)} real runs{which}: {path.name}")
+        kind = "ray runs (parameter servers)" if cal.topology == "ps" else "real runs"
+        self.echo(f"calibrated the simulator from {len(ids)} {kind}{which}: {path.name}")

@@ -200,12 +200,16 @@ def _timing_kwargs(spec: RunSpec, options: dict[str, float], cal: Any,
     return kwargs
 
 
-def network(spec: RunSpec, problem: Problem) -> Network:
-    """The parameter servers' network of a run with topology ``ps``: the experiment's costs
-    (else :data:`~stalesgd.experiment.DEFAULT_PS_COSTS`), θ's bytes, ``[dist]``'s shards
+def network(spec: RunSpec, problem: Problem, calibrated: dict[str, float] | None = None
+            ) -> Network:
+    """The parameter servers' network of a run with topology ``ps``: the experiment's costs,
+    else the ``calibrated`` ones (:attr:`CalibratedTiming.network`), else
+    :data:`~stalesgd.experiment.DEFAULT_PS_COSTS`; θ's bytes, ``[dist]``'s shards
     (``hogwild``; the others have one server) and added message delay."""
     sim = spec.sim
-    cost = {key: parse_duration(getattr(sim, key) or default)
+    calibrated = calibrated or {}
+    cost = {key: (parse_duration(getattr(sim, key)) if getattr(sim, key) is not None
+                  else calibrated[key] if key in calibrated else parse_duration(default))
             for key, default in DEFAULT_PS_COSTS.items()}
     delay = spec.dist.net_delay
     return Network(latency=cost["latency"], per_byte=cost["per_byte"],
@@ -336,7 +340,8 @@ class SimRun:
                                                 self.coords)
             kwargs.update(self.calibrated.kwargs)
         if spec.sim.topology == "ps":
-            self.network = network(spec, self.problem)
+            self.network = network(spec, self.problem, None if self.calibration is None
+                                   else self.calibrated.network)
             kwargs["network"] = self.network
         # elastic parallelism control: None for the static baseline
         self.controller, kwargs["controller"] = attach_controller(spec, self.m, self.hook)
@@ -443,6 +448,9 @@ class CalibratedTiming:
 
     kwargs: dict[str, Any]
     summary: dict[str, Any]
+    #: topology ``ps``: the fitted latency, per_byte and server_time (seconds), scaled for
+    #: this configuration (None: a calibration of shared memory)
+    network: dict[str, float] | None = None
 
 
 def _compute_timing(model: dict[str, Any], parametric: bool) -> Timing:
@@ -490,6 +498,13 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
     """
     sim, d, m = spec.sim, cal.data, spec.workers
     alg = spec.algorithm.name
+    if cal.topology != sim.topology:
+        fitted = ("runs of the distributed engine (engine ray)" if cal.topology == "ps"
+                  else "runs of the thread engine (engine real)")
+        raise ExperimentError("sim.calibration", str(sim.calibration),
+                              f"a calibration of topology {sim.topology!r} (this one was "
+                              f"fitted to {fitted}: simulate it with sim.topology = "
+                              f"{cal.topology!r})", "does not fit this simulation")
     kwargs: dict[str, Any] = {}
     overridden = []
     algorithm = get_algorithm(alg)
@@ -509,8 +524,17 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
                 if ns:
                     comp[w] = Empirical(np.asarray(ns, dtype=np.float64) * 1e-9)
         kwargs["compute"] = comp
-    costs = algorithm.sim_costs(n_params, d["read_per_param"], d["update_per_param"],
-                                d["fused_per_param"], d["cas_cost"], coords=coords)
+    scale, net = 1.0, None
+    if cal.topology == "ps":  # the servers copy and apply whole vectors, on one machine's
+        found = cal.network_scale(alg, m)  # cores as busy as in the measured runs
+        scale, scale_source = found if found is not None else (1.0, "none (not measured)")
+        costs = {"read": d["read_per_param"] * n_params * scale,
+                 "update": d["update_per_param"] * n_params * scale, "cas": 0.0}
+        net = {k: float(d["network"][k]) * scale
+               for k in ("latency", "per_byte", "server_time")}
+    else:
+        costs = algorithm.sim_costs(n_params, d["read_per_param"], d["update_per_param"],
+                                    d["fused_per_param"], d["cas_cost"], coords=coords)
     if sim.read == PER_PARAM:
         kwargs["read"] = costs["read"]
     else:
@@ -534,7 +558,8 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
     # (cores beyond the workers change nothing: one worker on 2 cores is one on 1; the file
     # measured no slowed-down worker, see analysis.calibrate)
     exact = (entry is not None and min(cores, m) == min(measured_cores, m)
-             and spec.slowdown is None)
+             and spec.slowdown is None
+             and (cal.topology != "ps" or spec.dist.net_delay is None))
     summary = {
         "calibrated": True,
         "calibration": str(sim.calibration),
@@ -549,12 +574,17 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
         "time_slice": (f"{kwargs['time_slice'] * 1e3:.6g}ms" if "time_slice" in kwargs
                        else str(sim.time_slice)),
     }
+    if net is not None:
+        summary.update(network_scale=scale, network_scale_source=scale_source)
+        overridden += [k for k in ("latency", "per_byte", "server_time")
+                       if getattr(sim, k) is not None]
+        summary["calibration_overrides"] = ",".join(overridden)
     if "compute" not in overridden:
         summary["compute"] = f"calibrated ({summary['calibration_model']})"
     for key in ("read", "update"):
         if key not in overridden:
             summary[key] = f"calibrated det:{kwargs[key] * 1e9:.6g}ns"
-    return CalibratedTiming(kwargs=kwargs, summary=summary)
+    return CalibratedTiming(kwargs=kwargs, summary=summary, network=net)
 
 
 def n_params_bytes(problem: Problem) -> int:

@@ -83,6 +83,37 @@ class Calibration:
         return min(same, key=lambda c: int(c["workers"]))
 
     @property
+    def topology(self) -> str:
+        """``"ps"`` for a calibration of the parameter-server topology (fitted to runs of the
+        distributed engine), else ``"shared"``."""
+        return str(self.data.get("topology", "shared"))
+
+    def network_scale(self, algorithm: str, workers: int) -> tuple[float, str] | None:
+        """Topology ``ps``: the factor κ on the network and server costs for ``algorithm``
+        with ``workers`` workers, and where it comes from: the measured configuration's,
+        else on the least-squares line through the algorithm's measured (m, κ) (not below
+        that of its fewest workers), else the one measured configuration's; None when the
+        algorithm was not measured."""
+        same = sorted((int(c["workers"]), float(c["network_scale"]))
+                      for c in self.data["configurations"]
+                      if c["algorithm"] == algorithm and c.get("network_scale") is not None)
+        if not same:
+            return None
+        for m, k in same:
+            if m == int(workers):
+                return k, "measured"
+        if len(same) >= 2:
+            import numpy as np
+
+            ms, ks = np.array(same, dtype=np.float64).T
+            slope, intercept = np.polyfit(ms, ks, 1)
+            where = ", ".join(str(m) for m, _ in same)
+            return max(float(intercept + slope * int(workers)), float(ks[0])), \
+                f"line through m = {where}"
+        m, k = same[0]
+        return k, f"nearest (m={m})"
+
+    @property
     def max_workers(self) -> int | None:
         """The most workers of the runs it was fitted to when the fit was restricted to them
         (``stalesgd calibrate --max-workers N``), else None."""
@@ -118,6 +149,13 @@ class Calibration:
             f"cas {d['cas_cost'] * 1e9:.3g} ns; lock hand-over {d['lock_handover'] * 1e9:.3g} ns "
             f"({d['lock_handover_source']})",
         ]
+        net = d.get("network")
+        if self.topology == "ps" and isinstance(net, dict):
+            lines.append(
+                f"parameter servers: latency {net['latency'] * us:.3g} us, per byte "
+                f"{net['per_byte'] * 1e9:.3g} ns, server time {net['server_time'] * us:.3g} us "
+                f"per message (fitted to {', '.join(net.get('fitted_to', []))}; log-rate "
+                f"error {net.get('fit_error', math.nan):.3g}), shards {net.get('shards', 1)}")
         pooled = d["pooled"]
         f = pooled["fit"]
         lines.append(f"compute, pooled: mean {pooled['mean'] * us:.3g} us, cv {pooled['cv']:.3g},"
@@ -128,6 +166,8 @@ class Calibration:
             extra = ""
             if c.get("leashed"):
                 extra = f", failed publishes/update {c['leashed']['failed_per_update']:.3g}"
+            if c.get("network_scale") is not None:
+                extra += f", network scale {c['network_scale']:.3g}"
             lines.append(
                 f"  {c['algorithm']:8s} m={c['workers']:<3d} compute mean {m['mean'] * us:.3g} us "
                 f"cv {m['cv']:.3g} ({m['fit']['kind']}), {c['updates_per_s']:,.0f} updates/s "
@@ -205,6 +245,11 @@ def load_calibration(path: str | Path) -> Calibration:
             (f"configurations[{i}].compute", c.get("compute") if isinstance(c, dict) else None)
             for i, c in enumerate(data["configurations"])]:
         _check_model(path, where, model)
+    if data.get("topology", "shared") not in ("shared", "ps"):
+        raise CalibrationError(f"calibration file {path}: topology = {data['topology']!r}; "
+                               "allowed: shared, ps")
+    if data.get("topology") == "ps":
+        _check_network(path, data)
     bound = data["source"].get("max_workers")
     if bound is not None and (not isinstance(bound, int) or isinstance(bound, bool) or bound < 1):
         raise CalibrationError(f"calibration file {path}: source.max_workers = {bound!r}; "
@@ -213,6 +258,25 @@ def load_calibration(path: str | Path) -> Calibration:
         if key not in data["problem"]:
             raise CalibrationError(f"calibration file {path} lacks problem.{key}")
     return Calibration(data, path)
+
+
+def _check_network(path: Path, data: dict[str, Any]) -> None:
+    """A ``ps`` calibration's network costs and every configuration's scale."""
+    net = data.get("network")
+    if not isinstance(net, dict):
+        raise CalibrationError(f"calibration file {path}: topology ps needs a network table")
+    for key in ("latency", "per_byte", "server_time"):
+        value = net.get(key)
+        if not (isinstance(value, int | float) and not isinstance(value, bool)
+                and math.isfinite(value) and 0 <= value <= 10.0):
+            raise CalibrationError(f"calibration file {path}: network.{key} = {value!r} must "
+                                   "be a number of seconds in 0..10")
+    for i, c in enumerate(data["configurations"]):
+        k = c.get("network_scale") if isinstance(c, dict) else None
+        if not (isinstance(k, int | float) and not isinstance(k, bool) and math.isfinite(k)
+                and 0 < k <= 1e3):
+            raise CalibrationError(f"calibration file {path}: configurations[{i}]."
+                                   f"network_scale = {k!r} must be a number in (0, 1000]")
 
 
 def _check_model(path: Path, where: str, model: Any) -> None:

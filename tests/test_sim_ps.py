@@ -218,3 +218,88 @@ def test_bad_settings_are_refused_with_what_is_allowed(text, words):
         exp = loads_experiment(text)
         SimRun(expand(exp)[0], progress=False)
     assert words in str(err.value)
+
+
+# ------------------------------------------------------------------------------ calibration
+
+
+def ray_folder(root, configs, *, cores=2, with_real=False):
+    """A results folder of synthetic ``ray`` runs: per (algorithm, workers, pull, compute,
+    send) one run whose every worker pulls for ``pull`` s, computes for ``compute`` s and
+    sends for ``send`` s, the server applying ``send`` + 1 ms after the push."""
+    from stalesgd.records import ResultsFolder, RunRecord
+
+    folder = ResultsFolder.create("fake", root, config_toml="",
+                                  machine={"hostname": "fake", "usable_cores": cores,
+                                           "logical_cores": cores})
+    empty_evals = {"t": np.zeros(0), "k": np.zeros(0, np.int64), "loss": np.zeros(0),
+                   "active_workers": np.zeros(0, np.int32)}
+    with folder:
+        for i, (alg, m, pull, compute, send) in enumerate(configs + (
+                [("lock", 1, 0.0, 0.0, 0.0)] if with_real else [])):
+            engine = "real" if with_real and i == len(configs) else "ray"
+            cycle = pull + compute + send
+            n = 300
+            w = np.repeat(np.arange(m), n).astype(np.int32)
+            t_read = np.tile(np.arange(n) * cycle, m) + w * (cycle / m) + 1e-3
+            rows = {"k": np.arange(n * m), "worker": w, "t_read": t_read,
+                    "t_pulled": t_read + pull, "t_pushed": t_read + pull + compute,
+                    "t_apply": t_read + pull + compute + send + 1e-3,
+                    "tau": np.full(n * m, m - 1), "eta": np.full(n * m, 0.05),
+                    "attempts": np.ones(n * m, np.int32), "dropped": np.zeros(n * m, bool)}
+            if engine == "real":
+                rows = {k: v for k, v in rows.items() if k not in ("t_pulled", "t_pushed")}
+            summary = {"run_id": f"r{i:04d}", "engine": engine, "algorithm": alg,
+                       "problem": "logreg-synthetic", "workers": m, "batch": 16,
+                       "dtype": "float64", "updates": n * m, "seconds": float(cycle * n)}
+            folder.write_run(summary, RunRecord(summary=summary, updates=rows,
+                                                evals=empty_evals))
+    return folder.path
+
+
+COSTS = {"read_per_param": 1e-10, "update_per_param": 2e-10, "fused_per_param": 2.5e-10,
+         "cas_cost": 5e-8, "source": "test"}
+
+
+def test_calibrating_from_ray_runs_fits_the_servers_and_reproduces_their_rates(tmp_path):
+    from stalesgd.analysis.calibrate import calibrate
+
+    path = ray_folder(tmp_path, [("lock", 1, 2e-3, 1e-3, 0.5e-3),
+                                 ("lock", 2, 3e-3, 1e-3, 0.5e-3)])
+    cal = calibrate(path, costs=COSTS)
+    assert cal.topology == "ps" and set(cal.data["network"]) >= {"latency", "per_byte",
+                                                                 "server_time"}
+    # lock's compute: the next read minus the pull's arrival (the gradient and its sending)
+    one = cal.configuration("lock", 1)
+    assert one["compute"]["mean"] == pytest.approx(1.5e-3, rel=1e-9)
+    assert cal.configuration("lock", 2)["network_scale"] > one["network_scale"]
+    cal_path = cal.save(tmp_path / "cal.json")
+    for m, rate in ((1, 1 / 3.5e-3), (2, 2 / 4.5e-3)):
+        exp = experiment_from_flags("sim", problem="logreg-synthetic", algorithm="lock",
+                                    workers=m, batch=16, updates=3000,
+                                    sim={"topology": "ps", "calibration": str(cal_path),
+                                         "timing_only": True})
+        rec = SimRun(expand(exp)[0], progress=False).run()
+        assert rec.summary["updates_per_s"] == pytest.approx(rate, rel=0.03), m
+        assert rec.summary["prediction"] is False and rec.summary["network_scale_source"] \
+            == "measured"
+    scale, source = cal.network_scale("lock", 4)
+    assert source == "line through m = 1, 2" and scale > cal.configuration(
+        "lock", 2)["network_scale"]
+
+
+def test_a_calibration_simulates_only_its_own_topology(tmp_path):
+    from stalesgd.analysis.calibrate import calibrate
+
+    path = ray_folder(tmp_path, [("lock", 1, 2e-3, 1e-3, 0.5e-3)], with_real=True)
+    assert calibrate(path, costs=COSTS).topology == "shared"  # the thread engine's first
+    cal = calibrate(path, runs=["r0000"], costs=COSTS)
+    assert cal.topology == "ps"
+    with pytest.raises(Exception, match="mix the thread engine and the distributed engine"):
+        calibrate(path, runs=["r0000", "r0001"], costs=COSTS)
+    cal_path = str(cal.save(tmp_path / "cal.json"))
+    exp = experiment_from_flags("sim", problem="logreg-synthetic", algorithm="lock",
+                                workers=1, batch=16, updates=100,
+                                sim={"calibration": cal_path})
+    with pytest.raises(ExperimentError, match="simulate it with sim.topology = 'ps'"):
+        SimRun(expand(exp)[0], progress=False)

@@ -213,6 +213,10 @@ RUNS = (
     _c("per_byte", "float64", "sim, topology ps: seconds per byte a message carries"),
     _c("server_time", "float64", "sim, topology ps: a server's seconds per message besides "
        "its work"),
+    _c("network_scale", "float64", "sim, topology ps, calibrated: the factor on the fitted "
+       "network and server costs for this configuration (Ray's processes sharing the cores)"),
+    _c("network_scale_source", "string", "sim, topology ps, calibrated: 'measured', or how "
+       "the scale of an unmeasured configuration was found"),
     _c("compute", "string", "sim: the gradient-time distribution"),
     _c("read", "string", "sim: the read (copy) time distribution"),
     _c("update", "string", "sim: the apply time distribution"),

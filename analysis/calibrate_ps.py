@@ -1,0 +1,129 @@
+"""Fit the simulator's parameter-server topology (``sim --topology ps``) to runs of the
+distributed engine: ``stalesgd calibrate`` on a folder of ``ray`` runs.
+
+What the records give per update (``real/ps/loops.py``): ``t_read`` (the worker asks for θ),
+``t_pulled`` (θ has arrived), ``t_pushed`` (its gradient or new θ leaves) and the server's
+``t_apply``.  The simulated worker (``sim/psmodel.py``) waits for its pull and, ``leashed``,
+its publishes and, ``hogwild``, its claim; everything else it does is **compute**, so the
+calibrated compute time of one update is the measured time the worker did not wait:
+
+* ``lock``: next ``t_read`` − ``t_pulled`` (the gradient, and sending it: Ray serialises a
+  call's arguments before it returns);
+* ``leashed``: ``t_pushed`` − ``t_pulled`` minus the apply the simulator adds on the worker,
+  from updates published at the first attempt;
+* ``hogwild``: next ``t_read`` − ``t_pulled`` minus the claim's round trip (twice
+  ``t_apply − t_pushed``): the gradient and sending every shard its slice.
+
+The network and the servers: one latency per message, a cost per byte and a server time per
+message (``sim.latency``, ``sim.per_byte``, ``sim.server_time``) cannot be read off the
+records one by one, so they are **fitted by simulation**: the values whose timing-only
+simulations of the configurations with the fewest workers (per algorithm) best reproduce
+their measured updates/s (least squares of the log ratios, Nelder–Mead).  With more workers
+on one machine, Ray's processes share the cores and every message and server step slows
+down; each measured configuration gets a **network scale** κ (all three costs, and the servers'
+copy and apply, × κ) fitted to its own updates/s.  A simulation of a measured configuration
+uses its κ; any other worker count takes κ from
+:meth:`stalesgd.calibration.Calibration.network_scale` (on the straight line through the
+algorithm's measured (m, κ)) and is a prediction.
+
+The servers' copy and apply use the per-parameter costs of the same micro-measurement as a
+thread-engine calibration.  Runs with a slowdown or a network delay on purpose are left out.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CALIBRATED_ALGORITHMS", "fit_network", "ps_compute"]
+
+#: the algorithms whose ``ray`` records calibrate the topology (``seq`` runs are ``lock``'s
+#: loop; ``sync`` logs one row per round)
+CALIBRATED_ALGORITHMS = ("lock", "leashed", "hogwild", "seq")
+#: simulated updates per configuration and evaluation of the fit
+FIT_UPDATES = 800
+#: the fit's evaluations (Nelder–Mead) and the bisection steps of a network scale
+FIT_EVALUATIONS = 60
+SCALE_STEPS = 14
+#: cycles left out at the start of every worker
+WARMUP = 5
+
+
+def ps_compute(updates: Any, algorithm: str, workers: int, apply_cost: float
+               ) -> list[np.ndarray]:
+    """Per worker, the compute samples of one ``ray`` run's update rows (module doc)."""
+    out = []
+    for w in range(int(workers)):
+        rows = updates[(updates["worker"] == w) & ~updates["dropped"].astype(bool)]
+        rows = rows.sort_values("t_read")
+        t_read, t_pulled, t_pushed, t_apply = (rows[c].to_numpy(np.float64) for c in (
+            "t_read", "t_pulled", "t_pushed", "t_apply"))
+        following = np.append(t_read[1:], np.nan)
+        if algorithm == "leashed":
+            first = rows["attempts"].to_numpy(np.int64) == 1
+            c = np.where(first, t_pushed - t_pulled - apply_cost, np.nan)
+        elif algorithm == "hogwild":
+            c = following - t_pulled - 2.0 * (t_apply - t_pushed)
+        else:
+            c = following - t_pulled
+        c = c[np.isfinite(c)][WARMUP:]
+        out.append(np.maximum(c, 0.0))
+    return out
+
+
+def _simulated_rate(config: dict[str, Any], costs: np.ndarray, theta_bytes: int,
+                    cores: int, read: float, update: float, shards: int) -> float:
+    from stalesgd.sim.engine import simulate_timing
+    from stalesgd.sim.network import Network
+    from stalesgd.sim.timing import Empirical
+
+    latency, per_byte, serve, scale = (float(x) for x in costs)
+    net = Network(latency=latency * scale, per_byte=per_byte * scale, serve=serve * scale,
+                  theta_bytes=theta_bytes,
+                  shards=shards if config["algorithm"] == "hogwild" else 1)
+    compute = [Empirical(x) if x.size else Empirical(config["pooled"])
+               for x in config["samples"]]
+    res = simulate_timing(config["algorithm"], config["workers"], cores=cores,
+                          compute=compute, read=read * scale, update=update * scale,
+                          updates=FIT_UPDATES, seed=0, network=net)
+    return res.n_updates / res.duration if res.duration > 0 else math.inf
+
+
+def fit_network(configs: list[dict[str, Any]], theta_bytes: int, cores: int, read: float,
+                update: float, shards: int) -> tuple[dict[str, float], list[float]]:
+    """The network costs (latency, per byte, server time) and each configuration's network
+    scale κ (module doc).  ``configs``: per measured configuration ``algorithm``,
+    ``workers``, per-worker compute ``samples``, ``pooled`` samples and ``updates_per_s``."""
+    from scipy.optimize import minimize
+
+    fewest: dict[str, dict[str, Any]] = {}
+    for c in configs:
+        if c["algorithm"] not in fewest or c["workers"] < fewest[c["algorithm"]]["workers"]:
+            fewest[c["algorithm"]] = c
+    base = list(fewest.values())
+
+    def misfit(log_costs: np.ndarray) -> float:
+        costs = np.append(np.exp(log_costs), 1.0)
+        return float(sum(math.log(_simulated_rate(c, costs, theta_bytes, cores, read, update,
+                                                  shards) / c["updates_per_s"]) ** 2
+                         for c in base))
+
+    start = np.log([5e-4, 2e-9, 1e-4])
+    best = minimize(misfit, start, method="Nelder-Mead",
+                    options={"maxfev": FIT_EVALUATIONS, "xatol": 0.05, "fatol": 1e-4})
+    latency, per_byte, serve = (float(v) for v in np.exp(best.x))
+    scales = []
+    for c in configs:
+        lo, hi = 0.05, 50.0
+        for _ in range(SCALE_STEPS):
+            mid = math.sqrt(lo * hi)
+            rate = _simulated_rate(c, np.array([latency, per_byte, serve, mid]), theta_bytes,
+                                   cores, read, update, shards)
+            lo, hi = (mid, hi) if rate > c["updates_per_s"] else (lo, mid)
+        scales.append(math.sqrt(lo * hi))
+    network = {"latency": latency, "per_byte": per_byte, "server_time": serve,
+               "fit_error": math.sqrt(best.fun / max(len(base), 1)),
+               "fitted_to": [f"{c['algorithm']} m={c['workers']}" for c in base]}
+    return network, scales
