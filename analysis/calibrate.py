@@ -447,12 +447,13 @@ def _calibrate_servers(res: Any, sel: Any, head: dict[str, Any], n_params: int
         if allc.size == 0:
             raise CalibrationError(f"runs {ids} ({alg}, m={workers}) have too few updates per "
                                    f"worker (need more than {WARMUP_CYCLES + 1})")
+        tau = np.concatenate(taus)
         configs.append({"algorithm": alg, "workers": workers, "run_ids": ids,
                         "samples": pw, "pooled": allc, "updates": applied,
-                        "updates_per_s": applied / span, "mean_tau": float(
-                            np.concatenate(taus).mean())})
+                        "updates_per_s": applied / span, "tau": tau,
+                        "mean_tau": float(tau.mean())})
         pooled.append(allc)
-    network, scales = fit_network(configs, n_params * itemsize, cores, read, update, shards)
+    network, fits = fit_network(configs, n_params * itemsize, cores, read, update, shards)
     entries = [{
         "algorithm": c["algorithm"], "workers": c["workers"], "run_ids": c["run_ids"],
         "oversubscribed": c["workers"] > cores, "effective_cores": cores,
@@ -460,7 +461,7 @@ def _calibrate_servers(res: Any, sel: Any, head: dict[str, Any], n_params: int
         "mean_tau": c["mean_tau"], "preempted_cycles": 0, "coords_per_update": None,
         "compute": fit_compute(c["pooled"]),
         "per_worker_ns": [_to_ns(_thin(x, MAX_SAMPLES)) for x in c["samples"]],
-        "network_scale": k} for c, k in zip(configs, scales, strict=True)]
+        **fit} for c, fit in zip(configs, fits, strict=True)]
     data = {
         **head,
         "topology": "ps",

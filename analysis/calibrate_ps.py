@@ -21,10 +21,15 @@ simulations of the configurations with the fewest workers (per algorithm) best r
 their measured updates/s (least squares of the log ratios, Nelder–Mead).  With more workers
 on one machine, Ray's processes share the cores and every message and server step slows
 down; each measured configuration gets a **network scale** κ (all three costs, and the servers'
-copy and apply, × κ) fitted to its own updates/s.  A simulation of a measured configuration
-uses its κ; any other worker count takes κ from
+copy and apply, × κ) fitted to its own updates/s, and a **jitter** (the coefficient of
+variation of a random factor on every message's time, from :data:`JITTERS`): the one whose
+simulation, κ refitted with it, comes closest to the measured PDF(τ) in total variation
+(with the servers' round trips a few times a gradient, a network without jitter locks the
+workers into one phase: Leashed-SGD's publishes then collide every time).  A simulation of a
+measured configuration uses its κ and jitter; any other worker count takes κ from
 :meth:`stalesgd.calibration.Calibration.network_scale` (on the straight line through the
-algorithm's measured (m, κ)) and is a prediction.
+algorithm's measured (m, κ)) and the jitter of the algorithm's nearest measured
+configuration, and is a prediction.
 
 The servers' copy and apply use the per-parameter costs of the same micro-measurement as a
 thread-engine calibration.  Runs with a slowdown or a network delay on purpose are left out.
@@ -49,6 +54,10 @@ FIT_EVALUATIONS = 60
 SCALE_STEPS = 14
 #: cycles left out at the start of every worker
 WARMUP = 5
+#: the network jitters (cv of a per-message factor) a configuration's fit chooses from, and
+#: the simulated updates with which each is judged
+JITTERS = (0.0, 0.15, 0.3, 0.5, 0.8)
+JUDGE_UPDATES = 2000
 
 
 def ps_compute(updates: Any, algorithm: str, workers: int, apply_cost: float
@@ -73,8 +82,11 @@ def ps_compute(updates: Any, algorithm: str, workers: int, apply_cost: float
     return out
 
 
-def _simulated_rate(config: dict[str, Any], costs: np.ndarray, theta_bytes: int,
-                    cores: int, read: float, update: float, shards: int) -> float:
+def _simulate(config: dict[str, Any], costs: np.ndarray, theta_bytes: int, cores: int,
+              read: float, update: float, shards: int, jitter: float = 0.0,
+              updates: int = FIT_UPDATES) -> tuple[float, np.ndarray]:
+    """Simulated updates/s and applied updates' τ of ``config`` with network ``costs``
+    (latency, per byte, server time, scale)."""
     from stalesgd.sim.engine import simulate_timing
     from stalesgd.sim.network import Network
     from stalesgd.sim.timing import Empirical
@@ -82,20 +94,37 @@ def _simulated_rate(config: dict[str, Any], costs: np.ndarray, theta_bytes: int,
     latency, per_byte, serve, scale = (float(x) for x in costs)
     net = Network(latency=latency * scale, per_byte=per_byte * scale, serve=serve * scale,
                   theta_bytes=theta_bytes,
-                  shards=shards if config["algorithm"] == "hogwild" else 1)
+                  shards=shards if config["algorithm"] == "hogwild" else 1, jitter=jitter)
     compute = [Empirical(x) if x.size else Empirical(config["pooled"])
                for x in config["samples"]]
     res = simulate_timing(config["algorithm"], config["workers"], cores=cores,
                           compute=compute, read=read * scale, update=update * scale,
-                          updates=FIT_UPDATES, seed=0, network=net)
-    return res.n_updates / res.duration if res.duration > 0 else math.inf
+                          updates=updates, seed=0, network=net)
+    u = res.updates
+    tau = np.asarray(u["tau"])[~np.asarray(u["dropped"])]
+    return (res.n_updates / res.duration if res.duration > 0 else math.inf), tau
+
+
+def _simulated_rate(config: dict[str, Any], costs: np.ndarray, theta_bytes: int,
+                    cores: int, read: float, update: float, shards: int,
+                    jitter: float = 0.0) -> float:
+    return _simulate(config, costs, theta_bytes, cores, read, update, shards, jitter)[0]
+
+
+def _tv(a: np.ndarray, b: np.ndarray) -> float:
+    """Total variation between the τ distributions of two samples."""
+    n = int(max(a.max(initial=0), b.max(initial=0))) + 1
+    pa = np.bincount(a, minlength=n) / max(a.size, 1)
+    pb = np.bincount(b, minlength=n) / max(b.size, 1)
+    return 0.5 * float(np.abs(pa - pb).sum())
 
 
 def fit_network(configs: list[dict[str, Any]], theta_bytes: int, cores: int, read: float,
-                update: float, shards: int) -> tuple[dict[str, float], list[float]]:
-    """The network costs (latency, per byte, server time) and each configuration's network
-    scale κ (module doc).  ``configs``: per measured configuration ``algorithm``,
-    ``workers``, per-worker compute ``samples``, ``pooled`` samples and ``updates_per_s``."""
+                update: float, shards: int) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """The network costs (latency, per byte, server time), and per configuration its network
+    scale κ, jitter and the τ distance they reach (module doc).  ``configs``: per measured
+    configuration ``algorithm``, ``workers``, per-worker compute ``samples``, ``pooled``
+    samples, ``updates_per_s`` and the applied updates' ``tau``."""
     from scipy.optimize import minimize
 
     fewest: dict[str, dict[str, Any]] = {}
@@ -114,16 +143,24 @@ def fit_network(configs: list[dict[str, Any]], theta_bytes: int, cores: int, rea
     best = minimize(misfit, start, method="Nelder-Mead",
                     options={"maxfev": FIT_EVALUATIONS, "xatol": 0.05, "fatol": 1e-4})
     latency, per_byte, serve = (float(v) for v in np.exp(best.x))
-    scales = []
+    fits = []
     for c in configs:
-        lo, hi = 0.05, 50.0
-        for _ in range(SCALE_STEPS):
-            mid = math.sqrt(lo * hi)
-            rate = _simulated_rate(c, np.array([latency, per_byte, serve, mid]), theta_bytes,
-                                   cores, read, update, shards)
-            lo, hi = (mid, hi) if rate > c["updates_per_s"] else (lo, mid)
-        scales.append(math.sqrt(lo * hi))
+        best_fit = None
+        for jitter in JITTERS if c["workers"] > 1 else (0.0,):
+            lo, hi = 0.05, 50.0
+            for _ in range(SCALE_STEPS):
+                mid = math.sqrt(lo * hi)
+                rate = _simulated_rate(c, np.array([latency, per_byte, serve, mid]),
+                                       theta_bytes, cores, read, update, shards, jitter)
+                lo, hi = (mid, hi) if rate > c["updates_per_s"] else (lo, mid)
+            scale = math.sqrt(lo * hi)
+            _, tau = _simulate(c, np.array([latency, per_byte, serve, scale]), theta_bytes,
+                               cores, read, update, shards, jitter, JUDGE_UPDATES)
+            tv = _tv(tau, c["tau"])
+            if best_fit is None or tv < best_fit["tau_tv"] - 1e-3:
+                best_fit = {"network_scale": scale, "network_jitter": jitter, "tau_tv": tv}
+        fits.append(best_fit)
     network = {"latency": latency, "per_byte": per_byte, "server_time": serve,
                "fit_error": math.sqrt(best.fun / max(len(base), 1)),
                "fitted_to": [f"{c['algorithm']} m={c['workers']}" for c in base]}
-    return network, scales
+    return network, fits

@@ -2,10 +2,11 @@
 costs and how a server queues and handles messages (the algorithms' processes that use them
 are in :mod:`~stalesgd.sim.psmodel`).
 
-A message takes ``latency + bytes · per_byte`` plus a seeded draw of the added delay to
-arrive; messages from one worker to one server arrive in the order they were sent (as Ray
-delivers one caller's calls to an actor).  A server handles one message at a time, in
-arrival order, for ``serve`` seconds plus the message's work.
+A message takes ``latency + bytes · per_byte`` (times a seeded random factor of mean 1 with
+``jitter``) plus a seeded draw of the added delay to arrive; messages from one worker to one
+server arrive in the order they were sent (as Ray delivers one caller's calls to an actor).
+A server handles one message at a time, in arrival order, for ``serve`` seconds plus the
+message's work.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-from .timing import Sampler, Timing
+from .timing import Gamma, Sampler, Timing
 
 __all__ = ["Network", "PS"]
 
@@ -28,7 +29,9 @@ class Network:
     """The costs of the parameter-server topology (see the module doc): seconds per message
     (``latency``), per byte (``per_byte``), per message handled by a server (``serve``); the
     bytes of θ (``theta_bytes``; a gradient is as large), the server shards of ``hogwild``,
-    and the added per-message delay (``delay``, None: none)."""
+    the added per-message delay (``delay``, None: none), and ``jitter``: the coefficient of
+    variation of a gamma factor (mean 1) drawn per message on its ``latency + bytes ·
+    per_byte`` (0: every message of a size takes the same time)."""
 
     latency: float
     per_byte: float
@@ -36,8 +39,12 @@ class Network:
     theta_bytes: int
     shards: int = 1
     delay: Timing | None = None
+    jitter: float = 0.0
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.jitter) and 0 <= self.jitter <= 10):
+            raise ValueError(f"network jitter {self.jitter!r} must be a coefficient of "
+                             "variation in 0..10")
         for name in ("latency", "per_byte", "serve"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -54,7 +61,8 @@ class PS:
     :class:`~stalesgd.sim.simulation.Simulation` for topology ``ps``).
 
     ``rngs``: each worker's generator of the added message delays (its messages and the
-    replies to them), needed when the network has a ``delay``."""
+    replies to them), needed when the network has a ``delay`` or ``jitter`` (the jitter is
+    drawn from a stream spawned from it, so it changes no delay)."""
 
     def __init__(self, env: simpy.Environment, net: Network, workers: int,
                  rngs: Sequence[np.random.Generator] | None) -> None:
@@ -63,9 +71,13 @@ class PS:
         self.servers = [simpy.Resource(env, capacity=1) for _ in range(int(net.shards))]
         #: per (worker, server): when that channel's last message arrives (FIFO channels)
         self._last = np.zeros((int(workers), int(net.shards)))
-        if net.delay is not None and (rngs is None or len(rngs) != int(workers)):
-            raise ValueError("a network with an added delay needs one generator per worker")
+        random = net.delay is not None or net.jitter > 0
+        if random and (rngs is None or len(rngs) != int(workers)):
+            raise ValueError("a network with an added delay or jitter needs one generator per "
+                             "worker")
         self._delays = None if net.delay is None else [Sampler(net.delay, r) for r in rngs]
+        self._jitter = None if net.jitter <= 0 else [
+            Sampler(Gamma(1.0, net.jitter), r.spawn(1)[0]) for r in rngs]
         # sync: the workers whose gradients of the round arrived, the round's first read,
         # and the pulls waiting for the round to be applied
         self.round: list[int] = []
@@ -75,6 +87,8 @@ class PS:
     def transit(self, w: int, nbytes: float) -> float:
         """Seconds a message of ``nbytes`` between worker ``w`` and a server takes."""
         d = self.net.latency + nbytes * self.net.per_byte
+        if self._jitter is not None:
+            d *= self._jitter[w].next()
         if self._delays is not None:
             d += self._delays[w].next()
         return d

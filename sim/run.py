@@ -213,7 +213,8 @@ def network(spec: RunSpec, problem: Problem, calibrated: dict[str, float] | None
             for key, default in DEFAULT_PS_COSTS.items()}
     delay = spec.dist.net_delay
     return Network(latency=cost["latency"], per_byte=cost["per_byte"],
-                   serve=cost["server_time"], theta_bytes=n_params_bytes(problem),
+                   serve=cost["server_time"], jitter=calibrated.get("jitter", 0.0),
+                   theta_bytes=n_params_bytes(problem),
                    shards=spec.dist.shards if spec.algorithm.name == "hogwild" else 1,
                    delay=None if delay is None else parse_timing(delay))
 
@@ -397,7 +398,8 @@ class SimRun:
         if spec.sim.topology == "ps":
             net = self.network
             summary.update(latency=net.latency, per_byte=net.per_byte, server_time=net.serve,
-                           shards=net.shards, net_delay=spec.dist.net_delay)
+                           network_jitter=net.jitter, shards=net.shards,
+                           net_delay=spec.dist.net_delay)
         if self.coords is not None:  # the coordinates the timing model charged an update for
             summary.update(sparse=True, coords_per_update=self.coords)
             if self.collisions is not None:
@@ -532,6 +534,7 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
                  "update": d["update_per_param"] * n_params * scale, "cas": 0.0}
         net = {k: float(d["network"][k]) * scale
                for k in ("latency", "per_byte", "server_time")}
+        net["jitter"] = cal.network_jitter(alg, m)
     else:
         costs = algorithm.sim_costs(n_params, d["read_per_param"], d["update_per_param"],
                                     d["fused_per_param"], d["cas_cost"], coords=coords)

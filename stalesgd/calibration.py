@@ -113,6 +113,14 @@ class Calibration:
         m, k = same[0]
         return k, f"nearest (m={m})"
 
+    def network_jitter(self, algorithm: str, workers: int) -> float:
+        """Topology ``ps``: the message-time jitter fitted to ``algorithm``'s measured
+        configuration with ``workers`` workers, else to its nearest measured one (the most
+        workers not above, else the fewest above); 0 when not measured."""
+        entry = (self.configuration(algorithm, workers)
+                 or self.nearest_configuration(algorithm, workers))
+        return 0.0 if entry is None else float(entry.get("network_jitter") or 0.0)
+
     @property
     def max_workers(self) -> int | None:
         """The most workers of the runs it was fitted to when the fit was restricted to them
@@ -167,7 +175,9 @@ class Calibration:
             if c.get("leashed"):
                 extra = f", failed publishes/update {c['leashed']['failed_per_update']:.3g}"
             if c.get("network_scale") is not None:
-                extra += f", network scale {c['network_scale']:.3g}"
+                extra += (f", network scale {c['network_scale']:.3g}, jitter "
+                          f"{c.get('network_jitter', 0.0):.3g} (τ total variation "
+                          f"{c.get('tau_tv', math.nan):.3g})")
             lines.append(
                 f"  {c['algorithm']:8s} m={c['workers']:<3d} compute mean {m['mean'] * us:.3g} us "
                 f"cv {m['cv']:.3g} ({m['fit']['kind']}), {c['updates_per_s']:,.0f} updates/s "
@@ -277,6 +287,11 @@ def _check_network(path: Path, data: dict[str, Any]) -> None:
                 and 0 < k <= 1e3):
             raise CalibrationError(f"calibration file {path}: configurations[{i}]."
                                    f"network_scale = {k!r} must be a number in (0, 1000]")
+        j = c.get("network_jitter", 0.0)
+        if not (isinstance(j, int | float) and not isinstance(j, bool) and math.isfinite(j)
+                and 0 <= j <= 10):
+            raise CalibrationError(f"calibration file {path}: configurations[{i}]."
+                                   f"network_jitter = {j!r} must be a number in 0..10")
 
 
 def _check_model(path: Path, where: str, model: Any) -> None:

@@ -56,6 +56,20 @@ def test_a_deterministic_net_delay_adds_to_every_message():
     np.testing.assert_allclose(slow - base, 15 * MS + 10 * MS * np.arange(4), atol=1e-12)
 
 
+def test_jitter_varies_message_times_around_the_same_mean():
+    """One Leashed-SGD worker only waits for replies (no message queues behind another), so
+    its mean cycle stays four message times and the gradient."""
+    base = applied(run("leashed", 1, net(), updates=3000))["t_apply"]
+    jittered_net = Network(latency=1 * MS, per_byte=0.0, serve=0.0, theta_bytes=0,
+                           jitter=0.5)
+    jit = applied(run("leashed", 1, jittered_net, updates=3000))["t_apply"]
+    cycles, jittered = np.diff(base), np.diff(jit)
+    assert cycles.std() < 1e-12 and jittered.std() > 0.2 * MS
+    assert jittered.mean() == pytest.approx(cycles.mean(), rel=0.03)
+    with pytest.raises(ValueError, match="jitter"):
+        Network(latency=0.0, per_byte=0.0, serve=0.0, theta_bytes=0, jitter=-1.0)
+
+
 def test_the_server_queue_bounds_the_rate():
     """A server busy 1 ms per message, two messages (push, pull) per update, workers that
     compute in 0.1 ms: 500 updates/s whatever the number of workers."""
@@ -272,7 +286,9 @@ def test_calibrating_from_ray_runs_fits_the_servers_and_reproduces_their_rates(t
     # lock's compute: the next read minus the pull's arrival (the gradient and its sending)
     one = cal.configuration("lock", 1)
     assert one["compute"]["mean"] == pytest.approx(1.5e-3, rel=1e-9)
-    assert cal.configuration("lock", 2)["network_scale"] > one["network_scale"]
+    two = cal.configuration("lock", 2)
+    assert two["network_scale"] > one["network_scale"]
+    assert two["network_jitter"] in (0.0, 0.15, 0.3, 0.5, 0.8) and 0 <= two["tau_tv"] < 0.5
     cal_path = cal.save(tmp_path / "cal.json")
     for m, rate in ((1, 1 / 3.5e-3), (2, 2 / 4.5e-3)):
         exp = experiment_from_flags("sim", problem="logreg-synthetic", algorithm="lock",

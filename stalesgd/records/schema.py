@@ -213,6 +213,8 @@ RUNS = (
     _c("per_byte", "float64", "sim, topology ps: seconds per byte a message carries"),
     _c("server_time", "float64", "sim, topology ps: a server's seconds per message besides "
        "its work"),
+    _c("network_jitter", "float64", "sim, topology ps: the coefficient of variation of the "
+       "random factor on every message's time (a calibration's; else 0)"),
     _c("network_scale", "float64", "sim, topology ps, calibrated: the factor on the fitted "
        "network and server costs for this configuration (Ray's processes sharing the cores)"),
     _c("network_scale_source", "string", "sim, topology ps, calibrated: 'measured', or how "
