@@ -41,6 +41,13 @@ NOT_RUN: dict[str, str] = {
     "pip install -e '.[ray]'": "`make test` installed it already",
     "ray start": "starts a cluster node; needs machines of a cluster",
     "stalesgd dist --address auto": "joins a running cluster",
+    "stalesgd dist --problem logreg-synthetic --algorithm lock --workers 2 --updates 2000 "
+    "--out results/ray": "with the commands after it, what examples/engines.toml (walked "
+                         "above) does: ray runs, a calibration, a ps simulation",
+    "RAY=$(ls -d results/ray": "(see above)",
+    "stalesgd calibrate $RAY": "(see above)",
+    "stalesgd sim --problem logreg-synthetic --algorithm lock --workers 8 --topology ps":
+        "(see above)",
 }
 
 
