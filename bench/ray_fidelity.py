@@ -1,0 +1,137 @@
+"""How closely the simulated parameter server (``sim --topology ps``) reproduces the
+distributed engine: runs of engine ``ray`` measured, the simulator calibrated from them, and
+per configuration PDF(τ) total variation and simulated ÷ measured updates/s.
+
+Two calibrations: from every run (in sample) and from the runs of at most ``--fit-workers``
+workers (the simulations of more workers are out-of-sample predictions).  The issue's
+targets: TV ≤ 0.10 for ``lock`` and ``leashed`` at m = 2, 4, 8, updates/s within 10 %.
+
+    python bench/ray_fidelity.py --data-dir DIR                # lock, leashed; 1, 2, 4, 8
+    python bench/ray_fidelity.py --algorithms lock --workers 1,2,4 --seconds 5
+
+Ray must be installed (``pip install 'stalesgd[ray]'``); each run starts a local Ray
+instance (a few seconds).  Run it on an idle machine: every process of Ray shares its cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parents[1]
+SHARED_DATA = HERE.parent / "shared" / "data"
+
+
+def throughput(updates) -> float:
+    """Applied updates per second from the first read to the last apply."""
+    ok = ~np.asarray(updates["dropped"], dtype=bool)
+    t_apply = np.asarray(updates["t_apply"])[ok]
+    span = float(t_apply.max() - np.min(np.asarray(updates["t_read"])))
+    return t_apply.size / span if span > 0 else float("nan")
+
+
+def applied_tau(updates) -> np.ndarray:
+    return np.asarray(updates["tau"])[~np.asarray(updates["dropped"], dtype=bool)]
+
+
+def measure(args, root: Path) -> Path:
+    """Run the ``ray`` configurations; returns the results folder."""
+    from stalesgd.app.runner import run_experiment
+
+    from stalesgd.experiment import parse_experiment
+
+    exp = parse_experiment({
+        "name": "ray-fidelity", "engine": "ray", "workers": 1, "seeds": [args.seed],
+        "problem": {"name": args.problem, "batch": args.batch,
+                    "options": {"data_dir": args.data_dir} if args.data_dir else {}},
+        "algorithm": {"name": args.algorithms[0]},
+        "stepsize": {"rule": "constant", "lr": 0.01},
+        "stop": {"seconds": args.seconds},
+        "sweep": {"algorithm.name": args.algorithms, "workers": args.workers},
+    }, source="bench/ray_fidelity.py")
+    outcome = run_experiment(exp, root, progress=False, echo=print)
+    return Path(outcome.folder)
+
+
+def simulate(args, alg: str, m: int, calibration: Path):
+    """A calibrated timing-only simulation of one configuration: its update rows."""
+    from stalesgd.sim.run import SimRun
+
+    from stalesgd.experiment import expand, experiment_from_flags
+
+    options = {"data_dir": args.data_dir} if args.data_dir else {}
+    exp = experiment_from_flags("sim", problem=args.problem, algorithm=alg, workers=m,
+                                batch=args.batch, seconds=args.seconds, seed=args.seed,
+                                problem_options=options,
+                                sim={"timing_only": True, "topology": "ps",
+                                     "calibration": str(calibration)})
+    return SimRun(expand(exp)[0], progress=False).run().updates
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--problem", default="mlp-mnist")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--algorithms", default="lock,leashed")
+    ap.add_argument("--workers", default="1,2,4,8")
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fit-workers", type=int, default=2)
+    ap.add_argument("--data-dir", default=None, help="where MNIST is (default: the usual "
+                    "places, or ../shared/data beside the repository)")
+    ap.add_argument("--out", default=None, help="keep the ray runs here (default: temp)")
+    ap.add_argument("--reuse", default=None, metavar="DIR",
+                    help="a results folder of ray runs from an earlier call: measure nothing")
+    args = ap.parse_args(argv)
+    args.algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    args.workers = [int(w) for w in args.workers.split(",")]
+    if args.data_dir is None and not os.environ.get("STALESGD_DATA") and SHARED_DATA.is_dir():
+        args.data_dir = str(SHARED_DATA)
+    if args.data_dir and not os.environ.get("STALESGD_DATA"):  # (calibrate looks there too)
+        os.environ["STALESGD_DATA"] = args.data_dir
+
+    from stalesgd.analysis.calibrate import calibrate
+
+    from stalesgd.records import load_results
+    from stalesgd.staleness import distances, histogram
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.reuse) if args.reuse else measure(
+            args, Path(args.out) if args.out else Path(tmp))
+        cals = {"in sample": calibrate(folder).save(Path(tmp) / "all.json"),
+                f"m<={args.fit_workers}": calibrate(folder, max_workers=args.fit_workers)
+                .save(Path(tmp) / "fit.json")}
+        res = load_results(folder)
+        runs, updates = res.runs, res.updates
+        rows = []
+        for r in runs.itertuples():
+            measured = updates[updates["run_id"] == r.run_id]
+            for kind, cal in cals.items():
+                if kind != "in sample" and int(r.workers) <= args.fit_workers:
+                    continue
+                sim = simulate(args, r.algorithm, int(r.workers), cal)
+                d = distances(histogram(applied_tau(sim)), histogram(applied_tau(measured)))
+                rows.append({"algorithm": r.algorithm, "workers": int(r.workers),
+                             "calibration": kind, "tv": d.tv,
+                             "updates_per_s": throughput(sim) / throughput(measured)})
+    print(f"\n{args.problem} batch {args.batch}, {args.seconds:g} s per run; folder {folder}")
+    print(f"{'algorithm':10s} {'m':>3s}  {'calibration':12s} {'TV':>6s} {'upd/s sim/ray':>14s}")
+    for row in rows:
+        print(f"{row['algorithm']:10s} {row['workers']:3d}  {row['calibration']:12s} "
+              f"{row['tv']:6.3f} {row['updates_per_s']:14.2f}")
+    target = [r for r in rows if r["algorithm"] in ("lock", "leashed") and r["workers"] > 1]
+    if target:
+        met = sum(r["tv"] <= 0.10 and abs(r["updates_per_s"] - 1) <= 0.10 for r in target)
+        print(f"\ntarget (lock, leashed, m > 1: TV <= 0.10 and updates/s within 10 %): "
+              f"met in {met} of {len(target)} cells")
+    print(json.dumps(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
