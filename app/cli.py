@@ -190,12 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fit the simulator's timing model (compute-time "
                                    "distributions, read/update costs, lock hand-over, cores, "
                                    "time slice) to the real runs of a results folder and write "
-                                   "it as JSON for `stalesgd sim --calibration FILE`.")
+                                   "it as JSON for `stalesgd sim --calibration FILE`. A folder "
+                                   "of distributed-engine runs (engine ray; or --run naming "
+                                   "them) fits the parameter-server topology instead (network "
+                                   "latency, cost per byte, server time; for `stalesgd sim "
+                                   "--topology ps --calibration FILE`).")
     p.add_argument("dirs", nargs=1, metavar="REAL_DIR")
     p.add_argument("--out", default=None,
                    help="calibration file to write (default: REAL_DIR/calibration.json)")
     p.add_argument("--run", action="append", default=None, metavar="RUN_ID",
-                   help="calibrate from this run only (repeatable; default: every real run)")
+                   help="calibrate from this run only (repeatable; default: every real run, "
+                        "or every ray run of a folder without real runs)")
     p.add_argument("--max-workers", type=int, default=None, metavar="N",
                    help="calibrate only from the runs with at most N workers: simulations of "
                         "more workers are then out-of-sample predictions, shown as engine "

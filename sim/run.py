@@ -126,6 +126,9 @@ def validate(spec: RunSpec) -> None:
         costs.append(timing["cas_cost"])
     means = [t.mean for t in _as_list(timing["compute"])] + [
         t.mean for c in costs for t in _as_list(c)]
+    if spec.sim.topology == "ps":  # messages and the servers take time too
+        means += [parse_duration(getattr(spec.sim, key) or DEFAULT_PS_COSTS[key])
+                  for key in ("latency", "server_time")]
     if not any(x > 0 for x in means):
         key, value = ("sim.compute", spec.sim.compute) if cal is None else (
             "sim.calibration", calibration)

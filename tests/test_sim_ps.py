@@ -319,3 +319,14 @@ def test_a_calibration_simulates_only_its_own_topology(tmp_path):
                                 sim={"calibration": cal_path})
     with pytest.raises(ExperimentError, match="simulate it with sim.topology = 'ps'"):
         SimRun(expand(exp)[0], progress=False)
+
+
+def test_messages_alone_move_the_clock():
+    """Zero compute, copy and apply times: with parameter servers the messages still take
+    time, so the run is allowed (shared memory refuses it: its clock would stand still)."""
+    text = SIM_PS + 'compute = "det:0"\nread = "det:0"\nupdate = "det:0"\ntiming_only = true\n'
+    rec = SimRun(expand(loads_experiment(text))[0], progress=False).run()
+    assert rec.summary["updates"] == 100 and rec.summary["seconds"] > 0
+    with pytest.raises(ExperimentError, match="the simulated clock would never move"):
+        SimRun(expand(loads_experiment(text.replace('topology = "ps"', "")))[0],
+               progress=False)
