@@ -453,10 +453,10 @@ def _calibrate_servers(res: Any, sel: Any, head: dict[str, Any], n_params: int
                         "updates_per_s": applied / span, "tau": tau,
                         "mean_tau": float(tau.mean())})
         pooled.append(allc)
-    network, fits = fit_network(configs, n_params * itemsize, cores, read, update, shards)
+    network, fits = fit_network(configs, n_params * itemsize, read, update, shards)
     entries = [{
         "algorithm": c["algorithm"], "workers": c["workers"], "run_ids": c["run_ids"],
-        "oversubscribed": c["workers"] > cores, "effective_cores": cores,
+        "oversubscribed": False, "effective_cores": c["workers"],
         "updates": c["updates"], "updates_per_s": c["updates_per_s"],
         "mean_tau": c["mean_tau"], "preempted_cycles": 0, "coords_per_update": None,
         "compute": fit_compute(c["pooled"]),

@@ -32,7 +32,11 @@ algorithm's measured (m, κ)) and the jitter of the algorithm's nearest measured
 configuration, and is a prediction.
 
 The servers' copy and apply use the per-parameter costs of the same micro-measurement as a
-thread-engine calibration.  Runs with a slowdown or a network delay on purpose are left out.
+thread-engine calibration.  The simulations give every worker a core of its own: the
+measured compute times already hold the waits for a core (each worker is a process of its
+own, sharing the machine with the servers and Ray's), and time-slicing them again in the
+simulator would count those waits twice.  Runs with a slowdown or a network delay on purpose
+are left out.
 """
 
 from __future__ import annotations
@@ -82,7 +86,7 @@ def ps_compute(updates: Any, algorithm: str, workers: int, apply_cost: float
     return out
 
 
-def _simulate(config: dict[str, Any], costs: np.ndarray, theta_bytes: int, cores: int,
+def _simulate(config: dict[str, Any], costs: np.ndarray, theta_bytes: int,
               read: float, update: float, shards: int, jitter: float = 0.0,
               updates: int = FIT_UPDATES) -> tuple[float, np.ndarray]:
     """Simulated updates/s and applied updates' τ of ``config`` with network ``costs``
@@ -97,7 +101,7 @@ def _simulate(config: dict[str, Any], costs: np.ndarray, theta_bytes: int, cores
                   shards=shards if config["algorithm"] == "hogwild" else 1, jitter=jitter)
     compute = [Empirical(x) if x.size else Empirical(config["pooled"])
                for x in config["samples"]]
-    res = simulate_timing(config["algorithm"], config["workers"], cores=cores,
+    res = simulate_timing(config["algorithm"], config["workers"], cores=config["workers"],
                           compute=compute, read=read * scale, update=update * scale,
                           updates=updates, seed=0, network=net)
     u = res.updates
@@ -106,9 +110,8 @@ def _simulate(config: dict[str, Any], costs: np.ndarray, theta_bytes: int, cores
 
 
 def _simulated_rate(config: dict[str, Any], costs: np.ndarray, theta_bytes: int,
-                    cores: int, read: float, update: float, shards: int,
-                    jitter: float = 0.0) -> float:
-    return _simulate(config, costs, theta_bytes, cores, read, update, shards, jitter)[0]
+                    read: float, update: float, shards: int, jitter: float = 0.0) -> float:
+    return _simulate(config, costs, theta_bytes, read, update, shards, jitter)[0]
 
 
 def _tv(a: np.ndarray, b: np.ndarray) -> float:
@@ -119,7 +122,7 @@ def _tv(a: np.ndarray, b: np.ndarray) -> float:
     return 0.5 * float(np.abs(pa - pb).sum())
 
 
-def fit_network(configs: list[dict[str, Any]], theta_bytes: int, cores: int, read: float,
+def fit_network(configs: list[dict[str, Any]], theta_bytes: int, read: float,
                 update: float, shards: int) -> tuple[dict[str, Any], list[dict[str, float]]]:
     """The network costs (latency, per byte, server time), and per configuration its network
     scale κ, jitter and the τ distance they reach (module doc).  ``configs``: per measured
@@ -135,7 +138,7 @@ def fit_network(configs: list[dict[str, Any]], theta_bytes: int, cores: int, rea
 
     def misfit(log_costs: np.ndarray) -> float:
         costs = np.append(np.exp(log_costs), 1.0)
-        return float(sum(math.log(_simulated_rate(c, costs, theta_bytes, cores, read, update,
+        return float(sum(math.log(_simulated_rate(c, costs, theta_bytes, read, update,
                                                   shards) / c["updates_per_s"]) ** 2
                          for c in base))
 
@@ -151,11 +154,11 @@ def fit_network(configs: list[dict[str, Any]], theta_bytes: int, cores: int, rea
             for _ in range(SCALE_STEPS):
                 mid = math.sqrt(lo * hi)
                 rate = _simulated_rate(c, np.array([latency, per_byte, serve, mid]),
-                                       theta_bytes, cores, read, update, shards, jitter)
+                                       theta_bytes, read, update, shards, jitter)
                 lo, hi = (mid, hi) if rate > c["updates_per_s"] else (lo, mid)
             scale = math.sqrt(lo * hi)
             _, tau = _simulate(c, np.array([latency, per_byte, serve, scale]), theta_bytes,
-                               cores, read, update, shards, jitter, JUDGE_UPDATES)
+                               read, update, shards, jitter, JUDGE_UPDATES)
             tv = _tv(tau, c["tau"])
             if best_fit is None or tv < best_fit["tau_tv"] - 1e-3:
                 best_fit = {"network_scale": scale, "network_jitter": jitter, "tau_tv": tv}

@@ -553,6 +553,8 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
         overridden.append("update")
     measured_cores = int(entry["effective_cores"] if entry is not None
                          else d.get("effective_cores", d["cores"]))
+    if cal.topology == "ps":  # a core per worker process: the measured compute times hold
+        measured_cores = m  # the waits for one (analysis/calibrate_ps.py)
     cores = int(sim.cores) if sim.cores is not None else measured_cores
     kwargs["cores"] = cores
     if sim.time_slice is None:
