@@ -453,7 +453,12 @@ def _calibrate_servers(res: Any, sel: Any, head: dict[str, Any], n_params: int
                         "updates_per_s": applied / span, "tau": tau,
                         "mean_tau": float(tau.mean())})
         pooled.append(allc)
-    network, fits = fit_network(configs, n_params * itemsize, read, update, shards)
+    for c in configs:  # every configuration computes as its algorithm's fewest workers did
+        c["compute"] = min((x for x in configs if x["algorithm"] == c["algorithm"]),
+                           key=lambda x: x["workers"])["pooled"]
+    one_machine = "cluster" not in sel or bool((sel["cluster"].fillna("local") == "local").all())
+    network, fits = fit_network(configs, n_params * itemsize, read, update, shards,
+                                cores if one_machine else None)
     entries = [{
         "algorithm": c["algorithm"], "workers": c["workers"], "run_ids": c["run_ids"],
         "oversubscribed": False, "effective_cores": c["workers"],

@@ -18,25 +18,29 @@ The network and the servers: one latency per message, a cost per byte and a serv
 message (``sim.latency``, ``sim.per_byte``, ``sim.server_time``) cannot be read off the
 records one by one, so they are **fitted by simulation**: the values whose timing-only
 simulations of the configurations with the fewest workers (per algorithm) best reproduce
-their measured updates/s (least squares of the log ratios, Nelder–Mead).  With more workers
-on one machine, Ray's processes share the cores and every message and server step slows
-down; each measured configuration gets a **network scale** κ (all three costs, and the servers'
-copy and apply, × κ) fitted to its own updates/s, and a **jitter** (the coefficient of
-variation of a random factor on every message's time, from :data:`JITTERS`): the one whose
-simulation, κ refitted with it, comes closest to the measured PDF(τ) in total variation
-(with the servers' round trips a few times a gradient, a network without jitter locks the
-workers into one phase: Leashed-SGD's publishes then collide every time).  A simulation of a
-measured configuration uses its κ and jitter; any other worker count takes κ from
-:meth:`stalesgd.calibration.Calibration.network_scale` (on the straight line through the
-algorithm's measured (m, κ)) and the jitter of the algorithm's nearest measured
-configuration, and is a prediction.
+their measured updates/s (least squares of the log ratios, Nelder–Mead).
+
+**One machine.**  A local Ray instance runs workers, servers and its own message handling on
+the same cores, and that is what bounds a run with more workers: on 2 cores the measured
+lock rate stays flat from two workers on while Leashed-SGD's falls.  So for runs of a local
+cluster the simulated machine is shared (``Network.cores``): compute, every message's cost
+and the servers' work run on ``cores`` cores by processor sharing, and the number of cores
+is fitted too: the **effective cores** (a fraction allowed; Ray's other processes take the
+rest) whose simulations of the configurations with more workers best reproduce their
+updates/s.  Every configuration is simulated with the compute times of its algorithm's
+fewest-workers configuration: the waits for a core that longer measured cycles hold are now
+the simulator's to produce.  So a calibration from runs of 1 and 2 workers predicts 4 or 8.
+
+Each measured configuration also gets a **jitter** (the coefficient of variation of a random
+factor on every message's cost, from :data:`JITTERS`): the one whose simulation comes
+closest to the measured PDF(τ) in total variation (with round trips several times a
+gradient, a network without jitter locks the workers into one phase: Leashed-SGD's
+publishes then collide every time).  Other worker counts take the jitter of the algorithm's
+nearest measured configuration.
 
 The servers' copy and apply use the per-parameter costs of the same micro-measurement as a
-thread-engine calibration.  The simulations give every worker a core of its own: the
-measured compute times already hold the waits for a core (each worker is a process of its
-own, sharing the machine with the servers and Ray's), and time-slicing them again in the
-simulator would count those waits twice.  Runs with a slowdown or a network delay on purpose
-are left out.
+thread-engine calibration.  Runs with a slowdown or a network delay on purpose are left
+out.
 """
 
 from __future__ import annotations
@@ -53,9 +57,11 @@ __all__ = ["CALIBRATED_ALGORITHMS", "fit_network", "ps_compute"]
 CALIBRATED_ALGORITHMS = ("lock", "leashed", "hogwild", "seq")
 #: simulated updates per configuration and evaluation of the fit
 FIT_UPDATES = 800
-#: the fit's evaluations (Nelder–Mead) and the bisection steps of a network scale
-FIT_EVALUATIONS = 60
-SCALE_STEPS = 14
+#: the fit's evaluations (Nelder–Mead) and the effective core counts tried
+FIT_EVALUATIONS = 50
+CORE_STEPS = 16
+#: evaluations of the joint fit of costs and cores to every configuration
+JOINT_EVALUATIONS = 80
 #: cycles left out at the start of every worker
 WARMUP = 5
 #: the network jitters (cv of a per-message factor) a configuration's fit chooses from, and
@@ -90,19 +96,18 @@ def _simulate(config: dict[str, Any], costs: np.ndarray, theta_bytes: int,
               read: float, update: float, shards: int, jitter: float = 0.0,
               updates: int = FIT_UPDATES) -> tuple[float, np.ndarray]:
     """Simulated updates/s and applied updates' τ of ``config`` with network ``costs``
-    (latency, per byte, server time, scale)."""
+    (latency, per byte, server time, the shared machine's cores or 0); every worker resamples
+    ``config["compute"]``."""
     from stalesgd.sim.engine import simulate_timing
     from stalesgd.sim.network import Network
     from stalesgd.sim.timing import Empirical
 
-    latency, per_byte, serve, scale = (float(x) for x in costs)
-    net = Network(latency=latency * scale, per_byte=per_byte * scale, serve=serve * scale,
-                  theta_bytes=theta_bytes,
-                  shards=shards if config["algorithm"] == "hogwild" else 1, jitter=jitter)
-    compute = [Empirical(x) if x.size else Empirical(config["pooled"])
-               for x in config["samples"]]
+    latency, per_byte, serve, cores = (float(x) for x in costs)
+    net = Network(latency=latency, per_byte=per_byte, serve=serve, theta_bytes=theta_bytes,
+                  shards=shards if config["algorithm"] == "hogwild" else 1, jitter=jitter,
+                  cores=cores)
     res = simulate_timing(config["algorithm"], config["workers"], cores=config["workers"],
-                          compute=compute, read=read * scale, update=update * scale,
+                          compute=Empirical(config["compute"]), read=read, update=update,
                           updates=updates, seed=0, network=net)
     u = res.updates
     tau = np.asarray(u["tau"])[~np.asarray(u["dropped"])]
@@ -123,11 +128,13 @@ def _tv(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def fit_network(configs: list[dict[str, Any]], theta_bytes: int, read: float,
-                update: float, shards: int) -> tuple[dict[str, Any], list[dict[str, float]]]:
-    """The network costs (latency, per byte, server time), and per configuration its network
-    scale κ, jitter and the τ distance they reach (module doc).  ``configs``: per measured
-    configuration ``algorithm``, ``workers``, per-worker compute ``samples``, ``pooled``
-    samples, ``updates_per_s`` and the applied updates' ``tau``."""
+                update: float, shards: int, machine_cores: float | None
+                ) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """The network costs (latency, per byte, server time), the shared machine's effective
+    cores (``machine_cores`` None: no shared machine), and per configuration its jitter and
+    the τ distance it reaches (module doc).  ``configs``: per measured configuration
+    ``algorithm``, ``workers``, ``compute`` (its algorithm's fewest-workers compute samples),
+    ``updates_per_s`` and the applied updates' ``tau``."""
     from scipy.optimize import minimize
 
     fewest: dict[str, dict[str, Any]] = {}
@@ -135,35 +142,57 @@ def fit_network(configs: list[dict[str, Any]], theta_bytes: int, read: float,
         if c["algorithm"] not in fewest or c["workers"] < fewest[c["algorithm"]]["workers"]:
             fewest[c["algorithm"]] = c
     base = list(fewest.values())
+    shared = 0.0 if machine_cores is None else float(machine_cores)
 
-    def misfit(log_costs: np.ndarray) -> float:
-        costs = np.append(np.exp(log_costs), 1.0)
+    def misfit(group: list[dict[str, Any]], costs: np.ndarray) -> float:
         return float(sum(math.log(_simulated_rate(c, costs, theta_bytes, read, update,
                                                   shards) / c["updates_per_s"]) ** 2
-                         for c in base))
+                         for c in group))
 
-    start = np.log([5e-4, 2e-9, 1e-4])
-    best = minimize(misfit, start, method="Nelder-Mead",
+    more = [c for c in configs if c["workers"] > fewest[c["algorithm"]]["workers"]]
+    log_costs = np.log([5e-4, 2e-9, 1e-4])
+    machine = shared
+    grid = np.geomspace(0.25, shared, CORE_STEPS) if shared and more else None
+    best = minimize(lambda x: misfit(base, np.append(np.exp(x), shared)), log_costs,
+                    method="Nelder-Mead",
                     options={"maxfev": FIT_EVALUATIONS, "xatol": 0.05, "fatol": 1e-4})
-    latency, per_byte, serve = (float(v) for v in np.exp(best.x))
+    log_costs = best.x
+    if grid is not None:
+        # the effective cores: the best of a geometric grid, then costs and cores together,
+        # fitted to every configuration (the runs with more workers, which move θ more
+        # often per update, also tell the cost per byte from the cost per message)
+        errors = [misfit(more, np.append(np.exp(log_costs), k)) for k in grid]
+        start = np.append(log_costs, math.log(float(grid[int(np.argmin(errors))])))
+        joint = minimize(lambda x: misfit(configs, np.exp(x)), start, method="Nelder-Mead",
+                         options={"maxfev": JOINT_EVALUATIONS, "xatol": 0.03, "fatol": 1e-4})
+        log_costs, shared = joint.x[:3], min(float(np.exp(joint.x[3])), machine)
+        errors = [joint.fun / len(configs) * len(more)]
+    latency, per_byte, serve = (float(v) for v in np.exp(log_costs))
+    if grid is not None:
+        cores_source = (f"fitted with the costs to the updates/s of {', '.join(_names(configs))} "
+                        f"(log-rate error {math.sqrt(joint.fun / len(configs)):.3g})")
+    elif shared:
+        cores_source = "the machine's (no run with more workers to fit them to)"
+    else:
+        cores_source = "none: not one machine (runs of a cluster)"
+    costs = np.array([latency, per_byte, serve, shared])
     fits = []
     for c in configs:
         best_fit = None
         for jitter in JITTERS if c["workers"] > 1 else (0.0,):
-            lo, hi = 0.05, 50.0
-            for _ in range(SCALE_STEPS):
-                mid = math.sqrt(lo * hi)
-                rate = _simulated_rate(c, np.array([latency, per_byte, serve, mid]),
-                                       theta_bytes, read, update, shards, jitter)
-                lo, hi = (mid, hi) if rate > c["updates_per_s"] else (lo, mid)
-            scale = math.sqrt(lo * hi)
-            _, tau = _simulate(c, np.array([latency, per_byte, serve, scale]), theta_bytes,
-                               read, update, shards, jitter, JUDGE_UPDATES)
+            rate, tau = _simulate(c, costs, theta_bytes, read, update, shards, jitter,
+                                  JUDGE_UPDATES)
             tv = _tv(tau, c["tau"])
             if best_fit is None or tv < best_fit["tau_tv"] - 1e-3:
-                best_fit = {"network_scale": scale, "network_jitter": jitter, "tau_tv": tv}
+                best_fit = {"network_jitter": jitter, "tau_tv": tv,
+                            "simulated_updates_per_s": rate}
         fits.append(best_fit)
     network = {"latency": latency, "per_byte": per_byte, "server_time": serve,
+               "cores": shared, "cores_source": cores_source,
                "fit_error": math.sqrt(best.fun / max(len(base), 1)),
-               "fitted_to": [f"{c['algorithm']} m={c['workers']}" for c in base]}
+               "fitted_to": _names(base)}
     return network, fits
+
+
+def _names(configs: list[dict[str, Any]]) -> list[str]:
+    return [f"{c['algorithm']} m={c['workers']}" for c in configs]

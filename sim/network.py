@@ -11,6 +11,7 @@ message's work.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -29,9 +30,13 @@ class Network:
     """The costs of the parameter-server topology (see the module doc): seconds per message
     (``latency``), per byte (``per_byte``), per message handled by a server (``serve``); the
     bytes of θ (``theta_bytes``; a gradient is as large), the server shards of ``hogwild``,
-    the added per-message delay (``delay``, None: none), and ``jitter``: the coefficient of
+    the added per-message delay (``delay``, None: none), ``jitter``: the coefficient of
     variation of a gamma factor (mean 1) drawn per message on its ``latency + bytes ·
-    per_byte`` (0: every message of a size takes the same time)."""
+    per_byte`` (0: every message of a size takes the same time), and ``cores``: with
+    ``cores > 0`` everything runs on one machine of that many cores (a fraction is allowed),
+    shared by processor sharing among the workers' compute, every message's ``latency +
+    bytes · per_byte`` and the servers' work (:class:`SharedCPU`); 0: messages and servers
+    take time but no core."""
 
     latency: float
     per_byte: float
@@ -40,8 +45,12 @@ class Network:
     shards: int = 1
     delay: Timing | None = None
     jitter: float = 0.0
+    cores: float = 0.0
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.cores) and 0 <= self.cores <= 1e6):
+            raise ValueError(f"network cores {self.cores!r} must be a number >= 0 (0: the "
+                             "messages and servers take no core)")
         if not (math.isfinite(self.jitter) and 0 <= self.jitter <= 10):
             raise ValueError(f"network jitter {self.jitter!r} must be a coefficient of "
                              "variation in 0..10")
@@ -69,8 +78,11 @@ class PS:
         self.env = env
         self.net = net
         self.servers = [simpy.Resource(env, capacity=1) for _ in range(int(net.shards))]
-        #: per (worker, server): when that channel's last message arrives (FIFO channels)
-        self._last = np.zeros((int(workers), int(net.shards)))
+        #: the machine's cores when everything shares one (``Network.cores``), else None
+        self.cpu = SharedCPU(env, net.cores) if net.cores > 0 else None
+        #: per (worker, server): the arrival of that channel's last message (FIFO channels)
+        self._last: list[list[simpy.Event | None]] = [[None] * int(net.shards)
+                                                      for _ in range(int(workers))]
         random = net.delay is not None or net.jitter > 0
         if random and (rngs is None or len(rngs) != int(workers)):
             raise ValueError("a network with an added delay or jitter needs one generator per "
@@ -84,14 +96,29 @@ class PS:
         self.round_start = 0.0
         self.waiting: list[simpy.Event] = []
 
-    def transit(self, w: int, nbytes: float) -> float:
-        """Seconds a message of ``nbytes`` between worker ``w`` and a server takes."""
-        d = self.net.latency + nbytes * self.net.per_byte
+    def transit(self, w: int, nbytes: float) -> tuple[float, float]:
+        """A message of ``nbytes`` between worker ``w`` and a server: its cost (``latency +
+        bytes · per_byte``, times the jitter factor), which takes a core on a shared machine,
+        and its added delay, which does not."""
+        cost = self.net.latency + nbytes * self.net.per_byte
         if self._jitter is not None:
-            d *= self._jitter[w].next()
-        if self._delays is not None:
-            d += self._delays[w].next()
-        return d
+            cost *= self._jitter[w].next()
+        return cost, (self._delays[w].next() if self._delays is not None else 0.0)
+
+    def work(self, seconds: float) -> Generator[simpy.Event, None, None]:
+        """``seconds`` of work by a process of the machine (on a core when shared)."""
+        if self.cpu is not None:
+            yield from self.cpu.run(seconds)
+        elif seconds > 0.0:
+            yield self.env.timeout(seconds)
+
+    def _carry(self, w: int, nbytes: float) -> Generator[simpy.Event, None, None]:
+        cost, delay = self.transit(w, nbytes)
+        if self.cpu is None:
+            cost, delay = 0.0, cost + delay
+        yield from self.work(cost)
+        if delay > 0.0:
+            yield self.env.timeout(delay)
 
     def send(self, w: int, s: int, nbytes: float, handle: Callable[[], Any],
              reply: bool = False) -> simpy.Event | None:
@@ -103,32 +130,87 @@ class PS:
         queues again (a ``sync`` pull of a round not yet applied).  With ``reply``, returns
         the event that fires with the result when the reply has arrived at the worker."""
         env = self.env
-        arrive = max(env.now + self.transit(w, nbytes), self._last[w, s])
-        self._last[w, s] = arrive
+        before, arrived = self._last[w][s], env.event()
+        self._last[w][s] = arrived
         answered = env.event() if reply else None
-        env.process(self._deliver(w, s, arrive, handle, answered))
+        env.process(self._deliver(w, nbytes, s, before, arrived, handle, answered))
         return answered
 
-    def _deliver(self, w: int, s: int, arrive: float, handle: Callable[[], Any],
+    def _deliver(self, w: int, nbytes: float, s: int, before: simpy.Event | None,
+                 arrived: simpy.Event, handle: Callable[[], Any],
                  answered: simpy.Event | None) -> Generator[simpy.Event, None, None]:
-        env = self.env
-        if arrive > env.now:
-            yield env.timeout(arrive - env.now)
+        yield from self._carry(w, nbytes)
+        if before is not None and not before.processed:  # after the channel's earlier one
+            yield before
+        arrived.succeed()
         while True:
             with self.servers[s].request() as turn:
                 yield turn
                 got = handle()
                 if not isinstance(got, simpy.Event):
                     work, done = got
-                    d = self.net.serve + work
-                    if d > 0.0:
-                        yield env.timeout(d)
+                    yield from self.work(self.net.serve + work)
                     out = done()
                     break
             yield got
         if answered is not None:
-            result, nbytes = out
-            back = self.transit(w, nbytes)
-            if back > 0.0:
-                yield env.timeout(back)
+            result, back = out
+            yield from self._carry(w, back)
             answered.succeed(result)
+
+
+class SharedCPU:
+    """``cores`` cores (a fraction allowed) shared by processor sharing: with n jobs running,
+    each progresses at min(1, cores / n) seconds of work per second.  The model of one
+    machine on which the workers, Ray's message handling and the servers all compute.
+
+    Kept in *virtual time* (the work each running job has received so far): a job ends when
+    virtual time reaches its start plus its work, so one timer, for the next job to end, is
+    all that is scheduled."""
+
+    def __init__(self, env: simpy.Environment, cores: float) -> None:
+        self.env = env
+        self.cores = float(cores)
+        self._virtual = 0.0
+        self._at = 0.0
+        self._jobs: list[tuple[float, int, simpy.Event]] = []  # (end in virtual time, seq, ev)
+        self._seq = 0
+        self._timer: object | None = None
+
+    def _rate(self) -> float:
+        n = len(self._jobs)
+        return 1.0 if n <= self.cores else self.cores / n
+
+    def _advance(self) -> None:
+        now = self.env.now
+        if self._jobs:
+            self._virtual += (now - self._at) * self._rate()
+        self._at = now
+
+    def _arm(self) -> None:
+        """A timer for the job that ends next (an earlier timer is superseded)."""
+        if not self._jobs:
+            self._timer = None
+            return
+        token = self._timer = object()
+        delay = max(self._jobs[0][0] - self._virtual, 0.0) / self._rate()
+        self.env.timeout(delay).callbacks.append(lambda _event: self._end(token))
+
+    def _end(self, token: object) -> None:
+        if token is not self._timer:
+            return
+        self._advance()
+        while self._jobs and self._jobs[0][0] <= self._virtual * (1 + 1e-12) + 1e-18:
+            heapq.heappop(self._jobs)[2].succeed()
+        self._arm()
+
+    def run(self, seconds: float) -> Generator[simpy.Event, None, None]:
+        """Do ``seconds`` of work, sharing the cores with the other jobs."""
+        if seconds <= 0.0:
+            return
+        self._advance()
+        done = self.env.event()
+        heapq.heappush(self._jobs, (self._virtual + float(seconds), self._seq, done))
+        self._seq += 1
+        self._arm()
+        yield done

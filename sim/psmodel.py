@@ -22,11 +22,12 @@ accepted publish.  The version counter v and τ = t1 − t0 keep their meaning; 
   mix versions; t0 = the update count of shard 0), compute, claim k from shard 0 (a small
   round trip; τ = k − t0, the row), then send each shard its slice of g, applied on arrival.
 
-The server's work is not run on the simulated machine's cores (on one machine it competes
-with the workers; a calibration from ``ray`` runs folds that into the costs it fits).  A
-worker waiting for a reply gives up its core.  Numeric replay sees each read when the
-server copies θ (``hook.read`` with the version then) and each apply when the server
-applies it, in the server's order.
+With ``Network.cores`` (one machine, as a local Ray instance is) the workers' compute, every
+message's cost and the servers' work share that many cores by processor sharing; without,
+messages and servers take time but no core, and workers compute on the simulation's cores
+(time-sliced when they outnumber them).  A worker waiting for a reply gives up its core.
+Numeric replay sees each read when the server copies θ (``hook.read`` with the version
+then) and each apply when the server applies it, in the server's order.
 """
 
 from __future__ import annotations
@@ -57,8 +58,11 @@ def _wait(sim: Simulation, w: int, ev: simpy.Event) -> Generator[simpy.Event, No
 
 
 def _cpu(sim: Simulation, w: int, d: float) -> Generator[simpy.Event, None, None]:
-    """Worker ``w`` computes for ``d`` seconds (on the machine's cores if oversubscribed)."""
-    if sim.oversubscribed:
+    """Worker ``w`` computes for ``d`` seconds: on the machine every process shares
+    (``Network.cores``), else on the simulation's cores when workers outnumber them."""
+    if sim.ps.cpu is not None:
+        yield from sim.ps.cpu.run(d)
+    elif sim.oversubscribed:
         yield from sim.machine.run(w, d)
     elif d > 0.0:
         yield sim.env.timeout(d)

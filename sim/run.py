@@ -217,6 +217,7 @@ def network(spec: RunSpec, problem: Problem, calibrated: dict[str, float] | None
     delay = spec.dist.net_delay
     return Network(latency=cost["latency"], per_byte=cost["per_byte"],
                    serve=cost["server_time"], jitter=calibrated.get("jitter", 0.0),
+                   cores=calibrated.get("cores", 0.0),
                    theta_bytes=n_params_bytes(problem),
                    shards=spec.dist.shards if spec.algorithm.name == "hogwild" else 1,
                    delay=None if delay is None else parse_timing(delay))
@@ -401,7 +402,8 @@ class SimRun:
         if spec.sim.topology == "ps":
             net = self.network
             summary.update(latency=net.latency, per_byte=net.per_byte, server_time=net.serve,
-                           network_jitter=net.jitter, shards=net.shards,
+                           network_jitter=net.jitter, network_cores=net.cores,
+                           shards=net.shards,
                            net_delay=spec.dist.net_delay)
         if self.coords is not None:  # the coordinates the timing model charged an update for
             summary.update(sparse=True, coords_per_update=self.coords)
@@ -453,8 +455,8 @@ class CalibratedTiming:
 
     kwargs: dict[str, Any]
     summary: dict[str, Any]
-    #: topology ``ps``: the fitted latency, per_byte and server_time (seconds), scaled for
-    #: this configuration (None: a calibration of shared memory)
+    #: topology ``ps``: the fitted latency, per_byte, server_time (seconds), the shared
+    #: machine's cores and this configuration's jitter (None: a calibration of shared memory)
     network: dict[str, float] | None = None
 
 
@@ -517,6 +519,9 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
     source = entry
     if source is None and algorithm.calibratable and PREDICT_FROM == "nearest":
         source = cal.nearest_configuration(alg, m)
+    if cal.topology == "ps" and algorithm.calibratable:
+        # compute as the algorithm's fewest workers did: the shared machine makes the waits
+        source = cal.nearest_configuration(alg, 1)  # for a core (analysis/calibrate_ps.py)
     parametric = d["default_model"] == "parametric"
     if sim.compute is not None:
         overridden.append("compute")
@@ -524,19 +529,17 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
         pooled = source["compute"] if source is not None else d["pooled"]
         base = _compute_timing(pooled, parametric)
         comp = [base] * m
-        if source is not None and not parametric:
+        if source is not None and not parametric and cal.topology != "ps":
             for w, ns in enumerate(source["per_worker_ns"][:m]):
                 if ns:
                     comp[w] = Empirical(np.asarray(ns, dtype=np.float64) * 1e-9)
         kwargs["compute"] = comp
-    scale, net = 1.0, None
-    if cal.topology == "ps":  # the servers copy and apply whole vectors, on one machine's
-        found = cal.network_scale(alg, m)  # cores as busy as in the measured runs
-        scale, scale_source = found if found is not None else (1.0, "none (not measured)")
-        costs = {"read": d["read_per_param"] * n_params * scale,
-                 "update": d["update_per_param"] * n_params * scale, "cas": 0.0}
-        net = {k: float(d["network"][k]) * scale
-               for k in ("latency", "per_byte", "server_time")}
+    net = None
+    if cal.topology == "ps":  # the servers copy and apply whole vectors
+        costs = {"read": d["read_per_param"] * n_params,
+                 "update": d["update_per_param"] * n_params, "cas": 0.0}
+        net = {k: float(d["network"][k]) for k in ("latency", "per_byte", "server_time",
+                                                   "cores")}
         net["jitter"] = cal.network_jitter(alg, m)
     else:
         costs = algorithm.sim_costs(n_params, d["read_per_param"], d["update_per_param"],
@@ -583,7 +586,6 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
                        else str(sim.time_slice)),
     }
     if net is not None:
-        summary.update(network_scale=scale, network_scale_source=scale_source)
         overridden += [k for k in ("latency", "per_byte", "server_time")
                        if getattr(sim, k) is not None]
         summary["calibration_overrides"] = ",".join(overridden)

@@ -88,31 +88,6 @@ class Calibration:
         distributed engine), else ``"shared"``."""
         return str(self.data.get("topology", "shared"))
 
-    def network_scale(self, algorithm: str, workers: int) -> tuple[float, str] | None:
-        """Topology ``ps``: the factor κ on the network and server costs for ``algorithm``
-        with ``workers`` workers, and where it comes from: the measured configuration's,
-        else on the least-squares line through the algorithm's measured (m, κ) (not below
-        that of its fewest workers), else the one measured configuration's; None when the
-        algorithm was not measured."""
-        same = sorted((int(c["workers"]), float(c["network_scale"]))
-                      for c in self.data["configurations"]
-                      if c["algorithm"] == algorithm and c.get("network_scale") is not None)
-        if not same:
-            return None
-        for m, k in same:
-            if m == int(workers):
-                return k, "measured"
-        if len(same) >= 2:
-            import numpy as np
-
-            ms, ks = np.array(same, dtype=np.float64).T
-            slope, intercept = np.polyfit(ms, ks, 1)
-            where = ", ".join(str(m) for m, _ in same)
-            return max(float(intercept + slope * int(workers)), float(ks[0])), \
-                f"line through m = {where}"
-        m, k = same[0]
-        return k, f"nearest (m={m})"
-
     def network_jitter(self, algorithm: str, workers: int) -> float:
         """Topology ``ps``: the message-time jitter fitted to ``algorithm``'s measured
         configuration with ``workers`` workers, else to its nearest measured one (the most
@@ -163,7 +138,9 @@ class Calibration:
                 f"parameter servers: latency {net['latency'] * us:.3g} us, per byte "
                 f"{net['per_byte'] * 1e9:.3g} ns, server time {net['server_time'] * us:.3g} us "
                 f"per message (fitted to {', '.join(net.get('fitted_to', []))}; log-rate "
-                f"error {net.get('fit_error', math.nan):.3g}), shards {net.get('shards', 1)}")
+                f"error {net.get('fit_error', math.nan):.3g}), shards {net.get('shards', 1)}; "
+                f"one machine of {net.get('cores', 0):.3g} effective cores "
+                f"({net.get('cores_source', '')})")
         pooled = d["pooled"]
         f = pooled["fit"]
         lines.append(f"compute, pooled: mean {pooled['mean'] * us:.3g} us, cv {pooled['cv']:.3g},"
@@ -174,10 +151,10 @@ class Calibration:
             extra = ""
             if c.get("leashed"):
                 extra = f", failed publishes/update {c['leashed']['failed_per_update']:.3g}"
-            if c.get("network_scale") is not None:
-                extra += (f", network scale {c['network_scale']:.3g}, jitter "
-                          f"{c.get('network_jitter', 0.0):.3g} (τ total variation "
-                          f"{c.get('tau_tv', math.nan):.3g})")
+            if c.get("network_jitter") is not None:
+                extra += (f", jitter {c['network_jitter']:.3g}: simulated "
+                          f"{c.get('simulated_updates_per_s', math.nan):,.0f} updates/s, τ "
+                          f"total variation {c.get('tau_tv', math.nan):.3g}")
             lines.append(
                 f"  {c['algorithm']:8s} m={c['workers']:<3d} compute mean {m['mean'] * us:.3g} us "
                 f"cv {m['cv']:.3g} ({m['fit']['kind']}), {c['updates_per_s']:,.0f} updates/s "
@@ -271,7 +248,7 @@ def load_calibration(path: str | Path) -> Calibration:
 
 
 def _check_network(path: Path, data: dict[str, Any]) -> None:
-    """A ``ps`` calibration's network costs and every configuration's scale."""
+    """A ``ps`` calibration's network costs and cores, and every configuration's jitter."""
     net = data.get("network")
     if not isinstance(net, dict):
         raise CalibrationError(f"calibration file {path}: topology ps needs a network table")
@@ -281,13 +258,13 @@ def _check_network(path: Path, data: dict[str, Any]) -> None:
                 and math.isfinite(value) and 0 <= value <= 10.0):
             raise CalibrationError(f"calibration file {path}: network.{key} = {value!r} must "
                                    "be a number of seconds in 0..10")
+    cores = net.get("cores")
+    if not (isinstance(cores, int | float) and not isinstance(cores, bool)
+            and math.isfinite(cores) and 0 <= cores <= 1e6):
+        raise CalibrationError(f"calibration file {path}: network.cores = {cores!r} must be a "
+                               "number >= 0 (0: not one machine)")
     for i, c in enumerate(data["configurations"]):
-        k = c.get("network_scale") if isinstance(c, dict) else None
-        if not (isinstance(k, int | float) and not isinstance(k, bool) and math.isfinite(k)
-                and 0 < k <= 1e3):
-            raise CalibrationError(f"calibration file {path}: configurations[{i}]."
-                                   f"network_scale = {k!r} must be a number in (0, 1000]")
-        j = c.get("network_jitter", 0.0)
+        j = c.get("network_jitter", 0.0) if isinstance(c, dict) else None
         if not (isinstance(j, int | float) and not isinstance(j, bool) and math.isfinite(j)
                 and 0 <= j <= 10):
             raise CalibrationError(f"calibration file {path}: configurations[{i}]."

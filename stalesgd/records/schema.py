@@ -215,10 +215,8 @@ RUNS = (
        "its work"),
     _c("network_jitter", "float64", "sim, topology ps: the coefficient of variation of the "
        "random factor on every message's time (a calibration's; else 0)"),
-    _c("network_scale", "float64", "sim, topology ps, calibrated: the factor on the fitted "
-       "network and server costs for this configuration (Ray's processes sharing the cores)"),
-    _c("network_scale_source", "string", "sim, topology ps, calibrated: 'measured', or how "
-       "the scale of an unmeasured configuration was found"),
+    _c("network_cores", "float64", "sim, topology ps: the cores of the one machine that "
+       "workers, messages and servers share by processor sharing (0: none shared)"),
     _c("compute", "string", "sim: the gradient-time distribution"),
     _c("read", "string", "sim: the read (copy) time distribution"),
     _c("update", "string", "sim: the apply time distribution"),
