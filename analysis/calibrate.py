@@ -83,6 +83,7 @@ from stalesgd.real.costs import measure_costs
 from stalesgd.algorithms import ALGORITHMS, get_algorithm
 from stalesgd.calibration import FORMAT, VERSION, Calibration, CalibrationError
 from stalesgd.data.errors import DataNotFoundError
+from stalesgd.units import adds_delay
 
 from .calibrate_ps import CALIBRATED_ALGORITHMS, fit_network, ps_compute
 from .load import AnalysisError, read_folder
@@ -269,14 +270,14 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
     skipped = sorted(set(sel["run_id"][~sel["algorithm"].isin(algorithms)]))
     sel = sel[sel["algorithm"].isin(algorithms)]
     if "net_delay" in sel:  # messages delayed on purpose describe no machine's network
-        delayed = sel["net_delay"].fillna("").astype(str) != ""
+        delayed = sel["net_delay"].map(adds_delay).astype(bool)
         skipped = sorted(set(skipped) | set(sel["run_id"][delayed]))
         sel = sel[~delayed]
     if "slowdown" in sel:  # runs with stragglers on purpose describe no machine's workers
         slowed = sel["slowdown"].fillna("").astype(str) != ""
         if slowed.all() and not sel.empty:
             raise CalibrationError(
-                f"every real run of {folder.name} to calibrate from slows workers down on "
+                f"every {engine} run of {folder.name} to calibrate from slows workers down on "
                 f"purpose (slowdown {sorted(set(sel['slowdown']))}); calibrate from runs "
                 "without a slowdown and give the simulation the slowdown instead "
                 "(stalesgd sim --slowdown W=F --calibration FILE)")
@@ -286,7 +287,8 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
         raise CalibrationError(
             f"results folder {folder.name} has no {engine} run of {', '.join(algorithms)} "
             f"(without a slowdown or network delay on purpose) to calibrate from (engines: "
-            f"{sorted(set(table['engine']))}, algorithms: {sorted(set(table['algorithm']))})")
+            f"{sorted(set(table['engine']))}, algorithms: {sorted(set(table['algorithm']))}"
+            + (f"; left out: runs {', '.join(skipped)}" if skipped else "") + ")")
     if "log_rows" in sel:
         sampled = sel[sel["log_rows"].fillna("all") != "all"]
         if not sampled.empty:
@@ -425,7 +427,13 @@ def _calibrate_servers(res: Any, sel: Any, head: dict[str, Any], n_params: int
     read = head["read_per_param"] * n_params
     update = head["update_per_param"] * n_params
     itemsize = np.dtype(head["problem"]["dtype"]).itemsize
-    shards = int(sel["shards"].max()) if "shards" in sel and sel["shards"].notna().any() else 1
+    hog = sel[sel["algorithm"] == "hogwild"]
+    counts = sorted({int(k) for k in hog["shards"].dropna()}) if "shards" in hog else []
+    if len(counts) > 1:
+        raise CalibrationError(
+            f"the hogwild runs of {res.path.name} split θ over different numbers of servers "
+            f"(shards {counts}); calibrate from the runs of one shard count (--run)")
+    shards = counts[0] if counts else 1
     configs, pooled = [], []
     for alg, workers in sorted({(r.algorithm, int(r.workers)) for r in sel.itertuples()}):
         ids = sorted(sel["run_id"][(sel["algorithm"] == alg) & (sel["workers"] == workers)])

@@ -109,6 +109,8 @@ def _simulate(config: dict[str, Any], costs: np.ndarray, theta_bytes: int,
     res = simulate_timing(config["algorithm"], config["workers"], cores=config["workers"],
                           compute=Empirical(config["compute"]), read=read, update=update,
                           updates=updates, seed=0, network=net)
+    if res.interrupted:  # Ctrl-C: the simulation kept its rows, the fit must stop
+        raise KeyboardInterrupt
     u = res.updates
     tau = np.asarray(u["tau"])[~np.asarray(u["dropped"])]
     return (res.n_updates / res.duration if res.duration > 0 else math.inf), tau

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from pyarrow import ArrowException
 
+from stalesgd.experiment import DEFAULT_SHARDS
 from stalesgd.records import EVALS_SCHEMA, RUNS_SCHEMA, UPDATES_SCHEMA, Results, load_results
 
 __all__ = [
@@ -126,7 +127,8 @@ def config_key(row: dict[str, Any] | pd.Series) -> str:
 
     ``problem algorithm m=W rule lr=X b=B dtype`` then ``persistence=P`` when finite,
     ``slowdown=W=F,…`` when workers were slowed down on purpose, ``net_delay=DIST`` when
-    messages were delayed (engine ``ray``), then any
+    messages were delayed (engine ``ray``, simulated servers), ``shards=K`` for Hogwild! on
+    other than the default number of servers, then any
     swept ``problem.*``/``algorithm.*``/``stepsize.*`` option as ``key=value``.  Columns that
     are missing (older or foreign folders) are left out rather than guessed.
     """
@@ -149,6 +151,9 @@ def config_key(row: dict[str, Any] | pd.Series) -> str:
         value = get(name)
         if not _missing(value) and value:
             parts.append(f"{name}={value}")
+    shards = get("shards")  # Hogwild!'s servers, when not the default number
+    if get("algorithm") == "hogwild" and not _missing(shards) and int(shards) != DEFAULT_SHARDS:
+        parts.append(f"shards={int(shards)}")
     keys = row.index if isinstance(row, pd.Series) else list(row)
     for name in sorted(k for k in keys if isinstance(k, str) and k.startswith(_OPTION_PREFIXES)):
         value = get(name)

@@ -21,6 +21,7 @@ from typing import Any
 
 from stalesgd.calibration import CalibrationError, load_calibration
 from stalesgd.experiment import ExperimentError, RunSpec
+from stalesgd.units import adds_delay
 
 __all__ = ["AUTO_CALIBRATION", "AutoCalibrations", "order_for_calibration"]
 
@@ -59,7 +60,7 @@ def order_for_calibration(runs: list[RunSpec]) -> list[RunSpec]:
     for r in runs:
         if r.engine not in ("real", "ray"):
             continue
-        if r.slowdown is not None or r.dist.net_delay is not None:  # (calibrate leaves
+        if r.slowdown is not None or adds_delay(r.dist.net_delay):  # (calibrate leaves
             slowed.add(calibration_group(r))  # them out)
         else:
             g = calibration_group(r)

@@ -39,6 +39,7 @@ from stalesgd.records import RunRecord, UpdateLog, engine_summary
 from stalesgd.seeds import worker_seeds
 from stalesgd.slowdown import slowdown_factors
 from stalesgd.stepsize import default_tau_max, make_rule
+from stalesgd.units import adds_delay
 
 from .collisions import CollisionCounter
 from .engine import (
@@ -570,7 +571,8 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
     # measured no slowed-down worker, see analysis.calibrate)
     exact = (entry is not None and min(cores, m) == min(measured_cores, m)
              and spec.slowdown is None
-             and (cal.topology != "ps" or spec.dist.net_delay is None))
+             and (cal.topology != "ps" or (not adds_delay(spec.dist.net_delay) and (
+                 alg != "hogwild" or spec.dist.shards == d["network"].get("shards")))))
     summary = {
         "calibrated": True,
         "calibration": str(sim.calibration),

@@ -263,8 +263,12 @@ def _check_network(path: Path, data: dict[str, Any]) -> None:
             and math.isfinite(cores) and 0 <= cores <= 1e6):
         raise CalibrationError(f"calibration file {path}: network.cores = {cores!r} must be a "
                                "number >= 0 (0: not one machine)")
+    shards = net.get("shards")
+    if not (isinstance(shards, int) and not isinstance(shards, bool) and shards >= 1):
+        raise CalibrationError(f"calibration file {path}: network.shards = {shards!r} must be "
+                               "an integer >= 1")
     for i, c in enumerate(data["configurations"]):
-        j = c.get("network_jitter", 0.0) if isinstance(c, dict) else None
+        j = c.get("network_jitter") if isinstance(c, dict) else None
         if not (isinstance(j, int | float) and not isinstance(j, bool) and math.isfinite(j)
                 and 0 <= j <= 10):
             raise CalibrationError(f"calibration file {path}: configurations[{i}]."

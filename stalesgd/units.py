@@ -155,3 +155,15 @@ def parse_distribution(text: str) -> Distribution:
         raise UnitsError(f"distribution {text!r}: CV {parts[2]!r} must be a number > 0 and "
                          f"<= {MAX_CV:g}")
     return Distribution(kind, mean, cv)
+
+
+def adds_delay(text: str | None) -> bool:
+    """Whether the distribution ``text`` (a ``net_delay`` setting) adds any time: False for
+    None (or a missing value of a table), empty text and ``det:0`` (the no-delay baseline of
+    a sweep)."""
+    if not isinstance(text, str) or not text.strip():
+        return False
+    try:
+        return parse_distribution(text).mean > 0
+    except UnitsError:
+        return True

@@ -258,7 +258,8 @@ topology = "ps"
 
 
 def test_dist_settings_apply_to_simulated_servers():
-    exp = loads_experiment(SIM_PS + '[dist]\nshards = 4\nnet_delay = "exp:1ms"\n')
+    exp = loads_experiment(SIM_PS.replace('name = "lock"', 'name = "hogwild"')
+                           + '[dist]\nshards = 4\nnet_delay = "exp:1ms"\n')
     run_spec = expand(exp)[0]
     assert run_spec.dist.shards == 4 and run_spec.dist.net_delay == "exp:1ms"
 
@@ -272,6 +273,8 @@ def test_dist_settings_apply_to_simulated_servers():
     (SIM_PS.replace('topology = "ps"', "") + "[dist]\nshards = 4\n", "is set but never used"),
     (SIM_PS + '[dist]\naddress = "auto"\n', "a cluster address with engine = \"ray\""),
     (SIM_PS + '[algorithm.options]\nlock_handover = "2us"\n', "no lock or compare-and-swap"),
+    (SIM_PS + 'latency = "2e6s"\n', "at most 1e+06 s"),
+    (SIM_PS.replace('topology = "ps"', "") + "[dist]\nshards = 4\n", "dist.shards = 4"),
 ])
 def test_bad_settings_are_refused_with_what_is_allowed(text, words):
     with pytest.raises(ExperimentError, match=None) as err:
@@ -283,7 +286,7 @@ def test_bad_settings_are_refused_with_what_is_allowed(text, words):
 # ------------------------------------------------------------------------------ calibration
 
 
-def ray_folder(root, configs, *, cores=2, with_real=False):
+def ray_folder(root, configs, *, cores=2, with_real=False, fields=None):
     """A results folder of synthetic ``ray`` runs: per (algorithm, workers, pull, compute,
     send) one run whose every worker pulls for ``pull`` s, computes for ``compute`` s and
     sends for ``send`` s, the server applying ``send`` + 1 ms after the push."""
@@ -311,7 +314,8 @@ def ray_folder(root, configs, *, cores=2, with_real=False):
                 rows = {k: v for k, v in rows.items() if k not in ("t_pulled", "t_pushed")}
             summary = {"run_id": f"r{i:04d}", "engine": engine, "algorithm": alg,
                        "problem": "logreg-synthetic", "workers": m, "batch": 16,
-                       "dtype": "float64", "updates": n * m, "seconds": float(cycle * n)}
+                       "dtype": "float64", "updates": n * m, "seconds": float(cycle * n),
+                       **((fields or [{}] * len(configs))[i] if i < len(configs) else {})}
             folder.write_run(summary, RunRecord(summary=summary, updates=rows,
                                                 evals=empty_evals))
     return folder.path
@@ -375,3 +379,56 @@ def test_messages_alone_move_the_clock():
     with pytest.raises(ExperimentError, match="the simulated clock would never move"):
         SimRun(expand(loads_experiment(text.replace('topology = "ps"', "")))[0],
                progress=False)
+
+
+def test_a_det_0_delay_is_no_delay_and_shard_counts_are_not_mixed(tmp_path):
+    from stalesgd.analysis.calibrate import calibrate
+
+    from stalesgd.calibration import CalibrationError
+
+    path = ray_folder(tmp_path / "a", [("lock", 1, 2e-3, 1e-3, 0.5e-3),
+                                       ("lock", 2, 3e-3, 1e-3, 0.5e-3)],
+                      fields=[{"net_delay": "det:0"}, {"net_delay": "exp:1ms"}])
+    from stalesgd.units import adds_delay
+
+    assert [adds_delay(x) for x in (None, float("nan"), "", "det:0", "det:0ms", "exp:1ms")
+            ] == [False, False, False, False, False, True]
+    cal = calibrate(path, costs=COSTS)  # the det:0 run is a baseline, the other is left out
+    assert cal.data["source"]["run_ids"] == ["r0000"]
+    assert cal.data["source"]["skipped_run_ids"] == ["r0001"]
+    path = ray_folder(tmp_path / "b", [("hogwild", 2, 2e-3, 1e-3, 0.5e-3),
+                                       ("hogwild", 2, 3e-3, 1e-3, 0.5e-3)],
+                      fields=[{"shards": 1}, {"shards": 3}])
+    with pytest.raises(CalibrationError, match=r"shards \[1, 3\]"):
+        calibrate(path, costs=COSTS)
+
+
+def test_ctrl_c_while_fitting_ends_the_calibration(tmp_path, monkeypatch):
+    import stalesgd.sim.engine as engine
+    from stalesgd.analysis.calibrate import calibrate
+
+    path = ray_folder(tmp_path, [("lock", 1, 2e-3, 1e-3, 0.5e-3)])
+    real = engine.simulate_timing
+
+    def interrupted(*args, **kwargs):
+        res = real(*args, **kwargs)
+        res.interrupted = True  # as a simulation that Ctrl-C cut short reports it
+        return res
+
+    monkeypatch.setattr(engine, "simulate_timing", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(path, costs=COSTS)
+
+
+def test_shards_split_only_hogwild_runs_and_their_keys():
+    from stalesgd.analysis.load import config_key
+
+    exp = loads_experiment(SIM_PS + '[sweep]\n"dist.shards" = [1, 4]\n'
+                           '"algorithm.name" = ["lock", "hogwild"]\n')
+    runs = expand(exp)
+    assert sorted((r.algorithm.name, r.dist.shards) for r in runs) == [
+        ("hogwild", 1), ("hogwild", 4), ("lock", 2)]
+    row = {"problem": "p", "algorithm": "hogwild", "workers": 2}
+    assert config_key({**row, "shards": 4}).endswith("shards=4")
+    assert "shards" not in config_key({**row, "shards": 2})  # the default: joins real runs
+    assert "shards" not in config_key({**row, "algorithm": "lock", "shards": 1})

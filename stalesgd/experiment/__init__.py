@@ -74,6 +74,7 @@ from stalesgd.experiment.builders import default_experiment, experiment_from_fla
 from stalesgd.experiment.load import load_experiment, loads_experiment, parse_experiment
 from stalesgd.experiment.spec import (
     DEFAULT_PS_COSTS,
+    DEFAULT_SHARDS,
     DEFAULT_SIM_COMPUTE,
     DEFAULT_TIME_SLICE,
     PER_PARAM,
@@ -95,7 +96,8 @@ from stalesgd.experiment.sweep import expand
 from stalesgd.experiment.toml_writer import dict_to_toml, to_toml, toml_value
 
 __all__ = [
-    "DEFAULT_PS_COSTS", "DEFAULT_SIM_COMPUTE", "DEFAULT_TIME_SLICE", "PER_PARAM", "SPLITS",
+    "DEFAULT_PS_COSTS", "DEFAULT_SHARDS", "DEFAULT_SIM_COMPUTE", "DEFAULT_TIME_SLICE",
+    "PER_PARAM", "SPLITS",
     "AlgorithmSpec", "ControllerSpec", "DistSpec", "EvalSpec", "Experiment", "ExperimentError",
     "ProblemSpec", "RecordSpec", "RunSpec", "SimSpec", "StepsizeSpec", "StopSpec",
     "default_experiment", "dict_to_toml", "expand", "experiment_from_flags", "load_experiment",

@@ -86,8 +86,9 @@ def _check_dist_is_used(exp: Experiment, runs: list) -> None:
                "\"ps\" (they set the parameter servers; no run of this experiment has any)")
     if (exp.dist != DistSpec() or swept) and not any(uses_servers(r.engine, r.sim)
                                                       for r in runs):
-        key = swept[0] if swept else "dist"
-        value = exp.sweep[key] if swept else exp.dist.__dict__
+        set_keys = [f for f, v in exp.dist.__dict__.items() if v != getattr(DistSpec(), f)]
+        key = swept[0] if swept else f"dist.{set_keys[0]}"
+        value = exp.sweep[key] if swept else getattr(exp.dist, set_keys[0])
         raise OptionError(key, value, allowed, "is set but never used")
     if (exp.dist.address is not None or "dist.address" in swept) and not any(
             r.engine == "ray" for r in runs):

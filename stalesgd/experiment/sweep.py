@@ -9,6 +9,7 @@ like a run of its own.  Algorithm ``seq`` always runs one worker: its runs get `
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import math
 from dataclasses import asdict
@@ -16,6 +17,7 @@ from typing import Any
 
 from stalesgd.algorithms import get_algorithm
 from stalesgd.experiment.spec import (
+    DEFAULT_SHARDS,
     DistSpec,
     Experiment,
     ExperimentError,
@@ -182,6 +184,8 @@ other engines than ``ray`` that differ only in ``[dist]`` settings.  Every point
             dist = body["dist"]
             body["dist"] = (DistSpec(shards=dist.shards, net_delay=dist.net_delay)
                             if uses_servers(body["engine"], body["sim"]) else DistSpec())
+        if body["algorithm"].name != "hogwild":  # ... nor shards, which only hogwild splits
+            body["dist"] = dataclasses.replace(body["dist"], shards=DEFAULT_SHARDS)
         point = {k: _get_path(plain(_asdict_body(body)), k) for k in keys}
         for seed in exp.seeds:
             fingerprint = repr((sorted(plain(_asdict_body(body)).items()), seed))

@@ -40,7 +40,7 @@ from stalesgd.problems.registry import check_problem, split_name
 from stalesgd.records.updates import ROWS_ALLOWED, RowSelection
 from stalesgd.slowdown import parse_slowdown
 from stalesgd.stepsize import make_rule, rule_names
-from stalesgd.units import UnitsError, parse_distribution, parse_duration
+from stalesgd.units import MAX_MEAN, UnitsError, parse_distribution, parse_duration
 from stalesgd.validation import (
     OptionError,
     choice,
@@ -268,8 +268,9 @@ def _parse_topology(t: dict[str, Any]) -> dict[str, Any]:
             seconds = parse_duration(value)
         except UnitsError:
             raise OptionError(f"sim.{key}", value, allowed) from None
-        if not (math.isfinite(seconds) and seconds >= 0):
-            raise OptionError(f"sim.{key}", value, allowed, "is out of range")
+        if not (math.isfinite(seconds) and 0 <= seconds <= MAX_MEAN):
+            raise OptionError(f"sim.{key}", value, f"{allowed}, at most {MAX_MEAN:g} s",
+                              "is out of range")
         out[key] = str(value)
     return out
 
