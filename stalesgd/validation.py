@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["INT64_MAX", "OptionError", "choice", "flag", "integer", "known_keys", "number",
-           "short_repr", "table", "text", "type_name"]
+__all__ = ["INT64_MAX", "OptionError", "a_type", "choice", "flag", "integer", "known_keys",
+           "number", "short_repr", "table", "text", "type_name"]
 
 #: longest ``repr`` of a value quoted in an error message (a path is shown whole)
 MAX_REPR = 300
@@ -67,6 +67,12 @@ def type_name(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
+def a_type(value: Any) -> str:
+    """The TOML name of a value's type with its article (``an integer``, ``a string``…)."""
+    name = type_name(value)
+    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
@@ -94,7 +100,7 @@ def integer(value: Any, key: str, minimum: int | None = None, maximum: int | Non
     """An integer (not a boolean, not a float such as 2.0) in ``minimum..maximum``."""
     allowed = allowed or _range_text("an integer", minimum, maximum)
     if not _is_int(value):
-        raise OptionError(key, value, allowed, f"is a {type_name(value)}, not an integer")
+        raise OptionError(key, value, allowed, f"is {a_type(value)}, not an integer")
     v = int(value)
     if (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
         raise OptionError(key, value, allowed, "is out of range")
@@ -112,7 +118,7 @@ def number(value: Any, key: str, minimum: float | None = None, maximum: float | 
             allowed += " and > 0"
     if isinstance(value, bool | np.bool_) or not isinstance(
             value, int | float | np.integer | np.floating):
-        raise OptionError(key, value, allowed, f"is a {type_name(value)}, not a number")
+        raise OptionError(key, value, allowed, f"is {a_type(value)}, not a number")
     v = float(value)
     if not math.isfinite(v) or (positive and not v > 0) \
             or (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
@@ -123,7 +129,7 @@ def number(value: Any, key: str, minimum: float | None = None, maximum: float | 
 def flag(value: Any, key: str) -> bool:
     """``true`` or ``false`` (a boolean, not 0/1 or a string)."""
     if not isinstance(value, bool | np.bool_):
-        raise OptionError(key, value, "true or false", f"is a {type_name(value)}, not a "
+        raise OptionError(key, value, "true or false", f"is {a_type(value)}, not a "
                           "boolean")
     return bool(value)
 
@@ -138,7 +144,7 @@ def choice(value: Any, key: str, choices: Collection[str]) -> str:
 def text(value: Any, key: str, allowed: str) -> str:
     """A non-empty string."""
     if not isinstance(value, str):
-        raise OptionError(key, value, allowed, f"is a {type_name(value)}, not a string")
+        raise OptionError(key, value, allowed, f"is {a_type(value)}, not a string")
     if not value:
         raise OptionError(key, value, allowed, "is empty")
     return value
@@ -159,7 +165,7 @@ def table(value: Any, key: str, keys: Collection[str]) -> dict[str, Any]:
     """A table (dict) whose keys are all among ``keys``."""
     if not isinstance(value, dict):
         raise OptionError(key, value, f"a table with keys {', '.join(keys)}",
-                          f"is a {type_name(value)}, not a table")
+                          f"is {a_type(value)}, not a table")
     where = f"[{key}]" if key else "the top level"
     for name, item in value.items():
         if name not in keys:

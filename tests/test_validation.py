@@ -29,7 +29,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.mark.parametrize("value", [True, False, 2.0, "2", None, [2], np.float64(2.0)])
 def test_integer_refuses_what_is_not_an_integer(value):
-    with pytest.raises(OptionError, match=r"workers = .* is a .*, not an integer; allowed: "
+    with pytest.raises(OptionError, match=r"workers = .* is an? [A-Za-z]+, not an integer; allowed: "
                                           r"an integer >= 1"):
         integer(value, "workers", 1)
 
@@ -56,7 +56,7 @@ def test_number_is_a_finite_float_or_an_error_naming_the_key(value):
 
 def test_flag_choice_table_and_known_keys():
     assert flag(np.bool_(True), "quirks") is True
-    with pytest.raises(OptionError, match="quirks = 1 is a integer, not a boolean|quirks = 1 is"):
+    with pytest.raises(OptionError, match="quirks = 1 is an integer, not a boolean"):
         flag(1, "quirks")
     assert choice("tail", "rule", ("constant", "tail")) == "tail"
     with pytest.raises(OptionError, match="rule = 'x' is not allowed; allowed: constant, tail"):

@@ -28,7 +28,7 @@ from stalesgd.experiment.spec import (
 )
 from stalesgd.experiment.tables import TABLE_KEYS, parse_body
 from stalesgd.slowdown import canonical_slowdown, slowdown_factors, sweep_value
-from stalesgd.validation import OptionError, type_name
+from stalesgd.validation import OptionError, a_type
 
 __all__ = ["MAX_RUNS", "expand", "parse_exclude", "parse_sweep"]
 
@@ -91,7 +91,7 @@ def parse_sweep(raw: Any) -> dict[str, tuple[Any, ...]]:
         return {}
     if not isinstance(raw, dict):
         raise OptionError("sweep", raw, "a [sweep] table of key = [values]",
-                          f"is a {type_name(raw)}, not a table")
+                          f"is {a_type(raw)}, not a table")
     sweep: dict[str, tuple[Any, ...]] = {}
     for key, values in _flatten_sweep(raw).items():
         _check_sweep_key(key, values)

@@ -43,13 +43,13 @@ from stalesgd.stepsize import make_rule, rule_names
 from stalesgd.units import MAX_MEAN, UnitsError, parse_distribution, parse_duration
 from stalesgd.validation import (
     OptionError,
+    a_type,
     choice,
     flag,
     integer,
     number,
     table,
     text,
-    type_name,
 )
 
 __all__ = ["BODY_KEYS", "MAX_COUNT", "MAX_PERSISTENCE", "MAX_WORKERS", "TABLE_KEYS",
@@ -84,7 +84,7 @@ MAX_SHARDS = 256
 def _options(value: Any, key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise OptionError(key, value, "a table such as {n_features = 20}",
-                          f"is a {type_name(value)}, not a table")
+                          f"is {a_type(value)}, not a table")
     return copy.deepcopy(value)
 
 
@@ -120,7 +120,7 @@ def _distribution(value: Any, key: str, per_param: bool) -> str:
     if per_param and value == PER_PARAM:
         return value
     if not isinstance(value, str):
-        raise OptionError(key, value, allowed, f"is a {type_name(value)}, not a string")
+        raise OptionError(key, value, allowed, f"is {a_type(value)}, not a string")
     try:
         parse_distribution(value)
     except UnitsError as exc:
@@ -132,7 +132,7 @@ def _duration(value: Any, key: str) -> str:
     """A duration string > 0 (kept as written)."""
     allowed = "a duration > 0 such as '4ms', '150us' or '1.5s'"
     if not isinstance(value, str):
-        raise OptionError(key, value, allowed, f"is a {type_name(value)}, not a string")
+        raise OptionError(key, value, allowed, f"is {a_type(value)}, not a string")
     _positive_duration(value, key, allowed)
     return value
 
@@ -263,7 +263,7 @@ def _parse_topology(t: dict[str, Any]) -> dict[str, Any]:
                               "the parameter-server topology)", "cannot be used")
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise OptionError(f"sim.{key}", value, allowed,
-                              f"is a {type_name(value)}, not a duration")
+                              f"is {a_type(value)}, not a duration")
         try:
             seconds = parse_duration(value)
         except UnitsError:

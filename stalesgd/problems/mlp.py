@@ -35,7 +35,7 @@ from stalesgd.problems._kernels import (
     softmax_xent_rows,
 )
 from stalesgd.problems.base import Model, resolve_dtype
-from stalesgd.validation import OptionError, integer, type_name
+from stalesgd.validation import OptionError, a_type, integer
 
 
 @cached
@@ -141,7 +141,7 @@ def hidden_sizes(hidden: Any) -> tuple[int, ...]:
         hidden = (hidden,)
     if not isinstance(hidden, list | tuple):
         raise OptionError("hidden", hidden, f"a list of layer widths in 1..{MAX_WIDTH}, e.g. "
-                          "[128, 64]", f"is a {type_name(hidden)}, not a list of widths")
+                          "[128, 64]", f"is {a_type(hidden)}, not a list of widths")
     return tuple(integer(h, f"hidden[{i}]", 1, MAX_WIDTH) for i, h in enumerate(hidden))
 
 
