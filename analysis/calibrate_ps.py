@@ -50,6 +50,8 @@ from typing import Any
 
 import numpy as np
 
+from stalesgd.staleness import distances, histogram
+
 __all__ = ["CALIBRATED_ALGORITHMS", "fit_network", "ps_compute"]
 
 #: the algorithms whose ``ray`` records calibrate the topology (``seq`` runs are ``lock``'s
@@ -116,19 +118,6 @@ def _simulate(config: dict[str, Any], costs: np.ndarray, theta_bytes: int,
     return (res.n_updates / res.duration if res.duration > 0 else math.inf), tau
 
 
-def _simulated_rate(config: dict[str, Any], costs: np.ndarray, theta_bytes: int,
-                    read: float, update: float, shards: int, jitter: float = 0.0) -> float:
-    return _simulate(config, costs, theta_bytes, read, update, shards, jitter)[0]
-
-
-def _tv(a: np.ndarray, b: np.ndarray) -> float:
-    """Total variation between the τ distributions of two samples."""
-    n = int(max(a.max(initial=0), b.max(initial=0))) + 1
-    pa = np.bincount(a, minlength=n) / max(a.size, 1)
-    pb = np.bincount(b, minlength=n) / max(b.size, 1)
-    return 0.5 * float(np.abs(pa - pb).sum())
-
-
 def fit_network(configs: list[dict[str, Any]], theta_bytes: int, read: float,
                 update: float, shards: int, machine_cores: float | None
                 ) -> tuple[dict[str, Any], list[dict[str, float]]]:
@@ -147,8 +136,8 @@ def fit_network(configs: list[dict[str, Any]], theta_bytes: int, read: float,
     shared = 0.0 if machine_cores is None else float(machine_cores)
 
     def misfit(group: list[dict[str, Any]], costs: np.ndarray) -> float:
-        return float(sum(math.log(_simulated_rate(c, costs, theta_bytes, read, update,
-                                                  shards) / c["updates_per_s"]) ** 2
+        return float(sum(math.log(_simulate(c, costs, theta_bytes, read, update,
+                                            shards)[0] / c["updates_per_s"]) ** 2
                          for c in group))
 
     more = [c for c in configs if c["workers"] > fewest[c["algorithm"]]["workers"]]
@@ -184,7 +173,7 @@ def fit_network(configs: list[dict[str, Any]], theta_bytes: int, read: float,
         for jitter in JITTERS if c["workers"] > 1 else (0.0,):
             rate, tau = _simulate(c, costs, theta_bytes, read, update, shards, jitter,
                                   JUDGE_UPDATES)
-            tv = _tv(tau, c["tau"])
+            tv = distances(histogram(tau), histogram(c["tau"])).tv
             if best_fit is None or tv < best_fit["tau_tv"] - 1e-3:
                 best_fit = {"network_jitter": jitter, "tau_tv": tv,
                             "simulated_updates_per_s": rate}

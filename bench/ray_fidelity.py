@@ -21,22 +21,10 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
+from fidelity_matrix import applied_tau, throughput  # (the script's folder is on the path)
 
 HERE = Path(__file__).resolve().parents[1]
 SHARED_DATA = HERE.parent / "shared" / "data"
-
-
-def throughput(updates) -> float:
-    """Applied updates per second from the first read to the last apply."""
-    ok = ~np.asarray(updates["dropped"], dtype=bool)
-    t_apply = np.asarray(updates["t_apply"])[ok]
-    span = float(t_apply.max() - np.min(np.asarray(updates["t_read"])))
-    return t_apply.size / span if span > 0 else float("nan")
-
-
-def applied_tau(updates) -> np.ndarray:
-    return np.asarray(updates["tau"])[~np.asarray(updates["dropped"], dtype=bool)]
 
 
 def measure(args, root: Path) -> Path:

@@ -97,10 +97,20 @@ def _log(sim: Simulation, k: int, w: int, t_read: float, tau: int, eta: float,
     sim.rows.add(k, w, t_read, sim.env.now, tau, eta, attempts, dropped)
 
 
+def _apply(sim: Simulation, w: int, t0: int, t1: int, t_read: float,
+           attempts: int = 1) -> None:
+    """The server applies ``w``'s gradient (read at ``t0``) as update ``t1``: v moves on,
+    numeric replay applies it, the row is logged and the stop rules look."""
+    sim.v = t1 + 1
+    eta = math.nan if sim.hook is None else sim.hook.apply(w, t0, t1)
+    _log(sim, t1, w, t_read, t1 - t0, eta, attempts)
+    sim.applied()
+
+
 def lock_ps(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
     """``lock`` (and ``seq``): pull, compute, push the gradient one way; the server applies
     pushes in arrival order."""
-    ps, hook, env = sim.ps, sim.hook, sim.env
+    ps, env = sim.ps, sim.env
     comp, rd, upd = sim.samplers[w]
     while True:
         if w >= sim.active:
@@ -111,13 +121,7 @@ def lock_ps(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
         yield from _cpu(sim, w, comp.next())
 
         def push(t0=t0, t_read=t_read):
-            def done():
-                t1 = sim.v
-                sim.v = t1 + 1
-                eta = math.nan if hook is None else hook.apply(w, t0, t1)
-                _log(sim, t1, w, t_read, t1 - t0, eta)
-                sim.applied()
-            return upd.next(), done
+            return upd.next(), lambda: _apply(sim, w, t0, sim.v, t_read)
 
         ps.send(w, 0, ps.net.theta_bytes, push)
 
@@ -180,10 +184,7 @@ def leashed_ps(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
                 def done():
                     if not ok:  # the newer θ goes back
                         return (False, sim.v), nbytes
-                    sim.v = t1 + 1
-                    eta = math.nan if hook is None else hook.apply(w, t0, t1)
-                    _log(sim, t1, w, t_read, t1 - t0, eta, attempts)
-                    sim.applied()
+                    _apply(sim, w, t0, t1, t_read, attempts)
                     return (True, t1 + 1), 0.0
                 return rd.next(), done  # the new θ copied in, or the newer one out
 
@@ -206,7 +207,7 @@ def leashed_ps(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
 def hogwild_ps(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
     """``hogwild``: pull every shard's slice, compute, claim k from shard 0, send each shard
     its slice of the gradient."""
-    ps, hook, env = sim.ps, sim.hook, sim.env
+    ps, env = sim.ps, sim.env
     comp, rd, upd = sim.samplers[w]
     shards = int(ps.net.shards)
     share = 1.0 / shards
@@ -221,14 +222,10 @@ def hogwild_ps(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
         yield from _cpu(sim, w, comp.next())
 
         def claim(t0=t0, t_read=t_read):
-            def done():
-                k = sim.v
-                sim.v = k + 1
-                eta = math.nan if hook is None else hook.apply(w, t0, k)
-                _log(sim, k, w, t_read, k - t0, eta)
-                sim.applied()
+            def granted():  # k = the count so far; the reply carries no θ
+                _apply(sim, w, t0, sim.v, t_read)
                 return None, 0.0
-            return 0.0, done
+            return 0.0, granted
 
         yield from _wait(sim, w, ps.send(w, 0, 0.0, claim, reply=True))
         u = upd.next() * share

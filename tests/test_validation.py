@@ -29,8 +29,8 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.mark.parametrize("value", [True, False, 2.0, "2", None, [2], np.float64(2.0)])
 def test_integer_refuses_what_is_not_an_integer(value):
-    with pytest.raises(OptionError, match=r"workers = .* is an? [A-Za-z]+, not an integer; allowed: "
-                                          r"an integer >= 1"):
+    with pytest.raises(OptionError, match=r"workers = .* is an? [A-Za-z]+, not an integer; "
+                                          r"allowed: an integer >= 1"):
         integer(value, "workers", 1)
 
 
