@@ -3,8 +3,8 @@
 Maps are stored as :mod:`stalesgd.problems.lenet_layout` describes: element
 (channel, row, column, sample) of a C×H×W map for ``b`` samples lies at
 ``((c·H + y)·W + x)·b + s``.  Every inner loop here runs over a contiguous stretch
-(``b`` samples, or a line of ``width·b``), so the compiler vectorises it; the products
-themselves are BLAS calls in :mod:`stalesgd.problems.lenet`.  All functions are
+(``b`` samples, or a line of ``width·b``), so the compiler vectorises it; the products are
+in :mod:`stalesgd.problems.lenet_conv` and BLAS (:mod:`stalesgd.problems.gemm`).  All are
 ``@njit(nogil=True)`` and write only into the arrays they are given.
 """
 
@@ -40,30 +40,10 @@ def gather_sample_last(X, idx, start, b, rows, x):
 
 
 @njit(nogil=True)
-def im2col_band(src, cin, hin, win, row0, ow, b, col):
-    """The patches of one band of output rows, as the right operand of the convolution GEMM.
-
-    col[(c, ki, kj), (r, ox, s)] = src[c, row0 + r + ki, ox + kj, s] for r < BAND, ox < ow
-    (``src`` a cin×hin×win map): row (c, ki, kj) of ``col`` holds BAND stretches of ow·b
-    consecutive elements of ``src``.
-    """
-    run = ow * b
-    n = BAND * run
-    for c in range(cin):
-        for ki in range(K):
-            for kj in range(K):
-                base = ((c * K + ki) * K + kj) * n
-                for r in range(BAND):
-                    s0 = ((c * hin + row0 + r + ki) * win + kj) * b
-                    s = src[s0 : s0 + run]
-                    d = col[base + r * run : base + (r + 1) * run]
-                    for i in range(run):
-                        d[i] = s[i]
-
-
-@njit(nogil=True)
 def col2im_band(col, cin, hin, win, row0, ow, b, dst):
-    """Adjoint of :func:`im2col_band`: dst[c, row0 + r + ki, ox + kj, s] += col[...]."""
+    """dst[c, row0 + r + ki, ox + kj, s] += col[(c, ki, kj), (r, ox, s)] for r < BAND,
+    ox < ow: the gradient of a band's patches (rows (c, ki, kj), columns (r, ox, s)) added
+    into the gradient of the cin×hin×win map they were taken from."""
     run = ow * b
     n = BAND * run
     for c in range(cin):

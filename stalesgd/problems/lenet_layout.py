@@ -4,9 +4,10 @@ The kernels receive the architecture as an int64 vector ``dims`` (positions ``D_
 find every intermediate in one flat workspace ``ws`` at the offsets :func:`layout` returns
 (positions ``L_*``).  Activations are stored *sample-last*: element ``(f, s)`` of a chunk of
 ``b`` samples lies at ``f·b + s``, where ``f`` runs over (channel, row, column) of a map or
-over the units of a dense layer.  With that order every im2col copy moves rows of whole
-image lines for all samples at once, pooling and masking run along contiguous samples, and
-the dense layers are plain matrix products with the batch as the short side.
+over the units of a dense layer.  With that order a line of a map (its columns for all
+samples) is one contiguous stretch, so a convolution streams whole shifted lines, pooling
+and masking run along contiguous samples, and the dense layers are plain matrix products
+with the batch as the short side.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def make_dims(input_shape: tuple[int, int, int], fc84: bool,
 
 
 # Positions in the tuple returned by layout().
-(L_ROW, L_X, L_COL1, L_A1, L_P1, L_M1, L_DP1, L_COL2, L_A2, L_A2T, L_G2T, L_H0, L_M2, L_D0,
- L_H1, L_D1, L_H2, L_D2, L_Z, L_LANES, L_END) = range(21)
+(L_ROW, L_X, L_A1, L_P1, L_M1, L_DP1, L_COL2, L_A2, L_H0, L_M2, L_D0, L_H1, L_D1, L_H2, L_D2,
+ L_Z, L_LANES, L_END) = range(18)
 
 
 @njit(nogil=True)
@@ -70,12 +71,10 @@ def layout(dims: np.ndarray, b: int) -> tuple:
 
     Regions (shapes sample-last, ``·b`` omitted):
     ``row`` the chunk's input rows as read, sample-major; ``x`` the chunk's inputs (C, H, W);
-    ``col1`` im2col of one band of conv1 (C·25, BAND, OW1); ``a1`` its output
-    (6, BAND, OW1), later its gradient; ``p1`` pooled + ReLU (6, PH1, PW1), ``m1`` the
-    window position of each maximum (0..3, -1 where the ReLU is off), ``dp1`` the gradient
-    of p1; ``col2``, ``a2`` the same for a band of conv2 (150, BAND, OW2), (16, BAND, OW2);
-    ``a2t`` the gradient of a2 transposed, (BAND, OW2, b) × 16 (samples not last);
-    ``g2t`` the chunk's conv2 weight gradient transposed, 150 × 16 (not scaled by b);
+    ``a1`` one band of conv1's output (6, BAND, OW1), later its gradient; ``p1`` pooled +
+    ReLU (6, PH1, PW1), ``m1`` the window position of each maximum (0..3, -1 where the ReLU
+    is off), ``dp1`` the gradient of p1; ``a2`` a band of conv2 (16, BAND, OW2), later its
+    gradient; ``col2`` the gradient of that band's patches (150, BAND, OW2), before col2im;
     ``h0``, ``m2``, ``d0`` features, positions, gradient (FEAT); ``h1``, ``d1`` (120);
     ``h2``, ``d2`` (84); ``z`` the logits, sample-major (b, 10), then their gradient;
     ``lanes`` b partial sums.
@@ -87,16 +86,13 @@ def layout(dims: np.ndarray, b: int) -> tuple:
     feat = dims[D_FEAT] * b
     o_row = 0
     o_x = o_row + chw * b
-    o_col1 = o_x + chw * b
-    o_a1 = o_col1 + dims[D_C] * K * K * n1
+    o_a1 = o_x + chw * b
     o_p1 = o_a1 + N1 * n1
     o_m1 = o_p1 + p1
     o_dp1 = o_m1 + p1
     o_col2 = o_dp1 + p1
     o_a2 = o_col2 + N1 * K * K * n2
-    o_a2t = o_a2 + N2 * n2
-    o_g2t = o_a2t + N2 * n2
-    o_h0 = o_g2t + N1 * K * K * N2
+    o_h0 = o_a2 + N2 * n2
     o_m2 = o_h0 + feat
     o_d0 = o_m2 + feat
     o_h1 = o_d0 + feat
@@ -106,5 +102,5 @@ def layout(dims: np.ndarray, b: int) -> tuple:
     o_z = o_d2 + F2 * b
     o_lanes = o_z + N_CLASSES * b
     end = o_lanes + b
-    return (o_row, o_x, o_col1, o_a1, o_p1, o_m1, o_dp1, o_col2, o_a2, o_a2t, o_g2t, o_h0, o_m2,
-            o_d0, o_h1, o_d1, o_h2, o_d2, o_z, o_lanes, end)
+    return (o_row, o_x, o_a1, o_p1, o_m1, o_dp1, o_col2, o_a2, o_h0, o_m2, o_d0, o_h1, o_d1,
+            o_h2, o_d2, o_z, o_lanes, end)

@@ -19,15 +19,14 @@ from __future__ import annotations
 from numba import njit
 
 from stalesgd.problems.gemm import gemm
+from stalesgd.problems.lenet_conv import conv_band, conv_band_weight_grad
 from stalesgd.problems.lenet_layers import (
     add_row_sums,
     bias_relu,
     col2im_band,
     gather_sample_last,
-    im2col_band,
     pool_band,
     relu_mask,
-    transpose,
     unpool_band,
 )
 from stalesgd.problems.lenet_layout import (
@@ -58,15 +57,12 @@ from stalesgd.problems.lenet_layout import (
     F2,
     L_A1,
     L_A2,
-    L_A2T,
-    L_COL1,
     L_COL2,
     L_D0,
     L_D1,
     L_D2,
     L_DP1,
     L_END,
-    L_G2T,
     L_H0,
     L_H1,
     L_H2,
@@ -89,25 +85,23 @@ from stalesgd.problems.lenet_layout import (
 def gather(X, idx, start, b, ws, dims):
     """The inputs of rows ``idx[start:start+b]``, sample-last, into the ``x`` region."""
     L = layout(dims, b)
-    gather_sample_last(X, idx, start, b, ws[L[L_ROW] : L[L_X]], ws[L[L_X] : L[L_COL1]])
+    gather_sample_last(X, idx, start, b, ws[L[L_ROW] : L[L_X]], ws[L[L_X] : L[L_A1]])
 
 
 @njit(nogil=True)
-def conv_pool_forward(theta, woff, boff, nout, src, cin, hin, win, b, col, a, out, code):
+def conv_pool_forward(theta, woff, boff, nout, src, cin, hin, win, b, a, out, code):
     """A 5×5 'valid' convolution of the map ``src`` (cin×hin×win, sample-last) with the
     weights theta[woff:] (nout × cin·25), then 2×2 max-pool, bias theta[boff:] and ReLU into
     ``out`` and the maxima's positions into ``code`` (nout × pooled rows × pooled columns).
 
-    One pooled row at a time: im2col of its band of two output rows, a = W @ col, pooling.
+    One pooled row at a time: the convolution of its band of two output rows into ``a``,
+    then pooling.
     """
     ow = win - K + 1
     ph = (hin - K + 1) // 2
     pw = ow // 2
-    kk = cin * K * K
-    n = BAND * ow * b
     for r in range(ph):
-        im2col_band(src, cin, hin, win, BAND * r, ow, b, col)
-        gemm(False, False, nout, n, kk, 1.0, theta, woff, kk, col, 0, n, 0.0, a, 0, n)
+        conv_band(src, cin, hin, win, BAND * r, ow, b, theta, woff, nout, a)
         pool_band(a, nout, ow, b, theta, boff, out, code, r * pw * b, ph * pw * b)
 
 
@@ -115,9 +109,9 @@ def conv_pool_forward(theta, woff, boff, nout, src, cin, hin, win, b, col, a, ou
 def conv1_forward(theta, b, ws, dims):
     """conv1 on the inputs ``x`` -> pooled maps ``p1`` and their positions ``m1``."""
     L = layout(dims, b)
-    conv_pool_forward(theta, dims[D_C1W], dims[D_C1B], N1, ws[L[L_X] : L[L_COL1]], dims[D_C],
-                      dims[D_H], dims[D_W], b, ws[L[L_COL1] : L[L_A1]], ws[L[L_A1] : L[L_P1]],
-                      ws[L[L_P1] : L[L_M1]], ws[L[L_M1] : L[L_DP1]])
+    conv_pool_forward(theta, dims[D_C1W], dims[D_C1B], N1, ws[L[L_X] : L[L_A1]], dims[D_C],
+                      dims[D_H], dims[D_W], b, ws[L[L_A1] : L[L_P1]], ws[L[L_P1] : L[L_M1]],
+                      ws[L[L_M1] : L[L_DP1]])
 
 
 @njit(nogil=True)
@@ -126,8 +120,8 @@ def conv2_forward(theta, b, ws, dims):
     flatten order) and their positions ``m2``."""
     L = layout(dims, b)
     conv_pool_forward(theta, dims[D_C2W], dims[D_C2B], N2, ws[L[L_P1] : L[L_M1]], N1,
-                      dims[D_PH1], dims[D_PW1], b, ws[L[L_COL2] : L[L_A2]],
-                      ws[L[L_A2] : L[L_A2T]], ws[L[L_H0] : L[L_M2]], ws[L[L_M2] : L[L_D0]])
+                      dims[D_PH1], dims[D_PW1], b, ws[L[L_A2] : L[L_H0]],
+                      ws[L[L_H0] : L[L_M2]], ws[L[L_M2] : L[L_D0]])
 
 
 @njit(nogil=True)
@@ -192,8 +186,8 @@ def dense_backward(theta, grad, b, ws, dims, first):
 
 @njit(nogil=True)
 def conv2_backward(theta, grad, b, ws, dims, first):
-    """conv2, band by band: dA2 from the pooling; dW2ᵀ (+)= col2 @ dA2ᵀ (BLAS runs this
-    orientation 1.5x faster than dA2 @ col2ᵀ); dcol2 = W2ᵀ @ dA2, col2im into dp1."""
+    """conv2, band by band: dA2 from the pooling; dW2 (+)= the band's weight gradient;
+    dcol2 = W2ᵀ @ dA2, col2im into dp1."""
     L = layout(dims, b)
     PH1, PW1 = dims[D_PH1], dims[D_PW1]
     OW2, PH2, PW2 = dims[D_OW2], dims[D_PH2], dims[D_PW2]
@@ -202,9 +196,7 @@ def conv2_backward(theta, grad, b, ws, dims, first):
     p1 = ws[L[L_P1] : L[L_M1]]
     dp1 = ws[L[L_DP1] : L[L_COL2]]
     col2 = ws[L[L_COL2] : L[L_A2]]
-    da2 = ws[L[L_A2] : L[L_A2T]]
-    da2t = ws[L[L_A2T] : L[L_G2T]]
-    g2t = ws[L[L_G2T] : L[L_H0]]
+    da2 = ws[L[L_A2] : L[L_H0]]
     m2 = ws[L[L_M2] : L[L_D0]]
     k2 = N1 * K * K
     n2 = BAND * OW2 * b
@@ -213,38 +205,26 @@ def conv2_backward(theta, grad, b, ws, dims, first):
     for r in range(PH2):
         unpool_band(d0, m2, r * PW2 * b, PH2 * PW2 * b, N2, OW2, b, da2, lanes, grad,
                     dims[D_C2B])
-        transpose(da2, N2, n2, da2t)
-        im2col_band(p1, N1, PH1, PW1, BAND * r, OW2, b, col2)
-        gemm(False, False, k2, N2, n2, 1.0, col2, 0, n2, da2t, 0, N2, 0.0 if r == 0 else 1.0,
-             g2t, 0, N2)
+        conv_band_weight_grad(p1, N1, PH1, PW1, BAND * r, OW2, b, da2, N2, grad, dims[D_C2W],
+                              first and r == 0)
         gemm(True, False, k2, n2, N2, 1.0, theta, dims[D_C2W], k2, da2, 0, n2, 0.0, col2, 0, n2)
         col2im_band(col2, N1, PH1, PW1, BAND * r, OW2, b, dp1)
-    o2 = dims[D_C2W]
-    for co in range(N2):
-        for j in range(k2):
-            v = g2t[j * N2 + co]
-            grad[o2 + co * k2 + j] = v if first else grad[o2 + co * k2 + j] + v
 
 
 @njit(nogil=True)
 def conv1_backward(grad, b, ws, dims, first):
-    """conv1, band by band: dA1 from the pooling, dW1 (+)= dA1 @ col1ᵀ (its input is the
-    data: no input gradient)."""
+    """conv1, band by band: dA1 from the pooling, dW1 (+)= the band's weight gradient (its
+    input is the data: no input gradient)."""
     L = layout(dims, b)
     C, H, W = dims[D_C], dims[D_H], dims[D_W]
     OW1, PH1, PW1 = dims[D_OW1], dims[D_PH1], dims[D_PW1]
-    beta = 0.0 if first else 1.0
     lanes = ws[L[L_LANES] : L[L_END]]
     dp1 = ws[L[L_DP1] : L[L_COL2]]
-    x = ws[L[L_X] : L[L_COL1]]
-    col1 = ws[L[L_COL1] : L[L_A1]]
+    x = ws[L[L_X] : L[L_A1]]
     da1 = ws[L[L_A1] : L[L_P1]]
     m1 = ws[L[L_M1] : L[L_DP1]]
-    k1 = C * K * K
-    n1 = BAND * OW1 * b
     for r in range(PH1):
         unpool_band(dp1, m1, r * PW1 * b, PH1 * PW1 * b, N1, OW1, b, da1, lanes, grad,
                     dims[D_C1B])
-        im2col_band(x, C, H, W, BAND * r, OW1, b, col1)
-        gemm(False, True, N1, k1, n1, 1.0, da1, 0, n1, col1, 0, n1, beta if r == 0 else 1.0,
-             grad, dims[D_C1W], k1)
+        conv_band_weight_grad(x, C, H, W, BAND * r, OW1, b, da1, N1, grad, dims[D_C1W],
+                              first and r == 0)
