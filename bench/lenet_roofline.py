@@ -16,13 +16,15 @@ they execute is ``3 × forward − conv1``; ``--executed`` uses that count inste
     python bench/lenet_roofline.py --baseline /path/to/other/checkout --rounds 7
     python bench/lenet_roofline.py --clock cpu    # on a machine other processes share
 
-The baseline's ``stalesgd/problems/lenet.py`` is loaded as a module of its own (it must
-follow the kernel contract and import only what this checkout still provides).
+The baseline's LeNet-5 modules (``stalesgd/problems/lenet*.py`` and ``gemm.py``) are
+loaded under names of their own; anything else they import is this checkout's.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.abc
 import importlib.util
 import statistics
 import sys
@@ -101,13 +103,46 @@ class Updates:
         return 1.0 / t, self.flops / t / 1e9
 
 
+class _BaselineModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Serves another checkout's LeNet-5 modules (``stalesgd/problems/lenet*.py`` and
+    ``gemm.py``) as ``lenet_baseline.<name>``, their imports of each other rewritten to
+    match, so that the baseline runs its own layers, passes and layout, not this
+    checkout's; every other import (``stalesgd.problems.base``, …) stays this checkout's."""
+
+    PACKAGE = "lenet_baseline"
+
+    def __init__(self, checkout: Path) -> None:
+        folder = checkout / "stalesgd" / "problems"
+        self.files = {p.stem: p for p in sorted(folder.glob("lenet*.py"))}
+        self.files["gemm"] = folder / "gemm.py"
+
+    def find_spec(self, fullname, path=None, target=None):
+        package, _, name = fullname.rpartition(".")
+        if fullname == self.PACKAGE:
+            return importlib.util.spec_from_loader(fullname, self, is_package=True)
+        if package == self.PACKAGE and name in self.files:
+            return importlib.util.spec_from_loader(fullname, self, origin=str(self.files[name]))
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module) -> None:
+        name = module.__name__.rpartition(".")[2]
+        if module.__name__ == self.PACKAGE:
+            return
+        source = self.files[name].read_text()
+        for other in self.files:
+            source = source.replace(f"stalesgd.problems.{other} ", f"{self.PACKAGE}.{other} ")
+        module.__file__ = str(self.files[name])
+        exec(compile(source, module.__file__, "exec"), module.__dict__)
+
+
 def load_baseline(checkout: Path):
-    """The LeNet-5 module of another checkout, loaded under a name of its own."""
-    path = checkout / "stalesgd" / "problems" / "lenet.py"
-    spec = importlib.util.spec_from_file_location("lenet_baseline", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The LeNet-5 module of another checkout with its own helper modules (see
+    :class:`_BaselineModules`)."""
+    sys.meta_path.insert(0, _BaselineModules(checkout))
+    return importlib.import_module(f"{_BaselineModules.PACKAGE}.lenet")
 
 
 def main(argv: list[str] | None = None) -> int:
