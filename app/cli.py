@@ -466,6 +466,40 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return int(data_command(args.action, args.name, args.data_dir, sys.stdout) or 0)
 
 
+def attach_dash_values(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """``--flag -1=4`` as ``--flag=-1=4`` for the chosen subcommand's flags that take a value.
+
+    argparse reads a value that starts with ``-`` and is not a plain negative number (``-1ns``,
+    ``-1=4``) as another flag and stops with "expected one argument", before our checks can
+    say what is wrong with the value; joined, the value reaches them.  Only values that look
+    like a negative number's start (``-`` then a digit or ``.``) are joined: an option never
+    starts so.
+    """
+    argv = list(argv)
+    subcommands = next((a.choices for a in parser._actions
+                        if isinstance(a, argparse._SubParsersAction)), {})
+    sub = subcommands.get(argv[0]) if argv else None
+    if sub is None:
+        return argv
+    takes_value = {opt for action in sub._actions if action.option_strings and action.nargs is None
+                   for opt in action.option_strings}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            out.extend(argv[i:])
+            break
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if token in takes_value and len(nxt) > 1 and nxt[0] == "-" and nxt[1] in "0123456789.":
+            out.append(f"{token}={nxt}")
+            i += 2
+            continue
+        out.append(token)
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stalesgd`` command; returns the exit code (0 ok, 1 results could
     not be written, 2 bad input, 130 interrupted)."""
@@ -476,7 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from stalesgd.validation import OptionError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(attach_dash_values(parser, sys.argv[1:] if argv is None else argv))
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -87,6 +87,8 @@ FLAG_CASES = [
     (["--stepsize", "adam"], "stepsize.rule = 'adam'"),
     (["--seed", str(2**63)], "seeds[0] = 9223372036854775808 is out of range"),
     (["--seed", "-1"], "seeds[0] = -1 is out of range"),
+    # a value starting with '-' that is no plain number reaches our checks, not argparse's
+    (["--slowdown", "-1=4"], "names worker '-1', not a worker index"),
     (["--batch", "100000"], "problem.batch = 100000 is larger than the training set"),
     (["--workers", "0"], "workers = 0 is out of range"),
     (["--lr", "nan"], "stepsize.lr = nan is out of range"),
@@ -105,6 +107,7 @@ SIM_CASES = [
     (["--read", "gamma:1ms:0"], "sim.read = 'gamma:1ms:0'"),
     (["--time-slice", "0ms"], "sim.time_slice = '0ms'"),
     (["--cores", "0"], "sim.cores = 0"),
+    (["--topology", "ps", "--per-byte", "-1ns"], "sim.per_byte = '-1ns' is not allowed"),
 ]
 
 
