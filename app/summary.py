@@ -77,6 +77,8 @@ def format_summary(summaries: list[dict[str, Any]],
     for s in summaries:
         spec = (specs or {}).get(str(s.get("run_id")))
         engine = str(s.get("engine"))
+        if engine == "sim" and s.get("topology") == "ps":  # the model of engine ray
+            engine = "sim-ps"
         if s.get("calibration_scope"):  # an out-of-sample prediction, as reports name it
             engine += f"[{s['calibration_scope']}]"
         rows.append((str(s.get("run_id")), engine, str(s.get("algorithm")),

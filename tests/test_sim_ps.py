@@ -232,6 +232,7 @@ def test_a_ps_run_record_names_its_network(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "parameter servers" in out and "net delay exp:1ms" in out
+    assert "r0000  sim-ps" in out  # the runs table names the engine as reports do
     import pandas as pd
     runs = pd.read_parquet(next(tmp_path.glob("*/runs.parquet")))
     row = runs.iloc[0]
