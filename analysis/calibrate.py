@@ -85,7 +85,7 @@ from stalesgd.calibration import FORMAT, VERSION, Calibration, CalibrationError
 from stalesgd.data.errors import DataNotFoundError
 from stalesgd.units import adds_delay
 
-from .calibrate_ps import CALIBRATED_ALGORITHMS, fit_network, ps_compute
+from .calibrate_ps import CALIBRATED_ALGORITHMS, fit_network, ps_compute, row_timings
 from .load import AnalysisError, read_folder
 
 __all__ = [
@@ -437,6 +437,7 @@ def _calibrate_servers(res: Any, sel: Any, head: dict[str, Any], n_params: int
     configs, pooled = [], []
     for alg, workers in sorted({(r.algorithm, int(r.workers)) for r in sel.itertuples()}):
         ids = sorted(sel["run_id"][(sel["algorithm"] == alg) & (sel["workers"] == workers)])
+        timings: list[tuple[float, float]] = []
         per_worker: list[list[np.ndarray]] = [[] for _ in range(workers)]
         applied, span, taus = 0, 0.0, []
         for rid in ids:
@@ -445,6 +446,9 @@ def _calibrate_servers(res: Any, sel: Any, head: dict[str, Any], n_params: int
             if len(ok) < 2 or ok["t_pulled"].isna().any():
                 raise CalibrationError(f"run {rid} has {len(ok)} updates with pull and push "
                                        "times; need more to calibrate")
+            timings.append(row_timings(up["worker"].to_numpy(), up["t_read"].to_numpy(float),
+                                       up["t_apply"].to_numpy(float),
+                                       up["dropped"].to_numpy(bool)))
             for w, x in enumerate(ps_compute(up, alg, workers, update)):
                 per_worker[w].append(x)
             applied += len(ok)
@@ -459,7 +463,9 @@ def _calibrate_servers(res: Any, sel: Any, head: dict[str, Any], n_params: int
         configs.append({"algorithm": alg, "workers": workers, "run_ids": ids,
                         "samples": pw, "pooled": allc, "updates": applied,
                         "updates_per_s": applied / span, "tau": tau,
-                        "mean_tau": float(tau.mean())})
+                        "mean_tau": float(tau.mean()),
+                        "row_timings": tuple(float(np.median(x)) for x in zip(*timings,
+                                                                               strict=True))})
         pooled.append(allc)
     for c in configs:  # every configuration computes as its algorithm's fewest workers did
         c["compute"] = min((x for x in configs if x["algorithm"] == c["algorithm"]),
@@ -479,8 +485,8 @@ def _calibrate_servers(res: Any, sel: Any, head: dict[str, Any], n_params: int
         **head,
         "topology": "ps",
         "network": {**network, "shards": shards,
-                    "source": "fitted by timing-only simulation to the measured updates/s "
-                              "(analysis/calibrate_ps.py)"},
+                    "source": "fitted by timing-only simulation to the measured updates/s and "
+                              "cycle timings (analysis/calibrate_ps.py)"},
         "time_slice": DEFAULT_TIME_SLICE,
         "time_slice_source": "default (the distributed engine's records do not show it)",
         "effective_cores": cores,

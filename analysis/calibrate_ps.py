@@ -18,7 +18,13 @@ The network and the servers: one latency per message, a cost per byte and a serv
 message (``sim.latency``, ``sim.per_byte``, ``sim.server_time``) cannot be read off the
 records one by one, so they are **fitted by simulation**: the values whose timing-only
 simulations of the configurations with the fewest workers (per algorithm) best reproduce
-their measured updates/s (least squares of the log ratios, Nelder–Mead).
+their measured updates/s and how each worker's cycle splits (:func:`row_timings`: the median
+time from a read to its apply, and, where the worker waits for its apply, from the apply to
+its next read), least squares of the log ratios, Nelder–Mead.  Rates alone do not separate
+the latency from the cost per byte when every message carries θ (a fit from 1 and 2
+workers then traded one for the other and predicted Leashed-SGD at 8 workers 1.8× too
+fast); Leashed-SGD's apply → next read is one reply without θ, its read → apply three
+messages and two copies of θ.
 
 **One machine.**  A local Ray instance runs workers, servers and its own message handling on
 the same cores, and that is what bounds a run with more workers: on 2 cores the measured
@@ -52,7 +58,7 @@ import numpy as np
 
 from stalesgd.staleness import distances, histogram
 
-__all__ = ["CALIBRATED_ALGORITHMS", "fit_network", "ps_compute"]
+__all__ = ["CALIBRATED_ALGORITHMS", "fit_network", "ps_compute", "row_timings"]
 
 #: the algorithms whose ``ray`` records calibrate the topology (``seq`` runs are ``lock``'s
 #: loop; ``sync`` logs one row per round)
@@ -94,12 +100,43 @@ def ps_compute(updates: Any, algorithm: str, workers: int, apply_cost: float
     return out
 
 
+def row_timings(worker: np.ndarray, t_read: np.ndarray, t_apply: np.ndarray,
+                dropped: np.ndarray) -> tuple[float, float]:
+    """Median read → apply of the applied updates, and median apply → next read of the same
+    worker (NaN where there are too few): how a cycle splits between what the worker waits
+    for and what follows.  The first :data:`WARMUP` updates of every worker are left out."""
+    spans, gaps = [], []
+    keep = ~np.asarray(dropped, dtype=bool)
+    worker, t_read, t_apply = (np.asarray(a)[keep] for a in (worker, t_read, t_apply))
+    for w in np.unique(worker):
+        order = np.argsort(t_read[worker == w], kind="stable")
+        r, a = t_read[worker == w][order], t_apply[worker == w][order]
+        spans.append((a - r)[WARMUP:])
+        gaps.append((r[1:] - a[:-1])[WARMUP:])
+    span = np.concatenate(spans) if spans else np.zeros(0)
+    gap = np.concatenate(gaps) if gaps else np.zeros(0)
+    return (float(np.median(span)) if span.size else math.nan,
+            float(np.median(gap)) if gap.size else math.nan)
+
+
+def _log_misses(measured: dict[str, Any], rate: float, timings: tuple[float, float]) -> float:
+    """Squared log ratios of simulated to measured updates/s and :func:`row_timings` (the
+    apply → next read only where both are positive: a worker that waits for its apply)."""
+    err = math.log(rate / measured["updates_per_s"]) ** 2
+    span, gap = measured.get("row_timings", (math.nan, math.nan))
+    if span > 0 and timings[0] > 0:
+        err += math.log(timings[0] / span) ** 2
+    if gap > 0 and timings[1] > 0:
+        err += math.log(timings[1] / gap) ** 2
+    return err
+
+
 def _simulate(config: dict[str, Any], costs: np.ndarray, theta_bytes: int,
               read: float, update: float, shards: int, jitter: float = 0.0,
-              updates: int = FIT_UPDATES) -> tuple[float, np.ndarray]:
-    """Simulated updates/s and applied updates' τ of ``config`` with network ``costs``
-    (latency, per byte, server time, the shared machine's cores or 0); every worker resamples
-    ``config["compute"]``."""
+              updates: int = FIT_UPDATES) -> tuple[float, np.ndarray, tuple[float, float]]:
+    """Simulated updates/s, applied updates' τ and :func:`row_timings` of ``config`` with
+    network ``costs`` (latency, per byte, server time, the shared machine's cores or 0);
+    every worker resamples ``config["compute"]``."""
     from stalesgd.sim.engine import simulate_timing
     from stalesgd.sim.network import Network
     from stalesgd.sim.timing import Empirical
@@ -114,8 +151,11 @@ def _simulate(config: dict[str, Any], costs: np.ndarray, theta_bytes: int,
     if res.interrupted:  # Ctrl-C: the simulation kept its rows, the fit must stop
         raise KeyboardInterrupt
     u = res.updates
-    tau = np.asarray(u["tau"])[~np.asarray(u["dropped"])]
-    return (res.n_updates / res.duration if res.duration > 0 else math.inf), tau
+    dropped = np.asarray(u["dropped"], dtype=bool)
+    tau = np.asarray(u["tau"])[~dropped]
+    timings = row_timings(np.asarray(u["worker"]), np.asarray(u["t_read"], dtype=np.float64),
+                          np.asarray(u["t_apply"], dtype=np.float64), dropped)
+    return (res.n_updates / res.duration if res.duration > 0 else math.inf), tau, timings
 
 
 def fit_network(configs: list[dict[str, Any]], theta_bytes: int, read: float,
@@ -125,7 +165,8 @@ def fit_network(configs: list[dict[str, Any]], theta_bytes: int, read: float,
     cores (``machine_cores`` None: no shared machine), and per configuration its jitter and
     the τ distance it reaches (module doc).  ``configs``: per measured configuration
     ``algorithm``, ``workers``, ``compute`` (its algorithm's fewest-workers compute samples),
-    ``updates_per_s`` and the applied updates' ``tau``."""
+    ``updates_per_s``, the applied updates' ``tau`` and, when known, their
+    ``row_timings``."""
     from scipy.optimize import minimize
 
     fewest: dict[str, dict[str, Any]] = {}
@@ -136,9 +177,11 @@ def fit_network(configs: list[dict[str, Any]], theta_bytes: int, read: float,
     shared = 0.0 if machine_cores is None else float(machine_cores)
 
     def misfit(group: list[dict[str, Any]], costs: np.ndarray) -> float:
-        return float(sum(math.log(_simulate(c, costs, theta_bytes, read, update,
-                                            shards)[0] / c["updates_per_s"]) ** 2
-                         for c in group))
+        total = 0.0
+        for c in group:
+            rate, _, timings = _simulate(c, costs, theta_bytes, read, update, shards)
+            total += _log_misses(c, rate, timings)
+        return total
 
     more = [c for c in configs if c["workers"] > fewest[c["algorithm"]]["workers"]]
     log_costs = np.log([5e-4, 2e-9, 1e-4])
@@ -160,8 +203,9 @@ def fit_network(configs: list[dict[str, Any]], theta_bytes: int, read: float,
         errors = [joint.fun / len(configs) * len(more)]
     latency, per_byte, serve = (float(v) for v in np.exp(log_costs))
     if grid is not None:
-        cores_source = (f"fitted with the costs to the updates/s of {', '.join(_names(configs))} "
-                        f"(log-rate error {math.sqrt(joint.fun / len(configs)):.3g})")
+        cores_source = (f"fitted with the costs to the updates/s and cycle timings of "
+                        f"{', '.join(_names(configs))} (log error "
+                        f"{math.sqrt(joint.fun / len(configs)):.3g})")
     elif shared:
         cores_source = "the machine's (no run with more workers to fit them to)"
     else:
@@ -171,8 +215,8 @@ def fit_network(configs: list[dict[str, Any]], theta_bytes: int, read: float,
     for c in configs:
         best_fit = None
         for jitter in JITTERS if c["workers"] > 1 else (0.0,):
-            rate, tau = _simulate(c, costs, theta_bytes, read, update, shards, jitter,
-                                  JUDGE_UPDATES)
+            rate, tau, _ = _simulate(c, costs, theta_bytes, read, update, shards, jitter,
+                                     JUDGE_UPDATES)
             tv = distances(histogram(tau), histogram(c["tau"])).tv
             if best_fit is None or tv < best_fit["tau_tv"] - 1e-3:
                 best_fit = {"network_jitter": jitter, "tau_tv": tv,

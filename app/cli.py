@@ -14,6 +14,7 @@ code 1 (:data:`EXIT_FAILURE`) with the runs written before kept; Ctrl-C in 130.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -466,23 +467,19 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return int(data_command(args.action, args.name, args.data_dir, sys.stdout) or 0)
 
 
-def attach_dash_values(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
-    """``--flag -1=4`` as ``--flag=-1=4`` for the chosen subcommand's flags that take a value.
+#: what argparse itself reads as a negative number (and so as a value, not a flag)
+_PLAIN_NEGATIVE = re.compile(r"^-\d+$|^-\d*\.\d+$")
 
-    argparse reads a value that starts with ``-`` and is not a plain negative number (``-1ns``,
-    ``-1=4``) as another flag and stops with "expected one argument", before our checks can
-    say what is wrong with the value; joined, the value reaches them.  Only values that look
-    like a negative number's start (``-`` then a digit or ``.``) are joined: an option never
-    starts so.
+
+def attach_dash_values(argv: Sequence[str]) -> list[str]:
+    """``--flag -1=4`` as ``--flag=-1=4``: a value after a flag that starts like a negative
+    number (``-`` then a digit or ``.``) but is not a plain one (``-1ns``, ``-1=4``).
+
+    argparse reads such a value as another flag and stops with "expected one argument",
+    before our checks can say what is wrong with the value; joined, the value reaches them.
+    No option of this program starts so; after a flag that takes no value the joined form
+    is refused by argparse as the separate one was.
     """
-    argv = list(argv)
-    subcommands = next((a.choices for a in parser._actions
-                        if isinstance(a, argparse._SubParsersAction)), {})
-    sub = subcommands.get(argv[0]) if argv else None
-    if sub is None:
-        return argv
-    takes_value = {opt for action in sub._actions if action.option_strings and action.nargs is None
-                   for opt in action.option_strings}
     out: list[str] = []
     i = 0
     while i < len(argv):
@@ -491,7 +488,8 @@ def attach_dash_values(parser: argparse.ArgumentParser, argv: Sequence[str]) -> 
             out.extend(argv[i:])
             break
         nxt = argv[i + 1] if i + 1 < len(argv) else ""
-        if token in takes_value and len(nxt) > 1 and nxt[0] == "-" and nxt[1] in "0123456789.":
+        if (token.startswith("-") and "=" not in token and len(nxt) > 1 and nxt[0] == "-"
+                and nxt[1] in "0123456789." and not _PLAIN_NEGATIVE.match(nxt)):
             out.append(f"{token}={nxt}")
             i += 2
             continue
@@ -510,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from stalesgd.validation import OptionError
 
     parser = build_parser()
-    args = parser.parse_args(attach_dash_values(parser, sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(attach_dash_values(sys.argv[1:] if argv is None else argv))
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
