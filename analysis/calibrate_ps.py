@@ -65,8 +65,11 @@ __all__ = ["CALIBRATED_ALGORITHMS", "fit_network", "ps_compute", "row_timings"]
 CALIBRATED_ALGORITHMS = ("lock", "leashed", "hogwild", "seq")
 #: simulated updates per configuration and evaluation of the fit
 FIT_UPDATES = 800
-#: the fit's evaluations (Nelder–Mead) and the effective core counts tried
-FIT_EVALUATIONS = 50
+#: the grid the fit starts from (latency, cost per byte), its evaluations (Nelder–Mead)
+#: and the effective core counts tried
+START_LATENCIES = (1e-4, 1e-3, 1e-2)
+START_PER_BYTE = (1e-10, 1e-9, 1e-8, 1e-7)
+FIT_EVALUATIONS = 80
 CORE_STEPS = 16
 #: evaluations of the joint fit of costs and cores to every configuration
 JOINT_EVALUATIONS = 80
@@ -184,7 +187,10 @@ def fit_network(configs: list[dict[str, Any]], theta_bytes: int, read: float,
         return total
 
     more = [c for c in configs if c["workers"] > fewest[c["algorithm"]]["workers"]]
-    log_costs = np.log([5e-4, 2e-9, 1e-4])
+    # start from the best of a coarse grid of latency × cost per byte (the two can lie
+    # orders of magnitude from any one guess)
+    starts = [np.log([lat, pb, 1e-4]) for lat in START_LATENCIES for pb in START_PER_BYTE]
+    log_costs = min(starts, key=lambda x: misfit(base, np.append(np.exp(x), shared)))
     machine = shared
     grid = np.geomspace(0.25, shared, CORE_STEPS) if shared and more else None
     best = minimize(lambda x: misfit(base, np.append(np.exp(x), shared)), log_costs,

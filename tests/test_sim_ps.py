@@ -13,6 +13,7 @@ from stalesgd.sim.run import SimRun
 from stalesgd.sim.timing import parse_timing
 
 from stalesgd.experiment import ExperimentError, expand, experiment_from_flags, loads_experiment
+from stalesgd.problems.registry import make_problem
 
 MS = 1e-3
 
@@ -433,3 +434,39 @@ def test_shards_split_only_hogwild_runs_and_their_keys():
     assert config_key({**row, "shards": 4}).endswith("shards=4")
     assert "shards" not in config_key({**row, "shards": 2})  # the default: joins real runs
     assert "shards" not in config_key({**row, "algorithm": "lock", "shards": 1})
+
+
+def test_the_fit_tells_latency_from_cost_per_byte_from_the_cycle_split(tmp_path):
+    """Leashed-SGD's records of one worker made by the model itself (latency L, cost per
+    byte p, θ of B bytes): pull 2L + Bp, publish → apply L + Bp, apply → next read L (the
+    small reply).  Updates/s alone are met by any L and p of the same cycle; the cycle's
+    split pins both."""
+    from stalesgd.analysis.calibrate import calibrate
+
+    from stalesgd.records import ResultsFolder, RunRecord
+
+    latency, per_byte = 1e-3, 50e-9
+    theta_bytes = make_problem("mlp-synthetic").model.n_params * 8
+    pull = 2 * latency + theta_bytes * per_byte
+    compute, publish, reply = 1e-3, latency + theta_bytes * per_byte, latency
+    cycle = pull + compute + publish + reply
+    n = 300
+    t_read = np.arange(n) * cycle + 1e-3
+    rows = {"k": np.arange(n), "worker": np.zeros(n, np.int32), "t_read": t_read,
+            "t_pulled": t_read + pull, "t_pushed": t_read + pull + compute,
+            "t_apply": t_read + pull + compute + publish, "tau": np.zeros(n, np.int64),
+            "eta": np.full(n, 0.05), "attempts": np.ones(n, np.int32),
+            "dropped": np.zeros(n, bool)}
+    folder = ResultsFolder.create("fake", tmp_path, config_toml="",
+                                  machine={"hostname": "fake", "usable_cores": 2,
+                                           "logical_cores": 2})
+    summary = {"run_id": "r0000", "engine": "ray", "algorithm": "leashed",
+               "problem": "mlp-synthetic", "workers": 1, "batch": 16, "dtype": "float64",
+               "updates": n, "seconds": float(cycle * n)}
+    empty = {"t": np.zeros(0), "k": np.zeros(0, np.int64), "loss": np.zeros(0),
+             "active_workers": np.zeros(0, np.int32)}
+    with folder:
+        folder.write_run(summary, RunRecord(summary=summary, updates=rows, evals=empty))
+    net = calibrate(folder.path, costs=COSTS).data["network"]
+    assert net["latency"] == pytest.approx(latency, rel=0.25)
+    assert net["per_byte"] == pytest.approx(per_byte, rel=0.25)
