@@ -1,14 +1,15 @@
 """Direct 5×5 convolutions of one band of output rows, for maps with few channels.
 
 A LeNet-5 convolution as a GEMM has a short side of 6 (conv1's output channels) or
-25·C (its patches): BLAS runs such shapes at 12–15 % of its peak on this layout, and the
-im2col copy costs as much again.  On sample-last maps (see
+25·C (its patches): BLAS ran conv1 that way at 11–14 GFLOP/s on an AVX2 core, a sixth
+of its float32 peak, plus the im2col copy.  On sample-last maps (see
 :mod:`stalesgd.problems.lenet_layout`) a convolution needs no patches: for one output row
 and one kernel row ``ki``, output line ``(x, s)`` is the sum over ``kj`` of five input
 lines ``(x + kj, s)``, each a contiguous stretch of ``ow·b`` elements shifted by ``kj·b``.
 The loops below keep the weights of two output channels (forward) or the gradients of
 two channels' five taps (backward) in registers and stream those lines, one vectorised
-pass per kernel row: 2.5–6× the GEMM path's speed (``bench/lenet_phases.py``).
+pass per kernel row: 1.2–7× the im2col + GEMM path per pass (largest for conv1 and
+float32; ``bench/lenet_phases.py``, ``bench/lenet_roofline.py``).
 
 Both take a band of :data:`BAND` output rows starting at row ``row0``; ``nout`` must be
 even.  Weights are ``theta[woff + (co·cin + c)·25 + ki·5 + kj]`` as in PyTorch.
