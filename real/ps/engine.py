@@ -76,6 +76,20 @@ def validate_ray(spec: RunSpec) -> None:
         check_address(address)  # a cluster that does not answer: before anything runs
 
 
+
+def worker_placements(ray: Any, m: int) -> list[Any]:
+    """Where each of ``m`` worker actors goes: on a cluster of several nodes, worker w on
+    node w mod (nodes) (soft: elsewhere if that node cannot take it), so that workers are
+    spread over the machines every time (Ray's ``SPREAD`` is best effort and sometimes put
+    every worker on one node); on one node, ``SPREAD``."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+    if len(nodes) < 2:
+        return ["SPREAD"] * m
+    return [NodeAffinitySchedulingStrategy(node_id=nodes[w % len(nodes)], soft=True)
+            for w in range(m)]
+
 class RayRun:
     """One run of the distributed engine; ``run()`` returns its :class:`RunRecord`."""
 
@@ -149,9 +163,10 @@ class RayRun:
                             net_delay=spec.dist.net_delay)
         problem_ref = ray.put(self.problem)
         # a second thread per worker actor takes the driver's park/resume and end
-        worker_cls = ray.remote(num_cpus=0, scheduling_strategy="SPREAD",
-                                max_concurrency=2)(Worker)
-        self.workers = [worker_cls.remote(w, self.seeds[w], problem_ref, setup, self.servers)
+        worker_cls = ray.remote(num_cpus=0, max_concurrency=2)(Worker)
+        places = worker_placements(ray, self.m)
+        self.workers = [worker_cls.options(scheduling_strategy=places[w]).remote(
+                            w, self.seeds[w], problem_ref, setup, self.servers)
                         for w in range(self.m)]
         ray.get([a.prepare.remote() for a in [*self.servers, *self.workers]])
         self.worker_nodes = ray.get([w.node.remote() for w in self.workers])
