@@ -8,6 +8,11 @@ thread's CPU time by default (steadier on a shared machine), best of five.
 
     python bench/lenet_phases.py
     python bench/lenet_phases.py --batch 16 --clock wall
+
+The kernel runs a minibatch in chunks of at most :data:`~stalesgd.problems.lenet.CHUNK`
+rows through a workspace sized for one chunk, so a larger ``--batch`` is timed as its
+chunks are: one chunk of ``CHUNK`` rows (a pass called with more rows would write past the
+workspace).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from numba import njit
 from threadpoolctl import threadpool_limits
 
 from stalesgd.problems import lenet_passes as passes
-from stalesgd.problems.lenet import LeNet5
+from stalesgd.problems.lenet import CHUNK, LeNet5
 
 PHASES = ("gather", "conv1 fwd", "conv2 fwd", "dense fwd", "dense bwd", "conv2 bwd",
           "conv1 bwd")
@@ -67,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     args = p.parse_args(argv)
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
-    b = args.batch
+    if args.batch < 1:
+        p.error(f"--batch must be at least 1 (got {args.batch})")
+    b = min(args.batch, CHUNK)
+    if b < args.batch:
+        print(f"batch {args.batch} runs in chunks of {CHUNK} rows: timing one chunk of {b}")
     with threadpool_limits(limits=1):
         for dtype in ("float32", "float64"):
             for shape in ((1, 28, 28), (3, 32, 32)):
