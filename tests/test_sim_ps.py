@@ -259,6 +259,13 @@ topology = "ps"
 """
 
 
+def test_shards_are_accepted_when_a_hogwild_run_uses_them():
+    exp = loads_experiment(SIM_PS + '[dist]\nshards = 4\n[sweep]\n"algorithm.name" = '
+                           '["lock", "hogwild"]\n')
+    assert sorted((r.algorithm.name, r.dist.shards) for r in expand(exp)) == [
+        ("hogwild", 4), ("lock", 2)]
+
+
 def test_dist_settings_apply_to_simulated_servers():
     exp = loads_experiment(SIM_PS.replace('name = "lock"', 'name = "hogwild"')
                            + '[dist]\nshards = 4\nnet_delay = "exp:1ms"\n')
@@ -277,6 +284,9 @@ def test_dist_settings_apply_to_simulated_servers():
     (SIM_PS + '[algorithm.options]\nlock_handover = "2us"\n', "no lock or compare-and-swap"),
     (SIM_PS + 'latency = "2e6s"\n', "at most 1e+06 s"),
     (SIM_PS.replace('topology = "ps"', "") + "[dist]\nshards = 4\n", "dist.shards = 4"),
+    # shards split θ for Hogwild! only: with lock alone they would be ignored
+    (SIM_PS + "[dist]\nshards = 4\n", "no run splits θ over servers"),
+    (SIM_PS + '[sweep]\n"dist.shards" = [1, 4]\n', "no run splits θ over servers"),
 ])
 def test_bad_settings_are_refused_with_what_is_allowed(text, words):
     with pytest.raises(ExperimentError, match=None) as err:

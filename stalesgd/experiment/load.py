@@ -80,7 +80,8 @@ def parse_experiment(raw: dict[str, Any], source: str | None = None,
 def _check_dist_is_used(exp: Experiment, runs: list) -> None:
     """``[dist]`` settings (or a sweep over them) in an experiment none of whose runs has
     parameter servers (engine ``ray``, or ``sim`` with topology ``ps``) would be ignored:
-    refuse them; so is a cluster address without a ``ray`` run."""
+    refuse them; so are shards without a Hogwild! run on servers and a cluster address
+    without a ``ray`` run."""
     swept = [k for k in exp.sweep if k.startswith("dist.")]
     allowed = ("[dist] settings with engine = \"ray\" or a simulation with sim.topology = "
                "\"ps\" (they set the parameter servers; no run of this experiment has any)")
@@ -90,6 +91,12 @@ def _check_dist_is_used(exp: Experiment, runs: list) -> None:
         key = swept[0] if swept else f"dist.{set_keys[0]}"
         value = exp.sweep[key] if swept else getattr(exp.dist, set_keys[0])
         raise OptionError(key, value, allowed, "is set but never used")
+    if (exp.dist.shards != DistSpec().shards or "dist.shards" in swept) and not any(
+            uses_servers(r.engine, r.sim) and r.algorithm.name == "hogwild" for r in runs):
+        value = exp.sweep.get("dist.shards", exp.dist.shards)
+        raise OptionError("dist.shards", value, "a number of servers for algorithm = "
+                          "\"hogwild\" (the other algorithms keep θ on one server)",
+                          "is set but no run splits θ over servers")
     if (exp.dist.address is not None or "dist.address" in swept) and not any(
             r.engine == "ray" for r in runs):
         value = exp.sweep.get("dist.address", exp.dist.address)
