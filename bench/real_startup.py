@@ -1,8 +1,9 @@
 """Start-up of a short real run: wall seconds from the command to the results folder.
 
 Runs ``stalesgd real`` (200 updates of the MNIST MLP, lock, two workers, by default) as a
-fresh process, "cold" (an empty kernel cache: ``NUMBA_CACHE_DIR`` set to a new temporary
-folder) and "warm" (the same command again with the cache the cold run filled), several
+fresh process, "cold" (empty caches: ``NUMBA_CACHE_DIR`` and ``XDG_CACHE_HOME``, where the
+kernels and the parsed data set are kept, set to a new temporary folder) and "warm" (the same
+command again with the caches the cold run filled), several
 rounds, cold and warm alternately.  With ``--baseline`` another checkout's ``stalesgd``
 (its ``.venv``) runs the same rounds interleaved, so that both see the same load on a shared
 machine.  Prints each one's median, minimum and maximum, and the targets (warm ≤ 1.5 s, cold
@@ -39,9 +40,9 @@ def command(checkout: Path, data_dir: str, out: str, extra: list[str]) -> list[s
 
 
 def timed(cmd: list[str], cache: Path) -> float:
-    """Wall seconds of ``cmd`` with the kernel cache in ``cache``; fails loudly."""
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), OPENBLAS_NUM_THREADS="1",
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    """Wall seconds of ``cmd`` with its caches in ``cache``; fails loudly."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), XDG_CACHE_HOME=str(cache),
+               OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     t0 = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - t0

@@ -3,11 +3,12 @@
 The files are found along the search path (:mod:`.paths`), verified on first
 read in the process (:mod:`.files`), parsed with ``np.frombuffer`` and
 kept as uint8 pixels with the per-channel coefficients of their float inputs (a
-packed :class:`Dataset`: MNIST in 55 MB instead of 219 MB of float32).  Nothing is
-memoised but the checksum verdicts, so memory is not held for data sets no run uses, with
-one exception: the split that :func:`check_files` parsed with ``keep=True`` (a run's
-check just before its load) is handed to the next load of the same unchanged files, once,
-so that a run does not decompress its files twice (about 0.3 s for MNIST).  The pixels
+packed :class:`Dataset`: MNIST in 55 MB instead of 219 MB of float32).  Verified parses
+are also kept on disk between processes (:mod:`.parsed_cache`, keyed by the files' bytes).
+In memory nothing is memoised but the checksum verdicts, so memory is not held for data
+sets no run uses, with one exception: the split that :func:`check_files` parsed with
+``keep=True`` (a run's check just before its load) is handed to the next load of the same
+unchanged files, once, so that a run does not read its files twice.  The pixels
 are read-only, so sharing them is safe.
 """
 
@@ -20,13 +21,14 @@ import numpy as np
 
 from stalesgd.validation import flag
 
+from . import parsed_cache
 from .cifar import parse_cifar_batch
 from .dataset import Dataset
 from .errors import DataCorruptError
 from .files import file_key, read_verified
 from .idx import parse_idx
 from .paths import Location, locate
-from .registry import DataSpec, get_spec
+from .registry import MANIFEST_NAME, DataSpec, get_spec
 from .transforms import channel_stats, check_count, check_normalize, pixel_coefficients
 
 REAL_OPTIONS = ("n_train", "n_test", "normalize", "verify")
@@ -105,11 +107,33 @@ def _kept_key(name: str, loc: Location, verify: bool) -> tuple:
     return (name, tuple(sorted((n, file_key(p)) for n, p in loc.files.items())), verify)
 
 
+def _cache_key(spec: DataSpec, loc: Location) -> str | None:
+    """The parsed cache's key of these files, None if one cannot be read (the parse then
+    says why)."""
+    files = dict(loc.files)
+    manifest = loc.folder / MANIFEST_NAME  # (checksums recorded at download take part)
+    if manifest.is_file():
+        files[MANIFEST_NAME] = manifest
+    try:
+        return parsed_cache.content_key(spec.name, files)
+    except OSError:
+        return None
+
+
 def _parse(spec: DataSpec, loc: Location, verify: bool) -> RawSplit:
+    """The split, from the parsed cache when these verified bytes were parsed before."""
+    key = _cache_key(spec, loc) if verify else None
+    if key is not None:
+        cached = parsed_cache.load(spec.name, key)
+        if cached is not None:
+            return RawSplit(*cached)
     loader = _load_idx if spec.kind == "idx" else _load_cifar
     raw = loader(spec, loc, verify)
-    return RawSplit(*(_readonly(a) for a in (raw.X_train, raw.y_train, raw.X_test,
-                                             raw.y_test)), raw.mean, raw.std)
+    split = RawSplit(*(_readonly(a) for a in (raw.X_train, raw.y_train, raw.X_test,
+                                              raw.y_test)), raw.mean, raw.std)
+    if key is not None:
+        parsed_cache.store(spec.name, key, tuple(getattr(split, a) for a in parsed_cache.ARRAYS))
+    return split
 
 
 def load_raw(name: str, data_dir: str | os.PathLike[str] | None = None,
@@ -131,13 +155,17 @@ def check_files(name: str, data_dir: str | os.PathLike[str] | None = None,
     Raises the error loading would raise (:class:`DataNotFoundError`,
     :class:`DataCorruptError`, :class:`DataReadError`), so that a run can be refused before
     it starts.  Checksum verdicts are remembered, so the load that follows does not hash the
-    files again.
+    files again; files whose bytes an earlier process verified and parsed (the parsed
+    cache) pass without being parsed again.
     """
     spec = get_spec(name)
     loc = locate(spec, data_dir)
     if keep:
         _kept.clear()
         _kept[_kept_key(name, loc, verify)] = _parse(spec, loc, verify)
+    elif verify and (key := _cache_key(spec, loc)) is not None \
+            and parsed_cache.load(spec.name, key) is not None:
+        pass  # these bytes were verified and parsed before
     elif spec.kind == "idx":
         _idx_parts(spec, loc, verify)
     else:

@@ -1,0 +1,146 @@
+"""The parsed cache of file-based data sets (stalesgd.data.parsed_cache): a verified parse
+is stored and reused for the same file bytes only, and the cache never makes a load fail."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_data import IDX_NAMES, need_shared
+
+import stalesgd.data.paths as paths
+import stalesgd.data.real as real
+from stalesgd.data import DataCorruptError, load_dataset, parsed_cache
+from stalesgd.data.files import clear_verdicts
+
+
+@pytest.fixture(autouse=True)
+def hermetic(tmp_path, monkeypatch):
+    """A user cache of the test's own; no $STALESGD_DATA; no memo between loads."""
+    monkeypatch.delenv("STALESGD_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(paths, "SYSTEM_ROOT", tmp_path / "system")
+    clear_verdicts()
+    yield
+    clear_verdicts()
+
+
+def _copy_mnist(root: Path) -> Path:
+    src = need_shared("mnist")
+    folder = root / "mnist"
+    folder.mkdir(parents=True)
+    for n in IDX_NAMES:
+        (folder / (n + ".gz")).write_bytes((src / (n + ".gz")).read_bytes())
+    return folder
+
+
+def _entries() -> list[Path]:
+    folder = parsed_cache.cache_folder()
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def _no_parsing(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("the files were read and parsed again")
+    monkeypatch.setattr(real, "read_verified", refuse)
+
+
+def _load(root: Path, **kw):
+    return load_dataset("mnist", data_dir=root, n_train=500, n_test=100, **kw)
+
+
+def test_a_second_load_reads_the_stored_parse_and_gets_the_same_data(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    _copy_mnist(root)
+    first = _load(root)
+    (entry,) = _entries()
+    assert entry.name.startswith("mnist-")
+    assert sorted(p.name for p in entry.iterdir()) == sorted(f"{a}.npy"
+                                                             for a in parsed_cache.ARRAYS)
+    clear_verdicts()
+    _no_parsing(monkeypatch)
+    second = _load(root)
+    for part in ("train", "test"):
+        np.testing.assert_array_equal(first.features(part), second.features(part))
+    np.testing.assert_array_equal(first.y_train, second.y_train)
+    np.testing.assert_array_equal(first.y_test, second.y_test)
+    raw, _ = real.load_raw("mnist", root)
+    assert not raw.X_train.flags.writeable and raw.X_train.shape == (60000, 784)
+    # the check before a run is answered from the cache too
+    real.check_files("mnist", root)
+
+
+def test_other_bytes_are_parsed_and_verified_again(tmp_path):
+    root = tmp_path / "root"
+    folder = _copy_mnist(root)
+    _load(root)
+    (before,) = _entries()
+    gz = folder / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(gz.read_bytes()))
+    raw[100] = (raw[100] + 1) % 10  # still a valid label: only the checksum can tell
+    gz.write_bytes(gzip.compress(bytes(raw)))
+    clear_verdicts()
+    with pytest.raises(DataCorruptError, match="MISMATCH"):
+        _load(root)
+    assert _entries() == [before]  # a file that does not verify is not stored
+
+
+def test_a_copy_elsewhere_with_the_same_bytes_shares_the_entry(tmp_path, monkeypatch):
+    _copy_mnist(tmp_path / "a")
+    _copy_mnist(tmp_path / "b")
+    _load(tmp_path / "a")
+    clear_verdicts()
+    _no_parsing(monkeypatch)
+    _load(tmp_path / "b")
+    assert len(_entries()) == 1
+
+
+def test_a_damaged_entry_is_parsed_again_and_replaced(tmp_path):
+    root = tmp_path / "root"
+    _copy_mnist(root)
+    first = _load(root)
+    (entry,) = _entries()
+    (entry / "X_train.npy").write_bytes(b"\x93NUMPY garbage")
+    clear_verdicts()
+    again = _load(root)
+    np.testing.assert_array_equal(first.features("train"), again.features("train"))
+    assert _entries() == [entry] and np.load(entry / "X_train.npy").shape == (60000, 784)
+
+
+def test_an_unwritable_cache_costs_nothing_but_time(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    _copy_mnist(root)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    ds = _load(root)
+    assert ds.features("train").shape == (500, 784)
+    assert parsed_cache.store("mnist", "k" * 32, (np.zeros(1),) * 6) is False
+
+
+def test_unverified_loads_neither_store_nor_use_entries(tmp_path):
+    root = tmp_path / "root"
+    _copy_mnist(root)
+    _load(root, verify=False)
+    assert _entries() == []
+
+
+def test_a_new_entry_replaces_the_sets_older_ones_and_abandoned_writes(tmp_path):
+    arrays = tuple(np.arange(3) + i for i in range(6))
+    assert parsed_cache.store("mnist", "a" * 32, arrays)
+    assert parsed_cache.store("fashion-mnist", "b" * 32, arrays)
+    abandoned = parsed_cache.cache_folder() / ".mnist-half"
+    abandoned.mkdir()
+    old = 1_000_000_000
+    os.utime(abandoned, (old, old))
+    recent = parsed_cache.cache_folder() / ".mnist-writing"
+    recent.mkdir()
+    assert parsed_cache.store("mnist", "c" * 32, arrays)
+    assert [p.name for p in _entries()] == [".mnist-writing", "fashion-mnist-" + "b" * 32,
+                                            "mnist-" + "c" * 32]
+    loaded = parsed_cache.load("mnist", "c" * 32)
+    assert all(np.array_equal(x, y) for x, y in zip(loaded, arrays, strict=True))
+    assert parsed_cache.load("mnist", "a" * 32) is None
