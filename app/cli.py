@@ -355,7 +355,63 @@ def _number_or_text(text: str | None, parse: type) -> Any:
         return text
 
 
+#: the flag of ``stalesgd real``/``sim``/``dist`` behind each experiment key (for messages)
+FLAG_OF_KEY = {
+    "workers": "--workers", "seeds": "--seed", "seeds[0]": "--seed", "name": "--name",
+    "slowdown": "--slowdown",
+    "problem.name": "--problem", "problem.batch": "--batch", "problem.dtype": "--dtype",
+    "problem.options.data_dir": "--data-dir", "problem.options.file": "--data-file",
+    "problem.options.sha256": "--data-sha256",
+    "algorithm.name": "--algorithm", "algorithm.persistence": "--persistence",
+    "stepsize.rule": "--stepsize", "stepsize.lr": "--lr",
+    "stop.updates": "--updates", "stop.seconds": "--seconds",
+    "stop.target_loss": "--target-loss", "record.rows": "--log-rows",
+    "controller.name": "--controller",
+    "sim.cores": "--cores", "sim.compute": "--compute", "sim.read": "--read",
+    "sim.update": "--update", "sim.time_slice": "--time-slice",
+    "sim.timing_only": "--timing-only", "sim.calibration": "--calibration",
+    "sim.topology": "--topology", "sim.latency": "--latency", "sim.per_byte": "--per-byte",
+    "sim.server_time": "--server-time",
+    "dist.address": "--address", "dist.shards": "--shards", "dist.net_delay": "--net-delay",
+}
+#: the flags that set one option each (``-o KEY=VALUE``), by the table they fill
+OPTION_FLAGS = {"problem.options.": "-o", "stepsize.options.": "--stepsize-option",
+                "controller.options.": "--controller-option"}
+
+
+def in_flags(error: Exception) -> Exception:
+    """``error`` about a value the user gave as a flag, named as typed (``--shards 4``, not
+    ``dist.shards = 4``); other errors unchanged."""
+    from stalesgd.validation import OptionError, short_repr
+
+    if not isinstance(error, OptionError):
+        return error
+    value = short_repr(error.value)
+    text = None
+    if error.key in FLAG_OF_KEY:
+        text = f"{FLAG_OF_KEY[error.key]} {value}"
+    else:
+        for prefix, flag in OPTION_FLAGS.items():
+            if error.key.startswith(prefix):
+                text = f"{flag} {error.key[len(prefix):]}={value}"
+    if text is None:
+        return error
+    named = OptionError(error.key, error.value, error.allowed, error.problem)
+    named.args = (f"{text} {error.problem}; allowed: {error.allowed}",)
+    return named
+
+
 def _cmd_engine(args: argparse.Namespace) -> int:
+    """``stalesgd real``/``sim``/``dist``: errors in a value name the flag that gave it."""
+    from stalesgd.validation import OptionError
+
+    try:
+        return _run_flags(args)
+    except OptionError as exc:
+        raise in_flags(exc) from None
+
+
+def _run_flags(args: argparse.Namespace) -> int:
     from stalesgd.experiment import experiment_from_flags
 
     persistence = args.persistence

@@ -280,9 +280,9 @@ def test_sim_flags_and_bad_values(fake, tmp_path, capsys):
     assert spec.sim.timing_only and spec.sim.update == "det:10us" and spec.stop.seconds == 1.5
     assert main(base + ["--compute", "exp:2"]) == 2
     err = capsys.readouterr().err
-    assert "sim.compute = 'exp:2'" in err and "exp:MEAN" in err
+    assert "--compute 'exp:2'" in err and "exp:MEAN" in err
     assert main(base[:6] + ["0", "--out", str(tmp_path)]) == 2
-    assert "workers = 0" in capsys.readouterr().err
+    assert "--workers 0" in capsys.readouterr().err
 
 
 def test_run_without_file_uses_the_default(fake, tmp_path, capsys, monkeypatch):
@@ -366,3 +366,21 @@ def test_a_dry_run_lists_what_each_run_would_run(tmp_path, capsys):
     assert code == 0 and not (tmp_path / "res").exists()
     assert out.strip() == ("r0000  real mlp-synthetic hidden=[8] n_train=500 leashed m=3 tail "
                            "lr=0.02 batch=16 float64 seed=0 stop: updates 100")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["dist", "--algorithm", "lock", "--shards", "4"], "--shards 4 is set but no run splits"),
+    (["sim", "--algorithm", "lock", "-o", "n_train=0"], "-o n_train=0 is out of range"),
+    (["real", "--algorithm", "lock", "--seed", "-1"], "--seed -1 is out of range"),
+    (["sim", "--algorithm", "lock", "--compute", "abc"], "--compute 'abc' is not allowed"),
+    (["real", "--algorithm", "tail", "--lr", "0.1"], "--algorithm 'tail' is not allowed"),
+    (["real", "--algorithm", "lock", "--stepsize", "tail", "--stepsize-option", "window=-3"],
+     "--stepsize-option window=-3 is out of range"),
+])
+def test_errors_in_flags_name_the_flag_as_typed(argv, words, capsys):
+    """A bad value given as a flag is named as the user typed it, with what is allowed."""
+    common = ["--problem", "logreg-synthetic", "--workers", "2", "--updates", "10", "--dry-run"]
+    assert main(argv + common) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"stalesgd: {words}") and "; allowed: " in err[0]
+    assert "command line:" not in err[0]
