@@ -259,6 +259,11 @@ topology = "ps"
 """
 
 
+def test_the_default_number_of_shards_is_no_setting():
+    for extra in ("[dist]\nshards = 2\n", '[sweep]\n"dist.shards" = [2]\n'):
+        assert [r.dist.shards for r in expand(loads_experiment(SIM_PS + extra))] == [2]
+
+
 def test_shards_are_accepted_when_a_hogwild_run_uses_them():
     exp = loads_experiment(SIM_PS + '[dist]\nshards = 4\n[sweep]\n"algorithm.name" = '
                            '["lock", "hogwild"]\n')

@@ -52,6 +52,15 @@ def clear_verdicts() -> None:
     _verdicts.clear()
 
 
+def forget_verdicts(paths) -> None:
+    """Forget the memoised verdicts on ``paths``, so that their next read hashes them."""
+    for path in paths:
+        try:
+            _verdicts.pop(file_key(Path(path)), None)
+        except OSError:
+            pass
+
+
 def read_decompressed(path: Path, dataset: str) -> bytes:
     """The content of ``path``, gunzipped when it ends in ``.gz``.
 

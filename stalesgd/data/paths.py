@@ -47,9 +47,10 @@ class Location:
 
 
 def user_cache_root() -> Path:
-    """The user cache root: ``$XDG_CACHE_HOME/stalesgd``, else ``~/.cache/stalesgd``."""
+    """The user cache root: ``$XDG_CACHE_HOME/stalesgd``, else ``~/.cache/stalesgd`` (a
+    relative ``$XDG_CACHE_HOME`` is ignored, as the XDG specification says)."""
     xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    base = Path(xdg) if xdg else Path.home() / ".cache"
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
     return base / "stalesgd"
 
 

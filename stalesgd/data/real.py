@@ -25,7 +25,7 @@ from . import parsed_cache
 from .cifar import parse_cifar_batch
 from .dataset import Dataset
 from .errors import DataCorruptError
-from .files import file_key, read_verified
+from .files import file_key, forget_verdicts, read_verified
 from .idx import parse_idx
 from .paths import Location, locate
 from .registry import MANIFEST_NAME, DataSpec, get_spec
@@ -127,6 +127,8 @@ def _parse(spec: DataSpec, loc: Location, verify: bool) -> RawSplit:
         cached = parsed_cache.load(spec.name, key)
         if cached is not None:
             return RawSplit(*cached)
+    if key is not None:  # (what goes to disk is verified now, not by an earlier verdict
+        forget_verdicts(loc.files.values())  # on a file of the same size and time)
     loader = _load_idx if spec.kind == "idx" else _load_cifar
     raw = loader(spec, loc, verify)
     split = RawSplit(*(_readonly(a) for a in (raw.X_train, raw.y_train, raw.X_test,

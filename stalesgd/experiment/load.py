@@ -89,11 +89,12 @@ def _check_dist_is_used(exp: Experiment, runs: list) -> None:
                                                       for r in runs):
         set_keys = [f for f, v in exp.dist.__dict__.items() if v != getattr(DistSpec(), f)]
         key = swept[0] if swept else f"dist.{set_keys[0]}"
-        value = exp.sweep[key] if swept else getattr(exp.dist, set_keys[0])
+        value = list(exp.sweep[key]) if swept else getattr(exp.dist, set_keys[0])
         raise OptionError(key, value, allowed, "is set but never used")
-    if (exp.dist.shards != DistSpec().shards or "dist.shards" in swept) and not any(
+    shards = list(exp.sweep.get("dist.shards", [exp.dist.shards]))
+    if any(k != DistSpec().shards for k in shards) and not any(
             uses_servers(r.engine, r.sim) and r.algorithm.name == "hogwild" for r in runs):
-        value = exp.sweep.get("dist.shards", exp.dist.shards)
+        value = shards if "dist.shards" in swept else exp.dist.shards
         raise OptionError("dist.shards", value, "a number of servers for algorithm = "
                           "\"hogwild\" (the other algorithms keep θ on one server)",
                           "is set but no run splits θ over servers")
