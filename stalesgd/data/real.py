@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import stalesgd.data.parsed_cache as parsed_cache
 from stalesgd.validation import flag
 
-from . import parsed_cache
 from .cifar import parse_cifar_batch
 from .dataset import Dataset
 from .errors import DataCorruptError
