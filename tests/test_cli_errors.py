@@ -67,47 +67,47 @@ ENGINE = ["--problem", "mlp-synthetic", "--algorithm", "lock", "--workers", "2",
 
 FLAG_CASES = [
     # (extra flags, words the message must hold)
-    (["-o", "hidden=[0]"], "problem.options.hidden[0] = 0 is out of range"),
-    (["-o", "hidden=[-5]"], "problem.options.hidden[0] = -5 is out of range"),
-    (["-o", "hidden=[1.5]"], "problem.options.hidden[0] = 1.5 is a float"),
-    (["-o", 'hidden="abc"'], "problem.options.hidden = 'abc' is a string"),
-    (["-o", "n_train=0"], "problem.options.n_train = 0 is out of range"),
-    (["-o", "foo=1"], "problem.options.foo = 1 is an unknown option"),
+    (["-o", "hidden=[0]"], "-o hidden[0]=0 is out of range"),
+    (["-o", "hidden=[-5]"], "-o hidden[0]=-5 is out of range"),
+    (["-o", "hidden=[1.5]"], "-o hidden[0]=1.5 is a float"),
+    (["-o", 'hidden="abc"'], "-o hidden='abc' is a string"),
+    (["-o", "n_train=0"], "-o n_train=0 is out of range"),
+    (["-o", "foo=1"], "-o foo=1 is an unknown option"),
     (["-o", "=1"], "--option = '=1'"),
     (["-o", "n_train=500", "-o", "n_train=600"], "n_train is given twice"),
-    (["--problem", "logreg-mnist"], "problem.name = 'logreg-mnist' does not fit"),
-    (["--problem", "resnet-mnist"], "problem.name = 'resnet-mnist'"),
-    (["--stepsize", "tail", "--stepsize-option", "A=-1"], "stepsize.options.A = -1"),
-    (["--stepsize", "tail", "--stepsize-option", "A=inf"], "stepsize.options.A = inf"),
+    (["--problem", "logreg-mnist"], "--problem 'logreg-mnist' does not fit"),
+    (["--problem", "resnet-mnist"], "--problem 'resnet-mnist'"),
+    (["--stepsize", "tail", "--stepsize-option", "A=-1"], "--stepsize-option A=-1"),
+    (["--stepsize", "tail", "--stepsize-option", "A=inf"], "--stepsize-option A=inf"),
     (["--stepsize", "tail", "--stepsize-option", "A=5"], "allowed: a number in 0..1"),
-    (["--stepsize", "tail", "--stepsize-option", "window=0"], "stepsize.options.window = 0"),
-    (["--stepsize", "tail", "--stepsize-option", "pdf=[]"], "stepsize.options.pdf = []"),
+    (["--stepsize", "tail", "--stepsize-option", "window=0"], "--stepsize-option window=0"),
+    (["--stepsize", "tail", "--stepsize-option", "pdf=[]"], "--stepsize-option pdf=[]"),
     (["--stepsize", "constant", "--stepsize-option", "A=1"],
-     "stepsize.options.A = 1 is an unknown option"),
-    (["--stepsize", "adam"], "stepsize.rule = 'adam'"),
-    (["--seed", str(2**63)], "seeds[0] = 9223372036854775808 is out of range"),
-    (["--seed", "-1"], "seeds[0] = -1 is out of range"),
+     "--stepsize-option A=1 is an unknown option"),
+    (["--stepsize", "adam"], "--stepsize 'adam'"),
+    (["--seed", str(2**63)], "--seed 9223372036854775808 is out of range"),
+    (["--seed", "-1"], "--seed -1 is out of range"),
     # a value starting with '-' that is no plain number reaches our checks, not argparse's
     (["--slowdown", "-1=4"], "names worker '-1', not a worker index"),
-    (["--batch", "100000"], "problem.batch = 100000 is larger than the training set"),
-    (["--workers", "0"], "workers = 0 is out of range"),
-    (["--lr", "nan"], "stepsize.lr = nan is out of range"),
-    (["--target-loss", "-1"], "stop.target_loss = -1.0 is out of range"),
-    (["--log-rows", "every:0"], "record.rows = 'every:0'"),
+    (["--batch", "100000"], "--batch 100000 is larger than the training set"),
+    (["--workers", "0"], "--workers 0 is out of range"),
+    (["--lr", "nan"], "--lr nan is out of range"),
+    (["--target-loss", "-1"], "--target-loss -1.0 is out of range"),
+    (["--log-rows", "every:0"], "--log-rows 'every:0'"),
     (["--controller", "window", "--controller-option", "probe=0"],
-     "controller.options.probe = 0 is out of range"),
-    (["--persistence", "many"], "algorithm.persistence = 'many'"),
-    (["--data-dir", "/data"], "problem.options.data_dir = '/data'"),
+     "--controller-option probe=0 is out of range"),
+    (["--persistence", "many"], "--persistence 'many'"),
+    (["--data-dir", "/data"], "--data-dir '/data'"),
     (["--workers", "two"], "argument --workers: invalid int value: 'two'"),
 ]
 
 SIM_CASES = [
-    (["--compute", "lognormal:2ms:1e300"], "sim.compute = 'lognormal:2ms:1e300'"),
-    (["--compute", "exp:2"], "sim.compute = 'exp:2'"),
-    (["--read", "gamma:1ms:0"], "sim.read = 'gamma:1ms:0'"),
-    (["--time-slice", "0ms"], "sim.time_slice = '0ms'"),
-    (["--cores", "0"], "sim.cores = 0"),
-    (["--topology", "ps", "--per-byte", "-1ns"], "sim.per_byte = '-1ns' is not allowed"),
+    (["--compute", "lognormal:2ms:1e300"], "--compute 'lognormal:2ms:1e300'"),
+    (["--compute", "exp:2"], "--compute 'exp:2'"),
+    (["--read", "gamma:1ms:0"], "--read 'gamma:1ms:0'"),
+    (["--time-slice", "0ms"], "--time-slice '0ms'"),
+    (["--cores", "0"], "--cores 0"),
+    (["--topology", "ps", "--per-byte", "-1ns"], "--per-byte '-1ns' is not allowed"),
 ]
 
 
@@ -151,7 +151,7 @@ def test_bad_calibration_files_are_refused(fake, tmp_path, capsys):
         for dry in ([], ["--dry-run"]):
             code, err, _ = cli(["sim", *ENGINE, "--calibration", path, "--out", str(out), *dry],
                                capsys)
-            assert_refused(code, err, f"sim.calibration = '{path}' cannot be used", words)
+            assert_refused(code, err, f"--calibration '{path}' cannot be used", words)
     assert runs.calls == [] and not out.exists()
 
 
@@ -179,7 +179,7 @@ def test_a_name_too_long_for_a_folder_is_refused(fake, tmp_path, capsys):
     fake(FakeEngine(), name="real")
     code, err, _ = cli(["real", *ENGINE, "--name", "n" * 250, "--out", str(tmp_path / "r")],
                        capsys)
-    assert_refused(code, err, "name = ", "at most 200")
+    assert_refused(code, err, "--name ", "at most 200")
     assert not (tmp_path / "r").exists()
 
 

@@ -323,7 +323,7 @@ def test_a_bad_net_delay_is_refused_naming_the_syntax(capsys, tmp_path):
     code = main(["dist", "--problem", PROBLEM, "--algorithm", "lock", "--workers", "2",
                  "--net-delay", "5ms", "--out", str(tmp_path), "--no-progress"])
     err = capsys.readouterr().err
-    assert code == 2 and "dist.net_delay = '5ms'" in err and "exp:MEAN" in err
+    assert code == 2 and "--net-delay '5ms'" in err and "exp:MEAN" in err
     assert not any(tmp_path.iterdir())
 
 

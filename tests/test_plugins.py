@@ -275,7 +275,7 @@ def test_a_fresh_process_finds_the_installed_example_without_importing_it(tmp_pa
                           "--algorithm", "lock", "--workers", "1", "--dry-run"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2
-    assert "problem.options.hidden = -1 is out of range" in bad.stderr
+    assert "-o hidden=-1 is out of range" in bad.stderr
 
 
 @pytest.fixture
@@ -320,7 +320,7 @@ def test_an_entry_point_that_fails_is_a_clear_usage_error(fake_entry_points, val
             "--updates", "10", "--out", str(tmp_path / "out")]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "problem.name = 'brokenep-synthetic' cannot be used" in err
+    assert "--problem 'brokenep-synthetic' cannot be used" in err
     assert "Traceback" not in err
 
 
