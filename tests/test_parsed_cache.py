@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data import IDX_NAMES, need_shared
+from test_data import IDX_NAMES, _copy_mnist
 
 import stalesgd.data.paths as paths
 import stalesgd.data.real as real
@@ -26,15 +26,6 @@ def hermetic(tmp_path, monkeypatch):
     clear_verdicts()
     yield
     clear_verdicts()
-
-
-def _copy_mnist(root: Path) -> Path:
-    src = need_shared("mnist")
-    folder = root / "mnist"
-    folder.mkdir(parents=True)
-    for n in IDX_NAMES:
-        (folder / (n + ".gz")).write_bytes((src / (n + ".gz")).read_bytes())
-    return folder
 
 
 def _entries() -> list[Path]:
