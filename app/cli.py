@@ -251,8 +251,22 @@ def _print_plan(plan) -> None:
         swept = f" swept {spec.point}" if spec.point else ""
         print(f"{spec.run_id}  {spec.engine} {spec.problem.name}{options} "
               f"{spec.algorithm.name} m={spec.workers} {spec.stepsize.rule} "
-              f"lr={spec.stepsize.lr:g} batch={spec.problem.batch} {spec.problem.dtype} "
-              f"seed={spec.seed} stop: {stop or 'none'}{swept}{state}")
+              f"lr={spec.stepsize.lr:g} batch={spec.problem.batch} {spec.problem.dtype}"
+              f"{_servers(spec)} seed={spec.seed} stop: {stop or 'none'}{swept}{state}")
+
+
+def _servers(spec) -> str:
+    """The parameter-server settings of a run that has servers (a dry run's line)."""
+    from stalesgd.experiment.spec import uses_servers
+
+    if not uses_servers(spec.engine, spec.sim):
+        return ""
+    text = " topology=ps" if spec.engine == "sim" else ""
+    if spec.algorithm.name == "hogwild":
+        text += f" shards={spec.dist.shards}"
+    if spec.dist.net_delay:
+        text += f" net_delay={spec.dist.net_delay}"
+    return text
 
 
 def _run(exp, out: str, progress: bool, *, dry_run: bool = False, resume: str | None = None,

@@ -384,3 +384,14 @@ def test_errors_in_flags_name_the_flag_as_typed(argv, words, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"stalesgd: {words}") and "; allowed: " in err[0]
     assert "command line:" not in err[0]
+
+
+def test_a_dry_run_line_shows_the_parameter_servers(capsys):
+    common = ["--problem", "logreg-synthetic", "--workers", "2", "--updates", "10", "--dry-run"]
+    assert main(["sim", "--topology", "ps", "--algorithm", "hogwild", "--shards", "3",
+                 *common]) == 0
+    assert "float64 topology=ps shards=3 seed=0" in capsys.readouterr().out
+    assert main(["dist", "--algorithm", "lock", "--net-delay", "exp:1ms", *common]) == 0
+    assert "float64 net_delay=exp:1ms seed=0" in capsys.readouterr().out
+    assert main(["sim", "--algorithm", "hogwild", *common]) == 0
+    assert "float64 seed=0" in capsys.readouterr().out
