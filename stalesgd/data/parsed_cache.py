@@ -20,6 +20,7 @@ that cannot be written (read-only or full disk) is skipped.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -56,9 +57,11 @@ def cache_folder() -> Path:
     return user_cache_root() / "parsed"
 
 
-def _parser_source() -> bytes:
+@functools.lru_cache(maxsize=4)
+def _parser_source(modules: tuple[str, ...]) -> bytes:
+    """A digest of NumPy's version and the source of ``modules`` (read once a process)."""
     h = hashlib.sha256(np.__version__.encode())
-    for name in PARSER_MODULES:
+    for name in modules:
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.origin:
             h.update(Path(spec.origin).read_bytes())
@@ -69,7 +72,7 @@ def content_key(name: str, files: Mapping[str, Path]) -> str:
     """The key of data set ``name`` read from ``files`` (upstream name -> path): a SHA-256
     of the format, the parsing code, the name and each file's name and bytes."""
     h = hashlib.sha256(f"stalesgd-parsed {FORMAT} {name}\n".encode())
-    h.update(_parser_source())
+    h.update(_parser_source(PARSER_MODULES))
     for upstream, path in sorted(files.items()):
         h.update(f"{upstream} ".encode())
         h.update(hashlib.sha256(Path(path).read_bytes()).digest())

@@ -127,8 +127,9 @@ def _parse(spec: DataSpec, loc: Location, verify: bool) -> RawSplit:
         cached = parsed_cache.load(spec.name, key)
         if cached is not None:
             return RawSplit(*cached)
-    if key is not None:  # (what goes to disk is verified now, not by an earlier verdict
-        forget_verdicts(loc.files.values())  # on a file of the same size and time)
+        # what goes to disk is verified now, not by an earlier verdict on a file of the
+        # same size and time
+        forget_verdicts(loc.files.values())
     loader = _load_idx if spec.kind == "idx" else _load_cifar
     raw = loader(spec, loc, verify)
     split = RawSplit(*(_readonly(a) for a in (raw.X_train, raw.y_train, raw.X_test,

@@ -13,7 +13,13 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from stalesgd.experiment.spec import DistSpec, Experiment, ExperimentError, uses_servers
+from stalesgd.experiment.spec import (
+    DEFAULT_SHARDS,
+    DistSpec,
+    Experiment,
+    ExperimentError,
+    uses_servers,
+)
 from stalesgd.experiment.sweep import MAX_RUNS, expand, parse_exclude, parse_sweep
 from stalesgd.experiment.tables import BODY_KEYS, parse_body
 from stalesgd.seeds import MAX_SEED
@@ -92,7 +98,7 @@ def _check_dist_is_used(exp: Experiment, runs: list) -> None:
         value = list(exp.sweep[key]) if swept else getattr(exp.dist, set_keys[0])
         raise OptionError(key, value, allowed, "is set but never used")
     shards = list(exp.sweep.get("dist.shards", [exp.dist.shards]))
-    if any(k != DistSpec().shards for k in shards) and not any(
+    if any(k != DEFAULT_SHARDS for k in shards) and not any(
             uses_servers(r.engine, r.sim) and r.algorithm.name == "hogwild" for r in runs):
         value = shards if "dist.shards" in swept else exp.dist.shards
         raise OptionError("dist.shards", value, "a number of servers for algorithm = "
