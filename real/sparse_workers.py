@@ -87,14 +87,21 @@ STATS_WIDTH = 8
 
 
 @njit(nogil=True, inline="always")
+def _collides(writers, j, t0, stamp):
+    """Whether coordinate ``j``'s last writer is another update with an index ≥ t0 (see
+    the module docstring; sync: not this update's other gradients), as 0 or 1."""
+    w = writers[j]
+    return (w > t0) & (w != stamp)
+
+
+@njit(nogil=True, inline="always")
 def _stamp(gidx, nnz, writers, t0, stamp, stats):
-    """Count the coordinates ``gidx[:nnz]`` another update wrote since version t0 (see the
-    module docstring) and stamp them with ``stamp``."""
+    """Count the coordinates ``gidx[:nnz]`` another update wrote since version t0 and stamp
+    them with ``stamp``."""
     collided = 0
     for p in range(nnz):
         j = gidx[p]
-        if writers[j] > t0 and writers[j] != stamp:  # (sync: this update's other gradients)
-            collided += 1
+        collided += _collides(writers, j, t0, stamp)
         writers[j] = stamp
     stats[S_WRITTEN] += nnz
     stats[S_COLLIDED] += collided
@@ -102,11 +109,17 @@ def _stamp(gidx, nnz, writers, t0, stamp, stats):
 
 @njit(nogil=True, inline="always")
 def _apply(theta, gidx, gval, nnz, eta, writers, t0, stamp, stats):
-    """θ[gidx] −= η·gval, then the collision count and stamps of :func:`_stamp`."""
+    """θ[gidx] −= η·gval, each coordinate counted and stamped as by :func:`_stamp` right
+    after its write (one pass over the coordinates)."""
     e = theta.dtype.type(eta)
+    collided = 0
     for p in range(nnz):
-        theta[gidx[p]] -= e * gval[p]
-    _stamp(gidx, nnz, writers, t0, stamp, stats)
+        j = gidx[p]
+        theta[j] -= e * gval[p]
+        collided += _collides(writers, j, t0, stamp)
+        writers[j] = stamp
+    stats[S_WRITTEN] += nnz
+    stats[S_COLLIDED] += collided
 
 
 @njit(nogil=True)

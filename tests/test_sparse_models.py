@@ -100,6 +100,24 @@ def test_hinge_rows_beyond_the_margin_contribute_nothing():
     assert f == pytest.approx(6.0) and gval[-1] == 1.0  # bias gradient +1 for class 0
 
 
+@pytest.mark.parametrize("batch", [[0, 1], [0, 1, 0], [0, 1, 0, 1], [1, 0, 0]])
+def test_a_coordinate_whose_sum_cancels_is_dropped_or_listed_once(batch):
+    """Rows 0 and 1 hold feature 2 with values +1 and −1 and the same score and label, so
+    their gradients cancel there exactly: a sum that returns to zero is not listed, and one
+    that leaves zero again is listed once (it was seen as new twice)."""
+    X = (np.array([0, 1, 2]), np.array([2, 2], dtype=np.int32), np.array([1.0, -1.0]), 4)
+    y = np.array([1, 1])
+    model = LinearClassifier(loss="logreg", n_features=4, max_row_nnz=1)
+    theta = np.zeros(model.n_params)
+    idx = np.array(batch, dtype=np.int64)
+    f, gidx, gval, ws = _sparse(model, theta, X, y, idx)
+    net = batch.count(0) - batch.count(1)
+    expected = {4: -0.5} if net == 0 else {2: -0.5 * net / len(batch), 4: -0.5}
+    assert dict(zip(gidx.tolist(), gval.tolist(), strict=True)) == pytest.approx(expected)
+    assert len(gidx) == len(expected) and not ws[: model.n_params].any()
+    assert f == pytest.approx(np.log(2.0))
+
+
 def test_sparse_logreg_and_softmax_agree_with_the_dense_models():
     _, X, y, theta, data = _case("logreg", 2)
     dense = np.ascontiguousarray(data.X_train.toarray())
