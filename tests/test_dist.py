@@ -8,6 +8,7 @@ pace.
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 
@@ -199,14 +200,18 @@ updates = 300
 [sweep]
 engine = ["real", "ray", "sim"]
 """)
+    # without --address the run starts its own local instance: not the cluster Ray's
+    # RAY_ADDRESS (or the last `ray start` on this machine) names, which ray.init() joins
+    env = dict(os.environ, RAY_ADDRESS="127.0.0.1:1")
     out = subprocess.run([sys.executable, "-m", "stalesgd.app.cli", "run", str(toml), "--out",
                           str(tmp_path), "--no-progress", "--no-report"],
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr
     from stalesgd.records import load_results
 
     res = load_results(next(tmp_path.glob("mixed-*")))
     assert sorted(res.runs["engine"]) == ["ray", "real", "sim"]
+    assert res.runs.loc[res.runs["engine"] == "ray", "cluster"].item() == "local"
     ray_rows = res.updates[res.updates["run_id"] == res.runs.loc[
         res.runs["engine"] == "ray", "run_id"].item()]
     assert ray_rows["t_pulled"].notna().all()

@@ -101,16 +101,18 @@ def connect(address: str | None) -> str:
 
 
 def _start_local(ray: Any, kwargs: dict[str, Any]) -> None:
-    """Start a local Ray instance; Ctrl-C while it starts takes effect once it has started
+    """Start a local Ray instance of our own (``address="local"``: a bare ``ray.init()``
+    would join the cluster ``RAY_ADDRESS`` names or the last one ``ray start`` started on
+    this machine, and leave it running); Ctrl-C while it starts takes effect once it has started
     (then it is stopped at once): an interrupted start leaves Ray's helper processes
     running on their own for a minute."""
     if threading.current_thread() is not threading.main_thread():
-        ray.init(**kwargs)
+        ray.init(address="local", **kwargs)
         return
     caught: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
     try:
-        ray.init(**kwargs)
+        ray.init(address="local", **kwargs)
     except BaseException:
         _shutdown_quietly(ray)
         raise
