@@ -25,17 +25,13 @@ from stalesgd.experiment import expand, experiment_from_flags  # noqa: E402
 
 PROBLEM = "logreg-synthetic"
 
-#: the tests that start Ray instances run one after another in one test process when the
-#: suite runs in several (pytest-xdist's --dist loadgroup): one test instance at a time
-pytestmark = pytest.mark.xdist_group("ray")
-
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
     """A local Ray instance for the module, stopped after it."""
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              configure_logging=True, logging_level="ERROR")
     yield
     ray.shutdown()
