@@ -16,13 +16,15 @@ import numpy as np
 from numba import njit
 
 from .libc import c_clock_gettime, c_nanosleep
+from .memory import line_zeros
 
 _CLOCK_MONOTONIC = 1
 
 
 def new_timespec() -> np.ndarray:
-    """Scratch space for :func:`monotonic_now`; one per thread."""
-    return np.zeros(2, dtype=np.int64)
+    """Scratch space for :func:`monotonic_now`; one per thread, on a cache line of its own
+    (written twice an update: :mod:`stalesgd.real.memory`)."""
+    return line_zeros(2, np.int64)
 
 
 @njit(nogil=True)

@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .memory import line_zeros
+
 __all__ = ["ALL_ACTIVE", "NO_DEADLINE", "N_CTRL", "new_control"]
 
 _LINE = 8  # int64 slots per cache line
@@ -87,7 +89,7 @@ NO_DEADLINE = 1 << 62
 def new_control(pooled: bool = False) -> np.ndarray:
     """A control array: every worker active, and for a pooled run (Leashed-SGD) vector 0
     published at version 0 and counted in use."""
-    ctrl = np.zeros(N_CTRL, dtype=np.int64)
+    ctrl = line_zeros(N_CTRL, np.int64)  # (slot 0's line holds nothing else either)
     ctrl[C_ACTIVE] = ALL_ACTIVE
     ctrl[C_DEADLINE_NS] = NO_DEADLINE
     if pooled:

@@ -78,6 +78,7 @@ from .control import (
     NO_DEADLINE,
     new_control,
 )
+from .memory import line_width, line_zeros
 from .placement import core_round_trip_ns
 from .pool import pool_size
 from .record import DrainBuffer, close_record, new_ring, release_rows, ring_rows
@@ -136,6 +137,14 @@ def validate_real(spec: RunSpec) -> None:
                               "update indices)")
 
 
+def _own_lines(arr: np.ndarray) -> np.ndarray:
+    """A copy of ``arr`` alone on its cache lines (a worker's scratch, written every update:
+    :mod:`stalesgd.real.memory`)."""
+    out = line_zeros(arr.shape, arr.dtype)
+    out[...] = arr
+    return out
+
+
 @dataclass
 class SparseBuffers:
     """The sparse workers' gradient rows, statistics and coordinate stamps (see
@@ -148,12 +157,12 @@ class SparseBuffers:
 
     @staticmethod
     def allocate(workers: int, capacity: int, n_params: int, dtype: np.dtype) -> SparseBuffers:
-        """Rows of ``capacity`` coordinates per worker (padded to whole cache lines)."""
-        width = -(-capacity // 8) * 8
-        return SparseBuffers(gidx=np.zeros((workers, width), dtype=np.int64),
-                             gval=np.zeros((workers, width), dtype=dtype),
-                             stats=np.zeros((workers, STATS_WIDTH), dtype=np.int64),
-                             writers=np.zeros(n_params, dtype=np.int64))
+        """Rows of ``capacity`` coordinates per worker, each row on cache lines of its own."""
+        return SparseBuffers(
+            gidx=line_zeros((workers, line_width(capacity, np.int64)), np.int64),
+            gval=line_zeros((workers, line_width(capacity, dtype)), dtype),
+            stats=line_zeros((workers, line_width(STATS_WIDTH, np.int64)), np.int64),
+            writers=np.zeros(n_params, dtype=np.int64))
 
     @property
     def nbytes(self) -> int:
@@ -197,17 +206,17 @@ class SharedState:
         that many coordinates instead), the step-size tables, and the record rings
         (a ring of dropped gradients if it can drop any)."""
         size = pool_size(workers) if alg.pooled else 1
-        pool = np.zeros((size, theta.shape[0]), dtype=theta.dtype)
+        pool = line_zeros((size, theta.shape[0]), theta.dtype)
         pool[0] = theta
-        refs = np.zeros(size, dtype=np.int64)
+        refs = line_zeros(size, np.int64)
         refs[0] = 1  # the publish reference of the initial vector (pooled runs)
-        per_line = 64 // theta.dtype.itemsize  # gradient rows padded to whole cache lines
-        width = 0 if owned or sparse_capacity else -(-theta.shape[0] // per_line) * per_line
+        # a gradient row per worker, on cache lines of its own
+        width = 0 if owned or sparse_capacity else line_width(theta.shape[0], theta.dtype)
         tables = np.empty((2, table.shape[0]), dtype=np.float64)
         tables[:] = table
         drops = "persistence" in alg.options
         return SharedState(pool=pool, refs=refs,
-                           grads=np.zeros((workers, width), dtype=theta.dtype),
+                           grads=line_zeros((workers, width), theta.dtype),
                            ctrl=new_control(pooled=alg.pooled), tables=tables,
                            ring=new_ring(ring_rows), drops=new_ring(ring_rows if drops else 1),
                            sparse=SparseBuffers.allocate(workers, sparse_capacity,
@@ -300,17 +309,17 @@ class RealRun:
                 sp = shared.sparse
                 args = (prob.model.sparse_grad_kernel, prob.model.support_copy_kernel, w,
                         self.seeds[w], slow[w], shared.pool, shared.refs,
-                        np.zeros(copy_len, dtype=prob.model.dtype), sp.gidx, sp.gval, sp.stats,
+                        line_zeros(copy_len, prob.model.dtype), sp.gidx, sp.gval, sp.stats,
                         sp.writers, d.inputs("train"), d.y_train,
-                        np.zeros(batch, dtype=np.int64), prob.workspace(batch),
+                        line_zeros(batch, np.int64), _own_lines(prob.workspace(batch)),
                         prob.model.dims, shared.ctrl, shared.tables, float(spec.stepsize.lr),
                         n_max, persistence, new_timespec(), shared.ring, shared.drops, script)
                 calls.append((self.worker_function, args))
                 continue
             args = (w, self.seeds[w], slow[w], shared.pool, shared.refs,
-                    np.zeros(copy_len, dtype=prob.model.dtype), shared.grads,
-                    d.inputs("train"), d.y_train, np.zeros(batch, dtype=np.int64),
-                    prob.workspace(batch), prob.model.dims, shared.ctrl, shared.tables,
+                    line_zeros(copy_len, prob.model.dtype), shared.grads,
+                    d.inputs("train"), d.y_train, line_zeros(batch, np.int64),
+                    _own_lines(prob.workspace(batch)), prob.model.dims, shared.ctrl, shared.tables,
                     float(spec.stepsize.lr), n_max, persistence, new_timespec(),
                     shared.ring, shared.drops, script)
             calls.append((self.worker_function, args))

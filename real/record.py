@@ -32,6 +32,7 @@ from stalesgd.jitcache import cached
 from .atomics import atomic_add, atomic_load, atomic_store, load_acquire, store_release
 from .clock import sleep_nap
 from .control import C_RECORD_CLOSED, C_RECORD_WAITS
+from .memory import line_zeros
 
 __all__ = ["ROW_WIDTH", "DrainBuffer", "close_record", "drain_rows", "new_ring", "release_rows",
            "ring_rows", "write_row"]
@@ -42,16 +43,13 @@ F_STAMP, F_WORKER, F_TREAD, F_TAPPLY, F_TAU, F_ETA, F_ATTEMPTS = range(7)
 #: first nap of a worker waiting for room (nanoseconds); naps double up to WAIT_MAX_NANOS
 WAIT_NANOS = 20_000
 WAIT_MAX_NANOS = 1_000_000
-_LINE_BYTES = 64
 
 
 def new_ring(rows: int) -> np.ndarray:
     """An empty ring of at least ``rows`` rows (the next power of two), its first row on a
     cache-line boundary; every stamp is -1 (no row)."""
     rows = 1 << max(int(rows) - 1, 0).bit_length()
-    raw = np.empty(rows * ROW_WIDTH + _LINE_BYTES // 8, dtype=np.float64)
-    skip = (-raw.ctypes.data % _LINE_BYTES) // 8
-    ring = raw[skip: skip + rows * ROW_WIDTH]
+    ring = line_zeros(rows * ROW_WIDTH, np.float64)
     ring[F_STAMP::ROW_WIDTH] = -1.0
     return ring
 
