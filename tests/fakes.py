@@ -4,6 +4,7 @@ fixture of ``conftest.py``)."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,15 @@ workers = [1, 2]
 "algorithm.name" = ["lock", "hogwild"]
 "sim.cores" = [3]
 """
+
+
+def interruptible() -> None:
+    """``preexec_fn`` of a subprocess a test interrupts with SIGINT: Ctrl-C at its default.
+
+    A process started in the background by a non-interactive shell (``make test &``,
+    ``nohup``) ignores SIGINT, its children inherit that, and Python then never raises
+    KeyboardInterrupt: such a test would wait for a signal that is ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def only_folder(root: Path) -> Path:
