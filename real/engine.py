@@ -157,10 +157,12 @@ class SparseBuffers:
 
     @staticmethod
     def allocate(workers: int, capacity: int, n_params: int, dtype: np.dtype) -> SparseBuffers:
-        """Rows of ``capacity`` coordinates per worker, each row on cache lines of its own."""
+        """Rows of ``capacity`` coordinates per worker, each row on cache lines of its own
+        (``gidx`` and ``gval`` rows of one length, whatever a kernel checks)."""
+        width = max(line_width(capacity, np.int64), line_width(capacity, dtype))
         return SparseBuffers(
-            gidx=line_zeros((workers, line_width(capacity, np.int64)), np.int64),
-            gval=line_zeros((workers, line_width(capacity, dtype)), dtype),
+            gidx=line_zeros((workers, width), np.int64),
+            gval=line_zeros((workers, width), dtype),
             stats=line_zeros((workers, line_width(STATS_WIDTH, np.int64)), np.int64),
             writers=np.zeros(n_params, dtype=np.int64))
 

@@ -27,8 +27,9 @@ def line_width(elements: int, dtype: np.typing.DTypeLike) -> int:
 
 
 def line_zeros(shape: int | tuple[int, ...], dtype: np.typing.DTypeLike) -> np.ndarray:
-    """Zeros of ``shape`` and ``dtype`` starting on a cache-line boundary, alone on the
-    lines they occupy (C order; with :func:`line_width` rows, each row on its own lines)."""
+    """Zeros of ``shape`` and ``dtype`` starting on a cache-line boundary (unless empty),
+    alone on the lines they occupy (C order; with :func:`line_width` rows, each row on its
+    own lines)."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     padded = -(-nbytes // LINE_BYTES) * LINE_BYTES

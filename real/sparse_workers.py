@@ -110,7 +110,9 @@ def _stamp(gidx, nnz, writers, t0, stamp, stats):
 @njit(nogil=True, inline="always")
 def _apply(theta, gidx, gval, nnz, eta, writers, t0, stamp, stats):
     """θ[gidx] −= η·gval, each coordinate counted and stamped as by :func:`_stamp` right
-    after its write (one pass over the coordinates)."""
+    after its write (one pass over the coordinates; for Hogwild! a stamp is visible a little
+    earlier than when all writes preceded all stamps, so concurrent runs' collision rates
+    are comparable only with runs of the same rule)."""
     e = theta.dtype.type(eta)
     collided = 0
     for p in range(nnz):

@@ -4,7 +4,6 @@ fixture of ``conftest.py``)."""
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +33,10 @@ workers = [1, 2]
 """
 
 
-def interruptible() -> None:
-    """``preexec_fn`` of a subprocess a test interrupts with SIGINT: Ctrl-C at its default.
-
-    A process started in the background by a non-interactive shell (``make test &``,
-    ``nohup``) ignores SIGINT, its children inherit that, and Python then never raises
-    KeyboardInterrupt: such a test would wait for a signal that is ignored."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+#: first lines of a script a test interrupts with SIGINT: Ctrl-C raises KeyboardInterrupt
+#: even when the suite was started in the background by a non-interactive shell
+#: (``make test &``, ``nohup``), which ignores SIGINT for it and, by inheritance, its children
+INTERRUPTIBLE = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
 
 
 def only_folder(root: Path) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import SWEEP, FakeEngine, fake_record, interruptible, only_folder
+from fakes import INTERRUPTIBLE, SWEEP, FakeEngine, fake_record, only_folder
 from stalesgd.app.cli import main
 from stalesgd.app.runner import run_experiment
 from stalesgd.app.summary import format_summary
@@ -169,9 +169,9 @@ def test_real_sigint_mid_sweep(exp_file, tmp_path):
     import time
 
     marker, out = tmp_path / "started", tmp_path / "res"
-    proc = subprocess.Popen([sys.executable, "-c", SIGINT_SCRIPT, str(marker), str(exp_file),
-                             str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=interruptible)
+    proc = subprocess.Popen([sys.executable, "-c", INTERRUPTIBLE + SIGINT_SCRIPT, str(marker),
+                             str(exp_file), str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 50
         while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -31,7 +31,7 @@ def local_ray():
     """A local Ray instance for the module, stopped after it."""
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              configure_logging=True, logging_level="ERROR")
     yield
     ray.shutdown()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import interruptible
+from fakes import INTERRUPTIBLE
 from stalesgd.app.cli import main
 from stalesgd.sim import buffers, run_iid_staleness
 from stalesgd.sim.run import SimRun, validate
@@ -186,9 +186,9 @@ def test_ctrl_c_keeps_what_was_simulated(tmp_path, loop):
     """A real SIGINT in a run that would never end: exit 130, the record kept as interrupted,
     every simulated update on disk exactly once."""
     marker, out = tmp_path / "running", tmp_path / "res"
-    proc = subprocess.Popen([sys.executable, "-c", SIGINT_SCRIPT, str(marker), loop, str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=interruptible)
+    proc = subprocess.Popen([sys.executable, "-c", INTERRUPTIBLE + SIGINT_SCRIPT, str(marker),
+                             loop, str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
         deadline = time.monotonic() + 120
         while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -179,6 +179,15 @@ def test_capacity_is_checked_and_labels_too():
     with pytest.raises(IndexError, match="capacity"):  # one row: its own path
         model.sparse_grad_kernel(theta, X, y, idx[:1], small, np.zeros(2), model.workspace(1),
                                  model.dims)
+    cap = model.sparse_capacity(4)
+    for rows, bad_y, error in [([0, 1, 2, 3], y, None), ([0, 1, 99, 2], y, IndexError),
+                               ([0, 1, 2, 3], np.where(np.arange(len(y)) == 2, 3, y), ValueError)]:
+        ws = model.workspace(4)  # an error leaves the workspace at zero for the next call
+        small = np.zeros(cap if error else 3, dtype=np.int64)
+        with pytest.raises(error or IndexError):
+            model.sparse_grad_kernel(theta, X, bad_y, np.array(rows, dtype=np.int64), small,
+                                     np.zeros(len(small)), ws, model.dims)
+        assert not ws.any()
     bad = y.copy()
     bad[2] = 3
     with pytest.raises(ValueError, match="labels must be 0 or 1"):

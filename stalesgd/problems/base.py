@@ -31,9 +31,11 @@ lets an engine apply an update without densifying it:
 ``loss, nnz = sparse_grad_kernel(theta, X, y, idx, gidx, gval, ws, dims)``
     The same loss as ``grad_kernel``; the gradient's non-zero coordinates written as
     distinct int64 indices ``gidx[:nnz]`` with their values ``gval[:nnz]`` (parameter
-    dtype); ``gidx``/``gval`` hold ``model.sparse_capacity(len(idx))`` elements,
-    preallocated once.  ``ws`` must be all zeros on the first call (``model.workspace``
-    is); the kernel leaves it so.
+    dtype), in no particular order; ``gidx``/``gval`` hold (at least)
+    ``model.sparse_capacity(len(idx))`` elements, preallocated once, and a kernel raises
+    ``IndexError`` before writing anything when they cannot hold one entry per stored
+    entry of the rows (and per bias).  ``ws`` must be all zeros on the first call
+    (``model.workspace`` is); the kernel leaves it so, also when it raises.
 
 ``copied = support_copy_kernel(src, dst, X, idx, dims)``
     Copy into ``dst`` every coordinate of ``src`` that a gradient at rows ``idx`` reads, so

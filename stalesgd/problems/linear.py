@@ -165,10 +165,25 @@ def _add(acc, gidx, cnt, c, g):
 
 
 @njit(nogil=True, inline="always")
-def _check_capacity(gidx, listed, entries):
-    """Raise unless ``gidx`` has room for ``entries`` more after ``listed``."""
-    if listed + entries > gidx.shape[0]:
+def _check_capacity(gidx, entries):
+    """Raise unless ``gidx`` has room for ``entries``."""
+    if entries > gidx.shape[0]:
         raise IndexError("sparse gradient capacity exceeded (see sparse_capacity)")
+
+
+@njit(nogil=True, inline="always")
+def _check_batch(X, y, idx, n, K, loss, gidx):
+    """Check every row index, label and the capacity before the accumulator is touched, so
+    that an error leaves the workspace at zero for the next call."""
+    entries = 0
+    for i in range(idx.shape[0]):
+        r = idx[i]
+        if r < 0 or r >= n:
+            raise IndexError("minibatch row index out of range")
+        _label(y, r, K, loss)
+        start, stop = row_span(X, r)
+        entries += (stop - start + 1) * K
+    _check_capacity(gidx, entries)
 
 
 @njit(nogil=True, inline="always")
@@ -177,7 +192,7 @@ def _one_row_sparse_grad(theta, X, y, r, n, gidx, gval, z, d, K, loss):
     so entries are written directly (zeros skipped without a branch)."""
     f = _row(theta, X, y, r, n, d, K, loss, z, 1.0)[0]
     start, stop = row_span(X, r)
-    _check_capacity(gidx, 0, (stop - start + 1) * K)
+    _check_capacity(gidx, (stop - start + 1) * K)
     cnt = 0
     for k in range(K):
         zk = z[k]
@@ -206,16 +221,14 @@ def linear_sparse_grad_kernel(theta, X, y, idx, gidx, gval, ws, dims):
     n = n_rows(X)
     if B == 1:
         return _one_row_sparse_grad(theta, X, y, idx[0], n, gidx, gval, z, d, K, loss)
+    _check_batch(X, y, idx, n, K, loss, gidx)  # (cnt <= entries <= capacity: no overrun)
     inv_b = 1.0 / B
     total = 0.0
     cnt = 0
-    entries = 0  # (>= cnt: the capacity bounds the entries, so no write can overrun)
     for i in range(B):
         r = idx[i]
         total += _row(theta, X, y, r, n, d, K, loss, z, inv_b)[0]
         start, stop = row_span(X, r)
-        _check_capacity(gidx, entries, (stop - start + 1) * K)
-        entries += (stop - start + 1) * K
         if K == 1:  # (the common case: the row's one derivative in a register)
             z0 = z[0]
             for p in range(start, stop):
