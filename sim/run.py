@@ -32,6 +32,7 @@ from stalesgd.experiment import (
     PER_PARAM,
     ExperimentError,
     RunSpec,
+    server_shards,
 )
 from stalesgd.problems.registry import Problem, check_problem, make_problem
 from stalesgd.progress import RunProgress
@@ -220,7 +221,7 @@ def network(spec: RunSpec, problem: Problem, calibrated: dict[str, float] | None
                    serve=cost["server_time"], jitter=calibrated.get("jitter", 0.0),
                    cores=calibrated.get("cores", 0.0),
                    theta_bytes=n_params_bytes(problem),
-                   shards=spec.dist.shards if spec.algorithm.name == "hogwild" else 1,
+                   shards=server_shards(spec, problem.model.n_params),
                    delay=None if delay is None else parse_timing(delay))
 
 
@@ -572,7 +573,8 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
     exact = (entry is not None and min(cores, m) == min(measured_cores, m)
              and spec.slowdown is None
              and (cal.topology != "ps" or (not adds_delay(spec.dist.net_delay) and (
-                 alg != "hogwild" or spec.dist.shards == d["network"].get("shards")))))
+                 alg != "hogwild"
+                 or server_shards(spec, n_params) == d["network"].get("shards")))))
     summary = {
         "calibrated": True,
         "calibration": str(sim.calibration),

@@ -242,6 +242,27 @@ def test_a_ps_run_record_names_its_network(tmp_path, capsys):
     assert row["server_time"] == pytest.approx(50e-6)
 
 
+def test_simulated_shards_are_at_most_one_per_parameter(tmp_path):
+    """As on the distributed engine: θ of 3 parameters splits over at most 3 servers."""
+    from importlib.util import find_spec
+
+    import pandas as pd
+    from stalesgd.real.ps.engine import RayRun
+
+    args = ["sim", "--problem", "logreg-synthetic", "-o", "n_features=2", "--algorithm",
+            "hogwild", "--workers", "2", "--topology", "ps", "--shards", "256",
+            "--updates", "50", "--out", str(tmp_path), "--no-progress"]
+    assert main(args) == 0
+    runs = pd.read_parquet(next(tmp_path.glob("*/runs.parquet")))
+    assert runs.iloc[0]["shards"] == 3
+    if find_spec("ray") is None:  # (the distributed engine's half needs Ray importable)
+        return
+    exp = experiment_from_flags("ray", problem="logreg-synthetic", algorithm="hogwild",
+                                workers=2, updates=50, dist={"shards": 256},
+                                problem_options={"n_features": 2})
+    assert len(RayRun(expand(exp)[0], progress=False).bounds) - 1 == 3  # (not started)
+
+
 # ------------------------------------------------------------------------------ settings
 
 

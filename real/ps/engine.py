@@ -30,7 +30,7 @@ import numpy as np
 from stalesgd.algorithms import UnknownAlgorithmError, get_algorithm
 from stalesgd.divergence import diverged
 from stalesgd.elastic import Controller, make_controller, published_summary
-from stalesgd.experiment import ExperimentError, RunSpec
+from stalesgd.experiment import ExperimentError, RunSpec, server_shards
 from stalesgd.machine import peak_rss_bytes
 from stalesgd.problems.registry import Problem, make_problem
 from stalesgd.progress import RunProgress
@@ -113,7 +113,7 @@ class RayRun:
         self.n_max = int(spec.stop.updates) if spec.stop.updates else MAX_UPDATES
         self.sharded = self.algorithm.name == "hogwild"
         n = self.theta0.shape[0]
-        k = min(spec.dist.shards, n) if self.sharded else 1
+        k = server_shards(spec, n)
         self.bounds = tuple(int(b) for b in np.linspace(0, n, k + 1).round().astype(np.int64))
         self.evals = EvalLog()
         c = spec.controller

@@ -91,6 +91,7 @@ from stalesgd.experiment.spec import (
     SimSpec,
     StepsizeSpec,
     StopSpec,
+    server_shards,
 )
 from stalesgd.experiment.sweep import expand
 from stalesgd.experiment.toml_writer import dict_to_toml, to_toml, toml_value
@@ -101,5 +102,5 @@ __all__ = [
     "AlgorithmSpec", "ControllerSpec", "DistSpec", "EvalSpec", "Experiment", "ExperimentError",
     "ProblemSpec", "RecordSpec", "RunSpec", "SimSpec", "StepsizeSpec", "StopSpec",
     "default_experiment", "dict_to_toml", "expand", "experiment_from_flags", "load_experiment",
-    "loads_experiment", "parse_experiment", "to_toml", "toml_value",
+    "loads_experiment", "parse_experiment", "server_shards", "to_toml", "toml_value",
 ]

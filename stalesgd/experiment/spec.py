@@ -18,7 +18,7 @@ __all__ = [
     "PER_PARAM", "SPLITS", "TOPOLOGIES", "uses_servers",
     "AlgorithmSpec", "ControllerSpec", "DistSpec", "EvalSpec", "Experiment", "ExperimentError",
     "ProblemSpec", "RecordSpec", "RunSpec", "SimSpec", "StepsizeSpec", "StopSpec", "drop_none",
-    "plain",
+    "plain", "server_shards",
 ]
 
 SPLITS = ("train", "test")
@@ -188,6 +188,13 @@ class DistSpec:
     shards: int = DEFAULT_SHARDS
     #: an added delay per message, a distribution such as ``"exp:2ms"`` (None: none)
     net_delay: str | None = None
+
+
+def server_shards(spec: RunSpec, n_params: int) -> int:
+    """Parameter servers of a run on servers (engine ``ray``, or simulated with topology
+    ``ps``): ``hogwild`` splits θ over ``[dist] shards`` of them, at most one per parameter;
+    the other algorithms have one."""
+    return min(int(spec.dist.shards), int(n_params)) if spec.algorithm.name == "hogwild" else 1
 
 
 @dataclass(frozen=True)
