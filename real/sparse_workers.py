@@ -87,11 +87,19 @@ STATS_WIDTH = 8
 
 
 @njit(nogil=True, inline="always")
-def _collides(writers, j, t0, stamp):
-    """Whether coordinate ``j``'s last writer is another update with an index ≥ t0 (see
-    the module docstring; sync: not this update's other gradients), as 0 or 1."""
+def _stamp_one(writers, j, t0, stamp):
+    """Stamp coordinate ``j`` with ``stamp``; returns 1 if its last writer was another update
+    with an index ≥ t0 (see the module docstring; sync: not this update's other gradients),
+    else 0."""
     w = writers[j]
+    writers[j] = stamp
     return (w > t0) & (w != stamp)
+
+
+@njit(nogil=True, inline="always")
+def _tally(stats, nnz, collided):
+    stats[S_WRITTEN] += nnz
+    stats[S_COLLIDED] += collided
 
 
 @njit(nogil=True, inline="always")
@@ -100,11 +108,8 @@ def _stamp(gidx, nnz, writers, t0, stamp, stats):
     them with ``stamp``."""
     collided = 0
     for p in range(nnz):
-        j = gidx[p]
-        collided += _collides(writers, j, t0, stamp)
-        writers[j] = stamp
-    stats[S_WRITTEN] += nnz
-    stats[S_COLLIDED] += collided
+        collided += _stamp_one(writers, gidx[p], t0, stamp)
+    _tally(stats, nnz, collided)
 
 
 @njit(nogil=True, inline="always")
@@ -118,10 +123,8 @@ def _apply(theta, gidx, gval, nnz, eta, writers, t0, stamp, stats):
     for p in range(nnz):
         j = gidx[p]
         theta[j] -= e * gval[p]
-        collided += _collides(writers, j, t0, stamp)
-        writers[j] = stamp
-    stats[S_WRITTEN] += nnz
-    stats[S_COLLIDED] += collided
+        collided += _stamp_one(writers, j, t0, stamp)
+    _tally(stats, nnz, collided)
 
 
 @njit(nogil=True)
