@@ -25,6 +25,10 @@ from stalesgd.experiment import expand, experiment_from_flags  # noqa: E402
 
 PROBLEM = "logreg-synthetic"
 
+#: the tests that start Ray instances run one after another in one test process when the
+#: suite runs in several (pytest-xdist's --dist loadgroup): one test instance at a time
+pytestmark = pytest.mark.xdist_group("ray")
+
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():

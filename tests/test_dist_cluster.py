@@ -13,6 +13,10 @@ from stalesgd.real.ps.engine import RayRun  # noqa: E402
 
 from stalesgd.experiment import expand, experiment_from_flags  # noqa: E402
 
+#: the tests that start Ray instances run one after another in one test process when the
+#: suite runs in several (pytest-xdist's --dist loadgroup): one test instance at a time
+pytestmark = pytest.mark.xdist_group("ray")
+
 
 @pytest.fixture(scope="module")
 def three_nodes():
