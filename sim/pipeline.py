@@ -48,8 +48,9 @@ from stalesgd.machine import usable_cores
 from .batches import mt_draw
 from .updates import apply_mean_step, apply_step
 
-__all__ = ["MIN_GRADIENT_SECONDS", "SLOTS_PER_THREAD", "THREADS_ENV", "ReplayPipeline",
-           "THREADS_ALLOWED", "gradient_seconds", "replay_threads", "threads_from_env"]
+__all__ = ["MIN_GRADIENT_SECONDS", "SLOTS_PER_THREAD", "THREADS_ENV", "LoopChoice",
+           "ReplayPipeline", "THREADS_ALLOWED", "gradient_seconds", "replay_threads",
+           "threads_from_env"]
 
 #: Environment variable: the threads numeric replay uses (``1``: the one-core loop)
 THREADS_ENV = "STALESGD_REPLAY_THREADS"
@@ -123,6 +124,69 @@ def gradient_seconds(kernel: Any, theta: np.ndarray, X: np.ndarray, y: np.ndarra
         kernel(theta, X, y, idx, grad, ws, dims)
         best = min(best, time.perf_counter() - t0)
     return float(best)
+
+
+class LoopChoice:
+    """Which loop runs the next batch of ops: the pipeline or the one-core loop, whichever
+    took less time per read when each was last timed (both give the same bits).
+
+    The pipeline hands every θ snapshot and every gradient from one core to another.  On a
+    virtual machine whose two vCPUs the host places on cores without a shared cache, each
+    hand-over goes through memory, and the pipeline measured 0.34–0.5× the one-core loop's
+    speed (MLP 784-128-10, batch 16) where it gives 1.7–1.9× on cores that share one; the
+    host switches between the two placements every few seconds.  So batches are timed: the
+    one-core loop is tried once the pipeline's time per read is no better than one gradient
+    (``gradient_floor``, a lower bound of the one-core loop's), and the loop not chosen is
+    timed again after :attr:`retry` batches, an interval that doubles (up to
+    :data:`MAX_RETRY`) while it keeps losing and restarts at :data:`FIRST_RETRY` when it wins.
+    """
+
+    #: batches before the loop not chosen is timed again, at first and at most
+    FIRST_RETRY = 2
+    MAX_RETRY = 64
+
+    def __init__(self, gradient_floor: float) -> None:
+        self.gradient_floor = float(gradient_floor)
+        #: seconds per read of the last batch on the pipeline / on one core (None: untimed)
+        self.pipeline_cost: float | None = None
+        self.one_core_cost: float | None = None
+        self.retry = self.FIRST_RETRY
+        #: batches since each loop was last timed ([one core, pipeline])
+        self._age = [0, 0]
+        #: batches run on each loop so far ([one core, pipeline])
+        self.batches = [0, 0]
+
+    def _best_is_pipeline(self) -> bool:
+        """Whether the pipeline is the faster loop as last timed (an untimed one-core loop
+        counts as its floor, one gradient per read)."""
+        if self.pipeline_cost is None:
+            return True
+        one_core = self.gradient_floor if self.one_core_cost is None else self.one_core_cost
+        return self.pipeline_cost < one_core
+
+    def use_pipeline(self) -> bool:
+        """Whether the next batch runs on the pipeline."""
+        best = self._best_is_pipeline()
+        other_cost = self.one_core_cost if best else self.pipeline_cost
+        if other_cost is not None and self._age[int(not best)] >= self.retry:
+            return not best  # time the other loop again
+        return best
+
+    def record(self, pipeline: bool, seconds: float, reads: int) -> None:
+        """A batch of ``reads`` reads took ``seconds`` on the pipeline (or on one core)."""
+        if reads <= 0:
+            return
+        best = self._best_is_pipeline()
+        if pipeline:
+            self.pipeline_cost = float(seconds) / int(reads)
+        else:
+            self.one_core_cost = float(seconds) / int(reads)
+        self.batches[int(pipeline)] += 1
+        self._age[int(pipeline)] = 0
+        self._age[int(not pipeline)] += 1
+        if pipeline != best:  # the other loop was timed again
+            lost = self._best_is_pipeline() == best
+            self.retry = min(2 * self.retry, self.MAX_RETRY) if lost else self.FIRST_RETRY
 
 
 # The nopython loops share two tuples: ``work`` = (X, y, dims, snaps, grads, rows, idx, mask)

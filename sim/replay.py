@@ -56,6 +56,7 @@ worker) replays the real ``seq`` run update for update.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -69,7 +70,13 @@ from stalesgd.seeds import worker_seeds
 
 from .batches import BatchStream, mt_draw
 from .buffers import O_CODE, O_COUNT, O_ETA, O_READ_FED, O_READ_ROWS, O_READ_T
-from .pipeline import ReplayPipeline, gradient_seconds, replay_threads
+from .pipeline import (
+    LoopChoice,
+    ReplayPipeline,
+    gradient_seconds,
+    replay_threads,
+    threads_from_env,
+)
 from .simulation import ReplayHook
 from .stepsizes import StepSizes
 from .updates import apply_mean_step, apply_step
@@ -184,7 +191,9 @@ class NumericReplay(ReplayHook):
     ``at_target`` stops the run at the first evaluation at or below it.  ``threads``: how
     many threads run the batched replay (1: one core; None: the automatic choice of
     :func:`~stalesgd.sim.pipeline.replay_threads`, which the ``STALESGD_REPLAY_THREADS``
-    environment variable overrides); results are the same bits for any count.  After the
+    environment variable overrides; when the choice is automatic, each batch then runs on
+    the faster of the pipeline and one core, :class:`~stalesgd.sim.pipeline.LoopChoice`);
+    results are the same bits for any count.  After the
     simulation call :meth:`finish`; :attr:`stop_reason` is ``"target"``,
     ``"diverged"`` or ``""``.
     """
@@ -245,13 +254,21 @@ class NumericReplay(ReplayHook):
                 self._mt_key[w], self._mt_pos[w] = stream.mt_state()
         self._scratch = np.zeros(self.batch, dtype=np.int64)
         self._no_idx = np.zeros((0, self.batch), dtype=np.int64)
-        #: threads the batched replay runs on (1: the one-core loop; see ``pipeline.py``)
+        self._gradient_s: float | None = None
+        #: threads the batched replay may run on (1: the one-core loop; see ``pipeline.py``)
         self.threads = self._threads(threads)
         self._pipeline = None if self.threads == 1 else ReplayPipeline(
             self.threads, self.kernel, self._theta, self.X, self.y, self.dims, self.ws,
             self.grads, self.batch, self._mt_key, self._mt_pos, self.n_train, self._mask)
-        # compile the batched replay for these argument types now, not on the clock
-        self._run_ops(np.zeros(0, np.int64), np.zeros(0), self._no_idx)
+        #: with the automatic thread count, which loop runs each batch (the pipeline or the
+        #: one-core loop, whichever is faster at the moment); None: always the one set
+        automatic = threads is None and threads_from_env() is None
+        self.loop_choice = LoopChoice(self._gradient_seconds()) \
+            if self._pipeline is not None and automatic else None
+        # compile the batched replay for these argument types now, not on the clock (the
+        # pipeline compiled its own loops)
+        if self._pipeline is None or self.loop_choice is not None:
+            self._one_core(np.zeros(0, np.int64), np.zeros(0), self._no_idx)
         self.every_updates = None if every_updates is None else int(every_updates)
         self.every_seconds = None if every_seconds is None else float(every_seconds)
         self._next_eval_k = self.every_updates if self.every_updates else math.inf
@@ -272,19 +289,37 @@ class NumericReplay(ReplayHook):
     def _threads(self, threads: int | None) -> int:
         """``threads`` checked, or the automatic choice (:func:`replay_threads`)."""
         if threads is None:
-            theta = self._theta.copy()  # (the measurement does not touch the run's arrays)
-            return replay_threads(self.m, lambda: gradient_seconds(
-                self.kernel, theta, self.X, self.y, self.dims, self.ws.copy(), self.batch,
-                self.n_train))
+            return replay_threads(self.m, self._gradient_seconds)
         if isinstance(threads, bool) or not isinstance(threads, int | np.integer) or \
                 threads < 1:
             raise ValueError(f"threads {threads!r} is not allowed; use a whole number >= 1 "
                              "or None (automatic)")
         return int(threads)
 
+    def _gradient_seconds(self) -> float:
+        """One gradient's time at θ0 (:func:`~stalesgd.sim.pipeline.gradient_seconds`),
+        measured once, on copies: the run's arrays are not touched."""
+        if self._gradient_s is None:
+            self._gradient_s = gradient_seconds(
+                self.kernel, self._theta.copy(), self.X, self.y, self.dims, self.ws.copy(),
+                self.batch, self.n_train)
+        return self._gradient_s
+
     def _run_ops(self, ops: np.ndarray, etas: np.ndarray, idx: np.ndarray) -> int:
-        if self._pipeline is not None:
+        """Run a batch: on the one-core loop, the pipeline, or the one :attr:`loop_choice`
+        picks (then timed)."""
+        choice = self.loop_choice
+        if choice is None:
+            if self._pipeline is None:
+                return self._one_core(ops, etas, idx)
             return self._pipeline.run(ops, etas, idx)
+        pipeline = choice.use_pipeline()
+        t0 = time.perf_counter()
+        bad = self._pipeline.run(ops, etas, idx) if pipeline else self._one_core(ops, etas, idx)
+        choice.record(pipeline, time.perf_counter() - t0, int(np.count_nonzero((ops & 1) == 0)))
+        return bad
+
+    def _one_core(self, ops: np.ndarray, etas: np.ndarray, idx: np.ndarray) -> int:
         return _replay_ops(self.kernel, self._theta, self.X, self.y, self.dims, self.ws,
                            self.grads, ops, etas, idx, self._mt_key, self._mt_pos,
                            self.n_train, self._mask, self._scratch)

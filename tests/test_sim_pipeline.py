@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from stalesgd.app.cli import main
-from stalesgd.sim.pipeline import THREADS_ENV, replay_threads
+from stalesgd.sim.pipeline import THREADS_ENV, LoopChoice, replay_threads
 from stalesgd.sim.replay import NumericReplay
 from stalesgd.sim.run import SimRun
 from stalesgd.sim.stepsizes import StepSizes
@@ -178,6 +178,76 @@ def test_minibatches_drawn_or_given_in_read_order(n_train):
     want = theta_after(1)
     for threads in THREADS:
         assert np.array_equal(theta_after(threads), want)
+
+
+class Alternate:
+    """A loop choice that runs the batches on the pipeline and on one core in turn."""
+
+    def __init__(self):
+        self.calls = []
+
+    def use_pipeline(self):
+        return len(self.calls) % 2 == 0
+
+    def record(self, pipeline, seconds, reads):
+        self.calls.append(pipeline)
+
+
+def test_batches_on_the_pipeline_and_on_one_core_in_turn_give_the_one_core_replay():
+    """The automatic choice may move a run between the two loops from one batch to the next
+    (the gradient of a read in one batch applied in a later one): θ stays the same bits."""
+    problem = make_problem("mlp-synthetic", n_train=300, n_test=10)
+    m = 4
+
+    def theta_after(threads, choice):
+        hook = NumericReplay(problem, m, StepSizes(make_rule("constant", workers=m, lr=0.05), 8),
+                             batch=4, seed=3, threads=threads)
+        hook.loop_choice = choice
+        version = 0
+        for w in range(m):
+            hook.read(w, version)
+        for k in range(90):
+            w = (3 * k) % m
+            hook.apply(w, max(0, version - m + 1), version)
+            version += 1
+            hook.read(w, version)
+            if k % 7 == 6:
+                hook.flush()  # one batch
+        return hook.theta.copy()
+
+    want = theta_after(1, None)
+    choice = Alternate()
+    assert np.array_equal(theta_after(2, choice), want)
+    assert True in choice.calls and False in choice.calls
+
+
+def test_the_loop_choice_keeps_the_faster_loop_and_times_the_other_again():
+    first = LoopChoice.FIRST_RETRY
+    choice = LoopChoice(gradient_floor=1.0)
+
+    def batch(seconds_per_read):
+        pipeline = choice.use_pipeline()
+        choice.record(pipeline, 100 * seconds_per_read[pipeline], 100)
+        return pipeline
+
+    # a pipeline faster than one gradient per read: the one-core loop, which cannot be faster
+    # than that, is never tried
+    assert [batch({True: 0.6, False: 1.3}) for _ in range(20)] == [True] * 20
+    # the host moves the cores apart: the pipeline takes 3 gradients' time per read; the
+    # one-core loop takes over and the pipeline is tried again after `first` batches, then
+    # after twice as many while it keeps losing
+    far = {True: 3.0, False: 1.3}
+    got = [batch(far) for _ in range(1 + first + 1 + 2 * first + 1)]
+    assert got == [True] + [False] * first + [True] + [False] * (2 * first) + [True]
+    assert choice.retry == 4 * first
+    # the cores are near again: the pipeline wins its next try and stays; the one-core loop,
+    # timed now, is tried again after `first` batches, and less often while it keeps losing
+    near = {True: 0.6, False: 1.3}
+    # (the try that wins is the first of those batches)
+    got = [batch(near) for _ in range(4 * first + first + 1 + 2 * first + 1)]
+    assert got == [False] * (4 * first) + [True] * first + [False] + [True] * (2 * first) + \
+        [False]
+    assert choice.batches == [7 * first + 2, 20 + 3 + 3 * first]
 
 
 def test_thread_count_setting(monkeypatch):
