@@ -29,8 +29,6 @@ draws no further minibatch.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import threading
 import time
@@ -41,8 +39,10 @@ from typing import Any
 import numpy as np
 from numba import njit
 from stalesgd.real.atomics import atomic_cas, atomic_load, atomic_store, load_acquire, store_release
+from stalesgd.real.libc import c_nanosleep
 from stalesgd.real.spinlock import SPINS_BEFORE_YIELD, cpu_relax, sched_yield
 
+from stalesgd.jitcache import specialise
 from stalesgd.machine import usable_cores
 
 from .batches import mt_draw
@@ -58,10 +58,6 @@ THREADS_ENV = "STALESGD_REPLAY_THREADS"
 #: pipeline: below it, copying θ and handing tasks between threads costs more than it saves
 MIN_GRADIENT_SECONDS = 50e-6
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-_usleep = _libc.usleep
-_usleep.argtypes = (ctypes.c_uint,)
-_usleep.restype = ctypes.c_int
 
 # slots of the control array, one cache line apart: tasks published, tasks claimed, the walk
 # is over (no more tasks), abort (an error in the calling thread: helpers leave at once)
@@ -72,6 +68,8 @@ _CTRL_SIZE = 4 * _SLOT
 #: how long (microseconds): far below a gradient worth a pipeline (MIN_GRADIENT_SECONDS)
 SPINS_BEFORE_NAP = 4096
 NAP_MICROSECONDS = 10
+#: the nap as a ``timespec`` (seconds, nanoseconds) for ``nanosleep``
+_NAP = np.array([0, NAP_MICROSECONDS * 1000], np.int64)
 #: θ snapshots per thread: tasks published and not yet computed wait in them
 SLOTS_PER_THREAD = 2
 
@@ -219,7 +217,7 @@ def _pause(spins):  # noqa: ANN001
     is long (on a busy machine the thread waited for may have no core: spinning would keep
     it from one)."""
     if spins >= SPINS_BEFORE_NAP:
-        _usleep(NAP_MICROSECONDS)
+        c_nanosleep(_NAP)
     elif spins % SPINS_BEFORE_YIELD == 0:
         sched_yield()
     else:
@@ -378,11 +376,12 @@ def _walk(kernel, theta, ws, work, tasks, ops, etas, mt_key, mt_pos,  # noqa: AN
     return -1
 
 
-def _serve_or_abort(kernel: Any, ws: np.ndarray, work: tuple, tasks: tuple) -> None:
-    """A helper thread's call: :func:`_serve`, and on an error the other threads stop
-    waiting for it (the error is raised in the calling thread)."""
+def _serve_or_abort(serve: Any, ws: np.ndarray, work: tuple, tasks: tuple) -> None:
+    """A helper thread's call: ``serve`` (:func:`_serve` bound to the kernel), and on an
+    error the other threads stop waiting for it (the error is raised in the calling
+    thread)."""
     try:
-        _serve(kernel, ws, work, tasks)
+        serve(ws, work, tasks)
     except BaseException:
         tasks[4][C_ABORT] = 1
         raise
@@ -422,6 +421,8 @@ class ReplayPipeline:
             raise ValueError(f"threads {threads!r} must be >= 2 for a pipeline")
         self.threads = int(threads)
         self.kernel, self.theta, self.grads = kernel, theta, grads
+        # the loops bound to the kernel: kept in the on-disk cache for the built-in models
+        self._walk, self._serve = specialise(_walk, kernel), specialise(_serve, kernel)
         self.data = (X, y, dims)
         self.mt_key, self.mt_pos, self.n_rows, self.mask = mt_key, mt_pos, int(n_rows), int(mask)
         m = grads.shape[0]
@@ -436,7 +437,7 @@ class ReplayPipeline:
         self.run(np.zeros(0, np.int64), np.zeros(0), no_idx)
         work, tasks, _ = self._arrays(no_idx, 0)
         tasks[4][C_FINISHED] = 1
-        _serve(kernel, self.ws[1], work, tasks)
+        self._serve(self.ws[1], work, tasks)
 
     def _arrays(self, idx: np.ndarray, reads: int) -> tuple[tuple, tuple, np.ndarray]:
         """The ``work`` and ``tasks`` tuples of the nopython loops, and the tasks' op index."""
@@ -453,11 +454,11 @@ class ReplayPipeline:
         pool = _helper_pool(self.threads - 1)
         helpers: list[Future] = []
         for t in range(1, self.threads if reads else 1):
-            helpers.append(pool.submit(_serve_or_abort, self.kernel, self.ws[t], work, tasks))
+            helpers.append(pool.submit(_serve_or_abort, self._serve, self.ws[t], work,
+                                       tasks))
         try:
-            bad = _walk(self.kernel, self.theta, self.ws[0], work, tasks, ops, etas,
-                        self.mt_key, self.mt_pos, self.n_rows, task_op, self.pending,
-                        self.slot_task)
+            bad = self._walk(self.theta, self.ws[0], work, tasks, ops, etas, self.mt_key,
+                             self.mt_pos, self.n_rows, task_op, self.pending, self.slot_task)
         except BaseException:
             tasks[4][C_ABORT] = 1
             raise

@@ -64,6 +64,7 @@ import numpy as np
 from numba import njit
 
 from stalesgd.divergence import diverged
+from stalesgd.jitcache import specialise
 from stalesgd.problems.registry import Problem
 from stalesgd.records import EvalLog
 from stalesgd.seeds import worker_seeds
@@ -255,6 +256,9 @@ class NumericReplay(ReplayHook):
         self._scratch = np.zeros(self.batch, dtype=np.int64)
         self._no_idx = np.zeros((0, self.batch), dtype=np.int64)
         self._gradient_s: float | None = None
+        # the one-core loop bound to the kernel: kept in the on-disk cache for the built-in
+        # models (compiled only when used)
+        self._replay_ops = specialise(_replay_ops, self.kernel)
         #: threads the batched replay may run on (1: the one-core loop; see ``pipeline.py``)
         self.threads = self._threads(threads)
         self._pipeline = None if self.threads == 1 else ReplayPipeline(
@@ -320,9 +324,9 @@ class NumericReplay(ReplayHook):
         return bad
 
     def _one_core(self, ops: np.ndarray, etas: np.ndarray, idx: np.ndarray) -> int:
-        return _replay_ops(self.kernel, self._theta, self.X, self.y, self.dims, self.ws,
-                           self.grads, ops, etas, idx, self._mt_key, self._mt_pos,
-                           self.n_train, self._mask, self._scratch)
+        return self._replay_ops(self._theta, self.X, self.y, self.dims, self.ws, self.grads,
+                                ops, etas, idx, self._mt_key, self._mt_pos, self.n_train,
+                                self._mask, self._scratch)
 
     def flush(self) -> None:
         """Run the buffered reads and applies (one compiled call).

@@ -126,6 +126,74 @@ def test_a_second_process_runs_the_real_engine_from_the_cache_bit_for_bit(tmp_pa
     assert warm["seq"] != warm["sync"]
 
 
+_REPLAY_PROBE = """
+import hashlib, json, os
+from numba.core import event
+from stalesgd.experiment import expand, experiment_from_flags
+from stalesgd.sim.run import SimRun
+
+compiled = []
+
+
+class Count(event.Listener):
+    def on_start(self, ev):
+        compiled.append(ev.data["dispatcher"].py_func.__qualname__)
+
+    def on_end(self, ev):
+        pass
+
+
+event.register("numba:compile", Count())
+out = {}
+for threads in ("1", "2"):
+    os.environ["STALESGD_REPLAY_THREADS"] = threads
+    exp = experiment_from_flags("sim", problem="logreg-synthetic", algorithm="lock", workers=3,
+                                updates=300, seed=3, problem_options={"n_train": 256},
+                                sim={"compute": "exp:1ms"})
+    run = SimRun(expand(exp)[0], progress=False)
+    run.run()
+    out[threads] = hashlib.sha256(run.hook.theta.tobytes()).hexdigest()
+out["compiled"] = compiled
+print(json.dumps(out))
+"""
+
+#: numeric replay's loops, bound to the logistic regression's gradient kernel
+_REPLAY_LOOPS = [f"stalesgd.sim.{name}[stalesgd.problems.logreg.logreg_grad_kernel]"
+                 for name in ("replay._replay_ops", "pipeline._walk", "pipeline._serve")]
+
+
+def test_numeric_replay_loops_are_bound_to_the_kernel_for_the_disk_cache():
+    """The one-core loop and the pipeline's two loops take the gradient kernel as their first
+    argument; bound to a built-in model's kernel they are kept in the disk cache, so a
+    simulation with numeric replay does not compile them in every process."""
+    from stalesgd.sim.pipeline import _serve, _walk
+    from stalesgd.sim.replay import _replay_ops
+
+    from stalesgd.problems import logreg
+    for loop, name in zip((_replay_ops, _walk, _serve), _REPLAY_LOOPS, strict=True):
+        bound = jitcache.specialise(loop, logreg.logreg_grad_kernel)
+        assert bound.py_func.__qualname__ == name
+        assert isinstance(bound._cache, NullCache) != jitcache.enabled()
+
+
+@pytest.mark.slow
+def test_a_second_process_replays_from_the_cache_bit_for_bit(tmp_path):
+    """Cold (an empty cache: ~40 s), numeric replay's loops compile; warm, none does, and
+    the one-core loop and the pipeline give the same θ in both processes."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), **{jitcache.ENV_VAR: "1"})
+
+    def run() -> dict:
+        done = subprocess.run([sys.executable, "-c", _REPLAY_PROBE], env=env,
+                              capture_output=True, text=True, timeout=900, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    cold, warm = run(), run()
+    for name in _REPLAY_LOOPS:
+        assert name in cold["compiled"] and name not in warm["compiled"]
+    assert cold["1"] == cold["2"] == warm["1"] == warm["2"]
+
+
 # --- the C library by name ---------------------------------------------------------------
 
 
