@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from stalesgd.jitcache import cached
+
 from .buffers import (
     O_CODE,
     O_COUNT,
@@ -141,6 +143,7 @@ def _sift(I, F, i, t, s, slot):
     I[hp + slot] = i
 
 
+@cached
 @njit(**JIT, inline="always")
 def place(I, F, slot, t, seq):
     """Set the event of ``slot`` to (``t``, ``seq``); (inf, -) takes it out."""
@@ -160,6 +163,7 @@ def schedule(I, F, slot, t):
     place(I, F, slot, t, take_seq(I))
 
 
+@cached
 @njit(**JIT, inline="always")
 def idle(I, F, slot):
     """``slot`` has no pending event."""
@@ -426,6 +430,7 @@ def park(I, F, WI, w, pc):
     sleep(WI, w, pc)
 
 
+@cached
 @njit(**JIT)
 def unpark(I, F, WI, n):
     """``n`` workers are active: wake the parked ones among them, in worker order."""

@@ -11,9 +11,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from stalesgd.jitcache import cached
+
 __all__ = ["apply_mean_step", "apply_step"]
 
 
+@cached
 @njit(nogil=True)
 def apply_step(theta: np.ndarray, grad: np.ndarray, eta: float) -> None:
     """θ ← θ − η g element by element, exactly as the real engine's workers do."""
@@ -21,6 +24,7 @@ def apply_step(theta: np.ndarray, grad: np.ndarray, eta: float) -> None:
         theta[j] -= eta * grad[j]
 
 
+@cached
 @njit(nogil=True)
 def apply_mean_step(theta: np.ndarray, grads: np.ndarray, eta: float) -> None:
     """θ ← θ − (η/m) Σ_w g_w over the m rows of ``grads``, summed in row order per element."""

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from stalesgd.jitcache import cached
 from stalesgd.problems._kernels import scalar_like, softmax_xent_loss_rows, softmax_xent_rows
 from stalesgd.problems.base import INIT_SCHEMES, Model, resolve_dtype
 from stalesgd.problems.lenet_layout import (
@@ -116,6 +117,7 @@ def _backward(theta, grad, b, ws, dims, first):
 # --------------------------------------------------------------------------- public kernels
 
 
+@cached
 @njit(nogil=True)
 def grad_kernel(theta, X, y, idx, grad, ws, dims):
     """Mean softmax cross-entropy over ``X[idx]``; its gradient is written into ``grad``.
@@ -149,6 +151,7 @@ def grad_kernel(theta, X, y, idx, grad, ws, dims):
     return loss / n
 
 
+@cached
 @njit(nogil=True)
 def loss_kernel(theta, X, y, idx, ws, dims):
     """Summed softmax cross-entropy over ``X[idx]`` and the number of correct predictions.

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from stalesgd.jitcache import cached
+
 #: Rows processed at once; larger batches run chunk after chunk, accumulating the gradient.
 CHUNK = 16
 
@@ -65,6 +67,7 @@ def make_dims(input_shape: tuple[int, int, int], fc84: bool,
  L_Z, L_LANES, L_END) = range(18)
 
 
+@cached
 @njit(nogil=True)
 def layout(dims: np.ndarray, b: int) -> tuple:
     """Offsets in ``ws`` of every region for a chunk of ``b`` rows (last entry: total size).

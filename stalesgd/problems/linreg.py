@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from stalesgd.jitcache import cached
 from stalesgd.problems._kernels import (
     check_scheme,
     gather_rows,
@@ -32,6 +33,7 @@ from stalesgd.problems._kernels import (
 from stalesgd.problems.base import Model, resolve_dtype
 
 
+@cached
 @njit(nogil=True, fastmath=False)
 def _residuals(theta, X, y, idx, ws):
     """Gather the minibatch, r = X[idx] θ − y[idx]; returns (rows, r, ½Σr² in float64)."""
@@ -49,6 +51,7 @@ def _residuals(theta, X, y, idx, ws):
     return Xb, r, half_sq
 
 
+@cached
 @njit(nogil=True, fastmath=False)
 def linreg_grad_kernel(theta, X, y, idx, grad, ws, dims):
     """½·mean squared residual of ``X[idx]`` and its gradient ``Xᵀr/B`` into ``grad``."""
@@ -61,6 +64,7 @@ def linreg_grad_kernel(theta, X, y, idx, grad, ws, dims):
     return half_sq / B
 
 
+@cached
 @njit(nogil=True, fastmath=False)
 def linreg_loss_kernel(theta, X, y, idx, ws, dims):
     """Summed ½ squared residuals over ``X[idx]`` and 0 (no accuracy for regression)."""

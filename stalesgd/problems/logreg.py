@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from stalesgd.jitcache import cached
 from stalesgd.problems._kernels import (
     check_scheme,
     gather_rows,
@@ -29,6 +30,7 @@ from stalesgd.problems._kernels import (
 from stalesgd.problems.base import Model, resolve_dtype
 
 
+@cached
 @njit(nogil=True, fastmath=False)
 def _margins(theta, X, idx, ws):
     """Gather the minibatch and compute z = X[idx] w + b into the workspace."""
@@ -44,6 +46,7 @@ def _margins(theta, X, idx, ws):
     return Xb, z
 
 
+@cached
 @njit(nogil=True, fastmath=False)
 def logreg_grad_kernel(theta, X, y, idx, grad, ws, dims):
     """Mean logistic loss of ``X[idx]`` and its gradient into ``grad`` (contract in base)."""
@@ -67,6 +70,7 @@ def logreg_grad_kernel(theta, X, y, idx, grad, ws, dims):
     return loss * inv_b
 
 
+@cached
 @njit(nogil=True, fastmath=False)
 def logreg_loss_kernel(theta, X, y, idx, ws, dims):
     """Summed logistic loss and number of correct predictions over ``X[idx]``."""
