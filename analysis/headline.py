@@ -66,7 +66,7 @@ def headline(analysis: Analysis, reference: str = "real", other: str = "sim") ->
             tv_med, tv_max = float(tv.median()), float(tv.max())
             worst = pair.loc[tv.idxmax(), "config_key"]
             lines.append(f"PDF(τ) {other} vs {reference}: median total variation {tv_med:.3f} "
-                         f"over {int(tv.notna().sum())} configurations with m > 1 "
+                         f"over {_configurations(int(tv.notna().sum()))} with m > 1 "
                          f"(worst {tv_max:.3f}: {worst})")
 
     sp = analysis.speedup
@@ -75,8 +75,9 @@ def headline(analysis: Analysis, reference: str = "real", other: str = "sim") ->
         if len(ratio):
             err_med = float((ratio - 1.0).abs().median())
             lines.append(f"updates/s predicted by {other}: median error {100 * err_med:.0f} % "
-                         f"over {len(ratio)} configurations (sim/real from "
-                         f"{ratio.min():.2f} to {ratio.max():.2f})")
+                         f"over {_configurations(len(ratio))} (sim/real "
+                         + (f"{ratio.iloc[0]:.2f})" if len(ratio) == 1 else
+                            f"from {ratio.min():.2f} to {ratio.max():.2f})"))
         real = sp[(sp["engine"] == reference) & sp["time_to_target"].notna()]
         if len(real):
             row = real.loc[real["time_to_target"].idxmin()]
@@ -100,6 +101,11 @@ def headline(analysis: Analysis, reference: str = "real", other: str = "sim") ->
             predicted[engine] = numbers
     return Headline(tv_med, tv_max, err_med, best_key, best_t, best_speedup, tuple(lines),
                     predicted)
+
+
+def _configurations(n: int) -> str:
+    """``n configurations``, singular for one."""
+    return f"{n} configuration{'s' if n != 1 else ''}"
 
 
 def _rate_ratios(sp: pd.DataFrame, reference: str, other: str) -> pd.Series:

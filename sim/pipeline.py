@@ -49,7 +49,8 @@ from .batches import mt_draw
 from .updates import apply_mean_step, apply_step
 
 __all__ = ["MIN_GRADIENT_SECONDS", "SLOTS_PER_THREAD", "THREADS_ENV", "LoopChoice",
-           "ReplayPipeline", "THREADS_ALLOWED", "gradient_seconds", "replay_threads",
+           "ReplayPipeline", "THREADS_PER_CORE", "gradient_seconds", "max_replay_threads",
+           "replay_threads", "threads_allowed",
            "threads_from_env"]
 
 #: Environment variable: the threads numeric replay uses (``1``: the one-core loop)
@@ -91,13 +92,27 @@ def replay_threads(workers: int, gradient_seconds: Callable[[], float]) -> int:
     return 1
 
 
-#: what :data:`THREADS_ENV` may be
-THREADS_ALLOWED = "a whole number >= 1 (1: numeric replay on one core)"
+#: replay threads per usable core at most: more only spin against each other (999 threads
+#: on 2 cores took a 3-second replay to 3 min 42 s)
+THREADS_PER_CORE = 4
+
+
+def max_replay_threads() -> int:
+    """The most threads numeric replay may be given: :data:`THREADS_PER_CORE` per usable
+    core (more threads than cores still show other interleavings, as tests want)."""
+    return THREADS_PER_CORE * (usable_cores() or 1)
+
+
+def threads_allowed() -> str:
+    """What :data:`THREADS_ENV` (and a replay's ``threads``) may be, on this machine."""
+    return (f"a whole number from 1 to {max_replay_threads()} ({THREADS_PER_CORE} per usable "
+            "core; 1: numeric replay on one core)")
 
 
 def threads_from_env() -> int | None:
     """The thread count :data:`THREADS_ENV` forces (None: unset, the automatic choice);
-    ValueError naming it and what is allowed when it is not a whole number >= 1."""
+    ValueError naming it and what is allowed when it is not a whole number from 1 to
+    :func:`max_replay_threads`."""
     raw = os.environ.get(THREADS_ENV, "").strip()
     if not raw:
         return None
@@ -105,8 +120,8 @@ def threads_from_env() -> int | None:
         threads = int(raw)
     except ValueError:
         threads = 0
-    if threads < 1:
-        raise ValueError(f"{THREADS_ENV}={raw!r} is not allowed; use {THREADS_ALLOWED}")
+    if not 1 <= threads <= max_replay_threads():
+        raise ValueError(f"{THREADS_ENV}={raw!r} is not allowed; use {threads_allowed()}")
     return threads
 
 

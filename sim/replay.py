@@ -75,7 +75,9 @@ from .pipeline import (
     LoopChoice,
     ReplayPipeline,
     gradient_seconds,
+    max_replay_threads,
     replay_threads,
+    threads_allowed,
     threads_from_env,
 )
 from .simulation import ReplayHook
@@ -295,8 +297,8 @@ class NumericReplay(ReplayHook):
         if threads is None:
             return replay_threads(self.m, self._gradient_seconds)
         if isinstance(threads, bool) or not isinstance(threads, int | np.integer) or \
-                threads < 1:
-            raise ValueError(f"threads {threads!r} is not allowed; use a whole number >= 1 "
+                not 1 <= threads <= max_replay_threads():
+            raise ValueError(f"threads {threads!r} is not allowed; use {threads_allowed()} "
                              "or None (automatic)")
         return int(threads)
 

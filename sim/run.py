@@ -53,7 +53,7 @@ from .engine import (
     simulate_timing,
 )
 from .network import Network
-from .pipeline import THREADS_ALLOWED, THREADS_ENV, threads_from_env
+from .pipeline import THREADS_ENV, threads_allowed, threads_from_env
 from .replay import NumericReplay
 from .simulation import Simulation
 from .stepsizes import StepSizes
@@ -105,7 +105,7 @@ def validate(spec: RunSpec) -> None:
         try:
             threads_from_env()
         except ValueError:
-            raise ExperimentError(THREADS_ENV, os.environ[THREADS_ENV], THREADS_ALLOWED,
+            raise ExperimentError(THREADS_ENV, os.environ[THREADS_ENV], threads_allowed(),
                                   "(an environment variable) is not allowed") from None
     calibration = spec.sim.calibration
     if calibration == _AUTO:

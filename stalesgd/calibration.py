@@ -161,8 +161,18 @@ class Calibration:
                 f"from the first read to the last apply (the runs table divides by the whole "
                 f"run), mean tau {c['mean_tau']:.3g}"
                 + (f", {c['preempted_cycles']} descheduled cycles left out"
-                   if c["oversubscribed"] else "") + extra)
+                   if c["oversubscribed"] else "") + extra
+                + _shared_note(c.get("effective_cores"), min(c["workers"], d["cores"])))
         return "\n".join(lines)
+
+
+def _shared_note(effective: int | None, could: int) -> str:
+    """A note when a configuration got fewer cores than it could use (other load shared the
+    machine): its simulation gets those cores unless ``--cores`` says otherwise."""
+    if effective is None or effective >= could:
+        return ""
+    return (f"; it effectively had {effective} of {could} core{'s' if could > 1 else ''} "
+            "(shared with other load): simulations of it get as many unless --cores is set")
 
 
 _REQUIRED: dict[str, type | tuple[type, ...]] = {

@@ -529,6 +529,23 @@ def test_headline_words_the_speedup_as_a_speedup():
     assert headline(Analysis(loaded=None, stale=stale, speedup=sp)).lines == ()
 
 
+def test_headline_speaks_of_one_configuration_in_the_singular():
+    from stalesgd.analysis.headline import headline
+    from stalesgd.analysis.tables import Analysis
+
+    sp = pd.DataFrame({"config_key": ["x m=2"] * 2, "engine": ["real", "sim"],
+                       "algorithm": ["lock"] * 2, "stepsize": ["constant"] * 2,
+                       "workers": [2, 2], "updates_per_s": [100.0, 102.0],
+                       "time_to_target": [float("nan")] * 2, "target_loss": [float("nan")] * 2})
+    stale = type("S", (), {"distances": pd.DataFrame()})()
+    line = headline(Analysis(loaded=None, stale=stale, speedup=sp)).lines[0]
+    assert line == ("updates/s predicted by sim: median error 2 % over 1 configuration "
+                    "(sim/real 1.02)")
+    two = pd.concat([sp, sp.assign(config_key="x m=4", updates_per_s=[100.0, 90.0])])
+    line = headline(Analysis(loaded=None, stale=stale, speedup=two)).lines[0]
+    assert line.endswith("over 2 configurations (sim/real from 0.90 to 1.02)")
+
+
 def test_run_flags_say_what_a_reader_of_the_row_must_know():
     from stalesgd.analysis.report import run_flags
 

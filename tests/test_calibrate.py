@@ -533,3 +533,18 @@ def test_runs_that_kept_a_sample_of_rows_cannot_calibrate(tmp_path):
     with pytest.raises(CalibrationError, match=r"kept only some update rows \(log rows "
                                                r"every:10\)"):
         calibrate(out.folder)
+
+
+def test_the_summary_says_when_a_configuration_had_fewer_cores_than_it_could_use(cal_file):
+    """A real run on a machine shared with other load gets fewer effective cores; its
+    simulations then get as few (a newcomer's `--cores 2` turned the same run into a
+    prediction without a word)."""
+    data = json.loads(cal_file.read_text())
+    two = next(c for c in data["configurations"] if c["workers"] == 2)
+    original = load_calibration(cal_file).summary_text()
+    assert ("effectively had" in original) == (two["effective_cores"] < 2)
+    two["effective_cores"] = 1
+    shared = cal_file.with_name("shared.json")
+    shared.write_text(json.dumps(data))
+    text = load_calibration(shared).summary_text()
+    assert "m=2 " in text and "effectively had 1 of 2 cores" in text and "--cores" in text

@@ -11,12 +11,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from stalesgd.app.cli import main
-from stalesgd.sim.pipeline import THREADS_ENV, LoopChoice, replay_threads
+from stalesgd.sim.pipeline import (
+    THREADS_ENV,
+    THREADS_PER_CORE,
+    LoopChoice,
+    max_replay_threads,
+    replay_threads,
+)
 from stalesgd.sim.replay import NumericReplay
 from stalesgd.sim.run import SimRun
 from stalesgd.sim.stepsizes import StepSizes
 
 from stalesgd.experiment import expand, experiment_from_flags
+from stalesgd.machine import usable_cores
 from stalesgd.problems.registry import make_problem
 from stalesgd.stepsize import make_rule
 
@@ -148,7 +155,7 @@ def test_first_non_finite_read_and_theta_before_it(dtype):
     stops, diverged, theta = run(1)
     assert diverged and stops == [(m + huge_at, float(m + huge_at))]
     assert not np.all(np.abs(theta) < 1e20)  # θ after the huge step, before the read
-    for threads in (2, 3, 5):
+    for threads in (2, 3, 4):
         got_stops, got_diverged, got_theta = run(threads)
         assert (got_stops, got_diverged) == (stops, diverged)
         assert np.array_equal(got_theta, theta, equal_nan=True)
@@ -258,14 +265,21 @@ def test_thread_count_setting(monkeypatch):
     monkeypatch.delenv(THREADS_ENV)
     assert replay_threads(1, lambda: 1.0) == 1  # one worker: one gradient in flight
     assert replay_threads(8, lambda: 1e-7) == 1  # a tiny gradient: the pipeline costs more
-    for bad in ("0", "two", "-1", "1.5"):
+    most = max_replay_threads()
+    assert most == THREADS_PER_CORE * (usable_cores() or 1)
+    monkeypatch.setenv(THREADS_ENV, str(most))
+    assert replay_threads(8, lambda: 1.0) == most
+    # (999 threads on 2 cores spun against each other: a 3-second replay took 3 min 42 s)
+    for bad in ("0", "two", "-1", "1.5", str(most + 1), "999"):
         monkeypatch.setenv(THREADS_ENV, bad)
-        with pytest.raises(ValueError, match=f"{THREADS_ENV}='{bad}' is not allowed"):
+        with pytest.raises(ValueError, match=f"{THREADS_ENV}='{bad}' is not allowed; use a "
+                                             f"whole number from 1 to {most} "):
             replay_threads(4, lambda: 1.0)
     problem = make_problem("logreg-synthetic")
-    with pytest.raises(ValueError, match="threads 0 is not allowed"):
-        NumericReplay(problem, 2, StepSizes(make_rule("constant", workers=2, lr=0.1), 8),
-                      batch=8, seed=0, threads=0)
+    for bad in (0, most + 1):
+        with pytest.raises(ValueError, match=f"threads {bad} is not allowed"):
+            NumericReplay(problem, 2, StepSizes(make_rule("constant", workers=2, lr=0.1), 8),
+                          batch=8, seed=0, threads=bad)
 
 
 def test_cli_names_a_bad_thread_count(tmp_path, monkeypatch, capsys):
