@@ -400,6 +400,12 @@ class SimRun:
             sim_updates_per_wall_s=res.updates_per_wall_second,
             event_loop=res.config["event_loop"],
         )
+        if hook is not None:
+            summary["replay_threads"] = hook.threads
+            choice = hook.loop_choice
+            if choice is not None:
+                summary.update(replay_parallel_batches=choice.batches[1],
+                               replay_one_core_batches=choice.batches[0])
         summary["topology"] = spec.sim.topology
         if spec.sim.topology == "ps":
             net = self.network

@@ -289,3 +289,25 @@ def test_cli_names_a_bad_thread_count(tmp_path, monkeypatch, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert THREADS_ENV in err and "'many'" in err and "whole number" in err
+
+
+def test_the_run_record_says_how_the_replay_ran(monkeypatch):
+    """`replay_threads` always; with the automatic choice, the batches each loop ran."""
+    import stalesgd.sim.pipeline as pipeline
+
+    spec = spec_of(workers=3, updates=9000)  # (several batches of buffered ops)
+    rec, _, threads = replay_with(spec, 2, monkeypatch)
+    assert threads == 2 and rec.summary["replay_threads"] == 2
+    assert "replay_parallel_batches" not in rec.summary  # (a set count: no choice made)
+    if (usable_cores() or 1) < 2:
+        pytest.skip("one usable core: the automatic choice runs no pipeline")
+    monkeypatch.delenv(THREADS_ENV)
+    monkeypatch.setattr(pipeline, "MIN_GRADIENT_SECONDS", 0.0)  # any gradient is worth it
+    run = SimRun(spec, progress=False)
+    s = run.run().summary
+    assert s["replay_threads"] == min(usable_cores(), 3)
+    batches = s["replay_parallel_batches"] + s["replay_one_core_batches"]
+    assert s["replay_parallel_batches"] >= 1 and batches == run.hook.loop_choice.batches[0] + \
+        run.hook.loop_choice.batches[1] >= 3
+    timing_only = SimRun(spec_of(workers=3, updates=100, timing_only=True), progress=False)
+    assert "replay_threads" not in timing_only.run().summary

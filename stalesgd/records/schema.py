@@ -226,6 +226,12 @@ RUNS = (
     _c("wall_seconds", "float64", "sim: the simulation's own run time"),
     _c("sim_updates_per_wall_s", "float64", "sim: simulated updates per wall second"),
     _c("event_loop", "string", "sim: which event loop ran (compiled or simpy)"),
+    _c("replay_threads", "int64", "sim: the threads numeric replay could use (1: one core; "
+       "absent for timing-only runs)"),
+    _c("replay_parallel_batches", "int64", "sim: numeric replay's batches run on the "
+       "parallel loop, when the automatic choice picked between it and one core"),
+    _c("replay_one_core_batches", "int64", "sim: numeric replay's batches run on one core, "
+       "when the automatic choice picked between it and the parallel loop"),
     _c("calibrated", "bool", "sim: timing from a calibration file"),
     _c("calibration", "string", "sim: the calibration file"),
     _c("calibration_match", "string", "sim: exact (this configuration was measured), "
