@@ -70,11 +70,11 @@ def test_only_package_functions_are_bound_into_the_disk_cache():
 
 # --- a second process: nothing compiles, the same results ----------------------------------
 
-_PROBE = """
-import hashlib, json
+#: the start of a probe script: every Numba compile of the process is listed in ``compiled``
+_COUNT_COMPILES = """
+import hashlib, json, os
 from numba.core import event
 from stalesgd.experiment import expand, experiment_from_flags
-from stalesgd.real.engine import RealRun, final_params
 
 compiled = []
 
@@ -88,6 +88,11 @@ class Count(event.Listener):
 
 
 event.register("numba:compile", Count())
+"""
+
+_PROBE = _COUNT_COMPILES + """
+from stalesgd.real.engine import RealRun, final_params
+
 out = {}
 for alg, m in (("seq", 1), ("sync", 2)):
     exp = experiment_from_flags("real", problem="logreg-synthetic", algorithm=alg, workers=m,
@@ -126,24 +131,9 @@ def test_a_second_process_runs_the_real_engine_from_the_cache_bit_for_bit(tmp_pa
     assert warm["seq"] != warm["sync"]
 
 
-_REPLAY_PROBE = """
-import hashlib, json, os
-from numba.core import event
-from stalesgd.experiment import expand, experiment_from_flags
+_REPLAY_PROBE = _COUNT_COMPILES + """
 from stalesgd.sim.run import SimRun
 
-compiled = []
-
-
-class Count(event.Listener):
-    def on_start(self, ev):
-        compiled.append(ev.data["dispatcher"].py_func.__qualname__)
-
-    def on_end(self, ev):
-        pass
-
-
-event.register("numba:compile", Count())
 out = {}
 for threads in ("1", "2"):
     os.environ["STALESGD_REPLAY_THREADS"] = threads
