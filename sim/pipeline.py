@@ -152,11 +152,17 @@ class LoopChoice:
     (``gradient_floor``, a lower bound of the one-core loop's), and the loop not chosen is
     timed again after :attr:`retry` batches, an interval that doubles (up to
     :data:`MAX_RETRY`) while it keeps losing and restarts at :data:`FIRST_RETRY` when it wins.
+    Trials (the first batch, and each retry) are short batches (:data:`TRIAL_OPS`).
     """
 
     #: batches before the loop not chosen is timed again, at first and at most
     FIRST_RETRY = 2
     MAX_RETRY = 64
+    #: ops in a batch that puts a loop on trial (the first batch, and each time the other
+    #: loop is timed again): few, so that a trial of the slower loop costs little
+    TRIAL_OPS = 512
+    #: reads a batch needs for its time to count
+    MIN_TIMED_READS = 64
 
     def __init__(self, gradient_floor: float) -> None:
         self.gradient_floor = float(gradient_floor)
@@ -177,17 +183,30 @@ class LoopChoice:
         one_core = self.gradient_floor if self.one_core_cost is None else self.one_core_cost
         return self.pipeline_cost < one_core
 
+    def _other_due(self, best: bool) -> bool:
+        """Whether the loop that is not ``best`` is due to be timed again."""
+        other_cost = self.one_core_cost if best else self.pipeline_cost
+        return other_cost is not None and self._age[int(not best)] >= self.retry
+
     def use_pipeline(self) -> bool:
         """Whether the next batch runs on the pipeline."""
         best = self._best_is_pipeline()
-        other_cost = self.one_core_cost if best else self.pipeline_cost
-        if other_cost is not None and self._age[int(not best)] >= self.retry:
-            return not best  # time the other loop again
-        return best
+        return not best if self._other_due(best) else best
+
+    def next_is_trial(self) -> bool:
+        """Whether the next batch is a trial (the first, or the other loop timed again): it
+        should then be short (:attr:`TRIAL_OPS`)."""
+        return self.pipeline_cost is None or self._other_due(self._best_is_pipeline())
 
     def record(self, pipeline: bool, seconds: float, reads: int) -> None:
-        """A batch of ``reads`` reads took ``seconds`` on the pipeline (or on one core)."""
+        """A batch of ``reads`` reads took ``seconds`` on the pipeline (or on one core).
+
+        A batch of fewer than :data:`MIN_TIMED_READS` reads (a flush before an evaluation, the
+        end of a run) is counted but not timed: its time is mostly the loop's start."""
         if reads <= 0:
+            return
+        if reads < self.MIN_TIMED_READS:
+            self.batches[int(pipeline)] += 1
             return
         best = self._best_is_pipeline()
         if pipeline:

@@ -271,6 +271,8 @@ class NumericReplay(ReplayHook):
         automatic = threads is None and threads_from_env() is None
         self.loop_choice = LoopChoice(self._gradient_seconds()) \
             if self._pipeline is not None and automatic else None
+        if self.loop_choice is not None:
+            self.ops.flush_at = LoopChoice.TRIAL_OPS  # (the first batch is a trial)
         # compile the batched replay for these argument types now, not on the clock (the
         # pipeline compiled its own loops)
         if self._pipeline is None or self.loop_choice is not None:
@@ -323,6 +325,7 @@ class NumericReplay(ReplayHook):
         t0 = time.perf_counter()
         bad = self._pipeline.run(ops, etas, idx) if pipeline else self._one_core(ops, etas, idx)
         choice.record(pipeline, time.perf_counter() - t0, int(np.count_nonzero((ops & 1) == 0)))
+        self.ops.flush_at = LoopChoice.TRIAL_OPS if choice.next_is_trial() else FLUSH_OPS
         return bad
 
     def _one_core(self, ops: np.ndarray, etas: np.ndarray, idx: np.ndarray) -> int:

@@ -28,6 +28,8 @@ import inspect
 import os
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache, lru_cache
 from importlib.util import find_spec
 from pathlib import Path
@@ -162,7 +164,59 @@ def cached(dispatcher: D) -> D:
     if not dispatcher._cache.cache_path.startswith(str(folder)):
         # Numba fell back to a folder of its own (next to the source): not keyed, so no cache
         dispatcher._cache = NullCache()
+    else:
+        one_at_a_time(dispatcher._cache)
     return dispatcher
+
+
+#: the lock file in each cache folder that serialises saving and loading entries
+LOCK_NAME = ".stalesgd-lock"
+
+
+def one_at_a_time(cache: Any) -> None:
+    """Make a Numba cache save an entry under an exclusive lock of its folder, and load one
+    under a shared lock.
+
+    Why: Numba keeps a function's entries as an index file that maps each signature to a data
+    file ``<name>.<n>.nbc``, numbered by reading the index first.  Two processes that compile
+    the same function for different signatures at once (two test processes, two runs started
+    together) both read the old index, both pick the same number, and the index can end up
+    naming the other one's machine code: a float64 call then ran float32 code ("can't unbox
+    array from PyObject"), until the cache folder was deleted.  POSIX ``flock``; where it is
+    not available the cache is used without it."""
+    folder = getattr(cache, "cache_path", None)
+    if folder is None or not hasattr(cache, "save_overload"):
+        return
+    lock_path = os.path.join(folder, LOCK_NAME)
+    save, load = cache.save_overload, cache.load_overload
+
+    def save_overload(sig: Any, data: Any) -> Any:
+        with _locked(lock_path, exclusive=True):
+            return save(sig, data)
+
+    def load_overload(sig: Any, target_context: Any) -> Any:
+        with _locked(lock_path, exclusive=False):
+            return load(sig, target_context)
+
+    cache.save_overload, cache.load_overload = save_overload, load_overload
+
+
+@contextmanager
+def _locked(path: str, *, exclusive: bool) -> Iterator[None]:
+    """Hold ``flock`` on ``path`` (created if missing) for the block; without ``fcntl`` or a
+    writable folder, nothing is held."""
+    try:
+        import fcntl
+
+        handle = open(path, "a")  # noqa: SIM115  (closed below)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        handle.close()  # (releases the lock)
 
 
 @lru_cache(maxsize=1)

@@ -119,6 +119,49 @@ def test_an_unusable_cache_folder_means_no_cache_and_nothing_written_elsewhere(m
         jitcache.cache_dir.cache_clear()
 
 
+def _triple(x):
+    return 3 * x
+
+
+#: holds an exclusive flock on the file argv[1] for argv[2] seconds
+_LOCKER = """
+import fcntl, sys, time
+f = open(sys.argv[1], "a")
+fcntl.flock(f, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_cache_entries_are_saved_and_loaded_one_process_at_a_time(monkeypatch, tmp_path):
+    """Two processes saving entries of one function at once could leave its index naming the
+    other one's machine code (a float64 call ran float32 code); saves and loads take the
+    folder's lock, so this process waits while another holds it."""
+    import time
+
+    jitcache.cache_dir.cache_clear()
+    monkeypatch.setenv(jitcache.ENV_VAR, "1")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    try:
+        disp = jitcache.cached(njit(nogil=True)(_triple))
+        folder = Path(disp._cache.cache_path)
+        folder.mkdir(parents=True, exist_ok=True)
+        hold = 2.0
+        locker = subprocess.Popen([sys.executable, "-c", _LOCKER, str(folder / jitcache.LOCK_NAME),
+                                   str(hold)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert locker.stdout.readline().strip() == "held"
+            t0 = time.monotonic()
+            assert disp(np.int64(2)) == 6  # looks in the cache, compiles, saves: waits
+            waited = time.monotonic() - t0
+        finally:
+            locker.wait(timeout=30)
+        assert waited >= 0.75 * hold
+        assert list(folder.glob("*_triple*.nbi"))  # saved once the lock was free
+    finally:
+        jitcache.cache_dir.cache_clear()
+
+
 def test_problem_kernels_are_marked():
     for kernel in (mlp.mlp_grad_kernel, mlp.mlp_loss_kernel, mlp._forward):
         assert not isinstance(kernel._cache, NullCache) or not jitcache.enabled()

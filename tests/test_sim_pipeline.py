@@ -200,6 +200,9 @@ class Alternate:
     def record(self, pipeline, seconds, reads):
         self.calls.append(pipeline)
 
+    def next_is_trial(self):
+        return len(self.calls) % 3 == 0  # (batch sizes vary too)
+
 
 def test_batches_on_the_pipeline_and_on_one_core_in_turn_give_the_one_core_replay():
     """The automatic choice may move a run between the two loops from one batch to the next
@@ -233,7 +236,10 @@ def test_the_loop_choice_keeps_the_faster_loop_and_times_the_other_again():
     first = LoopChoice.FIRST_RETRY
     choice = LoopChoice(gradient_floor=1.0)
 
+    trials = []
+
     def batch(seconds_per_read):
+        trials.append(choice.next_is_trial())
         pipeline = choice.use_pipeline()
         choice.record(pipeline, 100 * seconds_per_read[pipeline], 100)
         return pipeline
@@ -241,12 +247,18 @@ def test_the_loop_choice_keeps_the_faster_loop_and_times_the_other_again():
     # a pipeline faster than one gradient per read: the one-core loop, which cannot be faster
     # than that, is never tried
     assert [batch({True: 0.6, False: 1.3}) for _ in range(20)] == [True] * 20
+    assert trials == [True] + [False] * 19  # (the first batch is a trial: short)
+    choice.record(False, 50.0, 3)  # a few reads flushed for an evaluation: not timed
+    assert choice.one_core_cost is None and choice.batches == [1, 20]
+    choice.batches[0] = 0
     # the host moves the cores apart: the pipeline takes 3 gradients' time per read; the
     # one-core loop takes over and the pipeline is tried again after `first` batches, then
     # after twice as many while it keeps losing
     far = {True: 3.0, False: 1.3}
+    trials.clear()
     got = [batch(far) for _ in range(1 + first + 1 + 2 * first + 1)]
     assert got == [True] + [False] * first + [True] + [False] * (2 * first) + [True]
+    assert trials == [g and i > 0 for i, g in enumerate(got)]  # each retry of the pipeline
     assert choice.retry == 4 * first
     # the cores are near again: the pipeline wins its next try and stays; the one-core loop,
     # timed now, is tried again after `first` batches, and less often while it keeps losing
