@@ -144,7 +144,8 @@ def test_numeric_replay_on_all_cores(benchmark, monkeypatch, model, dtype, n):
     alternately in the same process (each pair sees the same load); the final θ of both must
     be the same bits.  MLP 784-128-10 on synthetic 784-feature data, LeNet-5 on synthetic
     28×28 images.  ``replay_parallel_vs_serial`` is the median of the pairs' ratios; on a
-    loaded machine it understates what idle cores give."""
+    loaded machine it understates what idle cores give.  ``replay_automatic_vs_serial``:
+    the same with the thread count left automatic (the loop chosen batch by batch)."""
     cores = usable_cores() or 1
     if cores < 2:
         pytest.skip("one usable core: nothing to run in parallel")
@@ -163,24 +164,27 @@ def test_numeric_replay_on_all_cores(benchmark, monkeypatch, model, dtype, n):
     spec = dataclasses.replace(spec, eval=dataclasses.replace(spec.eval, every_updates=n))
     problem = make_problem(name, dtype=dtype, **options)  # built once, outside the timing
 
-    def run(threads: int) -> tuple[float, np.ndarray]:
-        monkeypatch.setenv(THREADS_ENV, str(threads))
+    def run(threads: int | None) -> tuple[float, np.ndarray]:
+        if threads is None:  # the automatic choice, batch by batch (what users get)
+            monkeypatch.delenv(THREADS_ENV, raising=False)
+        else:
+            monkeypatch.setenv(THREADS_ENV, str(threads))
         sim = SimRun(spec, progress=False, problem=problem)
-        assert sim.hook is None or sim.hook.threads == threads
         t0 = time.perf_counter()
         sim.run()
         wall = time.perf_counter() - t0
-        assert sim.hook.threads == threads
+        assert threads is None or sim.hook.threads == threads
         return wall, sim.hook.theta.copy()
 
-    run(1), run(cores)  # compile both
-    serial, parallel, ratios = [], [], []
+    run(1), run(cores), run(None)  # compile
+    serial, parallel, ratios, auto_ratios = [], [], [], []
     for _ in range(REPEATS - 1):
-        (w1, t1), (w2, t2) = run(1), run(cores)
-        assert np.array_equal(t1, t2)
+        (w1, t1), (w2, t2), (w3, t3) = run(1), run(cores), run(None)
+        assert np.array_equal(t1, t2) and np.array_equal(t1, t3)
         serial.append(n / w1)
         parallel.append(n / w2)
         ratios.append(w1 / w2)
+        auto_ratios.append(w1 / w3)
     w1, t1 = run(1)
     w2, t2 = benchmark.pedantic(run, args=(cores,), rounds=1, iterations=1)
     assert np.array_equal(t1, t2)
@@ -191,10 +195,13 @@ def test_numeric_replay_on_all_cores(benchmark, monkeypatch, model, dtype, n):
         updates_per_s=float(np.median(parallel)), serial_updates_per_s=float(np.median(serial)),
         replay_parallel_vs_serial=float(np.median(ratios)), ratio_min=float(min(ratios)),
         ratio_max=float(max(ratios)), threads=cores, workers=workers, batch=16,
-        target_replay_parallel_vs_serial=1.8)
+        target_replay_parallel_vs_serial=1.8,
+        replay_automatic_vs_serial=float(np.median(auto_ratios)))
     print(f"\n{model} {dtype}: one core {np.median(serial):.0f} upd/s, {cores} threads "
           f"{np.median(parallel):.0f} upd/s, ratio median {np.median(ratios):.2f} "
-          f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
+          f"(min {min(ratios):.2f}, max {max(ratios):.2f}); automatic choice "
+          f"{np.median(auto_ratios):.2f} (min {min(auto_ratios):.2f}, "
+          f"max {max(auto_ratios):.2f})")
 
 
 _PEAK = """
