@@ -106,6 +106,14 @@ def test_cores_beyond_the_workers_keep_a_measured_configuration_in_sample(cal_fi
     assert s["calibration_match"] == "exact" and s["prediction"] is False
     s = SimRun(sim_spec(cal_file, workers=3, cores=1, updates=500), progress=False).run().summary
     assert s["prediction"] is True  # three workers on one core: not what was measured
+    # the measured two workers on one core: a prediction, and the match says why
+    s = SimRun(sim_spec(cal_file, workers=2, cores=1, updates=500), progress=False).run().summary
+    effective = load_calibration(cal_file).configuration("lock", 2)["effective_cores"]
+    if effective == 2:
+        assert s["prediction"] is True and s["calibration_match"] == (
+            "exact configuration, measured on 2 cores, simulated on 1")
+    else:  # the machine was shared: the measured run got one core, as simulated
+        assert s["prediction"] is False and s["calibration_match"] == "exact"
 
 
 def test_more_workers_and_cores_than_measured_is_a_labelled_prediction(cal_file):

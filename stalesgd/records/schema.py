@@ -234,8 +234,9 @@ RUNS = (
        "when the automatic choice picked between it and the parallel loop"),
     _c("calibrated", "bool", "sim: timing from a calibration file"),
     _c("calibration", "string", "sim: the calibration file"),
-    _c("calibration_match", "string", "sim: exact (this configuration was measured), "
-       "'nearest (m=K)' (the same algorithm's measured K workers) or pooled"),
+    _c("calibration_match", "string", "sim: exact (this configuration was measured; 'exact "
+       "configuration, measured on C cores, simulated on D' when the cores differ, a "
+       "prediction), 'nearest (m=K)' (the same algorithm's measured K workers) or pooled"),
     _c("calibration_model", "string", "sim: empirical or parametric compute times"),
     _c("calibration_overrides", "string", "sim: timing settings given explicitly over the "
        "calibration"),
