@@ -25,6 +25,9 @@ flight finish, and the first read in op order with a non-finite loss is reported
 restored to that read's snapshot (θ just before it, where the one-core loop stops).  Only the
 workers' minibatch streams may then have advanced past the one-core loop's: a diverged run
 draws no further minibatch.
+
+Whether the pipeline pays depends on where the host put the cores (see :class:`LoopChoice`,
+which numeric replay uses to pick, batch by batch, between it and the one-core loop).
 """
 
 from __future__ import annotations
@@ -48,10 +51,9 @@ from stalesgd.machine import usable_cores
 from .batches import mt_draw
 from .updates import apply_mean_step, apply_step
 
-__all__ = ["MIN_GRADIENT_SECONDS", "SLOTS_PER_THREAD", "THREADS_ENV", "LoopChoice",
-           "ReplayPipeline", "THREADS_PER_CORE", "gradient_seconds", "max_replay_threads",
-           "replay_threads", "threads_allowed",
-           "threads_from_env"]
+__all__ = ["MIN_GRADIENT_SECONDS", "SLOTS_PER_THREAD", "THREADS_ENV", "THREADS_PER_CORE",
+           "LoopChoice", "ReplayPipeline", "gradient_seconds", "max_replay_threads",
+           "replay_threads", "threads_allowed", "threads_from_env"]
 
 #: Environment variable: the threads numeric replay uses (``1``: the one-core loop)
 THREADS_ENV = "STALESGD_REPLAY_THREADS"
