@@ -19,7 +19,7 @@ import sys
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from stalesgd import __version__
 
@@ -35,9 +35,39 @@ def _err(msg: str) -> None:
     print(f"stalesgd: {msg}", file=sys.stderr)
 
 
+def _whole_number(text: str) -> int:
+    """A flag's whole-number value (argparse ``type``); the error says what is allowed."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: a whole "
+                                         "number") from None
+
+
+def _number(text: str) -> float:
+    """A flag's number value (argparse ``type``); the error says what is allowed."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: a number, e.g. "
+                                         "0.05 or 1e-3") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, as every other ``stalesgd`` error:
+    what is wrong and where the flags are listed (argparse prints the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        # "argument --workers: 'abc' is not allowed…" -> "--workers 'abc' is not allowed…", as
+        # the range checks say it
+        message = re.sub(r"^argument (--?[\w-]+): (?=')", r"\1 ", message)
+        _err(f"{message} (`{self.prog} --help` says more)")
+        sys.exit(EXIT_USAGE)
+
+
 def _add_server_flags(p: argparse.ArgumentParser) -> None:
     """The parameter servers' flags (``dist``, and ``sim --topology ps``)."""
-    p.add_argument("--shards", type=int, default=None,
+    p.add_argument("--shards", type=_whole_number, default=None,
                    help="hogwild: server shards θ is split over (default: 2)")
     p.add_argument("--net-delay", default=None, metavar="DIST",
                    help="an added delay per message between workers and servers, e.g. "
@@ -49,12 +79,12 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
                    help="MODEL-DATA, e.g. logreg-synthetic, mlp-mnist or logreg-file (with "
                         "--data-file); MODEL may be a plug-in model")
     p.add_argument("--algorithm", required=True, help="seq | sync | lock | hogwild | leashed")
-    p.add_argument("--workers", required=True, type=int, help="number of workers m")
+    p.add_argument("--workers", required=True, type=_whole_number, help="number of workers m")
     p.add_argument("--stepsize", default="constant",
                    help="constant | inverse | exponential | tail | tail-original | model | "
                         "delay-adaptive (default: constant)")
-    p.add_argument("--lr", type=float, default=0.05, help="base step size η0 (default: 0.05)")
-    p.add_argument("--batch", type=int, default=16, help="minibatch size (default: 16)")
+    p.add_argument("--lr", type=_number, default=0.05, help="base step size η0 (default: 0.05)")
+    p.add_argument("--batch", type=_whole_number, default=16, help="minibatch size (default: 16)")
     p.add_argument("--dtype", default="float64", help="float32 | float64 (default: float64)")
     p.add_argument("--persistence", default=None,
                    help="leashed: publish retries before dropping, 0..inf (default: inf)")
@@ -80,14 +110,14 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-sha256", default=None, metavar="HEX",
                    help="refuse the data file unless its SHA-256 is this")
     stop = p.add_mutually_exclusive_group()
-    stop.add_argument("--updates", type=int, help="stop after N updates (default: 20000)")
+    stop.add_argument("--updates", type=_whole_number, help="stop after N updates (default: 20000)")
     stop.add_argument("--seconds", help="stop after T seconds (number or e.g. '1.5s')")
-    p.add_argument("--target-loss", type=float, default=None,
+    p.add_argument("--target-loss", type=_number, default=None,
                    help="stop when the evaluated loss reaches this value")
     p.add_argument("--log-rows", default=None, metavar="all|none|every:N",
                    help="update rows to keep in updates.parquet (default: all); the exact "
                         "τ histogram counts every update either way")
-    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    p.add_argument("--seed", type=_whole_number, default=0, help="seed (default: 0)")
     p.add_argument("--slowdown", action="append", default=None, metavar="W=F",
                    help="worker W computes F times slower (F in 1..1000; real engines spin "
                         "(F-1)x each gradient's time, the simulator scales compute time); "
@@ -101,7 +131,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_report_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", type=float, default=None,
+    p.add_argument("--target", type=_number, default=None,
                    help="target loss for time/updates to target (default: each run's own)")
     p.add_argument("--log-y", choices=("auto", "on", "off"), default="auto",
                    help="log scale for the PDF(τ) figures (default: auto)")
@@ -114,7 +144,7 @@ def _add_report_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand of DESIGN §3."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="stalesgd",
         description="Study asynchronous parallel SGD: staleness, step-size rules, lock-free "
                     "synchronisation, simulated and real.",
@@ -153,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="One run in the simulator, described by flags; times are "
                                    "simulated seconds.")
     _add_run_flags(p)
-    p.add_argument("--cores", type=int, default=None, help="simulated cores (default: one per "
-                                                            "worker)")
+    p.add_argument("--cores", type=_whole_number, default=None,
+                   help="simulated cores (default: one per worker)")
     p.add_argument("--compute", default=None, help="gradient time, e.g. exp:2ms, det:1ms, "
                                                     "gamma:2ms:0.5, lognormal:2ms:0.5")
     p.add_argument("--read", default=None, help="read/copy time distribution (default: "
@@ -202,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", action="append", default=None, metavar="RUN_ID",
                    help="calibrate from this run only (repeatable; default: every real run, "
                         "or every ray run of a folder without real runs)")
-    p.add_argument("--max-workers", type=int, default=None, metavar="N",
+    p.add_argument("--max-workers", type=_whole_number, default=None, metavar="N",
                    help="calibrate only from the runs with at most N workers: simulations of "
                         "more workers are then out-of-sample predictions, shown as engine "
                         "sim[m<=N] in reports (default: every worker count)")

@@ -98,7 +98,7 @@ FLAG_CASES = [
      "--controller-option probe=0 is out of range"),
     (["--persistence", "many"], "--persistence 'many'"),
     (["--data-dir", "/data"], "--data-dir '/data'"),
-    (["--workers", "two"], "argument --workers: invalid int value: 'two'"),
+    (["--workers", "two"], "--workers 'two' is not allowed; allowed: a whole number"),
 ]
 
 SIM_CASES = [
@@ -384,7 +384,8 @@ def test_report_and_compare_refuse_what_they_cannot_read(fake_folder, tmp_path, 
              (["report", str(fake_folder), "--target", "-1"], "target loss -1.0"),
              (["report", str(fake_folder), "--target", "nan"], "target loss nan"),
              (["report", str(fake_folder), "--families", "gauss"], "--families = 'gauss'"),
-             (["report", str(fake_folder), "--target", "x"], "invalid float value: 'x'"),
+             (["report", str(fake_folder), "--target", "x"],
+              "--target 'x' is not allowed; allowed: a number"),
              (["compare", str(fake_folder), str(fake_folder)], "is given twice"),
              (["compare", str(fake_folder), "--out", str(tmp_path / "a-file")],
               "--out = "),
@@ -407,3 +408,16 @@ def test_data_refuses_unknown_names_and_actions(capsys):
 def test_no_command_prints_the_help(capsys):
     code, err, _ = cli([], capsys)
     assert code == 2 and "usage: stalesgd" in err
+
+
+def test_a_flag_value_of_the_wrong_kind_is_one_line_naming_what_is_allowed(capsys):
+    """argparse's own errors printed the whole usage (ten lines) before "invalid int value";
+    they are one line now, as every other refusal."""
+    for argv, words in [(["real", "--problem", "x", "--algorithm", "lock", "--workers", "abc"],
+                         "--workers 'abc' is not allowed; allowed: a whole number"),
+                        (["sim", "--problem", "x", "--algorithm", "lock", "--workers", "2",
+                          "--lr", "fast"], "--lr 'fast' is not allowed; allowed: a number"),
+                        (["real", "--problem", "x"], "the following arguments are required")]:
+        code, err, _ = cli(argv, capsys)
+        assert_refused(code, err, words, f"`stalesgd {argv[0]} --help` says more")
+        assert len(err.strip().splitlines()) == 1, err
