@@ -17,7 +17,7 @@ import argparse
 import re
 import sys
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -35,27 +35,25 @@ def _err(msg: str) -> None:
     print(f"stalesgd: {msg}", file=sys.stderr)
 
 
-def _whole_number(text: str) -> int:
-    """A flag's whole-number value (argparse ``type``); the error says what is allowed."""
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: a whole "
-                                         "number") from None
+def _flag_value(convert: Callable[[str], Any], allowed: str) -> Callable[[str], Any]:
+    """An argparse ``type``: ``convert(text)``, or an error saying the value is not allowed
+    and what is (the parser words it as the range checks do)."""
+    def value(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: "
+                                             f"{allowed}") from None
+    return value
 
 
-def _number(text: str) -> float:
-    """A flag's number value (argparse ``type``); the error says what is allowed."""
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: a number, e.g. "
-                                         "0.05 or 1e-3") from None
+_whole_number = _flag_value(int, "a whole number")
+_number = _flag_value(float, "a number, e.g. 0.05 or 1e-3")
 
 
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line, as every other ``stalesgd`` error:
-    what is wrong and where the flags are listed (argparse prints the whole usage first)."""
+    what is wrong and where to read more (argparse prints the whole usage first)."""
 
     def error(self, message: str) -> NoReturn:
         # "argument --workers: 'abc' is not allowed…" -> "--workers 'abc' is not allowed…", as

@@ -440,14 +440,6 @@ class SimRun:
 _CAL_ALLOWED = "a calibration file written by `stalesgd calibrate REAL_DIR` (JSON)"
 
 
-def _exact_match(cores: int, measured_cores: int, workers: int) -> str:
-    """``exact``, or, when the simulation's cores differ from those the measured run had
-    (which makes it a prediction), which cores each had."""
-    if min(cores, workers) == min(measured_cores, workers):
-        return "exact"
-    return f"exact configuration, measured on {measured_cores} cores, simulated on {cores}"
-
-
 def _load_calibration(spec: RunSpec):
     """Load ``spec.sim.calibration`` (a path, relative to the working directory) and check
     that it was fitted to this run's problem, batch and dtype."""
@@ -584,7 +576,8 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
     kwargs["cas_cost"] = options.get("cas_cost", float(costs["cas"]))
     # (cores beyond the workers change nothing: one worker on 2 cores is one on 1; the file
     # measured no slowed-down worker, see analysis.calibrate)
-    exact = (entry is not None and min(cores, m) == min(measured_cores, m)
+    same_cores = min(cores, m) == min(measured_cores, m)
+    exact = (entry is not None and same_cores
              and spec.slowdown is None
              and (cal.topology != "ps" or (not adds_delay(spec.dist.net_delay) and (
                  alg != "hogwild"
@@ -592,7 +585,9 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
     summary = {
         "calibrated": True,
         "calibration": str(sim.calibration),
-        "calibration_match": (_exact_match(cores, measured_cores, m) if entry is not None
+        "calibration_match": (("exact" if same_cores else
+                               f"exact configuration, measured on {measured_cores} cores, "
+                               f"simulated on {cores}") if entry is not None
                               else "pooled" if source is None
                               else f"nearest (m={source['workers']})"),
         "calibration_model": "parametric" if parametric else "empirical",
