@@ -126,6 +126,7 @@ def config_key(row: dict[str, Any] | pd.Series) -> str:
     """The configuration of a run as readable text, the same for every engine and seed.
 
     ``problem algorithm m=W rule lr=X b=B dtype`` then ``persistence=P`` when finite,
+    ``sampling=epochs`` when minibatches came from reshuffled epochs,
     ``slowdown=W=F,…`` when workers were slowed down on purpose, ``net_delay=DIST`` when
     messages were delayed (engine ``ray``, simulated servers), ``shards=K`` for Hogwild! on
     other than the default number of servers, then any
@@ -147,6 +148,9 @@ def config_key(row: dict[str, Any] | pd.Series) -> str:
             finite = True
         if finite:
             parts.append(f"persistence={_fmt_number(pers)}")
+    sampling = get("sampling")  # minibatches from reshuffled epochs (not the default)
+    if not _missing(sampling) and sampling != "replacement":
+        parts.append(f"sampling={sampling}")
     for name in ("slowdown", "net_delay"):  # stragglers, network delays on purpose
         value = get(name)
         if not _missing(value) and value:

@@ -84,6 +84,10 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=_number, default=0.05, help="base step size η0 (default: 0.05)")
     p.add_argument("--batch", type=_whole_number, default=16, help="minibatch size (default: 16)")
     p.add_argument("--dtype", default="float64", help="float32 | float64 (default: float64)")
+    p.add_argument("--sampling", default="replacement",
+                   help="how each worker draws its minibatches: replacement (rows uniformly "
+                        "with replacement) | epochs (a reshuffled permutation of the rows every "
+                        "epoch) (default: replacement)")
     p.add_argument("--persistence", default=None,
                    help="leashed: publish retries before dropping, 0..inf (default: inf)")
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
@@ -280,7 +284,14 @@ def _print_plan(plan) -> None:
         print(f"{spec.run_id}  {spec.engine} {spec.problem.name}{options} "
               f"{spec.algorithm.name} m={spec.workers} {spec.stepsize.rule} "
               f"lr={spec.stepsize.lr:g} batch={spec.problem.batch} {spec.problem.dtype}"
+              f"{_sampling(spec)}"
               f"{_servers(spec)} seed={spec.seed} stop: {stop or 'none'}{swept}{state}")
+
+
+def _sampling(spec) -> str:
+    """The minibatch sampling of a run when it is not the default (a dry run's line)."""
+    sampling = spec.problem.sampling
+    return "" if sampling == "replacement" else f" sampling={sampling}"
 
 
 def _servers(spec) -> str:
@@ -402,6 +413,7 @@ FLAG_OF_KEY = {
     "workers": "--workers", "seeds": "--seed", "seeds[0]": "--seed", "name": "--name",
     "slowdown": "--slowdown",
     "problem.name": "--problem", "problem.batch": "--batch", "problem.dtype": "--dtype",
+    "problem.sampling": "--sampling",
     "problem.options.data_dir": "--data-dir", "problem.options.file": "--data-file",
     "problem.options.sha256": "--data-sha256",
     "algorithm.name": "--algorithm", "algorithm.persistence": "--persistence",
@@ -482,7 +494,7 @@ def _run_flags(args: argparse.Namespace) -> int:
         stepsize_options=stepsize_options,
         problem=args.problem, algorithm=args.algorithm, workers=args.workers,
         stepsize=args.stepsize, lr=args.lr, batch=args.batch, dtype=args.dtype,
-        updates=args.updates, seconds=_number_or_text(args.seconds, float),
+        sampling=args.sampling, updates=args.updates, seconds=_number_or_text(args.seconds, float),
         target_loss=args.target_loss, seed=args.seed, persistence=persistence, sim=sim,
         name=args.name, controller=args.controller, controller_options=controller_options,
         log_rows=args.log_rows,

@@ -138,6 +138,11 @@ def parameter_vectors(spec: RunSpec) -> int:
     return get_algorithm(spec.algorithm.name).buffers_per_worker * spec.workers + 2
 
 
+def _orders(nbytes: int, sampling: str) -> str:
+    """The workers' epoch permutations in the memory message (none: nothing)."""
+    return f"; their epoch permutations {nbytes / 2**30:.3g} GiB" if sampling == "epochs" else ""
+
+
 def check_memory(runs: Iterable[RunSpec], memory_bytes: int | None) -> None:
     """Refuse a run whose data set and parameter vectors (:func:`parameter_vectors`) alone
     exceed this machine's memory (``memory_bytes``; nothing is checked when it is
@@ -148,13 +153,16 @@ def check_memory(runs: Iterable[RunSpec], memory_bytes: int | None) -> None:
     for spec in runs:
         p = spec.problem
         vectors = parameter_vectors(spec)
-        key = repr((p.name, p.dtype, sorted(p.options.items()), vectors))
+        key = repr((p.name, p.dtype, sorted(p.options.items()), vectors, p.sampling,
+                    spec.workers))
         if key in seen:
             continue
         seen.add(key)
         shape = check_problem(p.name, p.options, p.dtype)
         param_bytes = shape.n_params * np.dtype(p.dtype).itemsize
-        need = shape.data.nbytes(p.dtype) + vectors * param_bytes
+        # reshuffled epochs: each worker keeps a permutation of the training rows
+        orders = 8 * spec.workers * shape.data.n_train if p.sampling == "epochs" else 0
+        need = shape.data.nbytes(p.dtype) + vectors * param_bytes + orders
         if need > memory_bytes:
             workers = f"{spec.workers} {spec.algorithm.name} worker" + (
                 "s" if spec.workers != 1 else "")
@@ -163,5 +171,6 @@ def check_memory(runs: Iterable[RunSpec], memory_bytes: int | None) -> None:
                                   f"needs at least {need / 2**30:.1f} GiB: its data and "
                                   f"{vectors} parameter vectors of {param_bytes / 2**30:.3g} "
                                   f"GiB ({shape.n_params:,} parameters; θ, a snapshot and the "
-                                  f"buffers of {workers}) (run {spec.run_id}, options "
+                                  f"buffers of {workers}{_orders(orders, p.sampling)}) "
+                                  f"(run {spec.run_id}, options "
                                   f"{p.options})")

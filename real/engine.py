@@ -82,6 +82,7 @@ from .memory import line_width, line_zeros
 from .placement import core_round_trip_ns
 from .pool import pool_size
 from .record import DrainBuffer, close_record, new_ring, release_rows, ring_rows
+from .sampling import new_sampler
 from .schedule import script_error
 from .snapshot import snapshot_function
 from .sparse_workers import S_COLLIDED, S_WRITTEN, STATS_WIDTH
@@ -305,6 +306,10 @@ class RealRun:
         owns = self.elastic and not self.sparse
         copy_len = n_params if alg.buffers_per_worker > 1 and not owns else 0
         slow = slowdown_factors(None if warm_up else spec.slowdown, self.m)
+
+        def sampler() -> np.ndarray:  # each worker's own, on cache lines of its own
+            return new_sampler(batch, d.n_train, spec.problem.sampling, line_zeros)
+
         calls = []
         for w in range(count):
             if self.sparse:
@@ -312,15 +317,15 @@ class RealRun:
                 args = (prob.model.sparse_grad_kernel, prob.model.support_copy_kernel, w,
                         self.seeds[w], slow[w], shared.pool, shared.refs,
                         line_zeros(copy_len, prob.model.dtype), sp.gidx, sp.gval, sp.stats,
-                        sp.writers, d.inputs("train"), d.y_train,
-                        line_zeros(batch, np.int64), _own_lines(prob.workspace(batch)),
+                        sp.writers, d.inputs("train"), d.y_train, sampler(),
+                        _own_lines(prob.workspace(batch)),
                         prob.model.dims, shared.ctrl, shared.tables, float(spec.stepsize.lr),
                         n_max, persistence, new_timespec(), shared.ring, shared.drops, script)
                 calls.append((self.worker_function, args))
                 continue
             args = (w, self.seeds[w], slow[w], shared.pool, shared.refs,
                     line_zeros(copy_len, prob.model.dtype), shared.grads,
-                    d.inputs("train"), d.y_train, line_zeros(batch, np.int64),
+                    d.inputs("train"), d.y_train, sampler(),
                     _own_lines(prob.workspace(batch)), prob.model.dims, shared.ctrl, shared.tables,
                     float(spec.stepsize.lr), n_max, persistence, new_timespec(),
                     shared.ring, shared.drops, script)

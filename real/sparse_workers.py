@@ -58,11 +58,11 @@ from .control import (
 )
 from .pool import acquire_latest, claim, release
 from .record import write_row
+from .sampling import batch_rows, draw_batch
 from .schedule import G_APPLY, G_CLAIM, G_COPY, G_PUBLISH, G_READ, end_turn, gate
 from .spinlock import spin_lock_acquire, spin_lock_acquire_unless, spin_lock_release
 from .workers import (
     barrier,
-    draw_batch,
     flag_divergence,
     gradient_start,
     park_while_inactive,
@@ -78,7 +78,7 @@ __all__ = ["S_COLLIDED", "S_NNZ", "S_WRITTEN", "SPARSE_WORKER_ARGS", "STATS_WIDT
 
 #: the arguments every sparse worker function takes, in order
 SPARSE_WORKER_ARGS = ("kernel", "support_copy", "worker", "seed", "slow", "pool", "refs", "local",
-                      "gidx", "gval", "stats", "writers", "X", "y", "batch_idx", "ws", "dims",
+                      "gidx", "gval", "stats", "writers", "X", "y", "sampler", "ws", "dims",
                       "ctrl", "tables", "lr", "n_max", "persistence", "timespec", "ring",
                       "drops", "script")
 #: slots of a worker's ``stats`` row (a row is one cache line: workers never share one)
@@ -129,7 +129,7 @@ def _apply(theta, gidx, gval, nnz, eta, writers, t0, stamp, stats):
 
 @njit(nogil=True)
 def lock_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, local, gidx, gval,
-                       stats, writers, X, y, batch_idx, ws, dims, ctrl, tables, lr, n_max,
+                       stats, writers, X, y, sampler, ws, dims, ctrl, tables, lr, n_max,
                        persistence, timespec, ring, drops, script):
     """AsyncSGD with one lock on a sparse problem: under the lock read t0 and copy the
     coordinates the minibatch reads; compute outside; apply the sparse update under the
@@ -137,6 +137,7 @@ def lock_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, loc
     np.random.seed(seed)
     t_origin, deadline = wait_for_start(ctrl)
     n_rows = n_examples(X)
+    rows = batch_rows(sampler)
     theta = pool[0]
     gi, gv, st = gidx[worker], gval[worker], stats[worker]
     nap = np.zeros(2, dtype=np.int64)
@@ -145,17 +146,17 @@ def lock_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, loc
         if worker >= atomic_load(ctrl, C_ACTIVE):
             park_while_inactive(ctrl, worker, nap)
             continue
-        draw_batch(batch_idx, n_rows)
+        draw_batch(sampler, rows, n_rows)
         turn = gate(script, ctrl, worker, G_READ, turn)
         if not spin_lock_acquire_unless(ctrl, C_LOCK, C_STOP):
             break
         t_read = monotonic_now(timespec) - t_origin
         t0 = atomic_load(ctrl, C_VERSION)
-        support_copy(theta, local, X, batch_idx, dims)
+        support_copy(theta, local, X, rows, dims)
         spin_lock_release(ctrl, C_LOCK)
 
         t_grad = gradient_start(timespec, slow)
-        loss, nnz = kernel(local, X, y, batch_idx, gi, gv, ws, dims)
+        loss, nnz = kernel(local, X, y, rows, gi, gv, ws, dims)
         straggle(ctrl, timespec, slow, t_grad)
         if not np.isfinite(loss):
             flag_divergence(ctrl)
@@ -185,13 +186,14 @@ def lock_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, loc
 
 @njit(nogil=True)
 def hogwild_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, local, gidx, gval,
-                          stats, writers, X, y, batch_idx, ws, dims, ctrl, tables, lr, n_max,
+                          stats, writers, X, y, sampler, ws, dims, ctrl, tables, lr, n_max,
                           persistence, timespec, ring, drops, script):
     """Hogwild! on a sparse problem: the gradient is computed on θ in place and only its
     coordinates are written, element-wise, without atomics."""
     np.random.seed(seed)
     t_origin, deadline = wait_for_start(ctrl)
     n_rows = n_examples(X)
+    rows = batch_rows(sampler)
     theta = pool[0]
     gi, gv, st = gidx[worker], gval[worker], stats[worker]
     nap = np.zeros(2, dtype=np.int64)
@@ -200,12 +202,12 @@ def hogwild_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, 
         if worker >= atomic_load(ctrl, C_ACTIVE):
             park_while_inactive(ctrl, worker, nap)
             continue
-        draw_batch(batch_idx, n_rows)
+        draw_batch(sampler, rows, n_rows)
         turn = gate(script, ctrl, worker, G_READ, turn)
         t_read = monotonic_now(timespec) - t_origin
         t0 = atomic_load(ctrl, C_VERSION)
         t_grad = gradient_start(timespec, slow)
-        loss, nnz = kernel(theta, X, y, batch_idx, gi, gv, ws, dims)
+        loss, nnz = kernel(theta, X, y, rows, gi, gv, ws, dims)
         straggle(ctrl, timespec, slow, t_grad)
         if not np.isfinite(loss):
             flag_divergence(ctrl)
@@ -229,21 +231,22 @@ def hogwild_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, 
 
 @njit(nogil=True)
 def sync_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, local, gidx, gval,
-                       stats, writers, X, y, batch_idx, ws, dims, ctrl, tables, lr, n_max,
+                       stats, writers, X, y, sampler, ws, dims, ctrl, tables, lr, n_max,
                        persistence, timespec, ring, drops, script):
     """Synchronous SGD on a sparse problem: every round all m workers compute a sparse
     gradient on the same θ; worker 0 subtracts each, scaled by η/m (their mean), τ = 0."""
     np.random.seed(seed)
     t_origin, deadline = wait_for_start(ctrl)
     n_rows = n_examples(X)
+    rows = batch_rows(sampler)
     n_workers = gidx.shape[0]
     theta = pool[0]
     gi, gv = gidx[worker], gval[worker]
     while True:
         t_read = monotonic_now(timespec) - t_origin
-        draw_batch(batch_idx, n_rows)
+        draw_batch(sampler, rows, n_rows)
         t_grad = gradient_start(timespec, slow)
-        loss, nnz = kernel(theta, X, y, batch_idx, gi, gv, ws, dims)
+        loss, nnz = kernel(theta, X, y, rows, gi, gv, ws, dims)
         straggle(ctrl, timespec, slow, t_grad)
         stats[worker, S_NNZ] = nnz
         if not np.isfinite(loss):
@@ -272,7 +275,7 @@ def sync_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, loc
 
 @njit(nogil=True)
 def leashed_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, local, gidx, gval,
-                          stats, writers, X, y, batch_idx, ws, dims, ctrl, tables, lr, n_max,
+                          stats, writers, X, y, sampler, ws, dims, ctrl, tables, lr, n_max,
                           persistence, timespec, ring, drops, script):
     """Leashed-SGD on a sparse problem: compute on the published vector, then copy the
     latest vector whole into a claimed one, apply the sparse update to it and publish by
@@ -280,6 +283,7 @@ def leashed_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, 
     np.random.seed(seed)
     t_origin, deadline = wait_for_start(ctrl)
     n_rows = n_examples(X)
+    rows = batch_rows(sampler)
     size = pool.shape[0]
     n_params = pool.shape[1]
     gi, gv, st = gidx[worker], gval[worker], stats[worker]
@@ -290,14 +294,14 @@ def leashed_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, 
         if worker >= atomic_load(ctrl, C_ACTIVE):
             park_while_inactive(ctrl, worker, nap)
             continue
-        draw_batch(batch_idx, n_rows)
+        draw_batch(sampler, rows, n_rows)
         turn = gate(script, ctrl, worker, G_READ, turn)
         t_read = monotonic_now(timespec) - t_origin
         p0 = acquire_latest(refs, ctrl, size)
         t0 = p0 // size
         b0 = p0 % size
         t_grad = gradient_start(timespec, slow)
-        loss, nnz = kernel(pool[b0], X, y, batch_idx, gi, gv, ws, dims)
+        loss, nnz = kernel(pool[b0], X, y, rows, gi, gv, ws, dims)
         straggle(ctrl, timespec, slow, t_grad)
         release(refs, b0, ctrl)
         if not np.isfinite(loss):

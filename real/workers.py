@@ -22,8 +22,9 @@ of each algorithm; all take the same arguments, :data:`WORKER_ARGS`:
     one row per worker for its gradient (``sync`` averages the rows); rows of length 0
     mean the worker owns its buffers: it allocates them while active and frees them while
     parked (elastic runs), and counts their bytes in ``ctrl[C_WORKER_BYTES]``;
-``X``, ``y``, ``batch_idx``, ``ws``, ``dims``
-    the training data, the minibatch indices, the kernel's workspace and shape;
+``X``, ``y``, ``sampler``, ``ws``, ``dims``
+    the training data, the worker's minibatch sampler (:mod:`stalesgd.real.sampling`: rows
+    with replacement or reshuffled epochs), the kernel's workspace and shape;
 ``ctrl``, ``tables``, ``lr``
     the control array (:mod:`stalesgd.real.control`), the two step-size tables of which
     ``ctrl[C_TABLE]`` is active (η = lr · s(τ)), the base step size;
@@ -84,6 +85,7 @@ from .control import (
 )
 from .pool import acquire_latest, claim, release
 from .record import write_row
+from .sampling import batch_rows, draw_batch
 from .schedule import G_APPLY, G_CLAIM, G_COPY, G_PUBLISH, G_READ, end_turn, gate
 from .spinlock import (
     SPINS_BEFORE_YIELD,
@@ -98,7 +100,7 @@ __all__ = ["WORKER_ARGS", "hogwild_worker", "leashed_worker", "lock_worker", "sy
 
 #: the arguments every worker function takes, in order
 WORKER_ARGS = ("kernel", "worker", "seed", "slow", "pool", "refs", "local", "grads", "X", "y",
-               "batch_idx", "ws", "dims", "ctrl", "tables", "lr", "n_max", "persistence",
+               "sampler", "ws", "dims", "ctrl", "tables", "lr", "n_max", "persistence",
                "timespec", "ring", "drops", "script")
 
 #: first nap of a parked worker (nanoseconds); naps double up to PARK_MAX_NANOS, so a short
@@ -183,13 +185,6 @@ def _count_buffer_bytes(ctrl: np.ndarray, nbytes: int) -> None:
 
 
 @njit(nogil=True, inline="always")
-def draw_batch(batch_idx: np.ndarray, n_rows: int) -> None:
-    """Fill ``batch_idx`` with rows drawn uniformly with replacement."""
-    for i in range(batch_idx.shape[0]):
-        batch_idx[i] = np.random.randint(0, n_rows)
-
-
-@njit(nogil=True, inline="always")
 def gradient_start(timespec: np.ndarray, slow: float) -> float:
     """The clock before a gradient of a slowed-down worker (else 0.0: no clock read)."""
     return monotonic_now(timespec) if slow > 1.0 else 0.0
@@ -241,7 +236,7 @@ def _allocate_buffers(ctrl, local, grad, n_params, copies):
 
 
 @njit(nogil=True)
-def lock_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, batch_idx, ws, dims,
+def lock_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, sampler, ws, dims,
                 ctrl, tables, lr, n_max, persistence, timespec, ring, drops,
                 script):
     """AsyncSGD with one lock: copy θ and read t0 under the lock, compute outside,
@@ -252,6 +247,7 @@ def lock_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, batc
     np.random.seed(seed)
     t_origin, deadline = wait_for_start(ctrl)
     n_rows = n_examples(X)
+    rows = batch_rows(sampler)
     theta = pool[0]
     n_params = theta.shape[0]
     grad = grads[worker, :n_params]
@@ -266,7 +262,7 @@ def lock_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, batc
             continue
         if owned and grad.shape[0] == 0:
             local, grad = _allocate_buffers(ctrl, local, grad, n_params, True)
-        draw_batch(batch_idx, n_rows)
+        draw_batch(sampler, rows, n_rows)
         turn = gate(script, ctrl, worker, G_READ, turn)
         if not spin_lock_acquire_unless(ctrl, C_LOCK, C_STOP):
             break  # the run stopped while it waited
@@ -277,7 +273,7 @@ def lock_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, batc
         spin_lock_release(ctrl, C_LOCK)
 
         t_grad = gradient_start(timespec, slow)
-        loss = kernel(local, X, y, batch_idx, grad, ws, dims)
+        loss = kernel(local, X, y, rows, grad, ws, dims)
         straggle(ctrl, timespec, slow, t_grad)
         if not np.isfinite(loss):
             flag_divergence(ctrl)
@@ -307,7 +303,7 @@ def lock_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, batc
 
 
 @njit(nogil=True)
-def hogwild_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, batch_idx, ws,
+def hogwild_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, sampler, ws,
                    dims, ctrl, tables, lr, n_max, persistence, timespec, ring, drops,
                    script):
     """Hogwild!: no lock; the gradient is computed on θ in place (reads may be
@@ -317,6 +313,7 @@ def hogwild_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, b
     np.random.seed(seed)
     t_origin, deadline = wait_for_start(ctrl)
     n_rows = n_examples(X)
+    rows = batch_rows(sampler)
     theta = pool[0]
     n_params = theta.shape[0]
     grad = grads[worker, :n_params]
@@ -331,12 +328,12 @@ def hogwild_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, b
             continue
         if owned and grad.shape[0] == 0:
             local, grad = _allocate_buffers(ctrl, local, grad, n_params, False)
-        draw_batch(batch_idx, n_rows)
+        draw_batch(sampler, rows, n_rows)
         turn = gate(script, ctrl, worker, G_READ, turn)
         t_read = monotonic_now(timespec) - t_origin
         t0 = atomic_load(ctrl, C_VERSION)
         t_grad = gradient_start(timespec, slow)
-        loss = kernel(theta, X, y, batch_idx, grad, ws, dims)
+        loss = kernel(theta, X, y, rows, grad, ws, dims)
         straggle(ctrl, timespec, slow, t_grad)
         if not np.isfinite(loss):
             flag_divergence(ctrl)
@@ -377,7 +374,7 @@ def barrier(ctrl: np.ndarray, n_workers: int) -> None:
 
 
 @njit(nogil=True)
-def sync_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, batch_idx, ws, dims,
+def sync_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, sampler, ws, dims,
                 ctrl, tables, lr, n_max, persistence, timespec, ring, drops,
                 script):
     """Synchronous SGD: every round all m workers (one per row of ``grads``) compute a
@@ -386,15 +383,16 @@ def sync_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, batc
     np.random.seed(seed)
     t_origin, deadline = wait_for_start(ctrl)
     n_rows = n_examples(X)
+    rows = batch_rows(sampler)
     n_workers = grads.shape[0]
     theta = pool[0]
     n_params = theta.shape[0]
     grad = grads[worker, :n_params]
     while True:
         t_read = monotonic_now(timespec) - t_origin
-        draw_batch(batch_idx, n_rows)
+        draw_batch(sampler, rows, n_rows)
         t_grad = gradient_start(timespec, slow)
-        loss = kernel(theta, X, y, batch_idx, grad, ws, dims)
+        loss = kernel(theta, X, y, rows, grad, ws, dims)
         straggle(ctrl, timespec, slow, t_grad)
         if not np.isfinite(loss):
             flag_divergence(ctrl)
@@ -426,7 +424,7 @@ def sync_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, batc
 
 
 @njit(nogil=True)
-def leashed_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, batch_idx, ws,
+def leashed_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, sampler, ws,
                    dims, ctrl, tables, lr, n_max, persistence, timespec, ring, drops,
                    script):
     """Leashed-SGD: compute the gradient on the published vector (no copy), then copy the
@@ -438,6 +436,7 @@ def leashed_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, b
     np.random.seed(seed)
     t_origin, deadline = wait_for_start(ctrl)
     n_rows = n_examples(X)
+    rows = batch_rows(sampler)
     size = pool.shape[0]
     n_params = pool.shape[1]
     grad = grads[worker, :n_params]
@@ -453,14 +452,14 @@ def leashed_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, b
             continue
         if owned and grad.shape[0] == 0:
             local, grad = _allocate_buffers(ctrl, local, grad, n_params, False)
-        draw_batch(batch_idx, n_rows)
+        draw_batch(sampler, rows, n_rows)
         turn = gate(script, ctrl, worker, G_READ, turn)
         t_read = monotonic_now(timespec) - t_origin
         p0 = acquire_latest(refs, ctrl, size)
         t0 = p0 // size
         b0 = p0 % size
         t_grad = gradient_start(timespec, slow)
-        loss = kernel(pool[b0], X, y, batch_idx, grad, ws, dims)
+        loss = kernel(pool[b0], X, y, rows, grad, ws, dims)
         straggle(ctrl, timespec, slow, t_grad)
         release(refs, b0, ctrl)
         if not np.isfinite(loss):

@@ -4,7 +4,9 @@ Every engine gives worker ``w`` the seed :func:`stalesgd.seeds.worker_seeds` der
 run seed, and its minibatch indices are ``randint(0, n_rows)`` of a legacy Mersenne Twister
 (``np.random.RandomState``), which is what the real engine's Numba workers draw after
 ``np.random.seed(seed)``.  :class:`BatchStream` gives them in Python; :func:`mt_draw` draws
-the same indices inside compiled code (numeric replay's batched loop).
+the same indices inside compiled code (numeric replay's batched loop).  With reshuffled
+epochs (``sampling = "epochs"``, :mod:`stalesgd.real.sampling`) the stream walks the same
+permutations as the worker, shuffled by the same ``randint(0, i + 1)`` draws.
 """
 
 from __future__ import annotations
@@ -12,42 +14,66 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["BATCH_CHUNK", "BatchStream", "mt_draw"]
+from stalesgd.experiment.spec import SAMPLING
+from stalesgd.jitcache import cached
+
+__all__ = ["BATCH_CHUNK", "BatchStream", "epoch_draw", "mt_draw"]
 
 #: minibatches drawn per refill of a worker's index buffer
 BATCH_CHUNK = 256
 
 
 class BatchStream:
-    """One worker's minibatches: row indices drawn uniformly with replacement.
+    """One worker's minibatches: row indices drawn uniformly with replacement, or from
+    reshuffled epochs.
 
     Draws come from ``np.random.RandomState(seed)`` in chunks; the sequence equals
     ``randint(0, n_rows)`` called once per index, which is what the real engine's
     Numba workers do after ``np.random.seed(seed)``.  For ``2 <= n_rows < 2**32`` the
     chunks are made from raw 32-bit Mersenne-Twister outputs with the same masked
     rejection as ``randint`` (vectorised; several times faster, the same indices).
+    With ``sampling = "epochs"`` the indices walk reshuffled permutations of the rows
+    (:func:`epoch_draw`) instead.
     """
 
-    __slots__ = ("_rs", "_n_rows", "_batch", "_buf", "_pos", "mask", "_accept")
+    __slots__ = ("_rs", "_n_rows", "_batch", "_buf", "_pos", "mask", "_accept", "_epochs")
 
-    def __init__(self, seed: int, n_rows: int, batch: int) -> None:
+    def __init__(self, seed: int, n_rows: int, batch: int, sampling: str = "replacement"
+                 ) -> None:
         if int(n_rows) < 1:
             raise ValueError(f"n_rows {n_rows!r} must be >= 1")
         if int(batch) < 1:
             raise ValueError(f"batch {batch!r} must be >= 1")
+        if sampling not in SAMPLING:
+            raise ValueError(f"sampling {sampling!r} is not known; allowed: "
+                             f"{', '.join(SAMPLING)}")
         self._rs = np.random.RandomState(int(seed))
         self._n_rows = int(n_rows)
         self._batch = int(batch)
         self._buf = np.empty(0, dtype=np.int64)
         self._pos = 0
         rng = self._n_rows - 1  # randint's range; its masked rejection uses 32-bit draws
-        #: randint's 32-bit mask for this range (0: the range needs other draws, and
-        #: :func:`mt_draw` cannot reproduce them)
+        #: randint's 32-bit mask for this range (0: the range needs other draws, or the
+        #: stream walks epochs, and :func:`mt_draw` cannot reproduce them)
         self.mask = (1 << rng.bit_length()) - 1 if 0 < rng < 0xFFFFFFFF else 0
         self._accept = (rng + 1) / (self.mask + 1) if self.mask else 1.0
+        #: reshuffled epochs: the Mersenne-Twister state, [position, cursor], the permutation
+        self._epochs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        if sampling == "epochs":
+            if self._n_rows > 0xFFFFFFFF:
+                raise ValueError(f"sampling 'epochs' needs fewer than 2**32 rows, not "
+                                 f"{self._n_rows}")
+            key, pos = self.mt_state()
+            self._epochs = (key.copy(), np.array([pos, self._n_rows], dtype=np.int64),
+                            np.arange(self._n_rows, dtype=np.int64))
+            self.mask = 0
 
     def _more(self, count: int) -> np.ndarray:
         """At least ``count`` further indices of the stream (more is fine: they are kept)."""
+        if self._epochs is not None:
+            out = np.empty(count, dtype=np.int64)
+            epoch_draw(*self._epochs, out)
+            return out
         if not self.mask:
             return self._rs.randint(0, self._n_rows, size=count, dtype=np.int64)
         parts, got = [], 0
@@ -103,6 +129,51 @@ def _mt_twist(key: np.ndarray) -> None:
         if y & np.uint64(1):
             x ^= np.uint64(0x9908B0DF)
         key[i] = np.uint32(x & np.uint64(0xFFFFFFFF))
+
+
+@njit(nogil=True)
+def _mt_below(key: np.ndarray, state: np.ndarray, n: int) -> int:
+    """``randint(0, n)`` (2 <= n <= 2**32) of the Mersenne Twister ``key`` at position
+    ``state[0]``: raw 32-bit outputs with randint's masked rejection."""
+    hi = np.uint64(n - 1)
+    msk = hi
+    for shift in (1, 2, 4, 8, 16):
+        msk |= msk >> np.uint64(shift)
+    p = state[0]
+    while True:
+        if p >= 624:
+            _mt_twist(key)
+            p = 0
+        y = np.uint64(key[p])
+        p += 1
+        y ^= y >> np.uint64(11)
+        y ^= (y << np.uint64(7)) & np.uint64(0x9D2C5680)
+        y ^= (y << np.uint64(15)) & np.uint64(0xEFC60000)
+        y ^= y >> np.uint64(18)
+        v = y & msk
+        if v <= hi:
+            state[0] = p
+            return np.int64(v)
+
+
+@cached
+@njit(nogil=True)
+def epoch_draw(key: np.ndarray, state: np.ndarray, order: np.ndarray, out: np.ndarray) -> None:
+    """Fill ``out`` with the next rows of reshuffled epochs (``state`` = [MT position,
+    cursor in ``order``]), as :func:`stalesgd.real.sampling.draw_batch` draws them."""
+    n = order.shape[0]
+    cursor = state[1]
+    for i in range(out.shape[0]):
+        if cursor >= n:
+            for j in range(n - 1, 0, -1):
+                k = _mt_below(key, state, j + 1)
+                t = order[j]
+                order[j] = order[k]
+                order[k] = t
+            cursor = 0
+        out[i] = order[cursor]
+        cursor += 1
+    state[1] = cursor
 
 
 @njit(nogil=True)

@@ -55,11 +55,13 @@ class CollisionCounter:
     rows handed to :meth:`add` in the order the simulation logs them (see the module
     docstring)."""
 
-    def __init__(self, problem: Problem, workers: int, batch: int, seed: int) -> None:
+    def __init__(self, problem: Problem, workers: int, batch: int, seed: int,
+                 sampling: str = "replacement") -> None:
         if not problem.sparse:
             raise ValueError(f"problem {problem.name!r} is not sparse: no collision rate")
         model, data = problem.model, problem.dataset
-        self.streams = [BatchStream(s, data.n_train, batch) for s in worker_seeds(seed, workers)]
+        self.streams = [BatchStream(s, data.n_train, batch, sampling)
+                        for s in worker_seeds(seed, workers)]
         self.batch = int(batch)
         self.theta0 = problem.init_params(seed)
         self.data = (data.inputs("train"), data.y_train)

@@ -105,6 +105,7 @@ def run_iid_staleness(
     theta0: np.ndarray | None = None,
     run_id: str = "iid",
     final_params: np.ndarray | None = None,
+    sampling: str = "replacement",
 ) -> RunRecord:
     """Run ``updates`` SGD steps on ``problem`` with staleness drawn i.i.d. from ``pdf``.
 
@@ -114,7 +115,8 @@ def run_iid_staleness(
     from the drawn τ), a :class:`~stalesgd.stepsize.StepSizeRule`, or a table s[0..] directly.
     ``eval_every`` (default ``updates // 50``) sets how often the loss on ``split`` is
     evaluated (also at k = 0 and at the end).  ``theta0`` defaults to
-    ``problem.init_params(seed)``; ``final_params``, if given, receives the last iterate.
+    ``problem.init_params(seed)``; ``final_params``, if given, receives the last iterate;
+    ``sampling`` is how minibatches are drawn (``replacement``, ``epochs``).
     A non-finite minibatch loss, or an evaluated loss that diverged by the rule of
     :func:`stalesgd.divergence.diverged`, stops the run and marks it diverged.
     Returns a :class:`~stalesgd.records.RunRecord` with ``engine = "iid"`` on the update
@@ -141,7 +143,7 @@ def run_iid_staleness(
     model, data = problem.model, problem.dataset
     kernel, X, y, dims = model.grad_kernel, data.inputs("train"), data.y_train, model.dims
     seed0 = worker_seeds(seed, 1)[0]
-    stream = BatchStream(seed0, data.n_train, batch)
+    stream = BatchStream(seed0, data.n_train, batch, sampling)
     tau_rng = np.random.Generator(np.random.PCG64(
         np.random.SeedSequence(int(seed), spawn_key=(TAU_STREAM_KEY,))))
     drawn = tau_rng.choice(p.size, size=n, p=p) if p.size > 1 else np.zeros(n, np.int64)

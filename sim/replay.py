@@ -196,7 +196,8 @@ class NumericReplay(ReplayHook):
     :func:`~stalesgd.sim.pipeline.replay_threads`, which the ``STALESGD_REPLAY_THREADS``
     environment variable overrides; when the choice is automatic, each batch then runs on
     the faster of the pipeline and one core, :class:`~stalesgd.sim.pipeline.LoopChoice`);
-    results are the same bits for any count.  After the
+    results are the same bits for any count.  ``sampling``: how the workers draw their
+    minibatches (:mod:`stalesgd.real.sampling`), as the real engine's workers.  After the
     simulation call :meth:`finish`; :attr:`stop_reason` is ``"target"``,
     ``"diverged"`` or ``""``.
     """
@@ -217,6 +218,7 @@ class NumericReplay(ReplayHook):
         target_loss: float | None = None,
         at_target: bool = True,
         threads: int | None = None,
+        sampling: str = "replacement",
     ) -> None:
         if every_updates is not None and every_seconds is not None:
             raise ValueError("give at most one of every_updates and every_seconds")
@@ -236,7 +238,7 @@ class NumericReplay(ReplayHook):
         self.seeds = worker_seeds(seed, self.m)
         # the workers' minibatch streams; when the compiled replay draws the indices itself
         # (a ``mask`` > 0, every usual dataset size) only their initial states are used
-        self.streams = [BatchStream(s, data.n_train, batch) for s in self.seeds]
+        self.streams = [BatchStream(s, data.n_train, batch, sampling) for s in self.seeds]
         theta = problem.init_params(seed) if theta0 is None else np.array(theta0, copy=True)
         if theta.shape != (model.n_params,) or theta.dtype != model.dtype:
             raise ValueError(f"theta0 must be a ({model.n_params},) {model.dtype} array; "

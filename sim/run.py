@@ -289,7 +289,8 @@ class SimRun:
                        else None)
         # ... and their collision rate is counted from the rows (asynchronous algorithms;
         # sync applies every update at τ = 0)
-        self.collisions = (CollisionCounter(self.problem, self.m, p.batch, spec.seed)
+        self.collisions = (CollisionCounter(self.problem, self.m, p.batch, spec.seed,
+                                            p.sampling)
                            if self.problem.sparse and spec.algorithm.name != "sync" else None)
         self.tau_max = default_tau_max(self.m)
         self.step = StepSizes(self.rule, self.tau_max, float(spec.stepsize.lr))
@@ -307,7 +308,7 @@ class SimRun:
             self.problem, self.m, self.step, batch=spec.problem.batch, seed=spec.seed,
             theta0=self.theta0, every_updates=ev.every_updates, every_seconds=ev.every_seconds,
             split=ev.split, max_rows=ev.max_rows, target_loss=stop.target_loss,
-            at_target=stop.at_target)
+            at_target=stop.at_target, sampling=spec.problem.sampling)
         # compile every kernel before the clock starts (as the real engine does)
         theta = hook.theta.copy()
         grad = np.zeros_like(theta)

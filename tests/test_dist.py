@@ -77,6 +77,21 @@ def test_one_worker_equals_the_thread_engines_seq_bit_for_bit(dtype):
     np.testing.assert_array_equal(a["eta"], b["eta"])
 
 
+def test_with_reshuffled_epochs_one_worker_still_equals_the_thread_engine():
+    small = {"n_train": 1000}  # 300 minibatches of 16: almost five epochs
+    ray_run, rec = run(spec_for("ray", "seq", 1, seed=3, sampling="epochs",
+                                problem_options=small))
+    thread = RealRun(spec_for("real", "seq", 1, seed=3, sampling="epochs",
+                              problem_options=small), progress=False)
+    thread.run()
+    np.testing.assert_array_equal(ray_run.final_theta, final_params(thread))
+    default = RealRun(spec_for("real", "seq", 1, seed=3, problem_options=small),
+                      progress=False)
+    default.run()  # (the epochs changed the minibatches)
+    assert not np.array_equal(final_params(default), final_params(thread))
+    assert rec.summary["sampling"] == "epochs"
+
+
 def test_sync_applies_the_mean_of_each_round_like_the_thread_engine():
     ray_run, rec = run(spec_for("ray", "sync", 2, updates=150))
     thread = RealRun(spec_for("real", "sync", 2, updates=150), progress=False)

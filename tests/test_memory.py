@@ -56,7 +56,7 @@ def test_no_two_workers_write_one_cache_line(problem, options):
     owned = []
     for w, (_, args) in enumerate(run._worker_calls(run.shared, 10, script=None)):
         arg = dict(zip(names, args, strict=True))
-        mine = [arg[n] for n in ("local", "batch_idx", "ws", "timespec")]
+        mine = [arg[n] for n in ("local", "sampler", "ws", "timespec")]
         mine += [arg[n][w] for n in rows if arg[n].shape[1]]
         assert all(a.ctypes.data % LINE_BYTES == 0 for a in mine if a.nbytes)
         owned.append(set().union(*(_lines(a) for a in mine)))

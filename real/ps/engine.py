@@ -155,6 +155,7 @@ class RayRun:
                                               self.m)]
         persistence = spec.algorithm.persistence
         setup = WorkerSetup(algorithm=self.algorithm.name, batch=spec.problem.batch,
+                            sampling=spec.problem.sampling,
                             lr=float(spec.stepsize.lr),
                             persistence=-1 if math.isinf(persistence) else int(persistence),
                             bounds=self.bounds,

@@ -9,7 +9,9 @@ from numba import njit
 
 from stalesgd.jitcache import cached
 
-__all__ = ["apply_mean", "apply_step", "draw_batch", "publish_step", "seed_draws"]
+from ..sampling import draw_batch
+
+__all__ = ["apply_mean", "apply_step", "draw_rows", "publish_step", "seed_draws"]
 
 
 @cached
@@ -21,10 +23,10 @@ def seed_draws(seed: int) -> None:
 
 @cached
 @njit(nogil=True)
-def draw_batch(batch_idx: np.ndarray, n_rows: int) -> None:
-    """Fill ``batch_idx`` with rows drawn uniformly with replacement."""
-    for i in range(batch_idx.shape[0]):
-        batch_idx[i] = np.random.randint(0, n_rows)
+def draw_rows(sampler: np.ndarray, rows: np.ndarray, n_rows: int) -> None:
+    """The next minibatch into ``rows``, as the thread engine's workers draw it
+    (:func:`stalesgd.real.sampling.draw_batch`)."""
+    draw_batch(sampler, rows, n_rows)
 
 
 @cached

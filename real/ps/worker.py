@@ -21,8 +21,9 @@ from stalesgd.algorithms import get_algorithm
 from stalesgd.problems.registry import Problem
 from stalesgd.units import parse_distribution
 
+from ..sampling import batch_rows, new_sampler
 from .cluster import node_name
-from .kernels import apply_mean, apply_step, draw_batch, publish_step, seed_draws
+from .kernels import apply_mean, apply_step, draw_rows, publish_step, seed_draws
 from .link import Link
 
 __all__ = ["Worker", "WorkerSetup"]
@@ -43,6 +44,7 @@ class WorkerSetup:
     bounds: tuple[int, ...]  # hogwild: shard s holds θ[bounds[s]:bounds[s+1]]
     slowdown: tuple[float, ...] = ()  # each worker's factor (stalesgd.slowdown); () none
     net_delay: str | None = None  # the added delay per message (a distribution), or none
+    sampling: str = "replacement"  # the minibatch scheme (stalesgd.real.sampling)
 
 
 class Worker:
@@ -61,7 +63,8 @@ class Worker:
         self.X = problem.dataset.inputs("train")
         self.y = problem.dataset.y_train
         self.n_rows = problem.dataset.n_train
-        self.batch_idx = np.zeros(setup.batch, dtype=np.int64)
+        self.sampler = new_sampler(setup.batch, self.n_rows, setup.sampling)
+        self.batch_idx = batch_rows(self.sampler)
         self.ws = model.workspace(setup.batch)
         self.n_params = int(model.n_params)
         self.theta = np.zeros(model.n_params, dtype=model.dtype)  # the pulled copy
@@ -95,7 +98,7 @@ class Worker:
         """Compile (or load) the kernels this worker runs; returns the seconds it took."""
         t = time.monotonic()
         seed_draws(self.seed)
-        draw_batch(self.batch_idx, self.n_rows)
+        draw_rows(self.sampler, self.batch_idx, self.n_rows)
         self.kernel(self.theta, self.X, self.y, self.batch_idx, self.grad, self.ws, self.dims)
         scratch = np.zeros_like(self.theta)
         apply_step(scratch, self.grad, 0.0)
@@ -140,6 +143,8 @@ class Worker:
         run's t = 0 on this process's monotonic clock."""
         self.origin = float(origin)
         seed_draws(self.seed)  # the same stream as the thread engine's worker
+        self.sampler = new_sampler(self.setup.batch, self.n_rows, self.setup.sampling)
+        self.batch_idx = batch_rows(self.sampler)  # (prepare drew from the first ones)
         loop = get_algorithm(self.setup.algorithm).implementation("ray")
         try:
             loop(self)
@@ -165,7 +170,7 @@ class Worker:
 
     def draw(self) -> None:
         """The next minibatch's rows."""
-        draw_batch(self.batch_idx, self.n_rows)
+        draw_rows(self.sampler, self.batch_idx, self.n_rows)
 
     def eta(self, tau: int) -> float:
         """η = lr · s(τ) from the worker's copy of the server's table (Leashed-SGD)."""

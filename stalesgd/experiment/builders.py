@@ -58,7 +58,8 @@ def default_experiment() -> Experiment:
 
 def experiment_from_flags(engine: str, *, problem: str, algorithm: str, workers: int,
                           stepsize: str = "constant", lr: float = 0.05, batch: int = 16,
-                          dtype: str = "float64", updates: int | None = None,
+                          dtype: str = "float64", sampling: str = "replacement",
+                          updates: int | None = None,
                           seconds: float | str | None = None, target_loss: float | None = None,
                           seed: int = 0, persistence: int | str | None = None,
                           sim: dict[str, Any] | None = None, name: str | None = None,
@@ -77,7 +78,8 @@ def experiment_from_flags(engine: str, *, problem: str, algorithm: str, workers:
     parallelism controller (default ``static``) and ``controller_options`` its options;
     ``log_rows`` which update rows the record keeps (``all``, ``none``, ``every:N``);
     ``dist`` the distributed engine's settings (``address``, ``shards``); ``slowdown`` the
-    workers that compute slower on purpose (``"1=3"``, :mod:`stalesgd.slowdown`).
+    workers that compute slower on purpose (``"1=3"``, :mod:`stalesgd.slowdown`);
+    ``sampling`` how workers draw minibatches (``replacement``, ``epochs``).
     """
     stop: dict[str, Any] = {}
     if updates is not None:
@@ -111,6 +113,8 @@ def experiment_from_flags(engine: str, *, problem: str, algorithm: str, workers:
         raw["record"] = {"rows": log_rows}
     if slowdown is not None:
         raw["slowdown"] = slowdown
+    if sampling != "replacement":  # (the default is left out, as in a file)
+        raw["problem"]["sampling"] = sampling
     if dist:
         raw["dist"] = {k: v for k, v in dist.items() if v is not None}
     return parse_experiment(raw, source="command line")

@@ -15,7 +15,7 @@ from stalesgd.validation import OptionError
 
 __all__ = [
     "DEFAULT_PS_COSTS", "DEFAULT_SHARDS", "DEFAULT_SIM_COMPUTE", "DEFAULT_TIME_SLICE",
-    "PER_PARAM", "SPLITS", "TOPOLOGIES", "uses_servers",
+    "PER_PARAM", "SAMPLING", "SPLITS", "TOPOLOGIES", "uses_servers",
     "AlgorithmSpec", "ControllerSpec", "DistSpec", "EvalSpec", "Experiment", "ExperimentError",
     "ProblemSpec", "RecordSpec", "RunSpec", "SimSpec", "StepsizeSpec", "StopSpec", "drop_none",
     "plain", "server_shards",
@@ -60,14 +60,21 @@ def drop_none(value: Any) -> Any:
     return value
 
 
+#: how workers draw their minibatches (:mod:`stalesgd.real.sampling`), the default first:
+#: rows uniformly with replacement, or a reshuffled permutation of the rows every epoch
+SAMPLING = ("replacement", "epochs")
+
+
 @dataclass(frozen=True)
 class ProblemSpec:
-    """The problem: ``name`` = MODEL-DATA, minibatch size, parameter dtype, problem options."""
+    """The problem: ``name`` = MODEL-DATA, minibatch size, parameter dtype, problem options,
+    and how each worker samples its minibatches (:data:`SAMPLING`)."""
 
     name: str = "logreg-synthetic"
     batch: int = 16
     dtype: str = "float64"
     options: dict[str, Any] = field(default_factory=dict)
+    sampling: str = "replacement"
 
     @property
     def model(self) -> str:

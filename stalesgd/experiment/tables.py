@@ -23,6 +23,7 @@ from stalesgd.experiment.spec import (
     DEFAULT_PS_COSTS,
     DEFAULT_SHARDS,
     PER_PARAM,
+    SAMPLING,
     SPLITS,
     TOPOLOGIES,
     AlgorithmSpec,
@@ -66,7 +67,7 @@ MAX_PERSISTENCE = 10**9
 BODY_KEYS = ("engine", "workers", "problem", "algorithm", "stepsize", "stop", "eval", "sim",
              "controller", "record", "dist", "slowdown")
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
-    "problem": ("name", "batch", "dtype", "options"),
+    "problem": ("name", "batch", "dtype", "options", "sampling"),
     "algorithm": ("name", "persistence", "options"),
     "stepsize": ("rule", "lr", "options"),
     "stop": ("updates", "seconds", "target_loss", "at_target"),
@@ -160,7 +161,8 @@ def _parse_problem(raw: Any) -> ProblemSpec:
     if batch > n_train:
         raise OptionError("problem.batch", batch, f"an integer in 1..{n_train} (the training "
                           f"examples of {name})", "is larger than the training set")
-    return ProblemSpec(name=name, batch=batch, dtype=dtype, options=options)
+    sampling = choice(t.get("sampling", SAMPLING[0]), "problem.sampling", SAMPLING)
+    return ProblemSpec(name=name, batch=batch, dtype=dtype, options=options, sampling=sampling)
 
 
 def _parse_algorithm(raw: Any) -> AlgorithmSpec:

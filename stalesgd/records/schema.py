@@ -153,6 +153,8 @@ RUNS = (
     # the run's configuration as resolved
     _c("index", "int64", "position of the run in its experiment"),
     _c("dtype", "string", "parameter dtype (float32, float64)"),
+    _c("sampling", "string", "how workers drew minibatches: replacement (rows uniformly with "
+       "replacement) or epochs (a reshuffled permutation every epoch); null in older folders"),
     _c("data_file", "string", "the data set 'file': the absolute path of the file it read"),
     _c("data_sha256", "string", "the data set 'file': the SHA-256 of the file it read"),
     _c("persistence", "float64", "Leashed-SGD: publish retries before a drop (inf: never)"),

@@ -1,0 +1,127 @@
+"""Minibatch sampling: rows with replacement or reshuffled epochs, the same in every engine."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from numba import njit
+
+from stalesgd.experiment import ExperimentError, expand, experiment_from_flags
+from stalesgd.real.engine import RealRun, final_params
+from stalesgd.real.sampling import batch_rows, draw_batch, new_sampler, sampler_bytes
+from stalesgd.sim.batches import BatchStream
+from stalesgd.sim.run import SimRun
+
+from stalesgd.analysis.load import config_key
+
+
+@njit
+def _worker_draws(sampler, seed, n_rows, k):
+    """``k`` minibatches as a real worker draws them after seeding its generator."""
+    np.random.seed(seed)
+    rows = batch_rows(sampler)
+    out = np.empty((k, rows.shape[0]), np.int64)
+    for i in range(k):
+        draw_batch(sampler, rows, n_rows)
+        out[i] = rows
+    return out
+
+
+@pytest.mark.parametrize("n_rows,batch", [(1, 1), (2, 1), (7, 3), (1000, 16), (5003, 128)])
+@pytest.mark.parametrize("sampling", ["replacement", "epochs"])
+def test_the_simulators_stream_draws_the_workers_rows(n_rows, batch, sampling):
+    want = _worker_draws(new_sampler(batch, n_rows, sampling), 11, n_rows, 60)
+    stream = BatchStream(11, n_rows, batch, sampling)
+    got = np.concatenate([np.stack([stream.next().copy() for _ in range(30)]),
+                          stream.take(30)])
+    np.testing.assert_array_equal(got, want)
+
+
+def test_epochs_use_every_row_once_and_reshuffle():
+    n, batch = 1000, 8  # 125 minibatches an epoch
+    rows = _worker_draws(new_sampler(batch, n, "epochs"), 3, n, 375).reshape(3, n)
+    for epoch in rows:
+        np.testing.assert_array_equal(np.sort(epoch), np.arange(n))
+    assert not np.array_equal(rows[0], rows[1]) and not np.array_equal(rows[1], rows[2])
+    assert not np.array_equal(rows[0], np.arange(n))  # shuffled before the first epoch
+    # with replacement, the same number of draws repeats rows and misses others
+    once = _worker_draws(new_sampler(batch, n, "replacement"), 3, n, 125).ravel()
+    assert np.unique(once).size < n
+
+
+def test_a_minibatch_straddling_an_epoch_ends_it_and_starts_the_next():
+    n, batch = 7, 3
+    rows = _worker_draws(new_sampler(batch, n, "epochs"), 5, n, 7).ravel()  # 3 epochs
+    for epoch in rows.reshape(3, n):
+        assert sorted(epoch) == list(range(n))
+
+
+def test_a_sampler_holds_the_permutation_only_for_epochs():
+    assert sampler_bytes(16, 60000, "replacement") == 8 * 18
+    assert sampler_bytes(16, 60000, "epochs") == 8 * (18 + 60000)
+    with pytest.raises(ValueError, match="allowed: replacement, epochs"):
+        new_sampler(16, 100, "shuffle")
+    with pytest.raises(ValueError, match="allowed: replacement, epochs"):
+        BatchStream(0, 100, 16, "shuffle")
+
+
+def _spec(engine, algorithm, workers, sampling, updates=1500, **kw):
+    exp = experiment_from_flags(engine, problem="logreg-synthetic", algorithm=algorithm,
+                                workers=workers, updates=updates, lr=0.1, seed=3,
+                                sampling=sampling, **kw)
+    return expand(exp)[0]
+
+
+def _quiet(spec):
+    return dataclasses.replace(spec, eval=dataclasses.replace(
+        spec.eval, every_updates=None, every_seconds=1e9))
+
+
+def test_real_seq_and_the_replay_walk_the_same_epochs_bit_for_bit():
+    thetas = {}
+    for sampling in ("replacement", "epochs"):
+        real = RealRun(_quiet(_spec("real", "seq", 1, sampling)), progress=False)
+        rec = real.run()
+        assert rec.summary["sampling"] == sampling
+        sim = SimRun(_quiet(_spec("sim", "seq", 1, sampling)), progress=False)
+        sim_rec = sim.run()
+        np.testing.assert_array_equal(sim.hook.theta, final_params(real))
+        assert sim_rec.summary["final_loss"] == rec.summary["final_loss"]
+        thetas[sampling] = final_params(real)
+    assert not np.array_equal(thetas["replacement"], thetas["epochs"])
+
+
+@pytest.mark.parametrize("algorithm", ["lock", "hogwild", "leashed", "sync"])
+def test_every_real_algorithm_runs_with_epochs(algorithm):
+    rec = RealRun(_quiet(_spec("real", algorithm, 2, "epochs", updates=600)),
+                  progress=False).run()
+    assert rec.summary["updates"] == 600 and np.isfinite(rec.summary["final_loss"])
+    assert rec.summary["sampling"] == "epochs"
+
+
+@pytest.mark.parametrize("algorithm", ["hogwild", "lock"])
+def test_sparse_problems_sample_epochs_in_real_runs_and_the_replay(algorithm):
+    specs = {e: _quiet(expand(experiment_from_flags(
+        e, problem="logreg-sparse", algorithm=algorithm, workers=1, updates=800, lr=0.5,
+        seed=1, batch=4, sampling="epochs",
+        problem_options={"n_train": 500, "n_features": 300, "nnz": 8, "n_test": 100}))[0])
+        for e in ("real", "sim")}
+    real = RealRun(specs["real"], progress=False)
+    real.run()
+    sim = SimRun(specs["sim"], progress=False)
+    sim.run()
+    np.testing.assert_array_equal(sim.hook.theta, final_params(real))
+
+
+def test_the_setting_is_checked_and_named_in_reports():
+    with pytest.raises(ExperimentError, match="problem.sampling.*allowed: replacement, epochs"):
+        _spec("real", "lock", 2, "shuffled")
+    spec = _spec("sim", "lock", 2, "epochs")
+    assert spec.problem.sampling == "epochs"
+    row = {"problem": "logreg-synthetic", "algorithm": "lock", "workers": 2,
+           "stepsize": "constant", "lr": 0.1, "batch": 16, "dtype": "float64"}
+    assert "sampling" not in config_key({**row, "sampling": "replacement"})
+    assert "sampling" not in config_key(row)  # older folders: no column
+    assert config_key({**row, "sampling": "epochs"}).endswith("sampling=epochs")
