@@ -7,14 +7,13 @@ import dataclasses
 import numpy as np
 import pytest
 from numba import njit
-
-from stalesgd.experiment import ExperimentError, expand, experiment_from_flags
+from stalesgd.analysis.load import config_key
 from stalesgd.real.engine import RealRun, final_params
 from stalesgd.real.sampling import batch_rows, draw_batch, new_sampler, sampler_bytes
 from stalesgd.sim.batches import BatchStream
 from stalesgd.sim.run import SimRun
 
-from stalesgd.analysis.load import config_key
+from stalesgd.experiment import ExperimentError, expand, experiment_from_flags
 
 
 @njit
