@@ -48,11 +48,27 @@ if TYPE_CHECKING:
 __all__ = ["hogwild_process", "leashed_process", "lock_process", "sync_process"]
 
 
+def _work(sim: Simulation, w: int, d: float) -> Generator[simpy.Event, None, None]:
+    """Worker ``w`` computes ``d`` seconds: a timeout, or through the machine's scheduler
+    when workers outnumber cores."""
+    if sim.oversubscribed:
+        yield from sim.machine.run(w, d)
+    elif d > 0.0:
+        yield sim.env.timeout(d)
+
+
+def _take_lock(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
+    """Worker ``w`` takes the lock, waiting without a core while it is held."""
+    ev = sim.lock.try_acquire()
+    while ev is not None:
+        yield from sim.block(w, ev)
+        ev = sim.lock.retry()
+
+
 def hogwild_process(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
     """Hogwild! (and ``seq``): read, compute, claim the next version, write in place."""
     env, rows, hook = sim.env, sim.rows, sim.hook
     comp, rd, upd = sim.samplers[w]
-    mach = sim.machine if sim.oversubscribed else None
     cas = sim.cas_cost
     while True:
         if w >= sim.active:
@@ -65,11 +81,7 @@ def hogwild_process(sim: Simulation, w: int) -> Generator[simpy.Event, None, Non
         d = rd.next() + comp.next()
         u = upd.next()
         d += cas
-        if mach is None:
-            if d > 0.0:
-                yield env.timeout(d)
-        else:
-            yield from mach.run(w, d)
+        yield from _work(sim, w, d)
         # As the real worker: the update index is claimed (fetch-add) before the
         # element-wise update, so τ counts the claims between the read and this claim,
         # not those made while this worker writes.
@@ -78,18 +90,14 @@ def hogwild_process(sim: Simulation, w: int) -> Generator[simpy.Event, None, Non
         eta = math.nan if hook is None else hook.apply(w, t0, t1)
         rows.add(t1, w, t_read, env.now + u, t1 - t0, eta, 1, False)
         sim.applied()
-        if mach is None:
-            if u > 0.0:
-                yield env.timeout(u)
-        elif u > 0.0:
-            yield from mach.run(w, u)
+        if u > 0.0:
+            yield from _work(sim, w, u)
 
 
 def lock_process(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
     """AsyncSGD with one lock: copy θ under the lock, compute, apply under the lock."""
     env, rows, hook, lock = sim.env, sim.rows, sim.hook, sim.lock
     comp, rd, upd = sim.samplers[w]
-    mach = sim.machine if sim.oversubscribed else None
 
     def release_cb(_event: simpy.Event) -> None:
         lock.release()
@@ -98,22 +106,14 @@ def lock_process(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
         if w >= sim.active:
             yield from sim.park(w)
             continue
-        # read under the lock
-        ev = lock.try_acquire()
-        while ev is not None:
-            if mach is not None:
-                mach.release(w)
-            yield ev
-            if mach is not None:
-                yield from mach.acquire(w)
-            ev = lock.retry()
+        yield from _take_lock(sim, w)  # read under the lock
         t_read = env.now
         t0 = sim.v
         if hook is not None:
             hook.read(w, t0)
         r = rd.next()
         c = comp.next()
-        if mach is None:
+        if not sim.oversubscribed:
             # the release at the end of the copy is a callback, not a process step:
             # the worker sleeps once for copy + compute (same timing, fewer events)
             if r > 0.0:
@@ -124,27 +124,15 @@ def lock_process(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
                 yield env.timeout(r + c)
         else:
             if r > 0.0:
-                yield from mach.run(w, r)
+                yield from sim.machine.run(w, r)
             lock.release()
-            # compute outside the lock
-            if c > 0.0:
-                yield from mach.run(w, c)
-        # apply under the lock
-        ev = lock.try_acquire()
-        while ev is not None:
-            if mach is not None:
-                mach.release(w)
-            yield ev
-            if mach is not None:
-                yield from mach.acquire(w)
-            ev = lock.retry()
+            if c > 0.0:  # compute outside the lock
+                yield from sim.machine.run(w, c)
+        yield from _take_lock(sim, w)  # apply under the lock
         t1 = sim.v
         d = upd.next()
         if d > 0.0:
-            if mach is None:
-                yield env.timeout(d)
-            else:
-                yield from mach.run(w, d)
+            yield from _work(sim, w, d)
         sim.v = t1 + 1
         eta = math.nan if hook is None else hook.apply(w, t0, t1)
         rows.add(t1, w, t_read, env.now, t1 - t0, eta, 1, False)
@@ -156,7 +144,6 @@ def leashed_process(sim: Simulation, w: int) -> Generator[simpy.Event, None, Non
     """Leashed-SGD: compute on the latest published θ, publish by compare-and-swap."""
     env, rows, hook = sim.env, sim.rows, sim.hook
     comp, rd, upd = sim.samplers[w]
-    mach = sim.machine if sim.oversubscribed else None
     cas = sim.cas_cost
     bound = sim.persistence
     while True:
@@ -168,22 +155,14 @@ def leashed_process(sim: Simulation, w: int) -> Generator[simpy.Event, None, Non
         t0 = sim.v
         if hook is not None:
             hook.read(w, t0)
-        d = cas + comp.next()
-        if mach is None:
-            if d > 0.0:
-                yield env.timeout(d)
-        else:
-            yield from mach.run(w, d)
+        yield from _work(sim, w, cas + comp.next())
         attempts = 0
         while True:
             attempts += 1
             t1 = sim.v  # copy the latest published version
             d = rd.next() + upd.next() + cas
             if d > 0.0:
-                if mach is None:
-                    yield env.timeout(d)
-                else:
-                    yield from mach.run(w, d)
+                yield from _work(sim, w, d)
             if sim.v == t1:  # compare-and-swap succeeds
                 sim.v = t1 + 1
                 eta = math.nan if hook is None else hook.apply(w, t0, t1)
@@ -201,33 +180,19 @@ def sync_process(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
     """Synchronous SGD: all workers compute on the same θ; the last applies the mean."""
     env, rows, hook = sim.env, sim.rows, sim.hook
     comp, rd, upd = sim.samplers[w]
-    mach = sim.machine if sim.oversubscribed else None
     while True:
         t0 = sim.v
         if hook is not None:
             hook.read(w, t0)
-        d = rd.next() + comp.next()
-        if mach is None:
-            if d > 0.0:
-                yield env.timeout(d)
-        else:
-            yield from mach.run(w, d)
+        yield from _work(sim, w, rd.next() + comp.next())
         sim.arrived.append(w)
         if len(sim.arrived) < sim.workers:
-            ev = sim.round_event
-            if mach is not None:
-                mach.release(w)
-            yield ev
-            if mach is not None:
-                yield from mach.acquire(w)
+            yield from sim.block(w, sim.round_event)
             continue
         # the last worker to arrive applies the averaged update
         d = upd.next()
         if d > 0.0:
-            if mach is None:
-                yield env.timeout(d)
-            else:
-                yield from mach.run(w, d)
+            yield from _work(sim, w, d)
         k = sim.v
         sim.v = k + 1
         eta = math.nan if hook is None else hook.apply_mean(tuple(sim.arrived), k)

@@ -287,15 +287,19 @@ class Simulation:
         self._watch = callback if math.isfinite(self._watch_k) else None
         self.next_check = min(self.next_check, self._watch_k)
 
-    def park(self, w: int) -> Generator[simpy.Event, None, None]:
-        """(SimPy) Worker ``w`` waits, without a core, until :meth:`set_active` includes it."""
+    def block(self, w: int, event: simpy.Event) -> Generator[simpy.Event, None, None]:
+        """(SimPy) Worker ``w`` waits for ``event`` without a core (when workers outnumber
+        cores it gives its core up, and queues for one when woken)."""
         if self.oversubscribed:
             self.machine.release(w)
-        ev = self.env.event()
-        self.parked[w] = ev
-        yield ev
+        yield event
         if self.oversubscribed:
             yield from self.machine.acquire(w)
+
+    def park(self, w: int) -> Generator[simpy.Event, None, None]:
+        """(SimPy) Worker ``w`` waits, without a core, until :meth:`set_active` includes it."""
+        self.parked[w] = ev = self.env.event()
+        yield from self.block(w, ev)
 
     def applied(self) -> None:
         """(SimPy) Bookkeeping after ``v`` was incremented and the row logged: the clock must
