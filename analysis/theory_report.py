@@ -142,6 +142,9 @@ def _one(spec: RunSpec, counts: np.ndarray, ev: pd.DataFrame, label: str,
     k_all, loss_all = k_all[ok], loss_all[ok]
     if k_all.size < 2 or counts.sum() == 0:
         return f"{label}: fewer than two evaluations or no applied update"
+    if spec.problem.sampling != "replacement":
+        return (f"{label}: the exact expectation assumes minibatches drawn with replacement; "
+                f"this run sampled {spec.problem.sampling}")
     horizon = int(min(k_all[-1], THEORY_HORIZON))
     keep = k_all <= horizon
     ks, measured = k_all[keep], loss_all[keep]

@@ -3,9 +3,9 @@
 ``bench/sparse_hogwild.py`` compares final training losses of one-worker Hogwild! (batch 1)
 and ``SGDClassifier(loss="log_loss", learning_rate="constant")`` on the synthetic text-like
 set.  The two differ in two ways besides the engine: stalesgd's workers draw each minibatch
-uniformly *with replacement*, scikit-learn walks a fresh permutation of the rows every
-epoch, and on sparse input it moves the intercept with 0.01 of the step
-(``SPARSE_INTERCEPT_DECAY``).  This script runs one plain compiled SGD loop in the four
+uniformly *with replacement* by default (``--sampling epochs`` walks reshuffled epochs
+instead), scikit-learn walks a fresh permutation of the rows every epoch, and on sparse
+input it moves the intercept with 0.01 of the step (``SPARSE_INTERCEPT_DECAY``).  This script runs one plain compiled SGD loop in the four
 combinations, for several seeds, and prints the final mean training loss of each (the
 problem's own loss kernel), beside scikit-learn's.
 

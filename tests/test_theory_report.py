@@ -201,3 +201,15 @@ def test_a_curve_above_a_gradient_bound_is_reported_as_crossing():
     bad = theory_report.gradient_bound_checks(inflated, np.ones(3), 0.02, consts, tau_max=2,
                                               workers=3)
     assert bad["lian_crossed"] is True and bad["mishchenko_crossed"] is True
+
+
+def test_runs_that_sampled_epochs_are_skipped_with_a_reason(tmp_path):
+    exp = tmp_path / "epochs.toml"
+    exp.write_text(LINREG.replace('dtype = "float64"', 'dtype = "float64"\nsampling = "epochs"')
+                   .replace("workers = [1, 6]", "workers = [1]"))
+    assert main(["run", str(exp), "--out", str(tmp_path / "res"), "--no-progress",
+                 "--no-report"]) == 0
+    (path,) = (tmp_path / "res").iterdir()
+    checks = theory_report.theory_checks(load_folders([path]))
+    assert checks.table.empty and len(checks.notes) == 1
+    assert "with replacement; this run sampled epochs" in checks.notes[0]
