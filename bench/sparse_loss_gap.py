@@ -5,9 +5,10 @@ and ``SGDClassifier(loss="log_loss", learning_rate="constant")`` on the syntheti
 set.  The two differ in two ways besides the engine: stalesgd's workers draw each minibatch
 uniformly *with replacement* by default (``--sampling epochs`` walks reshuffled epochs
 instead), scikit-learn walks a fresh permutation of the rows every epoch, and on sparse
-input it moves the intercept with 0.01 of the step (``SPARSE_INTERCEPT_DECAY``).  This script runs one plain compiled SGD loop in the four
-combinations, for several seeds, and prints the final mean training loss of each (the
-problem's own loss kernel), beside scikit-learn's.
+input it moves the intercept with 0.01 of the step (``SPARSE_INTERCEPT_DECAY``).  This
+script runs one plain compiled SGD loop in the four combinations, for several seeds, and
+prints the final mean training loss of each (the problem's own loss kernel), beside
+scikit-learn's.
 
     python bench/sparse_loss_gap.py                 # 5 epochs, η = 1, seeds 0 1 2
 """
