@@ -15,11 +15,14 @@ all: test
 # The example model plug-in is installed too: tests run it through its entry point.
 PLUGIN := examples/plugin_tanh_mlp
 
+# (setuptools warns on every editable install of a package whose name is also a folder here,
+# as ./stalesgd is: it is that package's own source, so the warning is silenced)
 $(STAMP): pyproject.toml $(PLUGIN)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,ray]'
-	$(BIN)/python -m pip install --quiet -e $(PLUGIN)
+	PYTHONWARNINGS="ignore:Editable installation" \
+	    $(BIN)/python -m pip install --quiet -e '.[test,ray]'
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e $(PLUGIN)
 	touch $(STAMP)
 
 venv: $(STAMP)
