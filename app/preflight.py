@@ -138,9 +138,25 @@ def parameter_vectors(spec: RunSpec) -> int:
     return get_algorithm(spec.algorithm.name).buffers_per_worker * spec.workers + 2
 
 
-def _orders(nbytes: int, sampling: str) -> str:
-    """The workers' epoch permutations in the memory message (none: nothing)."""
-    return f"; their epoch permutations {nbytes / 2**30:.3g} GiB" if sampling == "epochs" else ""
+def permutations(spec: RunSpec, sparse: bool) -> int:
+    """The epoch permutations of the training rows a run keeps (``sampling = "epochs"``):
+    one per worker, and in a simulation of a sparse problem one more per worker for the
+    collision count (which draws the workers' minibatches again)."""
+    if spec.problem.sampling != "epochs":
+        return 0
+    if spec.engine != "sim":
+        return spec.workers
+    replay = 0 if spec.sim.timing_only else 1
+    collisions = 1 if sparse and spec.algorithm.name != "sync" else 0
+    return spec.workers * (replay + collisions)
+
+
+def _orders(nbytes: int) -> str:
+    """The epoch permutations in the memory message (none: nothing)."""
+    if not nbytes:
+        return ""
+    return (f", and {nbytes / 2**30:.3g} GiB of epoch permutations of the training rows "
+            f"(fewer workers, or --sampling replacement, need less)")
 
 
 def check_memory(runs: Iterable[RunSpec], memory_bytes: int | None) -> None:
@@ -154,23 +170,24 @@ def check_memory(runs: Iterable[RunSpec], memory_bytes: int | None) -> None:
         p = spec.problem
         vectors = parameter_vectors(spec)
         key = repr((p.name, p.dtype, sorted(p.options.items()), vectors, p.sampling,
-                    spec.workers))
+                    spec.workers, spec.engine, spec.sim.timing_only, spec.algorithm.name))
         if key in seen:
             continue
         seen.add(key)
         shape = check_problem(p.name, p.options, p.dtype)
         param_bytes = shape.n_params * np.dtype(p.dtype).itemsize
-        # reshuffled epochs: each worker keeps a permutation of the training rows
-        orders = 8 * spec.workers * shape.data.n_train if p.sampling == "epochs" else 0
+        orders = 8 * shape.data.n_train * permutations(spec, shape.data.nnz_per_row is not None)
         need = shape.data.nbytes(p.dtype) + vectors * param_bytes + orders
         if need > memory_bytes:
             workers = f"{spec.workers} {spec.algorithm.name} worker" + (
                 "s" if spec.workers != 1 else "")
-            raise ExperimentError("problem", p.name, f"a problem whose data and parameters fit "
+            fit = "data and parameters" if not orders else \
+                "data, parameters and epoch permutations"
+            raise ExperimentError("problem", p.name, f"a problem whose {fit} fit "
                                   f"in this machine's {memory_bytes / 2**30:.1f} GiB",
                                   f"needs at least {need / 2**30:.1f} GiB: its data and "
                                   f"{vectors} parameter vectors of {param_bytes / 2**30:.3g} "
                                   f"GiB ({shape.n_params:,} parameters; θ, a snapshot and the "
-                                  f"buffers of {workers}{_orders(orders, p.sampling)}) "
+                                  f"buffers of {workers}){_orders(orders)} "
                                   f"(run {spec.run_id}, options "
                                   f"{p.options})")

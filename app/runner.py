@@ -39,7 +39,8 @@ __all__ = ["SweepOutcome", "SweepPlan", "plan_sweep", "run_experiment", "run_sum
 
 # Sweep keys whose value already has a contract column in runs.parquet.
 _POINT_COLUMNS = {"engine": "engine", "workers": "workers", "problem.name": "problem",
-                  "problem.batch": "batch", "problem.dtype": "dtype", "algorithm.name": "algorithm",
+                  "problem.batch": "batch", "problem.dtype": "dtype",
+                  "problem.sampling": "sampling", "algorithm.name": "algorithm",
                   "algorithm.persistence": "persistence", "stepsize.rule": "stepsize",
                   "stepsize.lr": "lr"}
 

@@ -29,7 +29,8 @@ from numba import njit
 
 from stalesgd.experiment.spec import SAMPLING
 
-__all__ = ["SAMPLING", "batch_rows", "draw_batch", "new_sampler", "sampler_bytes"]
+__all__ = ["SAMPLING", "batch_rows", "draw_batch", "first_epoch", "new_sampler",
+           "sampler_bytes"]
 
 _HEADER = 2
 
@@ -62,6 +63,25 @@ def batch_rows(sampler: np.ndarray) -> np.ndarray:
 
 
 @njit(nogil=True, inline="always")
+def _shuffle(sampler: np.ndarray, base: int, n_rows: int) -> None:
+    """A new epoch: shuffle the permutation ``sampler[base:base + n_rows]`` in place."""
+    for j in range(n_rows - 1, 0, -1):
+        k = np.random.randint(0, j + 1)
+        t = sampler[base + j]
+        sampler[base + j] = sampler[base + k]
+        sampler[base + k] = t
+
+
+@njit(nogil=True, inline="always")
+def first_epoch(sampler: np.ndarray, rows: np.ndarray, n_rows: int) -> None:
+    """Shuffle the first epoch's permutation now (the first draw would), so that a worker
+    does it before the run's clock starts; nothing for ``replacement``."""
+    if sampler[1] >= n_rows:
+        _shuffle(sampler, _HEADER + rows.shape[0], n_rows)
+        sampler[1] = 0
+
+
+@njit(nogil=True, inline="always")
 def draw_batch(sampler: np.ndarray, rows: np.ndarray, n_rows: int) -> None:
     """Fill ``rows`` (:func:`batch_rows` of ``sampler``) with the next minibatch."""
     cursor = sampler[1]
@@ -71,12 +91,8 @@ def draw_batch(sampler: np.ndarray, rows: np.ndarray, n_rows: int) -> None:
         return
     base = _HEADER + rows.shape[0]
     for i in range(rows.shape[0]):
-        if cursor >= n_rows:  # a new epoch: shuffle the permutation in place
-            for j in range(n_rows - 1, 0, -1):
-                k = np.random.randint(0, j + 1)
-                t = sampler[base + j]
-                sampler[base + j] = sampler[base + k]
-                sampler[base + k] = t
+        if cursor >= n_rows:
+            _shuffle(sampler, base, n_rows)
             cursor = 0
         rows[i] = sampler[base + cursor]
         cursor += 1

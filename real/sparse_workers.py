@@ -58,7 +58,7 @@ from .control import (
 )
 from .pool import acquire_latest, claim, release
 from .record import write_row
-from .sampling import batch_rows, draw_batch
+from .sampling import batch_rows, draw_batch, first_epoch
 from .schedule import G_APPLY, G_CLAIM, G_COPY, G_PUBLISH, G_READ, end_turn, gate
 from .spinlock import spin_lock_acquire, spin_lock_acquire_unless, spin_lock_release
 from .workers import (
@@ -117,12 +117,12 @@ def _apply(theta, gidx, gval, nnz, eta, writers, t0, stamp, stats):
     """θ[gidx] −= η·gval, each coordinate counted and stamped as by :func:`_stamp` right
     after its write (one pass over the coordinates; for Hogwild! a stamp is visible a little
     earlier than when all writes preceded all stamps, so concurrent runs' collision rates
-    are comparable only with runs of the same rule)."""
-    e = theta.dtype.type(eta)
+    are comparable only with runs of the same rule).  η stays a float64 in the product, as
+    in the dense workers and the simulator's replay (same rounding in float32)."""
     collided = 0
     for p in range(nnz):
         j = gidx[p]
-        theta[j] -= e * gval[p]
+        theta[j] -= eta * gval[p]
         collided += _stamp_one(writers, j, t0, stamp)
     _tally(stats, nnz, collided)
 
@@ -135,9 +135,10 @@ def lock_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, loc
     coordinates the minibatch reads; compute outside; apply the sparse update under the
     lock."""
     np.random.seed(seed)
-    t_origin, deadline = wait_for_start(ctrl)
     n_rows = n_examples(X)
     rows = batch_rows(sampler)
+    first_epoch(sampler, rows, n_rows)  # (before the clock starts)
+    t_origin, deadline = wait_for_start(ctrl)
     theta = pool[0]
     gi, gv, st = gidx[worker], gval[worker], stats[worker]
     nap = np.zeros(2, dtype=np.int64)
@@ -191,9 +192,10 @@ def hogwild_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, 
     """Hogwild! on a sparse problem: the gradient is computed on θ in place and only its
     coordinates are written, element-wise, without atomics."""
     np.random.seed(seed)
-    t_origin, deadline = wait_for_start(ctrl)
     n_rows = n_examples(X)
     rows = batch_rows(sampler)
+    first_epoch(sampler, rows, n_rows)  # (before the clock starts)
+    t_origin, deadline = wait_for_start(ctrl)
     theta = pool[0]
     gi, gv, st = gidx[worker], gval[worker], stats[worker]
     nap = np.zeros(2, dtype=np.int64)
@@ -236,9 +238,10 @@ def sync_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, loc
     """Synchronous SGD on a sparse problem: every round all m workers compute a sparse
     gradient on the same θ; worker 0 subtracts each, scaled by η/m (their mean), τ = 0."""
     np.random.seed(seed)
-    t_origin, deadline = wait_for_start(ctrl)
     n_rows = n_examples(X)
     rows = batch_rows(sampler)
+    first_epoch(sampler, rows, n_rows)  # (before the clock starts)
+    t_origin, deadline = wait_for_start(ctrl)
     n_workers = gidx.shape[0]
     theta = pool[0]
     gi, gv = gidx[worker], gval[worker]
@@ -281,9 +284,10 @@ def leashed_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, 
     latest vector whole into a claimed one, apply the sparse update to it and publish by
     compare-and-swap (retries and drops as in the dense worker)."""
     np.random.seed(seed)
-    t_origin, deadline = wait_for_start(ctrl)
     n_rows = n_examples(X)
     rows = batch_rows(sampler)
+    first_epoch(sampler, rows, n_rows)  # (before the clock starts)
+    t_origin, deadline = wait_for_start(ctrl)
     size = pool.shape[0]
     n_params = pool.shape[1]
     gi, gv, st = gidx[worker], gval[worker], stats[worker]
@@ -332,9 +336,8 @@ def leashed_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, 
             dst = pool[nb]
             for j in range(n_params):
                 dst[j] = src[j]
-            e = dst.dtype.type(eta)
             for p in range(nnz):
-                dst[gi[p]] -= e * gv[p]
+                dst[gi[p]] -= eta * gv[p]
             release(refs, b1, ctrl)
             turn = gate(script, ctrl, worker, G_PUBLISH, turn)
             if atomic_cas(ctrl, C_LATEST, p1, (t1 + 1) * size + nb) == p1:

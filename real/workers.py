@@ -85,7 +85,7 @@ from .control import (
 )
 from .pool import acquire_latest, claim, release
 from .record import write_row
-from .sampling import batch_rows, draw_batch
+from .sampling import batch_rows, draw_batch, first_epoch
 from .schedule import G_APPLY, G_CLAIM, G_COPY, G_PUBLISH, G_READ, end_turn, gate
 from .spinlock import (
     SPINS_BEFORE_YIELD,
@@ -245,9 +245,10 @@ def lock_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, samp
     With one worker this is also ``seq`` (the lock is then never contended but keeps the
     monitor's snapshots consistent)."""
     np.random.seed(seed)
-    t_origin, deadline = wait_for_start(ctrl)
     n_rows = n_examples(X)
     rows = batch_rows(sampler)
+    first_epoch(sampler, rows, n_rows)  # (before the clock starts)
+    t_origin, deadline = wait_for_start(ctrl)
     theta = pool[0]
     n_params = theta.shape[0]
     grad = grads[worker, :n_params]
@@ -311,9 +312,10 @@ def hogwild_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, s
     fetch-add of v and the update is applied element-wise (lost element updates are
     possible, as in the original)."""
     np.random.seed(seed)
-    t_origin, deadline = wait_for_start(ctrl)
     n_rows = n_examples(X)
     rows = batch_rows(sampler)
+    first_epoch(sampler, rows, n_rows)  # (before the clock starts)
+    t_origin, deadline = wait_for_start(ctrl)
     theta = pool[0]
     n_params = theta.shape[0]
     grad = grads[worker, :n_params]
@@ -381,9 +383,10 @@ def sync_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, samp
     gradient on the same θ, meet at a barrier, worker 0 applies one update with the mean
     gradient (τ = 0), and all meet again."""
     np.random.seed(seed)
-    t_origin, deadline = wait_for_start(ctrl)
     n_rows = n_examples(X)
     rows = batch_rows(sampler)
+    first_epoch(sampler, rows, n_rows)  # (before the clock starts)
+    t_origin, deadline = wait_for_start(ctrl)
     n_workers = grads.shape[0]
     theta = pool[0]
     n_params = theta.shape[0]
@@ -434,9 +437,10 @@ def leashed_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, s
     Applied updates are recorded at row k = t1, dropped gradients in ``drops`` at the row
     the dropped counter gives them."""
     np.random.seed(seed)
-    t_origin, deadline = wait_for_start(ctrl)
     n_rows = n_examples(X)
     rows = batch_rows(sampler)
+    first_epoch(sampler, rows, n_rows)  # (before the clock starts)
+    t_origin, deadline = wait_for_start(ctrl)
     size = pool.shape[0]
     n_params = pool.shape[1]
     grad = grads[worker, :n_params]

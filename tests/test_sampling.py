@@ -100,11 +100,14 @@ def test_every_real_algorithm_runs_with_epochs(algorithm):
     assert rec.summary["sampling"] == "epochs"
 
 
-@pytest.mark.parametrize("algorithm", ["hogwild", "lock"])
-def test_sparse_problems_sample_epochs_in_real_runs_and_the_replay(algorithm):
+@pytest.mark.parametrize("algorithm,dtype,sampling", [
+    ("hogwild", "float64", "epochs"), ("lock", "float64", "epochs"),
+    ("hogwild", "float32", "epochs"), ("lock", "float32", "replacement"),
+    ("leashed", "float32", "epochs")])
+def test_sparse_problems_sample_epochs_in_real_runs_and_the_replay(algorithm, dtype, sampling):
     specs = {e: _quiet(expand(experiment_from_flags(
-        e, problem="logreg-sparse", algorithm=algorithm, workers=1, updates=800, lr=0.5,
-        seed=1, batch=4, sampling="epochs",
+        e, problem="logreg-sparse", algorithm=algorithm, workers=1, updates=800, lr=0.3,
+        seed=1, batch=4, sampling=sampling, dtype=dtype,
         problem_options={"n_train": 500, "n_features": 300, "nnz": 8, "n_test": 100}))[0])
         for e in ("real", "sim")}
     real = RealRun(specs["real"], progress=False)
@@ -117,6 +120,8 @@ def test_sparse_problems_sample_epochs_in_real_runs_and_the_replay(algorithm):
 def test_the_setting_is_checked_and_named_in_reports():
     with pytest.raises(ExperimentError, match="problem.sampling.*allowed: replacement, epochs"):
         _spec("real", "lock", 2, "shuffled")
+    with pytest.raises(ExperimentError, match="is not a problem option.*--sampling"):
+        _spec("real", "lock", 2, "replacement", problem_options={"sampling": "epochs"})
     spec = _spec("sim", "lock", 2, "epochs")
     assert spec.problem.sampling == "epochs"
     row = {"problem": "logreg-synthetic", "algorithm": "lock", "workers": 2,
@@ -124,3 +129,55 @@ def test_the_setting_is_checked_and_named_in_reports():
     assert "sampling" not in config_key({**row, "sampling": "replacement"})
     assert "sampling" not in config_key(row)  # older folders: no column
     assert config_key({**row, "sampling": "epochs"}).endswith("sampling=epochs")
+
+
+def test_the_memory_check_counts_the_epoch_permutations():
+    """Real runs keep one permutation per worker; a sparse simulation one more for the
+    collision count.  With replacement neither is counted."""
+    from stalesgd.app.preflight import check_memory
+
+    def spec(engine, sampling):
+        return expand(experiment_from_flags(
+            engine, problem="logreg-sparse", algorithm="hogwild", workers=8, updates=10,
+            sampling=sampling, problem_options={"n_train": 1_000_000, "nnz": 1}))[0]
+
+    one = 8 * 8 * 1_000_000  # bytes of the workers' permutations
+    room = 2 * one  # well above the data and parameters, below data + two sets
+    check_memory([spec("real", "epochs")], room)
+    check_memory([spec("sim", "replacement")], room)
+    with pytest.raises(ExperimentError, match="GiB of epoch permutations.*--sampling "
+                                              "replacement"):
+        check_memory([spec("sim", "epochs")], room)
+
+
+SWEEP = """
+name = "sampling-sweep"
+engine = "sim"
+workers = 2
+seeds = [0]
+[problem]
+name = "logreg-synthetic"
+options = { n_train = 500, n_test = 100 }
+[stop]
+updates = 300
+[sim]
+compute = "exp:1ms"
+[sweep]
+"problem.sampling" = ["replacement", "epochs"]
+"""
+
+
+def test_a_sweep_over_sampling_names_its_configurations_as_single_runs_do(tmp_path):
+    from stalesgd.analysis.load import load_folders
+    from stalesgd.app.cli import main
+
+    exp = tmp_path / "sweep.toml"
+    exp.write_text(SWEEP)
+    assert main(["run", str(exp), "--out", str(tmp_path / "res"), "--no-progress",
+                 "--no-report"]) == 0
+    (folder,) = (tmp_path / "res").iterdir()
+    runs = load_folders([folder]).runs
+    assert "problem.sampling" not in runs.columns
+    assert sorted(runs["sampling"]) == ["epochs", "replacement"]
+    keys = sorted(config_key(row) for _, row in runs.iterrows())
+    assert keys[1].endswith("float64 sampling=epochs") and "sampling" not in keys[0]

@@ -469,6 +469,9 @@ def check_problem(name: Any, options: dict[str, Any] | None = None,
         options = {"kind": _file_kind(model_name), **options}
     own = _model_options(model_name)
     allowed = (*own, *COMMON_OPTIONS, *_data_options(data_name, options))
+    if "sampling" in options and "sampling" not in allowed:  # a run setting, not an option
+        raise OptionError("sampling", options["sampling"], "--sampling replacement|epochs "
+                          "(problem.sampling in an experiment file)", "is not a problem option")
     known_keys(options, "", allowed, f"options of problem {name!r}")
     model_opts = {k: options.pop(k) for k in own if k in options}
     init = choice(options.pop("init", "default"), "init", INIT_SCHEMES)
