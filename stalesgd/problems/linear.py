@@ -9,6 +9,12 @@ the score of example ``x`` is ``z = x·W + b``.
             ``max(0, 1 − s·z)``; its (sub)gradient is 0 at the kink ``s·z = 1``;
 ``softmax`` (K ≥ 2) multinomial logistic regression: softmax cross-entropy.
 
+``intercept_step`` (default 1) scales the bias's entries of the gradient, so that an update
+moves the bias by that fraction of the step the weights take: scikit-learn's
+``SGDClassifier`` moves the intercept with 0.01 of the step on sparse input
+(``-o intercept_step=0.01`` does the same).  The loss is unchanged; only the update's bias
+entries are scaled (1: the gradient itself).  ``dims`` carries it as the bits of a float64.
+
 A prediction is class 1 when ``z > 0`` (K = 1), else the largest score.  The dense models
 of the same names multiply whole rows with BLAS; these walk each row's stored entries
 (``_kernels.row_span``/``row_entry``), so a minibatch costs O(its non-zeros · K) and its
@@ -24,6 +30,7 @@ zero between calls) + ``K`` (one row's scores).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +73,12 @@ def _scores(theta, X, r, d, K, z):
         base = col * K
         for k in range(K):
             z[k] += val * theta[base + k]
+
+
+@njit(nogil=True, inline="always")
+def _bias_step(dims, z):
+    """The intercept step (``dims[3]``, a float64's bits) in the dtype of ``z``."""
+    return scalar_like(dims[3:4].view(np.float64)[0], z)
 
 
 @njit(nogil=True, inline="always")
@@ -136,6 +149,7 @@ def linear_grad_kernel(theta, X, y, idx, grad, ws, dims):
     for c in range(grad.shape[0]):
         grad[c] = 0
     inv_b = 1.0 / B
+    bs = _bias_step(dims, z)
     total = 0.0
     for i in range(B):
         r = idx[i]
@@ -146,7 +160,7 @@ def linear_grad_kernel(theta, X, y, idx, grad, ws, dims):
             for k in range(K):
                 grad[col * K + k] += val * z[k]
         for k in range(K):
-            grad[d * K + k] += z[k]
+            grad[d * K + k] += z[k] * bs
     return total * inv_b
 
 
@@ -187,7 +201,7 @@ def _check_batch(X, y, idx, n, K, loss, gidx):
 
 
 @njit(nogil=True, inline="always")
-def _one_row_sparse_grad(theta, X, y, r, n, gidx, gval, z, d, K, loss):
+def _one_row_sparse_grad(theta, X, y, r, n, gidx, gval, z, d, K, loss, bs):
     """The sparse kernel for a minibatch of the one row ``r``: its columns are distinct,
     so entries are written directly (zeros skipped without a branch)."""
     f = _row(theta, X, y, r, n, d, K, loss, z, 1.0)[0]
@@ -202,9 +216,10 @@ def _one_row_sparse_grad(theta, X, y, r, n, gidx, gval, z, d, K, loss):
             gidx[cnt] = col * K + k
             gval[cnt] = g
             cnt += g != 0
+        g = zk * bs
         gidx[cnt] = d * K + k
-        gval[cnt] = zk
-        cnt += zk != 0
+        gval[cnt] = g
+        cnt += g != 0
     return f, cnt
 
 
@@ -219,8 +234,9 @@ def linear_sparse_grad_kernel(theta, X, y, idx, gidx, gval, ws, dims):
     z = ws[n_params : n_params + K]
     B = idx.shape[0]
     n = n_rows(X)
+    bs = _bias_step(dims, z)
     if B == 1:
-        return _one_row_sparse_grad(theta, X, y, idx[0], n, gidx, gval, z, d, K, loss)
+        return _one_row_sparse_grad(theta, X, y, idx[0], n, gidx, gval, z, d, K, loss, bs)
     _check_batch(X, y, idx, n, K, loss, gidx)  # (cnt <= entries <= capacity: no overrun)
     inv_b = 1.0 / B
     total = 0.0
@@ -234,14 +250,14 @@ def linear_sparse_grad_kernel(theta, X, y, idx, gidx, gval, ws, dims):
             for p in range(start, stop):
                 col, val = row_entry(X, r, p)
                 cnt = _add(acc, gidx, cnt, col, val * z0)
-            cnt = _add(acc, gidx, cnt, d, z0)
+            cnt = _add(acc, gidx, cnt, d, z0 * bs)
             continue
         for p in range(start, stop):
             col, val = row_entry(X, r, p)
             for k in range(K):
                 cnt = _add(acc, gidx, cnt, col * K + k, val * z[k])
         for k in range(K):
-            cnt = _add(acc, gidx, cnt, d * K + k, z[k])
+            cnt = _add(acc, gidx, cnt, d * K + k, z[k] * bs)
     nnz = 0
     for q in range(cnt):  # gather (nnz <= q: an entry is read before it can be overwritten)
         c = gidx[q]
@@ -294,7 +310,8 @@ def linear_support_copy_kernel(src, dst, X, idx, dims):
 class LinearClassifier(Model):
     """``LinearClassifier(loss="svm", n_features=d, n_classes=2, max_row_nnz=m)``: a linear
     model of the module docstring; ``max_row_nnz`` (default: every feature) bounds the
-    entries of a row and so the sparse gradient's size.
+    entries of a row and so the sparse gradient's size; ``intercept_step`` scales the bias's
+    gradient entries (the module docstring).
 
     Default initialisation: Glorot uniform weights (fan_in = d, fan_out = K), bias 0 (for
     ``logreg`` the same draw as the dense ``LogisticRegression``).
@@ -304,6 +321,7 @@ class LinearClassifier(Model):
     n_features: int
     n_classes: int = 2
     max_row_nnz: int | None = None
+    intercept_step: float = 1.0
 
     def __post_init__(self) -> None:
         self.dtype = resolve_dtype(self.dtype)
@@ -321,7 +339,13 @@ class LinearClassifier(Model):
         self.max_row_nnz = m
         K = int(self.n_classes) if self.loss == "softmax" else 1
         self.name = self.loss
-        self.dims = np.array([d, K, LOSSES[self.loss]], dtype=np.int64)
+        step = float(self.intercept_step)
+        if not (math.isfinite(step) and step > 0):
+            raise ValueError(f"intercept_step={self.intercept_step!r} is not allowed; must be "
+                             "a finite number > 0")
+        self.intercept_step = step
+        bits = int(np.array([step], dtype=np.float64).view(np.int64)[0])
+        self.dims = np.array([d, K, LOSSES[self.loss], bits], dtype=np.int64)
         self.layers = {"W": (0, (d, K)), "b": (d * K, (K,))}
         self.n_params = (d + 1) * K
         self.is_classifier = True

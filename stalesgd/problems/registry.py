@@ -40,7 +40,7 @@ from stalesgd.problems.plugins import (
     registered_names,
     remove_plugin,
 )
-from stalesgd.validation import OptionError, choice, flag, known_keys
+from stalesgd.validation import OptionError, choice, flag, known_keys, number
 
 MODELS: tuple[str, ...] = ("linreg", "logreg", "softmax", "svm", "mlp", "lenet")
 #: the data sets a problem may name (those of :mod:`stalesgd.data`)
@@ -48,9 +48,9 @@ DATASETS: tuple[str, ...] = ALL_NAMES
 #: Options each model consumes; every other option goes to the data loader.
 MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
     "linreg": (),
-    "logreg": (),
-    "softmax": (),
-    "svm": (),
+    "logreg": ("intercept_step",),
+    "softmax": ("intercept_step",),
+    "svm": ("intercept_step",),
     "mlp": ("hidden",),
     "lenet": ("fc84",),
 }
@@ -394,7 +394,12 @@ def _build_model(model: str, data: DataShape | Dataset, dtype: np.dtype,
         from stalesgd.problems.linear import LinearClassifier
 
         return LinearClassifier(loss=model, n_features=data.n_features,
-                                n_classes=data.n_classes, max_row_nnz=row_nnz, dtype=dtype)
+                                n_classes=data.n_classes, max_row_nnz=row_nnz, dtype=dtype,
+                                intercept_step=opts.get("intercept_step", 1.0))
+    if "intercept_step" in opts:
+        raise OptionError("intercept_step", opts["intercept_step"], "the option of svm, and of "
+                          "logreg and softmax on a sparse data set (the models that read rows "
+                          "entry by entry)", f"is not an option of {model} on dense data")
     if model == "linreg":
         from stalesgd.problems.linreg import LinearRegression
 
@@ -484,6 +489,9 @@ def check_problem(name: Any, options: dict[str, Any] | None = None,
         model_opts["hidden"] = hidden_sizes(model_opts["hidden"])
     if model_name == "lenet" and "fc84" in model_opts:
         model_opts["fc84"] = flag(model_opts["fc84"], "fc84")
+    if "intercept_step" in model_opts:
+        model_opts["intercept_step"] = number(model_opts["intercept_step"], "intercept_step",
+                                              positive=True)
     with _named(name):
         n_params = _build_model(model_name, shape, dt, model_opts).n_params
     return ProblemShape(name=f"{model_name}-{data_name}", model=model_name, data=shape,
