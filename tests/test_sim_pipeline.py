@@ -324,3 +324,16 @@ def test_the_run_record_says_how_the_replay_ran(monkeypatch):
         run.hook.loop_choice.batches[1] >= 3
     timing_only = SimRun(spec_of(workers=3, updates=100, timing_only=True), progress=False)
     assert "replay_threads" not in timing_only.run().summary
+
+
+@pytest.mark.parametrize("algorithm", ["lock", "hogwild"])
+def test_reshuffled_epochs_replay_alike_on_every_thread_count(algorithm, monkeypatch):
+    """With ``sampling = "epochs"`` the minibatches come from the workers' streams in read
+    order (not drawn inside the loops): every thread count still gives the same run."""
+    exp = experiment_from_flags("sim", problem="logreg-synthetic", algorithm=algorithm,
+                                workers=4, updates=1200, lr=0.1, seed=5, sampling="epochs",
+                                problem_options={"n_train": 700},
+                                sim={"compute": "exp:1ms"})
+    serial = check_every_thread_count(expand(exp)[0], monkeypatch)
+    assert serial[0].summary["sampling"] == "epochs"
+    assert np.isfinite(serial[0].summary["final_loss"])
