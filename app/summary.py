@@ -37,12 +37,29 @@ def _count(value: Any) -> int:
     return int(value)
 
 
+#: swept keys the table shows in columns of their own, or that the notes name otherwise
+_SHOWN = {"engine", "algorithm.name", "stepsize.rule", "workers", "seeds", "seed", "slowdown",
+          "problem.sampling"}
+
+
+def _swept(spec: RunSpec | None) -> list[str]:
+    """The run's values of swept keys the columns do not show (``batch=64``): without them
+    the lines of a sweep over them would read alike."""
+    if spec is None:
+        return []
+    return [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in spec.point.items()
+            if key not in _SHOWN]
+
+
 def run_notes(summary: Mapping[str, Any], spec: RunSpec | None = None) -> list[str]:
-    """What a reader of the run's line must know: workers were slowed down on purpose, it
-    diverged or was interrupted, it stopped for another reason than the ones asked (a cap,
-    an error), some updates were applied with η = 0, or it is a simulation beyond what its
-    calibration measured; a simulation of parameter servers, with its message delay."""
-    notes = []
+    """What a reader of the run's line must know: the values of swept keys no column shows,
+    minibatches from reshuffled epochs, workers slowed down on purpose, it diverged or was
+    interrupted, it stopped for another reason than the ones asked (a cap, an error), some
+    updates were applied with η = 0, or it is a simulation beyond what its calibration
+    measured; a simulation of parameter servers, with its message delay."""
+    notes = _swept(spec)
+    if summary.get("sampling") == "epochs":
+        notes.append("epochs")
     if summary.get("topology") == "ps":
         notes.append("parameter servers (sim topology ps)")
     delay = summary.get("net_delay")

@@ -256,6 +256,8 @@ def _spec(**stop) -> RunSpec:
     ({"zero_step_updates": 0, "prediction": False}, None, []),
     ({"prediction": True}, None, ["prediction (beyond the calibration)"]),
     ({"diverged": True, "stop_reason": "diverged"}, None, ["diverged"]),
+    ({"sampling": "epochs"}, None, ["epochs"]),
+    ({"sampling": "replacement"}, None, []),
 ])
 def test_run_notes(summary, spec, notes):
     assert run_notes(summary, spec) == notes
@@ -299,3 +301,22 @@ def test_summary_of_a_plain_run_has_no_notes():
                             "updates_per_s": 10.0, "final_loss": 0.3, "time_to_target": 1.0,
                             "stop_reason": "updates", "zero_step_updates": 0}])
     assert text.splitlines()[2].rstrip().endswith("1")  # the last column is empty
+
+
+def test_the_summary_names_swept_values_that_no_column_shows():
+    from stalesgd.experiment import loads_experiment
+
+    exp = loads_experiment("""
+        name = "swept"
+        engine = "sim"
+        [problem]
+        name = "logreg-synthetic"
+        [stop]
+        updates = 100
+        [sweep]
+        "problem.batch" = [8, 32]
+        workers = [1, 2]
+        """)
+    notes = [run_notes({}, spec) for spec in expand(exp)]
+    assert sorted(map(tuple, notes)) == [("batch=32",), ("batch=32",), ("batch=8",),
+                                         ("batch=8",)]
