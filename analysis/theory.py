@@ -1,6 +1,7 @@
 """Exact expected loss of SGD with i.i.d. staleness on least squares (DESIGN §8, "Theory").
 
-What is modelled — exactly what :func:`stalesgd.sim.iid.run_iid_staleness` runs:
+What is modelled — exactly what :func:`stalesgd.sim.iid.run_iid_staleness` runs with its
+default ``sampling="replacement"``:
 
 * objective ``f(θ) = ½·mean_i (x_iᵀθ − y_i)²`` over the **training** rows (the ``linreg``
   convention, no bias), Hessian ``H = XᵀX/n``, minimiser ``θ*``, residuals at the optimum

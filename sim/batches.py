@@ -103,7 +103,8 @@ class BatchStream:
 
     def mt_state(self) -> tuple[np.ndarray, int]:
         """The Mersenne-Twister state the stream's next draws start from (624 words, position):
-        where :func:`mt_draw` continues it."""
+        where :func:`mt_draw` continues it (a stream with replacement; one that walks epochs
+        keeps its own state, which this does not follow)."""
         _, key, pos, _, _ = self._rs.get_state(legacy=True)
         return np.asarray(key, dtype=np.uint32), int(pos)
 

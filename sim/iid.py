@@ -214,7 +214,8 @@ def run_iid_staleness(
     spec = RunSpec(
         experiment="iid", run_id=run_id, index=0, engine="iid", workers=int(workers),
         seed=int(seed),
-        problem=ProblemSpec(name=problem.name, batch=int(batch), dtype=str(model.dtype)),
+        problem=ProblemSpec(name=problem.name, batch=int(batch), dtype=str(model.dtype),
+                            sampling=sampling),
         algorithm=AlgorithmSpec(name="iid"), stepsize=StepsizeSpec(rule=rule_name, lr=float(lr)),
         stop=StopSpec(updates=n), eval=EvalSpec(every_updates=int(eval_every), split=split),
         sim=SimSpec())

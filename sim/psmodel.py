@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import simpy
 
@@ -45,16 +45,6 @@ if TYPE_CHECKING:
     from .simulation import Simulation
 
 __all__ = ["Network", "hogwild_ps", "leashed_ps", "lock_ps", "sync_ps"]
-
-
-def _wait(sim: Simulation, w: int, ev: simpy.Event) -> Generator[simpy.Event, None, Any]:
-    """Worker ``w`` blocks on ``ev`` (without a core when workers outnumber cores)."""
-    if sim.oversubscribed:
-        sim.machine.release(w)
-    result = yield ev
-    if sim.oversubscribed:
-        yield from sim.machine.acquire(w)
-    return result
 
 
 def _cpu(sim: Simulation, w: int, d: float) -> Generator[simpy.Event, None, None]:
@@ -117,7 +107,7 @@ def lock_ps(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
             yield from sim.park(w)
             continue
         t_read = env.now
-        t0 = yield from _wait(sim, w, _pull(sim, w, 0, rd))
+        t0 = yield from sim.block(w, _pull(sim, w, 0, rd))
         yield from _cpu(sim, w, comp.next())
 
         def push(t0=t0, t_read=t_read):
@@ -133,7 +123,7 @@ def sync_ps(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
     comp, rd, upd = sim.samplers[w]
     after = 0
     while True:
-        version = yield from _wait(sim, w, _pull(sim, w, 0, rd, after=after))
+        version = yield from sim.block(w, _pull(sim, w, 0, rd, after=after))
         yield from _cpu(sim, w, comp.next())
 
         def push(version=version):
@@ -171,7 +161,7 @@ def leashed_ps(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
             yield from sim.park(w)
             continue
         t_read = env.now
-        t0 = yield from _wait(sim, w, _pull(sim, w, 0, rd))
+        t0 = yield from sim.block(w, _pull(sim, w, 0, rd))
         yield from _cpu(sim, w, comp.next())
         t1, attempts = t0, 0
         while True:
@@ -188,7 +178,7 @@ def leashed_ps(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
                     return (True, t1 + 1), 0.0
                 return rd.next(), done  # the new θ copied in, or the newer one out
 
-            ok, v = yield from _wait(sim, w, ps.send(w, 0, nbytes, publish, reply=True))
+            ok, v = yield from sim.block(w, ps.send(w, 0, nbytes, publish, reply=True))
             if ok:
                 break
             if bound is not None and attempts > bound:
@@ -217,7 +207,7 @@ def hogwild_ps(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
             continue
         t_read = env.now
         pulls = [_pull(sim, w, s, rd, share) for s in range(shards)]
-        yield from _wait(sim, w, simpy.AllOf(env, pulls))
+        yield from sim.block(w, simpy.AllOf(env, pulls))
         t0 = pulls[0].value
         yield from _cpu(sim, w, comp.next())
 
@@ -227,7 +217,7 @@ def hogwild_ps(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
                 return None, 0.0
             return 0.0, granted
 
-        yield from _wait(sim, w, ps.send(w, 0, 0.0, claim, reply=True))
+        yield from sim.block(w, ps.send(w, 0, 0.0, claim, reply=True))
         u = upd.next() * share
         for s in range(shards):
             ps.send(w, s, ps.net.theta_bytes * share, lambda u=u: (u, lambda: None))

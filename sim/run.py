@@ -42,6 +42,7 @@ from stalesgd.slowdown import slowdown_factors
 from stalesgd.stepsize import default_tau_max, make_rule
 from stalesgd.units import adds_delay
 
+from .batches import BatchStream
 from .collisions import CollisionCounter
 from .engine import (
     READ_COST_PER_PARAM,
@@ -314,6 +315,7 @@ class SimRun:
         grad = np.zeros_like(theta)
         idx = np.zeros(spec.problem.batch, dtype=np.int64)
         self.problem.loss_grad(theta, idx, grad, hook.ws)
+        BatchStream(0, 2, 1, spec.problem.sampling).next()  # (epochs: its compiled draw)
         apply_step(theta, grad, 0.0)
         self.problem.evaluate(theta, ev.split, 8)
         scratch = self.rule.estimator(self.tau_max)  # an online rule's kernel, on a throwaway

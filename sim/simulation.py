@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator, Sequence
+from typing import Any
 
 import numpy as np
 import simpy
@@ -287,14 +288,15 @@ class Simulation:
         self._watch = callback if math.isfinite(self._watch_k) else None
         self.next_check = min(self.next_check, self._watch_k)
 
-    def block(self, w: int, event: simpy.Event) -> Generator[simpy.Event, None, None]:
+    def block(self, w: int, event: simpy.Event) -> Generator[simpy.Event, None, Any]:
         """(SimPy) Worker ``w`` waits for ``event`` without a core (when workers outnumber
-        cores it gives its core up, and queues for one when woken)."""
+        cores it gives its core up, and queues for one when woken); returns its value."""
         if self.oversubscribed:
             self.machine.release(w)
-        yield event
+        value = yield event
         if self.oversubscribed:
             yield from self.machine.acquire(w)
+        return value
 
     def park(self, w: int) -> Generator[simpy.Event, None, None]:
         """(SimPy) Worker ``w`` waits, without a core, until :meth:`set_active` includes it."""

@@ -92,11 +92,40 @@ def test_real_seq_and_the_replay_walk_the_same_epochs_bit_for_bit():
     assert not np.array_equal(thetas["replacement"], thetas["epochs"])
 
 
-@pytest.mark.parametrize("algorithm", ["lock", "hogwild", "leashed", "sync"])
-def test_every_real_algorithm_runs_with_epochs(algorithm):
-    rec = RealRun(_quiet(_spec("real", algorithm, 2, "epochs", updates=600)),
-                  progress=False).run()
+SMALL = {"n_train": 250, "n_test": 100}  # 16 rows a minibatch: epochs straddle minibatches
+
+
+@pytest.mark.parametrize("algorithm", ["lock", "hogwild", "leashed"])
+def test_every_real_algorithm_runs_many_epochs(algorithm):
+    rec = RealRun(_quiet(_spec("real", algorithm, 2, "epochs", updates=600,
+                               problem_options=SMALL)), progress=False).run()
     assert rec.summary["updates"] == 600 and np.isfinite(rec.summary["final_loss"])
+    assert rec.summary["sampling"] == "epochs"
+
+
+def test_sync_workers_walk_their_epochs_as_the_replay_does_bit_for_bit():
+    """sync is deterministic with any number of workers: two real workers, each through
+    ~19 epochs of 250 rows, give the replay's θ."""
+    specs = {e: _quiet(_spec(e, "sync", 2, "epochs", updates=300, problem_options=SMALL))
+             for e in ("real", "sim")}
+    real = RealRun(specs["real"], progress=False)
+    real.run()
+    sim = SimRun(specs["sim"], progress=False)
+    sim.run()
+    np.testing.assert_array_equal(sim.hook.theta, final_params(real))
+    plain = RealRun(_quiet(_spec("real", "sync", 2, "replacement", updates=300,
+                                 problem_options=SMALL)), progress=False)
+    plain.run()
+    assert not np.array_equal(final_params(plain), final_params(real))
+
+
+def test_iid_runs_record_their_sampling():
+    from stalesgd.sim.iid import run_iid_staleness
+
+    from stalesgd.problems import make_problem
+
+    problem = make_problem("linreg-synthetic", n_train=100, n_test=20)
+    rec = run_iid_staleness(problem, [1.0], updates=50, lr=0.01, sampling="epochs")
     assert rec.summary["sampling"] == "epochs"
 
 

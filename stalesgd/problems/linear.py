@@ -12,8 +12,10 @@ the score of example ``x`` is ``z = x·W + b``.
 ``intercept_step`` (default 1) scales the bias's entries of the gradient, so that an update
 moves the bias by that fraction of the step the weights take: scikit-learn's
 ``SGDClassifier`` moves the intercept with 0.01 of the step on sparse input
-(``-o intercept_step=0.01`` does the same).  The loss is unchanged; only the update's bias
-entries are scaled (1: the gradient itself).  ``dims`` carries it as the bits of a float64.
+(``-o intercept_step=0.01`` does the same for binary models).  The loss is unchanged; only
+the update's bias entries are scaled, so with S ≠ 1 the kernels' "gradient" is the loss's
+gradient with its bias entries times S (finite differences of the loss see them S times
+off; 1: the gradient itself).  ``dims`` carries S as the bits of a float64.
 
 A prediction is class 1 when ``z > 0`` (K = 1), else the largest score.  The dense models
 of the same names multiply whole rows with BLAS; these walk each row's stored entries
