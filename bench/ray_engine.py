@@ -9,7 +9,13 @@ on the same problem (MNIST MLP 784-128-10 by default), so the two differ only in
 messages flow.  For each batch size and worker count the script prints updates/s of both,
 their ratio, stalesgd's rate as a share of the thread engine's 1-worker rate, and the peak
 memory of the Ray process tree (driver and every ``ray::`` actor process, sampled) during
-a 4-worker run.
+a run of the most workers.
+
+Both rates are steady-state rates: the example's loop is timed after a warm-up call, and
+stalesgd's from its first read to its last apply (the update rows' ``t_read``/``t_apply``;
+the run's own ``updates_per_s`` also counts the workers' start, and is printed beside it).
+Memory is sampled in a run of its own: the sampler reads ``/proc`` every 50 ms, which on a
+small machine takes CPU from the run it watches.
 
     python bench/ray_engine.py                      # batch 16 and 128, 1, 2, 4 workers
     python bench/ray_engine.py --updates 500 --batches 16 --workers 1 2
@@ -119,6 +125,14 @@ def tree_rss_bytes() -> int:
     return total
 
 
+def steady_rate(record) -> float:
+    """Applied updates per second from the first read to the last apply (the update rows)."""
+    u = record.updates
+    keep = ~np.asarray(u["dropped"], dtype=bool)
+    t_read, t_apply = np.asarray(u["t_read"])[keep], np.asarray(u["t_apply"])[keep]
+    return float(keep.sum() / (t_apply.max() - t_read.min()))
+
+
 def peak_rss_during(fn) -> tuple[object, int]:
     peak = [tree_rss_bytes()]
     done = threading.Event()
@@ -153,19 +167,23 @@ def main() -> None:
     options = {"hidden": [128], "data_dir": str(SHARED_DATA)} if "mnist" in args.problem \
         else {}
     ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    print(f"{'batch':>5} {'m':>3} {'stalesgd upd/s':>15} {'example upd/s':>14} "
-          f"{'ratio':>6} {'of thread m=1':>13} {'peak RSS (MB)':>14}")
+    print(f"{'batch':>5} {'m':>3} {'stalesgd upd/s':>15} {'(whole run)':>11} "
+          f"{'example upd/s':>14} {'ratio':>6} {'of thread m=1':>13} {'peak RSS (MB)':>14}")
     for batch in args.batches:
         problem = make_problem(args.problem, dtype="float64", **options)
         thread = RealRun(spec_for("real", 1, batch, args.updates * 5, args.problem, options),
                          progress=False).run().summary["updates_per_s"]
         for m in args.workers:
             spec = spec_for("ray", m, batch, args.updates, args.problem, options)
-            rec, peak = peak_rss_during(lambda spec=spec: RayRun(spec, progress=False).run())
-            ours = rec.summary["updates_per_s"]
+            rec = RayRun(spec, progress=False).run()
+            ours, whole = steady_rate(rec), rec.summary["updates_per_s"]
             theirs = doc_pattern(ray, problem, m, batch, args.updates)
-            print(f"{batch:>5} {m:>3} {ours:>15.0f} {theirs:>14.0f} {ours / theirs:>6.2f} "
-                  f"{ours / thread:>13.3f} {peak / 1e6:>14.0f}")
+            peak = "-"
+            if m == max(args.workers):
+                _, nbytes = peak_rss_during(lambda spec=spec: RayRun(spec, progress=False).run())
+                peak = f"{nbytes / 1e6:.0f}"
+            print(f"{batch:>5} {m:>3} {ours:>15.0f} {whole:>11.0f} {theirs:>14.0f} "
+                  f"{ours / theirs:>6.2f} {ours / thread:>13.3f} {peak:>14}")
     ray.shutdown()
 
 
