@@ -133,14 +133,10 @@ def _mt_twist(key: np.ndarray) -> None:
 
 
 @njit(nogil=True)
-def _mt_below(key: np.ndarray, state: np.ndarray, n: int) -> int:
-    """``randint(0, n)`` (2 <= n <= 2**32) of the Mersenne Twister ``key`` at position
-    ``state[0]``: raw 32-bit outputs with randint's masked rejection."""
-    hi = np.uint64(n - 1)
-    msk = hi
-    for shift in (1, 2, 4, 8, 16):
-        msk |= msk >> np.uint64(shift)
-    p = state[0]
+def _mt_masked(key: np.ndarray, p: int, hi: np.uint64, msk: np.uint64) -> tuple[int, int]:
+    """The next ``randint`` draw of range ``hi + 1`` (mask ``msk``) from the Mersenne Twister
+    ``key`` at position ``p`` (raw 32-bit outputs, masked rejection); returns it and the new
+    position."""
     while True:
         if p >= 624:
             _mt_twist(key)
@@ -153,8 +149,19 @@ def _mt_below(key: np.ndarray, state: np.ndarray, n: int) -> int:
         y ^= y >> np.uint64(18)
         v = y & msk
         if v <= hi:
-            state[0] = p
-            return np.int64(v)
+            return np.int64(v), p
+
+
+@njit(nogil=True)
+def _mt_below(key: np.ndarray, state: np.ndarray, n: int) -> int:
+    """``randint(0, n)`` (2 <= n <= 2**32) of the Mersenne Twister ``key`` at position
+    ``state[0]``, which it advances."""
+    hi = np.uint64(n - 1)
+    msk = hi
+    for shift in (1, 2, 4, 8, 16):
+        msk |= msk >> np.uint64(shift)
+    v, state[0] = _mt_masked(key, state[0], hi, msk)
+    return v
 
 
 @cached
@@ -188,18 +195,5 @@ def mt_draw(key: np.ndarray, pos: np.ndarray, w: int, n_rows: int, mask: int,
     hi = np.uint64(n_rows - 1)
     msk = np.uint64(mask)
     for i in range(out.shape[0]):
-        while True:
-            if p >= 624:
-                _mt_twist(k)
-                p = 0
-            y = np.uint64(k[p])
-            p += 1
-            y ^= y >> np.uint64(11)
-            y ^= (y << np.uint64(7)) & np.uint64(0x9D2C5680)
-            y ^= (y << np.uint64(15)) & np.uint64(0xEFC60000)
-            y ^= y >> np.uint64(18)
-            v = y & msk
-            if v <= hi:
-                out[i] = np.int64(v)
-                break
+        out[i], p = _mt_masked(k, p, hi, msk)
     pos[w] = p

@@ -78,6 +78,16 @@ def _quiet(spec):
         spec.eval, every_updates=None, every_seconds=1e9))
 
 
+def _real_equals_replay(real_spec, sim_spec) -> np.ndarray:
+    """Run both; the replay's θ must be the real run's bit for bit.  Returns that θ."""
+    real = RealRun(real_spec, progress=False)
+    real.run()
+    sim = SimRun(sim_spec, progress=False)
+    sim.run()
+    np.testing.assert_array_equal(sim.hook.theta, final_params(real))
+    return final_params(real)
+
+
 def test_real_seq_and_the_replay_walk_the_same_epochs_bit_for_bit():
     thetas = {}
     for sampling in ("replacement", "epochs"):
@@ -106,17 +116,12 @@ def test_every_real_algorithm_runs_many_epochs(algorithm):
 def test_sync_workers_walk_their_epochs_as_the_replay_does_bit_for_bit():
     """sync is deterministic with any number of workers: two real workers, each through
     ~19 epochs of 250 rows, give the replay's θ."""
-    specs = {e: _quiet(_spec(e, "sync", 2, "epochs", updates=300, problem_options=SMALL))
-             for e in ("real", "sim")}
-    real = RealRun(specs["real"], progress=False)
-    real.run()
-    sim = SimRun(specs["sim"], progress=False)
-    sim.run()
-    np.testing.assert_array_equal(sim.hook.theta, final_params(real))
+    theta = _real_equals_replay(*(_quiet(_spec(e, "sync", 2, "epochs", updates=300,
+                                               problem_options=SMALL)) for e in ("real", "sim")))
     plain = RealRun(_quiet(_spec("real", "sync", 2, "replacement", updates=300,
                                  problem_options=SMALL)), progress=False)
     plain.run()
-    assert not np.array_equal(final_params(plain), final_params(real))
+    assert not np.array_equal(final_params(plain), theta)
 
 
 def test_iid_runs_record_their_sampling():
@@ -134,16 +139,11 @@ def test_iid_runs_record_their_sampling():
     ("hogwild", "float32", "epochs"), ("lock", "float32", "replacement"),
     ("leashed", "float32", "epochs")])
 def test_sparse_problems_sample_epochs_in_real_runs_and_the_replay(algorithm, dtype, sampling):
-    specs = {e: _quiet(expand(experiment_from_flags(
+    _real_equals_replay(*(_quiet(expand(experiment_from_flags(
         e, problem="logreg-sparse", algorithm=algorithm, workers=1, updates=800, lr=0.3,
         seed=1, batch=4, sampling=sampling, dtype=dtype,
         problem_options={"n_train": 500, "n_features": 300, "nnz": 8, "n_test": 100}))[0])
-        for e in ("real", "sim")}
-    real = RealRun(specs["real"], progress=False)
-    real.run()
-    sim = SimRun(specs["sim"], progress=False)
-    sim.run()
-    np.testing.assert_array_equal(sim.hook.theta, final_params(real))
+        for e in ("real", "sim")))
 
 
 def test_the_setting_is_checked_and_named_in_reports():
