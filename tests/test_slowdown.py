@@ -31,6 +31,14 @@ def flags(engine="real", workers=2, algorithm="lock", **kw):
     return experiment_from_flags(engine, algorithm=algorithm, workers=workers, **kw)
 
 
+def own_cycle(record, worker: int) -> float:
+    """Median seconds between two consecutive updates of ``worker`` (robust to the rare long
+    stretch a busy machine leaves it off its core)."""
+    u = record.updates
+    t = np.sort(np.asarray(u["t_apply"])[np.asarray(u["worker"]) == worker])
+    return float(np.median(np.diff(t)))
+
+
 def shares(record, workers: int) -> np.ndarray:
     """Each worker's share of the applied updates."""
     u = record.updates
@@ -150,13 +158,17 @@ def test_sync_waits_for_its_straggler_every_round():
 ])
 @pytest.mark.parametrize("algorithm", ["lock", "hogwild"])
 def test_real_straggler_spins_and_makes_fewer_updates(problem, options, algorithm):
-    # unslowed, two workers make about half the updates each; worker 1 spinning 7 times its
-    # gradient's time makes far fewer (about an eighth on an idle machine)
+    # worker 1 spins 7 times its gradient's time after each gradient: its own cycle (median
+    # time between two of its updates) measured 4.8-8.4 times worker 0's, idle or with three
+    # busy processes beside it, and it makes fewer updates.  Its share of the updates (a sixth
+    # to a twelfth on an idle machine) is not asserted: in a loaded test run the scheduler may
+    # leave worker 0 off its core for long stretches (0.39 seen); the median cycle holds
     spec = expand(flags(problem=problem, problem_options=options, algorithm=algorithm,
                         batch=16, seconds=0.6, slowdown="1=8"))[0]
     rec = run_real(spec, progress=False)
     s = shares(rec, 2)
-    assert s[1] < 0.3, s
+    assert s[1] < s[0], s
+    assert own_cycle(rec, 1) > 3 * own_cycle(rec, 0)
     assert rec.summary["slowdown"] == "1=8"
     u = rec.updates
     w1 = np.asarray(u["worker"]) == 1
