@@ -94,6 +94,8 @@ def _locked_pair(lock, data, m, use_lock, start, n):
     Returns (times data[0] != data[1] was seen inside, total spins waited for the lock).
     """
     _start_together(start, n)
+    if use_lock:
+        atomic_add(start, 1, 1)  # about to acquire (the holder releases once all have said so)
     violations = 0
     waited = 0
     for _ in range(m):
@@ -108,6 +110,22 @@ def _locked_pair(lock, data, m, use_lock, start, n):
         if use_lock:
             spin_lock_release(lock, 0)
     return violations, waited
+
+
+@njit(nogil=True)
+def _hold_then_release(lock, start, n):
+    """Release the lock the test took for this thread once the n threads of
+    :func:`_locked_pair` have said they are about to acquire it, and a while later (bounded
+    waits): their first acquires find it held however the scheduler places the threads."""
+    spins = 0
+    while atomic_load(start, 1) < n and spins < 100_000_000:
+        spins += 1
+        if spins % SPINS_BEFORE_YIELD == 0:
+            sched_yield()
+    for _ in range(20_000):
+        cpu_relax()
+    spin_lock_release(lock, 0)
+    return 0, 0
 
 
 @njit(nogil=True)
@@ -445,13 +463,19 @@ def test_spin_lock_keeps_two_slot_invariant(record_property):
     waited = 0
     attempts = 0
     # Correctness is asserted on every attempt; attempts repeat (at most 5) only until some
-    # acquire has found the lock held, so the check cannot pass without contention.
+    # acquire has found the lock held, so the check cannot pass without contention.  Each
+    # attempt starts with the lock held by one more thread that lets it go only after the
+    # others have come to take it: on a loaded machine the threads may otherwise run one
+    # after another, each through its m sections within one time slice, and never meet.
     while waited == 0 and attempts < 5:
         attempts += 1
         data = np.zeros(2, np.int64)
-        start = np.zeros(1, np.int64)
+        start = np.zeros(2, np.int64)
+        lock[0] = 1
         args = (lock, data, m, True, start, N_THREADS)
-        run = run_threads([(_locked_pair, args)] * N_THREADS, timeout=60)
+        calls = [(_locked_pair, args)] * N_THREADS + [(_hold_then_release,
+                                                        (lock, start, N_THREADS))]
+        run = run_threads(calls, timeout=60)
         violations = sum(r[0] for r in run.results)
         assert violations == 0, "a thread saw data[0] != data[1] inside the critical section"
         assert data.tolist() == [N_THREADS * m, N_THREADS * m]
@@ -463,7 +487,7 @@ def test_spin_lock_keeps_two_slot_invariant(record_property):
 
     # Negative control without the lock: recorded only (tearing may not show on 2 cores).
     bare = np.zeros(2, np.int64)
-    args = (lock, bare, m, False, np.zeros(1, np.int64), N_THREADS)
+    args = (lock, bare, m, False, np.zeros(2, np.int64), N_THREADS)
     ctl = run_threads([(_locked_pair, args)] * N_THREADS, timeout=60)
     bad = sum(r[0] for r in ctl.results)
     record_property("unlocked_violations", bad)
