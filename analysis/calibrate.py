@@ -38,8 +38,9 @@ bracket read, compute and update together.  They come from a **micro-measurement
 same loops on this machine at calibration time (copy, apply, fused copy-apply, one
 compare-and-swap), recorded in the file with the host name.  Lock hand-over is estimated
 from the records (a different worker's ``t_read`` right after a ``t_apply``); the scheduler
-time slice from oversubscribed runs (the length of a worker's uninterrupted bursts between
-descheduled gaps), else the simulator's default.  Cores come from ``machine.json``.
+time slice from oversubscribed runs (a worker's running time between its first and last
+descheduled gap per gap in between), else the simulator's default.  Cores come from
+``machine.json``.
 
 Pooling: one compute model **per configuration** (algorithm, workers) of the folder, with
 per-worker samples, plus a **pooled** model over all configurations.  A simulation of a
@@ -98,6 +99,9 @@ __all__ = [
 CALIBRATABLE = tuple(a.name for a in ALGORITHMS.values() if a.calibratable)
 #: the simulator's default scheduler slice (seconds), used when no run was oversubscribed
 DEFAULT_TIME_SLICE = 4e-3
+#: share of a run's core time that its edges (workers starting and stopping apart) leave
+#: unused: less core time missing than this is not another process's
+EDGE_SLACK = 0.02
 #: cycles left out at the start of every worker (compilation is done, but caches warm up)
 WARMUP_CYCLES = 5
 #: most compute samples stored per worker and for a pooled model (evenly thinned)
@@ -153,15 +157,18 @@ def _long_threshold(cycles: np.ndarray) -> float:
     return max(2.0 * base, base + MIN_GAP)
 
 
-def _bursts(cycles: np.ndarray, long: np.ndarray) -> np.ndarray:
-    """Lengths of the runs of short cycles between two long (descheduled) ones (runs of no
-    short cycle, two gaps in a row, are left out: they say nothing of the slice)."""
+def _stretches(cycles: np.ndarray, long: np.ndarray) -> tuple[float, int]:
+    """One worker's running time between its first and last descheduled gap, and the time
+    slices it ran in that time (one per gap after the first): a slice estimate that does not
+    depend on where in a cycle the preemption falls.  From the cycle holding gap i to the one
+    holding gap j the worker ran j − i slices and, on average, as many cycles' time as the
+    two cycles' indices differ (the parts of the two long cycles on either side of their gaps
+    add up to about one cycle).  The median run of short cycles between two gaps, the first
+    estimate, left those parts out: with a gradient of half the slice it found half."""
     idx = np.flatnonzero(long)
-    if idx.size < 2:
-        return np.zeros(0)
-    csum = np.concatenate([[0.0], np.cumsum(np.where(long, 0.0, cycles))])
-    runs = csum[idx[1:]] - csum[idx[:-1] + 1]
-    return runs[runs > 0]
+    if idx.size < 2 or long.all():
+        return 0.0, 0
+    return float((idx[-1] - idx[0]) * cycles[~long].mean()), int(idx.size - 1)
 
 
 def _fit_moments(kind: str, samples: np.ndarray) -> dict[str, Any]:
@@ -347,13 +354,13 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
         return _calibrate_servers(res, sel, head, n_params)
 
     configs, pooled, handovers = [], [], []
-    bursts: dict[bool, list[float]] = {True: [], False: []}  # lock runs / the others
-    gap_estimates: dict[bool, list[float]] = {True: [], False: []}
+    # running time and time slices between descheduled gaps: lock runs / the others
+    stretches = {True: np.zeros(2), False: np.zeros(2)}
     hogwild_write: tuple[float, int] | None = None  # from the most workers on own cores
     for alg, workers in sorted({(r.algorithm, int(r.workers)) for r in sel.itertuples()}):
         rows = sel[(sel["algorithm"] == alg) & (sel["workers"] == workers)]
         ids = sorted(rows["run_id"])
-        entry, samples, burst, hand, gaps = _configuration(
+        entry, samples, ran_slices, hand = _configuration(
             res, ids, alg, workers, cores, n_params, cal_costs,
             write_hint=hogwild_write if alg == "hogwild" else None,
             coords=_sparse_coords(rows))
@@ -361,22 +368,19 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
             hogwild_write = (float(entry["hogwild_write_s"]), workers)
         configs.append(entry)
         pooled.append(samples)
-        bursts[alg == "lock"].extend(burst)
+        stretches[alg == "lock"] += ran_slices
         handovers.extend(hand)
-        gap_estimates[alg == "lock"].extend(gaps)
-    # A worker's uninterrupted burst between two descheduled gaps is one time slice; lock
-    # workers' bursts also end when they block on the lock, so for lock-only folders the
-    # slice comes from the gaps of runs with one worker more than cores (a preempted worker
-    # then waits one slice for its turn).
-    if bursts[False] and float(np.median(bursts[False])) > 0:
-        time_slice = float(np.median(bursts[False]))
-        slice_source = (f"measured: median of {len(bursts[False])} uninterrupted bursts in "
-                        "oversubscribed runs")
-    elif gap_estimates[True] and float(np.median(gap_estimates[True])) > 0:
-        time_slice = float(np.median(gap_estimates[True]))
-        slice_source = (f"measured: median of {len(gap_estimates[True])} descheduled gaps "
-                        "in lock runs with one worker more than the cores they had (other "
-                        "processes may have taken some)")
+    # The slice: running time per slice between descheduled gaps, from the runs of other
+    # algorithms than lock if any were oversubscribed (a lock worker blocked behind a
+    # descheduled holder shows a gap of its own too)
+    for lock in (False, True):
+        ran, slices = stretches[lock]
+        if slices > 0 and ran > 0:
+            time_slice = float(ran / slices)
+            runs = "lock runs" if lock else "runs"
+            slice_source = (f"measured: running time per slice between descheduled gaps "
+                            f"({int(slices)} slices) in oversubscribed {runs}")
+            break
     else:
         time_slice = DEFAULT_TIME_SLICE
         slice_source = "default (no oversubscribed run to measure it)"
@@ -517,15 +521,15 @@ def _sparse_coords(runs: Any) -> float | None:
 def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_params: int,
                    cal: dict[str, float], write_hint: tuple[float, int] | None = None,
                    coords: float | None = None):
-    """One configuration's entry, its pooled compute samples, bursts, hand-overs, and
-    time-slice estimates from the descheduled gaps.  ``write_hint``: (Hogwild! write time,
-    its workers) from a configuration on its own cores, for an oversubscribed one;
+    """One configuration's entry, its pooled compute samples, the running time and slices
+    between its workers' descheduled gaps (:func:`_stretches`), and its hand-overs.
+    ``write_hint``: (Hogwild! write time, its workers) from a configuration on its own
+    cores, for an oversubscribed one;
     ``coords``: the coordinates an update of these sparse runs wrote (None: dense)."""
     costs = sim_timing_costs(alg, n_params, cal, coords)
     per_worker: list[list[np.ndarray]] = [[] for _ in range(workers)]
-    bursts: list[float] = []
+    ran = slices = 0.0
     handovers: list[float] = []
-    gap_slices: list[float] = []
     left_out = 0
     n_applied = 0
     span = 0.0
@@ -562,22 +566,22 @@ def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_pa
         # samples (a foreign process holding a core), the other gaps left to the scheduler
         foreign = max(eff_cores * run_span - len(up) * float(short.mean()), 0.0) \
             if run_over and short.size else 0.0
+        if foreign < EDGE_SLACK * eff_cores * run_span:  # the run's edges, not a process
+            foreign = 0.0
         keep_long = _foreign_gaps(cyc, longs, foreign)
         # Undisturbed cycles that add up to more core time than the cores had still hold
         # waits: a gradient much longer than the scheduler's slice is interrupted in every
         # cycle, evenly, so no cycle stands out as descheduled.  Their share of the cores is
         # what a cycle's own work took (2 % of slack for the edges of the run).
-        interleaved = eff_cores / eff if run_over and eff > 1.02 * eff_cores else 1.0
+        interleaved = eff_cores / eff if run_over and eff > (1 + EDGE_SLACK) * eff_cores else 1.0
         for w, ((c, a), long) in enumerate(zip(cyc, longs, strict=True)):
             if c.size == 0:
                 continue
             if run_over:
+                r, n = _stretches(c, long)  # (a gap kept as compute still ended a slice)
+                ran, slices = ran + r, slices + n
                 long = long & ~keep_long[w]
                 left_out += int(long.sum())
-                bursts.extend(_bursts(c, long).tolist())
-                if workers == eff_cores + 1:  # with more, blocked lock waiters skew it
-                    med = float(np.median(c))
-                    gap_slices.extend((c[long] - med).tolist())
                 c, a = c[~long] * interleaved, a[~long]
             comp = np.maximum(c - get_algorithm(alg).cycle.overhead(a, costs), 0.0)
             per_worker[w].append(comp)
@@ -634,7 +638,7 @@ def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_pa
         entry["leashed"] = {"failed_per_update": failed / max(n_applied, 1),
                             "dropped_share": dropped / max(n_applied + dropped, 1),
                             "tries_per_update": tries / max(n_applied, 1)}
-    return entry, allc, bursts, handovers, gap_slices
+    return entry, allc, (ran, slices), handovers
 
 
 def _cores_used(eff: float, cores: int) -> int:
