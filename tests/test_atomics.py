@@ -518,35 +518,54 @@ def test_spin_wait_sees_store_from_another_thread():
 
 @njit(nogil=True)
 def _publish_rows(data, flag, n):
-    """n messages: the payload with plain stores, then its number with a release store."""
+    """Up to n messages: the payload with plain stores, then its number with a release store;
+    stops early when ``flag[2]`` is set.  Returns the messages published."""
     for i in range(1, n + 1):
         while load_acquire(flag, 1) != i - 1:  # the reader took the previous one
+            if atomic_load(flag, 2) != 0:
+                return i - 1
             sched_yield()
         data[0] = i
         data[1] = 2 * i
         store_release(flag, 0, i)
-    return 0
+    return n
 
 
 @njit(nogil=True)
 def _take_rows(data, flag, n):
-    """Wait for each message by an acquire load and check its payload; returns mismatches."""
+    """Wait for each message by an acquire load and check its payload (until ``flag[2]`` is
+    set); returns (mismatches, messages taken)."""
     bad = 0
     for i in range(1, n + 1):
         while load_acquire(flag, 0) != i:
+            if atomic_load(flag, 2) != 0:
+                return bad, i - 1
             sched_yield()
         if data[0] != i or data[1] != 2 * i:
             bad += 1
         store_release(flag, 1, i)
-    return bad
+    return bad, n
 
 
 def test_release_acquire_hands_over_plain_stores_between_threads():
-    data, flag = np.zeros(2, np.int64), np.zeros(2, np.int64)
+    # Every hand-over needs both threads on a core in turn: idle, the 20,000 take
+    # milliseconds; beside busy processes each may cost a time slice (14,324 in 60 s seen),
+    # so the run stops after 10 s and every message taken by then is checked
+    data, flag = np.zeros(2, np.int64), np.zeros(3, np.int64)
     n = 20_000
-    run = run_threads([(_publish_rows, (data, flag, n)), (_take_rows, (data, flag, n))],
-                      timeout=60)
-    assert run.results == [0, 0] and flag.tolist() == [n, n]
+    stop = threading.Timer(10.0, lambda: atomic_store(flag, 2, 1))
+    stop.start()
+    try:
+        run = run_threads([(_publish_rows, (data, flag, n)), (_take_rows, (data, flag, n))],
+                          timeout=60)
+    finally:
+        stop.cancel()
+    published, (bad, taken) = run.results
+    assert bad == 0, f"{bad} of {taken} messages seen with a stale payload"
+    assert taken >= min(n, 1000), f"only {taken} hand-overs in 10 s"
+    assert published in (taken, taken + 1) and flag[1] == taken
+    if not flag[2]:
+        assert taken == n and flag.tolist()[:2] == [n, n]
 
 
 def test_threads_run_in_parallel_without_gil():

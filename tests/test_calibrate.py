@@ -86,17 +86,32 @@ def test_calibration_file_records_source_machine_and_models(real_folder, cal_fil
     assert load_calibration(cal_file).data == data
 
 
-def test_calibrated_sim_reproduces_real_lock_throughput(real_folder, cal_file):
-    res = load_results(real_folder)
+def _sim_over_real(folder, cal_path, m: int) -> float:
+    """Updates/s of the calibrated simulation of lock with ``m`` workers over the measured."""
+    res = load_results(folder)
+    rid = res.runs[res.runs["workers"] == m]["run_id"].iloc[0]
+    real = res.updates[res.updates["run_id"] == rid]
+    rec = SimRun(sim_spec(cal_path, workers=m), progress=False).run()
+    s = rec.summary
+    assert s["calibrated"] is True and s["calibration"] == str(cal_path)
+    assert s["calibration_match"] == "exact" and s["prediction"] is False
+    assert s["compute"] == "calibrated (empirical)"
+    return records_throughput(rec.updates) / records_throughput(real)
+
+
+def test_calibrated_sim_reproduces_real_lock_throughput(real_folder, cal_file, tmp_path):
     for m in (1, 2):
-        rid = res.runs[res.runs["workers"] == m]["run_id"].iloc[0]
-        real = res.updates[res.updates["run_id"] == rid]
-        rec = SimRun(sim_spec(cal_file, workers=m), progress=False).run()
-        s = rec.summary
-        assert s["calibrated"] is True and s["calibration"] == str(cal_file)
-        assert s["calibration_match"] == "exact" and s["prediction"] is False
-        assert s["compute"] == "calibrated (empirical)"
-        ratio = records_throughput(rec.updates) / records_throughput(real)
+        ratio = _sim_over_real(real_folder, cal_file, m)
+        if not 1 / 1.5 < ratio < 1.5:
+            # The runs last ~0.2 s: a burst of other load in one (the suite's other process)
+            # is more than a calibration can take out (1.84 seen in a loaded suite).  Measure
+            # once more, calibrate from that run alone and hold it to the same bound.
+            exp = experiment_from_flags("real", problem=PROBLEM, algorithm="lock", workers=m,
+                                        batch=16, updates=4000)
+            again = run_experiment(exp, out=tmp_path / f"m{m}", progress=False,
+                                   echo=lambda _m: None).folder
+            cal = calibrate(again).save(tmp_path / f"m{m}.json")
+            ratio = _sim_over_real(again, cal, m)
         assert 1 / 1.5 < ratio < 1.5, (m, ratio)
 
 
@@ -333,11 +348,19 @@ def test_a_calibrated_sparse_simulation_charges_the_coordinates_not_the_vector(c
     from stalesgd.sim.run import calibrated_timing
 
     cal = load_calibration(cal_file)
+    # Known per-parameter costs instead of the file's micro-measurement: leashed's dense
+    # update is the fused copy-apply minus the copy, max(fused − read, 0) per parameter, and
+    # a loaded machine measured the fused loop below the copy in 5 of 40 measurements (the
+    # dense update then 0, below any sparse one)
     d = cal.data
+    d.update({k: v for k, v in COSTS.items() if k != "source"})
     for algorithm in ("lock", "leashed"):
         spec = sim_spec(cal_file, workers=2, algorithm=algorithm)
         dense = calibrated_timing(cal, spec, {}, 5000).kwargs
         sparse = calibrated_timing(cal, spec, {}, 5000, coords=12.0).kwargs
+        per_param = {"lock": d["update_per_param"],
+                     "leashed": d["fused_per_param"] - d["read_per_param"]}[algorithm]
+        assert dense["update"] == pytest.approx(per_param * 5000)  # the whole vector
         assert sparse["update"] == pytest.approx(d["update_per_param"] * 12.0)
         assert sparse["update"] < dense["update"]
     assert sparse["read"] == pytest.approx(d["read_per_param"] * 5000)  # leashed: whole copy

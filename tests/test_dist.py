@@ -300,6 +300,9 @@ def test_a_parked_worker_holds_no_parameter_copy_and_resumes():
     seen = {}
     t = threading.Thread(target=lambda: seen.setdefault("go_on", w.wait_while_parked()))
     t.start()
+    deadline = time.monotonic() + 5  # (the thread may get its core late on a busy machine)
+    while w.theta.size and time.monotonic() < deadline:
+        time.sleep(0.001)
     time.sleep(0.05)
     seen["parked_sizes"] = (w.theta.size, w.grad.size, w.new.size)
     w.set_active(True)
@@ -312,15 +315,24 @@ def test_a_parked_worker_holds_no_parameter_copy_and_resumes():
 
 
 def test_a_slowed_down_worker_spins_on_the_distributed_engine_too():
-    # worker 1 spins 999 times its gradient (~20 µs here) after each one: it then takes
-    # several times longer per update than worker 0, whose pace Ray's messages set
+    # worker 1 spins 999 times its gradient (~20 µs here) after each one.  Its spin is seen
+    # in its own span from the pull's arrival to its push (gradient and spin, the worker's
+    # clock, no message in it): a median 1500-3300 times worker 0's on a loaded machine.  Its
+    # share of the updates is not asserted beyond "fewer": Ray's messages set worker 0's
+    # pace, and on a loaded machine they took 70-180 ms a cycle, so that the spinning
+    # worker's share went from a fifth up to 0.375 (2 of 4 runs beside three busy processes)
     spec = spec_for("ray", "lock", 2, updates=None, seconds=3.0, slowdown="1=1000")
     spec = dataclasses.replace(spec, problem=dataclasses.replace(spec.problem,
                                                                  name="mlp-synthetic"))
     _, rec = run(spec)
-    workers = applied(rec)["worker"]
+    rows = applied(rec)
+    workers = rows["worker"]
     assert rec.summary["slowdown"] == "1=1000"
-    assert np.mean(workers == 1) < 0.35, np.bincount(workers)
+    counts = np.bincount(workers, minlength=2)
+    assert 0 < counts[1] < counts[0], counts
+    span = rows["t_pushed"] - rows["t_pulled"]  # its gradient (and spin), on its own clock
+    slow, plain = np.median(span[workers == 1]), np.median(span[workers == 0])
+    assert slow > 100 * plain, (slow, plain)
 
 
 @pytest.mark.parametrize("algorithm", [
@@ -372,8 +384,18 @@ def test_a_stop_cuts_spins_and_message_delays_short(extra):
     spec = dataclasses.replace(spec, problem=dataclasses.replace(
         spec.problem, name="mlp-synthetic", batch=4096))
     r = RayRun(spec, progress=False)
-    t = time.monotonic()
+    started = []
+    start_actors = r._start_actors
+
+    def start_then_note_the_time(ray_):
+        start_actors(ray_)
+        started.append(time.monotonic())
+    r._start_actors = start_then_note_the_time
     rec = r.run()
     assert rec.summary["stop_reason"] == "seconds"
     assert rec.summary["seconds"] < 2.5, rec.summary["seconds"]
-    assert time.monotonic() - t < 30  # (start-up included)
+    # nothing after the stop waits for a spin or a delayed message either (beside three
+    # busy processes: 1.2-1.4 s from the actors' start to the end).  The start-up itself
+    # (actor processes, their kernels compiled) is not timed: it runs no spin or delayed
+    # message, and on that loaded machine it alone took 40 s (the whole run 42-44 s)
+    assert time.monotonic() - started[0] < 10
