@@ -478,6 +478,17 @@ def test_a_gradient_longer_than_the_slice_is_deconvolved(tmp_path):
     assert entry["oversubscribed"] and entry["effective_cores"] == 2
     assert entry["preempted_cycles"] == 0  # no cycle stood out
     assert entry["compute"]["mean"] == pytest.approx(grad, rel=0.05)
+    # Two cycles of worker 0 held up by 0.1 s more stand out, but the slices hide inside
+    # every cycle: no slice estimate (a real LeNet-5 run at batch 128 had 4 ms slices, and
+    # running time between such hold-ups per hold-up made it 150-260 ms)
+    w0 = np.flatnonzero(worker == 0)
+    for i in (w0[20], w0[30]):
+        t_read[i:][worker[i:] == 0] += 0.1
+    path = fake_folder(tmp_path / "held", "leashed", m, cores, {
+        "worker": worker, "t_read": t_read, "t_apply": t_read + 19e-3})
+    cal = calibrate(path, costs=COSTS)
+    assert cal.configuration("leashed", m)["preempted_cycles"] == 2
+    assert cal.data["time_slice"] == 4e-3 and cal.data["time_slice_source"].startswith("default")
 
 
 def test_calibrate_refuses_folders_without_real_runs(tmp_path):
