@@ -158,7 +158,10 @@ def test_a_writer_waits_for_room_and_loses_no_row():
         _write(ring, ctrl, k)
     writer = threading.Thread(target=_write, args=(ring, ctrl, 4))
     writer.start()
-    time.sleep(0.1)
+    deadline = time.monotonic() + 10  # (a busy machine may start the thread late)
+    while ctrl[C_RECORD_WAITS] == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    time.sleep(0.05)  # it keeps waiting, and counts one wait, not one per try
     assert writer.is_alive() and ring[F_STAMP] == 0.0  # row 0 not drained: no room
     assert ctrl[C_RECORD_WAITS] == 1
     out = DrainBuffer(4, dropped=False)
