@@ -158,14 +158,15 @@ def measure(problem: Problem, batch: int, algs: list[str], workers: list[int], r
         alg, m, seed = str(r.algorithm), int(r.workers), int(r.seed)
         real_up = res.updates[res.updates["run_id"] == r.run_id]
         n = int((~real_up["dropped"].to_numpy(bool)).sum())
-        path = root / f"cal-{problem.name}-b{batch}-{r.run_id}.json"
+        # (named by the block's folder: MLPs of other widths share a problem name)
+        path = root / f"cal-{folder.name}-{r.run_id}.json"
         calibrate(folder, runs=[r.run_id], costs=costs).save(path)
         rows.append((alg, m, seed, "in", compare(real_up, simulate(
             problem, batch, alg, m, n, path, seed, data_dir))))
         if m > fit_workers:
             same = runs[(runs["algorithm"] == alg) & (runs["seed"] == seed)
                         & (runs["workers"] <= fit_workers)]
-            path = root / f"cal-{problem.name}-b{batch}-{alg}-s{seed}-m{fit_workers}.json"
+            path = root / f"cal-{folder.name}-{alg}-s{seed}-m{fit_workers}.json"
             if not path.exists():
                 calibrate(folder, runs=list(same["run_id"]), max_workers=fit_workers,
                           costs=costs).save(path)
