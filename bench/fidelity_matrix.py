@@ -312,8 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "An in-sample calibration of an oversubscribed run takes the scheduler's gaps out of "
         "the measured cycles and estimates the time slice as a worker's running time between "
-        "descheduled gaps per gap (a simulated oversubscribed run calibrates back to itself "
-        "within TV 0.01; on the machine of 2026-12-07 it found 3.7–5.5 ms, about the 4 ms "
+        "descheduled gaps per gap (simulated oversubscribed runs calibrate back to themselves "
+        "within TV 0.003–0.054; on the machine of 2026-12-07 it found 3.7–5.5 ms, about the 4 ms "
         "tick of a 250 Hz kernel); where gradients outlast the slice no cycle stands out and "
         "the default 4 ms is used. Two effects seen in real runs of 2026-12-07 that the model "
         "does not have: stretches of a run in which the workers share one core although each has "

@@ -53,3 +53,15 @@ def test_a_quick_run_writes_the_page(fm, tmp_path):
     text = page.read_text()
     assert "## MLP 784-128-10, synthetic, batch 16" in text and "| lock | 4 |" in text
     assert "out of sample, m > 2" in text
+
+
+def test_blocks_of_one_problem_name_keep_their_own_calibrations(fm, tmp_path):
+    # two MLP widths share the problem name: each block's prediction must come from its own
+    # runs (the second took the first's m <= 1 file and stopped on its parameter count)
+    for hidden in ([8], [8, 8]):
+        problem = fm.Problem(f"MLP {hidden}", "mlp-synthetic",
+                             {"hidden": hidden, "n_features": 20, "n_train": 500})
+        rows = fm.measure(problem, 16, ["lock"], [1, 3], 1, 0.3, 1, tmp_path, None)
+        kinds = sorted((m, kind) for _alg, m, _seed, kind, _x in rows)
+        assert kinds == [(1, "in"), (3, "in"), (3, "out")]
+    assert len(list(tmp_path.glob("cal-*-lock-s0-m1.json"))) == 2
