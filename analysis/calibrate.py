@@ -38,9 +38,13 @@ bracket read, compute and update together.  They come from a **micro-measurement
 same loops on this machine at calibration time (copy, apply, fused copy-apply, one
 compare-and-swap), recorded in the file with the host name.  Lock hand-over is estimated
 from the records (a different worker's ``t_read`` right after a ``t_apply``); the scheduler
-time slice from oversubscribed runs (a worker's running time between its first and last
-descheduled gap per gap in between), else the simulator's default.  Cores come from
-``machine.json``.
+time slice from oversubscribed runs (a worker's running time from its first to its last
+descheduled gap per gap after the first; not from runs in which every cycle holds waits,
+and not above :data:`MAX_SLICE`), else the simulator's default.  With fewer workers waiting
+than cores (m < 2 × cores) it is biased when the scheduler hands a preempted worker the next
+slice end of another core, as the simulator's one run queue does: its waits are then often
+too short to stand out (simulated m = 3 on 2 cores: twice the slice); Linux's per-core run
+queues rather leave one worker alone on a core.  Cores come from ``machine.json``.
 
 Pooling: one compute model **per configuration** (algorithm, workers) of the folder, with
 per-worker samples, plus a **pooled** model over all configurations.  A simulation of a
@@ -60,7 +64,8 @@ which is what "oversubscribed" is judged against and what a calibrated simulatio
 core time other processes took within those cores is put back as long compute samples
 (randomly chosen descheduled cycles, until their excess adds up to it): in the simulator a
 worker then holds a core while a foreign process would have, so throughput and the partial
-overlap of workers match.
+overlap of workers match.  Less than :data:`EDGE_SLACK` of the run's core time is taken for
+the run's edges (workers starting and stopping apart), not for another process.
 
 Runs with workers slowed down on purpose (``slowdown``, :mod:`stalesgd.slowdown`) are left
 out (``source.skipped_run_ids``): a calibration describes the machine's workers as they are,
@@ -97,8 +102,11 @@ __all__ = [
 
 #: algorithms whose records can be calibrated (``sync`` logs only worker 0's rounds)
 CALIBRATABLE = tuple(a.name for a in ALGORITHMS.values() if a.calibratable)
-#: the simulator's default scheduler slice (seconds), used when no run was oversubscribed
+#: the simulator's default scheduler slice (seconds), used when no oversubscribed run shows it
 DEFAULT_TIME_SLICE = 4e-3
+#: the longest slice an estimate may give (seconds; Linux's are a few milliseconds): above it
+#: too few gaps stood out to measure one, and the default is used
+MAX_SLICE = 0.1
 #: share of a run's core time that its edges (workers starting and stopping apart) leave
 #: unused: less core time missing than this is not another process's
 EDGE_SLACK = 0.02
@@ -375,7 +383,7 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
     # descheduled holder shows a gap of its own too)
     for lock in (False, True):
         ran, slices = stretches[lock]
-        if slices > 0 and ran > 0:
+        if slices > 0 and 0 < ran <= MAX_SLICE * slices:
             time_slice = float(ran / slices)
             runs = "lock runs" if lock else "runs"
             slice_source = (f"measured: running time per slice between descheduled gaps "
@@ -384,7 +392,8 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
     else:
         time_slice = DEFAULT_TIME_SLICE
         slice_source = ("default (no oversubscribed run to measure it in: none, or only runs "
-                        "whose gradients outlast the slice, so that no cycle stands out)")
+                        "in which no cycle stands out, such as gradients that outlast the "
+                        f"slice, or too few gaps for a slice of at most {MAX_SLICE:g} s)")
     if len(handovers) >= 10:
         handover = float(np.median(handovers))
         handover_source = f"measured: median of {len(handovers)} contended hand-overs"

@@ -366,9 +366,9 @@ def test_a_calibrated_sparse_simulation_charges_the_coordinates_not_the_vector(c
     assert sparse["read"] == pytest.approx(d["read_per_param"] * 5000)  # leashed: whole copy
 
 
-def test_oversubscribed_run_gives_time_slice_and_drops_descheduled_gaps(tmp_path):
-    # hogwild, 3 workers round-robin on 1 core, bursts of 200 cycles of 10 us (a 2 ms slice)
-    m, cycle, per_burst, rounds = 3, 10e-6, 200, 6
+def round_robin(m: int, cycle: float, per_burst: int, rounds: int):
+    """(worker, t_read) of ``m`` workers taking turns on one core, ``per_burst`` cycles of
+    ``cycle`` seconds a turn."""
     worker, t_read = [], []
     now = 0.0
     for _ in range(rounds):
@@ -377,8 +377,14 @@ def test_oversubscribed_run_gives_time_slice_and_drops_descheduled_gaps(tmp_path
                 worker.append(w)
                 t_read.append(now)
                 now += cycle
-    t_read = np.array(t_read)
-    path = fake_folder(tmp_path, "hogwild", m, 1, {"worker": np.array(worker, np.int32),
+    return np.array(worker, np.int32), np.array(t_read)
+
+
+def test_oversubscribed_run_gives_time_slice_and_drops_descheduled_gaps(tmp_path):
+    # hogwild, 3 workers round-robin on 1 core, bursts of 200 cycles of 10 us (a 2 ms slice)
+    m, cycle, per_burst, rounds = 3, 10e-6, 200, 6
+    worker, t_read = round_robin(m, cycle, per_burst, rounds)
+    path = fake_folder(tmp_path, "hogwild", m, 1, {"worker": worker,
                                                     "t_read": t_read, "t_apply": t_read + 9e-6})
     cal = calibrate(path, costs=COSTS)
     entry = cal.configuration("hogwild", m)
@@ -426,6 +432,17 @@ def test_descheduled_gaps_are_found_when_most_cycles_have_one(tmp_path):
     assert entry["oversubscribed"] and entry["effective_cores"] == 2
     u = COSTS["update_per_param"] * cal.data["problem"]["n_params"] + COSTS["cas_cost"]
     assert entry["compute"]["mean"] == pytest.approx(grad - u, rel=0.02)
+
+
+def test_a_slice_longer_than_any_scheduler_gives_is_not_taken(tmp_path):
+    # turns of 0.2 s (20,000 cycles of 10 us): too few gaps stood out to tell a slice, the
+    # default stays (a file with a slice beyond the loader's bound would not load)
+    worker, t_read = round_robin(3, 10e-6, 20_000, 3)
+    path = fake_folder(tmp_path, "hogwild", 3, 1, {"worker": worker, "t_read": t_read,
+                                                    "t_apply": t_read + 9e-6})
+    cal = calibrate(path, costs=COSTS)
+    assert cal.configuration("hogwild", 3)["preempted_cycles"] == 6
+    assert cal.data["time_slice"] == 4e-3 and "at most 0.1 s" in cal.data["time_slice_source"]
 
 
 @pytest.mark.parametrize("algorithm, workers", [("hogwild", 4), ("hogwild", 8), ("lock", 4)])
