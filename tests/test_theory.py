@@ -221,10 +221,10 @@ def test_fast_enough():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((500, 10))
     y = X @ rng.standard_normal(10) + 0.1 * rng.standard_normal(500)
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # (CPU time: waits for a core on a busy machine do not count)
     c = expected_curve((X, y), geometric_pdf(10.0, 40), "constant", lr=0.005, batch=8,
                        updates=10_000, theta0=np.zeros(10), eval_at=[10_000], split="train")
-    assert time.perf_counter() - t0 < 10.0
+    assert time.process_time() - t0 < 10.0
     assert np.isfinite(c.train_gap[0]) and c.train_gap[0] < 0.01
 
 
