@@ -48,15 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["hogwild_process", "leashed_process", "lock_process", "sync_process"]
 
 
-def _work(sim: Simulation, w: int, d: float) -> Generator[simpy.Event, None, None]:
-    """Worker ``w`` computes ``d`` seconds: a timeout, or through the machine's scheduler
-    when workers outnumber cores."""
-    if sim.oversubscribed:
-        yield from sim.machine.run(w, d)
-    elif d > 0.0:
-        yield sim.env.timeout(d)
-
-
 def _take_lock(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
     """Worker ``w`` takes the lock, waiting without a core while it is held."""
     ev = sim.lock.try_acquire()
@@ -81,7 +72,7 @@ def hogwild_process(sim: Simulation, w: int) -> Generator[simpy.Event, None, Non
         d = rd.next() + comp.next()
         u = upd.next()
         d += cas
-        yield from _work(sim, w, d)
+        yield from sim.work(w, d)
         # As the real worker: the update index is claimed (fetch-add) before the
         # element-wise update, so τ counts the claims between the read and this claim,
         # not those made while this worker writes.
@@ -91,7 +82,7 @@ def hogwild_process(sim: Simulation, w: int) -> Generator[simpy.Event, None, Non
         rows.add(t1, w, t_read, env.now + u, t1 - t0, eta, 1, False)
         sim.applied()
         if u > 0.0:
-            yield from _work(sim, w, u)
+            yield from sim.work(w, u)
 
 
 def lock_process(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
@@ -132,7 +123,7 @@ def lock_process(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
         t1 = sim.v
         d = upd.next()
         if d > 0.0:
-            yield from _work(sim, w, d)
+            yield from sim.work(w, d)
         sim.v = t1 + 1
         eta = math.nan if hook is None else hook.apply(w, t0, t1)
         rows.add(t1, w, t_read, env.now, t1 - t0, eta, 1, False)
@@ -155,14 +146,14 @@ def leashed_process(sim: Simulation, w: int) -> Generator[simpy.Event, None, Non
         t0 = sim.v
         if hook is not None:
             hook.read(w, t0)
-        yield from _work(sim, w, cas + comp.next())
+        yield from sim.work(w, cas + comp.next())
         attempts = 0
         while True:
             attempts += 1
             t1 = sim.v  # copy the latest published version
             d = rd.next() + upd.next() + cas
             if d > 0.0:
-                yield from _work(sim, w, d)
+                yield from sim.work(w, d)
             if sim.v == t1:  # compare-and-swap succeeds
                 sim.v = t1 + 1
                 eta = math.nan if hook is None else hook.apply(w, t0, t1)
@@ -184,7 +175,7 @@ def sync_process(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
         t0 = sim.v
         if hook is not None:
             hook.read(w, t0)
-        yield from _work(sim, w, rd.next() + comp.next())
+        yield from sim.work(w, rd.next() + comp.next())
         sim.arrived.append(w)
         if len(sim.arrived) < sim.workers:
             yield from sim.block(w, sim.round_event)
@@ -192,7 +183,7 @@ def sync_process(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
         # the last worker to arrive applies the averaged update
         d = upd.next()
         if d > 0.0:
-            yield from _work(sim, w, d)
+            yield from sim.work(w, d)
         k = sim.v
         sim.v = k + 1
         eta = math.nan if hook is None else hook.apply_mean(tuple(sim.arrived), k)

@@ -47,17 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["Network", "hogwild_ps", "leashed_ps", "lock_ps", "sync_ps"]
 
 
-def _cpu(sim: Simulation, w: int, d: float) -> Generator[simpy.Event, None, None]:
-    """Worker ``w`` computes for ``d`` seconds: on the machine every process shares
-    (``Network.cores``), else on the simulation's cores when workers outnumber them."""
-    if sim.ps.cpu is not None:
-        yield from sim.ps.cpu.run(d)
-    elif sim.oversubscribed:
-        yield from sim.machine.run(w, d)
-    elif d > 0.0:
-        yield sim.env.timeout(d)
-
-
 def _pull(sim: Simulation, w: int, s: int, rd: Sampler, share: float = 1.0,
           after: int = 0) -> simpy.Event:
     """Worker ``w`` asks server ``s`` for its θ (``share`` of it) and the version v (for
@@ -108,7 +97,7 @@ def lock_ps(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
             continue
         t_read = env.now
         t0 = yield from sim.block(w, _pull(sim, w, 0, rd))
-        yield from _cpu(sim, w, comp.next())
+        yield from sim.work(w, comp.next())
 
         def push(t0=t0, t_read=t_read):
             return upd.next(), lambda: _apply(sim, w, t0, sim.v, t_read)
@@ -124,7 +113,7 @@ def sync_ps(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
     after = 0
     while True:
         version = yield from sim.block(w, _pull(sim, w, 0, rd, after=after))
-        yield from _cpu(sim, w, comp.next())
+        yield from sim.work(w, comp.next())
 
         def push(version=version):
             if version != sim.v:
@@ -162,11 +151,11 @@ def leashed_ps(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
             continue
         t_read = env.now
         t0 = yield from sim.block(w, _pull(sim, w, 0, rd))
-        yield from _cpu(sim, w, comp.next())
+        yield from sim.work(w, comp.next())
         t1, attempts = t0, 0
         while True:
             attempts += 1
-            yield from _cpu(sim, w, upd.next())  # θ' = θ_t1 − η g, on the worker
+            yield from sim.work(w, upd.next())  # θ' = θ_t1 − η g, on the worker
 
             def publish(t0=t0, t1=t1, t_read=t_read, attempts=attempts):
                 ok = sim.v == t1
@@ -209,7 +198,7 @@ def hogwild_ps(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
         pulls = [_pull(sim, w, s, rd, share) for s in range(shards)]
         yield from sim.block(w, simpy.AllOf(env, pulls))
         t0 = pulls[0].value
-        yield from _cpu(sim, w, comp.next())
+        yield from sim.work(w, comp.next())
 
         def claim(t0=t0, t_read=t_read):
             def granted():  # k = the count so far; the reply carries no θ

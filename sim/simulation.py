@@ -288,6 +288,17 @@ class Simulation:
         self._watch = callback if math.isfinite(self._watch_k) else None
         self.next_check = min(self.next_check, self._watch_k)
 
+    def work(self, w: int, d: float) -> Generator[simpy.Event, None, None]:
+        """(SimPy) Worker ``w`` computes ``d`` seconds: on the machine every process shares
+        (the parameter-server topology's ``Network.cores``), else through the scheduler when
+        workers outnumber cores, else as a plain timeout."""
+        if self.ps is not None and self.ps.cpu is not None:
+            yield from self.ps.cpu.run(d)
+        elif self.oversubscribed:
+            yield from self.machine.run(w, d)
+        elif d > 0.0:
+            yield self.env.timeout(d)
+
     def block(self, w: int, event: simpy.Event) -> Generator[simpy.Event, None, Any]:
         """(SimPy) Worker ``w`` waits for ``event`` without a core (when workers outnumber
         cores it gives its core up, and queues for one when woken); returns its value."""

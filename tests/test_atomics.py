@@ -77,14 +77,20 @@ def _cas_counter(arr, m):
 
 
 @njit(nogil=True)
-def _start_together(start, n):
-    """Arrive at the start line and wait (bounded) until n threads have arrived."""
-    atomic_add(start, 0, 1)
+def _wait_for(counter, i, n):
+    """Wait (bounded) until ``counter[i]`` reaches n."""
     spins = 0
-    while atomic_load(start, 0) < n and spins < 100_000_000:
+    while atomic_load(counter, i) < n and spins < 100_000_000:
         spins += 1
         if spins % SPINS_BEFORE_YIELD == 0:
             sched_yield()
+
+
+@njit(nogil=True)
+def _start_together(start, n):
+    """Arrive at the start line and wait (bounded) until n threads have arrived."""
+    atomic_add(start, 0, 1)
+    _wait_for(start, 0, n)
 
 
 @njit(nogil=True)
@@ -117,11 +123,7 @@ def _hold_then_release(lock, start, n):
     """Release the lock the test took for this thread once the n threads of
     :func:`_locked_pair` have said they are about to acquire it, and a while later (bounded
     waits): their first acquires find it held however the scheduler places the threads."""
-    spins = 0
-    while atomic_load(start, 1) < n and spins < 100_000_000:
-        spins += 1
-        if spins % SPINS_BEFORE_YIELD == 0:
-            sched_yield()
+    _wait_for(start, 1, n)
     for _ in range(20_000):
         cpu_relax()
     spin_lock_release(lock, 0)
