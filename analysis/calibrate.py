@@ -125,16 +125,18 @@ MACHINE_FIELDS = ("hostname", "cpu_model", "machine", "logical_cores", "physical
 
 def worker_cycles(updates, workers: int) -> list[dict[str, np.ndarray]]:
     """Per worker, in ``t_read`` order: ``cycle`` (next ``t_read`` − this ``t_read``),
-    ``gap`` (next ``t_read`` − this ``t_apply``) and ``attempts`` of the update that the
-    cycle starts with (dropped gradients included, as they use the worker's time too)."""
+    ``gap`` (next ``t_read`` − this ``t_apply``), and ``attempts`` and ``tau`` of the update
+    that the cycle starts with (dropped gradients included, as they use the worker's time
+    too)."""
     out = []
     for w in range(int(workers)):
         rows = updates[updates["worker"] == w].sort_values("t_read")
         tr = rows["t_read"].to_numpy(np.float64)
         ta = rows["t_apply"].to_numpy(np.float64)
         att = rows["attempts"].to_numpy(np.int64) if "attempts" in rows else np.ones(tr.size)
+        tau = rows["tau"].to_numpy(np.int64) if "tau" in rows else np.zeros(tr.size, np.int64)
         out.append({"cycle": np.diff(tr), "gap": tr[1:] - ta[:-1], "attempts": att[:-1],
-                    "t_read": tr[:-1]})
+                    "tau": tau[:-1], "t_read": tr[:-1]})
     return out
 
 
@@ -545,6 +547,8 @@ def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_pa
     span = 0.0
     taus = []
     effs: list[float] = []
+    short_cycles: list[np.ndarray] = []  # cycles without a descheduled gap, and their τ
+    short_taus: list[np.ndarray] = []
     failed = dropped = tries = 0.0
     over = False
     for rid in ids:
@@ -562,10 +566,13 @@ def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_pa
         failed += float((att[~dropped_mask] - 1).sum() + att[dropped_mask].sum())
         dropped += float(dropped_mask.sum())
         tries += float(att[~dropped_mask].sum())
-        cyc = [(x["cycle"][WARMUP_CYCLES:], x["attempts"][WARMUP_CYCLES:])
-               for x in worker_cycles(up, workers)]
+        cycles = worker_cycles(up, workers)
+        cyc = [(x["cycle"][WARMUP_CYCLES:], x["attempts"][WARMUP_CYCLES:]) for x in cycles]
         longs = [c > _long_threshold(c) for c, _ in cyc]
         short = np.concatenate([c[~lg] for (c, _), lg in zip(cyc, longs, strict=True)])
+        short_cycles.append(short)
+        short_taus.extend(x["tau"][WARMUP_CYCLES:][~lg] for x, lg in zip(cycles, longs,
+                                                                         strict=True))
         # effective parallelism: CPU time of the undisturbed cycles per second of the run
         eff = len(up) * float(short.mean()) / run_span if short.size and run_span > 0 else 1.0
         effs.append(eff)
@@ -614,19 +621,31 @@ def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_pa
         extra = write - costs["update"]
         pw = [np.maximum(x - extra, 0.0) for x in pw]
         allc = np.concatenate(pw)
-    elif alg == "hogwild" and workers > 1 and not over and tau.size:
+    elif alg == "hogwild" and workers > 1 and tau.size:
         # The records bracket gradient and element-wise write together (no timestamp at the
         # claim), and under contention the write slows far beyond its micro-measured cost.
-        # With m equal workers on their own cores and independent phases, the other m − 1
+        # With n equal workers running at once and independent phases, the other n − 1
         # workers' claims fall into a worker's read→claim window in proportion to its share
-        # of the cycle: E[τ] ≈ (m − 1)·share.  The rest of the cycle is the write.
-        cycle = float(allc.mean()) + costs["update"] + costs["cas"]
-        share = float(np.clip(tau.mean() / (workers - 1), 0.05, 1.0))
-        write = max((1.0 - share) * cycle, costs["update"])
-        write_source = f"from the measured E[τ] = {tau.mean():.3g} (window share {share:.3g})"
-        extra = write - costs["update"]
-        pw = [np.maximum(x - extra, 0.0) for x in pw]
-        allc = np.concatenate(pw)
+        # of the cycle: E[τ] ≈ (n − 1)·share.  The rest of the cycle is the write.  On its
+        # own cores n = m, from every update; oversubscribed (no configuration on its own
+        # cores to take the write from) n = the cores the run used, from the updates of the
+        # cycles without a descheduled gap (a gap's τ counts the other workers' slices).
+        running = workers if not over else _cores_used(float(np.mean(effs)), cores)
+        window = tau if not over else np.concatenate(short_taus)
+        raw = np.concatenate(short_cycles)
+        if running > 1 and window.size and raw.size:
+            cycle = (float(allc.mean()) + costs["update"] + costs["cas"] if not over
+                     else float(raw.mean()))
+            share = float(np.clip(window.mean() / (running - 1), 0.05, 1.0))
+            write = max((1.0 - share) * cycle, costs["update"])
+            write_source = (f"from the measured E[τ] = {window.mean():.3g} of "
+                            + ("every update" if not over else
+                               f"the cycles without a descheduled gap, {running} workers "
+                               "running at once")
+                            + f" (window share {share:.3g})")
+            extra = write - costs["update"]
+            pw = [np.maximum(x - extra, 0.0) for x in pw]
+            allc = np.concatenate(pw)
     entry: dict[str, Any] = {
         "algorithm": alg,
         "workers": workers,
@@ -659,20 +678,34 @@ def _cores_used(eff: float, cores: int) -> int:
 
 
 def _foreign_gaps(cyc, longs, foreign: float) -> list[np.ndarray]:
-    """Per worker, which long cycles to keep as compute so that their excess over the
-    worker's median cycle adds up to ``foreign`` seconds (chosen in a fixed random order)."""
+    """Per worker, which long cycles to keep as compute (chosen in a fixed random order) so
+    that the samples' mean carries the ``foreign`` seconds of core time spread over every
+    cycle: their excess over the worker's median short cycle (the median of all its cycles
+    is a long one when most are descheduled) adds up to ``foreign`` times the share of all
+    cycles the samples keep.  The other long cycles are left out (the
+    simulator's scheduler adds those gaps), so with ``foreign`` kept whole the long ones
+    made up too large a part of the samples (a fifth of them, at half the measured rate, in
+    a run of 8 workers on 2 cores where half the cycles were descheduled)."""
     keep = [np.zeros(lg.shape, bool) for lg in longs]
     if foreign <= 0:
         return keep
-    cand = [(w, i, float(c[i] - np.median(c))) for w, ((c, _), lg) in
-            enumerate(zip(cyc, longs, strict=True)) for i in np.flatnonzero(lg)]
+    cycles = sum(lg.size for lg in longs)
+    short = sum(int((~lg).sum()) for lg in longs)
+    typical = [float(np.median(c[~lg])) if (~lg).any() else math.nan
+               for (c, _), lg in zip(cyc, longs, strict=True)]
+    fallback = float(np.nanmedian(typical)) if not np.isnan(typical).all() else 0.0
+    cand = [(w, i, float(c[i] - (fallback if math.isnan(typical[w]) else typical[w])))
+            for w, ((c, _), lg) in enumerate(zip(cyc, longs, strict=True))
+            for i in np.flatnonzero(lg)]
     total = 0.0
+    kept = 0
     for j in np.random.default_rng(0).permutation(len(cand)):
-        if total >= foreign:
+        if total >= foreign * (short + kept) / cycles:
             break
         w, i, excess = cand[j]
         keep[w][i] = True
         total += excess
+        kept += 1
     return keep
 
 
