@@ -28,10 +28,12 @@ configuration has m ≥ 2 workers on their own cores its write time is estimated
 measured staleness instead: the other m − 1 workers' claims fall into a worker's read→claim
 window in proportion to that window's share of the cycle, E[τ] ≈ (m − 1)·share, and the rest
 of the cycle is the write (``hogwild_write_s`` in the configuration; the simulation of that
-configuration uses it as the update time).  Oversubscribed configurations (m > cores) give
-no such estimate (time slicing, not the window share, decides τ there); as only ``cores``
-workers write at once, they take the write time of the folder's hogwild configuration with
-the most workers on their own cores, when there is one (``hogwild_write_source`` says so).
+configuration uses it as the update time).  In oversubscribed configurations (m > cores)
+only ``cores`` workers write at once: they take the write time of the folder's hogwild
+configuration with the most workers on their own cores, when there is one; else the same
+estimate is read off the τ of the cycles without a descheduled gap, with the cores the run
+used as the workers running at once (a gap's τ counts other workers' slices, not the
+window); ``hogwild_write_source`` says which.
 
 Read (copy) and update (apply) costs cannot be separated from the records: the timestamps
 bracket read, compute and update together.  They come from a **micro-measurement** of the
@@ -62,10 +64,13 @@ Each run's *effective parallelism* (CPU time of its undisturbed cycles per secon
 whole cores it used (``effective_cores``: rounded up unless within 0.15 of the integer below),
 which is what "oversubscribed" is judged against and what a calibrated simulation uses.  The
 core time other processes took within those cores is put back as long compute samples
-(randomly chosen descheduled cycles, until their excess adds up to it): in the simulator a
-worker then holds a core while a foreign process would have, so throughput and the partial
-overlap of workers match.  Less than :data:`EDGE_SLACK` of the run's core time is taken for
-the run's edges (workers starting and stopping apart), not for another process.
+(randomly chosen descheduled cycles): in the simulator a worker then holds a core while a
+foreign process would have, so throughput and the partial overlap of workers match.  As the
+other descheduled cycles are left out, the long ones kept are as few as makes the samples'
+mean carry that core time spread over every cycle (their excess over a worker's median
+short cycle).  Less than :data:`EDGE_SLACK` of the run's core
+time is taken for the run's edges (workers starting and stopping apart), not for another
+process.
 
 Runs with workers slowed down on purpose (``slowdown``, :mod:`stalesgd.slowdown`) are left
 out (``source.skipped_run_ids``): a calibration describes the machine's workers as they are,
@@ -549,6 +554,7 @@ def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_pa
     effs: list[float] = []
     short_cycles: list[np.ndarray] = []  # cycles without a descheduled gap, and their τ
     short_taus: list[np.ndarray] = []
+    window_ok = True  # whether the short cycles' τ measure a window (no interleaved run)
     failed = dropped = tries = 0.0
     over = False
     for rid in ids:
@@ -591,6 +597,8 @@ def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_pa
         # cycle, evenly, so no cycle stands out as descheduled.  Their share of the cores is
         # what a cycle's own work took (2 % of slack for the edges of the run).
         interleaved = eff_cores / eff if run_over and eff > (1 + EDGE_SLACK) * eff_cores else 1.0
+        if interleaved != 1.0:  # its "short" cycles hold waits too: their τ is no window's
+            window_ok = False
         for w, ((c, a), long) in enumerate(zip(cyc, longs, strict=True)):
             if c.size == 0:
                 continue
@@ -633,7 +641,7 @@ def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_pa
         running = workers if not over else _cores_used(float(np.mean(effs)), cores)
         window = tau if not over else np.concatenate(short_taus)
         raw = np.concatenate(short_cycles)
-        if running > 1 and window.size and raw.size:
+        if running > 1 and (window_ok or not over) and window.size and raw.size:
             cycle = (float(allc.mean()) + costs["update"] + costs["cas"] if not over
                      else float(raw.mean()))
             share = float(np.clip(window.mean() / (running - 1), 0.05, 1.0))
