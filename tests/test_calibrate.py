@@ -428,19 +428,23 @@ def claims_between(t_read: np.ndarray, t_apply: np.ndarray) -> np.ndarray:
 def test_descheduled_gaps_are_found_when_most_cycles_have_one(tmp_path):
     """4 workers on 2 cores, a gradient of 2 ms and a 3 ms slice: each core alternates two
     workers, so most cycles span a gap.  The gradient time must still come out at 2 ms (a
-    threshold on the median let the gaps through: about 3.5 ms)."""
+    threshold on the median let the gaps through: about 3.5 ms).  (Leashed-SGD: the
+    workers of this schedule read in lock-step, a Hogwild! τ no simulation gives.)"""
+    from stalesgd.analysis.calibrate import sim_timing_costs
+
+    from stalesgd.algorithms import get_algorithm
+
     grad, slice_, m, cores, horizon = 2e-3, 3e-3, 4, 2, 0.6
     worker, t_read = two_per_core(grad, slice_, m, cores, horizon)
-    t_apply = t_read + 1.9e-3
-    path = fake_folder(tmp_path, "hogwild", m, cores, {
-        "worker": worker, "t_read": t_read, "t_apply": t_apply,
-        "tau": claims_between(t_read, t_apply)})
+    path = fake_folder(tmp_path, "leashed", m, cores, {
+        "worker": worker, "t_read": t_read, "t_apply": t_read + 1.9e-3})
     cal = calibrate(path, costs=COSTS)
-    entry = cal.configuration("hogwild", m)
+    entry = cal.configuration("leashed", m)
     cycles = np.diff(t_read[worker == 0])
     assert np.median(cycles) > 4e-3  # most cycles do span a gap
     assert entry["oversubscribed"] and entry["effective_cores"] == 2
-    u = COSTS["update_per_param"] * cal.data["problem"]["n_params"] + COSTS["cas_cost"]
+    costs = sim_timing_costs("leashed", cal.data["problem"]["n_params"], COSTS)
+    u = float(get_algorithm("leashed").cycle.overhead(np.ones(1, np.int64), costs)[0])
     assert entry["compute"]["mean"] == pytest.approx(grad - u, rel=0.02)
 
 
@@ -528,6 +532,27 @@ def test_an_oversubscribed_hogwild_run_alone_gives_its_write_time(tmp_path, work
     again = SimRun(spec, progress=False).run().updates
     tau = [np.asarray(x["tau"]) for x in (u, again)]
     assert distances(histogram(tau[1]), histogram(tau[0])).tv < 0.10
+
+
+def test_an_oversubscribed_hogwild_write_is_fitted_where_phases_lock(tmp_path):
+    """Near-constant cycles (cv 0.01) of a short gradient and a long write, 4 workers on 2
+    cores: the two running workers' phases lock, and E[τ] of the cycles without a gap says a
+    window share of 0.13 (write 1.75 ms) where it is 0.2 (write 1.6 ms).  Simulating the
+    configuration for each share finds it (measured: 0.19)."""
+    from stalesgd.analysis.calibrate import sim_timing_costs
+    from stalesgd.sim.engine import simulate_timing
+    from stalesgd.sim.timing import Gamma
+
+    costs = sim_timing_costs("hogwild", 3978, COSTS)
+    made = simulate_timing("hogwild", 4, cores=2, compute=Gamma(0.4e-3, 0.01),
+                           read=costs["read"], update=Gamma(1.6e-3, 0.01),
+                           cas_cost=costs["cas"], updates=8000, seed=1, time_slice=4e-3)
+    u = made.updates
+    path = fake_folder(tmp_path, "hogwild", 4, 2, {
+        k: np.asarray(u[k]) for k in ("worker", "t_read", "t_apply", "tau", "attempts")})
+    entry = calibrate(path, costs=COSTS).configuration("hogwild", 4)
+    assert entry["hogwild_write_source"].startswith("fitted by simulation")
+    assert entry["hogwild_write_s"] == pytest.approx(1.6e-3, rel=0.05)
 
 
 @pytest.mark.parametrize("workers", [4, 8])
