@@ -734,6 +734,8 @@ def _fit_window_share(workers: int, cores: int, per_worker: list[np.ndarray],
                                    time_slice=time_slice)
         except SimulationStalled:  # a cycle of no time at all: not this share
             return math.inf
+        if made.interrupted:  # Ctrl-C: the simulation kept its rows, the fit must stop
+            raise KeyboardInterrupt
         return distances(histogram(np.asarray(made.updates["tau"])), measured).tv
 
     grid = sorted({float(estimate), *WINDOW_SHARES})

@@ -555,6 +555,30 @@ def test_an_oversubscribed_hogwild_write_is_fitted_where_phases_lock(tmp_path):
     assert entry["hogwild_write_s"] == pytest.approx(1.6e-3, rel=0.05)
 
 
+def test_ctrl_c_while_fitting_the_hogwild_write_ends_the_calibration(tmp_path, monkeypatch):
+    import stalesgd.sim.engine as engine
+    from stalesgd.analysis.calibrate import sim_timing_costs
+    from stalesgd.sim.timing import Gamma
+
+    costs = sim_timing_costs("hogwild", 3978, COSTS)
+    made = engine.simulate_timing("hogwild", 4, cores=2, compute=Gamma(1e-3, 0.05),
+                                  read=costs["read"], update=Gamma(1e-3, 0.05),
+                                  cas_cost=costs["cas"], updates=4000, seed=1, time_slice=4e-3)
+    u = made.updates
+    path = fake_folder(tmp_path, "hogwild", 4, 2, {
+        k: np.asarray(u[k]) for k in ("worker", "t_read", "t_apply", "tau", "attempts")})
+    real = engine.simulate_timing
+
+    def interrupted(*args, **kwargs):
+        res = real(*args, **kwargs)
+        res.interrupted = True  # as a simulation that Ctrl-C cut short reports it
+        return res
+
+    monkeypatch.setattr(engine, "simulate_timing", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(path, costs=COSTS)
+
+
 @pytest.mark.parametrize("workers", [4, 8])
 def test_another_process_on_the_cores_costs_the_calibrated_run_its_share(tmp_path, workers):
     """m Hogwild! workers and one more process (a simulated worker m, its rows left out of
