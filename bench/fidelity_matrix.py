@@ -152,7 +152,7 @@ def measure(problem: Problem, batch: int, algs: list[str], workers: list[int], r
     n_params = make_problem(problem.name, **options).model.n_params
     costs = measure_costs(n_params)
     costs["source"] = "micro-benchmark (bench/fidelity_matrix.py)"
-    rows = []
+    rows = repetitions(res)
     runs = res.runs
     for r in runs.sort_values(["algorithm", "seed", "workers"]).itertuples():
         alg, m, seed = str(r.algorithm), int(r.workers), int(r.seed)
@@ -178,6 +178,24 @@ def measure(problem: Problem, batch: int, algs: list[str], workers: list[int], r
     return rows
 
 
+def repetitions(res) -> list[tuple]:
+    """Rows of kind ``reps``: per (algorithm, m), the TV between the PDF(τ) of every two
+    measured repetitions — how far the machine's own runs of one configuration lie apart,
+    the floor under any simulation's distance."""
+    taus: dict[tuple[str, int], list[np.ndarray]] = {}
+    for r in res.runs.sort_values(["algorithm", "workers", "seed"]).itertuples():
+        up = res.updates[res.updates["run_id"] == r.run_id]
+        taus.setdefault((str(r.algorithm), int(r.workers)), []).append(applied_tau(up))
+    rows = []
+    for (alg, m), t in taus.items():
+        for i in range(len(t)):
+            for j in range(i + 1, len(t)):
+                d = distances(histogram(t[i]), histogram(t[j]))
+                rows.append((alg, m, -1, "reps", {"tv": d.tv, "ks": d.ks, "w1": d.w1,
+                                                  "ups": float("nan")}))
+    return rows
+
+
 def _cell(values: list[float], fmt: str) -> str:
     if not values:
         return "–"
@@ -190,14 +208,17 @@ def _cell(values: list[float], fmt: str) -> str:
 def table(rows, algs: list[str], workers: list[int]) -> list[str]:
     """Markdown rows: per (alg, m) the in-sample and out-of-sample medians and spreads."""
     nearest = any(r[3] == "nearest" for r in rows)
+    reps = any(r[3] == "reps" for r in rows)
     out = ["| algorithm | m | TV in sample | updates/s ratio in | TV out of sample | KS out | "
            "W1 out | updates/s ratio out |"
-           + (" TV out, nearest | updates/s ratio out, nearest |" if nearest else ""),
-           "|---|---:|---|---|---|---|---|---|" + ("---|---|" if nearest else "")]
+           + (" TV out, nearest | updates/s ratio out, nearest |" if nearest else "")
+           + (" TV between repetitions |" if reps else ""),
+           "|---|---:|---|---|---|---|---|---|" + ("---|---|" if nearest else "")
+           + ("---|" if reps else "")]
     for alg in algs:
         for m in workers:
             got = {k: [x for a, w, _s, kk, x in rows if a == alg and w == m and kk == k]
-                   for k in ("in", "out", "nearest")}
+                   for k in ("in", "out", "nearest", "reps")}
             out.append(
                 f"| {alg} | {m} | {_cell([x['tv'] for x in got['in']], '.3f')} | "
                 f"{_cell([x['ups'] for x in got['in']], '.2f')} | "
@@ -206,7 +227,8 @@ def table(rows, algs: list[str], workers: list[int]) -> list[str]:
                 f"{_cell([x['w1'] for x in got['out']], '.3g')} | "
                 f"{_cell([x['ups'] for x in got['out']], '.2f')} |"
                 + (f" {_cell([x['tv'] for x in got['nearest']], '.3f')} | "
-                   f"{_cell([x['ups'] for x in got['nearest']], '.2f')} |" if nearest else ""))
+                   f"{_cell([x['ups'] for x in got['nearest']], '.2f')} |" if nearest else "")
+                + (f" {_cell([x['tv'] for x in got['reps']], '.3f')} |" if reps else ""))
     return out
 
 
@@ -239,6 +261,14 @@ def summary(all_rows, fit_workers: int, cores: int) -> list[str]:
                      f"{np.median(list(tv.values())):.3f}, worst {max(tv.values()):.3f}); "
                      f"updates/s within 10 % in {ok_ups} of {len(ups)} (median |error| "
                      f"{100 * np.median([abs(v - 1) for v in ups.values()]):.0f} %)")
+    for pick, what in ((lambda m: m <= cores, f"m ≤ {cores}"), (lambda m: m > cores,
+                                                                   f"m > {cores}")):
+        cells = med("reps", pick)
+        if cells:
+            tv = [float(np.median([x["tv"] for x in v])) for v in cells.values()]
+            lines.append(f"- measured repetitions of one configuration, {what}: median TV "
+                         f"between them {np.median(tv):.3f} over cells (worst "
+                         f"{max(tv):.3f}): how far the machine's own runs lie apart")
     return lines
 
 
@@ -304,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         f"then asked for m > {args.fit_workers}. TV, KS: total variation and "
         "Kolmogorov–Smirnov distance of simulated and measured PDF(τ); W1: Wasserstein-1 in "
         "units of τ; updates/s ratio: simulated ÷ measured (a prediction's speedup over the "
-        "measured one-worker run is off by the same ratio). Timing-only simulations."
+        "measured one-worker run is off by the same ratio). Timing-only simulations. "
+        "TV between repetitions: between the measured runs of one configuration, every two "
+        "repetitions (the floor under a simulation's distance from one of them)."
         + (" *Nearest* columns: the out-of-sample prediction with the compute times of the "
            "same algorithm's measured configuration with the most workers (here m = "
            f"{args.fit_workers}) instead of those of every measured configuration pooled (the "

@@ -45,6 +45,28 @@ def test_the_summary_judges_each_problem_and_batch_apart(fm):
     assert "updates/s within 10 % in 1 of 2" in text
 
 
+def test_repetitions_are_compared_with_each_other(fm):
+    import numpy as np
+    import pandas as pd
+
+    # three repetitions of lock m = 4: two alike (τ 0/1), one all τ = 1
+    taus = {"r0": [0, 1] * 50, "r1": [0, 1] * 50, "r2": [1] * 100}
+    runs = pd.DataFrame({"run_id": list(taus), "algorithm": "lock", "workers": 4,
+                         "seed": [0, 1, 2]})
+    updates = pd.concat(pd.DataFrame({"run_id": rid, "tau": t, "dropped": False})
+                        for rid, t in taus.items())
+    res = type("Res", (), {"runs": runs, "updates": updates})()
+    rows = fm.repetitions(res)
+    assert sorted(round(x["tv"], 3) for *_r, x in rows) == [0.0, 0.5, 0.5]
+    assert all(kind == "reps" for _a, _m, _s, kind, _x in rows)
+    lines = fm.table(rows + [("lock", 4, 0, "in", _x(0.2))], ["lock"], [4])
+    assert lines[0].endswith("| TV between repetitions |")
+    assert lines[-1].endswith("| 0.500 (0.000–0.500) |")
+    text = "\n".join(fm.summary([("a b16", *r) for r in rows], fit_workers=2, cores=2))
+    assert "repetitions of one configuration, m > 2: median TV between them 0.500" in text
+    assert not np.isnan(rows[0][4]["tv"])
+
+
 @pytest.mark.slow
 def test_a_quick_run_writes_the_page(fm, tmp_path):
     page = tmp_path / "fidelity.md"
