@@ -126,11 +126,11 @@ def _block_key(config: dict) -> str:
 
 def measure(problem: Problem, batch: int, algs: list[str], workers: list[int], reps: int,
             seconds: float, fit_workers: int, root: Path, data_dir: str | None,
-            also_nearest: bool = False, reuse: dict | None = None):
+            also_pooled: bool = False, reuse: dict | None = None):
     """Run one (problem, batch) block; returns rows of (alg, m, rep, kind, metrics), kind
-    ``in``, ``out`` and, with ``also_nearest``, ``nearest`` (out of sample, the compute
-    times of the same algorithm's measured configuration nearest below instead of every
-    configuration's pooled).  ``reuse``:
+    ``in``, ``out`` (the simulator's default prediction: the compute times of the same
+    algorithm's measured configuration nearest below) and, with ``also_pooled``, ``pooled``
+    (every measured configuration's compute times pooled instead).  ``reuse``:
     (problem name, batch) -> a results folder of an earlier run of this script, whose real
     runs are taken instead of new ones (to compare calibrations on the same runs)."""
     options = dict(problem.options)
@@ -170,11 +170,11 @@ def measure(problem: Problem, batch: int, algs: list[str], workers: list[int], r
             if not path.exists():
                 calibrate(folder, runs=list(same["run_id"]), max_workers=fit_workers,
                           costs=costs).save(path)
-            rows.append((alg, m, seed, "out", compare(real_up, predict(
-                problem, batch, alg, m, n, path, seed, "pooled", data_dir))))
-            if also_nearest:
-                rows.append((alg, m, seed, "nearest", compare(real_up, predict(
-                    problem, batch, alg, m, n, path, seed, "nearest", data_dir))))
+            rows.append((alg, m, seed, "out", compare(real_up, simulate(
+                problem, batch, alg, m, n, path, seed, data_dir))))
+            if also_pooled:
+                rows.append((alg, m, seed, "pooled", compare(real_up, predict(
+                    problem, batch, alg, m, n, path, seed, "pooled", data_dir))))
     return rows
 
 
@@ -207,18 +207,18 @@ def _cell(values: list[float], fmt: str) -> str:
 
 def table(rows, algs: list[str], workers: list[int]) -> list[str]:
     """Markdown rows: per (alg, m) the in-sample and out-of-sample medians and spreads."""
-    nearest = any(r[3] == "nearest" for r in rows)
+    pooled = any(r[3] == "pooled" for r in rows)
     reps = any(r[3] == "reps" for r in rows)
     out = ["| algorithm | m | TV in sample | updates/s ratio in | TV out of sample | KS out | "
            "W1 out | updates/s ratio out |"
-           + (" TV out, nearest | updates/s ratio out, nearest |" if nearest else "")
+           + (" TV out, pooled | updates/s ratio out, pooled |" if pooled else "")
            + (" TV between repetitions |" if reps else ""),
-           "|---|---:|---|---|---|---|---|---|" + ("---|---|" if nearest else "")
+           "|---|---:|---|---|---|---|---|---|" + ("---|---|" if pooled else "")
            + ("---|" if reps else "")]
     for alg in algs:
         for m in workers:
             got = {k: [x for a, w, _s, kk, x in rows if a == alg and w == m and kk == k]
-                   for k in ("in", "out", "nearest", "reps")}
+                   for k in ("in", "out", "pooled", "reps")}
             out.append(
                 f"| {alg} | {m} | {_cell([x['tv'] for x in got['in']], '.3f')} | "
                 f"{_cell([x['ups'] for x in got['in']], '.2f')} | "
@@ -226,8 +226,8 @@ def table(rows, algs: list[str], workers: list[int]) -> list[str]:
                 f"{_cell([x['ks'] for x in got['out']], '.3f')} | "
                 f"{_cell([x['w1'] for x in got['out']], '.3g')} | "
                 f"{_cell([x['ups'] for x in got['out']], '.2f')} |"
-                + (f" {_cell([x['tv'] for x in got['nearest']], '.3f')} | "
-                   f"{_cell([x['ups'] for x in got['nearest']], '.2f')} |" if nearest else "")
+                + (f" {_cell([x['tv'] for x in got['pooled']], '.3f')} | "
+                   f"{_cell([x['ups'] for x in got['pooled']], '.2f')} |" if pooled else "")
                 + (f" {_cell([x['tv'] for x in got['reps']], '.3f')} |" if reps else ""))
     return out
 
@@ -248,8 +248,8 @@ def summary(all_rows, fit_workers: int, cores: int) -> list[str]:
             ("in", lambda m: m > cores, 0.10, f"in sample, m > {cores} (target TV ≤ 0.10)"),
             ("out", lambda m: m > fit_workers, 0.10,
              f"out of sample, m > {fit_workers} (target TV ≤ 0.10)"),
-            ("nearest", lambda m: m > fit_workers, 0.10,
-             f"out of sample from the nearest configuration, m > {fit_workers}")):
+            ("pooled", lambda m: m > fit_workers, 0.10,
+             f"out of sample from every measured configuration pooled, m > {fit_workers}")):
         cells = med(kind, pick)
         if not cells:
             continue
@@ -290,9 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="keep the real results here (default: temp)")
     ap.add_argument("--page", default=None, help="markdown page to write (default: "
                     "docs/fidelity.md; none with --quick)")
-    ap.add_argument("--also-nearest", action="store_true",
-                    help="also predict from the compute times of the same algorithm's nearest "
-                         "measured configuration instead of all pooled, for comparison")
+    ap.add_argument("--also-pooled", action="store_true",
+                    help="also predict from the compute times of every measured configuration "
+                         "pooled instead of the nearest one's (the default), for comparison")
     ap.add_argument("--reuse", default=None, metavar="DIR",
                     help="take the real runs from the fidelity-* folders of an earlier --out "
                          "DIR instead of running new ones")
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         "Generated by `python bench/fidelity_matrix.py` "
         f"(--problems {args.problems} --batches {args.batches} --workers {args.workers} "
         f"--reps {args.reps} --seconds {args.seconds:g} --fit-workers {args.fit_workers}"
-        f"{' --also-nearest' if args.also_nearest else ''}) "
+        f"{' --also-pooled' if args.also_pooled else ''}) "
         f"on {started:%Y-%m-%d}: {info.get('cpu_model') or platform.processor()}, "
         f"{cores} usable cores"
         + (" (the real runs of an earlier run of the script, simulated again with this "
@@ -337,10 +337,10 @@ def main(argv: list[str] | None = None) -> int:
         "measured one-worker run is off by the same ratio). Timing-only simulations. "
         "TV between repetitions: between the measured runs of one configuration, every two "
         "repetitions (the floor under a simulation's distance from one of them)."
-        + (" *Nearest* columns: the out-of-sample prediction with the compute times of the "
-           "same algorithm's measured configuration with the most workers (here m = "
-           f"{args.fit_workers}) instead of those of every measured configuration pooled (the "
-           "default); kept for comparison." if args.also_nearest else ""),
+        + (" Out of sample the simulator takes the compute times of the same algorithm's "
+           f"measured configuration with the most workers (here m = {args.fit_workers}); the "
+           "*pooled* columns take those of every measured configuration pooled instead, for "
+           "comparison." if args.also_pooled else ""),
         "",
         "An in-sample calibration of an oversubscribed run takes the scheduler's gaps out of "
         "the measured cycles and estimates the time slice as a worker's running time between "
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{problem.label}, batch {batch} ...", flush=True)
             try:
                 rows = measure(problem, batch, algs, workers, args.reps, args.seconds,
-                               args.fit_workers, root, args.data_dir, args.also_nearest, reuse)
+                               args.fit_workers, root, args.data_dir, args.also_pooled, reuse)
             except DataNotFoundError as exc:
                 print(f"fidelity_matrix: {exc}", file=sys.stderr)
                 return 2

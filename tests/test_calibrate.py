@@ -134,7 +134,7 @@ def test_cores_beyond_the_workers_keep_a_measured_configuration_in_sample(cal_fi
 def test_more_workers_and_cores_than_measured_is_a_labelled_prediction(cal_file):
     rec = SimRun(sim_spec(cal_file, workers=16, cores=16, updates=4000), progress=False).run()
     s = rec.summary
-    assert s["prediction"] is True and s["calibration_match"] == "pooled"
+    assert s["prediction"] is True and s["calibration_match"] == "nearest (m=2)"
     assert s["cores"] == 16
     assert set(np.unique(rec.updates["worker"])) == set(range(16))
     # Without a lock to serialise them, m workers on m cores never wait: a worker's cycle (its

@@ -30,7 +30,7 @@ def test_a_cell_is_the_median_and_its_range(fm):
     rows += [("lock", 4, 0, "out", _x(0.05, 1.2))]
     lines = fm.table(rows, ["lock"], [4])
     assert lines[-1].startswith("| lock | 4 | 0.200 (0.100–0.300) | 1.00 (1.00–1.00) | 0.050 |")
-    assert "nearest" not in lines[0]  # no column for a model that was not run
+    assert "pooled" not in lines[0]  # no column for a model that was not run
     assert fm._cell([], ".3f") == "–"
 
 

@@ -169,18 +169,18 @@ def test_a_prediction_uses_the_pooled_or_the_nearest_measured_configuration(oos_
     sims = runs[runs["engine"] == "sim"]
     match = dict(zip(sims["calibration_scope"].fillna("in") + sims["workers"].astype(str),
                      sims["calibration_match"], strict=True))
-    assert match == {"in1": "exact", "in2": "exact", "in4": "exact", "m<=24": "pooled"}
+    assert match == {"in1": "exact", "in2": "exact", "in4": "exact", "m<=24": "nearest (m=2)"}
     spec = next(s for s in expand(parse_experiment(_raw()))
                 if s.engine == "sim" and s.workers == 4 and s.sim.calibration_max_workers == 2)
     bounded = next(f for f in oos_folder.glob("calibration-*.json")
                    if load_calibration(f).max_workers == 2)
     saved = sim_run.PREDICT_FROM
     try:
-        sim_run.PREDICT_FROM = "nearest"
+        sim_run.PREDICT_FROM = "pooled"
         timing = sim_run.calibrated_timing(load_calibration(bounded), spec, {}, 100)
     finally:
         sim_run.PREDICT_FROM = saved
-    assert timing.summary["calibration_match"] == "nearest (m=2)"
+    assert timing.summary["calibration_match"] == "pooled"
     assert timing.summary["prediction"] and timing.summary["calibration_scope"] == "m<=2"
 
     cal = Calibration({"configurations": [
