@@ -507,7 +507,8 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
     the file's per-parameter costs (``hogwild`` reads 0, ``leashed`` applies with the fused
     copy-apply).  Cores, time slice and lock hand-over: the file's; cores are the *effective*
     cores the measured configuration got (``effective_cores``: fewer than the machine's when
-    other load shared it), or the file's ``effective_cores`` for other configurations.
+    other load shared it), for a prediction those of the nearest configuration when it got
+    fewer cores than it had workers, else the file's ``effective_cores``.
 
     Explicit settings win over the file: ``sim.compute``/``sim.time_slice`` whenever given,
     ``sim.read``/``sim.update`` when not ``per-param``, ``sim.cores`` when set,
@@ -568,8 +569,15 @@ def calibrated_timing(cal, spec: RunSpec, options: dict[str, float],
             kwargs["update"] = float(source["hogwild_write_s"])  # the measured, contended write
     else:
         overridden.append("update")
-    measured_cores = int(entry["effective_cores"] if entry is not None
-                         else d.get("effective_cores", d["cores"]))
+    if entry is not None:
+        measured_cores = int(entry["effective_cores"])
+    elif source is not None and int(source["workers"]) > int(source["effective_cores"]):
+        # the nearest configuration got fewer cores than it had workers (other load): the
+        # prediction runs on what its compute times were measured on, not on the cores that
+        # another algorithm's runs happened to get
+        measured_cores = int(source["effective_cores"])
+    else:
+        measured_cores = int(d.get("effective_cores", d["cores"]))
     if cal.topology == "ps":  # a core per worker process: the measured compute times hold
         measured_cores = m  # the waits for one (analysis/calibrate_ps.py)
     cores = int(sim.cores) if sim.cores is not None else measured_cores

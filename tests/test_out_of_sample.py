@@ -192,6 +192,35 @@ def test_a_prediction_uses_the_pooled_or_the_nearest_measured_configuration(oos_
     assert cal.nearest_configuration("leashed", 4) is None
 
 
+def test_a_prediction_runs_on_the_cores_its_nearest_configuration_got(oos_folder, tmp_path):
+    """On a loaded machine the m = 2 runs of one algorithm may get one core while another
+    algorithm's get two (the file's effective cores): a prediction of m = 4 from the first
+    must run on one core, as its compute times were measured (on two it predicted twice the
+    measured updates/s in a main job run beside other load)."""
+    import json
+
+    import stalesgd.sim.run as sim_run
+
+    spec = next(s for s in expand(parse_experiment(_raw()))
+                if s.engine == "sim" and s.workers == 4 and s.sim.calibration_max_workers == 2)
+    bounded = next(f for f in oos_folder.glob("calibration-*.json")
+                   if load_calibration(f).max_workers == 2)
+    data = json.loads(bounded.read_text())
+    data["effective_cores"] = 2
+    for c in data["configurations"]:
+        c["effective_cores"] = 1 if c["workers"] == 2 else c["effective_cores"]
+    loaded = tmp_path / "loaded.json"
+    loaded.write_text(json.dumps(data))
+    timing = sim_run.calibrated_timing(load_calibration(loaded), spec, {}, 100)
+    assert timing.summary["calibration_match"] == "nearest (m=2)"
+    assert timing.kwargs["cores"] == 1
+    for c in data["configurations"]:  # its m = 2 runs had both cores: the machine's count
+        c["effective_cores"] = min(c["workers"], 2)
+    loaded.write_text(json.dumps(data))
+    assert sim_run.calibrated_timing(load_calibration(loaded), spec, {}, 100).kwargs[
+        "cores"] == 2
+
+
 def test_the_headline_of_distances_without_a_real_sim_pair_is_written():
     """Distances between real and ray (or sim and sim[m<=2]) only: no real-vs-sim line and
     no crash (an empty selection once dropped every column)."""
