@@ -124,6 +124,9 @@ EDGE_SLACK = 0.02
 WINDOW_SHARES = (0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 0.95, 1.0)
 #: simulated updates per window share tried
 WINDOW_FIT_UPDATES = 20_000
+#: fewest applied updates of a configuration whose write is fitted by simulation (fewer: the
+#: measured PDF(τ) is too coarse to choose between shares, and the estimate stays)
+MIN_FIT_UPDATES = 1000
 #: cycles left out at the start of every worker (compilation is done, but caches warm up)
 WARMUP_CYCLES = 5
 #: most compute samples stored per worker and for a pooled model (evenly thinned)
@@ -378,16 +381,19 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
         return _calibrate_servers(res, sel, head, n_params)
 
     configs, pooled, handovers = [], [], []
+    fits: list[tuple[int, dict[str, Any]]] = []  # Hogwild! writes to fit once the slice is known
     # running time and time slices between descheduled gaps: lock runs / the others
     stretches = {True: np.zeros(2), False: np.zeros(2)}
     hogwild_write: tuple[float, int] | None = None  # from the most workers on own cores
     for alg, workers in sorted({(r.algorithm, int(r.workers)) for r in sel.itertuples()}):
         rows = sel[(sel["algorithm"] == alg) & (sel["workers"] == workers)]
         ids = sorted(rows["run_id"])
-        entry, samples, ran_slices, hand = _configuration(
+        entry, samples, ran_slices, hand, fit = _configuration(
             res, ids, alg, workers, cores, n_params, cal_costs,
             write_hint=hogwild_write if alg == "hogwild" else None,
             coords=_sparse_coords(rows))
+        if fit is not None:
+            fits.append((len(configs), fit))
         if alg == "hogwild" and not entry["oversubscribed"] and "hogwild_write_s" in entry:
             hogwild_write = (float(entry["hogwild_write_s"]), workers)
         configs.append(entry)
@@ -410,6 +416,8 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
         slice_source = ("default (no oversubscribed run to measure it in: none, or only runs "
                         "in which no cycle stands out, such as gradients that outlast the "
                         f"slice, or too few gaps for a slice of at most {MAX_SLICE:g} s)")
+    for i, fit in fits:  # with the slice the calibrated simulations will use
+        pooled[i] = _fit_write(configs[i], fit, time_slice)
     if len(handovers) >= 10:
         handover = float(np.median(handovers))
         handover_source = f"measured: median of {len(handovers)} contended hand-overs"
@@ -548,7 +556,8 @@ def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_pa
                    cal: dict[str, float], write_hint: tuple[float, int] | None = None,
                    coords: float | None = None):
     """One configuration's entry, its pooled compute samples, the running time and slices
-    between its workers' descheduled gaps (:func:`_stretches`), and its hand-overs.
+    between its workers' descheduled gaps (:func:`_stretches`), its hand-overs, and what
+    :func:`_fit_write` needs to fit Hogwild!'s write time by simulation (or None).
     ``write_hint``: (Hogwild! write time, its workers) from a configuration on its own
     cores, for an oversubscribed one;
     ``coords``: the coordinates an update of these sparse runs wrote (None: dense)."""
@@ -630,6 +639,7 @@ def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_pa
     tau = np.concatenate(taus)
     write = None
     write_source = ""
+    fit: dict[str, Any] | None = None  # what _fit_write needs, if the write is to be fitted
     if alg == "hogwild" and over and write_hint is not None:
         # time slicing decides τ here; the cores run `cores` workers at a time, which write
         # into θ as fast (or as slowly) as the same number of workers on their own cores
@@ -659,16 +669,16 @@ def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_pa
                                f"the cycles without a descheduled gap, {running} workers "
                                "running at once")
                             + f" (window share {share:.3g})")
-            if over:
+            if over and n_applied >= MIN_FIT_UPDATES:
                 # the estimate assumes independent phases; time slicing can lock the running
-                # workers' phases, so the share is chosen by simulating this configuration
-                own_slice = (ran / slices if slices > 0 and 0 < ran <= MAX_SLICE * slices
-                             else DEFAULT_TIME_SLICE)
-                estimate = share
-                share, tv = _fit_window_share(workers, running, pw, costs, cycle, own_slice,
-                                              tau, estimate, n_applied)
-                write_source = (f"fitted by simulation to the measured PDF(τ): window share "
-                                f"{share:.3g} (TV {tv:.3g}); estimated {write_source}")
+                # workers' phases, so the share is chosen by simulating this configuration,
+                # once the file's time slice is known (:func:`_fit_write`)
+                fit = {"workers": workers, "cores": running, "per_worker": pw, "costs": costs,
+                       "cycle": cycle, "tau": tau, "estimate": share, "updates": n_applied,
+                       "estimated": write_source}
+            elif over:
+                write_source += (f"; not fitted by simulation: {n_applied} updates, fewer "
+                                 f"than {MIN_FIT_UPDATES}")
             write = _write_time(share, cycle, costs)
             extra = write - costs["update"]
             pw = [np.maximum(x - extra, 0.0) for x in pw]
@@ -695,13 +705,34 @@ def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_pa
         entry["leashed"] = {"failed_per_update": failed / max(n_applied, 1),
                             "dropped_share": dropped / max(n_applied + dropped, 1),
                             "tries_per_update": tries / max(n_applied, 1)}
-    return entry, allc, (ran, slices), handovers
+    return entry, allc, (ran, slices), handovers, fit
 
 
 def _write_time(share: float, cycle: float, costs: dict[str, float]) -> float:
     """Hogwild!'s write time when the read→claim window is ``share`` of a ``cycle`` (never
     below the micro-measured update)."""
     return max((1.0 - share) * cycle, costs["update"])
+
+
+def _fit_write(entry: dict[str, Any], fit: dict[str, Any], time_slice: float) -> np.ndarray:
+    """Fit an oversubscribed Hogwild! configuration's write time by simulation
+    (:func:`_fit_window_share`) with the file's ``time_slice``; update its ``entry`` (write,
+    its source, compute samples and fit) and return its pooled compute samples."""
+    costs = fit["costs"]
+    share, tv = _fit_window_share(fit["workers"], fit["cores"], fit["per_worker"], costs,
+                                  fit["cycle"], time_slice, fit["tau"], fit["estimate"],
+                                  fit["updates"])
+    write = _write_time(share, fit["cycle"], costs)
+    extra = write - costs["update"]
+    pw = [np.maximum(x, extra) - extra for x in fit["per_worker"]]
+    allc = np.concatenate(pw)
+    entry["hogwild_write_s"] = write
+    entry["hogwild_write_source"] = (f"fitted by simulation to the measured PDF(τ): window "
+                                     f"share {share:.3g} (TV {tv:.3g}); estimated "
+                                     f"{fit['estimated']}")
+    entry["compute"] = fit_compute(allc)
+    entry["per_worker_ns"] = [_to_ns(_thin(x, MAX_SAMPLES)) for x in pw]
+    return allc
 
 
 def _fit_window_share(workers: int, cores: int, per_worker: list[np.ndarray],

@@ -62,6 +62,11 @@ class Problem:
     name: str
     options: dict
 
+    @property
+    def reads_data(self) -> bool:
+        """Whether the problem reads a data set (a synthetic one takes no ``data_dir``)."""
+        return not self.name.endswith("-synthetic")
+
 
 PROBLEMS = {
     "softmax": Problem("logistic regression (softmax), MNIST", "softmax-mnist", {}),
@@ -89,7 +94,8 @@ def applied_tau(updates) -> np.ndarray:
 def simulate(problem: Problem, batch: int, alg: str, m: int, updates: int, cal: Path,
              seed: int, data_dir: str | None = None):
     """A calibrated timing-only simulation of one configuration: its update rows."""
-    options = dict(problem.options, **({"data_dir": data_dir} if data_dir else {}))
+    options = dict(problem.options, **({"data_dir": data_dir}
+                                       if data_dir and problem.reads_data else {}))
     exp = experiment_from_flags("sim", problem=problem.name, algorithm=alg, workers=m,
                                 batch=batch, updates=updates, seed=seed,
                                 problem_options=options,
@@ -134,7 +140,7 @@ def measure(problem: Problem, batch: int, algs: list[str], workers: list[int], r
     (problem name, batch) -> a results folder of an earlier run of this script, whose real
     runs are taken instead of new ones (to compare calibrations on the same runs)."""
     options = dict(problem.options)
-    if data_dir:
+    if data_dir and problem.reads_data:
         options["data_dir"] = data_dir
     exp = parse_experiment({
         "name": f"fidelity-{problem.name}-b{batch}", "engine": "real",
@@ -334,9 +340,10 @@ def main(argv: list[str] | None = None) -> int:
         f"then asked for m > {args.fit_workers}. TV, KS: total variation and "
         "Kolmogorov–Smirnov distance of simulated and measured PDF(τ); W1: Wasserstein-1 in "
         "units of τ; updates/s ratio: simulated ÷ measured (a prediction's speedup over the "
-        "measured one-worker run is off by the same ratio). Timing-only simulations. "
-        "TV between repetitions: between the measured runs of one configuration, every two "
-        "repetitions (the floor under a simulation's distance from one of them)."
+        "measured one-worker run is off by the same ratio). Timing-only simulations."
+        + (" TV between repetitions: between the measured runs of one configuration, every "
+           "two repetitions (the floor under a simulation's distance from one of them)."
+           if args.reps > 1 else "")
         + (" Out of sample the simulator takes the compute times of the same algorithm's "
            f"measured configuration with the most workers (here m = {args.fit_workers}); the "
            "*pooled* columns take those of every measured configuration pooled instead, for "

@@ -151,6 +151,9 @@ class Calibration:
             extra = ""
             if c.get("leashed"):
                 extra = f", failed publishes/update {c['leashed']['failed_per_update']:.3g}"
+            if c.get("hogwild_write_s") is not None:
+                extra += (f", write after the claim {c['hogwild_write_s'] * us:.3g} us "
+                          f"({c.get('hogwild_write_source', '')})")
             if c.get("network_jitter") is not None:
                 extra += (f", jitter {c['network_jitter']:.3g}: simulated "
                           f"{c.get('simulated_updates_per_s', math.nan):,.0f} updates/s, τ "

@@ -555,6 +555,74 @@ def test_an_oversubscribed_hogwild_write_is_fitted_where_phases_lock(tmp_path):
     assert entry["hogwild_write_s"] == pytest.approx(1.6e-3, rel=0.05)
 
 
+def test_a_short_oversubscribed_hogwild_run_keeps_the_estimated_write(tmp_path):
+    """600 updates: too coarse a PDF(τ) to choose a share by simulation (a 50-update folder
+    fitted 0.25 at TV 0.02 against an estimate of 0.5); the estimate stays, and the summary
+    says so."""
+    from stalesgd.analysis.calibrate import MIN_FIT_UPDATES, sim_timing_costs
+    from stalesgd.sim.engine import simulate_timing
+    from stalesgd.sim.timing import Gamma
+
+    costs = sim_timing_costs("hogwild", 3978, COSTS)
+    u = simulate_timing("hogwild", 4, cores=2, compute=Gamma(1e-3, 0.05), read=costs["read"],
+                        update=Gamma(1e-3, 0.05), cas_cost=costs["cas"], updates=600, seed=1,
+                        time_slice=4e-3).updates
+    path = fake_folder(tmp_path, "hogwild", 4, 2, {
+        k: np.asarray(u[k]) for k in ("worker", "t_read", "t_apply", "tau", "attempts")})
+    cal = calibrate(path, costs=COSTS)
+    source = cal.configuration("hogwild", 4)["hogwild_write_source"]
+    assert source.startswith("from the measured E[τ]")
+    assert f"not fitted by simulation: 600 updates, fewer than {MIN_FIT_UPDATES}" in source
+    assert "write after the claim" in cal.summary_text()
+
+
+def test_the_hogwild_write_is_fitted_with_the_files_time_slice(tmp_path, monkeypatch):
+    """The slice comes from every oversubscribed configuration of the folder (here Hogwild!
+    on 4 ms and Leashed-SGD on 1 ms slices): the write must be fitted with the slice the
+    calibrated simulations use, not the Hogwild! runs' own (fitted on its own 4 ms, the file's
+    2.5 ms simulation of it came out at TV 0.17 where the fit had found 0.03)."""
+    import stalesgd.analysis.calibrate as cal_mod
+    from stalesgd.analysis.calibrate import sim_timing_costs
+    from stalesgd.sim.engine import simulate_timing
+    from stalesgd.sim.timing import Gamma
+
+    def rows_of(alg, m, slice_, write=None):
+        c = sim_timing_costs(alg, 3978, COSTS)
+        u = simulate_timing(alg, m, cores=2, compute=Gamma(0.4e-3, 0.05), read=c["read"],
+                            update=Gamma(write, 0.05) if write else c["update"],
+                            cas_cost=c["cas"], updates=4000, seed=1, time_slice=slice_).updates
+        return {k: np.asarray(u[k]) for k in ("worker", "t_read", "t_apply", "tau",
+                                               "attempts", "dropped")}
+
+    folder = ResultsFolder.create("two", tmp_path, config_toml="",
+                                  machine={"hostname": "fake", "usable_cores": 2,
+                                           "logical_cores": 2})
+    runs = [("r0000", "hogwild", 4, rows_of("hogwild", 4, 4e-3, 1.6e-3)),
+            ("r0001", "leashed", 8, rows_of("leashed", 8, 1e-3))]
+    with folder:
+        for rid, alg, m, rows in runs:
+            n = len(rows["t_read"])
+            s = {"run_id": rid, "engine": "real", "algorithm": alg, "problem": PROBLEM,
+                 "workers": m, "batch": 16, "dtype": "float64", "updates": n,
+                 "seconds": float(rows["t_apply"].max())}
+            folder.write_run(s, RunRecord(summary=s, updates={
+                "k": np.arange(n), "eta": np.full(n, 0.05), **rows}, evals={
+                "t": np.zeros(0), "k": np.zeros(0, np.int64), "loss": np.zeros(0),
+                "active_workers": np.zeros(0, np.int32)}))
+    slices = []
+    real_fit = cal_mod._fit_window_share
+
+    def spy(*args):
+        slices.append(args[5])
+        return real_fit(*args)
+
+    monkeypatch.setattr(cal_mod, "_fit_window_share", spy)
+    cal = calibrate(folder.path, costs=COSTS)
+    assert cal.data["time_slice"] < 3.5e-3  # both configurations' slices pooled
+    assert slices == [cal.data["time_slice"]]
+    assert cal.configuration("hogwild", 4)["hogwild_write_source"].startswith("fitted")
+
+
 def test_ctrl_c_while_fitting_the_hogwild_write_ends_the_calibration(tmp_path, monkeypatch):
     import stalesgd.sim.engine as engine
     from stalesgd.analysis.calibrate import sim_timing_costs
