@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from fakes import exp_file, fake  # noqa: F401  (fixtures for every test module)
+from fakes import exp_file, fake, interrupted_simulations  # noqa: F401  (fixtures for every test module)
 from hypothesis import settings
 
 settings.register_profile("default", derandomize=True, deadline=None, database=None)

@@ -103,3 +103,20 @@ def fake():
         engines.unregister_engine(name)
         if old is not None:
             engines.register_engine(old.name, old.run, old.validate)
+
+
+@pytest.fixture
+def interrupted_simulations(monkeypatch):
+    """Every timing-only simulation reports itself cut short by Ctrl-C (as
+    :func:`stalesgd.sim.engine.simulate_timing` does when SIGINT arrives): for the fits that
+    simulate and must then stop."""
+    import stalesgd.sim.engine as engine
+
+    real = engine.simulate_timing
+
+    def interrupted(*args, **kwargs):
+        res = real(*args, **kwargs)
+        res.interrupted = True
+        return res
+
+    monkeypatch.setattr(engine, "simulate_timing", interrupted)

@@ -623,26 +623,19 @@ def test_the_hogwild_write_is_fitted_with_the_files_time_slice(tmp_path, monkeyp
     assert cal.configuration("hogwild", 4)["hogwild_write_source"].startswith("fitted")
 
 
-def test_ctrl_c_while_fitting_the_hogwild_write_ends_the_calibration(tmp_path, monkeypatch):
-    import stalesgd.sim.engine as engine
+def test_ctrl_c_while_fitting_the_hogwild_write_ends_the_calibration(tmp_path, request):
     from stalesgd.analysis.calibrate import sim_timing_costs
+    from stalesgd.sim.engine import simulate_timing
     from stalesgd.sim.timing import Gamma
 
     costs = sim_timing_costs("hogwild", 3978, COSTS)
-    made = engine.simulate_timing("hogwild", 4, cores=2, compute=Gamma(1e-3, 0.05),
-                                  read=costs["read"], update=Gamma(1e-3, 0.05),
-                                  cas_cost=costs["cas"], updates=4000, seed=1, time_slice=4e-3)
+    made = simulate_timing("hogwild", 4, cores=2, compute=Gamma(1e-3, 0.05),
+                           read=costs["read"], update=Gamma(1e-3, 0.05), cas_cost=costs["cas"],
+                           updates=4000, seed=1, time_slice=4e-3)
     u = made.updates
     path = fake_folder(tmp_path, "hogwild", 4, 2, {
         k: np.asarray(u[k]) for k in ("worker", "t_read", "t_apply", "tau", "attempts")})
-    real = engine.simulate_timing
-
-    def interrupted(*args, **kwargs):
-        res = real(*args, **kwargs)
-        res.interrupted = True  # as a simulation that Ctrl-C cut short reports it
-        return res
-
-    monkeypatch.setattr(engine, "simulate_timing", interrupted)
+    request.getfixturevalue("interrupted_simulations")  # from here on
     with pytest.raises(KeyboardInterrupt):
         calibrate(path, costs=COSTS)
 

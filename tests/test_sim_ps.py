@@ -441,19 +441,10 @@ def test_a_det_0_delay_is_no_delay_and_shard_counts_are_not_mixed(tmp_path):
         calibrate(path, costs=COSTS)
 
 
-def test_ctrl_c_while_fitting_ends_the_calibration(tmp_path, monkeypatch):
-    import stalesgd.sim.engine as engine
+def test_ctrl_c_while_fitting_ends_the_calibration(tmp_path, interrupted_simulations):
     from stalesgd.analysis.calibrate import calibrate
 
     path = ray_folder(tmp_path, [("lock", 1, 2e-3, 1e-3, 0.5e-3)])
-    real = engine.simulate_timing
-
-    def interrupted(*args, **kwargs):
-        res = real(*args, **kwargs)
-        res.interrupted = True  # as a simulation that Ctrl-C cut short reports it
-        return res
-
-    monkeypatch.setattr(engine, "simulate_timing", interrupted)
     with pytest.raises(KeyboardInterrupt):
         calibrate(path, costs=COSTS)
 
