@@ -28,14 +28,15 @@ configuration has m ≥ 2 workers on their own cores its write time is estimated
 measured staleness instead: the other m − 1 workers' claims fall into a worker's read→claim
 window in proportion to that window's share of the cycle, E[τ] ≈ (m − 1)·share, and the rest
 of the cycle is the write (``hogwild_write_s`` in the configuration; the simulation of that
-configuration uses it as the update time).  In oversubscribed configurations (m > cores)
+configuration uses it as the update time).  That estimate assumes independent phases, so the
+share is then fitted by simulation (with at least :data:`MIN_FIT_UPDATES` updates): of a grid
+of shares and the estimate, the one whose timing-only simulation of the configuration comes
+nearest the measured PDF(τ).  In oversubscribed configurations (m > cores)
 only ``cores`` workers write at once: they take the write time of the folder's hogwild
-configuration with the most workers on their own cores, when there is one; else the window
-share is fitted by simulation: timing-only simulations of the configuration for a grid of
-shares, and the estimate read off the τ of the cycles without a descheduled gap (with the
-cores the run used as the workers running at once; a gap's τ counts other workers' slices,
-not the window), and the one whose PDF(τ) is nearest the measured is kept (time slicing can
-lock the running workers' phases, which the estimate assumes independent).
+configuration with the most workers on their own cores, when there is one; else the estimate
+is read off the τ of the cycles without a descheduled gap (with the cores the run used as
+the workers running at once; a gap's τ counts other workers' slices, not the window) and
+fitted by simulation in the same way, with the file's time slice.
 ``hogwild_write_source`` says which.
 
 Read (copy) and update (apply) costs cannot be separated from the records: the timestamps
@@ -392,7 +393,9 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
             res, ids, alg, workers, cores, n_params, cal_costs,
             write_hint=hogwild_write if alg == "hogwild" else None,
             coords=_sparse_coords(rows))
-        if fit is not None:
+        if fit is not None and not entry["oversubscribed"]:  # no scheduler: no slice needed
+            samples = _fit_write(entry, fit, DEFAULT_TIME_SLICE)
+        elif fit is not None:
             fits.append((len(configs), fit))
         if alg == "hogwild" and not entry["oversubscribed"] and "hogwild_write_s" in entry:
             hogwild_write = (float(entry["hogwild_write_s"]), workers)
@@ -669,14 +672,15 @@ def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_pa
                                f"the cycles without a descheduled gap, {running} workers "
                                "running at once")
                             + f" (window share {share:.3g})")
-            if over and n_applied >= MIN_FIT_UPDATES:
-                # the estimate assumes independent phases; time slicing can lock the running
-                # workers' phases, so the share is chosen by simulating this configuration,
-                # once the file's time slice is known (:func:`_fit_write`)
+            if n_applied >= MIN_FIT_UPDATES:
+                # the estimate assumes independent phases; the running workers' phases can
+                # lock (time slicing, equal cycles), so the share is chosen by simulating this
+                # configuration (:func:`_fit_write`; oversubscribed, once the file's time
+                # slice is known)
                 fit = {"workers": workers, "cores": running, "per_worker": pw, "costs": costs,
                        "cycle": cycle, "tau": tau, "estimate": share, "updates": n_applied,
                        "estimated": write_source}
-            elif over:
+            else:
                 write_source += (f"; not fitted by simulation: {n_applied} updates, fewer "
                                  f"than {MIN_FIT_UPDATES}")
             write = _write_time(share, cycle, costs)
@@ -739,7 +743,7 @@ def _fit_window_share(workers: int, cores: int, per_worker: list[np.ndarray],
                       costs: dict[str, float], cycle: float, time_slice: float,
                       tau: np.ndarray, estimate: float, updates: int) -> tuple[float, float]:
     """Of ``estimate`` and :data:`WINDOW_SHARES` (then halfway to the best one's neighbours),
-    the read→claim window share whose timing-only simulation of this oversubscribed Hogwild!
+    the read→claim window share whose timing-only simulation of this Hogwild!
     configuration (its workers' compute samples less the write, ``cores`` cores,
     ``time_slice``) gives the PDF(τ) nearest to the measured ``tau``, and that total
     variation (NaN, with the estimate, if no share's simulation moved).  Measured on real

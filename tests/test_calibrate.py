@@ -555,6 +555,27 @@ def test_an_oversubscribed_hogwild_write_is_fitted_where_phases_lock(tmp_path):
     assert entry["hogwild_write_s"] == pytest.approx(1.6e-3, rel=0.05)
 
 
+def test_a_hogwild_write_on_own_cores_is_fitted_too(tmp_path):
+    """Two workers on two cores with near-constant cycles (compute 0.4 ms, write 1.6 ms, cv
+    0.01): their phases lock, and E[τ] = 0.144 says a window share of 0.14 (write 1.71 ms)
+    where it is 0.2.  The fit by simulation finds it (measured: 0.197).  (A real 2-worker run
+    beside other load once calibrated to a simulated E[τ] of 0.64 against 0.47 measured.)"""
+    from stalesgd.analysis.calibrate import sim_timing_costs
+    from stalesgd.sim.engine import simulate_timing
+    from stalesgd.sim.timing import Gamma
+
+    costs = sim_timing_costs("hogwild", 3978, COSTS)
+    u = simulate_timing("hogwild", 2, cores=2, compute=Gamma(0.4e-3, 0.01), read=costs["read"],
+                        update=Gamma(1.6e-3, 0.01), cas_cost=costs["cas"], updates=8000,
+                        seed=1).updates
+    path = fake_folder(tmp_path, "hogwild", 2, 2, {
+        k: np.asarray(u[k]) for k in ("worker", "t_read", "t_apply", "tau", "attempts")})
+    entry = calibrate(path, costs=COSTS).configuration("hogwild", 2)
+    assert not entry["oversubscribed"]
+    assert entry["hogwild_write_source"].startswith("fitted by simulation")
+    assert entry["hogwild_write_s"] == pytest.approx(1.6e-3, rel=0.03)
+
+
 def test_a_short_oversubscribed_hogwild_run_keeps_the_estimated_write(tmp_path):
     """600 updates: too coarse a PDF(τ) to choose a share by simulation (a 50-update folder
     fitted 0.25 at TV 0.02 against an estimate of 0.5); the estimate stays, and the summary
