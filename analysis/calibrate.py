@@ -120,8 +120,8 @@ MAX_SLICE = 0.1
 #: share of a run's core time that its edges (workers starting and stopping apart) leave
 #: unused: less core time missing than this is not another process's
 EDGE_SLACK = 0.02
-#: read→claim window shares tried when an oversubscribed Hogwild! configuration's write time
-#: is fitted by simulation (besides the estimate from E[τ])
+#: read→claim window shares tried when a Hogwild! configuration's write time is fitted by
+#: simulation (besides the estimate from E[τ])
 WINDOW_SHARES = (0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 0.95, 1.0)
 #: simulated updates per window share tried
 WINDOW_FIT_UPDATES = 20_000
@@ -648,8 +648,7 @@ def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_pa
         # into θ as fast (or as slowly) as the same number of workers on their own cores
         write = max(write_hint[0], costs["update"])
         write_source = f"from the m = {write_hint[1]} configuration on its own cores"
-        extra = write - costs["update"]
-        pw = [np.maximum(x - extra, 0.0) for x in pw]
+        pw = _less_write(pw, write, costs)
         allc = np.concatenate(pw)
     elif alg == "hogwild" and workers > 1 and tau.size:
         # The records bracket gradient and element-wise write together (no timestamp at the
@@ -684,8 +683,7 @@ def _configuration(res, ids: list[str], alg: str, workers: int, cores: int, n_pa
                 write_source += (f"; not fitted by simulation: {n_applied} updates, fewer "
                                  f"than {MIN_FIT_UPDATES}")
             write = _write_time(share, cycle, costs)
-            extra = write - costs["update"]
-            pw = [np.maximum(x - extra, 0.0) for x in pw]
+            pw = _less_write(pw, write, costs)
             allc = np.concatenate(pw)
     entry: dict[str, Any] = {
         "algorithm": alg,
@@ -718,17 +716,25 @@ def _write_time(share: float, cycle: float, costs: dict[str, float]) -> float:
     return max((1.0 - share) * cycle, costs["update"])
 
 
+def _less_write(per_worker: list[np.ndarray], write: float, costs: dict[str, float]
+                ) -> list[np.ndarray]:
+    """Compute samples with the part of a Hogwild! ``write`` beyond the micro-measured update
+    taken out (the records bracket both; never below 0)."""
+    extra = write - costs["update"]
+    return [np.maximum(x - extra, 0.0) for x in per_worker]
+
+
 def _fit_write(entry: dict[str, Any], fit: dict[str, Any], time_slice: float) -> np.ndarray:
-    """Fit an oversubscribed Hogwild! configuration's write time by simulation
-    (:func:`_fit_window_share`) with the file's ``time_slice``; update its ``entry`` (write,
+    """Fit a Hogwild! configuration's write time by simulation
+    (:func:`_fit_window_share`) with ``time_slice`` (the file's; any, on its own cores);
+    update its ``entry`` (write,
     its source, compute samples and fit) and return its pooled compute samples."""
     costs = fit["costs"]
     share, tv = _fit_window_share(fit["workers"], fit["cores"], fit["per_worker"], costs,
                                   fit["cycle"], time_slice, fit["tau"], fit["estimate"],
                                   fit["updates"])
     write = _write_time(share, fit["cycle"], costs)
-    extra = write - costs["update"]
-    pw = [np.maximum(x, extra) - extra for x in fit["per_worker"]]
+    pw = _less_write(fit["per_worker"], write, costs)
     allc = np.concatenate(pw)
     entry["hogwild_write_s"] = write
     entry["hogwild_write_source"] = (f"fitted by simulation to the measured PDF(τ): window "
@@ -758,13 +764,13 @@ def _fit_window_share(workers: int, cores: int, per_worker: list[np.ndarray],
     measured = histogram(np.asarray(tau))
 
     def tv_of(share: float) -> float:
-        write = _write_time(share, cycle, costs)
-        extra = write - costs["update"]
-        comp = [Empirical(np.maximum(x if x.size else pooled, extra) - extra)
-                for x in per_worker]
+        comp = [Empirical(x) for x in _less_write(
+            [x if x.size else pooled for x in per_worker], _write_time(share, cycle, costs),
+            costs)]
         try:
             made = simulate_timing("hogwild", workers, cores=cores, compute=comp,
-                                   read=costs["read"], update=write, cas_cost=costs["cas"],
+                                   read=costs["read"], update=_write_time(share, cycle, costs),
+                                   cas_cost=costs["cas"],
                                    updates=min(int(updates), WINDOW_FIT_UPDATES), seed=0,
                                    time_slice=time_slice)
         except SimulationStalled:  # a cycle of no time at all: not this share
