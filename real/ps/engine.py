@@ -79,15 +79,17 @@ def validate_ray(spec: RunSpec) -> None:
 
 def worker_placements(ray: Any, m: int) -> list[Any]:
     """Where each of ``m`` worker actors goes: on a cluster of several nodes, worker w on
-    node w mod (nodes) (soft: elsewhere if that node cannot take it), so that workers are
-    spread over the machines every time (Ray's ``SPREAD`` is best effort and sometimes put
-    every worker on one node); on one node, ``SPREAD``."""
+    node w mod (nodes), so that workers are spread over the machines every time (Ray's
+    ``SPREAD`` is best effort and sometimes put every worker on one node, and a soft affinity
+    let a busy node's workers go to the head: all four on one of three nodes in a loaded
+    test run; the actors take no CPU, so any alive node can host them); on one node,
+    ``SPREAD``."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
     if len(nodes) < 2:
         return ["SPREAD"] * m
-    return [NodeAffinitySchedulingStrategy(node_id=nodes[w % len(nodes)], soft=True)
+    return [NodeAffinitySchedulingStrategy(node_id=nodes[w % len(nodes)], soft=False)
             for w in range(m)]
 
 class RayRun:
