@@ -103,6 +103,7 @@ from stalesgd.units import adds_delay
 
 from .calibrate_ps import CALIBRATED_ALGORITHMS, fit_network, ps_compute, row_timings
 from .load import AnalysisError, read_folder
+from .steadiness import disturbances, placement_note, slow_share
 
 __all__ = [
     "calibrate",
@@ -369,7 +370,10 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
         "stalesgd": _version(),
         "source": {"folder": folder.resolve().name, "run_ids": sorted(sel["run_id"]),
                    "skipped_run_ids": skipped,
-                   "max_workers": None if max_workers is None else int(max_workers)},
+                   "max_workers": None if max_workers is None else int(max_workers),
+                   "disturbed_runs": _disturbed(res, sel),
+                   "runs_on_cpus_apart": sorted(str(r["run_id"]) for _, r in sel.iterrows()
+                                                if placement_note(r))},
         "machine": {k: res.machine.get(k) for k in MACHINE_FIELDS},
         "problem": {"name": problem, "batch": batch, "dtype": dtype, "n_params": n_params,
                     "options": options, "sparse": _sparse_coords(sel) is not None},
@@ -831,6 +835,21 @@ def _foreign_gaps(cyc, longs, foreign: float) -> list[np.ndarray]:
         total += excess
         kept += 1
     return keep
+
+
+def _disturbed(res: Any, sel: Any) -> dict[str, list[str]]:
+    """Per run to calibrate from that did not have a steady machine, what disturbed it
+    (:func:`~stalesgd.analysis.steadiness.disturbances`): its cycles mix machine states that
+    the simulator does not model, which a reader of the calibration must know."""
+    out: dict[str, list[str]] = {}
+    for _, row in sel.iterrows():
+        up = res.updates[(res.updates["run_id"] == row["run_id"])
+                         & ~res.updates["dropped"].to_numpy(bool)]
+        found = disturbances({**row.to_dict(),
+                              "slow_share": slow_share(up["t_apply"].to_numpy(np.float64))})
+        if found:
+            out[str(row["run_id"])] = found
+    return out
 
 
 def _handovers(up) -> list[float]:

@@ -37,6 +37,8 @@ from pyarrow import ArrowException
 from stalesgd.experiment import DEFAULT_SHARDS
 from stalesgd.records import EVALS_SCHEMA, RUNS_SCHEMA, UPDATES_SCHEMA, Results, load_results
 
+from .steadiness import slow_shares
+
 __all__ = [
     "IDENTITY_COLUMNS",
     "REQUIRED_COLUMNS",
@@ -415,6 +417,7 @@ def load_folders(dirs: str | Path | Iterable[str | Path],
         runs["config_key"] = pd.Series([], dtype=object)
     runs = fill_targets(runs, evals, target, config_targets)
     runs["updates_per_s_span"] = span_rates(runs, updates)
+    runs["slow_share"] = slow_shares(runs, updates)
     ctl_l = []
     for src, res in zip(sources, folders, strict=True):
         ctl = getattr(res, "control", None)  # folders written before elastic runs have none

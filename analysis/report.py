@@ -30,6 +30,7 @@ from .formatting import display, html_table, markdown_table, text_table
 from .headline import headline
 from .load import AnalysisError
 from .plotting import FigureFile
+from .steadiness import disturbances, placement_note
 from .tables import Analysis, analyse
 from .theory_report import TOO_LOOSE, bounds_table, gradient_bounds_table, theory_table
 
@@ -58,8 +59,9 @@ class ReportFiles:
 
 def run_flags(row: Mapping[str, Any]) -> str:
     """What a reader of a run's row must know (the runs table's ``flags`` cell): diverged,
-    interrupted, no evaluations or target not reached, updates applied with η = 0, and a
-    simulation beyond what its calibration measured (a prediction)."""
+    interrupted, no evaluations or target not reached, updates applied with η = 0, a
+    simulation beyond what its calibration measured (a prediction), and a real run that did
+    not have a steady machine (:func:`~stalesgd.analysis.steadiness.disturbances`)."""
     out = []
     if _true(row.get("diverged")):
         out.append("diverged")
@@ -74,6 +76,8 @@ def run_flags(row: Mapping[str, Any]) -> str:
         out.append(f"{int(zero)} updates with η = 0")
     if _true(row.get("prediction")):
         out.append("prediction (beyond the calibration)")
+    out += disturbances(row)
+    out += [note for note in [placement_note(row)] if note]
     return ", ".join(out)
 
 

@@ -78,6 +78,7 @@ from .control import (
     NO_DEADLINE,
     new_control,
 )
+from .load import cpu_counters, machine_load
 from .memory import line_width, line_zeros
 from .placement import core_round_trip_ns
 from .pool import pool_size
@@ -283,6 +284,7 @@ class RealRun:
         self.first_loss: float | None = None
         self.cpu_seconds = math.nan
         self.cpu_start = math.nan
+        self.load_start = self.load_end = None  # the machine's CPU counters (real/load.py)
         self.stop_reason = ""
         self.interrupted = False
         self.worker_error: BaseException | None = None
@@ -502,6 +504,7 @@ class RealRun:
                     self._join_draining(threads)
                     t_end = python_now() - t_origin
                     self.cpu_seconds = _process_cpu() - self.cpu_start
+                    self.load_end = cpu_counters()
                     self.stream.close()
             except BaseException:
                 close_record(sh.ctrl)  # no one drains any more: let the workers end
@@ -552,6 +555,7 @@ class RealRun:
         self._evaluate(t_origin)
         self._control(t_origin, start=True)
         self.cpu_start = _process_cpu()
+        self.load_start = cpu_counters()
         atomic_store(ctrl, C_START, 1)
         return t_origin
 
@@ -589,6 +593,7 @@ class RealRun:
             stepsize_tables=self.estimator.n_tables if self.estimator is not None else 0,
             core_round_trip_ns_start=self.round_trip_ns[0],
             core_round_trip_ns_end=self.round_trip_ns[1],
+            **self._load_summary(),
             workers_applied=int(np.count_nonzero(self.stream.applied_by_worker)),
             record_waits=int(sh.ctrl[C_RECORD_WAITS]),
             **self._elastic_summary(seconds),
@@ -610,6 +615,12 @@ class RealRun:
         control = self.controller.trace_columns()
         control["t_set"] = np.asarray(self.t_set[: len(control["t"])], dtype=np.float64)
         return RunRecord(summary=summary, updates=self.log, evals=evals, control=control)
+
+    def _load_summary(self) -> dict[str, float]:
+        """The shares of the machine's CPU time during the run that other processes and the
+        hypervisor took (:mod:`stalesgd.real.load`)."""
+        load = machine_load(self.load_start, self.load_end)
+        return {"other_cpu_share": load.other, "steal_share": load.steal}
 
     def _elastic_summary(self, seconds: float) -> dict[str, Any]:
         """Controller, CPU-seconds (the process during the run, monitor included; the worker

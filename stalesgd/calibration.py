@@ -123,6 +123,13 @@ class Calibration:
             *([f"left out: runs {', '.join(d['source']['skipped_run_ids'])} (an algorithm "
                "without a calibrated model, or workers slowed down on purpose)"]
               if d["source"].get("skipped_run_ids") else []),
+            *[f"not a steady machine in run {rid}: {'; '.join(why)} (its cycles mix machine "
+              "states the simulator does not model)"
+              for rid, why in (d["source"].get("disturbed_runs") or {}).items()],
+            *([f"runs whose CPUs were on cores without a shared cache at both ends: "
+               f"{', '.join(d['source']['runs_on_cpus_apart'])} (the same code is slower "
+               "there when workers share parameters often)"]
+              if d["source"].get("runs_on_cpus_apart") else []),
             f"machine: {d['machine'].get('hostname')} ({d['machine'].get('cpu_model')}), "
             f"cores = {d['cores']}, time slice = {d['time_slice'] * 1e3:.3g} ms "
             f"({d['time_slice_source']})",

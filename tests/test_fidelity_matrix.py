@@ -60,11 +60,35 @@ def test_repetitions_are_compared_with_each_other(fm):
     assert sorted(round(x["tv"], 3) for *_r, x in rows) == [0.0, 0.5, 0.5]
     assert all(kind == "reps" for _a, _m, _s, kind, _x in rows)
     lines = fm.table(rows + [("lock", 4, 0, "in", _x(0.2))], ["lock"], [4])
-    assert lines[0].endswith("| TV between repetitions |")
-    assert lines[-1].endswith("| 0.500 (0.000–0.500) |")
+    assert lines[0].endswith("| TV between repetitions | real runs unsteady |")
+    assert lines[-1].endswith("| 0.500 (0.000–0.500) | – |")
     text = "\n".join(fm.summary([("a b16", *r) for r in rows], fit_workers=2, cores=2))
     assert "repetitions of one configuration, m > 2: median TV between them 0.500" in text
     assert not np.isnan(rows[0][4]["tv"])
+
+
+def test_cells_say_how_many_real_runs_had_an_unsteady_machine(fm):
+    import numpy as np
+    import pandas as pd
+
+    # lock m = 4: run r0 steady, r1 halves its speed half-way, r2 ran with its CPUs apart
+    t = np.arange(4000) * 1e-4
+    slowed = np.r_[t[:2000], t[2000] + np.arange(2000) * 2e-4]
+    runs = pd.DataFrame({"run_id": ["r0", "r1", "r2"], "algorithm": "lock", "workers": 4,
+                         "seed": [0, 1, 2], "engine": "real",
+                         "core_round_trip_ns_start": [60.0, 60.0, 340.0],
+                         "core_round_trip_ns_end": [60.0, 60.0, 330.0]})
+    updates = pd.concat(pd.DataFrame({"run_id": rid, "t_apply": ta, "dropped": False})
+                        for rid, ta in (("r0", t), ("r1", slowed), ("r2", t)))
+    res = type("Res", (), {"runs": runs, "updates": updates})()
+    rows = fm.steadiness(res)
+    assert [x["unsteady"] for *_r, x in rows] == [0.0, 1.0, 1.0]
+    lines = fm.table(rows + [("lock", 4, 0, "in", _x(0.2))], ["lock"], [4])
+    assert lines[-1].endswith("| 2 of 3 |")
+    text = "\n".join(fm.summary([("a b16", *r) for r in rows + [("lock", 4, 0, "in", _x(0.2))]],
+                                fit_workers=2, cores=2))
+    assert "1 of the 1 cells that miss and 0 of the 0 that meet it had a real run on an " \
+        "unsteady machine" in text
 
 
 @pytest.mark.slow
@@ -85,5 +109,5 @@ def test_blocks_of_one_problem_name_keep_their_own_calibrations(fm, tmp_path):
                              {"hidden": hidden, "n_features": 20, "n_train": 500})
         rows = fm.measure(problem, 16, ["lock"], [1, 3], 1, 0.3, 1, tmp_path, None)
         kinds = sorted((m, kind) for _alg, m, _seed, kind, _x in rows)
-        assert kinds == [(1, "in"), (3, "in"), (3, "out")]
+        assert kinds == [(1, "in"), (1, "steady"), (3, "in"), (3, "out"), (3, "steady")]
     assert len(list(tmp_path.glob("cal-*-lock-s0-m1.json"))) == 2

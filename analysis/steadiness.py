@@ -1,0 +1,127 @@
+"""Whether a real run went at one speed from its start to its end, and whether it had the
+machine to itself.
+
+On a shared or virtual machine the same code changes speed within a run: the host moves the
+virtual CPUs between cores that share a cache and cores that do not (measured on 2-vCPU
+machines: a lock run of two workers at batch 16 went from 27,000 to 15,000 updates/s a third
+of the way through and stayed there; see :mod:`stalesgd.real.placement`), or other work takes
+the cores (:mod:`stalesgd.real.load`).  Such a run mixes two machines: its PDF(τ) is a
+mixture that a simulation of one machine does not reproduce, and a calibration from it fits
+neither.  This module measures it from the record, so that a comparison that misses can say
+why: :func:`slow_share` from the update rows, :func:`disturbances` for a run's row, and
+:func:`placement_note` for where its CPUs were.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["BUSY_FLAG", "FAR_NS", "SLOW_FLAG", "SLOW_RATIO", "disturbances", "placement_note",
+           "slow_share", "slow_shares"]
+
+#: a stretch of a run slower than this share of its fast stretches' update rate is slow
+SLOW_RATIO = 0.7
+#: most stretches a run is cut into, and fewest updates a stretch holds on average
+MAX_BINS = 50
+MIN_PER_BIN = 100
+#: fewest stretches to judge a run by (fewer: too few updates; the share is NaN)
+MIN_BINS = 8
+#: a run slow for at least this share of its time is flagged
+SLOW_FLAG = 0.1
+#: a run whose machine gave at least this share of its CPU time to other processes or the
+#: hypervisor is flagged
+BUSY_FLAG = 0.05
+#: a CPU round trip at least this long (ns) at both ends of a run: its CPUs were on cores
+#: without a shared cache (≈ 60 ns on a shared one, 300+ apart; stalesgd.real.placement)
+FAR_NS = 200.0
+#: engines whose runs measure a machine (simulations are steady by construction)
+MEASURED_ENGINES = ("real", "ray")
+
+
+def slow_share(t_apply: np.ndarray) -> float:
+    """Share of a run's time spent in stretches slower than :data:`SLOW_RATIO` × the update
+    rate of its fast stretches (the 90th percentile over stretches).
+
+    ``t_apply``: the times of the run's applied updates.  The time from the first to the
+    last apply is cut into equal stretches (at most :data:`MAX_BINS`, each holding
+    :data:`MIN_PER_BIN` updates on average); the first and the last are left out (the start,
+    and a stretch cut short).  NaN when fewer than :data:`MIN_BINS` remain."""
+    t = np.asarray(t_apply, dtype=np.float64)
+    t = t[np.isfinite(t)]
+    if t.size < 2:
+        return math.nan
+    start, span = float(t.min()), float(t.max() - t.min())
+    bins = min(MAX_BINS, t.size // MIN_PER_BIN)
+    if bins < MIN_BINS + 2 or not span > 0:
+        return math.nan
+    counts, _ = np.histogram(t, bins=bins, range=(start, start + span))
+    inner = counts[1:-1].astype(np.float64)
+    fast = float(np.quantile(inner, 0.9))
+    if not fast > 0:
+        return math.nan
+    return float(np.mean(inner < SLOW_RATIO * fast))
+
+
+def slow_shares(runs: pd.DataFrame, updates: pd.DataFrame) -> np.ndarray:
+    """:func:`slow_share` per run of a loaded runs table (keyed by ``uid``); NaN for
+    simulations, runs whose controller changed the number of workers (their speed changes by
+    design) and runs that kept only some update rows."""
+    out = np.full(len(runs), np.nan)
+    if not len(runs) or updates.empty:
+        return out
+    applied = updates[~updates["dropped"].fillna(False).astype(bool)]
+    times = {uid: g.to_numpy(np.float64) for uid, g in applied.groupby("uid")["t_apply"]}
+    for i, (_, row) in enumerate(runs.iterrows()):
+        if str(row.get("engine")) not in MEASURED_ENGINES:
+            continue
+        changes = _number(row.get("controller_changes"))
+        rows_kept = row.get("log_rows")
+        if (changes > 0) or (isinstance(rows_kept, str) and rows_kept != "all"):
+            continue
+        t = times.get(row["uid"])
+        if t is not None:
+            out[i] = slow_share(t)
+    return out
+
+
+def disturbances(row: Mapping[str, Any]) -> list[str]:
+    """What disturbed a real run, in words, from its runs-table row (``slow_share`` as the
+    loader adds it, ``other_cpu_share`` and ``steal_share`` as the engine records them);
+    empty for an undisturbed run or one that lacks the columns."""
+    out = []
+    slow = _number(row.get("slow_share"))
+    if slow >= SLOW_FLAG:
+        out.append(f"below {SLOW_RATIO:g}× its top speed for {slow:.0%} of the run (the machine "
+                   "changed speed)")
+    other, steal = _number(row.get("other_cpu_share")), _number(row.get("steal_share"))
+    busy = (0.0 if math.isnan(other) else other) + (0.0 if math.isnan(steal) else steal)
+    if busy >= BUSY_FLAG:
+        parts = [f"other processes {other:.0%}"] if other >= 0.005 else []
+        parts += [f"hypervisor {steal:.0%}"] if steal >= 0.005 else []
+        out.append(f"machine shared: {', '.join(parts)} of its CPU time")
+    return out
+
+
+def placement_note(row: Mapping[str, Any]) -> str:
+    """"CPUs apart …" when a real run's CPUs were on cores without a shared cache at both
+    its ends (a steady state of the machine, but a slower one for runs that share
+    parameters often), else ""."""
+    start = _number(row.get("core_round_trip_ns_start"))
+    end = _number(row.get("core_round_trip_ns_end"))
+    if start >= FAR_NS and end >= FAR_NS:
+        return f"CPUs apart at start and end (round trip {start:.0f} / {end:.0f} ns)"
+    return ""
+
+
+def _number(value: Any) -> float:
+    """A float from a table cell that may be missing (NaN then)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return x

@@ -1,0 +1,81 @@
+"""Whether a real run had a steady machine (analysis/steadiness.py), and where it is said:
+the report's flags and the calibration's summary."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from stalesgd.analysis.report import run_flags
+from stalesgd.analysis.steadiness import (
+    SLOW_FLAG,
+    disturbances,
+    placement_note,
+    slow_share,
+    slow_shares,
+)
+
+
+def times(rates_and_durations, seed=0):
+    """Apply times of a run going at each (updates/s, seconds) in turn, with jitter."""
+    rng = np.random.default_rng(seed)
+    out, t0 = [], 0.0
+    for rate, seconds in rates_and_durations:
+        n = int(rate * seconds)
+        out.append(t0 + np.sort(rng.uniform(0.0, seconds, n)))
+        t0 += seconds
+    return np.concatenate(out)
+
+
+def test_a_steady_run_has_no_slow_stretch():
+    assert slow_share(times([(20_000, 2.5)])) == 0.0
+
+
+@pytest.mark.parametrize("fast_part", [0.2, 0.5, 0.8])
+def test_a_run_that_halves_its_speed_is_slow_for_the_rest(fast_part):
+    t = times([(20_000, 2.5 * fast_part), (10_000, 2.5 * (1 - fast_part))])
+    assert slow_share(t) == pytest.approx(1 - fast_part, abs=0.06)
+
+
+def test_a_dip_of_a_tenth_of_the_run_is_found_and_flagged():
+    t = times([(20_000, 1.0), (8_000, 0.25), (20_000, 1.25)])
+    share = slow_share(t)
+    assert share == pytest.approx(0.1, abs=0.03)
+    assert disturbances({"slow_share": max(share, SLOW_FLAG)})  # at the flag's threshold
+
+
+def test_too_few_updates_to_judge_give_nan():
+    assert math.isnan(slow_share(times([(400, 2.0)])))  # 800 updates: 8 stretches of 100
+    assert math.isnan(slow_share(np.array([1.0])))
+
+
+def test_disturbances_name_what_was_measured():
+    quiet = {"slow_share": 0.02, "other_cpu_share": 0.01, "steal_share": 0.0}
+    assert disturbances(quiet) == []
+    words = disturbances({"slow_share": 0.42, "other_cpu_share": 0.20, "steal_share": 0.03})
+    assert any("42%" in w and "changed speed" in w for w in words)
+    assert any("other processes 20%" in w and "hypervisor 3%" in w for w in words)
+    assert disturbances({}) == []  # a simulation, or an older folder: nothing to say
+    assert placement_note({"core_round_trip_ns_start": 340.0, "core_round_trip_ns_end": 320.0})
+    assert not placement_note({"core_round_trip_ns_start": 340.0,
+                               "core_round_trip_ns_end": 61.0})  # moved together: no note
+
+
+def test_the_runs_table_flags_a_disturbed_run():
+    row = {"evaluated": True, "slow_share": 0.88, "other_cpu_share": 0.0, "steal_share": 0.0}
+    assert "changed speed" in run_flags(row)
+
+
+def test_only_measured_runs_with_a_fixed_worker_count_are_judged():
+    t = times([(20_000, 1.0), (10_000, 1.5)])
+    updates = pd.DataFrame({"uid": ["a/r0"] * t.size + ["a/r1"] * t.size
+                            + ["a/r2"] * t.size,
+                            "t_apply": np.concatenate([t, t, t]),
+                            "dropped": np.zeros(3 * t.size, bool)})
+    runs = pd.DataFrame({"uid": ["a/r0", "a/r1", "a/r2"], "engine": ["real", "sim", "real"],
+                         "controller_changes": [0, 0, 3], "log_rows": ["all"] * 3})
+    shares = slow_shares(runs, updates)
+    assert shares[0] == pytest.approx(0.6, abs=0.06)
+    assert math.isnan(shares[1]) and math.isnan(shares[2])
