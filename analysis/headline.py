@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .steadiness import disturbances, placement_note
 from .tables import Analysis, has_target
 
 __all__ = ["Headline", "headline"]
@@ -65,9 +66,14 @@ def headline(analysis: Analysis, reference: str = "real", other: str = "sim") ->
         if tv.notna().any():
             tv_med, tv_max = float(tv.median()), float(tv.max())
             worst = pair.loc[tv.idxmax(), "config_key"]
+            shaky = _unsteady_configurations(analysis, reference)
+            n_shaky = len(set(pair.loc[tv.notna(), "config_key"]) & shaky)
             lines.append(f"PDF(τ) {other} vs {reference}: median total variation {tv_med:.3f} "
                          f"over {_configurations(int(tv.notna().sum()))} with m > 1 "
-                         f"(worst {tv_max:.3f}: {worst})")
+                         f"(worst {tv_max:.3f}: {worst}"
+                         + (", a run on an unsteady machine" if worst in shaky else "") + ")"
+                         + (f"; {n_shaky} of them with a {reference} run on an unsteady "
+                            "machine (flags in the runs table)" if n_shaky else ""))
 
     sp = analysis.speedup
     if not sp.empty:
@@ -101,6 +107,16 @@ def headline(analysis: Analysis, reference: str = "real", other: str = "sim") ->
             predicted[engine] = numbers
     return Headline(tv_med, tv_max, err_med, best_key, best_t, best_speedup, tuple(lines),
                     predicted)
+
+
+def _unsteady_configurations(analysis: Analysis, engine: str) -> set[str]:
+    """Configurations with at least one ``engine`` run whose machine was not steady
+    (:mod:`~stalesgd.analysis.steadiness`)."""
+    runs = getattr(analysis.loaded, "runs", None)
+    if runs is None or runs.empty or "engine" not in runs:
+        return set()
+    return {str(row["config_key"]) for _, row in runs[runs["engine"] == engine].iterrows()
+            if disturbances(row) or placement_note(row)}
 
 
 def _configurations(n: int) -> str:

@@ -257,6 +257,24 @@ def table(rows, algs: list[str], workers: list[int]) -> list[str]:
     return out
 
 
+def _by_steadiness(all_rows, kind: str, pick, limit: float) -> str:
+    """Run by run (not cell by cell): the median TV of the comparisons with real runs on a
+    steady machine and with those on an unsteady one, and the share within ``limit``."""
+    unsteady = {(b, a, m, s): x["unsteady"] > 0 for b, a, m, s, k, x in all_rows
+                if k == "steady"}
+    groups: dict[bool, list[float]] = {False: [], True: []}
+    for b, a, m, s, k, x in all_rows:
+        if k == kind and pick(m) and (b, a, m, s) in unsteady:
+            groups[unsteady[(b, a, m, s)]].append(x["tv"])
+    parts = []
+    for flag, name in ((False, "steady"), (True, "unsteady")):
+        tv = groups[flag]
+        if tv:
+            parts.append(f"{name} runs: median TV {np.median(tv):.3f}, "
+                         f"{sum(v <= limit for v in tv)} of {len(tv)} within {limit:g}")
+    return f"; run by run, {'; '.join(parts)}" if parts else ""
+
+
 def unsteady_cells(all_rows) -> set[tuple]:
     """(block, algorithm, m) of the cells with at least one real run on an unsteady
     machine (rows of kind ``steady``)."""
@@ -297,7 +315,8 @@ def summary(all_rows, fit_workers: int, cores: int) -> list[str]:
                      f"{100 * np.median([abs(v - 1) for v in ups.values()]):.0f} %); "
                      f"{sum(c in shaky for c in miss)} of the {len(miss)} cells that miss "
                      f"and {sum(c in shaky for c in tv if c not in miss)} of the {ok} that "
-                     "meet it had a real run on an unsteady machine")
+                     "meet it had a real run on an unsteady machine"
+                     + _by_steadiness(all_rows, kind, pick, limit))
     for pick, what in ((lambda m: m <= cores, f"m ≤ {cores}"), (lambda m: m > cores,
                                                                    f"m > {cores}")):
         cells = med("reps", pick)

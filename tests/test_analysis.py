@@ -558,3 +558,24 @@ def test_run_flags_say_what_a_reader_of_the_row_must_know():
         "diverged, target not reached")
     assert run_flags({**ok, "evaluated": False, "prediction": pd.NA}) == "no evals"
     assert run_flags({"evaluated": True, "target_loss": float("nan")}) == ""  # older folders
+
+
+def test_headline_says_how_many_configurations_had_an_unsteady_real_run():
+    from stalesgd.analysis.headline import headline
+    from stalesgd.analysis.tables import Analysis
+
+    d = pd.DataFrame({"engine_a": ["real"] * 3, "engine_b": ["sim"] * 3,
+                      "config_key": ["x m=2", "x m=4", "x m=8"], "tv": [0.05, 0.40, 0.08]})
+    runs = pd.DataFrame({"engine": ["real"] * 3 + ["sim"],
+                         "config_key": ["x m=2", "x m=4", "x m=8", "x m=4"],
+                         "slow_share": [0.0, 0.42, 0.0, 0.9],  # (a simulation's is not read)
+                         "other_cpu_share": [0.0, 0.0, 0.0, 0.0],
+                         "steal_share": [0.0, 0.0, 0.0, 0.0]})
+    loaded = type("L", (), {"runs": runs})()
+    stale = type("S", (), {"distances": d})()
+    line = headline(Analysis(loaded=loaded, stale=stale, speedup=pd.DataFrame())).lines[0]
+    assert line.endswith("(worst 0.400: x m=4, a run on an unsteady machine); 1 of them "
+                         "with a real run on an unsteady machine (flags in the runs table)")
+    runs["slow_share"] = 0.0  # all steady: nothing added
+    line = headline(Analysis(loaded=loaded, stale=stale, speedup=pd.DataFrame())).lines[0]
+    assert line.endswith("(worst 0.400: x m=4)")

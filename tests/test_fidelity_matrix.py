@@ -88,7 +88,10 @@ def test_cells_say_how_many_real_runs_had_an_unsteady_machine(fm):
     text = "\n".join(fm.summary([("a b16", *r) for r in rows + [("lock", 4, 0, "in", _x(0.2))]],
                                 fit_workers=2, cores=2))
     assert "1 of the 1 cells that miss and 0 of the 0 that meet it had a real run on an " \
-        "unsteady machine" in text
+        "unsteady machine; run by run, steady runs: median TV 0.200, 0 of 1 within 0.1" in text
+    more = rows + [("lock", 4, 1, "in", _x(0.05)), ("lock", 4, 2, "in", _x(0.3))]
+    text = "\n".join(fm.summary([("a b16", *r) for r in more], fit_workers=2, cores=2))
+    assert "unsteady runs: median TV 0.175, 1 of 2 within 0.1" in text
 
 
 @pytest.mark.slow
