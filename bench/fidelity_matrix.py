@@ -214,8 +214,9 @@ def steadiness(res) -> list[tuple]:
                          & ~res.updates["dropped"].to_numpy(bool)]
         row = {**r.to_dict(), "slow_share": slow_share(up["t_apply"].to_numpy(np.float64))}
         unsteady = bool(disturbances(row) or placement_note(row))
+        load_known = np.isfinite(float(row.get("other_cpu_share", np.nan)))
         rows.append((str(r["algorithm"]), int(r["workers"]), int(r["seed"]), "steady",
-                     {"unsteady": float(unsteady)}))
+                     {"unsteady": float(unsteady), "load_known": float(load_known)}))
     return rows
 
 
@@ -458,6 +459,11 @@ def main(argv: list[str] | None = None) -> int:
             block = [f"## {problem.label}, batch {batch}", ""] + table(rows, algs, workers)
             print("\n".join(block), flush=True)
             blocks += block + [""]
+    unknown = sum(1 for *_r, k, x in all_rows if k == "steady" and not x["load_known"])
+    if unknown:  # folders recorded before the engine measured the machine's load
+        lines += [f"{unknown} of the real runs do not record the machine's load (other "
+                  "processes, steal): for them *unsteady* means a change of speed within the "
+                  "run or CPUs apart at both ends only.", ""]
     lines += ["## Against the targets", ""] + summary(all_rows, args.fit_workers, cores) + [
         ""] + blocks
     print("\n".join(summary(all_rows, args.fit_workers, cores)))
