@@ -103,7 +103,7 @@ from stalesgd.units import adds_delay
 
 from .calibrate_ps import CALIBRATED_ALGORITHMS, fit_network, ps_compute, row_timings
 from .load import AnalysisError, read_folder
-from .steadiness import disturbances, placement_note, slow_share
+from .steadiness import disturbances, judged, placement_note, slow_share
 
 __all__ = [
     "calibrate",
@@ -845,8 +845,8 @@ def _disturbed(res: Any, sel: Any) -> dict[str, list[str]]:
     for _, row in sel.iterrows():
         up = res.updates[(res.updates["run_id"] == row["run_id"])
                          & ~res.updates["dropped"].to_numpy(bool)]
-        found = disturbances({**row.to_dict(),
-                              "slow_share": slow_share(up["t_apply"].to_numpy(np.float64))})
+        slow = slow_share(up["t_apply"].to_numpy(np.float64)) if judged(row) else math.nan
+        found = disturbances({**row.to_dict(), "slow_share": slow})
         if found:
             out[str(row["run_id"])] = found
     return out

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["BUSY_FLAG", "FAR_NS", "SLOW_FLAG", "SLOW_RATIO", "disturbances", "placement_note",
-           "slow_share", "slow_shares"]
+__all__ = ["BUSY_FLAG", "FAR_NS", "SLOW_FLAG", "SLOW_RATIO", "disturbances", "judged",
+           "placement_note", "slow_share", "slow_shares"]
 
 #: a stretch of a run slower than this share of its fast stretches' update rate is slow
 SLOW_RATIO = 0.7
@@ -67,24 +67,27 @@ def slow_share(t_apply: np.ndarray) -> float:
     return float(np.mean(inner < SLOW_RATIO * fast))
 
 
+def judged(row: Mapping[str, Any]) -> bool:
+    """Whether a run's speed says something about its machine: a measured run (not a
+    simulation) with a fixed number of workers (an elastic controller changes the speed by
+    design) that kept every update row."""
+    rows_kept = row.get("log_rows")
+    return (str(row.get("engine")) in MEASURED_ENGINES
+            and not _number(row.get("controller_changes")) > 0
+            and not (isinstance(rows_kept, str) and rows_kept != "all"))
+
+
 def slow_shares(runs: pd.DataFrame, updates: pd.DataFrame) -> np.ndarray:
-    """:func:`slow_share` per run of a loaded runs table (keyed by ``uid``); NaN for
-    simulations, runs whose controller changed the number of workers (their speed changes by
-    design) and runs that kept only some update rows."""
+    """:func:`slow_share` per run of a loaded runs table (keyed by ``uid``); NaN for the runs
+    not :func:`judged`."""
     out = np.full(len(runs), np.nan)
     if not len(runs) or updates.empty:
         return out
     applied = updates[~updates["dropped"].fillna(False).astype(bool)]
     times = {uid: g.to_numpy(np.float64) for uid, g in applied.groupby("uid")["t_apply"]}
     for i, (_, row) in enumerate(runs.iterrows()):
-        if str(row.get("engine")) not in MEASURED_ENGINES:
-            continue
-        changes = _number(row.get("controller_changes"))
-        rows_kept = row.get("log_rows")
-        if (changes > 0) or (isinstance(rows_kept, str) and rows_kept != "all"):
-            continue
         t = times.get(row["uid"])
-        if t is not None:
+        if t is not None and judged(row):
             out[i] = slow_share(t)
     return out
 

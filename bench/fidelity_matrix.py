@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import stalesgd.sim.run as sim_run
 from stalesgd.analysis.calibrate import calibrate
-from stalesgd.analysis.steadiness import disturbances, placement_note, slow_share
+from stalesgd.analysis.steadiness import disturbances, judged, placement_note, slow_share
 from stalesgd.app.runner import run_experiment
 from stalesgd.real.costs import measure_costs
 from stalesgd.sim.run import SimRun
@@ -212,7 +212,9 @@ def steadiness(res) -> list[tuple]:
     for _, r in res.runs.iterrows():
         up = res.updates[(res.updates["run_id"] == r["run_id"])
                          & ~res.updates["dropped"].to_numpy(bool)]
-        row = {**r.to_dict(), "slow_share": slow_share(up["t_apply"].to_numpy(np.float64))}
+        row = {"engine": "real", **r.to_dict()}
+        row["slow_share"] = (slow_share(up["t_apply"].to_numpy(np.float64)) if judged(row)
+                             else np.nan)
         unsteady = bool(disturbances(row) or placement_note(row))
         load_known = np.isfinite(float(row.get("other_cpu_share", np.nan)))
         rows.append((str(r["algorithm"]), int(r["workers"]), int(r["seed"]), "steady",
