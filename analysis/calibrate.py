@@ -837,18 +837,22 @@ def _foreign_gaps(cyc, longs, foreign: float) -> list[np.ndarray]:
     return keep
 
 
-def _disturbed(res: Any, sel: Any) -> dict[str, list[str]]:
-    """Per run to calibrate from that did not have a steady machine, what disturbed it
-    (:func:`~stalesgd.analysis.steadiness.disturbances`): its cycles mix machine states that
-    the simulator does not model, which a reader of the calibration must know."""
-    out: dict[str, list[str]] = {}
+def _disturbed(res: Any, sel: Any) -> dict[str, dict[str, Any]]:
+    """Per run to calibrate from that did not have a steady machine, what disturbed it, in
+    words (``why``, :func:`~stalesgd.analysis.steadiness.disturbances`) and in numbers: its
+    cycles are not those of this code alone on one steady machine, which a reader of the
+    calibration must know."""
+    out: dict[str, dict[str, Any]] = {}
+    dropped = res.updates["dropped"].fillna(False).to_numpy(bool)
     for _, row in sel.iterrows():
-        up = res.updates[(res.updates["run_id"] == row["run_id"])
-                         & ~res.updates["dropped"].to_numpy(bool)]
+        up = res.updates[(res.updates["run_id"] == row["run_id"]).to_numpy() & ~dropped]
         slow = slow_share(up["t_apply"].to_numpy(np.float64)) if judged(row) else math.nan
         found = disturbances({**row.to_dict(), "slow_share": slow})
         if found:
-            out[str(row["run_id"])] = found
+            out[str(row["run_id"])] = {
+                "why": found, "slow_share": slow,
+                **{k: float(row.get(k, math.nan)) for k in ("other_cpu_share", "steal_share",
+                                                            "record_waits")}}
     return out
 
 

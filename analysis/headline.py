@@ -66,14 +66,14 @@ def headline(analysis: Analysis, reference: str = "real", other: str = "sim") ->
         if tv.notna().any():
             tv_med, tv_max = float(tv.median()), float(tv.max())
             worst = pair.loc[tv.idxmax(), "config_key"]
-            shaky = _unsteady_configurations(analysis, reference)
-            n_shaky = len(set(pair.loc[tv.notna(), "config_key"]) & shaky)
+            shaky, apart = _machine_states(analysis, reference)
+            keys = set(pair.loc[tv.notna(), "config_key"])
             lines.append(f"PDF(τ) {other} vs {reference}: median total variation {tv_med:.3f} "
                          f"over {_configurations(int(tv.notna().sum()))} with m > 1 "
                          f"(worst {tv_max:.3f}: {worst}"
                          + (", a run on an unsteady machine" if worst in shaky else "") + ")"
-                         + (f"; {n_shaky} of them with a {reference} run on an unsteady "
-                            "machine (flags in the runs table)" if n_shaky else ""))
+                         + _machine_note(len(keys & shaky), len(keys & apart), len(keys),
+                                         reference))
 
     sp = analysis.speedup
     if not sp.empty:
@@ -109,14 +109,30 @@ def headline(analysis: Analysis, reference: str = "real", other: str = "sim") ->
                     predicted)
 
 
-def _unsteady_configurations(analysis: Analysis, engine: str) -> set[str]:
-    """Configurations with at least one ``engine`` run whose machine was not steady
-    (:mod:`~stalesgd.analysis.steadiness`)."""
+def _machine_states(analysis: Analysis, engine: str) -> tuple[set[str], set[str]]:
+    """Configurations with at least one ``engine`` run whose machine was not steady, and
+    with one whose CPUs were apart (:mod:`~stalesgd.analysis.steadiness`)."""
     runs = getattr(analysis.loaded, "runs", None)
     if runs is None or runs.empty or "engine" not in runs:
-        return set()
-    return {str(row["config_key"]) for _, row in runs[runs["engine"] == engine].iterrows()
-            if disturbances(row) or placement_note(row)}
+        return set(), set()
+    mine = runs[runs["engine"] == engine]
+    return ({str(r["config_key"]) for _, r in mine.iterrows() if disturbances(r)},
+            {str(r["config_key"]) for _, r in mine.iterrows() if placement_note(r)})
+
+
+def _machine_note(unsteady: int, apart: int, n: int, engine: str) -> str:
+    """"; k of them had a real run on an unsteady machine, j a real run with its CPUs apart
+    (flags in the runs table)", or for one configuration "; it had …" (empty when none)."""
+    parts = []
+    for count, what in ((unsteady, f"a {engine} run on an unsteady machine"),
+                        (apart, f"a {engine} run with its CPUs apart")):
+        if count:
+            parts.append(what if n == 1 else f"{count} of them had {what}" if not parts
+                         else f"{count} {what}")
+    if not parts:
+        return ""
+    return f"; {'it had ' if n == 1 else ''}{' and '.join(parts) if n == 1 else ', '.join(parts)}" \
+        + " (flags in the runs table)"
 
 
 def _configurations(n: int) -> str:

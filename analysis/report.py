@@ -232,6 +232,14 @@ _DEFINITIONS = [
     "m > 1 ran on and back, at its start / end (stalesgd.real.placement); on a virtual "
     "machine ≈ 60 ns means the host placed them on cores sharing a cache, ≈ 300+ ns apart, "
     "where runs that share parameters often (small batches) can be up to 2× slower.",
+    "Machine flags of a real run (stalesgd.analysis.steadiness): *below 0.7× its top speed "
+    "for X % of the run* — the run cut into up to 50 stretches of at least 200 updates, its "
+    "top speed the highest median of three stretches in a row, flagged from a tenth of the "
+    "run (the machine changed speed, or the engine's update record made the workers wait, "
+    "as the flag says); *machine shared* — other processes or the hypervisor (steal) took at "
+    "least 5 % of the time of the CPUs the run could use (Linux /proc/stat, runs of at "
+    "least 50 clock ticks; stalesgd.real.load); *CPUs apart* — a round trip of 200–5,000 "
+    "ns at both ends of the run.",
     "Non-converged: diverged, or evaluated with a target and never reached it; runs without "
     "evaluations and interrupted runs are not judged unless they diverged.",
     "Theory checks (least-squares runs only): E[loss] from the exact recursion for i.i.d. "

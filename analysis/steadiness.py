@@ -24,47 +24,57 @@ import pandas as pd
 __all__ = ["BUSY_FLAG", "FAR_NS", "SLOW_FLAG", "SLOW_RATIO", "disturbances", "judged",
            "placement_note", "slow_share", "slow_shares"]
 
-#: a stretch of a run slower than this share of its fast stretches' update rate is slow
+#: a stretch of a run slower than this share of its top speed is slow
 SLOW_RATIO = 0.7
 #: most stretches a run is cut into, and fewest updates a stretch holds on average
 MAX_BINS = 50
-MIN_PER_BIN = 100
-#: fewest stretches to judge a run by (fewer: too few updates; the share is NaN)
-MIN_BINS = 8
+MIN_PER_BIN = 200
+#: fewest stretches to judge a run by (fewer: too few updates, the share is NaN; with 8, one
+#: stretch short by chance was 12 % of the run, and 9 % of steady runs were flagged)
+MIN_BINS = 20
+#: the share of updates at either end of a run outside its span (a straggling last apply
+#: must not stretch the run)
+EDGE_QUANTILE = 0.005
 #: a run slow for at least this share of its time is flagged
 SLOW_FLAG = 0.1
-#: a run whose machine gave at least this share of its CPU time to other processes or the
+#: a run whose CPUs gave at least this share of their time to other processes or the
 #: hypervisor is flagged
 BUSY_FLAG = 0.05
 #: a CPU round trip at least this long (ns) at both ends of a run: its CPUs were on cores
-#: without a shared cache (≈ 60 ns on a shared one, 300+ apart; stalesgd.real.placement)
+#: without a shared cache (≈ 60 ns on a shared one, 300+ apart; stalesgd.real.placement) ...
 FAR_NS = 200.0
+#: ... and at most this long: longer ones are a descheduled thread on a busy machine, not a
+#: distance between caches
+MAX_ROUND_TRIP_NS = 5000.0
 #: engines whose runs measure a machine (simulations are steady by construction)
 MEASURED_ENGINES = ("real", "ray")
 
 
 def slow_share(t_apply: np.ndarray) -> float:
-    """Share of a run's time spent in stretches slower than :data:`SLOW_RATIO` × the update
-    rate of its fast stretches (the 90th percentile over stretches).
+    """Share of a run's time spent in stretches slower than :data:`SLOW_RATIO` × its top
+    speed.
 
-    ``t_apply``: the times of the run's applied updates.  The time from the first to the
-    last apply is cut into equal stretches (at most :data:`MAX_BINS`, each holding
-    :data:`MIN_PER_BIN` updates on average); the first and the last are left out (the start,
-    and a stretch cut short).  NaN when fewer than :data:`MIN_BINS` remain."""
-    t = np.asarray(t_apply, dtype=np.float64)
+    ``t_apply``: the times of the run's applied updates.  The run (without the first and
+    last :data:`EDGE_QUANTILE` of its updates) is cut into equal stretches (at most
+    :data:`MAX_BINS`, each holding :data:`MIN_PER_BIN` updates on average) and the first and
+    the last stretch are left out (the start, and a stretch cut short).  The top speed is
+    the highest median of three stretches in a row, so a single fast stretch by chance does
+    not set it and a fast start of three stretches does.  NaN when fewer than
+    :data:`MIN_BINS` stretches remain."""
+    t = np.asarray(t_apply, dtype=np.float64).ravel()
     t = t[np.isfinite(t)]
     if t.size < 2:
         return math.nan
-    start, span = float(t.min()), float(t.max() - t.min())
+    start, end = (float(x) for x in np.quantile(t, [EDGE_QUANTILE, 1.0 - EDGE_QUANTILE]))
     bins = min(MAX_BINS, t.size // MIN_PER_BIN)
-    if bins < MIN_BINS + 2 or not span > 0:
+    if bins < MIN_BINS + 2 or not end > start:
         return math.nan
-    counts, _ = np.histogram(t, bins=bins, range=(start, start + span))
+    counts, _ = np.histogram(t, bins=bins, range=(start, end))
     inner = counts[1:-1].astype(np.float64)
-    fast = float(np.quantile(inner, 0.9))
-    if not fast > 0:
+    top = float(np.max(np.median(np.lib.stride_tricks.sliding_window_view(inner, 3), axis=1)))
+    if not top > 0:
         return math.nan
-    return float(np.mean(inner < SLOW_RATIO * fast))
+    return float(np.mean(inner < SLOW_RATIO * top))
 
 
 def judged(row: Mapping[str, Any]) -> bool:
@@ -94,29 +104,34 @@ def slow_shares(runs: pd.DataFrame, updates: pd.DataFrame) -> np.ndarray:
 
 def disturbances(row: Mapping[str, Any]) -> list[str]:
     """What disturbed a real run, in words, from its runs-table row (``slow_share`` as the
-    loader adds it, ``other_cpu_share`` and ``steal_share`` as the engine records them);
-    empty for an undisturbed run or one that lacks the columns."""
+    loader adds it; ``record_waits``, ``other_cpu_share`` and ``steal_share`` as the engine
+    records them); empty for an undisturbed run or one that lacks the columns.  A run whose
+    workers waited for room in the update record was slowed by the engine's recorder, not
+    by the machine, and is said to be so."""
     out = []
     slow = _number(row.get("slow_share"))
     if slow >= SLOW_FLAG:
-        out.append(f"below {SLOW_RATIO:g}× its top speed for {slow:.0%} of the run (the machine "
-                   "changed speed)")
+        waits = _number(row.get("record_waits"))
+        cause = (f"its workers waited {int(waits)} times for room in the update record: "
+                 "the engine's recorder, not the machine" if waits > 0
+                 else "the machine changed speed")
+        out.append(f"below {SLOW_RATIO:g}× its top speed for {slow:.0%} of the run ({cause})")
     other, steal = _number(row.get("other_cpu_share")), _number(row.get("steal_share"))
     busy = (0.0 if math.isnan(other) else other) + (0.0 if math.isnan(steal) else steal)
     if busy >= BUSY_FLAG:
         parts = [f"other processes {other:.0%}"] if other >= 0.005 else []
-        parts += [f"hypervisor {steal:.0%}"] if steal >= 0.005 else []
-        out.append(f"machine shared: {', '.join(parts)} of its CPU time")
+        parts += [f"the hypervisor {steal:.0%}"] if steal >= 0.005 else []
+        out.append(f"machine shared: {' and '.join(parts)} of its CPUs' time")
     return out
 
 
 def placement_note(row: Mapping[str, Any]) -> str:
     """"CPUs apart …" when a real run's CPUs were on cores without a shared cache at both
-    its ends (a steady state of the machine, but a slower one for runs that share
-    parameters often), else ""."""
+    its ends (a state of the machine that can last a whole run, in which the same code runs
+    up to twice as slowly when workers share parameters often), else ""."""
     start = _number(row.get("core_round_trip_ns_start"))
     end = _number(row.get("core_round_trip_ns_end"))
-    if start >= FAR_NS and end >= FAR_NS:
+    if FAR_NS <= start <= MAX_ROUND_TRIP_NS and FAR_NS <= end <= MAX_ROUND_TRIP_NS:
         return f"CPUs apart at start and end (round trip {start:.0f} / {end:.0f} ns)"
     return ""
 

@@ -204,21 +204,22 @@ def repetitions(res) -> list[tuple]:
 
 
 def steadiness(res) -> list[tuple]:
-    """Rows of kind ``steady``: per measured run, whether its machine was unsteady (changed
-    speed within the run, was shared with other processes or the hypervisor, or had its
-    CPUs apart at both ends; :mod:`stalesgd.analysis.steadiness`) — a measured reason for a
-    cell to miss."""
+    """Rows of kind ``steady``: per measured run, whether its machine was unsteady (it
+    changed speed within the run, or other processes or the hypervisor took the CPUs'
+    time) and whether its CPUs were apart at both ends (:mod:`stalesgd.analysis.steadiness`)
+    — measured reasons for a cell to miss."""
     rows = []
+    dropped = res.updates["dropped"].fillna(False).to_numpy(bool)
     for _, r in res.runs.iterrows():
-        up = res.updates[(res.updates["run_id"] == r["run_id"])
-                         & ~res.updates["dropped"].to_numpy(bool)]
+        up = res.updates[(res.updates["run_id"] == r["run_id"]).to_numpy() & ~dropped]
         row = {"engine": "real", **r.to_dict()}
         row["slow_share"] = (slow_share(up["t_apply"].to_numpy(np.float64)) if judged(row)
                              else np.nan)
-        unsteady = bool(disturbances(row) or placement_note(row))
         load_known = np.isfinite(float(row.get("other_cpu_share", np.nan)))
         rows.append((str(r["algorithm"]), int(r["workers"]), int(r["seed"]), "steady",
-                     {"unsteady": float(unsteady), "load_known": float(load_known)}))
+                     {"unsteady": float(bool(disturbances(row))),
+                      "apart": float(bool(placement_note(row))),
+                      "load_known": float(load_known)}))
     return rows
 
 
@@ -238,7 +239,8 @@ def table(rows, algs: list[str], workers: list[int]) -> list[str]:
     out = ["| algorithm | m | TV in sample | updates/s ratio in | TV out of sample | KS out | "
            "W1 out | updates/s ratio out |"
            + (" TV out, pooled | updates/s ratio out, pooled |" if pooled else "")
-           + (" TV between repetitions |" if reps else "") + " real runs unsteady |",
+           + (" TV between repetitions |" if reps else "")
+           + " real runs unsteady / CPUs apart |",
            "|---|---:|---|---|---|---|---|---|" + ("---|---|" if pooled else "")
            + ("---|" if reps else "") + "---|"]
     for alg in algs:
@@ -246,6 +248,7 @@ def table(rows, algs: list[str], workers: list[int]) -> list[str]:
             got = {k: [x for a, w, _s, kk, x in rows if a == alg and w == m and kk == k]
                    for k in ("in", "out", "pooled", "reps", "steady")}
             unsteady = [x["unsteady"] for x in got["steady"]]
+            apart = [x["apart"] for x in got["steady"]]
             out.append(
                 f"| {alg} | {m} | {_cell([x['tv'] for x in got['in']], '.3f')} | "
                 f"{_cell([x['ups'] for x in got['in']], '.2f')} | "
@@ -256,25 +259,25 @@ def table(rows, algs: list[str], workers: list[int]) -> list[str]:
                 + (f" {_cell([x['tv'] for x in got['pooled']], '.3f')} | "
                    f"{_cell([x['ups'] for x in got['pooled']], '.2f')} |" if pooled else "")
                 + (f" {_cell([x['tv'] for x in got['reps']], '.3f')} |" if reps else "")
-                + (f" {int(sum(unsteady))} of {len(unsteady)} |" if unsteady else " – |"))
+                + (f" {int(sum(unsteady))} / {int(sum(apart))} of {len(unsteady)} |"
+                   if unsteady else " – |"))
     return out
 
 
 def _by_steadiness(all_rows, kind: str, pick, limit: float) -> str:
     """Run by run (not cell by cell): the median TV of the comparisons with real runs on a
-    steady machine and with those on an unsteady one, and the share within ``limit``."""
-    unsteady = {(b, a, m, s): x["unsteady"] > 0 for b, a, m, s, k, x in all_rows
-                if k == "steady"}
-    groups: dict[bool, list[float]] = {False: [], True: []}
+    steady machine with their CPUs together, with unsteady ones, and with steady ones whose
+    CPUs were apart, and the share of each within ``limit``."""
+    state = {(b, a, m, s): ("unsteady" if x["unsteady"] else "CPUs apart" if x["apart"]
+                            else "steady")
+             for b, a, m, s, k, x in all_rows if k == "steady"}
+    groups: dict[str, list[float]] = {"steady": [], "unsteady": [], "CPUs apart": []}
     for b, a, m, s, k, x in all_rows:
-        if k == kind and pick(m) and (b, a, m, s) in unsteady:
-            groups[unsteady[(b, a, m, s)]].append(x["tv"])
-    parts = []
-    for flag, name in ((False, "steady"), (True, "unsteady")):
-        tv = groups[flag]
-        if tv:
-            parts.append(f"{name} runs: median TV {np.median(tv):.3f}, "
-                         f"{sum(v <= limit for v in tv)} of {len(tv)} within {limit:g}")
+        if k == kind and pick(m) and (b, a, m, s) in state:
+            groups[state[(b, a, m, s)]].append(x["tv"])
+    parts = [f"{name} runs: median TV {np.median(tv):.3f}, "
+             f"{sum(v <= limit for v in tv)} of {len(tv)} within {limit:g}"
+             for name, tv in groups.items() if tv]
     return f"; run by run, {'; '.join(parts)}" if parts else ""
 
 
@@ -355,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", default=None, metavar="DIR",
                     help="take the real runs from the fidelity-* folders of an earlier --out "
                          "DIR instead of running new ones")
+    ap.add_argument("--rows", default=None, metavar="FILE",
+                    help="also write every comparison (block, algorithm, m, seed, kind, "
+                         "metrics) to this JSON file, for analyses of single runs")
     ap.add_argument("--quick", action="store_true",
                     help="synthetic MLP only, batch 16, 1 repetition: a smoke run")
     args = ap.parse_args(argv)
@@ -435,11 +441,14 @@ def main(argv: list[str] | None = None) -> int:
         "times): that configuration missed (in sample TV 0.43–0.47) because both its runs "
         "halved their speed part-way (from 1.2 s and from 1.75 s to the end) and a "
         "calibration resamples the two speeds' cycles as one mixture. The last column counts "
-        "such runs: a real run is *unsteady* when it went below 0.7× its top speed for at "
-        "least a tenth of its time, other processes or the hypervisor took at least 5 % of "
-        "the machine's CPU time during it, or its CPUs were on cores without a shared cache "
-        "at both its ends (stalesgd.analysis.steadiness; `stalesgd report` flags such runs "
-        "and `stalesgd calibrate` names them).",
+        "such runs: a real run is *unsteady* when it went below 0.7× its top speed (the "
+        "highest median of three stretches in a row) for at least a tenth of its time or "
+        "other processes or the hypervisor took at least 5 % of its CPUs' time, and its "
+        "*CPUs were apart* when a cache line's round trip between them took 200–5,000 ns at "
+        "both its ends (cores without a shared cache: a state that can last a whole run, in "
+        "which the same code runs up to twice as slowly when workers share parameters "
+        "often) (stalesgd.analysis.steadiness; `stalesgd report` flags such runs and "
+        "`stalesgd calibrate` names them).",
         "",
     ]
     reuse = {}
@@ -465,11 +474,16 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:  # folders recorded before the engine measured the machine's load
         lines += [f"{unknown} of the real runs do not record the machine's load (other "
                   "processes, steal): for them *unsteady* means a change of speed within the "
-                  "run or CPUs apart at both ends only.", ""]
+                  "run only.", ""]
     lines += ["## Against the targets", ""] + summary(all_rows, args.fit_workers, cores) + [
         ""] + blocks
     print("\n".join(summary(all_rows, args.fit_workers, cores)))
     print(f"real results in {root}")
+    if args.rows:
+        Path(args.rows).write_text(json.dumps(
+            [{"block": b, "algorithm": a, "workers": m, "seed": sd, "kind": k, **x}
+             for b, a, m, sd, k, x in all_rows], indent=0, allow_nan=True))
+        print(f"wrote {args.rows}")
     if page:
         Path(page).write_text("\n".join(lines))
         print(f"wrote {page}")

@@ -123,8 +123,8 @@ class Calibration:
             *([f"left out: runs {', '.join(d['source']['skipped_run_ids'])} (an algorithm "
                "without a calibrated model, or workers slowed down on purpose)"]
               if d["source"].get("skipped_run_ids") else []),
-            *[f"not a steady machine in run {rid}: {'; '.join(why)}"
-              for rid, why in (d["source"].get("disturbed_runs") or {}).items()],
+            *[f"not a steady machine in run {rid}: {'; '.join(found['why'])}"
+              for rid, found in (d["source"].get("disturbed_runs") or {}).items()],
             *([f"runs whose CPUs were on cores without a shared cache at both ends: "
                f"{', '.join(d['source']['runs_on_cpus_apart'])} (the same code is slower "
                "there when workers share parameters often)"]

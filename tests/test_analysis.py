@@ -574,8 +574,19 @@ def test_headline_says_how_many_configurations_had_an_unsteady_real_run():
     loaded = type("L", (), {"runs": runs})()
     stale = type("S", (), {"distances": d})()
     line = headline(Analysis(loaded=loaded, stale=stale, speedup=pd.DataFrame())).lines[0]
-    assert line.endswith("(worst 0.400: x m=4, a run on an unsteady machine); 1 of them "
-                         "with a real run on an unsteady machine (flags in the runs table)")
+    assert line.endswith("(worst 0.400: x m=4, a run on an unsteady machine); 1 of them had "
+                         "a real run on an unsteady machine (flags in the runs table)")
+    runs["core_round_trip_ns_start"] = [340.0, 60.0, 330.0, 60.0]
+    runs["core_round_trip_ns_end"] = [350.0, 60.0, 320.0, 60.0]
+    line = headline(Analysis(loaded=loaded, stale=stale, speedup=pd.DataFrame())).lines[0]
+    assert line.endswith("1 of them had a real run on an unsteady machine, 2 a real run with "
+                         "its CPUs apart (flags in the runs table)")
+    del runs["core_round_trip_ns_start"], runs["core_round_trip_ns_end"]
+    one = type("S", (), {"distances": d.iloc[1:2]})()
+    line = headline(Analysis(loaded=loaded, stale=one, speedup=pd.DataFrame())).lines[0]
+    assert line.endswith("over 1 configuration with m > 1 (worst 0.400: x m=4, a run on an "
+                         "unsteady machine); it had a real run on an unsteady machine (flags "
+                         "in the runs table)")
     runs["slow_share"] = 0.0  # all steady: nothing added
     line = headline(Analysis(loaded=loaded, stale=stale, speedup=pd.DataFrame())).lines[0]
     assert line.endswith("(worst 0.400: x m=4)")

@@ -60,7 +60,7 @@ def test_repetitions_are_compared_with_each_other(fm):
     assert sorted(round(x["tv"], 3) for *_r, x in rows) == [0.0, 0.5, 0.5]
     assert all(kind == "reps" for _a, _m, _s, kind, _x in rows)
     lines = fm.table(rows + [("lock", 4, 0, "in", _x(0.2))], ["lock"], [4])
-    assert lines[0].endswith("| TV between repetitions | real runs unsteady |")
+    assert lines[0].endswith("| TV between repetitions | real runs unsteady / CPUs apart |")
     assert lines[-1].endswith("| 0.500 (0.000–0.500) | – |")
     text = "\n".join(fm.summary([("a b16", *r) for r in rows], fit_workers=2, cores=2))
     assert "repetitions of one configuration, m > 2: median TV between them 0.500" in text
@@ -72,8 +72,8 @@ def test_cells_say_how_many_real_runs_had_an_unsteady_machine(fm):
     import pandas as pd
 
     # lock m = 4: run r0 steady, r1 halves its speed half-way, r2 ran with its CPUs apart
-    t = np.arange(4000) * 1e-4
-    slowed = np.r_[t[:2000], t[2000] + np.arange(2000) * 2e-4]
+    t = np.arange(8000) * 1e-4
+    slowed = np.r_[t[:4000], t[4000] + np.arange(4000) * 2e-4]
     runs = pd.DataFrame({"run_id": ["r0", "r1", "r2"], "algorithm": "lock", "workers": 4,
                          "seed": [0, 1, 2], "engine": "real",
                          "core_round_trip_ns_start": [60.0, 60.0, 340.0],
@@ -82,16 +82,18 @@ def test_cells_say_how_many_real_runs_had_an_unsteady_machine(fm):
                         for rid, ta in (("r0", t), ("r1", slowed), ("r2", t)))
     res = type("Res", (), {"runs": runs, "updates": updates})()
     rows = fm.steadiness(res)
-    assert [x["unsteady"] for *_r, x in rows] == [0.0, 1.0, 1.0]
+    assert [x["unsteady"] for *_r, x in rows] == [0.0, 1.0, 0.0]
+    assert [x["apart"] for *_r, x in rows] == [0.0, 0.0, 1.0]
     lines = fm.table(rows + [("lock", 4, 0, "in", _x(0.2))], ["lock"], [4])
-    assert lines[-1].endswith("| 2 of 3 |")
+    assert lines[-1].endswith("| 1 / 1 of 3 |")
     text = "\n".join(fm.summary([("a b16", *r) for r in rows + [("lock", 4, 0, "in", _x(0.2))]],
                                 fit_workers=2, cores=2))
     assert "1 of the 1 cells that miss and 0 of the 0 that meet it had a real run on an " \
         "unsteady machine; run by run, steady runs: median TV 0.200, 0 of 1 within 0.1" in text
     more = rows + [("lock", 4, 1, "in", _x(0.05)), ("lock", 4, 2, "in", _x(0.3))]
     text = "\n".join(fm.summary([("a b16", *r) for r in more], fit_workers=2, cores=2))
-    assert "unsteady runs: median TV 0.175, 1 of 2 within 0.1" in text
+    assert "unsteady runs: median TV 0.050, 1 of 1 within 0.1; CPUs apart runs: median TV " \
+        "0.300, 0 of 1 within 0.1" in text
 
 
 @pytest.mark.slow

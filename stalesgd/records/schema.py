@@ -182,10 +182,11 @@ RUNS = (
     _c("core_round_trip_ns_start", "float64", "cache-line round trip between the run's two "
        "CPUs at its start (ns; real runs with m > 1)"),
     _c("core_round_trip_ns_end", "float64", "... and at its end"),
-    _c("other_cpu_share", "float64", "real: share of the machine's CPU time during the run that "
-       "other processes used (Linux /proc/stat; stalesgd.real.load)"),
-    _c("steal_share", "float64", "real: share of the machine's CPU time during the run that "
-       "the hypervisor took from its virtual CPUs (steal)"),
+    _c("other_cpu_share", "float64", "real: share of the time of the CPUs the run could use "
+       "that other processes took during it (Linux /proc/stat; NaN for runs shorter than 50 "
+       "clock ticks; stalesgd.real.load)"),
+    _c("steal_share", "float64", "real: share of the time of those CPUs that the hypervisor "
+       "took (steal)"),
     _c("cpu_seconds", "float64", "CPU-seconds of the run (real: the process; sim: the active "
        "workers' cores)"),
     _c("worker_cpu_seconds", "float64", "real: the worker threads' own CPU-seconds"),
