@@ -266,7 +266,7 @@ def _to_ns(x: np.ndarray) -> list[int]:
 
 def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
               max_workers: int | None = None,
-              costs: dict[str, Any] | None = None) -> Calibration:
+              costs: dict[str, Any] | None = None, steady_only: bool = False) -> Calibration:
     """Fit the simulator's timing model to the real runs of a results folder: the thread
     engine's runs (engine ``real``), or, in a folder without any or when ``runs`` names
     them, the distributed engine's (engine ``ray``), which fit the simulator's
@@ -278,7 +278,9 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
     then out-of-sample predictions, and the file records the bound (``source.max_workers``)
     so that they are labelled as such (engine ``sim[m<=N]`` in reports).  ``costs`` replaces
     the micro-measurement of :func:`stalesgd.real.costs.measure_costs` (tests; other
-    machines).
+    machines).  ``steady_only`` leaves out the runs on an unsteady machine
+    (:func:`~stalesgd.analysis.steadiness.disturbances`) of every configuration that also has
+    a steady run (the file lists them in ``source.left_out_unsteady``).
     """
     try:
         res = read_folder(folder)
@@ -333,6 +335,11 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
                 f"run {r['run_id']} of {folder.name} kept only some update rows (log rows "
                 f"{r['log_rows']}); a calibration needs every cycle of every worker: choose "
                 "runs recorded with log rows 'all' (--run) or record again without --log-rows")
+    disturbed = _disturbed(res, sel)
+    unsteady_out: list[str] = []
+    if steady_only:
+        sel, unsteady_out = _leave_out_unsteady(sel, disturbed)
+        disturbed = {rid: v for rid, v in disturbed.items() if rid not in unsteady_out}
     keys = sorted({(r.problem, int(r.batch), str(r.dtype)) for r in sel.itertuples()})
     if len(keys) > 1:
         raise CalibrationError(
@@ -371,7 +378,8 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
         "source": {"folder": folder.resolve().name, "run_ids": sorted(sel["run_id"]),
                    "skipped_run_ids": skipped,
                    "max_workers": None if max_workers is None else int(max_workers),
-                   "disturbed_runs": _disturbed(res, sel),
+                   "disturbed_runs": disturbed,
+                   "left_out_unsteady": unsteady_out,
                    "runs_on_cpus_apart": sorted(str(r["run_id"]) for _, r in sel.iterrows()
                                                 if placement_note(r))},
         "machine": {k: res.machine.get(k) for k in MACHINE_FIELDS},
@@ -854,6 +862,18 @@ def _disturbed(res: Any, sel: Any) -> dict[str, dict[str, Any]]:
                 **{k: float(row.get(k, math.nan)) for k in ("other_cpu_share", "steal_share",
                                                             "record_waits")}}
     return out
+
+
+def _leave_out_unsteady(sel: Any, disturbed: dict[str, Any]) -> tuple[Any, list[str]]:
+    """``sel`` without the unsteady runs of the configurations (algorithm, workers) that
+    also have a steady one, and the run ids left out."""
+    out: list[str] = []
+    for _, rows in sel.groupby(["algorithm", "workers"]):
+        ids = [str(r) for r in rows["run_id"]]
+        shaky = [r for r in ids if r in disturbed]
+        if len(shaky) < len(ids):
+            out += shaky
+    return sel[~sel["run_id"].astype(str).isin(out)], sorted(out)
 
 
 def _handovers(up) -> list[float]:

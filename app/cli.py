@@ -241,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=("empirical", "parametric"), default="empirical",
                    help="compute model the simulator uses by default: resample the measured "
                         "durations, or the fitted gamma/log-normal (default: empirical)")
+    p.add_argument("--steady-only", action="store_true",
+                   help="leave out the runs on an unsteady machine (speed changed within the "
+                        "run, or the CPUs were shared) of every configuration that also has a "
+                        "steady run (default: calibrate from every run, naming the unsteady)")
 
     p = sub.add_parser("compare", help="compare results folders (sim vs real, PDF(τ), speedups)",
                        description="Join results folders (e.g. one sim, one real) on their "
@@ -525,7 +529,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if args.max_workers is not None and args.max_workers < 1:
         raise OptionError("--max-workers", args.max_workers, "an integer >= 1")
     try:
-        cal = calibrate(folder, runs=args.run, max_workers=args.max_workers)
+        cal = calibrate(folder, runs=args.run, max_workers=args.max_workers,
+                        steady_only=args.steady_only)
         cal.data["default_model"] = args.model
         cal.save(out)
     except (CalibrationError, AnalysisError, FileNotFoundError) as exc:

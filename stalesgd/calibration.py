@@ -123,6 +123,9 @@ class Calibration:
             *([f"left out: runs {', '.join(d['source']['skipped_run_ids'])} (an algorithm "
                "without a calibrated model, or workers slowed down on purpose)"]
               if d["source"].get("skipped_run_ids") else []),
+            *([f"left out as unsteady (a steady run of the same configuration is used): "
+               f"{', '.join(d['source']['left_out_unsteady'])}"]
+              if d["source"].get("left_out_unsteady") else []),
             *[f"not a steady machine in run {rid}: {'; '.join(found['why'])}"
               for rid, found in (d["source"].get("disturbed_runs") or {}).items()],
             *([f"runs whose CPUs were on cores without a shared cache at both ends: "

@@ -296,19 +296,26 @@ def test_measure_costs_times_the_engine_kernels():
 def fake_folder(root, algorithm, workers, cores, rows, **summary_fields):
     """A results folder with one real-engine run whose updates are ``rows`` (dict of arrays)
     and whose runs-table row has ``summary_fields`` besides the usual ones."""
+    return fake_folder_of(root, algorithm, workers, cores, [(rows, summary_fields)])
+
+
+def fake_folder_of(root, algorithm, workers, cores, runs):
+    """A results folder with a real-engine run per (rows, summary_fields) of ``runs``."""
     folder = ResultsFolder.create("fake", root, config_toml="",
                                   machine={"hostname": "fake", "usable_cores": cores,
                                            "logical_cores": cores})
-    n = len(rows["t_read"])
-    summary = {"run_id": "r0000", "engine": "real", "algorithm": algorithm,
-               "problem": PROBLEM, "workers": workers, "batch": 16, "dtype": "float64",
-               "updates": n, "seconds": float(rows["t_apply"].max()), **summary_fields}
-    rows = {"k": np.arange(n), "tau": np.zeros(n, np.int64), "eta": np.full(n, 0.05),
-            "attempts": np.ones(n, np.int32), "dropped": np.zeros(n, bool), **rows}
     with folder:
-        folder.write_run(summary, RunRecord(summary=summary, updates=rows, evals={
-            "t": np.zeros(0), "k": np.zeros(0, np.int64), "loss": np.zeros(0),
-            "active_workers": np.zeros(0, np.int32)}))
+        for i, (rows, summary_fields) in enumerate(runs):
+            n = len(rows["t_read"])
+            summary = {"run_id": f"r{i:04d}", "engine": "real", "algorithm": algorithm,
+                       "problem": PROBLEM, "workers": workers, "batch": 16, "dtype": "float64",
+                       "updates": n, "seconds": float(rows["t_apply"].max()),
+                       **summary_fields}
+            rows = {"k": np.arange(n), "tau": np.zeros(n, np.int64), "eta": np.full(n, 0.05),
+                    "attempts": np.ones(n, np.int32), "dropped": np.zeros(n, bool), **rows}
+            folder.write_run(summary, RunRecord(summary=summary, updates=rows, evals={
+                "t": np.zeros(0), "k": np.zeros(0, np.int64), "loss": np.zeros(0),
+                "active_workers": np.zeros(0, np.int32)}))
     return folder.path
 
 
@@ -906,3 +913,44 @@ def test_a_steady_run_leaves_the_calibration_without_warnings(tmp_path):
     cal = calibrate(path, costs=COSTS)
     assert cal.data["source"]["disturbed_runs"] == {}
     assert "steady" not in cal.summary_text()
+
+
+def test_steady_only_leaves_out_an_unsteady_repetition_where_a_steady_one_is_left(tmp_path):
+    def one_worker(cycles):
+        t = np.r_[0.0, np.cumsum(cycles)[:-1]]
+        return {"worker": np.zeros(t.size, np.int32), "t_read": t, "t_apply": t + 8e-6}
+
+    steady = one_worker(np.full(6000, 10e-6))
+    slowed = one_worker(np.r_[np.full(3000, 10e-6), np.full(3000, 20e-6)])
+    both = fake_folder_of(tmp_path / "both", "lock", 1, 2, [(steady, {}), (slowed, {})])
+    every = calibrate(both, costs=COSTS)
+    assert every.data["source"]["run_ids"] == ["r0000", "r0001"]
+    assert list(every.data["source"]["disturbed_runs"]) == ["r0001"]
+    only = calibrate(both, costs=COSTS, steady_only=True)
+    assert only.data["source"]["run_ids"] == ["r0000"]
+    assert only.data["source"]["left_out_unsteady"] == ["r0001"]
+    assert only.data["source"]["disturbed_runs"] == {}
+    assert "left out as unsteady (a steady run of the same configuration is used): r0001" \
+        in only.summary_text()
+    # the steady run's cycles alone (10 us), not the mixture's (12.5 us on average)
+    alone_steady = calibrate(fake_folder_of(tmp_path / "s", "lock", 1, 2, [(steady, {})]),
+                             costs=COSTS)
+    assert only.configuration("lock", 1)["compute"]["mean"] == pytest.approx(
+        alone_steady.configuration("lock", 1)["compute"]["mean"], rel=1e-9)
+    assert every.configuration("lock", 1)["compute"]["mean"] > \
+        only.configuration("lock", 1)["compute"]["mean"] + 2e-6
+    # a configuration whose every run is unsteady keeps them (and names them)
+    alone = calibrate(fake_folder_of(tmp_path / "alone", "lock", 1, 2, [(slowed, {})]),
+                      costs=COSTS, steady_only=True)
+    assert alone.data["source"]["run_ids"] == ["r0000"]
+    assert alone.data["source"]["left_out_unsteady"] == []
+    assert list(alone.data["source"]["disturbed_runs"]) == ["r0000"]
+
+
+def test_cli_calibrate_steady_only(tmp_path, capsys):
+    t = np.arange(6000) * 10e-6
+    path = fake_folder(tmp_path, "lock", 1, 2, {"worker": np.zeros(t.size, np.int32),
+                                                 "t_read": t, "t_apply": t + 8e-6})
+    assert main(["calibrate", str(path), "--steady-only", "--out",
+                 str(tmp_path / "c.json")]) == 0
+    assert json.loads((tmp_path / "c.json").read_text())["source"]["left_out_unsteady"] == []
