@@ -103,7 +103,14 @@ from stalesgd.units import adds_delay
 
 from .calibrate_ps import CALIBRATED_ALGORITHMS, fit_network, ps_compute, row_timings
 from .load import AnalysisError, read_folder
-from .steadiness import disturbances, judged, placement_note, slow_share
+from .steadiness import (
+    MONITOR_FLAG,
+    disturbances,
+    judged,
+    monitor_share,
+    placement_note,
+    slow_share,
+)
 
 __all__ = [
     "calibrate",
@@ -381,7 +388,10 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
                    "disturbed_runs": disturbed,
                    "left_out_unsteady": unsteady_out,
                    "runs_on_cpus_apart": sorted(str(r["run_id"]) for _, r in sel.iterrows()
-                                                if placement_note(r))},
+                                                if placement_note(r)),
+                   "monitor_core_share": {str(r["run_id"]): monitor_share(r)
+                                          for _, r in sel.iterrows()
+                                          if monitor_share(r) >= MONITOR_FLAG}},
         "machine": {k: res.machine.get(k) for k in MACHINE_FIELDS},
         "problem": {"name": problem, "batch": batch, "dtype": dtype, "n_params": n_params,
                     "options": options, "sparse": _sparse_coords(sel) is not None},

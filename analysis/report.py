@@ -30,7 +30,7 @@ from .formatting import display, html_table, markdown_table, text_table
 from .headline import headline
 from .load import AnalysisError
 from .plotting import FigureFile
-from .steadiness import disturbances, placement_note
+from .steadiness import disturbances, monitor_note, placement_note
 from .tables import Analysis, analyse
 from .theory_report import TOO_LOOSE, bounds_table, gradient_bounds_table, theory_table
 
@@ -77,7 +77,7 @@ def run_flags(row: Mapping[str, Any]) -> str:
     if _true(row.get("prediction")):
         out.append("prediction (beyond the calibration)")
     out += disturbances(row)
-    out += [note for note in [placement_note(row)] if note]
+    out += [note for note in (placement_note(row), monitor_note(row)) if note]
     return ", ".join(out)
 
 
@@ -239,7 +239,10 @@ _DEFINITIONS = [
     "as the flag says); *machine shared* — other processes or the hypervisor (steal) took at "
     "least 5 % of the time of the CPUs the run could use (Linux /proc/stat, runs of at "
     "least 50 clock ticks; stalesgd.real.load); *CPUs apart* — a round trip of 200–5,000 "
-    "ns at both ends of the run.",
+    "ns at both ends of the run; *monitor took X of a core* — the run's own monitor thread "
+    "(evaluations, draining the update record) used at least 0.1 of a core, which the "
+    "workers did not have (fewer rows per evaluation, [eval] max_rows, or a longer "
+    "interval lighten it).",
     "Non-converged: diverged, or evaluated with a target and never reached it; runs without "
     "evaluations and interrupted runs are not judged unless they diverged.",
     "Theory checks (least-squares runs only): E[loss] from the exact recursion for i.i.d. "

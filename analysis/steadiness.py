@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["BUSY_FLAG", "FAR_NS", "SLOW_FLAG", "SLOW_RATIO", "disturbances", "judged",
-           "placement_note", "slow_share", "slow_shares"]
+__all__ = ["BUSY_FLAG", "FAR_NS", "MONITOR_FLAG", "SLOW_FLAG", "SLOW_RATIO", "disturbances",
+           "judged", "monitor_note", "monitor_share", "placement_note", "slow_share",
+           "slow_shares"]
 
 #: a stretch of a run slower than this share of its top speed is slow
 SLOW_RATIO = 0.7
@@ -46,6 +47,11 @@ FAR_NS = 200.0
 #: ... and at most this long: longer ones are a descheduled thread on a busy machine, not a
 #: distance between caches
 MAX_ROUND_TRIP_NS = 5000.0
+#: a real run whose monitor thread (evaluations, draining the update record) used at least
+#: this share of one core is flagged: the workers had that much less of the cores, which the
+#: simulator does not model (MNIST MLP and LeNet-5 runs with the default ~50 evaluations of
+#: 2,000 rows: 0.17-0.74 of a core; logistic regression 0.05-0.07)
+MONITOR_FLAG = 0.1
 #: engines whose runs measure a machine (simulations are steady by construction)
 MEASURED_ENGINES = ("real", "ray")
 
@@ -123,6 +129,26 @@ def disturbances(row: Mapping[str, Any]) -> list[str]:
         parts += [f"the hypervisor {steal:.0%}"] if steal >= 0.005 else []
         out.append(f"machine shared: {' and '.join(parts)} of its CPUs' time")
     return out
+
+
+def monitor_share(row: Mapping[str, Any]) -> float:
+    """Share of one core that a real run's monitor thread used: the process's CPU time
+    less its workers', per second of the run (NaN without the columns)."""
+    if str(row.get("engine")) != "real":
+        return math.nan
+    seconds = _number(row.get("seconds"))
+    own = _number(row.get("cpu_seconds")) - _number(row.get("worker_cpu_seconds"))
+    return max(own, 0.0) / seconds if seconds > 0 else math.nan
+
+
+def monitor_note(row: Mapping[str, Any]) -> str:
+    """"monitor took …" when a real run's monitor used at least :data:`MONITOR_FLAG` of a
+    core (its evaluations: fewer rows, ``[eval] max_rows``, or a longer interval lighten
+    it), else ""."""
+    share = monitor_share(row)
+    if share >= MONITOR_FLAG:
+        return f"monitor took {share:.2f} of a core (evaluations, record)"
+    return ""
 
 
 def placement_note(row: Mapping[str, Any]) -> str:

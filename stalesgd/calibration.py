@@ -132,6 +132,11 @@ class Calibration:
                f"{', '.join(d['source']['runs_on_cpus_apart'])} (the same code is slower "
                "there when workers share parameters often)"]
               if d["source"].get("runs_on_cpus_apart") else []),
+            *(["runs whose monitor (evaluations, record) took a tenth of a core or more, which "
+               "the workers did not have and the simulator does not model: "
+               + ", ".join(f"{rid} ({share:.2f})" for rid, share in
+                           d["source"]["monitor_core_share"].items())]
+              if d["source"].get("monitor_core_share") else []),
             f"machine: {d['machine'].get('hostname')} ({d['machine'].get('cpu_model')}), "
             f"cores = {d['cores']}, time slice = {d['time_slice'] * 1e3:.3g} ms "
             f"({d['time_slice_source']})",

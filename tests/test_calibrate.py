@@ -892,7 +892,8 @@ def test_a_run_that_changed_speed_or_shared_the_machine_is_named_in_the_calibrat
     path = fake_folder(tmp_path, "lock", 1, 2, {"worker": np.zeros(t.size, np.int32),
                                                  "t_read": t, "t_apply": t + 8e-6},
                        other_cpu_share=0.3, steal_share=0.0,
-                       core_round_trip_ns_start=350.0, core_round_trip_ns_end=330.0)
+                       core_round_trip_ns_start=350.0, core_round_trip_ns_end=330.0,
+                       cpu_seconds=0.12, worker_cpu_seconds=0.09)
     cal = calibrate(path, costs=COSTS)
     found = cal.data["source"]["disturbed_runs"]["r0000"]
     why = found["why"]
@@ -901,8 +902,11 @@ def test_a_run_that_changed_speed_or_shared_the_machine_is_named_in_the_calibrat
     assert slow and 60 <= slow[0] <= 75  # 2/3 of its time went at half speed
     assert any("other processes 30% of its CPUs' time" in w for w in why)
     assert cal.data["source"]["runs_on_cpus_apart"] == ["r0000"]
+    # the run lasted 0.09 s: its monitor used 0.03 s of CPU, a third of a core
+    assert cal.data["source"]["monitor_core_share"]["r0000"] == pytest.approx(1 / 3, rel=0.01)
     text = cal.summary_text()
     assert "not a steady machine in run r0000" in text and "without a shared cache" in text
+    assert "runs whose monitor (evaluations, record) took a tenth of a core or more" in text
 
 
 def test_a_steady_run_leaves_the_calibration_without_warnings(tmp_path):

@@ -12,6 +12,8 @@ from stalesgd.analysis.report import run_flags
 from stalesgd.analysis.steadiness import (
     SLOW_FLAG,
     disturbances,
+    monitor_note,
+    monitor_share,
     placement_note,
     slow_share,
     slow_shares,
@@ -107,3 +109,14 @@ def test_only_measured_runs_with_a_fixed_worker_count_are_judged():
     assert math.isnan(shares[1]) and math.isnan(shares[2])
     runs["log_rows"] = "every:7"  # a sample of the rows: its rate is not the run's
     assert np.isnan(slow_shares(runs, updates)).all()
+
+
+def test_a_monitor_that_took_a_tenth_of_a_core_is_named():
+    row = {"engine": "real", "seconds": 2.0, "cpu_seconds": 3.98, "worker_cpu_seconds": 3.50}
+    assert monitor_share(row) == pytest.approx(0.24)
+    assert monitor_note(row) == "monitor took 0.24 of a core (evaluations, record)"
+    light = {**row, "cpu_seconds": 3.62}  # 0.06 of a core: not worth a flag
+    assert monitor_note(light) == ""
+    assert math.isnan(monitor_share({**row, "engine": "sim"}))  # a simulation has none
+    assert monitor_note({"engine": "real"}) == ""  # an older folder: nothing to say
+    assert "monitor took 0.24 of a core" in run_flags({**row, "evaluated": True})
