@@ -150,4 +150,7 @@ class AutoCalibrations:
         cal.save(path)
         which = "" if bound is None else f" with at most {bound} worker{'s' * (bound != 1)}"
         kind = "ray runs (parameter servers)" if cal.topology == "ps" else "real runs"
-        self.echo(f"calibrated the simulator from {len(ids)} {kind}{which}: {path.name}")
+        shaky = sorted(cal.data["source"].get("disturbed_runs") or {})
+        note = (f" (not a steady machine in run{'s' * (len(shaky) != 1)} {', '.join(shaky)}: "
+                "see `stalesgd calibrate` or the report's flags)" if shaky else "")
+        self.echo(f"calibrated the simulator from {len(ids)} {kind}{which}: {path.name}{note}")

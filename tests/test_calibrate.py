@@ -958,3 +958,17 @@ def test_cli_calibrate_steady_only(tmp_path, capsys):
     assert main(["calibrate", str(path), "--steady-only", "--out",
                  str(tmp_path / "c.json")]) == 0
     assert json.loads((tmp_path / "c.json").read_text())["source"]["left_out_unsteady"] == []
+
+
+def test_the_automatic_calibration_names_the_unsteady_runs_it_read(tmp_path):
+    from pathlib import Path
+
+    from stalesgd.app.autocalibration import AutoCalibrations
+
+    t = np.r_[0.0, np.cumsum(np.r_[np.full(3000, 10e-6), np.full(3000, 20e-6)])[:-1]]
+    folder = Path(fake_folder(tmp_path, "lock", 1, 2, {"worker": np.zeros(t.size, np.int32),
+                                                        "t_read": t, "t_apply": t + 8e-6}))
+    said: list[str] = []
+    AutoCalibrations(folder, said.append)._fit(folder / "c.json", ["r0000"], None)
+    assert said[-1].endswith(": c.json (not a steady machine in run r0000: see `stalesgd "
+                             "calibrate` or the report's flags)")
