@@ -59,6 +59,21 @@ def strings(values: list[str | None]) -> pa.Array:
         validity, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(encoded))])
 
 
+def repeated_string(value: str, n: int) -> pa.Array:
+    """The string array of ``n`` copies of ``value`` (a run's id on each of its rows): the
+    array :func:`strings` makes of ``[value] * n``, built without a Python list of ``n``
+    strings (for a million update rows: 0.25 s of the monitor thread, during which the
+    workers of a fast run could fill the update record and wait)."""
+    import pyarrow as pa
+
+    encoded = value.encode("utf-8")
+    if len(encoded) * n >= 2**31:
+        return strings([value] * n)
+    offsets = (np.arange(n + 1, dtype=np.int64) * len(encoded)).astype(np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
+                                                  pa.py_buffer(encoded * n)])
+
+
 def _kind(v: Any) -> str | None:
     """'bool', 'int', 'float' or 'str' for a value this module builds itself, else None."""
     if isinstance(v, bool):

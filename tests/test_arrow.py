@@ -115,3 +115,11 @@ def test_a_run_is_written_without_importing_pandas_or_arrow_compute(tmp_path):
     assert list(res.updates["dropped"]) == [False] * 3
     assert res.runs["stop_reason"].iloc[0] == "updates"
     assert res.runs["peak_rss_bytes"].iloc[0] == 5
+
+
+@pytest.mark.parametrize("value", ["r0000", "", "ρ-run·7"])
+@pytest.mark.parametrize("n", [0, 1, 5, 100_003])
+def test_a_repeated_string_is_the_array_of_the_list(value, n):
+    fast = arrow.repeated_string(value, n)
+    assert fast.equals(arrow.strings([value] * n))
+    assert fast.to_pylist()[:3] == [value] * min(n, 3) and len(fast) == n

@@ -48,7 +48,7 @@ def column_table(kind: str, run_id: str, columns: Mapping[str, Any]) -> pa.Table
     for fld in schema:
         col = cols[fld.name]
         if fld.name == "run_id":
-            arrays.append(arrow.strings([run_id] * n))
+            arrays.append(arrow.repeated_string(run_id, n))
         elif fld.name in columns:
             try:
                 arrays.append(arrow.from_numpy(np.asarray(columns[fld.name]), fld.type))
