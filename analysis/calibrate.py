@@ -105,11 +105,11 @@ from .calibrate_ps import CALIBRATED_ALGORITHMS, fit_network, ps_compute, row_ti
 from .load import AnalysisError, read_folder
 from .steadiness import (
     MONITOR_FLAG,
+    cell_number,
     disturbances,
-    judged,
     monitor_share,
     placement_note,
-    slow_share,
+    slow_shares,
 )
 
 __all__ = [
@@ -389,9 +389,9 @@ def calibrate(folder: str | Path, *, runs: Sequence[str] | None = None,
                    "left_out_unsteady": unsteady_out,
                    "runs_on_cpus_apart": sorted(str(r["run_id"]) for _, r in sel.iterrows()
                                                 if placement_note(r)),
-                   "monitor_core_share": {str(r["run_id"]): monitor_share(r)
-                                          for _, r in sel.iterrows()
-                                          if monitor_share(r) >= MONITOR_FLAG}},
+                   "monitor_core_share": {rid: share for rid, share in zip(
+                       sel["run_id"].astype(str), (monitor_share(r) for _, r in sel.iterrows()),
+                       strict=True) if share >= MONITOR_FLAG}},
         "machine": {k: res.machine.get(k) for k in MACHINE_FIELDS},
         "problem": {"name": problem, "batch": batch, "dtype": dtype, "n_params": n_params,
                     "options": options, "sparse": _sparse_coords(sel) is not None},
@@ -861,16 +861,14 @@ def _disturbed(res: Any, sel: Any) -> dict[str, dict[str, Any]]:
     cycles are not those of this code alone on one steady machine, which a reader of the
     calibration must know."""
     out: dict[str, dict[str, Any]] = {}
-    dropped = res.updates["dropped"].fillna(False).to_numpy(bool)
-    for _, row in sel.iterrows():
-        up = res.updates[(res.updates["run_id"] == row["run_id"]).to_numpy() & ~dropped]
-        slow = slow_share(up["t_apply"].to_numpy(np.float64)) if judged(row) else math.nan
-        found = disturbances({**row.to_dict(), "slow_share": slow})
+    slow = slow_shares(sel, res.updates, key="run_id")
+    for share, (_, row) in zip(slow, sel.iterrows(), strict=True):
+        found = disturbances({**row.to_dict(), "slow_share": share})
         if found:
             out[str(row["run_id"])] = {
-                "why": found, "slow_share": slow,
-                **{k: float(row.get(k, math.nan)) for k in ("other_cpu_share", "steal_share",
-                                                            "record_waits")}}
+                "why": found, "slow_share": float(share),
+                **{k: cell_number(row.get(k)) for k in ("other_cpu_share", "steal_share",
+                                                        "record_waits")}}
     return out
 
 

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["BUSY_FLAG", "FAR_NS", "MONITOR_FLAG", "SLOW_FLAG", "SLOW_RATIO", "disturbances",
+__all__ = ["BUSY_FLAG", "FAR_NS", "MONITOR_FLAG", "SLOW_FLAG", "SLOW_RATIO", "cell_number",
+           "disturbances",
            "judged", "monitor_note", "monitor_share", "placement_note", "slow_share",
            "slow_shares"]
 
@@ -89,20 +90,20 @@ def judged(row: Mapping[str, Any]) -> bool:
     design) that kept every update row."""
     rows_kept = row.get("log_rows")
     return (str(row.get("engine")) in MEASURED_ENGINES
-            and not _number(row.get("controller_changes")) > 0
+            and not cell_number(row.get("controller_changes")) > 0
             and not (isinstance(rows_kept, str) and rows_kept != "all"))
 
 
-def slow_shares(runs: pd.DataFrame, updates: pd.DataFrame) -> np.ndarray:
-    """:func:`slow_share` per run of a loaded runs table (keyed by ``uid``); NaN for the runs
-    not :func:`judged`."""
+def slow_shares(runs: pd.DataFrame, updates: pd.DataFrame, key: str = "uid") -> np.ndarray:
+    """:func:`slow_share` per run of a runs table, its update rows found by ``key`` (``uid``
+    in loaded folders, ``run_id`` in one folder); NaN for the runs not :func:`judged`."""
     out = np.full(len(runs), np.nan)
     if not len(runs) or updates.empty:
         return out
     applied = updates[~updates["dropped"].fillna(False).astype(bool)]
-    times = {uid: g.to_numpy(np.float64) for uid, g in applied.groupby("uid")["t_apply"]}
+    times = {k: g.to_numpy(np.float64) for k, g in applied.groupby(key)["t_apply"]}
     for i, (_, row) in enumerate(runs.iterrows()):
-        t = times.get(row["uid"])
+        t = times.get(row[key])
         if t is not None and judged(row):
             out[i] = slow_share(t)
     return out
@@ -115,14 +116,14 @@ def disturbances(row: Mapping[str, Any]) -> list[str]:
     workers waited for room in the update record was slowed by the engine's recorder, not
     by the machine, and is said to be so."""
     out = []
-    slow = _number(row.get("slow_share"))
+    slow = cell_number(row.get("slow_share"))
     if slow >= SLOW_FLAG:
-        waits = _number(row.get("record_waits"))
+        waits = cell_number(row.get("record_waits"))
         cause = (f"its workers waited {int(waits)} times for room in the update record: "
                  "the engine's recorder, not the machine" if waits > 0
                  else "the machine changed speed")
         out.append(f"below {SLOW_RATIO:g}× its top speed for {slow:.0%} of the run ({cause})")
-    other, steal = _number(row.get("other_cpu_share")), _number(row.get("steal_share"))
+    other, steal = cell_number(row.get("other_cpu_share")), cell_number(row.get("steal_share"))
     busy = (0.0 if math.isnan(other) else other) + (0.0 if math.isnan(steal) else steal)
     if busy >= BUSY_FLAG:
         parts = [f"other processes {other:.0%}"] if other >= 0.005 else []
@@ -136,8 +137,8 @@ def monitor_share(row: Mapping[str, Any]) -> float:
     less its workers', per second of the run (NaN without the columns)."""
     if str(row.get("engine")) != "real":
         return math.nan
-    seconds = _number(row.get("seconds"))
-    own = _number(row.get("cpu_seconds")) - _number(row.get("worker_cpu_seconds"))
+    seconds = cell_number(row.get("seconds"))
+    own = cell_number(row.get("cpu_seconds")) - cell_number(row.get("worker_cpu_seconds"))
     return max(own, 0.0) / seconds if seconds > 0 else math.nan
 
 
@@ -155,15 +156,15 @@ def placement_note(row: Mapping[str, Any]) -> str:
     """"CPUs apart …" when a real run's CPUs were on cores without a shared cache at both
     its ends (a state of the machine that can last a whole run, in which the same code runs
     up to twice as slowly when workers share parameters often), else ""."""
-    start = _number(row.get("core_round_trip_ns_start"))
-    end = _number(row.get("core_round_trip_ns_end"))
+    start = cell_number(row.get("core_round_trip_ns_start"))
+    end = cell_number(row.get("core_round_trip_ns_end"))
     if FAR_NS <= start <= MAX_ROUND_TRIP_NS and FAR_NS <= end <= MAX_ROUND_TRIP_NS:
         return f"CPUs apart at start and end (round trip {start:.0f} / {end:.0f} ns)"
     return ""
 
 
-def _number(value: Any) -> float:
-    """A float from a table cell that may be missing (NaN then)."""
+def cell_number(value: Any) -> float:
+    """A float from a table cell that may be missing (None, NaN, pandas' NA: NaN then)."""
     try:
         x = float(value)
     except (TypeError, ValueError):

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import stalesgd.sim.run as sim_run
 from stalesgd.analysis.calibrate import calibrate
-from stalesgd.analysis.steadiness import disturbances, judged, placement_note, slow_share
+from stalesgd.analysis.steadiness import cell_number, disturbances, placement_note, slow_shares
 from stalesgd.app.runner import run_experiment
 from stalesgd.real.costs import measure_costs
 from stalesgd.sim.run import SimRun
@@ -208,18 +208,15 @@ def steadiness(res) -> list[tuple]:
     changed speed within the run, or other processes or the hypervisor took the CPUs'
     time) and whether its CPUs were apart at both ends (:mod:`stalesgd.analysis.steadiness`)
     — measured reasons for a cell to miss."""
+    runs = res.runs if "engine" in res.runs else res.runs.assign(engine="real")
     rows = []
-    dropped = res.updates["dropped"].fillna(False).to_numpy(bool)
-    for _, r in res.runs.iterrows():
-        up = res.updates[(res.updates["run_id"] == r["run_id"]).to_numpy() & ~dropped]
-        row = {"engine": "real", **r.to_dict()}
-        row["slow_share"] = (slow_share(up["t_apply"].to_numpy(np.float64)) if judged(row)
-                             else np.nan)
-        load_known = np.isfinite(float(row.get("other_cpu_share", np.nan)))
+    for share, (_, r) in zip(slow_shares(runs, res.updates, key="run_id"), runs.iterrows(),
+                             strict=True):
+        row = {**r.to_dict(), "slow_share": share}
         rows.append((str(r["algorithm"]), int(r["workers"]), int(r["seed"]), "steady",
                      {"unsteady": float(bool(disturbances(row))),
                       "apart": float(bool(placement_note(row))),
-                      "load_known": float(load_known)}))
+                      "load_known": float(np.isfinite(cell_number(row.get("other_cpu_share"))))}))
     return rows
 
 
