@@ -123,16 +123,17 @@ def _machine_states(analysis: Analysis, engine: str) -> tuple[set[str], set[str]
 def _machine_note(unsteady: int, apart: int, n: int, engine: str) -> str:
     """"; k of them had a real run on an unsteady machine, j a real run with its CPUs apart
     (flags in the runs table)", or for one configuration "; it had …" (empty when none)."""
-    parts = []
-    for count, what in ((unsteady, f"a {engine} run on an unsteady machine"),
-                        (apart, f"a {engine} run with its CPUs apart")):
-        if count:
-            parts.append(what if n == 1 else f"{count} of them had {what}" if not parts
-                         else f"{count} {what}")
-    if not parts:
+    found = [(count, what) for count, what in (
+        (unsteady, f"a {engine} run on an unsteady machine"),
+        (apart, f"a {engine} run with its CPUs apart")) if count]
+    if not found:
         return ""
-    return f"; {'it had ' if n == 1 else ''}{' and '.join(parts) if n == 1 else ', '.join(parts)}" \
-        + " (flags in the runs table)"
+    if n == 1:
+        text = "it had " + " and ".join(what for _, what in found)
+    else:
+        text = ", ".join(f"{count} of them had {what}" if i == 0 else f"{count} {what}"
+                         for i, (count, what) in enumerate(found))
+    return f"; {text} (flags in the runs table)"
 
 
 def _configurations(n: int) -> str:
