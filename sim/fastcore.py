@@ -4,7 +4,7 @@ Each worker of the compiled loop (:mod:`~stalesgd.sim.fastloop`) is a state mach
 program counter marks where its SimPy process (:mod:`~stalesgd.sim.model`) would resume.
 The operations here do what the SimPy code does, in the same order: schedule events in a
 heap ordered by (time, sequence number taken when scheduled), as SimPy's queue; run CPU
-work through the :class:`~stalesgd.sim.machine.Machine`'s cores, slices and run queue;
+work through the :class:`~stalesgd.sim.machine.Machine`'s cores, ticks and run queue;
 take and release the :class:`~stalesgd.sim.machine.Lock`; park and wake workers; log rows
 and record numeric replay's reads and applies.  Three shortcuts skip heap work and change
 no order: the latest wake-up waits beside the heap (it comes after every event due now and
@@ -19,6 +19,8 @@ per-worker integers and floats.  Functions are compiled without Numba's referenc
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import njit
@@ -59,12 +61,11 @@ NOW, NEXT_EVAL, NEXT_CHECK, SLICE_LEN, HANDOVER, CAS, ROUND_START, STALL_T, REL_
     F_HEAP = range(10)
 # per-worker integers WI[field, w] (POS + kind, LEN + kind: its duration buffers) and floats
 PC, MODE, HAS_CORE, T0, T1, ATT, PARKED, POS, LEN, N_WI = 0, 1, 2, 3, 4, 5, 6, 7, 10, 13
-T_READ, REM, SLICE, PEND, N_WF = range(5)
-# what a worker's event resumes: its step / a CPU run after a slice / after a core
-M_STEP, M_SLICE, M_CORE_RUN, M_CORE_STEP = range(4)
-# duration kinds, ordered as the samplers; where run_cpu enters Machine.run's loop
+T_READ, REM, PEND, N_WF = range(4)
+# what a worker's event resumes: its step / a CPU run at a tick / a CPU run given a core
+M_STEP, M_SLICE, M_CORE_RUN = range(3)
+# duration kinds, ordered as the samplers
 COMPUTE, READ, UPDATE = range(3)
-R_TOP, R_GRANTED, R_SLICE_END = range(3)
 #: the program counter every step starts at (the top of the process's loop)
 TOP = 0
 #: updates at one instant beyond which the clock has stopped (zero-length cycles)
@@ -257,12 +258,11 @@ def core_release(I, F, WI, w):
 
 
 @njit(**JIT, inline="always")
-def _take_core(I, F, WI, WF, w, mode):
+def _take_core(I, WI, w, mode):
     """A free core for ``w`` (True), or it queues (its event will resume ``mode``)."""
     if I[FREE] > 0:
         I[FREE] -= 1
         WI[HAS_CORE, w] = 1
-        WF[SLICE, w] = F[SLICE_LEN]
         return True
     _push(I, 0, RQ_HEAD, RQ_LEN, w, False)
     WI[MODE, w] = mode
@@ -275,41 +275,37 @@ def core_acquire(I, F, WI, WF, w, pc):
     if not I[OVER] or WI[HAS_CORE, w]:
         return True
     WI[PC, w] = pc
-    return _take_core(I, F, WI, WF, w, M_CORE_STEP)
+    return _take_core(I, WI, w, M_STEP)
+
+
+@njit(**JIT, inline="always")
+def _to_next_tick(now, tick):
+    """:func:`~stalesgd.sim.machine.to_next_tick`, same arithmetic."""
+    step = (math.floor(now / tick) + 1.0) * tick - now
+    return step + tick if step <= tick * 1e-6 else step
 
 
 @njit(**JIT)
-def run_cpu(I, F, WI, WF, w, d, entry):
-    """Machine.run for worker ``w`` with ``d`` seconds of CPU left; True when done now."""
-    if entry == R_GRANTED:
-        WF[SLICE, w] = F[SLICE_LEN]
-    while True:
-        if entry == R_TOP and WI[HAS_CORE, w] == 0 and not _take_core(I, F, WI, WF, w,
-                                                                        M_CORE_RUN):
-            WF[REM, w] = d
+def run_cpu(I, F, WI, WF, w, d, at_tick):
+    """Machine.run for worker ``w`` with ``d`` seconds of CPU left (``at_tick``: resumed at a
+    scheduler tick); True when done now."""
+    if at_tick and I[RQ_LEN] > 0:  # a tick: step aside if somebody is waiting
+        I[PREEMPT] += 1
+        core_release(I, F, WI, w)
+    if WI[HAS_CORE, w] == 0 and not _take_core(I, WI, w, M_CORE_RUN):
+        WF[REM, w] = d
+        return False
+    step = _to_next_tick(F[NOW], F[SLICE_LEN])
+    if d <= step:
+        if d > 0.0:
+            WI[MODE, w] = M_STEP
+            schedule(I, F, w, F[NOW] + d)
             return False
-        if entry != R_SLICE_END:
-            s = WF[SLICE, w]
-            if d <= s:
-                WF[SLICE, w] = s - d
-                if d > 0.0:
-                    WI[MODE, w] = M_STEP
-                    schedule(I, F, w, F[NOW] + d)
-                    return False
-                return True
-            if s > 0.0:
-                WF[REM, w] = d - s
-                WI[MODE, w] = M_SLICE
-                schedule(I, F, w, F[NOW] + s)
-                return False
-        # the slice is used up: step aside if somebody is waiting, else start a new slice
-        if I[RQ_LEN] > 0:
-            I[PREEMPT] += 1
-            WF[SLICE, w] = 0.0
-            core_release(I, F, WI, w)
-        else:
-            WF[SLICE, w] = F[SLICE_LEN]
-        entry = R_TOP
+        return True
+    WF[REM, w] = d - step
+    WI[MODE, w] = M_SLICE
+    schedule(I, F, w, F[NOW] + step)
+    return False
 
 
 @njit(**JIT, inline="always")
@@ -323,7 +319,7 @@ def cpu(I, F, WI, WF, w, d, pc):
             schedule(I, F, w, F[NOW] + d)
             return False
         return True
-    return run_cpu(I, F, WI, WF, w, d, R_TOP)
+    return run_cpu(I, F, WI, WF, w, d, False)
 
 
 # ------------------------------------------------------------------------------- the lock

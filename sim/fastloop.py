@@ -40,7 +40,6 @@ from .fastcore import (
     JIT,
     LEN,
     M_CORE_RUN,
-    M_CORE_STEP,
     M_SLICE,
     MODE,
     NEXT_CHECK,
@@ -48,16 +47,12 @@ from .fastcore import (
     NOW,
     POS,
     PREEMPT,
-    R_GRANTED,
-    R_SLICE_END,
     REFILL,
     REL_CARRIER,
     REM,
     RESUME,
     ROWS_FULL,
     SEQ,
-    SLICE,
-    SLICE_LEN,
     STALL_MAX,
     STALLED,
     STOPPED,
@@ -128,12 +123,9 @@ def _events(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table):
                 continue
             mode = WI[MODE, w]
             if mode == M_SLICE or mode == M_CORE_RUN:
-                entry = R_SLICE_END if mode == M_SLICE else R_GRANTED
-                if not run_cpu(I, F, WI, WF, w, WF[REM, w], entry):
+                if not run_cpu(I, F, WI, WF, w, WF[REM, w], mode == M_SLICE):
                     settle(I, F, w)
                     continue
-            elif mode == M_CORE_STEP:
-                WF[SLICE, w] = F[SLICE_LEN]
         code = step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w)
         if code != YIELDED:
             I[RESUME] = w
@@ -229,7 +221,7 @@ class CompiledLoop:
 
     @property
     def preemptions(self) -> int:
-        """Workers descheduled at the end of a time slice."""
+        """Workers descheduled at a scheduler tick."""
         return int(self.I[PREEMPT])
 
     @property

@@ -2,10 +2,14 @@
 
 When there are no more workers than cores every worker always runs and the
 simulator bypasses this module's scheduler (work is a plain timeout).  When
-workers outnumber cores, a worker needs a core to make progress: CPU work is
-consumed in time slices, and at the end of a slice a worker that others are
-waiting for goes to the back of the run queue.  A descheduled worker therefore
-returns only after the others' slices, which is what makes measured staleness
+workers outnumber cores, a worker needs a core to make progress, and the
+scheduler looks at its cores at its ticks, every ``time_slice`` seconds of the clock
+(Linux's timer tick): at a tick, a running worker that others are waiting for goes
+to the back of the run queue.  A worker that gets a core between two ticks (woken
+from a lock wait, or handed the core of one that blocked) keeps it only until the
+next tick if others wait, not for a whole slice of its own: measured lock runs wait
+whole ticks, and a simulated slice per worker made their staleness wrong.  A
+descheduled worker returns only after the others' slices, which is what makes measured staleness
 heavy-tailed on an oversubscribed machine (DESIGN §6).
 
 Both classes are small queues on top of plain SimPy events rather than
@@ -17,16 +21,18 @@ event objects keeps the per-update cost of the simulation low.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Generator
 
 import simpy
 
-__all__ = ["Machine", "Lock"]
+__all__ = ["Lock", "Machine", "to_next_tick"]
 
 
 class Machine:
-    """``cores`` cores shared by ``workers`` workers under round-robin with ``time_slice`` seconds.
+    """``cores`` cores shared by ``workers`` workers under round-robin, preempting at ticks
+    every ``time_slice`` seconds.
 
     Workers call :meth:`run` for CPU work, :meth:`release` before they block
     (lock wait, barrier, parking) and :meth:`acquire` after they wake up.
@@ -43,7 +49,6 @@ class Machine:
         self.free = self.cores
         self.queue: deque[tuple[int, simpy.Event]] = deque()
         self.has_core = [False] * workers
-        self.slice_left = [0.0] * workers
         #: number of times a worker was descheduled at the end of its slice
         self.preemptions = 0
 
@@ -58,7 +63,6 @@ class Machine:
             ev = self.env.event()
             self.queue.append((w, ev))
             yield ev  # the releasing worker hands its core over and sets has_core[w]
-        self.slice_left[w] = self.time_slice
 
     def release(self, w: int) -> None:
         """Worker ``w`` gives up its core (it blocks or is preempted); the queue head gets it."""
@@ -73,28 +77,31 @@ class Machine:
             self.free += 1
 
     def run(self, w: int, duration: float) -> Generator[simpy.Event, None, None]:
-        """Consume ``duration`` seconds of CPU time for worker ``w``, slice by slice."""
+        """Consume ``duration`` seconds of CPU time for worker ``w``, tick by tick."""
         env = self.env
         d = duration
         while True:
             if not self.has_core[w]:
                 yield from self.acquire(w)
-            s = self.slice_left[w]
-            if d <= s:
-                self.slice_left[w] = s - d
+            step = to_next_tick(env.now, self.time_slice)
+            if d <= step:
                 if d > 0.0:
                     yield env.timeout(d)
                 return
-            if s > 0.0:
-                yield env.timeout(s)
-                d -= s
-            # the slice is used up: step aside if somebody is waiting, else start a new slice
+            yield env.timeout(step)
+            d -= step
+            # a tick: step aside if somebody is waiting
             if self.queue:
                 self.preemptions += 1
-                self.slice_left[w] = 0.0
                 self.release(w)
-            else:
-                self.slice_left[w] = self.time_slice
+
+
+def to_next_tick(now: float, tick: float) -> float:
+    """Seconds from ``now`` to the scheduler's next tick (the ticks fall on the multiples of
+    ``tick``; one closer than a millionth of a tick counts as passed).  The compiled loop
+    computes it with the same arithmetic."""
+    step = (math.floor(now / tick) + 1.0) * tick - now
+    return step + tick if step <= tick * 1e-6 else step
 
 
 class Lock:

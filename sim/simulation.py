@@ -137,7 +137,7 @@ class SimPyLoop:
 
     @property
     def preemptions(self) -> int:
-        """Workers descheduled at the end of a time slice."""
+        """Workers descheduled at a scheduler tick."""
         return self.sim.machine.preemptions
 
     @property

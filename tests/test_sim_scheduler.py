@@ -1,0 +1,56 @@
+"""The simulated scheduler (:class:`stalesgd.sim.machine.Machine`): preemption at ticks."""
+
+from __future__ import annotations
+
+import pytest
+import simpy
+from stalesgd.sim.machine import Machine, to_next_tick
+
+MS = 1e-3
+
+
+def test_a_worker_given_a_core_between_ticks_keeps_it_only_until_the_next_tick():
+    """One core, ticks every 1 ms.  Worker 0 computes 0.3 ms and blocks; worker 1, queued,
+    gets the core at 0.3 ms; worker 0 wakes at 0.5 ms and queues.  At the tick of 1 ms
+    worker 1 steps aside (it does not keep the core for a slice of its own, to 1.3 ms, as
+    real lock waiters show: they wait whole ticks), and worker 0 runs again from 1 ms."""
+    env = simpy.Environment()
+    machine = Machine(env, cores=1, time_slice=1 * MS, workers=2)
+    got_core_again: list[float] = []
+
+    def worker0():
+        yield from machine.run(0, 0.3 * MS)
+        machine.release(0)  # blocks (a lock wait)
+        yield env.timeout(0.2 * MS)
+        yield from machine.acquire(0)
+        got_core_again.append(env.now)
+        yield from machine.run(0, 0.1 * MS)
+
+    def worker1():
+        yield from machine.acquire(1)
+        yield from machine.run(1, 5 * MS)
+
+    env.process(worker0())
+    env.process(worker1())
+    env.run()
+    assert got_core_again == [pytest.approx(1 * MS)]
+    assert machine.preemptions == 1
+
+
+def test_work_that_ends_on_a_tick_is_not_preempted_and_ticks_fall_on_multiples():
+    assert to_next_tick(0.0, 4 * MS) == pytest.approx(4 * MS)
+    assert to_next_tick(5 * MS, 4 * MS) == pytest.approx(3 * MS)
+    # a clock a rounding error short of a tick is at that tick: the next one is a tick away
+    assert to_next_tick(8 * MS - 1e-18, 4 * MS) == pytest.approx(4 * MS)
+    env = simpy.Environment()
+    machine = Machine(env, cores=1, time_slice=1 * MS, workers=2)
+
+    def worker(w, d):
+        yield from machine.acquire(w)
+        yield from machine.run(w, d)
+        machine.release(w)
+
+    env.process(worker(0, 1 * MS))
+    env.process(worker(1, 1 * MS))
+    env.run()
+    assert machine.preemptions == 0 and env.now == pytest.approx(2 * MS)
