@@ -47,10 +47,8 @@ from the records (a different worker's ``t_read`` right after a ``t_apply``); th
 time slice from oversubscribed runs (a worker's running time from its first to its last
 descheduled gap per gap after the first; not from runs in which every cycle holds waits,
 and not above :data:`MAX_SLICE`), else the simulator's default.  With fewer workers waiting
-than cores (m < 2 × cores) it is biased when the scheduler hands a preempted worker the next
-slice end of another core, as the simulator's one run queue does: its waits are then often
-too short to stand out (simulated m = 3 on 2 cores: twice the slice); Linux's per-core run
-queues rather leave one worker alone on a core.  Cores come from ``machine.json``.
+than cores (m < 2 × cores) some workers have a core to themselves and show no gaps (the
+simulator's run queues are per core, as Linux's are).  Cores come from ``machine.json``.
 
 Pooling: one compute model **per configuration** (algorithm, workers) of the folder, with
 per-worker samples, plus a **pooled** model over all configurations.  A simulation of a

@@ -4,7 +4,7 @@ Each worker of the compiled loop (:mod:`~stalesgd.sim.fastloop`) is a state mach
 program counter marks where its SimPy process (:mod:`~stalesgd.sim.model`) would resume.
 The operations here do what the SimPy code does, in the same order: schedule events in a
 heap ordered by (time, sequence number taken when scheduled), as SimPy's queue; run CPU
-work through the :class:`~stalesgd.sim.machine.Machine`'s cores, ticks and run queue;
+work through the :class:`~stalesgd.sim.machine.Machine`'s cores, ticks and run queues;
 take and release the :class:`~stalesgd.sim.machine.Lock`; park and wake workers; log rows
 and record numeric replay's reads and applies.  Three shortcuts skip heap work and change
 no order: the latest wake-up waits beside the heap (it comes after every event due now and
@@ -52,15 +52,19 @@ JIT = {"nogil": True, "_nrt": False}
 # why the loop returns to Python (YIELDED, internal: the worker waits)
 YIELDED, EMPTY, EXTERNAL, CALLBACK, FLUSH, REFILL, ROWS_FULL, BUDGET, STALLED = range(9)
 # global integers (I); the heap and the queues follow at the offsets O_*
-(SEQ, V, RESUME, POPPED, ENTRY, ACTIVE, FREE, RQ_HEAD, RQ_LEN, HELD, WAKING, LW_HEAD, LW_LEN,
+(SEQ, V, RESUME, POPPED, ENTRY, ACTIVE, CORES, IDLE, HELD, WAKING, LW_HEAD, LW_LEN,
  HAND_W, ARRIVED, ACQ, CONTENDED, PREEMPT, STOPPED, FLUSH_AT, HOOKED, FEEDING, FED, STALL_N,
  STALL_MAX, EVENTS, BUDGET_AT, M, ALG, OVER, BOUND, REL_SEQ, REL_PENDING, REL_CARRIER, READY,
- READY_SEQ, O_SEQ, O_SLOT, O_POS, O_RINGS, N_INT) = range(41)
+ READY_SEQ, O_SEQ, O_SLOT, O_POS, O_RINGS, O_CORES, N_INT) = range(41)
+# the rings of workers (m places each) from O_RINGS: the lock's waiters, the barrier's
+# arrivals, then one run queue per core; from O_CORES per core its worker (-1: idle), the
+# head and the length of its run queue
+RING_LOCK, RING_BARRIER, RING_RUN = range(3)
 # global floats (F); the heap's times follow from F_HEAP
 NOW, NEXT_EVAL, NEXT_CHECK, SLICE_LEN, HANDOVER, CAS, ROUND_START, STALL_T, REL_T, \
     F_HEAP = range(10)
 # per-worker integers WI[field, w] (POS + kind, LEN + kind: its duration buffers) and floats
-PC, MODE, HAS_CORE, T0, T1, ATT, PARKED, POS, LEN, N_WI = 0, 1, 2, 3, 4, 5, 6, 7, 10, 13
+PC, MODE, HAS_CORE, T0, T1, ATT, PARKED, CORE, POS, LEN, N_WI = 0, 1, 2, 3, 4, 5, 6, 7, 8, 11, 14
 T_READ, REM, PEND, N_WF = range(4)
 # what a worker's event resumes: its step / a CPU run at a tick / a CPU run given a core
 M_STEP, M_SLICE, M_CORE_RUN = range(3)
@@ -83,23 +87,27 @@ def new_state(workers: int, algorithm: int, oversubscribed: bool, cores: int,
               time_slice: float, handover: float, cas: float, bound: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The state ``(I, F, WI, WF)`` of a loop whose workers all start at ``t = 0``."""
-    m = int(workers)
+    m, c = int(workers), int(cores)
     slots = m + 3  # the workers, the lock's release and hand-over, the Python side
-    I = np.zeros(N_INT + 3 * slots + 3 * m, np.int64)  # noqa: E741
+    I = np.zeros(N_INT + 3 * slots + (RING_RUN + c) * m + 3 * c, np.int64)  # noqa: E741
     F = np.full(F_HEAP + slots, np.inf)
     I[O_SEQ], I[O_SLOT], I[O_POS], I[O_RINGS] = (N_INT + k * slots for k in range(4))
+    I[O_CORES] = I[O_RINGS] + (RING_RUN + c) * m
+    I[I[O_CORES]:I[O_CORES] + c] = -1
     F[F_HEAP:F_HEAP + m] = 0.0  # heap position i holds slot i: the first steps, then none
     I[N_INT:N_INT + slots] = _NO_SEQ
     I[N_INT:N_INT + m] = np.arange(m) - _FIRST
     I[I[O_SLOT]:I[O_POS]] = I[I[O_POS]:I[O_RINGS]] = np.arange(slots)
     I[RESUME] = I[HAND_W] = I[READY] = I[REL_CARRIER] = -1
     I[ACTIVE], I[M], I[ALG], I[OVER], I[BOUND] = m, m, algorithm, oversubscribed, bound
-    I[FREE], I[BUDGET_AT], I[STALL_MAX] = cores, 1 << 62, stall_limit()
+    I[CORES], I[IDLE], I[BUDGET_AT], I[STALL_MAX] = c, c, 1 << 62, stall_limit()
     F[:F_HEAP] = 0.0
     F[SLICE_LEN], F[HANDOVER], F[CAS] = time_slice, handover, cas
     F[NEXT_EVAL] = F[NEXT_CHECK] = np.inf
     F[STALL_T] = -1.0
-    return I, F, np.zeros((N_WI, m), np.int64), np.zeros((N_WF, m))
+    WI = np.zeros((N_WI, m), np.int64)
+    WI[CORE] = np.arange(m) % c  # the workers start spread over the cores in turn
+    return I, F, WI, np.zeros((N_WF, m))
 
 
 # ------------------------------------------------------------------------------- events
@@ -243,28 +251,62 @@ def _pop(I, ring, head, length):
 
 # ------------------------------------------------------------------------------- cores
 
-@njit(**JIT)
-def core_release(I, F, WI, w):
-    """Worker ``w`` gives up its core; the head of the run queue gets it."""
-    if not I[OVER] or WI[HAS_CORE, w] == 0:
-        return
-    WI[HAS_CORE, w] = 0
-    if I[RQ_LEN] > 0:
-        w2 = _pop(I, 0, RQ_HEAD, RQ_LEN)
-        WI[HAS_CORE, w2] = 1
-        wake(I, F, w2)
-    else:
-        I[FREE] += 1
+@njit(**JIT, inline="always")
+def _run_queue(I, core):
+    """Core ``core``'s run queue: its ring, and where its head and length are in ``I``."""
+    c = I[CORES]
+    return RING_RUN + core, I[O_CORES] + c + core, I[O_CORES] + 2 * c + core
 
 
 @njit(**JIT, inline="always")
+def _grant(I, WI, core, w):
+    I[I[O_CORES] + core] = w
+    WI[CORE, w] = core
+    WI[HAS_CORE, w] = 1
+
+
+@njit(**JIT)
+def core_release(I, F, WI, w):
+    """Worker ``w`` gives up its core; the head of the core's run queue gets it, or of the
+    longest other queue when that one is empty (Machine.release)."""
+    if not I[OVER] or WI[HAS_CORE, w] == 0:
+        return
+    core = WI[CORE, w]
+    WI[HAS_CORE, w] = 0
+    lengths = I[O_CORES] + 2 * I[CORES]
+    source = core
+    if I[lengths + core] == 0:
+        source = 0
+        for k in range(1, I[CORES]):
+            if I[lengths + k] > I[lengths + source]:
+                source = k
+    if I[lengths + source] > 0:
+        ring, head, length = _run_queue(I, source)
+        w2 = _pop(I, ring, head, length)
+        _grant(I, WI, core, w2)
+        wake(I, F, w2)
+    else:
+        I[I[O_CORES] + core] = -1
+        I[IDLE] += 1
+
+
+@njit(**JIT)
 def _take_core(I, WI, w, mode):
-    """A free core for ``w`` (True), or it queues (its event will resume ``mode``)."""
-    if I[FREE] > 0:
-        I[FREE] -= 1
-        WI[HAS_CORE, w] = 1
+    """A core for ``w`` (True: its own if idle, else any idle one), or it queues on its own
+    (its event will resume ``mode``)."""
+    core = WI[CORE, w]
+    if I[IDLE] > 0:
+        running = I[O_CORES]
+        if I[running + core] >= 0:
+            for k in range(I[CORES]):
+                if I[running + k] < 0:
+                    core = k
+                    break
+        _grant(I, WI, core, w)
+        I[IDLE] -= 1
         return True
-    _push(I, 0, RQ_HEAD, RQ_LEN, w, False)
+    ring, head, length = _run_queue(I, core)
+    _push(I, ring, head, length, w, False)
     WI[MODE, w] = mode
     return False
 
@@ -289,7 +331,8 @@ def _to_next_tick(now, tick):
 def run_cpu(I, F, WI, WF, w, d, at_tick):
     """Machine.run for worker ``w`` with ``d`` seconds of CPU left (``at_tick``: resumed at a
     scheduler tick); True when done now."""
-    if at_tick and I[RQ_LEN] > 0:  # a tick: step aside if somebody is waiting
+    if at_tick and I[I[O_CORES] + 2 * I[CORES] + WI[CORE, w]] > 0:
+        # a tick: step aside if somebody is waiting for this core
         I[PREEMPT] += 1
         core_release(I, F, WI, w)
     if WI[HAS_CORE, w] == 0 and not _take_core(I, WI, w, M_CORE_RUN):
@@ -329,7 +372,7 @@ def _release_event(I, F, t, seq):
     """Put the lock's release callback into the heap: in the entry of the waiter it will
     wake when that one is known (no wake-up under way), else in its own slot."""
     if I[WAKING] == 0 and I[LW_LEN] > 0 and F[HANDOVER] == 0.0:
-        I[REL_CARRIER] = I[I[O_RINGS] + I[M] + I[LW_HEAD]]
+        I[REL_CARRIER] = I[I[O_RINGS] + RING_LOCK * I[M] + I[LW_HEAD]]
         place(I, F, I[REL_CARRIER], t, seq)
     else:
         place(I, F, I[M], t, seq)
@@ -343,7 +386,7 @@ def release_later(I, F, d):
     release can come in between)."""
     if I[WAKING] and I[HAND_W] >= 0 and F[HANDOVER] == 0.0:
         idle(I, F, I[HAND_W])
-        _push(I, 1, LW_HEAD, LW_LEN, I[HAND_W], True)
+        _push(I, RING_LOCK, LW_HEAD, LW_LEN, I[HAND_W], True)
         I[HAND_W], I[WAKING] = -1, 0
     if I[LW_LEN] > 0:
         _release_event(I, F, F[NOW] + d, take_seq(I))
@@ -366,7 +409,7 @@ def lock_take(I, F, w, retry):
         return True
     if not retry:
         I[CONTENDED] += 1
-    _push(I, 1, LW_HEAD, LW_LEN, w, retry)
+    _push(I, RING_LOCK, LW_HEAD, LW_LEN, w, retry)
     if I[REL_PENDING]:  # the release callback now has a waiter to wake
         I[REL_PENDING] = 0
         _release_event(I, F, F[REL_T], I[REL_SEQ])
@@ -379,7 +422,7 @@ def lock_release(I, F):
     I[HELD] = 0
     if I[LW_LEN] > 0 and I[WAKING] == 0:
         I[WAKING] = 1
-        I[HAND_W] = _pop(I, 1, LW_HEAD, LW_LEN)
+        I[HAND_W] = _pop(I, RING_LOCK, LW_HEAD, LW_LEN)
         if F[HANDOVER] > 0.0:
             schedule(I, F, I[M] + 1, F[NOW] + F[HANDOVER])
         else:
@@ -441,7 +484,7 @@ def unpark(I, F, WI, n):
 def arrive(I, F, WI, w, pc):
     """Worker ``w`` arrives at the barrier: True if last, else it gives up its core and
     sleeps until the round ends, then resumes at ``pc``."""
-    I[I[O_RINGS] + 2 * I[M] + I[ARRIVED]] = w
+    I[I[O_RINGS] + RING_BARRIER * I[M] + I[ARRIVED]] = w
     I[ARRIVED] += 1
     if I[ARRIVED] == I[M]:
         return True
@@ -454,7 +497,7 @@ def arrive(I, F, WI, w, pc):
 def end_round(I, F):
     """The last worker applied the round's update: wake the others in arrival order."""
     for i in range(I[ARRIVED] - 1):
-        wake(I, F, I[I[O_RINGS] + 2 * I[M] + i])
+        wake(I, F, I[I[O_RINGS] + RING_BARRIER * I[M] + i])
     I[ARRIVED] = 0
     F[ROUND_START] = F[NOW]
 

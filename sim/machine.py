@@ -1,19 +1,23 @@
-"""The simulated machine: c cores with a round-robin scheduler, and a FIFO lock.
+"""The simulated machine: c cores, each with its own run queue, and a FIFO lock.
 
 When there are no more workers than cores every worker always runs and the
 simulator bypasses this module's scheduler (work is a plain timeout).  When
 workers outnumber cores, a worker needs a core to make progress, and the
 scheduler looks at its cores at its ticks, every ``time_slice`` seconds of the clock
-(Linux's timer tick): at a tick, a running worker that others are waiting for goes
-to the back of the run queue.  A worker that gets a core between two ticks (woken
-from a lock wait, or handed the core of one that blocked) keeps it only until the
-next tick if others wait, not for a whole slice of its own: measured lock runs wait
-whole ticks, and a simulated slice per worker made their staleness wrong.  A
-descheduled worker returns only after the others' slices, which is what makes measured staleness
-heavy-tailed on an oversubscribed machine (DESIGN §6).
+(Linux's timer tick): at a tick, a running worker that others are waiting for on its
+core goes to the back of that core's run queue.  A worker that gets a core between
+two ticks (woken from a lock wait, or handed the core of one that blocked) keeps it
+only until the next tick if others wait, not for a whole slice of its own.  A
+descheduled worker returns only after the slices of those queued on its core, which is
+what makes measured staleness heavy-tailed on an oversubscribed machine (DESIGN §6).
+
+Measured lock runs wait whole ticks, one or two with twice as many workers as cores
+and three or four with four times as many: a slice per worker, and one run queue for
+all cores (which gives every descheduled worker the same wait), made their simulated
+staleness wrong.
 
 Both classes are small queues on top of plain SimPy events rather than
-``simpy.Resource``: the run queue is first-come-first-served like a
+``simpy.Resource``: the run queues are first-come-first-served like a
 ``Resource``; the lock wakes waiters in order but lets a thread that asks while
 the lock is free take it (as real mutexes do).  Skipping the request/release
 event objects keeps the per-update cost of the simulation low.
@@ -31,11 +35,16 @@ __all__ = ["Lock", "Machine", "to_next_tick"]
 
 
 class Machine:
-    """``cores`` cores shared by ``workers`` workers under round-robin, preempting at ticks
-    every ``time_slice`` seconds.
+    """``cores`` cores shared by ``workers`` workers, one run queue per core, preempting at
+    ticks every ``time_slice`` seconds.
 
     Workers call :meth:`run` for CPU work, :meth:`release` before they block
-    (lock wait, barrier, parking) and :meth:`acquire` after they wake up.
+    (lock wait, barrier, parking) and :meth:`acquire` after they wake up.  A worker that
+    needs a core takes the core it last ran on if that is idle, else any idle core, else it
+    queues on its own core; a core that its worker leaves takes the head of its own queue,
+    or, when that is empty, of the longest other one (Linux's per-CPU run queues, with
+    wake-ups placed on idle CPUs and idle CPUs pulling work).  Workers start spread over
+    the cores in turn.
     """
 
     def __init__(self, env: simpy.Environment, cores: int, time_slice: float, workers: int) -> None:
@@ -46,35 +55,48 @@ class Machine:
         self.env = env
         self.cores = int(cores)
         self.time_slice = float(time_slice)
-        self.free = self.cores
-        self.queue: deque[tuple[int, simpy.Event]] = deque()
+        #: per worker, the core it runs or last ran on; per core, its worker (-1: idle)
+        self.core_of = [w % self.cores for w in range(workers)]
+        self.running = [-1] * self.cores
+        self.queues: list[deque[tuple[int, simpy.Event]]] = [deque()
+                                                             for _ in range(self.cores)]
         self.has_core = [False] * workers
-        #: number of times a worker was descheduled at the end of its slice
+        #: number of times a worker was descheduled at a tick
         self.preemptions = 0
 
+    def _grant(self, core: int, w: int) -> None:
+        self.running[core] = w
+        self.core_of[w] = core
+        self.has_core[w] = True
+
     def acquire(self, w: int) -> Generator[simpy.Event, None, None]:
-        """Make sure worker ``w`` holds a core, waiting in the run queue if none is free."""
+        """Make sure worker ``w`` holds a core, waiting in its core's run queue if no core
+        is idle."""
         if self.has_core[w]:
             return
-        if self.free > 0:
-            self.free -= 1
-            self.has_core[w] = True
-        else:
-            ev = self.env.event()
-            self.queue.append((w, ev))
-            yield ev  # the releasing worker hands its core over and sets has_core[w]
+        core = self.core_of[w]
+        if self.running[core] >= 0:
+            core = next((c for c in range(self.cores) if self.running[c] < 0), core)
+        if self.running[core] < 0:
+            self._grant(core, w)
+            return
+        ev = self.env.event()
+        self.queues[core].append((w, ev))
+        yield ev  # the releasing worker hands its core over and sets has_core[w]
 
     def release(self, w: int) -> None:
-        """Worker ``w`` gives up its core (it blocks or is preempted); the queue head gets it."""
+        """Worker ``w`` gives up its core (it blocks or is preempted); the head of the
+        core's queue gets it, or of the longest other queue when that one is empty."""
         if not self.has_core[w]:
             return
+        core = self.core_of[w]
         self.has_core[w] = False
-        if self.queue:
-            w2, ev = self.queue.popleft()
-            self.has_core[w2] = True
+        self.running[core] = -1
+        queue = self.queues[core] or max(self.queues, key=len)
+        if queue:
+            w2, ev = queue.popleft()
+            self._grant(core, w2)
             ev.succeed()
-        else:
-            self.free += 1
 
     def run(self, w: int, duration: float) -> Generator[simpy.Event, None, None]:
         """Consume ``duration`` seconds of CPU time for worker ``w``, tick by tick."""
@@ -90,8 +112,8 @@ class Machine:
                 return
             yield env.timeout(step)
             d -= step
-            # a tick: step aside if somebody is waiting
-            if self.queue:
+            # a tick: step aside if somebody is waiting for this core
+            if self.queues[self.core_of[w]]:
                 self.preemptions += 1
                 self.release(w)
 

@@ -54,3 +54,45 @@ def test_work_that_ends_on_a_tick_is_not_preempted_and_ticks_fall_on_multiples()
     env.process(worker(1, 1 * MS))
     env.run()
     assert machine.preemptions == 0 and env.now == pytest.approx(2 * MS)
+
+
+def _started_and_ended(env, machine, jobs):
+    """Run ``jobs`` (worker -> CPU seconds, then it blocks for good); per worker, when it
+    first held a core and when its work was done."""
+    times = {}
+
+    def worker(w, d):
+        yield from machine.acquire(w)
+        start = env.now
+        yield from machine.run(w, d)
+        times[w] = (start, env.now)
+        machine.release(w)
+
+    for w, d in jobs.items():
+        env.process(worker(w, d))
+    env.run()
+    return times
+
+
+def test_each_core_has_its_own_run_queue():
+    """Three workers on two cores, spread in turn: workers 0 and 2 share core 0 and take
+    turns at its ticks (1 and 2 ms), worker 1 has core 1 to itself and is never preempted
+    (with one queue for both cores, it would step aside at the first tick for worker 0).
+    When worker 1 is done (3 ms), core 1 takes worker 2 from core 0's queue."""
+    env = simpy.Environment()
+    machine = Machine(env, cores=2, time_slice=1 * MS, workers=3)
+    times = _started_and_ended(env, machine, {0: 3 * MS, 1: 3 * MS, 2: 3 * MS})
+    assert times[1] == (0.0, pytest.approx(3 * MS))
+    assert times[2][0] == pytest.approx(1 * MS)  # after worker 0's first tick
+    assert times[0][1] == pytest.approx(4 * MS) and times[2][1] == pytest.approx(5 * MS)
+    assert machine.preemptions == 2 and machine.core_of[2] == 1
+
+
+def test_a_core_left_idle_takes_the_head_of_the_other_queue_at_once():
+    """Worker 1 leaves core 1 after 0.2 ms with nobody queued there: core 1 takes worker 2,
+    queued on core 0, at 0.2 ms, not at the next tick."""
+    env = simpy.Environment()
+    machine = Machine(env, cores=2, time_slice=1 * MS, workers=3)
+    times = _started_and_ended(env, machine, {0: 3 * MS, 1: 0.2 * MS, 2: 3 * MS})
+    assert times[2] == (pytest.approx(0.2 * MS), pytest.approx(3.2 * MS))
+    assert machine.core_of[2] == 1 and machine.preemptions == 0
