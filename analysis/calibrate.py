@@ -46,9 +46,9 @@ compare-and-swap), recorded in the file with the host name.  Lock hand-over is e
 from the records (a different worker's ``t_read`` right after a ``t_apply``); the scheduler
 time slice from oversubscribed runs (a worker's running time from its first to its last
 descheduled gap per gap after the first; not from runs in which every cycle holds waits,
-and not above :data:`MAX_SLICE`), else the simulator's default.  With fewer workers waiting
-than cores (m < 2 × cores) some workers have a core to themselves and show no gaps (the
-simulator's run queues are per core, as Linux's are).  Cores come from ``machine.json``.
+and not above :data:`MAX_SLICE`), else the simulator's default.  With fewer than twice as
+many workers as cores, some workers have a core to themselves and show no gaps; the slice
+comes from the others.  Cores come from ``machine.json``.
 
 Pooling: one compute model **per configuration** (algorithm, workers) of the folder, with
 per-worker samples, plus a **pooled** model over all configurations.  A simulation of a

@@ -52,10 +52,10 @@ JIT = {"nogil": True, "_nrt": False}
 # why the loop returns to Python (YIELDED, internal: the worker waits)
 YIELDED, EMPTY, EXTERNAL, CALLBACK, FLUSH, REFILL, ROWS_FULL, BUDGET, STALLED = range(9)
 # global integers (I); the heap and the queues follow at the offsets O_*
-(SEQ, V, RESUME, POPPED, ENTRY, ACTIVE, CORES, IDLE, HELD, WAKING, LW_HEAD, LW_LEN,
+(SEQ, V, RESUME, POPPED, ENTRY, ACTIVE, CORES, IDLE, BALANCE, HELD, WAKING, LW_HEAD, LW_LEN,
  HAND_W, ARRIVED, ACQ, CONTENDED, PREEMPT, STOPPED, FLUSH_AT, HOOKED, FEEDING, FED, STALL_N,
  STALL_MAX, EVENTS, BUDGET_AT, M, ALG, OVER, BOUND, REL_SEQ, REL_PENDING, REL_CARRIER, READY,
- READY_SEQ, O_SEQ, O_SLOT, O_POS, O_RINGS, O_CORES, N_INT) = range(41)
+ READY_SEQ, O_SEQ, O_SLOT, O_POS, O_RINGS, O_CORES, N_INT) = range(42)
 # the rings of workers (m places each) from O_RINGS: the lock's waiters, the barrier's
 # arrivals, then one run queue per core; from O_CORES per core its worker (-1: idle), the
 # head and the length of its run queue
@@ -64,7 +64,8 @@ RING_LOCK, RING_BARRIER, RING_RUN = range(3)
 NOW, NEXT_EVAL, NEXT_CHECK, SLICE_LEN, HANDOVER, CAS, ROUND_START, STALL_T, REL_T, \
     F_HEAP = range(10)
 # per-worker integers WI[field, w] (POS + kind, LEN + kind: its duration buffers) and floats
-PC, MODE, HAS_CORE, T0, T1, ATT, PARKED, CORE, POS, LEN, N_WI = 0, 1, 2, 3, 4, 5, 6, 7, 8, 11, 14
+PC, MODE, HAS_CORE, T0, T1, ATT, PARKED, CORE, LAST_TICK, POS, LEN, N_WI = (
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 15)
 T_READ, REM, PEND, N_WF = range(4)
 # what a worker's event resumes: its step / a CPU run at a tick / a CPU run given a core
 M_STEP, M_SLICE, M_CORE_RUN = range(3)
@@ -84,8 +85,8 @@ def stall_limit() -> int:
 
 
 def new_state(workers: int, algorithm: int, oversubscribed: bool, cores: int,
-              time_slice: float, handover: float, cas: float, bound: int
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+              time_slice: float, handover: float, cas: float, bound: int,
+              balance_ticks: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The state ``(I, F, WI, WF)`` of a loop whose workers all start at ``t = 0``."""
     m, c = int(workers), int(cores)
     slots = m + 3  # the workers, the lock's release and hand-over, the Python side
@@ -100,13 +101,15 @@ def new_state(workers: int, algorithm: int, oversubscribed: bool, cores: int,
     I[I[O_SLOT]:I[O_POS]] = I[I[O_POS]:I[O_RINGS]] = np.arange(slots)
     I[RESUME] = I[HAND_W] = I[READY] = I[REL_CARRIER] = -1
     I[ACTIVE], I[M], I[ALG], I[OVER], I[BOUND] = m, m, algorithm, oversubscribed, bound
-    I[CORES], I[IDLE], I[BUDGET_AT], I[STALL_MAX] = c, c, 1 << 62, stall_limit()
+    I[CORES], I[IDLE], I[BALANCE] = c, c, balance_ticks
+    I[BUDGET_AT], I[STALL_MAX] = 1 << 62, stall_limit()
     F[:F_HEAP] = 0.0
     F[SLICE_LEN], F[HANDOVER], F[CAS] = time_slice, handover, cas
     F[NEXT_EVAL] = F[NEXT_CHECK] = np.inf
     F[STALL_T] = -1.0
     WI = np.zeros((N_WI, m), np.int64)
     WI[CORE] = np.arange(m) % c  # the workers start spread over the cores in turn
+    WI[LAST_TICK] = -1
     return I, F, WI, np.zeros((N_WF, m))
 
 
@@ -259,10 +262,17 @@ def _run_queue(I, core):
 
 
 @njit(**JIT, inline="always")
-def _grant(I, WI, core, w):
+def _tick_index(now, tick):
+    """:func:`~stalesgd.sim.machine.tick_index`, same arithmetic."""
+    return math.floor(now / tick + 1e-6)
+
+
+@njit(**JIT, inline="always")
+def _grant(I, F, WI, core, w):
     I[I[O_CORES] + core] = w
     WI[CORE, w] = core
     WI[HAS_CORE, w] = 1
+    WI[LAST_TICK, w] = _tick_index(F[NOW], F[SLICE_LEN])
 
 
 @njit(**JIT)
@@ -283,7 +293,7 @@ def core_release(I, F, WI, w):
     if I[lengths + source] > 0:
         ring, head, length = _run_queue(I, source)
         w2 = _pop(I, ring, head, length)
-        _grant(I, WI, core, w2)
+        _grant(I, F, WI, core, w2)
         wake(I, F, w2)
     else:
         I[I[O_CORES] + core] = -1
@@ -291,7 +301,7 @@ def core_release(I, F, WI, w):
 
 
 @njit(**JIT)
-def _take_core(I, WI, w, mode):
+def _take_core(I, F, WI, w, mode):
     """A core for ``w`` (True: its own if idle, else any idle one), or it queues on its own
     (its event will resume ``mode``)."""
     core = WI[CORE, w]
@@ -302,7 +312,7 @@ def _take_core(I, WI, w, mode):
                 if I[running + k] < 0:
                     core = k
                     break
-        _grant(I, WI, core, w)
+        _grant(I, F, WI, core, w)
         I[IDLE] -= 1
         return True
     ring, head, length = _run_queue(I, core)
@@ -317,38 +327,57 @@ def core_acquire(I, F, WI, WF, w, pc):
     if not I[OVER] or WI[HAS_CORE, w]:
         return True
     WI[PC, w] = pc
-    return _take_core(I, WI, w, M_STEP)
+    return _take_core(I, F, WI, w, M_STEP)
 
 
 @njit(**JIT, inline="always")
-def _to_next_tick(now, tick):
-    """:func:`~stalesgd.sim.machine.to_next_tick`, same arithmetic."""
-    step = (math.floor(now / tick) + 1.0) * tick - now
-    return step + tick if step <= tick * 1e-6 else step
+def _balance(I, WI, core):
+    """Machine._balance: when another core has at least two more workers waiting, the one
+    queued there last moves to ``core``'s queue."""
+    lengths = I[O_CORES] + 2 * I[CORES]
+    other = 0
+    for k in range(1, I[CORES]):
+        if I[lengths + k] > I[lengths + other]:
+            other = k
+    if I[lengths + other] >= I[lengths + core] + 2:
+        ring, head, length = _run_queue(I, other)
+        n = I[length] - 1
+        j = I[head] + n
+        w2 = I[I[O_RINGS] + ring * I[M] + (j - I[M] if j >= I[M] else j)]
+        I[length] = n
+        ring, head, length = _run_queue(I, core)
+        _push(I, ring, head, length, w2, False)
+        WI[CORE, w2] = core
 
 
 @njit(**JIT)
-def run_cpu(I, F, WI, WF, w, d, at_tick):
-    """Machine.run for worker ``w`` with ``d`` seconds of CPU left (``at_tick``: resumed at a
-    scheduler tick); True when done now."""
-    if at_tick and I[I[O_CORES] + 2 * I[CORES] + WI[CORE, w]] > 0:
-        # a tick: step aside if somebody is waiting for this core
-        I[PREEMPT] += 1
-        core_release(I, F, WI, w)
-    if WI[HAS_CORE, w] == 0 and not _take_core(I, WI, w, M_CORE_RUN):
-        WF[REM, w] = d
-        return False
-    step = _to_next_tick(F[NOW], F[SLICE_LEN])
-    if d <= step:
-        if d > 0.0:
-            WI[MODE, w] = M_STEP
-            schedule(I, F, w, F[NOW] + d)
+def run_cpu(I, F, WI, WF, w, d):
+    """Machine.run for worker ``w`` with ``d`` seconds of CPU left; True when done now."""
+    while True:
+        if WI[HAS_CORE, w] == 0 and not _take_core(I, F, WI, w, M_CORE_RUN):
+            WF[REM, w] = d
             return False
-        return True
-    WF[REM, w] = d - step
-    WI[MODE, w] = M_SLICE
-    schedule(I, F, w, F[NOW] + step)
-    return False
+        k = _tick_index(F[NOW], F[SLICE_LEN])
+        if k > WI[LAST_TICK, w]:  # a tick came since this worker was last looked at
+            WI[LAST_TICK, w] = k
+            core = WI[CORE, w]
+            if k % I[BALANCE] == 0:
+                _balance(I, WI, core)
+            if I[I[O_CORES] + 2 * I[CORES] + core] > 0:  # step aside for a waiting worker
+                I[PREEMPT] += 1
+                core_release(I, F, WI, w)
+                continue
+        step = (k + 1) * F[SLICE_LEN] - F[NOW]
+        if d <= step:
+            if d > 0.0:
+                WI[MODE, w] = M_STEP
+                schedule(I, F, w, F[NOW] + d)
+                return False
+            return True
+        WF[REM, w] = d - step
+        WI[MODE, w] = M_SLICE
+        schedule(I, F, w, F[NOW] + step)
+        return False
 
 
 @njit(**JIT, inline="always")
@@ -362,7 +391,7 @@ def cpu(I, F, WI, WF, w, d, pc):
             schedule(I, F, w, F[NOW] + d)
             return False
         return True
-    return run_cpu(I, F, WI, WF, w, d, False)
+    return run_cpu(I, F, WI, WF, w, d)
 
 
 # ------------------------------------------------------------------------------- the lock

@@ -123,7 +123,7 @@ def _events(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table):
                 continue
             mode = WI[MODE, w]
             if mode == M_SLICE or mode == M_CORE_RUN:
-                if not run_cpu(I, F, WI, WF, w, WF[REM, w], mode == M_SLICE):
+                if not run_cpu(I, F, WI, WF, w, WF[REM, w]):
                     settle(I, F, w)
                     continue
         code = step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w)
@@ -172,7 +172,7 @@ class CompiledLoop:
         bound = -1 if host.persistence is None else int(host.persistence)
         self.state = new_state(host.workers, CODES[host.algorithm], host.oversubscribed,
                                host.machine.cores, host.machine.time_slice, host.lock_handover,
-                               host.cas_cost, bound)
+                               host.cas_cost, bound, host.machine.balance_ticks)
         self.I, self.F, self.WI, _ = self.state
         self.durations = Durations(host.samplers, self.WI)
         self.replay = replay
