@@ -52,10 +52,10 @@ JIT = {"nogil": True, "_nrt": False}
 # why the loop returns to Python (YIELDED, internal: the worker waits)
 YIELDED, EMPTY, EXTERNAL, CALLBACK, FLUSH, REFILL, ROWS_FULL, BUDGET, STALLED = range(9)
 # global integers (I); the heap and the queues follow at the offsets O_*
-(SEQ, V, RESUME, POPPED, ENTRY, ACTIVE, CORES, IDLE, BALANCE, HELD, WAKING, LW_HEAD, LW_LEN,
+(SEQ, V, RESUME, POPPED, ENTRY, ACTIVE, CORES, HELD, WAKING, LW_HEAD, LW_LEN,
  HAND_W, ARRIVED, ACQ, CONTENDED, PREEMPT, STOPPED, FLUSH_AT, HOOKED, FEEDING, FED, STALL_N,
  STALL_MAX, EVENTS, BUDGET_AT, M, ALG, OVER, BOUND, REL_SEQ, REL_PENDING, REL_CARRIER, READY,
- READY_SEQ, O_SEQ, O_SLOT, O_POS, O_RINGS, O_CORES, N_INT) = range(42)
+ READY_SEQ, O_SEQ, O_SLOT, O_POS, O_RINGS, O_CORES, N_INT) = range(40)
 # the rings of workers (m places each) from O_RINGS: the lock's waiters, the barrier's
 # arrivals, then one run queue per core; from O_CORES per core its worker (-1: idle), the
 # head and the length of its run queue
@@ -85,8 +85,8 @@ def stall_limit() -> int:
 
 
 def new_state(workers: int, algorithm: int, oversubscribed: bool, cores: int,
-              time_slice: float, handover: float, cas: float, bound: int,
-              balance_ticks: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+              time_slice: float, handover: float, cas: float, bound: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The state ``(I, F, WI, WF)`` of a loop whose workers all start at ``t = 0``."""
     m, c = int(workers), int(cores)
     slots = m + 3  # the workers, the lock's release and hand-over, the Python side
@@ -101,8 +101,7 @@ def new_state(workers: int, algorithm: int, oversubscribed: bool, cores: int,
     I[I[O_SLOT]:I[O_POS]] = I[I[O_POS]:I[O_RINGS]] = np.arange(slots)
     I[RESUME] = I[HAND_W] = I[READY] = I[REL_CARRIER] = -1
     I[ACTIVE], I[M], I[ALG], I[OVER], I[BOUND] = m, m, algorithm, oversubscribed, bound
-    I[CORES], I[IDLE], I[BALANCE] = c, c, balance_ticks
-    I[BUDGET_AT], I[STALL_MAX] = 1 << 62, stall_limit()
+    I[CORES], I[BUDGET_AT], I[STALL_MAX] = c, 1 << 62, stall_limit()
     F[:F_HEAP] = 0.0
     F[SLICE_LEN], F[HANDOVER], F[CAS] = time_slice, handover, cas
     F[NEXT_EVAL] = F[NEXT_CHECK] = np.inf
@@ -252,6 +251,13 @@ def _pop(I, ring, head, length):
     return w
 
 
+@njit(**JIT, inline="always")
+def _pop_back(I, ring, head, length):
+    I[length] -= 1
+    j = I[head] + I[length]
+    return I[I[O_RINGS] + ring * I[M] + (j - I[M] if j >= I[M] else j)]
+
+
 # ------------------------------------------------------------------------------- cores
 
 @njit(**JIT, inline="always")
@@ -259,6 +265,18 @@ def _run_queue(I, core):
     """Core ``core``'s run queue: its ring, and where its head and length are in ``I``."""
     c = I[CORES]
     return RING_RUN + core, I[O_CORES] + c + core, I[O_CORES] + 2 * c + core
+
+
+@njit(**JIT, inline="always")
+def _longest_queue(I):
+    """The core with the most workers waiting (the first in core order on a tie), as
+    ``max(queues, key=len)``."""
+    lengths = I[O_CORES] + 2 * I[CORES]
+    best = 0
+    for k in range(1, I[CORES]):
+        if I[lengths + k] > I[lengths + best]:
+            best = k
+    return best
 
 
 @njit(**JIT, inline="always")
@@ -284,12 +302,7 @@ def core_release(I, F, WI, w):
     core = WI[CORE, w]
     WI[HAS_CORE, w] = 0
     lengths = I[O_CORES] + 2 * I[CORES]
-    source = core
-    if I[lengths + core] == 0:
-        source = 0
-        for k in range(1, I[CORES]):
-            if I[lengths + k] > I[lengths + source]:
-                source = k
+    source = core if I[lengths + core] > 0 else _longest_queue(I)
     if I[lengths + source] > 0:
         ring, head, length = _run_queue(I, source)
         w2 = _pop(I, ring, head, length)
@@ -297,23 +310,21 @@ def core_release(I, F, WI, w):
         wake(I, F, w2)
     else:
         I[I[O_CORES] + core] = -1
-        I[IDLE] += 1
 
 
 @njit(**JIT)
 def _take_core(I, F, WI, w, mode):
     """A core for ``w`` (True: its own if idle, else any idle one), or it queues on its own
     (its event will resume ``mode``)."""
+    running = I[O_CORES]
     core = WI[CORE, w]
-    if I[IDLE] > 0:
-        running = I[O_CORES]
-        if I[running + core] >= 0:
-            for k in range(I[CORES]):
-                if I[running + k] < 0:
-                    core = k
-                    break
+    if I[running + core] >= 0:
+        for k in range(I[CORES]):
+            if I[running + k] < 0:
+                core = k
+                break
+    if I[running + core] < 0:
         _grant(I, F, WI, core, w)
-        I[IDLE] -= 1
         return True
     ring, head, length = _run_queue(I, core)
     _push(I, ring, head, length, w, False)
@@ -335,16 +346,10 @@ def _balance(I, WI, core):
     """Machine._balance: when another core has at least two more workers waiting, the one
     queued there last moves to ``core``'s queue."""
     lengths = I[O_CORES] + 2 * I[CORES]
-    other = 0
-    for k in range(1, I[CORES]):
-        if I[lengths + k] > I[lengths + other]:
-            other = k
+    other = _longest_queue(I)
     if I[lengths + other] >= I[lengths + core] + 2:
         ring, head, length = _run_queue(I, other)
-        n = I[length] - 1
-        j = I[head] + n
-        w2 = I[I[O_RINGS] + ring * I[M] + (j - I[M] if j >= I[M] else j)]
-        I[length] = n
+        w2 = _pop_back(I, ring, head, length)
         ring, head, length = _run_queue(I, core)
         _push(I, ring, head, length, w2, False)
         WI[CORE, w2] = core
@@ -361,8 +366,7 @@ def run_cpu(I, F, WI, WF, w, d):
         if k > WI[LAST_TICK, w]:  # a tick came since this worker was last looked at
             WI[LAST_TICK, w] = k
             core = WI[CORE, w]
-            if k % I[BALANCE] == 0:
-                _balance(I, WI, core)
+            _balance(I, WI, core)
             if I[I[O_CORES] + 2 * I[CORES] + core] > 0:  # step aside for a waiting worker
                 I[PREEMPT] += 1
                 core_release(I, F, WI, w)

@@ -172,7 +172,7 @@ class CompiledLoop:
         bound = -1 if host.persistence is None else int(host.persistence)
         self.state = new_state(host.workers, CODES[host.algorithm], host.oversubscribed,
                                host.machine.cores, host.machine.time_slice, host.lock_handover,
-                               host.cas_cost, bound, host.machine.balance_ticks)
+                               host.cas_cost, bound)
         self.I, self.F, self.WI, _ = self.state
         self.durations = Durations(host.samplers, self.WI)
         self.replay = replay

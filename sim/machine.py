@@ -28,14 +28,8 @@ from collections.abc import Generator
 
 import simpy
 
-__all__ = ["BALANCE_TICKS", "Lock", "Machine", "tick_index"]
+__all__ = ["Lock", "Machine", "tick_index"]
 
-#: every this many ticks a core balances its run queue against the others.  Linux balances
-#: busy CPUs every few tens of milliseconds; on the fidelity matrix's lock runs every 8
-#: ticks came out no closer to the measured PDF(τ) than every tick (in sample 10 of 16
-#: cells within TV 0.10 against 10–11, out of sample 7 against 7), and every tick evens
-#: out crowded queues soonest
-BALANCE_TICKS = 1
 
 
 class Machine:
@@ -46,9 +40,9 @@ class Machine:
     barrier, parking) and :meth:`acquire` after they wake up.  A worker that needs a core
     takes the core it last ran on if that is idle, else the lowest-numbered idle core, else
     it queues on its own core; a core that its worker leaves takes the head of its own
-    queue, or, when that is empty, of the longest other one; every :data:`BALANCE_TICKS`
-    ticks, a core takes the worker queued last on a core with at least two more waiting
-    than it has (the longest such, the first in core order on a tie).  This is a simple
+    queue, or, when that is empty, of the longest other one; at a tick, a core takes the
+    worker queued last on a core with at least two more waiting than it has (the longest
+    such, the first in core order on a tie).  This is a simple
     model of Linux's per-CPU run queues, with wake-ups placed on idle CPUs, idle CPUs
     pulling work and periodic load balancing.  Workers start spread over the cores in turn.
     """
@@ -61,8 +55,6 @@ class Machine:
         self.env = env
         self.cores = int(cores)
         self.time_slice = float(time_slice)
-        #: a core balances its run queue against the others every this many ticks
-        self.balance_ticks = BALANCE_TICKS
         #: per worker, the core it runs or last ran on; per core, its worker (-1: idle)
         self.core_of = [w % self.cores for w in range(workers)]
         self.running = [-1] * self.cores
@@ -120,8 +112,7 @@ class Machine:
             if k > self.last_tick[w]:  # a tick came since this worker was last looked at
                 self.last_tick[w] = k
                 core = self.core_of[w]
-                if k % self.balance_ticks == 0:
-                    self._balance(core)
+                self._balance(core)
                 if self.queues[core]:  # step aside for a worker waiting for this core
                     self.preemptions += 1
                     self.release(w)
@@ -135,9 +126,11 @@ class Machine:
             d -= step
 
     def _balance(self, core: int) -> None:
-        """At a balancing tick on ``core``: when another core has at least two more waiting,
-        the one queued there last moves to this core's queue (Linux's periodic load
-        balancing; without it, workers woken onto one core stay crowded there)."""
+        """At a tick on ``core``: when another core has at least two more waiting, the one
+        queued there last moves to this core's queue (Linux's periodic load balancing;
+        without it, workers woken onto one core stay crowded there.  Linux balances busy
+        CPUs every few tens of milliseconds; balancing every 8 ticks came out no closer to
+        the measured lock runs of the fidelity matrix than every tick)."""
         own, other = self.queues[core], max(self.queues, key=len)
         if len(other) >= len(own) + 2:
             w2, ev = other.pop()
