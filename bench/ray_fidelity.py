@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -59,6 +60,22 @@ def simulate(args, alg: str, m: int, calibration: Path):
                                 sim={"timing_only": True, "topology": "ps",
                                      "calibration": str(calibration)})
     return SimRun(expand(exp)[0], progress=False).run().updates
+
+
+def summary_lines(cells: list[dict]) -> list[str]:
+    """Per algorithm and calibration, the median TV and median |updates/s error| over the
+    cells: finer than the count of cells that meet the target when two models of the
+    network are compared on the same runs."""
+    lines = []
+    for alg in sorted({c["algorithm"] for c in cells}):
+        for kind in sorted({c["calibration"] for c in cells}):
+            group = [c for c in cells if c["algorithm"] == alg and c["calibration"] == kind]
+            if group:
+                tv = statistics.median(c["tv"] for c in group)
+                err = statistics.median(abs(c["updates_per_s"] - 1) for c in group)
+                lines.append(f"  {alg:8s} {kind:10s} {len(group)} cells: median TV {tv:.3f}, "
+                             f"median |updates/s error| {err:.0%}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         met = sum(r["tv"] <= 0.10 and abs(r["updates_per_s"] - 1) <= 0.10 for r in target)
         print(f"\ntarget (lock, leashed, m > 1: TV <= 0.10 and updates/s within 10 %): "
               f"met in {met} of {len(target)} cells")
+        for line in summary_lines(target):
+            print(line)
     print(json.dumps(rows))
     return 0
 
