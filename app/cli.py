@@ -619,6 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from stalesgd.calibration import CalibrationError
     from stalesgd.data import DataError
     from stalesgd.engines import EngineNotAvailable
+    from stalesgd.problems.plugins import PluginError
     from stalesgd.records import RecordError, RecordWriteError
     from stalesgd.validation import OptionError
 
@@ -635,7 +636,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RecordWriteError as exc:
         _err(str(exc))
         return EXIT_FAILURE
-    except (OptionError, DataError, EngineNotAvailable, CalibrationError, RecordError) as exc:
+    except (OptionError, DataError, EngineNotAvailable, CalibrationError, RecordError,
+            PluginError) as exc:
         _err(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:

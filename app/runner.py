@@ -28,11 +28,16 @@ from stalesgd.app.resume import check_resumable, open_for_resume
 from tqdm.auto import tqdm
 
 from stalesgd import engines
-from stalesgd.data import FILE_SET, file_identity
+from stalesgd.data import FILE_SET, DataError, file_identity
 from stalesgd.experiment import Experiment, RunSpec, expand, to_toml
 from stalesgd.machine import machine_info
-from stalesgd.records import RecordWriteError, ResultsFolder, RunRecord, summarize
+from stalesgd.problems.plugins import PluginError
+from stalesgd.problems.registry import is_plugin_problem
+from stalesgd.records import RecordError, RecordWriteError, ResultsFolder, RunRecord, summarize
 from stalesgd.validation import OptionError
+
+#: errors of this package, which a run of a plug-in model passes on as they are
+OURS = (OptionError, DataError, RecordError, RecordWriteError, PluginError)
 
 __all__ = ["SweepOutcome", "SweepPlan", "plan_sweep", "run_experiment", "run_summary",
            "run_sweep"]
@@ -201,6 +206,10 @@ def run_sweep(plan: SweepPlan, progress: bool = True,
                 break
             except (FloatingPointError, OverflowError) as exc:
                 record = _diverged_record(exc)
+            except Exception as exc:
+                if not is_plugin_problem(spec.problem.name) or isinstance(exc, OURS):
+                    raise
+                raise _plugin_failed(spec, exc, written) from None
             if not isinstance(record, RunRecord):
                 raise TypeError(f"engine {spec.engine!r} returned {type(record).__name__}; "
                                 "expected a stalesgd.records.RunRecord")
@@ -232,6 +241,17 @@ def run_sweep(plan: SweepPlan, progress: bool = True,
         echo(f"interrupted: {len(outcome.summaries) + outcome.skipped} of {len(runs)} runs "
              f"kept in {folder.path}")
     return outcome
+
+
+def _plugin_failed(spec: RunSpec, exc: Exception, kept: bool) -> PluginError:
+    """The error that ends a sweep when a plug-in model's code raised during a run (its
+    kernels, called from an engine's loop or evaluation): one line naming the run, the
+    model and the exception, not a traceback of the engine."""
+    text = " ".join(str(exc).split())[:400]
+    return PluginError(f"run {spec.run_id} ({spec.problem.name}, {spec.engine}): the plug-in "
+                       f"model's code raised {type(exc).__name__}: {text}; its kernels must "
+                       f"not raise during a run (the sweep stopped"
+                       + ("; the runs before it are kept)" if kept else ")"))
 
 
 def _keep(folder: ResultsFolder, outcome: SweepOutcome, spec: RunSpec,

@@ -251,6 +251,46 @@ def test_a_kernel_that_fails_on_the_data_is_refused_before_a_run(registered, tmp
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_dry_run_refuses_a_kernel_that_fails_on_the_data(registered, capsys):
+    """The check before any run (``--dry-run``, and every run of a sweep before the first)
+    runs a plug-in's kernels too: a sweep does not stop part-way on a broken plug-in."""
+    registered("nocompile", _linreg_with(grad_kernel=_does_not_compile), task="regression")
+    with pytest.raises(OptionError, match="grad_kernel fails on two rows of synthetic"):
+        check_problem("nocompile-synthetic", {"n_train": 20, "n_test": 5})
+    argv = ["real", "--problem", "nocompile-synthetic", "--algorithm", "lock", "--workers", "1",
+            "--updates", "10", "--dry-run"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--problem 'nocompile-synthetic' breaks the model contract" in err
+    assert "--name" not in err
+
+
+_LINREG_GRAD = LinearRegression(n_features=1).grad_kernel
+
+
+@njit(nogil=True)
+def _fails_past_row_ten(theta, X, y, idx, grad, ws, dims):
+    """Linear regression's gradient on the trial's rows 0 and 1; a ValueError on a
+    minibatch starting past row 10, as a run soon draws."""
+    if idx[0] >= 10:
+        raise ValueError("boom mid-run")
+    return _LINREG_GRAD(theta, X, y, idx, grad, ws, dims)
+
+
+@pytest.mark.parametrize("engine", ["real", "sim"])
+def test_a_kernel_that_raises_during_a_run_is_one_line_not_a_traceback(registered, tmp_path,
+                                                                       capsys, engine):
+    registered("failslater", _linreg_with(grad_kernel=_fails_past_row_ten), task="regression")
+    argv = [engine, "--problem", "failslater-synthetic", "--algorithm", "lock", "--workers",
+            "2", "--updates", "2000", "--lr", "0.1", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert (f"run r0000 (failslater-synthetic, {engine}): the plug-in model's code raised "
+            "ValueError: boom mid-run") in err
+    assert list(tmp_path.iterdir()) == []  # nothing ran to the end: no results folder
+
+
 # --- entry points ---------------------------------------------------------------------------
 
 

@@ -83,6 +83,7 @@ def register_model(name: str, factory: Any, options: tuple[str, ...] = (), *,
     """
     plugin = ModelPlugin(factory=factory, options=options, task=task, description=description)
     add_plugin(name, plugin, MODELS, COMMON_OPTIONS)
+    _tried.clear()  # (a model of this name may have been tried before)
     return plugin
 
 
@@ -92,6 +93,7 @@ def unregister_model(name: str) -> None:
         raise ValueError(f"no plug-in model {name!r} is registered; registered: "
                          f"{', '.join(registered_names()) or 'none'}")
     remove_plugin(name)
+    _tried.clear()
 
 
 def model_names() -> tuple[str, ...]:
@@ -453,14 +455,16 @@ class ProblemShape:
 
 
 def check_problem(name: Any, options: dict[str, Any] | None = None,
-                  dtype: Any = "float64") -> ProblemShape:
+                  dtype: Any = "float64", *, try_kernels: bool = True) -> ProblemShape:
     """Check a problem name and its options without loading data or allocating parameters.
 
     Options are the model's (:data:`MODEL_OPTIONS`), :data:`COMMON_OPTIONS` (``init``,
     ``seed`` of synthetic data, ``data_dir``) and the data loader's
     (:func:`stalesgd.data.load_dataset`).  Raises an :class:`~stalesgd.validation.OptionError`
     (a ValueError) naming the option (or ``name``), the value and what is allowed: an
-    unknown option, a bad value, a model that does not fit its data.
+    unknown option, a bad value, a model that does not fit its data.  A plug-in model's
+    kernels are also run once on two rows of its data (``try_kernels``; once per process
+    and problem), so that a kernel that fails is refused before any run, as in a dry run.
     """
     model_name, data_name = split_name(name)
     options = dict(options or {})
@@ -494,9 +498,42 @@ def check_problem(name: Any, options: dict[str, Any] | None = None,
                                               positive=True)
     with _named(name):
         n_params = _build_model(model_name, shape, dt, model_opts).n_params
-    return ProblemShape(name=f"{model_name}-{data_name}", model=model_name, data=shape,
-                        n_params=int(n_params), model_options=model_opts,
-                        data_options=data_opts, init=init, seed=int(seed), data_dir=data_dir)
+    checked = ProblemShape(name=f"{model_name}-{data_name}", model=model_name, data=shape,
+                           n_params=int(n_params), model_options=model_opts,
+                           data_options=data_opts, init=init, seed=int(seed),
+                           data_dir=data_dir)
+    if try_kernels and _plugin(model_name) is not None:
+        _try_plugin(checked, dt)
+    return checked
+
+
+#: plug-in problems whose kernels ran once in this process (see :func:`_try_plugin`)
+_tried: set[str] = set()
+
+
+def _try_plugin(shape: ProblemShape, dt: np.dtype) -> None:
+    """Load the data of a plug-in problem and run its kernels once (:func:`_try_kernels`),
+    once per process for the same problem, options and dtype."""
+    key = repr((shape.name, dt.name, sorted(shape.model_options.items()),
+                sorted(shape.data_options.items()), shape.init, shape.seed, shape.data_dir))
+    if key in _tried:
+        return
+    from stalesgd.data import load_dataset
+
+    dataset = load_dataset(shape.data.name, dtype=dt.name, data_dir=shape.data_dir,
+                           seed=shape.seed, **shape.data_options)
+    model = _build_model(shape.model, dataset, dt, shape.model_options)
+    _try_kernels(Problem(name=shape.name, model=model, dataset=dataset, init=shape.init))
+    _tried.add(key)
+
+
+def is_plugin_problem(name: str) -> bool:
+    """Whether the problem ``MODEL-DATA`` names a plug-in model (its kernels are not this
+    package's: an exception they raise during a run is the plug-in's)."""
+    try:
+        return _plugin(split_name(name)[0]) is not None
+    except OptionError:
+        return False
 
 
 def make_problem(
@@ -525,7 +562,7 @@ def make_problem(
     extra = {"init": init, "seed": seed}
     if data_dir is not None:
         extra["data_dir"] = data_dir
-    shape = check_problem(name, {**options, **extra}, dtype)
+    shape = check_problem(name, {**options, **extra}, dtype, try_kernels=False)
     dt = resolve_dtype(dtype)
 
     from stalesgd.data import load_dataset
