@@ -349,10 +349,11 @@ def test_svmlight_lines_split_as_the_reader_splits_them(tmp_path):
     from stalesgd.data.svmlight import read_svmlight
 
     path = tmp_path / "ff.svm"
-    path.write_bytes(b"1 1:1\x0c 2:2\r\n0 2:1\r0 3:1\n")  # a form feed inside a line; \r alone
+    # a form feed inside a line; \r alone
+    path.write_bytes(b"1 1:1\x0c 2:2\r\n0 2:1\r0 3:1\n1 1:2\n")
     X, y = read_svmlight(path)
-    d = make_problem("logreg-file", file=str(path), test_fraction=0.34).dataset
-    assert X.shape == (3, 3) and d.n_train + d.n_test == 3
+    d = make_problem("logreg-file", file=str(path), test_fraction=0.25).dataset
+    assert X.shape == (4, 3) and d.n_train + d.n_test == 4
 
 
 def test_a_model_too_big_for_memory_is_refused_before_it_runs(tmp_path, capsys, monkeypatch):
@@ -379,3 +380,75 @@ def test_a_model_too_big_for_memory_is_refused_before_it_runs(tmp_path, capsys, 
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "parameter vectors" in err and "Traceback" not in err
+
+
+def _zip(path, members):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path
+
+
+def test_damaged_npz_archives_are_refused_in_one_line(npz, tmp_path):
+    """A member that does not inflate, and members that are not .npy arrays (numpy hands
+    back their raw bytes), are refused, not a zlib or attribute error."""
+    import zipfile
+
+    X, y = _classes(400)
+    good = tmp_path / "good.npz"
+    np.savez_compressed(good, X=X, y=y)
+    raw = bytearray(good.read_bytes())
+    with zipfile.ZipFile(good) as z:
+        start = z.getinfo("X.npy").header_offset + 30 + len("X.npy") + 40
+    raw[start:start + 60] = bytes(60)  # zeros in the middle of X's deflated stream
+    (tmp_path / "bad.npz").write_bytes(bytes(raw))
+    with pytest.raises(DataCorruptError, match="bad.npz: not a readable NumPy .npz archive"):
+        check_problem("logreg-file", {"file": str(tmp_path / "bad.npz")})
+    text = _zip(tmp_path / "text.npz", {"X": "hello", "y": "world"})
+    with pytest.raises(DataCorruptError, match="its member 'X' is not a NumPy array"):
+        check_problem("logreg-file", {"file": str(text)})
+
+
+def test_values_beyond_float32_are_refused_for_float32_runs_only(npz):
+    X, y = _classes(40)
+    X[5, 1] = 1e39
+    path = npz(X=X, y=y)
+    with pytest.raises(DataCorruptError, match=r"magnitude 1e\+39, beyond the largest float32"):
+        check_problem("logreg-file", {"file": str(path)}, "float32")
+    assert check_problem("logreg-file", {"file": str(path)}, "float64").data.n_classes == 2
+
+
+def test_the_training_split_must_hold_every_class(npz, tmp_path):
+    X, y = _classes(40)
+    only_zeros = npz("given.npz", X=X, y=np.zeros(40, np.int64), X_test=X[:10],
+                     y_test=np.ones(10, np.int64))
+    with pytest.raises(DataCorruptError, match=r"class\(es\) 1 do not occur in X;"):
+        check_problem("logreg-file", {"file": str(only_zeros)})
+    two = _csv(tmp_path, [[1, 2, 0], [3, 4, 1]])  # the hold-out takes one of the two rows
+    with pytest.raises(DataCorruptError, match="do not occur in the training rows left after "
+                                               r"the hold-out \(option seed = 0\)"):
+        check_problem("logreg-file", {"file": str(two)})
+    with pytest.raises(DataCorruptError, match="within n_train = 1"):
+        check_problem("logreg-file", {"file": str(npz(X=X, y=y)), "n_train": 1})
+
+
+@pytest.mark.parametrize("content,message", [
+    ("0\n1\n0\n1\n", "no line has an INDEX:VALUE entry; a data file needs at least one feature"),
+    ("0 1:0 1:0.3\n1 2:1\n", "line 1: index 1 appears twice"),
+])
+def test_svmlight_without_features_or_with_a_repeated_zero_entry(tmp_path, content, message):
+    path = tmp_path / "d.svm"
+    path.write_text(content)
+    with pytest.raises(DataCorruptError, match=message):
+        check_problem("logreg-file", {"file": str(path)})
+
+
+def test_huge_labels_are_refused_without_a_cast_warning(npz, recwarn):
+    X, _ = _classes(4)
+    path = npz(X=X, y=np.array([0, 1e300, 0, 1e300]))
+    with pytest.raises(DataCorruptError,
+                       match=r"labels must be the integers 0..K-1.*found 1e\+300"):
+        check_problem("logreg-file", {"file": str(path)})
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

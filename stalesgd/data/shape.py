@@ -91,7 +91,8 @@ def check_dataset(name: Any, *, dtype: Any = "float64", data_dir: Any = None, se
     check_dtype(dtype)
     integer(seed, "seed", 0, MAX_SEED)
     if name == FILE_SET:
-        facts, checked, (n_train, n_test) = check_file_set(data_dir, **options)
+        facts, checked, (n_train, n_test) = check_file_set(data_dir, dtype=dtype,
+                                                           seed=int(seed), **options)
         return DataShape(name, n_train, n_test, facts.n_classes, (facts.n_features,),
                          packed=False, nnz_per_row=facts.max_row_nnz), checked
     _check_data_dir(name, data_dir)

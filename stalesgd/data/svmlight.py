@@ -133,7 +133,10 @@ def parse_svmlight(lines: Iterable[str], name: str, *, n_features: int | None = 
                                    "zero_based=True (or 'auto')")
         cols_arr -= 1
     shift = 0 if zero_based else 1
-    width = highest + 1 - shift if highest >= 0 else 1  # (explicit zeros count)
+    if highest < 0 and n_features is None:
+        raise DataCorruptError(f"{name}: no line has an INDEX:VALUE entry; a data file needs "
+                               "at least one feature (or give n_features)")
+    width = highest + 1 - shift if highest >= 0 else int(n_features)  # (explicit zeros count)
     if n_features is not None:
         if width > n_features:
             raise DataCorruptError(f"{name}: feature index {highest} is beyond n_features = "
@@ -196,6 +199,7 @@ def _parse(lines: Iterable[str], name: str
         where = f"{name}, line {number}"
         labels.append(_number(tokens[0], where, "label"))
         row: dict[int, float] = {}
+        seen: set[int] = set()  # (explicit zeros included: they are not kept in ``row``)
         for tok in tokens[1:]:
             key, sep, value = tok.partition(":")
             if key == "qid":
@@ -208,8 +212,9 @@ def _parse(lines: Iterable[str], name: str
                 raise DataCorruptError(f"{where}: index {j} is beyond the largest allowed, "
                                        f"{MAX_INDEX}")
             lowest, highest = min(lowest, j), max(highest, j)
-            if j in row:
+            if j in seen:
                 raise DataCorruptError(f"{where}: index {j} appears twice")
+            seen.add(j)
             v = _number(value, where, f"the value of index {j}")
             if v != 0.0:
                 row[j] = v

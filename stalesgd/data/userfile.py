@@ -44,7 +44,7 @@ import re
 import warnings
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,12 @@ class FileFacts:
     n_classes: int
     max_row_nnz: int | None = None
     """Sparse (svmlight) files: the most non-zeros of a row; None for dense files."""
+    largest: float = 0.0
+    """The largest magnitude of a value a run reads as a float (inputs; regression targets),
+    for the check that they fit the run's dtype."""
+    labels: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The classes of the rows of ``X`` (classification), for the check that the training
+    split holds every class."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,9 @@ class _Arrays:
     y_test: np.ndarray | None
     labels: list[float] | None = None  # svmlight classes: the label each one stands for
 
+
+#: the largest class label a file may hold (labels are the integers 0..K-1)
+MAX_CLASS = 1_000_000
 
 _facts: dict[tuple[Any, ...], FileFacts] = {}
 _digests: dict[tuple[str, int, int], str] = {}
@@ -189,9 +198,13 @@ def _parse_npz(path: Path, raw: bytes) -> _Arrays:
                 raise DataCorruptError(f"{path}: has only one of X_test and y_test; give both "
                                        "or neither (then a hold-out is taken)")
             arrays = {k: archive[k] for k in NPZ_KEYS if k in keys}
+        for k, a in arrays.items():
+            if not isinstance(a, np.ndarray):  # (a member that is not an .npy file)
+                raise DataCorruptError(f"{path}: its member {k!r} is not a NumPy array "
+                                       "(numpy.savez(PATH, X=X, y=y) writes them)")
     except DataCorruptError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataCorruptError(f"{path}: not a readable NumPy .npz archive of numbers ({exc})"
                                ) from None
     return _Arrays(arrays["X"], arrays["y"], arrays.get("X_test"), arrays.get("y_test"))
@@ -288,8 +301,9 @@ def _check_arrays(path: Path, a: _Arrays, kind: str) -> int:
     if kind == "regression":
         return 0
     labels = a.y if a.y_test is None else np.concatenate([a.y, a.y_test])
-    if np.any(labels != np.round(labels)) or labels.min() < 0:
-        odd = labels[(labels != np.round(labels)) | (labels < 0)][:5]
+    bad = (labels != np.round(labels)) | (labels < 0) | (labels > MAX_CLASS)
+    if np.any(bad):
+        odd = labels[bad][:5]
         raise DataCorruptError(f"{path}: labels must be the integers 0..K-1 for a classifier; "
                                f"found {', '.join(f'{v:g}' for v in odd)} (kind = "
                                "'regression' reads them as targets)")
@@ -340,7 +354,8 @@ def _facts_of(options: dict[str, Any]) -> FileFacts:
     arrays, digest, k = _read(path, options)
     facts = FileFacts(str(path), digest, int(arrays.X.shape[0]),
                       None if arrays.X_test is None else int(arrays.X_test.shape[0]),
-                      int(arrays.X.shape[1]), k, _max_row_nnz(arrays.X))
+                      int(arrays.X.shape[1]), k, _max_row_nnz(arrays.X), _largest(arrays, k),
+                      arrays.y.astype(np.int64) if k else None)
     if key is not None:
         _facts[key] = facts
     return facts
@@ -348,6 +363,50 @@ def _facts_of(options: dict[str, Any]) -> FileFacts:
 
 def _max_row_nnz(X: np.ndarray | CSRMatrix) -> int | None:
     return X.max_row_nnz if isinstance(X, CSRMatrix) else None
+
+
+def _largest(a: _Arrays, n_classes: int) -> float:
+    """The largest magnitude among the inputs (and the targets of a regression)."""
+    parts = [a.X, a.X_test] + ([a.y, a.y_test] if not n_classes else [])
+    top = 0.0
+    for part in parts:
+        values = part.values if isinstance(part, CSRMatrix) else part
+        if values is not None and values.size:
+            top = max(top, float(np.max(np.abs(values))))
+    return top
+
+
+def _check_dtype_range(facts: FileFacts, dtype: Any) -> None:
+    """Refuse values that become infinite in the run's dtype (float32 tops at 3.4e38)."""
+    dt = np.dtype(dtype)
+    if dt.kind == "f" and facts.largest > float(np.finfo(dt).max):
+        raise DataCorruptError(f"{facts.path}: holds a value of magnitude {facts.largest:.3g}, "
+                               f"beyond the largest {dt.name} ({float(np.finfo(dt).max):.3g}); "
+                               "read it as float64 (--dtype float64, problem.dtype)")
+
+
+def _hold_out(n_rows: int, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of the hold-out test split and of the training split (sorted), the same for
+    the same seed."""
+    perm = np.random.default_rng(seed).permutation(n_rows)
+    return np.sort(perm[:n_test]), np.sort(perm[n_test:])
+
+
+def _check_training_classes(facts: FileFacts, n_test: int, n_train: int, seed: int) -> None:
+    """Refuse a training split (after the hold-out and ``n_train``) that lacks a class."""
+    if facts.labels is None:
+        return
+    y = facts.labels if facts.n_test is not None else facts.labels[
+        _hold_out(facts.n_rows, n_test, seed)[1]]
+    missing = sorted(set(range(facts.n_classes)) - set(np.unique(y[:n_train]).tolist()))
+    if missing:
+        where = ("X" if facts.n_test is not None else
+                 f"the training rows left after the hold-out (option seed = {seed})")
+        raise DataCorruptError(
+            f"{facts.path}: class(es) {', '.join(map(str, missing[:5]))} do not occur in "
+            f"{where}" + (f" within n_train = {n_train}" if n_train < y.shape[0] else "")
+            + "; every class must be trained on (more rows, another seed, or X_test/y_test "
+            "with X holding every class)")
 
 
 def _split_sizes(facts: FileFacts, test_fraction: float) -> tuple[int, int]:
@@ -360,8 +419,8 @@ def _split_sizes(facts: FileFacts, test_fraction: float) -> tuple[int, int]:
     return facts.n_rows - n_test, n_test
 
 
-def check_file_set(data_dir: Any = None, **options: Any) -> tuple[FileFacts, dict[str, Any],
-                                                                   tuple[int, int]]:
+def check_file_set(data_dir: Any = None, *, dtype: Any = "float64", seed: int = 0,
+                   **options: Any) -> tuple[FileFacts, dict[str, Any], tuple[int, int]]:
     """Check the options of the ``file`` set and the file itself (read once per process):
     its facts, the options as :func:`load_file_set` takes them, and the sizes of the
     training and test splits it will have."""
@@ -372,6 +431,8 @@ def check_file_set(data_dir: Any = None, **options: Any) -> tuple[FileFacts, dic
     n_train, n_test = _split_sizes(facts, checked["test_fraction"])
     sizes = (check_count("n_train", checked["n_train"], n_train),
              check_count("n_test", checked["n_test"], n_test))
+    _check_dtype_range(facts, dtype)
+    _check_training_classes(facts, n_test, sizes[0], int(seed))
     return facts, dict(options), sizes
 
 
@@ -400,8 +461,7 @@ def load_file_set(*, dtype: np.dtype, seed: int = 0, **options: Any) -> Dataset:
     if held_out:
         facts = FileFacts(str(path), digest, int(X.shape[0]), None, int(X.shape[1]), k)
         _, n_test = _split_sizes(facts, checked["test_fraction"])
-        perm = np.random.default_rng(seed).permutation(X.shape[0])
-        test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+        test, train = _hold_out(X.shape[0], n_test, seed)
         X, y, X_test, y_test = _rows(X, train), y[train], _rows(X, test), y[test]
     else:
         X_test, y_test = arrays.X_test, arrays.y_test
