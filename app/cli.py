@@ -471,6 +471,7 @@ def _cmd_engine(args: argparse.Namespace) -> int:
 
 def _run_flags(args: argparse.Namespace) -> int:
     from stalesgd.experiment import experiment_from_flags
+    from stalesgd.validation import OptionError
 
     persistence = args.persistence
     if persistence != "inf":
@@ -483,9 +484,14 @@ def _run_flags(args: argparse.Namespace) -> int:
                "topology": args.topology, "latency": args.latency,
                "per_byte": args.per_byte, "server_time": args.server_time}
     problem_options = _key_values(args.option, "--option")
-    for key, value in (("data_dir", args.data_dir), ("file", args.data_file),
-                       ("sha256", args.data_sha256)):
+    for key, value, flag in (("data_dir", args.data_dir, "--data-dir"),
+                             ("file", args.data_file, "--data-file"),
+                             ("sha256", args.data_sha256, "--data-sha256")):
         if value is not None:
+            if key in problem_options and problem_options[key] != value:
+                raise OptionError(f"-o {key}", problem_options[key],
+                                  f"either -o {key} or {flag}",
+                                  f"conflicts with {flag} {value!r}")
             problem_options[key] = value
     stepsize_options = _key_values(args.stepsize_option, "--stepsize-option")
     controller_options = _key_values(args.controller_option, "--controller-option")

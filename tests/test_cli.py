@@ -377,6 +377,8 @@ def test_a_dry_run_lists_what_each_run_would_run(tmp_path, capsys):
     (["real", "--algorithm", "tail", "--lr", "0.1"], "--algorithm 'tail' is not allowed"),
     (["real", "--algorithm", "lock", "--stepsize", "tail", "--stepsize-option", "window=-3"],
      "--stepsize-option window=-3 is out of range"),
+    (["real", "--algorithm", "lock", "--data-file", "a.npz", "-o", "file=b.csv"],
+     "-o file = 'b.csv' conflicts with --data-file 'a.npz'"),
 ])
 def test_errors_in_flags_name_the_flag_as_typed(argv, words, capsys):
     """A bad value given as a flag is named as the user typed it, with what is allowed."""

@@ -251,6 +251,19 @@ def test_a_kernel_that_fails_on_the_data_is_refused_before_a_run(registered, tmp
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_model_too_big_to_allocate_is_a_memory_error_not_a_contract_breach(registered):
+    class Huge(LinearRegression):
+        def init_params(self, seed, scheme="default"):
+            raise MemoryError("Unable to allocate 32.0 GiB")
+
+    registered("huge", lambda data, dtype: Huge(n_features=data.n_features, dtype=dtype),
+               task="regression")
+    with pytest.raises(OptionError, match=r"'huge-synthetic' needs 0.0 GiB for its 5 float64 "
+                                          r"parameters, more than can be allocated") as err:
+        check_problem("huge-synthetic", {"n_features": 5})
+    assert "contract" not in str(err.value)
+
+
 def test_a_dry_run_refuses_a_kernel_that_fails_on_the_data(registered, capsys):
     """The check before any run (``--dry-run``, and every run of a sweep before the first)
     runs a plug-in's kernels too: a sweep does not stop part-way on a broken plug-in."""

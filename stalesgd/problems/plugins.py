@@ -221,6 +221,8 @@ def check_contract(model: Any, dtype: np.dtype) -> str | None:
         return f"workspace_size(1) = {ws!r}; it must be an integer >= 0"
     try:
         theta = model.init_params(0, "default")
+    except MemoryError:
+        raise  # (not the contract's: the model is too big for this machine)
     except Exception as exc:  # a third-party method
         return f"init_params(0, 'default') raised {type(exc).__name__}: {exc}"
     if not isinstance(theta, np.ndarray) or theta.shape != (n,) or theta.dtype != dtype:

@@ -376,7 +376,14 @@ def _build_plugin(model: str, plugin: ModelPlugin, data: DataShape | Dataset, dt
     except Exception as exc:  # a third-party factory
         raise OptionError("name", model, "a plug-in model its factory can build",
                           f"cannot be built ({type(exc).__name__}: {exc})") from None
-    broken = check_contract(built, dtype)
+    try:
+        broken = check_contract(built, dtype)
+    except MemoryError as exc:
+        size = int(built.n_params) * dtype.itemsize / 2**30
+        raise OptionError("name", model, "a model whose parameters fit in this machine's "
+                          "memory", f"needs {size:.1f} GiB for its {int(built.n_params)} "
+                          f"{dtype.name} parameters, more than can be allocated ({exc})"
+                          ) from None
     if broken is not None:
         raise OptionError("name", model, CONTRACT, f"breaks the model contract: {broken}")
     return built
