@@ -264,6 +264,30 @@ def test_a_model_too_big_to_allocate_is_a_memory_error_not_a_contract_breach(reg
     assert "contract" not in str(err.value)
 
 
+@njit(nogil=True)
+def _scribbles_on_ten(theta, X, y, idx, grad, ws, dims):
+    """A zero gradient, after writing ten workspace elements."""
+    for i in range(10):
+        ws[i] = 1.0
+    for c in range(grad.shape[0]):
+        grad[c] = 0.0
+    return 0.0
+
+
+def test_a_kernel_writing_past_its_workspace_is_refused_not_a_crash(registered):
+    class TooSmall(LinearRegression):
+        grad_kernel = property(lambda self: _scribbles_on_ten)
+
+        def workspace_size(self, batch):
+            return 1
+
+    registered("toosmall", lambda data, dtype: TooSmall(n_features=data.n_features, dtype=dtype),
+               task="regression")
+    with pytest.raises(OptionError, match=r"grad_kernel wrote up to 9 elements past "
+                                          r"workspace_size\(2\) = 1"):
+        check_problem("toosmall-synthetic", {"n_features": 3})
+
+
 def test_a_dry_run_refuses_a_kernel_that_fails_on_the_data(registered, capsys):
     """The check before any run (``--dry-run``, and every run of a sweep before the first)
     runs a plug-in's kernels too: a sweep does not stop part-way on a broken plug-in."""

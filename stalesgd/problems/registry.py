@@ -514,6 +514,10 @@ def check_problem(name: Any, options: dict[str, Any] | None = None,
     return checked
 
 
+#: elements after a plug-in's trial workspace that must still hold the sentinel afterwards
+WORKSPACE_GUARD = 4096
+WORKSPACE_SENTINEL = -3.0517578125e-05  # (exact in float32 and float64)
+
 #: plug-in problems whose kernels ran once in this process (see :func:`_try_plugin`)
 _tried: set[str] = set()
 
@@ -591,17 +595,31 @@ def _try_kernels(problem: Problem) -> None:
     idx = np.arange(min(2, d.n_train), dtype=np.int64)
     theta = problem.init_params(0)
     grad = np.zeros_like(theta)
-    ws = model.workspace(len(idx))
-    step = "grad_kernel"
-    try:
-        loss = model.grad_kernel(theta, d.inputs("train"), d.y_train, idx, grad, ws, model.dims)
-        step = "loss_kernel"
-        out = model.loss_kernel(theta, d.inputs("train"), d.y_train, idx, ws, model.dims)
-    except Exception as exc:  # a third-party kernel: typing errors, index errors…
-        text = " ".join(str(exc).split())
-        raise OptionError("name", problem.name, CONTRACT, f"breaks the model contract: {step} "
-                          f"fails on two rows of {d.name} ({type(exc).__name__}: {text[:400]})"
-                          ) from None
+    size = max(1, int(model.workspace_size(len(idx))))
+    # the workspace inside a guard band: a kernel that writes past workspace_size would
+    # corrupt the engines' memory (a crash, or wrong numbers) rather than fail
+    band = np.full(size + WORKSPACE_GUARD, WORKSPACE_SENTINEL, dtype=model.dtype)
+    band[:size] = 0
+    ws = band[:size]
+    X, y = d.inputs("train"), d.y_train
+    calls = (("grad_kernel", lambda: model.grad_kernel(theta, X, y, idx, grad, ws, model.dims)),
+             ("loss_kernel", lambda: model.loss_kernel(theta, X, y, idx, ws, model.dims)))
+    results = []
+    for step, call in calls:
+        try:
+            results.append(call())
+        except Exception as exc:  # a third-party kernel: typing errors, index errors…
+            text = " ".join(str(exc).split())
+            raise OptionError("name", problem.name, CONTRACT, f"breaks the model contract: "
+                              f"{step} fails on two rows of {d.name} ({type(exc).__name__}: "
+                              f"{text[:400]})") from None
+        past = np.flatnonzero(band[size:] != band.dtype.type(WORKSPACE_SENTINEL))
+        if past.size:
+            raise OptionError("name", problem.name, CONTRACT, f"breaks the model contract: "
+                              f"{step} wrote up to {past[-1] + 1} elements past "
+                              f"workspace_size({len(idx)}) = {size} (a workspace too small "
+                              "for it)")
+    loss, out = results
     why = None
     if not isinstance(loss, float | np.floating):
         why = f"grad_kernel returned a {type(loss).__name__}, not a float (the mean loss)"
