@@ -83,8 +83,15 @@ def test_csv_label_column_and_header(tmp_path):
     b = load_dataset("file", file=str(first), label_column=0, header=True)
     np.testing.assert_array_equal(a.X_train, b.X_train)
     np.testing.assert_array_equal(a.y_test, b.y_test)
-    with pytest.raises(DataCorruptError, match="not comma-separated numbers.*header = true"):
+    with pytest.raises(DataCorruptError, match="example 1, column 1: 'label' is not a number; "
+                                               ".*a first line of names needs header = true"):
         load_dataset("file", file=str(first), label_column=0)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("1,2,0\n\n3,x,1\n")  # (a blank line is not an example)
+    with pytest.raises(DataCorruptError, match=r"bad.csv: example 2, column 2: 'x' is not a "
+                                               r"number; a data file holds comma-separated "
+                                               r"numbers$"):
+        load_dataset("file", file=str(bad))
     with pytest.raises(OptionError, match=r"label_column = 4 .*-4\.\.3"):
         load_dataset("file", file=str(last), label_column=4)
 

@@ -244,9 +244,7 @@ def _parse_csv(path: Path, content: str, label_column: int, header: bool) -> _Ar
             table = np.loadtxt(io.StringIO(content), delimiter=",", skiprows=int(header),
                                ndmin=2, dtype=np.float64)
     except ValueError as exc:
-        raise DataCorruptError(f"{path}: not comma-separated numbers ({exc})"
-                               + ("" if header else "; a first line of names needs header = "
-                                  "true")) from None
+        raise DataCorruptError(_csv_problem(path, str(exc), header)) from None
     if table.size == 0:
         raise DataCorruptError(f"{path}: holds no examples")
     n_cols = table.shape[1]
@@ -258,6 +256,21 @@ def _parse_csv(path: Path, content: str, label_column: int, header: bool) -> _Ar
                           f"a column of the file: an integer in {-n_cols}..{n_cols - 1}")
     col = label_column % n_cols
     return _Arrays(np.delete(table, col, axis=1), table[:, col], None, None)
+
+
+def _csv_problem(path: Path, numpy_message: str, header: bool) -> str:
+    """NumPy's complaint about a cell, told as the example's row and the column, both
+    counted from 1 (NumPy counts rows from 0, without the header, blank and comment lines);
+    the header hint only when the first row is the one that is not numbers."""
+    found = re.search(r"string '(.*)' to float64 at row (\d+), column (\d+)", numpy_message)
+    if found is None:
+        return f"{path}: not comma-separated numbers ({numpy_message})"
+    row = int(found.group(2)) + 1
+    text = (f"{path}: example {row}" + (" (after the header line)" if header else "")
+            + f", column {found.group(3)}: {found.group(1)!r} is not a number; a data file "
+            "holds comma-separated numbers")
+    return text + ("; a first line of names needs header = true"
+                   if row == 1 and not header else "")
 
 
 def _bad_values(a: np.ndarray, name: str) -> str | None:
