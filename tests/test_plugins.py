@@ -407,6 +407,11 @@ def test_an_entry_point_named_like_a_built_in_is_never_loaded(fake_entry_points)
     assert model_names().count("mlp") == 1
 
 
+def test_an_entry_point_whose_name_no_problem_can_hold_is_not_listed(fake_entry_points):
+    fake_entry_points("Bad-Name", "no_such_module_here:PLUGIN")
+    assert "Bad-Name" not in model_names()
+
+
 def test_model_plugin_checks_its_fields():
     assert ModelPlugin(make_tanh_mlp, options="hidden").options == ("hidden",)
     with pytest.raises(ValueError, match="option names"):

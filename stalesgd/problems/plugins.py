@@ -128,8 +128,9 @@ def _entry_points(name: str | None = None) -> list[EntryPoint]:
 
 
 def entry_point_names() -> tuple[str, ...]:
-    """Names of the models installed packages declare (not loaded)."""
-    return tuple(sorted({ep.name for ep in _entry_points()}))
+    """Names of the models installed packages declare (not loaded) that can be used: a
+    name a problem name cannot hold (``NAME_PATTERN``) is left out."""
+    return tuple(sorted({ep.name for ep in _entry_points() if NAME_PATTERN.match(ep.name)}))
 
 
 def _describe(ep: EntryPoint) -> str:
