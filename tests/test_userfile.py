@@ -459,3 +459,32 @@ def test_huge_labels_are_refused_without_a_cast_warning(npz, recwarn):
                        match=r"labels must be the integers 0..K-1.*found 1e\+300"):
         check_problem("logreg-file", {"file": str(path)})
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_an_experiment_holds_its_data_files_absolute_paths(tmp_path, monkeypatch):
+    """A relative path is taken from the current folder once, when the experiment is read:
+    its config.toml then names the same files from any folder (a resume from elsewhere)."""
+    monkeypatch.chdir(tmp_path)
+    X, y = _classes(40)
+    np.savez(tmp_path / "a.npz", X=X, y=y)
+    np.savez(tmp_path / "b.npz", X=X, y=y)
+    exp = loads_experiment("""
+exclude = [{"problem.options.file" = "b.npz", workers = 2}]
+[problem]
+name = "logreg-file"
+options = {file = "a.npz"}
+[stop]
+updates = 10
+[sweep]
+"problem.options.file" = ["a.npz", "b.npz"]
+workers = [1, 2]
+""")
+    assert exp.problem.options["file"] == str(tmp_path / "a.npz")
+    assert exp.sweep["problem.options.file"] == (str(tmp_path / "a.npz"),
+                                                 str(tmp_path / "b.npz"))
+    from stalesgd.experiment import expand, to_toml
+
+    assert len(expand(exp)) == 3
+    monkeypatch.chdir("/")
+    again = loads_experiment(to_toml(exp))
+    assert again.to_dict() == exp.to_dict()

@@ -20,7 +20,13 @@ from stalesgd.experiment.spec import (
     ExperimentError,
     uses_servers,
 )
-from stalesgd.experiment.sweep import MAX_RUNS, expand, parse_exclude, parse_sweep
+from stalesgd.experiment.sweep import (
+    MAX_RUNS,
+    absolute_path,
+    expand,
+    parse_exclude,
+    parse_sweep,
+)
 from stalesgd.experiment.tables import BODY_KEYS, parse_body
 from stalesgd.seeds import MAX_SEED
 from stalesgd.validation import OptionError, integer, table
@@ -70,7 +76,7 @@ def parse_experiment(raw: dict[str, Any], source: str | None = None,
     validated too, so that a bad value fails here rather than halfway through a sweep.
     """
     try:
-        raw = table(raw, "", _TOP_KEYS)
+        raw = _absolute_data_file(table(raw, "", _TOP_KEYS))
         name = _parse_name(raw.get("name", default_name))
         body = parse_body(raw)
         sweep = parse_sweep(raw.get("sweep"))
@@ -81,6 +87,16 @@ def parse_experiment(raw: dict[str, Any], source: str | None = None,
         return exp
     except OptionError as exc:
         raise ExperimentError.of(exc, source) from None
+
+
+def _absolute_data_file(raw: dict[str, Any]) -> dict[str, Any]:
+    """The raw experiment with its data file's path made absolute (:func:`absolute_path`)."""
+    problem = raw.get("problem")
+    options = problem.get("options") if isinstance(problem, dict) else None
+    if not isinstance(options, dict) or "file" not in options:
+        return raw
+    return {**raw, "problem": {**problem, "options": {**options,
+                                                       "file": absolute_path(options["file"])}}}
 
 
 def _check_dist_is_used(exp: Experiment, runs: list) -> None:

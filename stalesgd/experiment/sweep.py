@@ -13,6 +13,7 @@ import dataclasses
 import itertools
 import math
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from stalesgd.algorithms import get_algorithm
@@ -30,7 +31,7 @@ from stalesgd.experiment.tables import TABLE_KEYS, parse_body
 from stalesgd.slowdown import canonical_slowdown, slowdown_factors, sweep_value
 from stalesgd.validation import OptionError, a_type
 
-__all__ = ["MAX_RUNS", "expand", "parse_exclude", "parse_sweep"]
+__all__ = ["DATA_FILE_KEY", "MAX_RUNS", "absolute_path", "expand", "parse_exclude", "parse_sweep"]
 
 #: engines that run for real: they read no ``[sim]`` setting
 REAL_ENGINES = ("real", "ray")
@@ -100,8 +101,21 @@ def parse_sweep(raw: Any) -> dict[str, tuple[Any, ...]]:
                               "is not a non-empty array")
         if key == "slowdown":  # one canonical form per value (a table or text)
             values = [sweep_value(v, f"sweep.slowdown[{i}]") for i, v in enumerate(values)]
+        if key == DATA_FILE_KEY:
+            values = [absolute_path(v) for v in values]
         sweep[key] = tuple(copy.deepcopy(values))
     return sweep
+
+
+#: the problem option naming a data file (the data set ``file``), as a swept key
+DATA_FILE_KEY = "problem.options.file"
+
+
+def absolute_path(value: Any) -> Any:
+    """A data file's relative path as the absolute one it names from the current folder, so
+    that an experiment, and the config.toml a results folder keeps of it, name the same file
+    from any folder (anything but a non-empty string is left for the checks to refuse)."""
+    return str(Path(value).absolute()) if isinstance(value, str) and value else value
 
 
 def parse_exclude(raw: Any, sweep: dict[str, tuple[Any, ...]]) -> tuple[dict[str, Any], ...]:
@@ -119,6 +133,8 @@ def parse_exclude(raw: Any, sweep: dict[str, tuple[Any, ...]]) -> tuple[dict[str
         for key, value in flat.items():
             if key == "slowdown" and key in sweep:
                 value = flat[key] = sweep_value(value, f"exclude[{i}].slowdown")
+            if key == DATA_FILE_KEY:
+                value = flat[key] = absolute_path(value)
             if key not in sweep:
                 raise OptionError(f"exclude[{i}].{key}", value,
                                   f"a swept key ({', '.join(sweep) or 'nothing is swept'})",
