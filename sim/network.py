@@ -2,11 +2,15 @@
 costs and how a server queues and handles messages (the algorithms' processes that use them
 are in :mod:`~stalesgd.sim.psmodel`).
 
-A message takes ``latency + bytes · per_byte`` (times a seeded random factor of mean 1 with
-``jitter``) plus a seeded draw of the added delay to arrive; messages from one worker to one
-server arrive in the order they were sent (as Ray delivers one caller's calls to an actor).
-A server handles one message at a time, in arrival order, for ``serve`` seconds plus the
-message's work.
+A message's bytes cost ``bytes · per_byte`` to its **sender**, who serialises them before
+the message leaves: a worker sending a gradient or θ is busy that long (as Ray serialises a
+call's arguments in the caller), a server answering with θ holds itself that long (as an
+actor serialises its return value before it takes its next call).  Then the message takes
+``latency`` plus a seeded draw of the added delay to arrive (each of ``bytes · per_byte``
+and ``latency`` times its own seeded random factor of mean 1 with ``jitter``); messages from
+one worker to one server arrive in the order they were sent (as Ray delivers one caller's
+calls to an actor).  A server handles one message at a time, in arrival order, for
+``serve`` seconds plus the message's work.
 """
 
 from __future__ import annotations
@@ -28,15 +32,16 @@ __all__ = ["Network", "PS"]
 @dataclass(frozen=True)
 class Network:
     """The costs of the parameter-server topology (see the module doc): seconds per message
-    (``latency``), per byte (``per_byte``), per message handled by a server (``serve``); the
+    (``latency``), per byte, paid by the sender (``per_byte``), per message handled by a
+    server (``serve``); the
     bytes of θ (``theta_bytes``; a gradient is as large), the server shards of ``hogwild``,
     the added per-message delay (``delay``, None: none), ``jitter``: the coefficient of
-    variation of a gamma factor (mean 1) drawn per message on its ``latency + bytes ·
-    per_byte`` (0: every message of a size takes the same time), and ``cores``: with
-    ``cores > 0`` everything runs on one machine of that many cores (a fraction is allowed),
-    shared by processor sharing among the workers' compute, every message's ``latency +
-    bytes · per_byte`` and the servers' work (:class:`SharedCPU`); 0: messages and servers
-    take time but no core."""
+    variation of a gamma factor (mean 1) drawn per message on its ``latency`` and another on
+    its ``bytes · per_byte`` (0: every message of a size takes the same time), and
+    ``cores``: with ``cores > 0`` everything runs on one machine of that many cores (a
+    fraction is allowed), shared by processor sharing among the workers' compute and
+    serialising, every message's ``latency`` and the servers' work (:class:`SharedCPU`);
+    0: messages and servers take time but no core."""
 
     latency: float
     per_byte: float
@@ -96,13 +101,21 @@ class PS:
         self.round_start = 0.0
         self.waiting: list[simpy.Event] = []
 
-    def transit(self, w: int, nbytes: float) -> tuple[float, float]:
-        """A message of ``nbytes`` between worker ``w`` and a server: its cost (``latency +
-        bytes · per_byte``, times the jitter factor), which takes a core on a shared machine,
-        and its added delay, which does not."""
-        cost = self.net.latency + nbytes * self.net.per_byte
-        if self._jitter is not None:
-            cost *= self._jitter[w].next()
+    def _factor(self, w: int) -> float:
+        return self._jitter[w].next() if self._jitter is not None else 1.0
+
+    def serialise_time(self, w: int, nbytes: float) -> float:
+        """Seconds the sender of ``nbytes`` (worker ``w``, or a server answering it) spends
+        on them before the message leaves (times the jitter factor; 0 without bytes)."""
+        if nbytes <= 0.0:
+            return 0.0
+        return nbytes * self.net.per_byte * self._factor(w)
+
+    def transit(self, w: int) -> tuple[float, float]:
+        """A message between worker ``w`` and a server, once sent: its ``latency`` (times the
+        jitter factor), which takes a core on a shared machine, and its added delay, which
+        does not."""
+        cost = self.net.latency * self._factor(w)
         return cost, (self._delays[w].next() if self._delays is not None else 0.0)
 
     def work(self, seconds: float) -> Generator[simpy.Event, None, None]:
@@ -112,34 +125,36 @@ class PS:
         elif seconds > 0.0:
             yield self.env.timeout(seconds)
 
-    def _carry(self, w: int, nbytes: float) -> Generator[simpy.Event, None, None]:
-        cost, delay = self.transit(w, nbytes)
+    def _carry(self, w: int) -> Generator[simpy.Event, None, None]:
+        cost, delay = self.transit(w)
         if self.cpu is None:
             cost, delay = 0.0, cost + delay
         yield from self.work(cost)
         if delay > 0.0:
             yield self.env.timeout(delay)
 
-    def send(self, w: int, s: int, nbytes: float, handle: Callable[[], Any],
+    def send(self, w: int, s: int, handle: Callable[[], Any],
              reply: bool = False) -> simpy.Event | None:
-        """Worker ``w`` sends ``nbytes`` to server ``s``; on arrival the server queues it and,
-        when it takes it, calls ``handle()``, which returns ``(work, done)``: the seconds it
-        works on the message besides :attr:`Network.serve`, and the function that ends it
-        (returning, for a request, its result and the reply's bytes).  ``handle`` may return
-        an event instead: the message then waits for it without holding the server, and
-        queues again (a ``sync`` pull of a round not yet applied).  With ``reply``, returns
-        the event that fires with the result when the reply has arrived at the worker."""
+        """Worker ``w`` sends a message to server ``s`` (its bytes already serialised: see
+        :meth:`serialise_time`); on arrival the server queues it and, when it takes it,
+        calls ``handle()``, which returns ``(work, done)``: the seconds it works on the
+        message besides :attr:`Network.serve`, and the function that ends it (returning,
+        for a request, its result and the reply's bytes, which the server serialises before
+        it takes its next message).  ``handle`` may return an event instead: the message
+        then waits for it without holding the server, and queues again (a ``sync`` pull of
+        a round not yet applied).  With ``reply``, returns the event that fires with the
+        result when the reply has arrived at the worker."""
         env = self.env
         before, arrived = self._last[w][s], env.event()
         self._last[w][s] = arrived
         answered = env.event() if reply else None
-        env.process(self._deliver(w, nbytes, s, before, arrived, handle, answered))
+        env.process(self._deliver(w, s, before, arrived, handle, answered))
         return answered
 
-    def _deliver(self, w: int, nbytes: float, s: int, before: simpy.Event | None,
-                 arrived: simpy.Event, handle: Callable[[], Any],
+    def _deliver(self, w: int, s: int, before: simpy.Event | None, arrived: simpy.Event,
+                 handle: Callable[[], Any],
                  answered: simpy.Event | None) -> Generator[simpy.Event, None, None]:
-        yield from self._carry(w, nbytes)
+        yield from self._carry(w)
         if before is not None and not before.processed:  # after the channel's earlier one
             yield before
         arrived.succeed()
@@ -151,12 +166,13 @@ class PS:
                     work, done = got
                     yield from self.work(self.net.serve + work)
                     out = done()
+                    if answered is not None:
+                        yield from self.work(self.serialise_time(w, out[1]))
                     break
             yield got
         if answered is not None:
-            result, back = out
-            yield from self._carry(w, back)
-            answered.succeed(result)
+            yield from self._carry(w)
+            answered.succeed(out[0])
 
 
 class SharedCPU:

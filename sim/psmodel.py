@@ -22,8 +22,11 @@ accepted publish.  The version counter v and τ = t1 − t0 keep their meaning; 
   mix versions; t0 = the update count of shard 0), compute, claim k from shard 0 (a small
   round trip; τ = k − t0, the row), then send each shard its slice of g, applied on arrival.
 
-With ``Network.cores`` (one machine, as a local Ray instance is) the workers' compute, every
-message's cost and the servers' work share that many cores by processor sharing; without,
+A message's bytes are the sender's work (:mod:`~stalesgd.sim.network`): a worker sending a
+gradient or θ is busy serialising it before it goes on (lock's worker then pulls again), a
+server answering with θ holds itself as long.  With ``Network.cores`` (one machine, as a
+local Ray instance is) the workers' compute and serialising, every message's latency and
+the servers' work share that many cores by processor sharing; without,
 messages and servers take time but no core, and workers compute on the simulation's cores
 (time-sliced when they outnumber them).  A worker waiting for a reply gives up its core.
 Numeric replay sees each read when the server copies θ (``hook.read`` with the version
@@ -33,8 +36,8 @@ then) and each apply when the server applies it, in the server's order.
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
 
 import simpy
 
@@ -68,7 +71,15 @@ def _pull(sim: Simulation, w: int, s: int, rd: Sampler, share: float = 1.0,
             return v, ps.net.theta_bytes * share
         return rd.next() * share, done
 
-    return ps.send(w, s, 0.0, handle, reply=True)
+    return ps.send(w, s, handle, reply=True)
+
+
+def _post(sim: Simulation, w: int, s: int, nbytes: float, handle: Callable[[], Any],
+          reply: bool = False) -> Generator[simpy.Event, None, simpy.Event | None]:
+    """(SimPy) Worker ``w`` serialises ``nbytes`` (its own work: it is busy that long), then
+    sends them to server ``s`` (:meth:`~.network.PS.send`; returns its event)."""
+    yield from sim.work(w, sim.ps.serialise_time(w, nbytes))
+    return sim.ps.send(w, s, handle, reply)
 
 
 def _log(sim: Simulation, k: int, w: int, t_read: float, tau: int, eta: float,
@@ -102,7 +113,7 @@ def lock_ps(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
         def push(t0=t0, t_read=t_read):
             return upd.next(), lambda: _apply(sim, w, t0, sim.v, t_read)
 
-        ps.send(w, 0, ps.net.theta_bytes, push)
+        yield from _post(sim, w, 0, ps.net.theta_bytes, push)
 
 
 def sync_ps(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
@@ -134,7 +145,7 @@ def sync_ps(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
                 sim.applied()
             return upd.next(), done
 
-        ps.send(w, 0, ps.net.theta_bytes, push)
+        yield from _post(sim, w, 0, ps.net.theta_bytes, push)
         after = version + 1
 
 
@@ -167,7 +178,8 @@ def leashed_ps(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
                     return (True, t1 + 1), 0.0
                 return rd.next(), done  # the new θ copied in, or the newer one out
 
-            ok, v = yield from sim.block(w, ps.send(w, 0, nbytes, publish, reply=True))
+            sent = yield from _post(sim, w, 0, nbytes, publish, reply=True)
+            ok, v = yield from sim.block(w, sent)
             if ok:
                 break
             if bound is not None and attempts > bound:
@@ -178,7 +190,7 @@ def leashed_ps(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
                     return 0.0, lambda: _log(sim, -1, w, t_read, tau, math.nan, attempts,
                                              True)
 
-                ps.send(w, 0, 0.0, drop)
+                ps.send(w, 0, drop)
                 break
             t1 = v
 
@@ -206,7 +218,8 @@ def hogwild_ps(sim: Simulation, w: int) -> Generator[simpy.Event, None, None]:
                 return None, 0.0
             return 0.0, granted
 
-        yield from sim.block(w, ps.send(w, 0, 0.0, claim, reply=True))
+        yield from sim.block(w, ps.send(w, 0, claim, reply=True))
         u = upd.next() * share
         for s in range(shards):
-            ps.send(w, s, ps.net.theta_bytes * share, lambda u=u: (u, lambda: None))
+            yield from _post(sim, w, s, ps.net.theta_bytes * share,
+                             lambda u=u: (u, lambda: None))
