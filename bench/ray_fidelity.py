@@ -124,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"algorithm": r.algorithm, "workers": int(r.workers),
                              "calibration": kind, "tv": d.tv,
                              "updates_per_s": throughput(sim) / throughput(measured)})
-    print(f"\n{args.problem} batch {args.batch}, {args.seconds:g} s per run; folder {folder}")
+    measured = float(runs["seconds"].median()) if "seconds" in runs else args.seconds
+    print(f"\n{args.problem} batch {args.batch}, measured runs of {measured:.3g} s, simulated "
+          f"{args.seconds:g} s each; folder {folder}")
     print(f"{'algorithm':10s} {'m':>3s}  {'calibration':12s} {'TV':>6s} {'upd/s sim/ray':>14s}")
     for row in rows:
         print(f"{row['algorithm']:10s} {row['workers']:3d}  {row['calibration']:12s} "
