@@ -28,6 +28,7 @@ from stalesgd.app.resume import check_resumable, open_for_resume
 from tqdm.auto import tqdm
 
 from stalesgd import engines
+from stalesgd.calibration import CalibrationError
 from stalesgd.data import FILE_SET, DataError, file_identity
 from stalesgd.experiment import Experiment, RunSpec, expand, to_toml
 from stalesgd.machine import machine_info
@@ -37,7 +38,8 @@ from stalesgd.records import RecordError, RecordWriteError, ResultsFolder, RunRe
 from stalesgd.validation import OptionError
 
 #: errors of this package, which a run of a plug-in model passes on as they are
-OURS = (OptionError, DataError, RecordError, RecordWriteError, PluginError)
+OURS = (OptionError, DataError, RecordError, RecordWriteError, PluginError, CalibrationError,
+        engines.EngineNotAvailable)
 
 __all__ = ["SweepOutcome", "SweepPlan", "plan_sweep", "run_experiment", "run_summary",
            "run_sweep"]

@@ -529,12 +529,7 @@ def _try_plugin(shape: ProblemShape, dt: np.dtype) -> None:
                 sorted(shape.data_options.items()), shape.init, shape.seed, shape.data_dir))
     if key in _tried:
         return
-    from stalesgd.data import load_dataset
-
-    dataset = load_dataset(shape.data.name, dtype=dt.name, data_dir=shape.data_dir,
-                           seed=shape.seed, **shape.data_options)
-    model = _build_model(shape.model, dataset, dt, shape.model_options)
-    _try_kernels(Problem(name=shape.name, model=model, dataset=dataset, init=shape.init))
+    _try_kernels(_load_problem(shape, dt))
     _tried.add(key)
 
 
@@ -574,17 +569,20 @@ def make_problem(
     if data_dir is not None:
         extra["data_dir"] = data_dir
     shape = check_problem(name, {**options, **extra}, dtype, try_kernels=False)
-    dt = resolve_dtype(dtype)
+    problem = _load_problem(shape, resolve_dtype(dtype))
+    if _plugin(shape.model) is not None:
+        _try_kernels(problem)
+    return problem
 
+
+def _load_problem(shape: ProblemShape, dt: np.dtype) -> Problem:
+    """The checked problem ``shape`` with its data loaded and its model built."""
     from stalesgd.data import load_dataset
 
     dataset = load_dataset(shape.data.name, dtype=dt.name, data_dir=shape.data_dir,
                            seed=shape.seed, **shape.data_options)
     model = _build_model(shape.model, dataset, dt, shape.model_options)
-    problem = Problem(name=shape.name, model=model, dataset=dataset, init=shape.init)
-    if _plugin(shape.model) is not None:
-        _try_kernels(problem)
-    return problem
+    return Problem(name=shape.name, model=model, dataset=dataset, init=shape.init)
 
 
 def _try_kernels(problem: Problem) -> None:
