@@ -297,7 +297,7 @@ def _config(text: str) -> tuple[str, int]:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: run the simulator and/or real comparison and print the tables."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sim", action="store_true", help="only the simulator part")
     ap.add_argument("--real", action="store_true", help="only the real-engine part")
     ap.add_argument("--quick", action="store_true",

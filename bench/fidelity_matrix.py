@@ -333,7 +333,7 @@ def summary(all_rows, fit_workers: int, cores: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Measure the matrix and print it; write the page unless ``--quick`` without ``--page``."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--problems", default="softmax,mlp,mlp3,lenet",
                     help=f"comma-separated, of {', '.join(PROBLEMS)}")
     ap.add_argument("--batches", default="16,128")

@@ -339,7 +339,7 @@ def _fmt(x: float) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: print stalesgd vs PyTorch Hogwild for each worker count."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--hidden", type=int, nargs="+", default=[128, 128, 128])
     ap.add_argument("--batch", type=int, default=16)

@@ -151,7 +151,7 @@ def peak_rss_during(fn) -> tuple[object, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--updates", type=int, default=2000)
     ap.add_argument("--batches", type=int, nargs="+", default=[16, 128])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])

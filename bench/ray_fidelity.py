@@ -79,7 +79,7 @@ def summary_lines(cells: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--problem", default="mlp-mnist")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--algorithms", default="lock,leashed")

@@ -52,7 +52,7 @@ def timed(cmd: list[str], cache: Path) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5, help="cold + warm pairs (default 5)")
     ap.add_argument("--baseline", type=Path, default=None,
                     help="another checkout (with its .venv) measured alternately")

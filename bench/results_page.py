@@ -874,7 +874,7 @@ def build_page(chosen: dict[str, Path], docs: Path,
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry: choose the folders, write the page, print what was written."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folders", nargs="*", type=Path, help="results folders (default: newest)")
     ap.add_argument("--results", type=Path, default=Path("results"),
                     help="where to look for the newest folders (default: results)")

@@ -77,7 +77,7 @@ def measure(python: Path) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--baseline", required=True, type=Path,
                     help="the other checkout (its .venv/bin/python runs its measurements)")
     ap.add_argument("--rounds", type=int, default=3)

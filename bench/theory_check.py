@@ -84,7 +84,7 @@ def theory_grid(*, seeds: int = 200, updates: int = 400, eval_every: int = 50,
 
 def main() -> None:
     """Print the table (and the total wall time)."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=200)
     ap.add_argument("--updates", type=int, default=400)
     args = ap.parse_args()

@@ -15,15 +15,16 @@ import time
 import numpy as np
 from numba import njit
 
+from stalesgd.memory import line_zeros
+
 from .libc import c_clock_gettime, c_nanosleep
-from .memory import line_zeros
 
 _CLOCK_MONOTONIC = 1
 
 
 def new_timespec() -> np.ndarray:
     """Scratch space for :func:`monotonic_now`; one per thread, on a cache line of its own
-    (written twice an update: :mod:`stalesgd.real.memory`)."""
+    (written twice an update: :mod:`stalesgd.memory`)."""
     return line_zeros(2, np.int64)
 
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .memory import line_zeros
+from stalesgd.memory import line_zeros
 
 __all__ = ["ALL_ACTIVE", "NO_DEADLINE", "N_CTRL", "new_control"]
 

@@ -44,6 +44,7 @@ from stalesgd.elastic import Controller, make_controller, published_summary
 from stalesgd.experiment import ExperimentError, RunSpec
 from stalesgd.jitcache import specialise
 from stalesgd.machine import peak_rss_bytes, usable_cores
+from stalesgd.memory import line_copy, line_width, line_zeros
 from stalesgd.problems.registry import Problem, make_problem
 from stalesgd.progress import RunProgress
 from stalesgd.records import EvalLog, RunRecord, UpdateLog, engine_summary
@@ -79,7 +80,6 @@ from .control import (
     new_control,
 )
 from .load import cpu_counters, machine_load
-from .memory import line_width, line_zeros
 from .placement import core_round_trip_ns
 from .pool import pool_size
 from .record import DrainBuffer, close_record, new_ring, release_rows, ring_rows
@@ -137,14 +137,6 @@ def validate_real(spec: RunSpec) -> None:
         raise ExperimentError("stop.updates", spec.stop.updates, f"at most {limit} for "
                               f"{alg.name!r} with {spec.workers} workers (the record's exact "
                               "update indices)")
-
-
-def _own_lines(arr: np.ndarray) -> np.ndarray:
-    """A copy of ``arr`` alone on its cache lines (a worker's scratch, written every update:
-    :mod:`stalesgd.real.memory`)."""
-    out = line_zeros(arr.shape, arr.dtype)
-    out[...] = arr
-    return out
 
 
 @dataclass
@@ -320,7 +312,7 @@ class RealRun:
                         self.seeds[w], slow[w], shared.pool, shared.refs,
                         line_zeros(copy_len, prob.model.dtype), sp.gidx, sp.gval, sp.stats,
                         sp.writers, d.inputs("train"), d.y_train, sampler(),
-                        _own_lines(prob.workspace(batch)),
+                        line_copy(prob.workspace(batch)),
                         prob.model.dims, shared.ctrl, shared.tables, float(spec.stepsize.lr),
                         n_max, persistence, new_timespec(), shared.ring, shared.drops, script)
                 calls.append((self.worker_function, args))
@@ -328,7 +320,7 @@ class RealRun:
             args = (w, self.seeds[w], slow[w], shared.pool, shared.refs,
                     line_zeros(copy_len, prob.model.dtype), shared.grads,
                     d.inputs("train"), d.y_train, sampler(),
-                    _own_lines(prob.workspace(batch)), prob.model.dims, shared.ctrl, shared.tables,
+                    line_copy(prob.workspace(batch)), prob.model.dims, shared.ctrl, shared.tables,
                     float(spec.stepsize.lr), n_max, persistence, new_timespec(),
                     shared.ring, shared.drops, script)
             calls.append((self.worker_function, args))

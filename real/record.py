@@ -28,11 +28,11 @@ import numpy as np
 from numba import njit
 
 from stalesgd.jitcache import cached
+from stalesgd.memory import line_zeros
 
 from .atomics import atomic_add, atomic_load, atomic_store, load_acquire, store_release
 from .clock import sleep_nap
 from .control import C_RECORD_CLOSED, C_RECORD_WAITS
-from .memory import line_zeros
 
 __all__ = ["ROW_WIDTH", "DrainBuffer", "close_record", "drain_rows", "new_ring", "release_rows",
            "ring_rows", "write_row"]

@@ -47,6 +47,7 @@ from stalesgd.real.spinlock import SPINS_BEFORE_YIELD, cpu_relax, sched_yield
 
 from stalesgd.jitcache import specialise
 from stalesgd.machine import usable_cores
+from stalesgd.memory import line_zeros
 
 from .batches import mt_draw
 from .updates import apply_mean_step, apply_step
@@ -464,7 +465,9 @@ class ReplayPipeline:
         m = grads.shape[0]
         self.snaps = np.zeros((SLOTS_PER_THREAD * self.threads, theta.shape[0]), theta.dtype)
         self.rows = np.zeros((m, int(batch)), np.int64)
-        self.ws = np.zeros((self.threads, ws.shape[0]), ws.dtype)
+        # a workspace per thread on cache lines of its own (aligned for vector loads, no line
+        # shared by two threads: stalesgd.memory)
+        self.ws = [line_zeros(ws.shape[0], ws.dtype) for _ in range(self.threads)]
         self.pending = np.zeros(m, np.int64)
         self.slot_task = np.zeros(self.snaps.shape[0], np.int64)
         # compile both loops for these argument types now, not on the clock (a helper whose

@@ -65,6 +65,7 @@ from numba import njit
 
 from stalesgd.divergence import diverged
 from stalesgd.jitcache import specialise
+from stalesgd.memory import line_copy
 from stalesgd.problems.registry import Problem
 from stalesgd.records import EvalLog
 from stalesgd.seeds import worker_seeds
@@ -311,7 +312,7 @@ class NumericReplay(ReplayHook):
         measured once, on copies: the run's arrays are not touched."""
         if self._gradient_s is None:
             self._gradient_s = gradient_seconds(
-                self.kernel, self._theta.copy(), self.X, self.y, self.dims, self.ws.copy(),
+                self.kernel, self._theta.copy(), self.X, self.y, self.dims, line_copy(self.ws),
                 self.batch, self.n_train)
         return self._gradient_s
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from stalesgd.real.clock import new_timespec
 from stalesgd.real.engine import RealRun
-from stalesgd.real.memory import LINE_BYTES, line_width, line_zeros
 from stalesgd.real.sparse_workers import SPARSE_WORKER_ARGS
 from stalesgd.real.workers import WORKER_ARGS
 
 from stalesgd.experiment import expand, experiment_from_flags
+from stalesgd.memory import LINE_BYTES, line_width, line_zeros
 
 
 def _lines(a: np.ndarray) -> set[int]:

@@ -483,3 +483,22 @@ def test_lenet_problem_evaluates():
                                        p.model.dims)
     assert loss == pytest.approx(ref / len(idx), rel=1e-5)
     assert acc == pytest.approx(correct / len(idx))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_workspaces_start_on_a_cache_line(dtype):
+    """A workspace 16 bytes off a 32-byte boundary made LeNet-5's gradient 13-18 % slower:
+    every model's workspace starts on a 64-byte line (malloc gives 16-byte alignment, so
+    unaligned ones show up among these 40 allocations with near certainty)."""
+    from stalesgd.problems.lenet import LeNet5
+
+    models = [LinearRegression(n_features=9, dtype=dtype),
+              MLP(n_features=9, n_classes=4, hidden=(8, 6), dtype=dtype),
+              LeNet5((1, 28, 28), dtype=dtype)]
+    for model in models:
+        for batch in (1, 3, 16, 17, 128):
+            for _ in range(3):
+                ws = model.workspace(batch)
+                assert ws.ctypes.data % 64 == 0, (model.name, batch)
+                assert ws.size >= model.workspace_size(batch) and not ws.any()
+                assert ws.dtype == np.dtype(dtype) and ws.flags.c_contiguous

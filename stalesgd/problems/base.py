@@ -54,6 +54,8 @@ from typing import Any
 
 import numpy as np
 
+from stalesgd.memory import line_zeros
+
 DTYPES: dict[str, type] = {"float32": np.float32, "float64": np.float64}
 INIT_SCHEMES = ("default", "he", "glorot", "normal")
 
@@ -130,5 +132,7 @@ class Model(ABC):
         return theta[offset : offset + size].reshape(shape)
 
     def workspace(self, batch: int) -> np.ndarray:
-        """A preallocated scratch array for ``batch`` rows."""
-        return np.zeros(max(1, self.workspace_size(batch)), dtype=self.dtype)
+        """A preallocated scratch array (zeros) for ``batch`` rows, on cache lines of its own:
+        aligned for vector loads, and not shared with another thread's data
+        (:mod:`stalesgd.memory`)."""
+        return line_zeros(max(1, self.workspace_size(batch)), self.dtype)
