@@ -346,3 +346,18 @@ def test_distance_axioms(p, q, r):
     assert 0.0 <= st.tv_distance(p, q) <= 1.0 + 1e-12
     # KS ≤ TV (a CDF difference is a difference of the measures of a set).
     assert st.ks_test(p, q)[0] <= st.tv_distance(p, q) + 1e-12
+
+
+def test_tv_sampling_floor_is_the_chance_distance_of_two_samples():
+    from stalesgd.staleness import tv_sampling_floor
+
+    spread = np.full(10, 30.0)  # 300 values over ten τ
+    floor = tv_sampling_floor(spread, 300)
+    # two samples of 300 from ten equal cells: E|p̂ - q̂| per cell ≈ sqrt(2·0.1·0.9/300·2/π)
+    expected = 0.5 * 10 * np.sqrt(2 * 0.1 * 0.9 / 300 * 2 / np.pi)
+    assert abs(floor - expected) < 0.25 * expected
+    assert tv_sampling_floor(spread * 100, 30000) < floor / 5  # shrinks as 1/sqrt(n)
+    assert tv_sampling_floor(spread, 300) == floor  # seeded
+    assert tv_sampling_floor([0, 500.0, 0], 40) == 0.0  # one value: samples always agree
+    with pytest.raises(ValueError, match="at least one"):
+        tv_sampling_floor(spread, 0)

@@ -18,11 +18,19 @@ Provided (DESIGN §8):
   (not applicable to under-dispersed data, reported rather than raised),
   :func:`fit_all` and :func:`best_fit` (lowest AIC);
 * distances between two PDFs: :func:`tv_distance`, :func:`ks_test`,
-  :func:`wasserstein1`, :func:`distances`.
+  :func:`wasserstein1`, :func:`distances`, and the TV two samples of one law show
+  by chance (:func:`tv_sampling_floor`).
 """
 
 from .cmp import cmp_log_normalizer, cmp_logpmf, cmp_pmf
-from .distances import PdfDistances, distances, ks_test, tv_distance, wasserstein1
+from .distances import (
+    PdfDistances,
+    distances,
+    ks_test,
+    tv_distance,
+    tv_sampling_floor,
+    wasserstein1,
+)
 from .fits import (
     FAMILIES,
     Fit,
@@ -71,6 +79,7 @@ __all__ = [
     "quantiles",
     "summarize",
     "tv_distance",
+    "tv_sampling_floor",
     "variance",
     "wasserstein1",
 ]
