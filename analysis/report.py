@@ -158,7 +158,8 @@ def distances_display(analysis: Analysis) -> pd.DataFrame:
     return display(analysis.stale.distances, [
         ("config_key", "configuration", ""), ("engine_a", "reference", ""),
         ("engine_b", "engine", ""), ("n_a", "n ref", ","), ("n_b", "n", ","),
-        ("tv", "TV", ".4f"), ("ks", "KS", ".4f"), ("ks_pvalue", "KS p-value", ".3g"),
+        ("tv", "TV", ".4f"), ("tv_floor", "TV by chance", ".4f"), ("ks", "KS", ".4f"),
+        ("ks_pvalue", "KS p-value", ".3g"),
         ("w1", "W1 (τ)", ".4g"), ("updates_per_s_ratio", "updates/s ÷ ref", ".3g"),
         ("time_to_target_ratio", "time to target ÷ ref", ".3g")])
 
@@ -224,7 +225,10 @@ _DEFINITIONS = [
     "binomial (maximum likelihood, stalesgd.staleness).",
     "Distances: total variation ½Σ|p−q|, Kolmogorov–Smirnov max|F−G| (two-sample p-value; "
     "conservative for discrete τ and optimistic for autocorrelated τ, as it treats updates as "
-    "independent samples), Wasserstein-1 Σ|F−G| in units of τ.",
+    "independent samples), Wasserstein-1 Σ|F−G| in units of τ.  TV by chance: the median TV "
+    "between two independent samples of the two sizes drawn from the reference's PDF (a "
+    "lower bound, as successive τ are correlated): a TV at or below it cannot tell the two "
+    "PDFs apart.",
     "Speedup vs seq = T_seq / T (mean time to target over the seeds that reached it) = "
     "throughput ratio × efficiency ratio, with throughput = updates to target / time to "
     "target and efficiency = U_seq / U (updates to target).",

@@ -128,7 +128,9 @@ def engine_distances(hists: dict[tuple[str, str], np.ndarray],
     more engines ran: each other engine against ``reference`` (or, if the reference engine did
     not run it, against the first engine in sorted order), a simulation of parameter servers
     (``sim-ps…``) against engine ``ray`` where it ran.  Columns: config_key, engine_a
-    (reference), engine_b, n_a, n_b, tv, ks, ks_pvalue, w1."""
+    (reference), engine_b, n_a, n_b, tv, ks, ks_pvalue, w1, and tv_floor: the TV two
+    samples of sizes n_a and n_b of the reference's law show by chance
+    (:func:`stalesgd.staleness.tv_sampling_floor`), below which a TV means nothing."""
     by_key: dict[str, dict[str, np.ndarray]] = {}
     for (key, engine), h in hists.items():
         by_key.setdefault(key, {})[engine] = h
@@ -143,8 +145,11 @@ def engine_distances(hists: dict[tuple[str, str], np.ndarray],
             d = st.distances(engines[ref], engines[other])
             rows.append({"config_key": key, "engine_a": ref, "engine_b": other,
                          "n_a": int(engines[ref].sum()), "n_b": int(engines[other].sum()),
-                         **d.as_dict()})
-    cols = ["config_key", "engine_a", "engine_b", "n_a", "n_b", "tv", "ks", "ks_pvalue", "w1"]
+                         **d.as_dict(),
+                         "tv_floor": st.tv_sampling_floor(
+                             engines[ref], max(1, int(round(float(engines[other].sum())))))})
+    cols = ["config_key", "engine_a", "engine_b", "n_a", "n_b", "tv", "ks", "ks_pvalue", "w1",
+            "tv_floor"]
     return pd.DataFrame(rows, columns=cols)
 
 

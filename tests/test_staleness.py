@@ -361,3 +361,14 @@ def test_tv_sampling_floor_is_the_chance_distance_of_two_samples():
     assert tv_sampling_floor([0, 500.0, 0], 40) == 0.0  # one value: samples always agree
     with pytest.raises(ValueError, match="at least one"):
         tv_sampling_floor(spread, 0)
+
+
+def test_engine_distances_give_the_tv_of_chance_beside_the_tv():
+    from stalesgd.analysis import engine_distances
+    from stalesgd.staleness import tv_sampling_floor
+
+    real = np.array([50.0, 30, 20])
+    sim = np.array([5000.0, 3000, 2000])  # the same law, many more samples
+    d = engine_distances({("k", "real"): real, ("k", "sim"): sim}).iloc[0]
+    assert d["tv"] == pytest.approx(0.0)
+    assert d["tv_floor"] == tv_sampling_floor(real, 10000) and 0.02 < d["tv_floor"] < 0.2
