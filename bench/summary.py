@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 #: Ratios measured inside one benchmark (same run, same load), shown in the last column.
-RATIO_KEYS = ("scaling_2v1", "scaling_2v1_near", "scaling_2v1_far", "packed_vs_dense",
+RATIO_KEYS = ("scaling_2v1", "scaling_2v1_min", "scaling_2v1_max", "scaling_2v1_near",
+              "scaling_2v1_far", "packed_vs_dense",
               "engine_vs_bare_1w", "tau_p99_over_mean", "failed_per_update_2w",
               "vs_cpp_reference_791mb", "sim_vs_bare_simpy", "replay_overhead",
               "replay_parallel_vs_serial",
