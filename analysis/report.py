@@ -228,7 +228,7 @@ _DEFINITIONS = [
     "independent samples), Wasserstein-1 Σ|F−G| in units of τ.  TV by chance: the median TV "
     "between two independent samples of the two sizes drawn from the reference's PDF (a "
     "lower bound, as successive τ are correlated): a TV at or below it cannot tell the two "
-    "PDFs apart.",
+    "PDFs apart, and one up to about twice it is still consistent with chance.",
     "Speedup vs seq = T_seq / T (mean time to target over the seeds that reached it) = "
     "throughput ratio × efficiency ratio, with throughput = updates to target / time to "
     "target and efficiency = U_seq / U (updates to target).",

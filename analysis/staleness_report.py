@@ -130,7 +130,8 @@ def engine_distances(hists: dict[tuple[str, str], np.ndarray],
     (``sim-ps…``) against engine ``ray`` where it ran.  Columns: config_key, engine_a
     (reference), engine_b, n_a, n_b, tv, ks, ks_pvalue, w1, and tv_floor: the TV two
     samples of sizes n_a and n_b of the reference's law show by chance
-    (:func:`stalesgd.staleness.tv_sampling_floor`), below which a TV means nothing."""
+    (:func:`stalesgd.staleness.tv_sampling_floor`): a TV below it tells nothing, and one up to
+    about twice it little."""
     by_key: dict[str, dict[str, np.ndarray]] = {}
     for (key, engine), h in hists.items():
         by_key.setdefault(key, {})[engine] = h

@@ -82,9 +82,10 @@ def measure_costs(n_params: int, dtype: str = "float64") -> dict[str, Any]:
         raise ValueError(f"n_params={n_params!r} is not allowed; must be an integer >= 1")
     n = int(n_params)
     rng = np.random.default_rng(0)
-    # on cache lines (as θ is in the engines): where malloc puts an array decides half the
-    # time that it sits 16 bytes off a 32-byte boundary, which applied 25-40 % slower in
-    # float64 here, so the figures would change from one call to the next
+    # on cache lines: where malloc puts an array decides half the time that it sits 16
+    # bytes off a 32-byte boundary, which applied 25-40 % slower in float64 here, so the
+    # figures would change from one call to the next.  (The engines' θ of lock, Hogwild! and
+    # sync is on a line; Leashed-SGD's pool rows and the Ray workers' copies need not be.)
     src = line_copy(rng.standard_normal(n).astype(dtype))
     dst = line_zeros(n, dtype)
     grad = line_copy(rng.standard_normal(n).astype(dtype) * 1e-6)

@@ -10,7 +10,7 @@ from stalesgd.real.sparse_workers import SPARSE_WORKER_ARGS
 from stalesgd.real.workers import WORKER_ARGS
 
 from stalesgd.experiment import expand, experiment_from_flags
-from stalesgd.memory import LINE_BYTES, line_width, line_zeros
+from stalesgd.memory import LINE_BYTES, line_copy, line_width, line_zeros
 
 
 def _lines(a: np.ndarray) -> set[int]:
@@ -32,6 +32,15 @@ def test_line_zeros_start_on_a_line_and_share_none(shape, dtype):
         assert not a.any()
         assert not _lines(a) & seen, "two arrays share a cache line"
         seen |= _lines(a)
+
+
+def test_line_copy_copies_onto_a_line_of_its_own():
+    src = np.arange(30, dtype=np.float32).reshape(5, 6)[:, ::2]  # (not contiguous)
+    for _ in range(20):
+        out = line_copy(src)
+        assert out.ctypes.data % LINE_BYTES == 0 and out.flags.c_contiguous
+        assert out.dtype == src.dtype and np.array_equal(out, src)
+        assert not np.shares_memory(out, src)
 
 
 def test_line_width_fills_whole_lines():

@@ -489,7 +489,7 @@ def test_lenet_problem_evaluates():
 def test_workspaces_start_on_a_cache_line(dtype):
     """A workspace 16 bytes off a 32-byte boundary made LeNet-5's gradient 13-18 % slower:
     every model's workspace starts on a 64-byte line (malloc gives 16-byte alignment, so
-    unaligned ones show up among these 40 allocations with near certainty)."""
+    unaligned ones show up among these 45 allocations with near certainty)."""
     from stalesgd.problems.lenet import LeNet5
 
     models = [LinearRegression(n_features=9, dtype=dtype),

@@ -361,10 +361,17 @@ def test_tv_sampling_floor_is_the_chance_distance_of_two_samples():
     assert tv_sampling_floor([0, 500.0, 0], 40) == 0.0  # one value: samples always agree
     with pytest.raises(ValueError, match="at least one"):
         tv_sampling_floor(spread, 0)
+    with pytest.raises(ValueError, match="n_self"):  # weights that are not a count of samples
+        tv_sampling_floor(spread / 7, 300)
+    assert tv_sampling_floor(spread / 300, 300, n_self=300) == floor
+    long = np.zeros(100_000)
+    long[:10] = 30.0  # empty values of τ change nothing (and cost nothing)
+    assert tv_sampling_floor(long, 300) == floor
 
 
 def test_engine_distances_give_the_tv_of_chance_beside_the_tv():
     from stalesgd.analysis import engine_distances
+
     from stalesgd.staleness import tv_sampling_floor
 
     real = np.array([50.0, 30, 20])

@@ -120,25 +120,31 @@ def distances(
     return PdfDistances(tv=tv_distance(p, q), ks=ks, ks_pvalue=pv, w1=wasserstein1(p, q))
 
 
-def tv_sampling_floor(counts: np.ndarray | Sequence[float], n_other: int, *, draws: int = 200,
-                      seed: int = 0) -> float:
+def tv_sampling_floor(counts: np.ndarray | Sequence[float], n_other: int, *,
+                      n_self: int | None = None, draws: int = 200, seed: int = 0) -> float:
     """The total variation two samples show by chance alone: the median TV between a sample
-    of ``sum(counts)`` and one of ``n_other`` values, both drawn (i.i.d.) from the law of
-    the histogram ``counts``.
+    of ``n_self`` values (default: ``sum(counts)``, which must then be a whole number) and
+    one of ``n_other`` values, both drawn (i.i.d.) from the law of the histogram ``counts``.
 
     A simulated PDF(τ) that lies this far from a measured one of these sample sizes cannot
     be told apart from it: a few hundred updates spread over ten values of τ show a TV of
-    about 0.1 between two samples of one law.  Successive τ of a run are correlated, so
-    real samples vary more than i.i.d. ones: this is a lower bound on the noise."""
+    about 0.1 between two samples of one law.  It is a median: a TV up to about twice it is
+    still consistent with chance.  Successive τ of a run are correlated, so real samples vary
+    more than i.i.d. ones: this is a lower bound on the noise."""
     c = as_counts(counts)
-    n_self = int(round(float(c.sum())))
-    if n_self < 1 or int(n_other) < 1:
+    total = float(c.sum())
+    if n_self is None:
+        if abs(total - round(total)) > 1e-6:
+            raise ValueError(f"counts sum to {total:g}, not a whole number of samples: give "
+                             "n_self, the size of the sample the histogram stands for")
+        n_self = int(round(total))
+    if int(n_self) < 1 or int(n_other) < 1:
         raise ValueError(f"both samples need at least one value (got {n_self} and {n_other})")
     if int(draws) < 1:
         raise ValueError(f"draws {draws!r} must be >= 1")
-    p = c / c.sum()
+    p = c[c > 0] / total  # (empty values of τ are never drawn: leaving them out is exact)
+    a, b = int(n_self), min(int(n_other), 10**15)
     rng = np.random.default_rng(seed)
-    tvs = [0.5 * float(np.abs(rng.multinomial(n_self, p) / n_self
-                              - rng.multinomial(int(n_other), p) / int(n_other)).sum())
+    tvs = [0.5 * float(np.abs(rng.multinomial(a, p) / a - rng.multinomial(b, p) / b).sum())
            for _ in range(int(draws))]
     return float(np.median(tvs))
