@@ -148,7 +148,8 @@ def engine_distances(hists: dict[tuple[str, str], np.ndarray],
                          "n_a": int(engines[ref].sum()), "n_b": int(engines[other].sum()),
                          **d.as_dict(),
                          "tv_floor": st.tv_sampling_floor(
-                             engines[ref], max(1, int(round(float(engines[other].sum())))))})
+                             engines[ref], max(1, int(round(float(engines[other].sum())))),
+                             n_self=max(1, int(round(float(engines[ref].sum())))))})
     cols = ["config_key", "engine_a", "engine_b", "n_a", "n_b", "tv", "ks", "ks_pvalue", "w1",
             "tv_floor"]
     return pd.DataFrame(rows, columns=cols)

@@ -522,14 +522,14 @@ WORKSPACE_SENTINEL = -3.0517578125e-05  # (exact in float32 and float64)
 _tried: set[str] = set()
 
 
-def _try_plugin(shape: ProblemShape, dt: np.dtype) -> None:
-    """Load the data of a plug-in problem and run its kernels once (:func:`_try_kernels`),
-    once per process for the same problem, options and dtype."""
+def _try_plugin(shape: ProblemShape, dt: np.dtype, problem: Problem | None = None) -> None:
+    """Run a plug-in problem's kernels once (:func:`_try_kernels`) on ``problem`` (default:
+    its data loaded here), once per process for the same problem, options and dtype."""
     key = repr((shape.name, dt.name, sorted(shape.model_options.items()),
                 sorted(shape.data_options.items()), shape.init, shape.seed, shape.data_dir))
     if key in _tried:
         return
-    _try_kernels(_load_problem(shape, dt))
+    _try_kernels(_load_problem(shape, dt) if problem is None else problem)
     _tried.add(key)
 
 
@@ -569,9 +569,10 @@ def make_problem(
     if data_dir is not None:
         extra["data_dir"] = data_dir
     shape = check_problem(name, {**options, **extra}, dtype, try_kernels=False)
-    problem = _load_problem(shape, resolve_dtype(dtype))
+    dt = resolve_dtype(dtype)
+    problem = _load_problem(shape, dt)
     if _plugin(shape.model) is not None:
-        _try_kernels(problem)
+        _try_plugin(shape, dt, problem)  # (on this data: no second load)
     return problem
 
 
