@@ -152,13 +152,14 @@ class SparseBuffers:
     @staticmethod
     def allocate(workers: int, capacity: int, n_params: int, dtype: np.dtype) -> SparseBuffers:
         """Rows of ``capacity`` coordinates per worker, each row on cache lines of its own
-        (``gidx`` and ``gval`` rows of one length, whatever a kernel checks)."""
+        (``gidx`` and ``gval`` rows of one length, whatever a kernel checks); one worker
+        keeps no coordinate stamps (it cannot collide)."""
         width = max(line_width(capacity, np.int64), line_width(capacity, dtype))
         return SparseBuffers(
             gidx=line_zeros((workers, width), np.int64),
             gval=line_zeros((workers, width), dtype),
             stats=line_zeros((workers, line_width(STATS_WIDTH, np.int64)), np.int64),
-            writers=np.zeros(n_params, dtype=np.int64))
+            writers=np.zeros(n_params if workers > 1 else 0, dtype=np.int64))
 
     @property
     def nbytes(self) -> int:
@@ -272,6 +273,7 @@ class RealRun:
         self.active = self.m
         self.t_set: list[float] = []  # when each controller decision was published
         self.worker_cpu = np.zeros(self.m, dtype=np.float64)
+        self.worker_left = np.full(self.m, -math.inf)  # monotonic time each left its loop
         self.evals = EvalLog()
         self.first_loss: float | None = None
         self.cpu_seconds = math.nan
@@ -494,7 +496,10 @@ class RealRun:
                     t_origin = self._start(threads)
                     self._monitor(threads, t_origin)
                     self._join_draining(threads)
-                    t_end = python_now() - t_origin
+                    # the run lasted until its last worker left its loop (not until the
+                    # monitor, waking every POLL_SECONDS, saw that it had)
+                    left = float(self.worker_left.max())
+                    t_end = max((left if math.isfinite(left) else python_now()) - t_origin, 0.0)
                     self.cpu_seconds = _process_cpu() - self.cpu_start
                     self.load_end = cpu_counters()
                     self.stream.close()
@@ -560,6 +565,7 @@ class RealRun:
             atomic_store(self.shared.ctrl, C_STOP, 1)
         finally:
             self.worker_cpu[index] = time.thread_time() - cpu0
+            self.worker_left[index] = python_now()
 
     def _final_stop_reason(self) -> str:
         if self.stop_reason:

@@ -451,6 +451,18 @@ def test_time_budget_stops_the_run():
     assert rec.summary["updates"] > 0
 
 
+def test_a_run_lasts_until_its_workers_leave_not_until_the_monitor_looks(monkeypatch):
+    """``seconds`` (and so updates/s) ends when the last worker leaves its loop: a monitor
+    that wakes only every 2 s must not stretch a run of a few milliseconds to 2 s."""
+    monkeypatch.setattr(engine, "POLL_SECONDS", 2.0)
+    rec = run_real(make_spec("hogwild", 1, updates=2000, quiet=True), progress=False)
+    s = rec.summary
+    assert s["updates"] == 2000 and s["stop_reason"] == "updates"
+    last_apply = float(np.max(rec.updates["t_apply"]))
+    assert last_apply <= s["seconds"] < 1.0  # (the old end: the monitor's wake-up, >= 2 s)
+    assert rec.evals["t"][-1] >= s["seconds"]  # the last evaluation comes after the run
+
+
 def test_target_loss_stops_the_run_and_is_recorded():
     spec = make_spec("lock", 2, updates=200000, lr=0.1)
     spec = dataclasses.replace(spec, stop=dataclasses.replace(spec.stop, target_loss=0.45),
