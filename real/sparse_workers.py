@@ -30,7 +30,13 @@ at τ = 0: none collides (the m gradients of a round are one update; their coord
 counted summed).  Each worker counts in ``stats[worker]``: ``[S_NNZ]`` the current
 gradient's coordinates (read by sync's worker 0), ``[S_WRITTEN]`` coordinates written,
 ``[S_COLLIDED]`` those that collided; the collision rate of a run is
-Σ collided / Σ written.
+Σ collided / Σ written.  A run of one worker keeps no stamps (``writers`` is empty): it
+cannot collide.
+
+Each loop starts loading the next minibatch's rows as soon as it has drawn the current one
+(:func:`~stalesgd.real.sampling.next_rows`, :func:`~stalesgd.problems._kernels.prefetch_rows`):
+the rows of a sparse set lie at random places in memory, and a batch-1 update is short
+enough that waiting for main memory for its row was a third of its time.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import numpy as np
 from numba import njit
 
 from stalesgd.problems._kernels import n_rows as n_examples
+from stalesgd.problems._kernels import prefetch_rows
 
 from .atomics import atomic_add, atomic_cas, atomic_load, atomic_store
 from .clock import monotonic_now
@@ -58,7 +65,7 @@ from .control import (
 )
 from .pool import acquire_latest, claim, release
 from .record import write_row
-from .sampling import batch_rows, draw_batch, first_epoch
+from .sampling import batch_rows, draw_batch, first_epoch, next_rows
 from .schedule import G_APPLY, G_CLAIM, G_COPY, G_PUBLISH, G_READ, end_turn, gate
 from .spinlock import spin_lock_acquire, spin_lock_acquire_unless, spin_lock_release
 from .workers import (
@@ -105,10 +112,13 @@ def _tally(stats, nnz, collided):
 @njit(nogil=True, inline="always")
 def _stamp(gidx, nnz, writers, t0, stamp, stats):
     """Count the coordinates ``gidx[:nnz]`` another update wrote since version t0 and stamp
-    them with ``stamp``."""
+    them with ``stamp``.  A run of one worker has no stamps (``writers`` is empty): no other
+    update can come between its read and its apply, so none of its coordinates collides,
+    and it saves the stamps' memory traffic (a second random write per coordinate)."""
     collided = 0
-    for p in range(nnz):
-        collided += _stamp_one(writers, gidx[p], t0, stamp)
+    if writers.shape[0] != 0:
+        for p in range(nnz):
+            collided += _stamp_one(writers, gidx[p], t0, stamp)
     _tally(stats, nnz, collided)
 
 
@@ -118,12 +128,19 @@ def _apply(theta, gidx, gval, nnz, eta, writers, t0, stamp, stats):
     after its write (one pass over the coordinates; for Hogwild! a stamp is visible a little
     earlier than when all writes preceded all stamps, so concurrent runs' collision rates
     are comparable only with runs of the same rule).  η stays a float64 in the product, as
-    in the dense workers and the simulator's replay (same rounding in float32)."""
+    in the dense workers and the simulator's replay (same rounding in float32).
+
+    Without stamps (``writers`` empty: a run of one worker) it only counts the coordinates:
+    see :func:`_stamp`."""
     collided = 0
-    for p in range(nnz):
-        j = gidx[p]
-        theta[j] -= eta * gval[p]
-        collided += _stamp_one(writers, j, t0, stamp)
+    if writers.shape[0] == 0:
+        for p in range(nnz):
+            theta[gidx[p]] -= eta * gval[p]
+    else:
+        for p in range(nnz):
+            j = gidx[p]
+            theta[j] -= eta * gval[p]
+            collided += _stamp_one(writers, j, t0, stamp)
     _tally(stats, nnz, collided)
 
 
@@ -148,6 +165,7 @@ def lock_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, loc
             park_while_inactive(ctrl, worker, nap)
             continue
         draw_batch(sampler, rows, n_rows)
+        prefetch_rows(X, next_rows(sampler, rows, n_rows))
         turn = gate(script, ctrl, worker, G_READ, turn)
         if not spin_lock_acquire_unless(ctrl, C_LOCK, C_STOP):
             break
@@ -205,6 +223,7 @@ def hogwild_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, 
             park_while_inactive(ctrl, worker, nap)
             continue
         draw_batch(sampler, rows, n_rows)
+        prefetch_rows(X, next_rows(sampler, rows, n_rows))
         turn = gate(script, ctrl, worker, G_READ, turn)
         t_read = monotonic_now(timespec) - t_origin
         t0 = atomic_load(ctrl, C_VERSION)
@@ -248,6 +267,7 @@ def sync_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, loc
     while True:
         t_read = monotonic_now(timespec) - t_origin
         draw_batch(sampler, rows, n_rows)
+        prefetch_rows(X, next_rows(sampler, rows, n_rows))
         t_grad = gradient_start(timespec, slow)
         loss, nnz = kernel(theta, X, y, rows, gi, gv, ws, dims)
         straggle(ctrl, timespec, slow, t_grad)
@@ -299,6 +319,7 @@ def leashed_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, 
             park_while_inactive(ctrl, worker, nap)
             continue
         draw_batch(sampler, rows, n_rows)
+        prefetch_rows(X, next_rows(sampler, rows, n_rows))
         turn = gate(script, ctrl, worker, G_READ, turn)
         t_read = monotonic_now(timespec) - t_origin
         p0 = acquire_latest(refs, ctrl, size)

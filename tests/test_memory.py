@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numba import njit
 from stalesgd.real.clock import new_timespec
 from stalesgd.real.engine import RealRun
 from stalesgd.real.sparse_workers import SPARSE_WORKER_ARGS
 from stalesgd.real.workers import WORKER_ARGS
 
 from stalesgd.experiment import expand, experiment_from_flags
-from stalesgd.memory import LINE_BYTES, line_copy, line_width, line_zeros
+from stalesgd.memory import LINE_BYTES, line_copy, line_width, line_zeros, prefetch
+from stalesgd.problems._kernels import prefetch_rows
 
 
 def _lines(a: np.ndarray) -> set[int]:
@@ -76,3 +78,29 @@ def test_no_two_workers_write_one_cache_line(problem, options):
 
 def test_the_clock_scratch_has_its_line():
     assert all(new_timespec().ctypes.data % LINE_BYTES == 0 for _ in range(20))
+
+
+@njit
+def _prefetch_everything(a, b, X, rows):
+    for i in range(-3, a.shape[0] + 3):  # (also outside the arrays: a hint never faults)
+        prefetch(a, i)
+    prefetch(b, np.int32(2))
+    prefetch_rows(X, rows)
+    return a.sum() + b.sum()
+
+
+def test_prefetch_is_a_hint_that_changes_nothing_on_every_input_form():
+    """The worker loops' prefetches compile for CSR, dense and packed inputs and for rows out
+    of range or empty, and leave every value as it was."""
+    csr = (np.array([0, 2, 2, 5]), np.array([0, 3, 1, 2, 4], np.int32),
+           np.arange(5.0), 5)
+    dense = np.arange(12.0).reshape(3, 4)
+    packed = (np.arange(12, dtype=np.uint8).reshape(3, 4), np.ones((1, 3)))
+    a, b = np.arange(7.0), np.arange(5, dtype=np.int64)
+    for X in (csr, dense, packed):
+        before = [np.array(x, copy=True) for x in (X if isinstance(X, tuple) else (X,))]
+        for rows in (np.array([0, 1, 2]), np.array([-1, 3, 99]), np.zeros(0, np.int64)):
+            assert _prefetch_everything(a, b, X, rows) == a.sum() + b.sum()
+        after = X if isinstance(X, tuple) else (X,)
+        for x, y in zip(before, after, strict=True):
+            np.testing.assert_array_equal(x, y)

@@ -26,6 +26,7 @@ cbrt(eps32)), checked at 1e-3 relative.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -502,3 +503,21 @@ def test_workspaces_start_on_a_cache_line(dtype):
                 assert ws.ctypes.data % 64 == 0, (model.name, batch)
                 assert ws.size >= model.workspace_size(batch) and not ws.any()
                 assert ws.dtype == np.dtype(dtype) and ws.flags.c_contiguous
+
+
+def test_sigmoid_softplus_equals_the_two_textbook_formulas():
+    """One exponential for both: the logistic function and log(1 + e^z), stable at the
+    extremes, equal to the separate formulas to the last bit where those are stable."""
+    from stalesgd.problems._kernels import sigmoid_softplus
+
+    z = np.concatenate([np.linspace(-40, 40, 2001), [-800.0, -1e-300, 0.0, 1e-300, 800.0]])
+    got = np.array([sigmoid_softplus(v) for v in z])
+    # the separate stable formulas, with the C library's exp and log1p (as compiled code)
+    sig = [1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v))
+           for v in z]
+    np.testing.assert_array_equal(got[:, 0], sig)
+    np.testing.assert_array_equal(got[:, 1], [max(v, 0.0) + math.log1p(math.exp(-abs(v)))
+                                              for v in z])
+    np.testing.assert_allclose(got[:2001, 0], 1 / (1 + np.exp(-z[:2001])), rtol=1e-15)
+    np.testing.assert_allclose(got[:2001, 1], np.log1p(np.exp(z[:2001])), rtol=1e-14)
+    assert got[-5, 0] == 0.0 and got[-1, 0] == 1.0 and got[-1, 1] == 800.0

@@ -9,7 +9,14 @@ import pytest
 from numba import njit
 from stalesgd.analysis.load import config_key
 from stalesgd.real.engine import RealRun, final_params
-from stalesgd.real.sampling import batch_rows, draw_batch, new_sampler, sampler_bytes
+from stalesgd.real.sampling import (
+    batch_rows,
+    draw_batch,
+    first_epoch,
+    new_sampler,
+    next_rows,
+    sampler_bytes,
+)
 from stalesgd.sim.batches import BatchStream
 from stalesgd.sim.run import SimRun
 
@@ -57,8 +64,40 @@ def test_a_minibatch_straddling_an_epoch_ends_it_and_starts_the_next():
         assert sorted(epoch) == list(range(n))
 
 
+@njit
+def _peeks_and_draws(sampler, seed, n_rows, k, first):
+    """``k`` times: the rows :func:`next_rows` announces (−1 where none), then the rows drawn."""
+    np.random.seed(seed)
+    rows = batch_rows(sampler)
+    if first:
+        first_epoch(sampler, rows, n_rows)
+    told = np.full((k, rows.shape[0]), -1, np.int64)
+    drawn = np.empty((k, rows.shape[0]), np.int64)
+    for i in range(k):
+        ahead = next_rows(sampler, rows, n_rows)
+        told[i, :ahead.shape[0]] = ahead
+        draw_batch(sampler, rows, n_rows)
+        drawn[i] = rows
+    return told, drawn
+
+
+@pytest.mark.parametrize("first", [True, False])
+@pytest.mark.parametrize("sampling", ["replacement", "epochs"])
+def test_next_rows_tells_the_next_minibatch_without_changing_the_draws(sampling, first):
+    n, batch, k = 10, 3, 40
+    told, drawn = _peeks_and_draws(new_sampler(batch, n, sampling), 7, n, k, first)
+    np.testing.assert_array_equal(drawn, _worker_draws(new_sampler(batch, n, sampling), 7, n, k))
+    known = (told >= 0).all(axis=1)
+    np.testing.assert_array_equal(told[known], drawn[known])
+    assert ((told[~known] == -1).all())  # a minibatch is told whole or not at all
+    if sampling == "replacement":  # drawn one ahead: always known, the first once drawn
+        assert known[1:].all() and known[0] == first
+    else:  # known unless it reaches into the next epoch's permutation (not shuffled yet)
+        assert 0 < (~known).sum() <= -(-k * batch // n) + 1 and known.sum() > k // 2
+
+
 def test_a_sampler_holds_the_permutation_only_for_epochs():
-    assert sampler_bytes(16, 60000, "replacement") == 8 * 18
+    assert sampler_bytes(16, 60000, "replacement") == 8 * (18 + 16)  # the next minibatch
     assert sampler_bytes(16, 60000, "epochs") == 8 * (18 + 60000)
     with pytest.raises(ValueError, match="allowed: replacement, epochs"):
         new_sampler(16, 100, "shuffle")

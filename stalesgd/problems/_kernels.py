@@ -14,6 +14,7 @@ from numba.core.errors import TypingError
 from numba.extending import overload
 
 from stalesgd.jitcache import cached
+from stalesgd.memory import LINE_BYTES, prefetch
 from stalesgd.problems.base import INIT_SCHEMES
 
 
@@ -144,6 +145,40 @@ def _row_entry_impl(X, r, p):
     return lambda X, r, p: (p, X[r, p])
 
 
+def prefetch_rows(X, rows):  # pragma: no cover - replaced by the overload in jitted code
+    """Start loading the stored entries of the examples ``rows`` of ``X`` (a hint)."""
+
+
+@overload(prefetch_rows, inline="always")
+def _prefetch_rows_impl(X, rows):
+    """Sparse rows: every cache line of each row's column indices and values (the rows of a
+    minibatch lie at random places: without the hint each costs a miss to main memory
+    when the kernel first reads it).  Dense and packed rows: nothing (a row is one long
+    run of lines, which the processor's own prefetcher follows)."""
+    if not _csr_type(X):
+        return lambda X, rows: None
+    col_step = max(LINE_BYTES * 8 // X[1].dtype.bitwidth, 1)  # elements a line
+    val_step = max(LINE_BYTES * 8 // X[2].dtype.bitwidth, 1)
+
+    def csr(X, rows):
+        indptr, indices, values = X[0], X[1], X[2]
+        last = indptr.shape[0] - 1
+        for i in range(rows.shape[0]):
+            r = rows[i]
+            if r < 0 or r >= last:
+                continue
+            start, stop = indptr[r], indptr[r + 1]
+            if stop <= start:
+                continue
+            for p in range(start, stop, col_step):
+                prefetch(indices, p)
+            prefetch(indices, stop - 1)
+            for p in range(start, stop, val_step):
+                prefetch(values, p)
+            prefetch(values, stop - 1)
+    return csr
+
+
 @overload(copy_row)
 def _copy_row_impl(X, r, out):
     if _csr_type(X):
@@ -202,15 +237,14 @@ def softplus(z):
     return max(z, 0.0) + np.log1p(np.exp(-abs(z)))
 
 
-@cached
-@njit(nogil=True, fastmath=False)
-def sigmoid(z):
-    """Stable logistic function in float64 (never exponentiates a positive number)."""
+@njit(nogil=True, inline="always")
+def sigmoid_softplus(z):
+    """``(sigmoid(z), softplus(z))`` in float64, stable (never exponentiates a positive
+    number), with one exponential: both are made of ``exp(−|z|)``."""
     z = np.float64(z)
-    if z >= 0.0:
-        return 1.0 / (1.0 + np.exp(-z))
-    e = np.exp(z)
-    return e / (1.0 + e)
+    e = np.exp(-abs(z))
+    s = 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)
+    return s, max(z, 0.0) + np.log1p(e)
 
 
 @cached

@@ -47,8 +47,7 @@ from stalesgd.problems._kernels import (
     row_entry,
     row_span,
     scalar_like,
-    sigmoid,
-    softplus,
+    sigmoid_softplus,
 )
 from stalesgd.problems.base import Model, resolve_dtype
 
@@ -118,8 +117,9 @@ def _row_loss(z, lab, K, loss, scale):
     zi = np.float64(z[0])
     right = (zi > 0.0) == (lab == 1)
     if loss == LOGISTIC:
-        z[0] = scalar_like((sigmoid(zi) - lab) * scale, z)
-        return softplus(zi) - lab * zi, right
+        sig, sp = sigmoid_softplus(zi)
+        z[0] = scalar_like((sig - lab) * scale, z)
+        return sp - lab * zi, right
     sign = 2.0 * lab - 1.0
     margin = sign * zi
     if margin < 1.0:

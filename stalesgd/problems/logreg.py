@@ -24,7 +24,7 @@ from stalesgd.problems._kernels import (
     init_weight,
     n_cols,
     scalar_like,
-    sigmoid,
+    sigmoid_softplus,
     softplus,
 )
 from stalesgd.problems.base import Model, resolve_dtype
@@ -61,8 +61,9 @@ def logreg_grad_kernel(theta, X, y, idx, grad, ws, dims):
         if lab != 0 and lab != 1:
             raise ValueError("logistic regression labels must be 0 or 1")
         zi = np.float64(z[i])
-        loss += softplus(zi) - lab * zi
-        dz = (sigmoid(zi) - lab) * inv_b
+        sig, sp = sigmoid_softplus(zi)
+        loss += sp - lab * zi
+        dz = (sig - lab) * inv_b
         gb += dz
         z[i] = scalar_like(dz, ws)
     np.dot(Xb.T, z, grad[:d])
