@@ -131,3 +131,23 @@ def test_collision_rate_under_a_forced_interleaving(algorithm):
 def test_dense_runs_have_no_sparse_fields():
     rec = run_real(make_spec("hogwild", 1, updates=200, quiet=True), progress=False)
     assert "collision_rate" not in rec.summary and "sparse" not in rec.summary
+
+
+def test_the_sharing_benchmark_runs_both_layouts_and_prints_their_ratios():
+    """``bench/sparse_sharing.py`` on a tiny set: every configuration runs each repeat and
+    the summary gives both layouts' ratios."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "sparse_sharing.py"
+    out = subprocess.run([sys.executable, str(script), "--repeats", "2", "--epochs", "2",
+                          "--n-train", "400", "--n-features", "300", "--nnz", "10"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("logreg-sparse 400 rows × 300 features")
+    assert sum(line.startswith("shared θ ") and "own θ " in line for line in lines) == 2
+    for layout in ("shared", "own"):
+        summary = next(line for line in lines if line.strip().startswith(f"{layout} θ: "))
+        ratio = float(summary.split("median ")[1].split()[0])
+        assert 0.1 < ratio < 2.5  # two threads: neither nothing done nor more than 2 cores
