@@ -10,9 +10,11 @@ threads, with no update counter, no record, no collision stamps, in two layouts:
 
 The threads walk different permutations of the rows.  Prints the samples/s of each
 configuration per repeat and the 2-thread / 1-thread ratios: the engine's Hogwild! cannot
-scale better than the ``shared`` ratio, and the gap to ``own`` is what the coordinates
-written by both threads (the bias, the frequent terms of a Zipf-distributed vocabulary)
-cost in cache-line transfers between the cores.
+scale better than the ``shared`` ratio, and the gap to ``own`` is what sharing θ costs in
+cache-line transfers between the cores (a θ of this size stays in the caches, so a line
+stays with the core that last wrote it: every coordinate the other thread wrote last, the
+bias at every update, moves before it is read or written again).  ``--zipf 0`` (terms
+equally frequent) spreads the writes over more lines, and more of them move.
 
     python bench/sparse_sharing.py                       # 20000 × 20000, 50 terms a row
     python bench/sparse_sharing.py --n-features 47236 --zipf 0.5
