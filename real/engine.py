@@ -152,14 +152,13 @@ class SparseBuffers:
     @staticmethod
     def allocate(workers: int, capacity: int, n_params: int, dtype: np.dtype) -> SparseBuffers:
         """Rows of ``capacity`` coordinates per worker, each row on cache lines of its own
-        (``gidx`` and ``gval`` rows of one length, whatever a kernel checks); one worker
-        keeps no coordinate stamps (it cannot collide)."""
+        (``gidx`` and ``gval`` rows of one length, whatever a kernel checks)."""
         width = max(line_width(capacity, np.int64), line_width(capacity, dtype))
         return SparseBuffers(
             gidx=line_zeros((workers, width), np.int64),
             gval=line_zeros((workers, width), dtype),
             stats=line_zeros((workers, line_width(STATS_WIDTH, np.int64)), np.int64),
-            writers=np.zeros(n_params if workers > 1 else 0, dtype=np.int64))
+            writers=np.zeros(n_params, dtype=np.int64))
 
     @property
     def nbytes(self) -> int:
@@ -370,8 +369,11 @@ class RealRun:
     # ----- monitor -------------------------------------------------------------------------
 
     def _take_snapshot(self, shared: SharedState | None = None) -> int:
+        """Copy θ into the monitor's snapshot; returns its version (Hogwild!: the updates
+        claimed, of which none past the budget is ever applied)."""
         sh = self.shared if shared is None else shared
-        return int(self.snapshot_function(sh.pool, sh.refs, self.snapshot, sh.ctrl))
+        return min(int(self.snapshot_function(sh.pool, sh.refs, self.snapshot, sh.ctrl)),
+                   self.n_max)
 
     def _evaluate(self, t_origin: float) -> float:
         k = self._take_snapshot()
@@ -582,6 +584,9 @@ class RealRun:
         stats = self.log.close()
         n = stats.applied
         evals = self.evals.arrays()
+        # an evaluation taken after the workers left saw the θ they left at `seconds` (its
+        # time would otherwise put a target reached by the run after the run's end)
+        np.minimum(evals["t"], seconds, out=evals["t"])
         summary = engine_summary(
             "real", spec, evals, stats, seconds, bool(sh.ctrl[C_DIVERGED]), self.interrupted,
             peak_param_bytes=self._param_bytes(),

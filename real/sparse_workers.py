@@ -30,8 +30,10 @@ at τ = 0: none collides (the m gradients of a round are one update; their coord
 counted summed).  Each worker counts in ``stats[worker]``: ``[S_NNZ]`` the current
 gradient's coordinates (read by sync's worker 0), ``[S_WRITTEN]`` coordinates written,
 ``[S_COLLIDED]`` those that collided; the collision rate of a run is
-Σ collided / Σ written.  A run of one worker keeps no stamps (``writers`` is empty): it
-cannot collide.
+Σ collided / Σ written.  A run of one worker stamps too, though it cannot collide: so that
+2 workers against 1 compares the same work per update (and a calibration from one-worker
+runs charges the stamps that runs of more workers pay; a loop of the batch-1 step on the
+set of ``bench/sparse_hogwild.py`` took about 80 ns more with stamps, of 450).
 
 Each loop starts loading the next minibatch's rows as soon as it has drawn the current one
 (:func:`~stalesgd.real.sampling.next_rows`, :func:`~stalesgd.problems._kernels.prefetch_rows`):
@@ -112,13 +114,10 @@ def _tally(stats, nnz, collided):
 @njit(nogil=True, inline="always")
 def _stamp(gidx, nnz, writers, t0, stamp, stats):
     """Count the coordinates ``gidx[:nnz]`` another update wrote since version t0 and stamp
-    them with ``stamp``.  A run of one worker has no stamps (``writers`` is empty): no other
-    update can come between its read and its apply, so none of its coordinates collides,
-    and it saves the stamps' memory traffic (a second random write per coordinate)."""
+    them with ``stamp``."""
     collided = 0
-    if writers.shape[0] != 0:
-        for p in range(nnz):
-            collided += _stamp_one(writers, gidx[p], t0, stamp)
+    for p in range(nnz):
+        collided += _stamp_one(writers, gidx[p], t0, stamp)
     _tally(stats, nnz, collided)
 
 
@@ -128,19 +127,12 @@ def _apply(theta, gidx, gval, nnz, eta, writers, t0, stamp, stats):
     after its write (one pass over the coordinates; for Hogwild! a stamp is visible a little
     earlier than when all writes preceded all stamps, so concurrent runs' collision rates
     are comparable only with runs of the same rule).  η stays a float64 in the product, as
-    in the dense workers and the simulator's replay (same rounding in float32).
-
-    Without stamps (``writers`` empty: a run of one worker) it only counts the coordinates:
-    see :func:`_stamp`."""
+    in the dense workers and the simulator's replay (same rounding in float32)."""
     collided = 0
-    if writers.shape[0] == 0:
-        for p in range(nnz):
-            theta[gidx[p]] -= eta * gval[p]
-    else:
-        for p in range(nnz):
-            j = gidx[p]
-            theta[j] -= eta * gval[p]
-            collided += _stamp_one(writers, j, t0, stamp)
+    for p in range(nnz):
+        j = gidx[p]
+        theta[j] -= eta * gval[p]
+        collided += _stamp_one(writers, j, t0, stamp)
     _tally(stats, nnz, collided)
 
 

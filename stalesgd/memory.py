@@ -61,9 +61,10 @@ def line_copy(arr: np.ndarray) -> np.ndarray:
 @intrinsic
 def prefetch(typingctx, arr, index):
     """``prefetch(arr, i)`` (compiled code only): start loading the cache line of ``arr[i]``
-    (1-D, contiguous) for a read soon.  A hint: it changes no value, never faults, and an
-    index outside the array costs nothing but the hint."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(index, types.Integer)):
+    (1-D, C-contiguous: other layouts are refused) for a read soon.  A hint: it changes no
+    value, never faults, and an index outside the array costs nothing but the hint."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C"
+            and isinstance(index, types.Integer)):
         return None
 
     def codegen(context, builder, signature, args):

@@ -104,3 +104,16 @@ def test_prefetch_is_a_hint_that_changes_nothing_on_every_input_form():
         after = X if isinstance(X, tuple) else (X,)
         for x, y in zip(before, after, strict=True):
             np.testing.assert_array_equal(x, y)
+
+
+@njit
+def _prefetch_one(a):
+    prefetch(a, 1)
+
+
+@pytest.mark.parametrize("view", [lambda a: a[::2], lambda a: a[::-1], lambda a: a.reshape(2, 4)])
+def test_prefetch_refuses_arrays_whose_elements_it_cannot_address(view):
+    from numba.core.errors import TypingError
+
+    with pytest.raises(TypingError):
+        _prefetch_one(view(np.arange(8.0)))

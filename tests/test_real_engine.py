@@ -460,7 +460,20 @@ def test_a_run_lasts_until_its_workers_leave_not_until_the_monitor_looks(monkeyp
     assert s["updates"] == 2000 and s["stop_reason"] == "updates"
     last_apply = float(np.max(rec.updates["t_apply"]))
     assert last_apply <= s["seconds"] < 1.0  # (the old end: the monitor's wake-up, >= 2 s)
-    assert rec.evals["t"][-1] >= s["seconds"]  # the last evaluation comes after the run
+    # the evaluation after the workers left saw the θ of the run's end: it is dated then
+    assert rec.evals["t"][-1] == s["seconds"] and rec.evals["k"][-1] == 2000
+
+
+def test_a_target_seen_after_the_workers_left_is_reached_within_the_run():
+    """The monitor may see the target only once the workers have left (their last update
+    reached it): the time to target is then the run's end, not the monitor's clock."""
+    first = run_real(make_spec("seq", 1, updates=2000, quiet=True), progress=False)
+    target = float(first.evals["loss"][-1])  # θ after the 2000 updates (seq: the same again)
+    rec = run_real(make_spec("seq", 1, updates=2000, quiet=True, target_loss=target),
+                   progress=False)
+    s = rec.summary
+    assert s["updates_to_target"] == 2000
+    assert float(np.max(rec.updates["t_apply"])) <= s["time_to_target"] <= s["seconds"]
 
 
 def test_target_loss_stops_the_run_and_is_recorded():
