@@ -145,6 +145,15 @@ def _row_entry_impl(X, r, p):
     return lambda X, r, p: (p, X[r, p])
 
 
+@njit(nogil=True, inline="always")
+def _prefetch_lines(arr, start, stop, step):
+    """Prefetch the lines of ``arr[start:stop]`` (``step`` elements a line; its last too)."""
+    if stop > start:
+        for p in range(start, stop, step):
+            prefetch(arr, p)
+        prefetch(arr, stop - 1)
+
+
 def prefetch_rows(X, rows):  # pragma: no cover - replaced by the overload in jitted code
     """Start loading the stored entries of the examples ``rows`` of ``X`` (a hint)."""
 
@@ -161,21 +170,13 @@ def _prefetch_rows_impl(X, rows):
     val_step = max(LINE_BYTES * 8 // X[2].dtype.bitwidth, 1)
 
     def csr(X, rows):
-        indptr, indices, values = X[0], X[1], X[2]
-        last = indptr.shape[0] - 1
+        n = n_rows(X)
         for i in range(rows.shape[0]):
             r = rows[i]
-            if r < 0 or r >= last:
-                continue
-            start, stop = indptr[r], indptr[r + 1]
-            if stop <= start:
-                continue
-            for p in range(start, stop, col_step):
-                prefetch(indices, p)
-            prefetch(indices, stop - 1)
-            for p in range(start, stop, val_step):
-                prefetch(values, p)
-            prefetch(values, stop - 1)
+            if 0 <= r < n:
+                start, stop = row_span(X, r)
+                _prefetch_lines(X[1], start, stop, col_step)
+                _prefetch_lines(X[2], start, stop, val_step)
     return csr
 
 
