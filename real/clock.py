@@ -23,8 +23,9 @@ _CLOCK_MONOTONIC = 1
 
 
 def new_timespec() -> np.ndarray:
-    """Scratch space for :func:`monotonic_now`; one per thread, on a cache line of its own
-    (written twice an update: :mod:`stalesgd.memory`)."""
+    """A thread's timespec scratch, for :func:`monotonic_now` and the naps of
+    :func:`sleep_nap`; one per thread, on a cache line of its own (written twice an update:
+    :mod:`stalesgd.memory`)."""
     return line_zeros(2, np.int64)
 
 

@@ -60,11 +60,13 @@ def ring_rows(ring: np.ndarray) -> int:
 
 
 @njit(nogil=True)
-def _wait_for_room(ring: np.ndarray, ctrl: np.ndarray, drained: int, index: int) -> bool:
-    """Sleep until the monitor has drained row ``index − rows``; False if it stopped
-    draining (the run failed) and the row cannot be kept."""
+def _wait_for_room(ring: np.ndarray, ctrl: np.ndarray, drained: int, index: int,
+                   nap: np.ndarray) -> bool:
+    """Sleep until the monitor has drained row ``index − rows`` (``nap``: this thread's
+    timespec scratch); False if it stopped draining (the run failed) and the row cannot be
+    kept."""
     atomic_add(ctrl, C_RECORD_WAITS, 1)
-    nap = np.zeros(2, dtype=np.int64)
+    nap[0] = 0
     nap[1] = WAIT_NANOS
     while index - atomic_load(ctrl, drained) >= ring.shape[0] // ROW_WIDTH:
         if atomic_load(ctrl, C_RECORD_CLOSED) != 0:
@@ -76,13 +78,14 @@ def _wait_for_room(ring: np.ndarray, ctrl: np.ndarray, drained: int, index: int)
 
 
 @njit(nogil=True, inline="always")
-def write_row(ring, ctrl, drained, index, worker, t_read, t_apply, tau, eta, attempts):
+def write_row(ring, ctrl, drained, index, worker, t_read, t_apply, tau, eta, attempts, nap):
     """Write the row of update (or drop) ``index`` once there is room, stamp last
     (release), so that the monitor sees either all of it or none.  ``drained`` is the
-    control slot counting the rows the monitor has taken from this ring."""
+    control slot counting the rows the monitor has taken from this ring; ``nap`` the
+    thread's timespec scratch, for waiting."""
     rows = ring.shape[0] // ROW_WIDTH
     if index - atomic_load(ctrl, drained) >= rows:
-        if not _wait_for_room(ring, ctrl, drained, index):
+        if not _wait_for_room(ring, ctrl, drained, index, nap):
             return
     at = (index & (rows - 1)) * ROW_WIDTH
     ring[at + F_WORKER] = worker

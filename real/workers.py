@@ -121,7 +121,7 @@ START_NANOS_PER_WAITER = 50_000
 
 @njit(nogil=True)
 def park_while_inactive(ctrl: np.ndarray, worker: int, nap: np.ndarray) -> int:
-    """Sleep in naps (``nap``: a timespec scratch) while this worker is parked
+    """Sleep in naps (``nap``: this thread's timespec scratch) while this worker is parked
     (``worker >= ctrl[C_ACTIVE]``) and the run goes on; returns the naps taken."""
     naps = 0
     nap[0] = 0
@@ -135,14 +135,14 @@ def park_while_inactive(ctrl: np.ndarray, worker: int, nap: np.ndarray) -> int:
 
 
 @njit(nogil=True)
-def wait_for_start(ctrl: np.ndarray) -> tuple[float, float]:
+def wait_for_start(ctrl: np.ndarray, nap: np.ndarray) -> tuple[float, float]:
     """Wait at the start line (sleeping, in naps that double from :data:`START_NANOS` to
     :data:`START_MAX_NANOS`; spinning once the monitor raises ``C_SPIN_START``) until the
     monitor releases every worker at once; return the
     run's time origin (seconds on the monotonic clock) and its deadline (seconds after the
-    origin)."""
+    origin).  ``nap``: this thread's timespec scratch."""
     atomic_add(ctrl, C_READY, 1)
-    nap = np.zeros(2, dtype=np.int64)
+    nap[0] = 0
     nap[1] = START_NANOS
     spinning = False
     while atomic_load(ctrl, C_START) == 0:
@@ -248,18 +248,17 @@ def lock_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, samp
     n_rows = n_examples(X)
     rows = batch_rows(sampler)
     first_epoch(sampler, rows, n_rows)  # (before the clock starts)
-    t_origin, deadline = wait_for_start(ctrl)
+    t_origin, deadline = wait_for_start(ctrl, timespec)
     theta = pool[0]
     n_params = theta.shape[0]
     grad = grads[worker, :n_params]
     owned = grad.shape[0] == 0
-    nap = np.zeros(2, dtype=np.int64)
     turn = False
     while atomic_load(ctrl, C_STOP) == 0:
         if worker >= atomic_load(ctrl, C_ACTIVE):
             if owned and grad.shape[0] > 0:  # (reassigned only here: no reference counting
                 local, grad = _free_buffers(ctrl, local, grad, True)  # per update)
-            park_while_inactive(ctrl, worker, nap)
+            park_while_inactive(ctrl, worker, timespec)
             continue
         if owned and grad.shape[0] == 0:
             local, grad = _allocate_buffers(ctrl, local, grad, n_params, True)
@@ -297,7 +296,7 @@ def lock_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, samp
         atomic_store(ctrl, C_VERSION, k + 1)
         t_apply = monotonic_now(timespec) - t_origin
         spin_lock_release(ctrl, C_LOCK)
-        write_row(ring, ctrl, C_DRAINED, k, worker, t_read, t_apply, tau, eta, 1)
+        write_row(ring, ctrl, C_DRAINED, k, worker, t_read, t_apply, tau, eta, 1, timespec)
         if time_is_up(ctrl, t_apply, deadline):
             break
     end_turn(script, ctrl, turn)
@@ -315,18 +314,17 @@ def hogwild_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, s
     n_rows = n_examples(X)
     rows = batch_rows(sampler)
     first_epoch(sampler, rows, n_rows)  # (before the clock starts)
-    t_origin, deadline = wait_for_start(ctrl)
+    t_origin, deadline = wait_for_start(ctrl, timespec)
     theta = pool[0]
     n_params = theta.shape[0]
     grad = grads[worker, :n_params]
     owned = grad.shape[0] == 0
-    nap = np.zeros(2, dtype=np.int64)
     turn = False
     while atomic_load(ctrl, C_STOP) == 0:
         if worker >= atomic_load(ctrl, C_ACTIVE):
             if owned and grad.shape[0] > 0:  # (reassigned only here: no reference counting
                 local, grad = _free_buffers(ctrl, local, grad, False)  # per update)
-            park_while_inactive(ctrl, worker, nap)
+            park_while_inactive(ctrl, worker, timespec)
             continue
         if owned and grad.shape[0] == 0:
             local, grad = _allocate_buffers(ctrl, local, grad, n_params, False)
@@ -352,7 +350,7 @@ def hogwild_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, s
         for j in range(n_params):
             theta[j] -= eta * grad[j]
         t_apply = monotonic_now(timespec) - t_origin
-        write_row(ring, ctrl, C_DRAINED, k, worker, t_read, t_apply, tau, eta, 1)
+        write_row(ring, ctrl, C_DRAINED, k, worker, t_read, t_apply, tau, eta, 1, timespec)
         if time_is_up(ctrl, t_apply, deadline):
             break
     end_turn(script, ctrl, turn)
@@ -386,7 +384,7 @@ def sync_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, samp
     n_rows = n_examples(X)
     rows = batch_rows(sampler)
     first_epoch(sampler, rows, n_rows)  # (before the clock starts)
-    t_origin, deadline = wait_for_start(ctrl)
+    t_origin, deadline = wait_for_start(ctrl, timespec)
     n_workers = grads.shape[0]
     theta = pool[0]
     n_params = theta.shape[0]
@@ -419,7 +417,7 @@ def sync_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, samp
                 atomic_store(ctrl, C_VERSION, k + 1)
                 spin_lock_release(ctrl, C_LOCK)
                 t_apply = monotonic_now(timespec) - t_origin
-                write_row(ring, ctrl, C_DRAINED, k, 0, t_read, t_apply, 0, eta, 1)
+                write_row(ring, ctrl, C_DRAINED, k, 0, t_read, t_apply, 0, eta, 1, timespec)
                 time_is_up(ctrl, t_apply, deadline)  # the next round ends the run
         barrier(ctrl, n_workers)
         if atomic_load(ctrl, C_SYNC_DONE) != 0:
@@ -440,19 +438,18 @@ def leashed_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, s
     n_rows = n_examples(X)
     rows = batch_rows(sampler)
     first_epoch(sampler, rows, n_rows)  # (before the clock starts)
-    t_origin, deadline = wait_for_start(ctrl)
+    t_origin, deadline = wait_for_start(ctrl, timespec)
     size = pool.shape[0]
     n_params = pool.shape[1]
     grad = grads[worker, :n_params]
     owned = grad.shape[0] == 0
-    nap = np.zeros(2, dtype=np.int64)
     turn = False
     done = False
     while not done and atomic_load(ctrl, C_STOP) == 0:
         if worker >= atomic_load(ctrl, C_ACTIVE):  # parked workers hold no pool vector
             if owned and grad.shape[0] > 0:  # (reassigned only here: no reference counting
                 local, grad = _free_buffers(ctrl, local, grad, False)  # per update)
-            park_while_inactive(ctrl, worker, nap)
+            park_while_inactive(ctrl, worker, timespec)
             continue
         if owned and grad.shape[0] == 0:
             local, grad = _allocate_buffers(ctrl, local, grad, n_params, False)
@@ -504,7 +501,7 @@ def leashed_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, s
                 t_apply = monotonic_now(timespec) - t_origin
                 atomic_add(ctrl, C_SUCCESS_TRIES, attempts)
                 write_row(ring, ctrl, C_DRAINED, t1, worker, t_read, t_apply, tau, eta,
-                          attempts)
+                          attempts, timespec)
                 done = time_is_up(ctrl, t_apply, deadline)
                 break
             atomic_add(ctrl, C_FAILED, 1)
@@ -513,7 +510,7 @@ def leashed_worker(kernel, worker, seed, slow, pool, refs, local, grads, X, y, s
                 d = atomic_add(ctrl, C_DROPPED, 1)
                 t_drop = monotonic_now(timespec) - t_origin
                 write_row(drops, ctrl, C_DROPS_DRAINED, d, worker, t_read, t_drop, tau, 0.0,
-                          attempts)
+                          attempts, timespec)
                 done = time_is_up(ctrl, t_drop, deadline)
                 break
     end_turn(script, ctrl, turn)

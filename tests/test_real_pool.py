@@ -130,7 +130,7 @@ def test_pool_accounting_is_exact_under_contention():
 
 @njit(nogil=True)
 def _write(ring, ctrl, index):
-    write_row(ring, ctrl, C_DRAINED, index, 3, 0.5, 0.75, 2, 0.01, 1)
+    write_row(ring, ctrl, C_DRAINED, index, 3, 0.5, 0.75, 2, 0.01, 1, np.zeros(2, np.int64))
     return 0
 
 
