@@ -94,7 +94,8 @@ SPARSE_WORKER_ARGS = ("kernel", "support_copy", "worker", "seed", "slow", "pool"
 #: (every buffer comes from the engine; naps use the thread's ``timespec``), and with it
 #: every update raised and dropped the counts of the arrays its helpers view (the sampler's
 #: rows, the inputs, the clock's scratch) with atomic operations: one Hogwild! worker on the
-#: set of ``bench/sparse_hogwild.py`` made 2.2 M updates/s with them, 3.2 M without.
+#: set of ``bench/sparse_hogwild.py`` made 2.1–2.2 M updates/s with them (its kernel already
+#: without), 2.8–3.0 M without.
 WORKER_JIT = {"nogil": True, "_nrt": False}
 #: slots of a worker's ``stats`` row (a row is one cache line: workers never share one)
 S_NNZ, S_WRITTEN, S_COLLIDED = 0, 1, 2
