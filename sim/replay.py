@@ -42,7 +42,9 @@ compiled loop records into the same :class:`OpBuffer` itself (:meth:`NumericRepl
 With ``threads`` > 1 the recorded sequence runs on several cores
 (:class:`~stalesgd.sim.pipeline.ReplayPipeline`: the gradients of the reads in flight in
 parallel, each on a copy of the θ its read saw, the applies in order), with the same results
-bit for bit; :func:`~stalesgd.sim.pipeline.replay_threads` chooses the count.
+bit for bit; :func:`~stalesgd.sim.pipeline.replay_threads` chooses the count.  On a sparse
+problem the gradients are the model's sparse ones, applied where they write
+(:mod:`~stalesgd.sim.updates`), on one core.
 
 Bit-for-bit agreement with the real engine: minibatches come from one legacy
 Mersenne-Twister stream per worker (``np.random.RandomState(seed_w)``) with the
@@ -83,7 +85,13 @@ from .pipeline import (
 )
 from .simulation import ReplayHook
 from .stepsizes import StepSizes
-from .updates import apply_mean_step, apply_step
+from .updates import (
+    apply_gradient,
+    apply_mean_gradient,
+    compute_gradient,
+    sparse_store,
+    store_workers,
+)
 
 if TYPE_CHECKING:
     from .simulation import Simulation
@@ -95,35 +103,34 @@ FLUSH_OPS = 4096
 
 
 @njit(nogil=True)
-def _replay_ops(kernel, theta, X, y, dims, ws, grads, ops, etas, idx,  # noqa: ANN001
+def _replay_ops(kernel, theta, X, y, dims, ws, store, ops, etas, idx,  # noqa: ANN001
                 mt_key, mt_pos, n_rows, mask, scratch):
     """Run a recorded sequence of reads and applies in one compiled loop.
 
     ``ops[i] = 2·worker + is_apply``; a read computes the worker's gradient at the current
-    θ on its next minibatch, an apply does θ ← θ − η g with η = ``etas[i]``
-    (:func:`~stalesgd.sim.updates.apply_step`); ``2·workers + 1`` applies the mean of every
-    worker's gradient (:func:`~stalesgd.sim.updates.apply_mean_step`).  Minibatches
-    are drawn here from the workers' Mersenne Twister states ``mt_key``/``mt_pos`` when
-    ``mask > 0`` (into ``scratch``), else taken from the rows of ``idx`` in read order.
-    Returns the index of the first read with a non-finite loss (the ops after it are not
-    run), or −1.
+    θ on its next minibatch into ``store`` (dense rows or a sparse store:
+    :mod:`~stalesgd.sim.updates`), an apply does θ ← θ − η g with η = ``etas[i]``; ``2·workers
+    + 1`` applies the mean of every worker's gradient.  Minibatches are drawn here from the
+    workers' Mersenne Twister states ``mt_key``/``mt_pos`` when ``mask > 0`` (into
+    ``scratch``), else taken from the rows of ``idx`` in read order.  Returns the index of
+    the first read with a non-finite loss (the ops after it are not run), or −1.
     """
     r = 0
-    m = grads.shape[0]
+    m = store_workers(store)
     for i in range(ops.shape[0]):
         op = ops[i]
         w = op >> 1
         if op & 1:
             if w == m:
-                apply_mean_step(theta, grads, etas[i])
+                apply_mean_gradient(theta, store, etas[i])
             else:
-                apply_step(theta, grads[w], etas[i])
+                apply_gradient(theta, store, w, etas[i])
         else:
             if mask > 0:
                 mt_draw(mt_key, mt_pos, w, n_rows, mask, scratch)
-                loss = kernel(theta, X, y, scratch, grads[w], ws, dims)
+                loss = compute_gradient(kernel, theta, X, y, scratch, store, w, ws, dims)
             else:
-                loss = kernel(theta, X, y, idx[r], grads[w], ws, dims)
+                loss = compute_gradient(kernel, theta, X, y, idx[r], store, w, ws, dims)
             r += 1
             if not np.isfinite(loss):
                 return i
@@ -197,8 +204,9 @@ class NumericReplay(ReplayHook):
     :func:`~stalesgd.sim.pipeline.replay_threads`, which the ``STALESGD_REPLAY_THREADS``
     environment variable overrides; when the choice is automatic, each batch then runs on
     the faster of the pipeline and one core, :class:`~stalesgd.sim.pipeline.LoopChoice`);
-    results are the same bits for any count.  ``sampling``: how the workers draw their
-    minibatches (:mod:`stalesgd.real.sampling`), as the real engine's workers.  After the
+    results are the same bits for any count (a sparse problem always replays on one core).
+    ``sampling``: how the workers draw their minibatches (:mod:`stalesgd.real.sampling`), as
+    the real engine's workers.  After the
     simulation call :meth:`finish`; :attr:`stop_reason` is ``"target"``,
     ``"diverged"`` or ``""``.
     """
@@ -233,7 +241,9 @@ class NumericReplay(ReplayHook):
         self.m = int(workers)
         self.step = step
         model, data = problem.model, problem.dataset
-        self.kernel = model.grad_kernel
+        #: sparse gradients (only the coordinates an update touches) for sparse problems
+        self.sparse = problem.sparse
+        self.kernel = model.sparse_grad_kernel if self.sparse else model.grad_kernel
         self.X, self.y, self.dims = data.inputs("train"), data.y_train, model.dims
         self.n_train = int(data.n_train)
         self.seeds = worker_seeds(seed, self.m)
@@ -245,7 +255,9 @@ class NumericReplay(ReplayHook):
             raise ValueError(f"theta0 must be a ({model.n_params},) {model.dtype} array; "
                              f"got {theta.shape} {theta.dtype}")
         self._theta = theta
-        self.grads = np.zeros((self.m, model.n_params), dtype=model.dtype)
+        #: the workers' gradients in flight (:mod:`~stalesgd.sim.updates`)
+        self.store = (sparse_store(self.m, model.sparse_capacity(batch), model.dtype)
+                      if self.sparse else np.zeros((self.m, model.n_params), dtype=model.dtype))
         self.ws = problem.workspace(batch)
         self.batch = int(batch)
         #: the reads and applies not yet run
@@ -268,7 +280,7 @@ class NumericReplay(ReplayHook):
         self.threads = self._threads(threads)
         self._pipeline = None if self.threads == 1 else ReplayPipeline(
             self.threads, self.kernel, self._theta, self.X, self.y, self.dims, self.ws,
-            self.grads, self.batch, self._mt_key, self._mt_pos, self.n_train, self._mask)
+            self.store, self.batch, self._mt_key, self._mt_pos, self.n_train, self._mask)
         #: with the automatic thread count, which loop runs each batch (the pipeline or the
         #: one-core loop, whichever is faster at the moment); None: always the one set
         automatic = threads is None and threads_from_env() is None
@@ -298,14 +310,16 @@ class NumericReplay(ReplayHook):
         return self._theta
 
     def _threads(self, threads: int | None) -> int:
-        """``threads`` checked, or the automatic choice (:func:`replay_threads`)."""
+        """``threads`` checked, or the automatic choice (:func:`replay_threads`).  A sparse
+        problem replays on one core whatever the count (the pipeline hands whole θ copies
+        between cores, far longer than a sparse update; the results are the same bits)."""
         if threads is None:
-            return replay_threads(self.m, self._gradient_seconds)
+            return 1 if self.sparse else replay_threads(self.m, self._gradient_seconds)
         if isinstance(threads, bool) or not isinstance(threads, int | np.integer) or \
                 not 1 <= threads <= max_replay_threads():
             raise ValueError(f"threads {threads!r} is not allowed; use {threads_allowed()} "
                              "or None (automatic)")
-        return int(threads)
+        return 1 if self.sparse else int(threads)
 
     def _gradient_seconds(self) -> float:
         """One gradient's time at θ0 (:func:`~stalesgd.sim.pipeline.gradient_seconds`),
@@ -332,7 +346,7 @@ class NumericReplay(ReplayHook):
         return bad
 
     def _one_core(self, ops: np.ndarray, etas: np.ndarray, idx: np.ndarray) -> int:
-        return self._replay_ops(self._theta, self.X, self.y, self.dims, self.ws, self.grads,
+        return self._replay_ops(self._theta, self.X, self.y, self.dims, self.ws, self.store,
                                 ops, etas, idx, self._mt_key, self._mt_pos, self.n_train,
                                 self._mask, self._scratch)
 

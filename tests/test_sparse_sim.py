@@ -1,4 +1,5 @@
-"""The simulator's numeric replay on a sparse problem (through the dense kernel contract)."""
+"""The simulator's numeric replay on a sparse problem: sparse gradients, applied where they
+write, the same θ as dense ones."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ import dataclasses
 
 import numpy as np
 import pytest
+from stalesgd.sim.replay import NumericReplay
+from stalesgd.sim.stepsizes import StepSizes
+from test_real_engine import _draws
+from test_real_sparse import _sync_reference
 from test_sim_replay import replay, sequential_sgd
 
 from stalesgd.experiment import expand, experiment_from_flags
 from stalesgd.problems.registry import make_problem
+from stalesgd.seeds import worker_seeds
 
 OPTIONS = {"n_train": 1000, "n_test": 200, "n_features": 3000, "nnz": 20}
 
@@ -28,6 +34,61 @@ def test_one_worker_sparse_replay_is_sequential_sgd_bit_for_bit():
     want_theta, want_losses = sequential_sgd(problem, 300, 1.0, 16, 3, spec.eval.every_updates)
     assert np.array_equal(theta, want_theta)
     assert np.array_equal(rec.evals["loss"], want_losses)
+
+
+@pytest.mark.parametrize("algorithm", ["lock", "hogwild"])
+def test_sparse_replay_applies_each_gradient_of_the_version_it_read(algorithm):
+    """θ_{k+1} = θ_k − η·g(θ_{k−τ}, the worker's next minibatch), written out with dense
+    gradients and every version kept, equals the sparse replay bit for bit."""
+    workers, n, seed = 4, 240, 7
+    spec = sparse_sim_spec(algorithm, workers, n, 1.0, seed)
+    rec, theta = replay(spec)
+    problem = make_problem("logreg-sparse", seed=0, **OPTIONS)
+    model, d = problem.model, problem.dataset
+    assert rec.summary["mean_tau"] > 0.5  # (stale reads: versions other than the latest)
+    draws = [np.random.RandomState(s) for s in worker_seeds(seed, workers)]
+    versions = [problem.init_params(seed)]
+    grad, ws = np.zeros_like(versions[0]), problem.workspace(spec.problem.batch)
+    order = np.argsort(rec.updates["k"])
+    for w, k, tau in zip(rec.updates["worker"][order], rec.updates["k"][order],
+                         rec.updates["tau"][order], strict=True):
+        idx = draws[w].randint(0, d.n_train, size=spec.problem.batch).astype(np.int64)
+        model.grad_kernel(versions[k - tau], d.inputs("train"), d.y_train, idx, grad, ws,
+                          model.dims)
+        nxt = versions[k].copy()
+        for j in range(nxt.shape[0]):
+            nxt[j] -= 1.0 * grad[j]
+        versions.append(nxt)
+    assert len(versions) == n + 1
+    assert np.array_equal(theta, versions[-1])
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_sparse_sync_replay_subtracts_each_workers_gradient_as_the_real_engine(workers):
+    """A sparse sync round subtracts η/m times each worker's gradient in worker order, as
+    the real engine's sparse sync does (its reference in test_real_sparse)."""
+    rounds, seed = 60, 5
+    spec = sparse_sim_spec("sync", workers, rounds, 1.0, seed)
+    _, theta = replay(spec)
+    problem = make_problem("logreg-sparse", seed=0, **OPTIONS)
+    d = problem.dataset
+    idx = np.stack([_draws(s, rounds, spec.problem.batch, d.n_train)
+                    for s in worker_seeds(seed, workers)])
+    want = problem.init_params(seed)
+    _sync_reference(problem.model.grad_kernel, want, d.inputs("train"), d.y_train, idx,
+                    np.zeros((workers, want.shape[0])), problem.workspace(spec.problem.batch),
+                    problem.model.dims, 1.0)
+    assert np.array_equal(theta, want)
+
+
+def test_sparse_replay_runs_on_one_core_whatever_the_threads():
+    spec = sparse_sim_spec("hogwild", 4, 50, 1.0, 0)
+    problem = make_problem("logreg-sparse", seed=0, **OPTIONS)
+    hook = NumericReplay(problem, 4, StepSizes.from_table([1.0], 1.0), batch=16, seed=0,
+                         threads=2)
+    assert hook.sparse and hook.threads == 1
+    rec, _ = replay(spec)
+    assert rec.summary["replay_threads"] == 1
 
 
 def test_hogwild_replay_on_many_workers_learns():
