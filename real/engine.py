@@ -86,7 +86,7 @@ from .record import DrainBuffer, close_record, new_ring, release_rows, ring_rows
 from .sampling import new_sampler
 from .schedule import script_error
 from .snapshot import snapshot_function
-from .sparse_workers import S_COLLIDED, S_WRITTEN, STATS_WIDTH
+from .sparse_workers import S_COLLIDED, S_WRITTEN, STATS_WIDTH, loop_for_kernels
 from .stream import RecordStream
 from .threads import compile_for
 
@@ -244,9 +244,11 @@ class RealRun:
         # loops take their two kernels as arguments); a dense problem's loop is bound to the
         # model's gradient kernel (cached on disk)
         self.sparse = self.problem.sparse
-        self.worker_function = (alg.implementation("real", sparse=True) if self.sparse else
-                                specialise(alg.implementation("real"),
-                                           self.problem.model.grad_kernel))
+        model = self.problem.model
+        self.worker_function = (
+            loop_for_kernels(alg.implementation("real", sparse=True),
+                             (model.sparse_grad_kernel, model.support_copy_kernel))
+            if self.sparse else specialise(alg.implementation("real"), model.grad_kernel))
         self.sparse_capacity = (self.problem.model.sparse_capacity(spec.problem.batch)
                                 if self.sparse else 0)
         self.m = spec.workers

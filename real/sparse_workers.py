@@ -43,6 +43,9 @@ enough that waiting for main memory for its row was a third of its time.
 
 from __future__ import annotations
 
+from functools import cache
+from typing import Any
+
 import numpy as np
 from numba import njit
 
@@ -83,7 +86,7 @@ from .workers import (
 
 __all__ = ["S_COLLIDED", "S_NNZ", "S_WRITTEN", "SPARSE_WORKER_ARGS", "STATS_WIDTH",
            "hogwild_sparse_worker", "leashed_sparse_worker", "lock_sparse_worker",
-           "sync_sparse_worker"]
+           "loop_for_kernels", "sync_sparse_worker"]
 
 #: the arguments every sparse worker function takes, in order
 SPARSE_WORKER_ARGS = ("kernel", "support_copy", "worker", "seed", "slow", "pool", "refs", "local",
@@ -95,7 +98,8 @@ SPARSE_WORKER_ARGS = ("kernel", "support_copy", "worker", "seed", "slow", "pool"
 #: every update raised and dropped the counts of the arrays its helpers view (the sampler's
 #: rows, the inputs, the clock's scratch) with atomic operations: one Hogwild! worker on the
 #: set of ``bench/sparse_hogwild.py`` made 2.1–2.2 M updates/s with them (its kernel already
-#: without), 2.8–3.0 M without.
+#: without), 2.8–3.0 M without.  A kernel called from such a loop is compiled the same way,
+#: so it may not allocate either: :func:`loop_for_kernels` picks the loop for a model.
 WORKER_JIT = {"nogil": True, "_nrt": False}
 #: slots of a worker's ``stats`` row (a row is one cache line: workers never share one)
 S_NNZ, S_WRITTEN, S_COLLIDED = 0, 1, 2
@@ -377,3 +381,20 @@ def leashed_sparse_worker(kernel, support_copy, worker, seed, slow, pool, refs, 
                 done = time_is_up(ctrl, t_drop, deadline)
                 break
     end_turn(script, ctrl, turn)
+
+
+@cache
+def _counting(loop: Any) -> Any:
+    """``loop`` compiled with reference counting (for kernels that allocate)."""
+    return njit(**{**WORKER_JIT, "_nrt": True})(loop.py_func)
+
+
+def loop_for_kernels(loop: Any, kernels: tuple[Any, ...]) -> Any:
+    """The sparse worker ``loop`` to run with the model's sparse ``kernels``: as compiled
+    (without reference counting) when every kernel is compiled without it too (``_nrt=False``:
+    the built-in linear models), else the same loop with reference counting, so that a
+    plug-in's kernels may allocate (Numba compiles a kernel with the options of the loop that
+    calls it, and allocating needs the counting)."""
+    if all(getattr(k, "targetoptions", {}).get("_nrt", True) is False for k in kernels):
+        return loop
+    return _counting(loop)

@@ -4,6 +4,8 @@ rate under forced interleavings."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import inspect
 
 import numpy as np
@@ -15,7 +17,9 @@ from stalesgd.real.sparse_workers import SPARSE_WORKER_ARGS
 from test_real_engine import TURNS, _draws, averaged_reference, make_spec
 
 from stalesgd.algorithms import ALGORITHMS
+from stalesgd.problems import make_problem
 from stalesgd.problems._kernels import n_rows
+from stalesgd.problems.linear import LinearClassifier, linear_sparse_grad_kernel
 from stalesgd.seeds import worker_seeds
 
 SMALL = {"n_train": 400, "n_test": 100, "n_features": 2000, "nnz": 15}
@@ -33,6 +37,34 @@ def test_every_sparse_worker_takes_the_one_argument_list():
         assert tuple(inspect.signature(fn.py_func).parameters) == SPARSE_WORKER_ARGS, alg.name
     with pytest.raises(LookupError, match="no sparse implementation in engine 'sim'"):
         ALGORITHMS["lock"].implementation("sim", sparse=True)
+
+
+@njit(nogil=True)
+def _allocating_sparse_kernel(theta, X, y, idx, gidx, gval, ws, dims):
+    """The linear model's sparse kernel on a fresh copy of θ: it allocates, as a plug-in's
+    kernel may."""
+    return linear_sparse_grad_kernel(theta.copy(), X, y, idx, gidx, gval, ws, dims)
+
+
+class _AllocatingLinear(LinearClassifier):
+    @property
+    def sparse_grad_kernel(self):
+        return _allocating_sparse_kernel
+
+
+@pytest.mark.parametrize("algorithm", ["hogwild", "lock"])
+def test_a_sparse_kernel_that_allocates_runs_in_loops_with_reference_counting(algorithm):
+    spec = sparse_spec(algorithm, 1, updates=200, seed=2, quiet=True)
+    builtin = RealRun(spec, progress=False)
+    assert builtin.worker_function is ALGORITHMS[algorithm].implementation("real", sparse=True)
+    builtin.run()
+    problem = make_problem(spec.problem.name, **spec.problem.options)
+    model = copy.copy(problem.model)
+    model.__class__ = _AllocatingLinear
+    run = RealRun(spec, progress=False, problem=dataclasses.replace(problem, model=model))
+    assert run.worker_function.targetoptions["_nrt"] is True
+    run.run()
+    assert np.array_equal(final_params(run), final_params(builtin))
 
 
 @pytest.mark.parametrize(("algorithm", "workers", "problem"), [
