@@ -44,7 +44,8 @@ With ``threads`` > 1 the recorded sequence runs on several cores
 parallel, each on a copy of the θ its read saw, the applies in order), with the same results
 bit for bit; :func:`~stalesgd.sim.pipeline.replay_threads` chooses the count.  On a sparse
 problem the gradients are the model's sparse ones, applied where they write
-(:mod:`~stalesgd.sim.updates`), on one core.
+(:mod:`~stalesgd.sim.updates`), on one core, while their buffers (memory m·capacity) are
+smaller than dense ones (m·d).
 
 Bit-for-bit agreement with the real engine: minibatches come from one legacy
 Mersenne-Twister stream per worker (``np.random.RandomState(seed_w)``) with the
@@ -241,8 +242,11 @@ class NumericReplay(ReplayHook):
         self.m = int(workers)
         self.step = step
         model, data = problem.model, problem.dataset
-        #: sparse gradients (only the coordinates an update touches) for sparse problems
-        self.sparse = problem.sparse
+        #: sparse gradients (only the coordinates an update touches) for sparse problems,
+        #: unless a worker's sparse gradient buffers (indices and values for every stored
+        #: entry of a minibatch) would outgrow a dense gradient: large batches keep dense ones
+        self.sparse = problem.sparse and model.sparse_capacity(batch) * (
+            8 + np.dtype(model.dtype).itemsize) <= model.n_params * np.dtype(model.dtype).itemsize
         self.kernel = model.sparse_grad_kernel if self.sparse else model.grad_kernel
         self.X, self.y, self.dims = data.inputs("train"), data.y_train, model.dims
         self.n_train = int(data.n_train)

@@ -87,6 +87,10 @@ def test_sparse_replay_runs_on_one_core_whatever_the_threads():
     hook = NumericReplay(problem, 4, StepSizes.from_table([1.0], 1.0), batch=16, seed=0,
                          threads=2)
     assert hook.sparse and hook.threads == 1
+    # a batch whose sparse buffers (batch × (20 + 1) coordinates, 16 bytes each) outgrow a
+    # dense gradient (3001 × 8 bytes) keeps dense gradients
+    big = NumericReplay(problem, 4, StepSizes.from_table([1.0], 1.0), batch=160, seed=0)
+    assert not big.sparse and big.store.shape == (4, problem.model.n_params)
     rec, _ = replay(spec)
     assert rec.summary["replay_threads"] == 1
 
