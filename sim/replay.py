@@ -245,8 +245,9 @@ class NumericReplay(ReplayHook):
         #: sparse gradients (only the coordinates an update touches) for sparse problems,
         #: unless a worker's sparse gradient buffers (indices and values for every stored
         #: entry of a minibatch) would outgrow a dense gradient: large batches keep dense ones
-        self.sparse = problem.sparse and model.sparse_capacity(batch) * (
-            8 + np.dtype(model.dtype).itemsize) <= model.n_params * np.dtype(model.dtype).itemsize
+        itemsize = np.dtype(model.dtype).itemsize
+        capacity = model.sparse_capacity(batch) if problem.sparse else 0
+        self.sparse = problem.sparse and capacity * (8 + itemsize) <= model.n_params * itemsize
         self.kernel = model.sparse_grad_kernel if self.sparse else model.grad_kernel
         self.X, self.y, self.dims = data.inputs("train"), data.y_train, model.dims
         self.n_train = int(data.n_train)
@@ -260,8 +261,8 @@ class NumericReplay(ReplayHook):
                              f"got {theta.shape} {theta.dtype}")
         self._theta = theta
         #: the workers' gradients in flight (:mod:`~stalesgd.sim.updates`)
-        self.store = (sparse_store(self.m, model.sparse_capacity(batch), model.dtype)
-                      if self.sparse else np.zeros((self.m, model.n_params), dtype=model.dtype))
+        self.store = (sparse_store(self.m, capacity, model.dtype) if self.sparse else
+                      np.zeros((self.m, model.n_params), dtype=model.dtype))
         self.ws = problem.workspace(batch)
         self.batch = int(batch)
         #: the reads and applies not yet run
