@@ -1,16 +1,25 @@
-"""The collision rate of a simulated run on a sparse problem, from its update rows.
+"""The collision rate of a simulated run on a sparse problem.
 
 The real engine counts, per coordinate an update writes, whether an update claimed or
 applied after this update's read wrote it first (:mod:`stalesgd.real.sparse_workers`):
 the *collision rate* is the share of written coordinates that collided.  The simulator
-knows the same facts from its update rows: worker ``w``'s ``i``-th row (applied or dropped)
-is its ``i``-th read, so its minibatch is the ``i``-th of the worker's stream — the one
-numeric replay computes on, from the per-worker seeds every engine derives from the run
-seed — and its read version is ``t0 = k − τ``.  The coordinates an update writes are those
-of the model's sparse gradient of that minibatch at the initial parameters (the minibatch's
-features and the bias for the linear models: what a sparse update touches, independent of
-θ but for gradient values that happen to be exactly 0).  So the rate is counted the same
-way in numeric replay and in timing-only runs, chunk by chunk as rows leave the simulation.
+counts the same way, from one of two sources:
+
+* **numeric replay** counts as it applies (:class:`ReplayCollisions`, the compiled
+  :func:`tally_read` / :func:`tally_apply`): an update writes the coordinates of the sparse
+  gradient it applies, computed at the version it read, exactly as in the real engine (a
+  coordinate whose gradient value is 0 is not written: for the hinge loss, every row beyond
+  the margin).
+* **timing-only** runs have no θ, so :class:`CollisionCounter` counts from the update rows:
+  worker ``w``'s ``i``-th row (applied or dropped) is its ``i``-th read, so its minibatch is
+  the ``i``-th of the worker's stream (from the per-worker seeds every engine derives from
+  the run seed) and its read version is ``t0 = k − τ``; the coordinates it writes are taken
+  as those of the model's sparse gradient of that minibatch at the initial parameters.  For
+  the logistic and softmax losses these are the minibatch's features and the bias at any θ
+  (barring a value that happens to be exactly 0), the same as in replay; for the hinge loss
+  it over-counts once rows pass the margin (replay then writes fewer coordinates).
+
+Both are counted in the order of the update index k, chunk by chunk as the run goes.
 """
 
 from __future__ import annotations
@@ -18,7 +27,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from stalesgd.jitcache import specialise
 from stalesgd.problems.registry import Problem
@@ -26,7 +36,73 @@ from stalesgd.seeds import worker_seeds
 
 from .batches import BatchStream
 
-__all__ = ["CollisionCounter"]
+__all__ = ["CollisionCounter", "ReplayCollisions", "tally_apply", "tally_read"]
+
+# the counts of a tally: updates applied so far (the next update's stamp − 1), coordinates
+# written, coordinates that collided
+T_APPLIED, T_WRITTEN, T_COLLIDED = range(3)
+
+
+class ReplayCollisions:
+    """Numeric replay's collision count: ``arrays`` = (writers, read versions, counts) for
+    :func:`tally_read` / :func:`tally_apply` (``writers[j]`` = 1 + the index of the last
+    update that wrote coordinate ``j``; ``read versions[w]`` = the version worker ``w`` last
+    read)."""
+
+    def __init__(self, n_params: int, workers: int) -> None:
+        self.arrays = (np.zeros(int(n_params), np.int64), np.zeros(int(workers), np.int64),
+                       np.zeros(3, np.int64))
+
+    @property
+    def rate(self) -> float:
+        """Collided / written coordinates (NaN before any update)."""
+        counts = self.arrays[2]
+        written = int(counts[T_WRITTEN])
+        return int(counts[T_COLLIDED]) / written if written else float("nan")
+
+
+def tally_read(tally, w):  # noqa: ANN001
+    """Worker ``w`` reads the current version (compiled code only; ``tally`` None: nothing
+    is counted)."""
+
+
+@overload(tally_read, inline="always")
+def _tally_read(tally, w):  # noqa: ANN001
+    if isinstance(tally, types.NoneType):
+        return lambda tally, w: None
+
+    def note(tally, w):  # noqa: ANN001
+        read_at, counts = tally[1], tally[2]  # (indexed, not unpacked: see sim.updates)
+        read_at[w] = counts[T_APPLIED]
+    return note
+
+
+def tally_apply(tally, store, w):  # noqa: ANN001
+    """Worker ``w``'s sparse gradient in ``store`` is applied as the next update: count its
+    coordinates and those another update wrote since ``w``'s read, and stamp them (compiled
+    code only; ``tally`` None: nothing is counted)."""
+
+
+@overload(tally_apply, inline="always")
+def _tally_apply(tally, store, w):  # noqa: ANN001
+    if isinstance(tally, types.NoneType):
+        return lambda tally, store, w: None
+
+    def count(tally, store, w):  # noqa: ANN001
+        writers, read_at, counts = tally[0], tally[1], tally[2]
+        gidx, nnz = store[0], store[2]
+        t0 = read_at[w]
+        stamp = counts[T_APPLIED] + 1
+        counts[T_APPLIED] = stamp
+        n = nnz[w]
+        collided = 0
+        for p in range(n):
+            j = gidx[w, p]
+            collided += writers[j] > t0
+            writers[j] = stamp
+        counts[T_WRITTEN] += n
+        counts[T_COLLIDED] += collided
+    return count
 
 
 @njit(nogil=True)
@@ -52,8 +128,8 @@ def count_collisions(kernel, theta0, X, y, batches, k, tau, dropped, writers,  #
 
 class CollisionCounter:
     """Counts the coordinates a sparse run's updates wrote and how many collided, from the
-    rows handed to :meth:`add` in the order the simulation logs them (see the module
-    docstring)."""
+    rows handed to :meth:`add` in the order the simulation logs them: a timing-only run's
+    count (see the module docstring)."""
 
     def __init__(self, problem: Problem, workers: int, batch: int, seed: int,
                  sampling: str = "replacement") -> None:

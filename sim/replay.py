@@ -75,6 +75,7 @@ from stalesgd.seeds import worker_seeds
 
 from .batches import BatchStream, mt_draw
 from .buffers import O_CODE, O_COUNT, O_ETA, O_READ_FED, O_READ_ROWS, O_READ_T
+from .collisions import ReplayCollisions, tally_apply, tally_read
 from .pipeline import (
     LoopChoice,
     ReplayPipeline,
@@ -105,7 +106,7 @@ FLUSH_OPS = 4096
 
 @njit(nogil=True)
 def _replay_ops(kernel, theta, X, y, dims, ws, store, ops, etas, idx,  # noqa: ANN001
-                mt_key, mt_pos, n_rows, mask, scratch):
+                mt_key, mt_pos, n_rows, mask, scratch, tally):
     """Run a recorded sequence of reads and applies in one compiled loop.
 
     ``ops[i] = 2·worker + is_apply``; a read computes the worker's gradient at the current
@@ -114,7 +115,9 @@ def _replay_ops(kernel, theta, X, y, dims, ws, store, ops, etas, idx,  # noqa: A
     + 1`` applies the mean of every worker's gradient.  Minibatches are drawn here from the
     workers' Mersenne Twister states ``mt_key``/``mt_pos`` when ``mask > 0`` (into
     ``scratch``), else taken from the rows of ``idx`` in read order.  Returns the index of
-    the first read with a non-finite loss (the ops after it are not run), or −1.
+    the first read with a non-finite loss (the ops after it are not run), or −1.  ``tally``:
+    the collision count of a sparse store (:class:`~stalesgd.sim.collisions.ReplayCollisions`'
+    arrays), or None.
     """
     r = 0
     m = store_workers(store)
@@ -126,7 +129,9 @@ def _replay_ops(kernel, theta, X, y, dims, ws, store, ops, etas, idx,  # noqa: A
                 apply_mean_gradient(theta, store, etas[i])
             else:
                 apply_gradient(theta, store, w, etas[i])
+                tally_apply(tally, store, w)
         else:
+            tally_read(tally, w)
             if mask > 0:
                 mt_draw(mt_key, mt_pos, w, n_rows, mask, scratch)
                 loss = compute_gradient(kernel, theta, X, y, scratch, store, w, ws, dims)
@@ -207,7 +212,9 @@ class NumericReplay(ReplayHook):
     the faster of the pipeline and one core, :class:`~stalesgd.sim.pipeline.LoopChoice`);
     results are the same bits for any count (a sparse problem always replays on one core).
     ``sampling``: how the workers draw their minibatches (:mod:`stalesgd.real.sampling`), as
-    the real engine's workers.  After the
+    the real engine's workers.  ``count_collisions``: count the collision rate of a sparse
+    problem's updates as they are applied (:attr:`collisions`; asynchronous algorithms only:
+    a ``sync`` round's mean is not counted).  After the
     simulation call :meth:`finish`; :attr:`stop_reason` is ``"target"``,
     ``"diverged"`` or ``""``.
     """
@@ -229,6 +236,7 @@ class NumericReplay(ReplayHook):
         at_target: bool = True,
         threads: int | None = None,
         sampling: str = "replacement",
+        count_collisions: bool = False,
     ) -> None:
         if every_updates is not None and every_seconds is not None:
             raise ValueError("give at most one of every_updates and every_seconds")
@@ -263,6 +271,11 @@ class NumericReplay(ReplayHook):
         #: the workers' gradients in flight (:mod:`~stalesgd.sim.updates`)
         self.store = (sparse_store(self.m, capacity, model.dtype) if self.sparse else
                       np.zeros((self.m, model.n_params), dtype=model.dtype))
+        #: the collision rate counted as the sparse gradients are applied (None: not counted,
+        #: or dense gradients: the simulation then counts from its rows)
+        self.collisions = (ReplayCollisions(model.n_params, self.m)
+                           if count_collisions and self.sparse else None)
+        self._tally = None if self.collisions is None else self.collisions.arrays
         self.ws = problem.workspace(batch)
         self.batch = int(batch)
         #: the reads and applies not yet run
@@ -353,7 +366,7 @@ class NumericReplay(ReplayHook):
     def _one_core(self, ops: np.ndarray, etas: np.ndarray, idx: np.ndarray) -> int:
         return self._replay_ops(self._theta, self.X, self.y, self.dims, self.ws, self.store,
                                 ops, etas, idx, self._mt_key, self._mt_pos, self.n_train,
-                                self._mask, self._scratch)
+                                self._mask, self._scratch, self._tally)
 
     def flush(self) -> None:
         """Run the buffered reads and applies (one compiled call).

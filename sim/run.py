@@ -43,7 +43,7 @@ from stalesgd.stepsize import default_tau_max, make_rule
 from stalesgd.units import adds_delay
 
 from .batches import BatchStream
-from .collisions import CollisionCounter
+from .collisions import CollisionCounter, ReplayCollisions
 from .engine import (
     READ_COST_PER_PARAM,
     UPDATE_COST_PER_PARAM,
@@ -288,11 +288,10 @@ class SimRun:
         # a sparse problem's updates copy and write only the coordinates they touch
         self.coords = (self.problem.coords_per_update(p.batch) if self.problem.sparse
                        else None)
-        # ... and their collision rate is counted from the rows (asynchronous algorithms;
-        # sync applies every update at τ = 0)
-        self.collisions = (CollisionCounter(self.problem, self.m, p.batch, spec.seed,
-                                            p.sampling)
-                           if self.problem.sparse and spec.algorithm.name != "sync" else None)
+        # ... and their collision rate is counted (asynchronous algorithms; sync applies
+        # every update at τ = 0): by numeric replay as it applies them, else from the rows
+        self.counts_collisions = self.problem.sparse and spec.algorithm.name != "sync"
+        self.collisions: CollisionCounter | ReplayCollisions | None = None
         self.tau_max = default_tau_max(self.m)
         self.step = StepSizes(self.rule, self.tau_max, float(spec.stepsize.lr))
         self.timing_only = bool(spec.sim.timing_only)
@@ -309,7 +308,8 @@ class SimRun:
             self.problem, self.m, self.step, batch=spec.problem.batch, seed=spec.seed,
             theta0=self.theta0, every_updates=ev.every_updates, every_seconds=ev.every_seconds,
             split=ev.split, max_rows=ev.max_rows, target_loss=stop.target_loss,
-            at_target=stop.at_target, sampling=spec.problem.sampling)
+            at_target=stop.at_target, sampling=spec.problem.sampling,
+            count_collisions=self.counts_collisions)
         # compile every kernel before the clock starts (as the real engine does)
         theta = hook.theta.copy()
         grad = np.zeros_like(theta)
@@ -322,6 +322,16 @@ class SimRun:
         if scratch is not None:
             scratch.update(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))
         return hook
+
+    def _collision_count(self) -> CollisionCounter | ReplayCollisions | None:
+        """Where the run's collision rate is counted: numeric replay's sparse gradients as
+        they are applied, or (timing-only, or replay with dense gradients) the rows."""
+        if not self.counts_collisions:
+            return None
+        if self.hook is not None and self.hook.collisions is not None:
+            return self.hook.collisions
+        p = self.spec.problem
+        return CollisionCounter(self.problem, self.m, p.batch, self.spec.seed, p.sampling)
 
     def _most_active(self) -> int:
         """The most workers active at once: all of them, or the highest level an elastic
@@ -337,6 +347,8 @@ class SimRun:
         spec = self.spec
         stop = spec.stop
         self.hook = None if self.timing_only else self._make_hook()
+        self.collisions = self._collision_count()
+        row_counter = self.collisions if isinstance(self.collisions, CollisionCounter) else None
         n_params = self.problem.model.n_params
         bar = RunProgress(self.progress, stop.updates, stop.seconds, unit="sim-s")
         kwargs = _timing_kwargs(spec, self.options, None, n_params, self.coords)
@@ -344,7 +356,7 @@ class SimRun:
             updates=stop.updates, seconds=stop.seconds, seed=spec.seed,
             persistence=spec.algorithm.persistence, n_params=n_params, hook=self.hook,
             monitor=_show(bar) if bar.enabled else None, monitor_every=MONITOR_EVERY,
-            rows=_Rows(self.log, self.step, self.timing_only, self.collisions), fast=self.fast)
+            rows=_Rows(self.log, self.step, self.timing_only, row_counter), fast=self.fast)
         if self.calibration is not None:
             self.calibrated = calibrated_timing(self.calibration, spec, self.options, n_params,
                                                 self.coords)

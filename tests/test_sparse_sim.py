@@ -184,6 +184,54 @@ def test_collisions_are_counted_from_each_workers_minibatches_and_read_versions(
     assert counter.rate == want
 
 
+@pytest.mark.parametrize("model", ["logreg", "svm"])
+def test_numeric_replay_counts_the_coordinates_each_applied_gradient_writes(model):
+    """Replay counts collisions with the gradient it applies (at the version read), as the
+    real engine does: a reference keeps every version and stamps the non-zero coordinates of
+    each update's gradient in the order of k.  With the hinge loss, rows beyond the margin
+    write nothing, so the timing-only count (gradients at θ0) is higher; with the logistic
+    loss every feature of the minibatch is written at any θ, and the two counts agree."""
+    from stalesgd.sim.run import run_sim
+
+    workers, n, seed = 4, 600, 5
+    name = f"{model}-sparse"
+    exp = experiment_from_flags("sim", problem=name, algorithm="hogwild", workers=workers,
+                                lr=0.5, updates=n, seed=seed, problem_options=dict(OPTIONS))
+    spec = expand(exp)[0]
+    rec, _ = replay(spec)
+    problem = make_problem(name, seed=0, **OPTIONS)
+    model_, d = problem.model, problem.dataset
+    draws = [np.random.RandomState(s) for s in worker_seeds(seed, workers)]
+    versions = [problem.init_params(seed)]
+    grad, ws = np.zeros_like(versions[0]), problem.workspace(spec.problem.batch)
+    writers = np.zeros(model_.n_params, np.int64)
+    written = collided = written_at_theta0 = 0
+    order = np.argsort(rec.updates["k"])
+    for w, k, tau, eta in zip(rec.updates["worker"][order], rec.updates["k"][order],
+                              rec.updates["tau"][order], rec.updates["eta"][order],
+                              strict=True):
+        idx = draws[w].randint(0, d.n_train, size=spec.problem.batch).astype(np.int64)
+        model_.grad_kernel(versions[k - tau], d.inputs("train"), d.y_train, idx, grad, ws,
+                           model_.dims)
+        coords = np.flatnonzero(grad)
+        collided += int(np.count_nonzero(writers[coords] > k - tau))
+        writers[coords] = k + 1
+        written += coords.size
+        versions.append(versions[k] - eta * grad)
+        g0 = np.zeros_like(grad)
+        model_.grad_kernel(versions[0], d.inputs("train"), d.y_train, idx, g0, ws, model_.dims)
+        written_at_theta0 += np.count_nonzero(g0)
+    assert rec.summary["collision_rate"] == collided / written
+    timing = dataclasses.replace(spec, sim=dataclasses.replace(spec.sim, timing_only=True))
+    at_theta0 = run_sim(timing, progress=False).summary["collision_rate"]
+    if model == "svm":
+        assert written < written_at_theta0
+        assert at_theta0 != rec.summary["collision_rate"]
+    else:
+        assert written == written_at_theta0
+        assert at_theta0 == rec.summary["collision_rate"]
+
+
 def test_sparse_sim_runs_record_a_collision_rate_that_grows_with_staleness():
     from stalesgd.sim.run import run_sim
 
@@ -197,7 +245,8 @@ def test_sparse_sim_runs_record_a_collision_rate_that_grows_with_staleness():
             "collision_rate", float("nan"))
     assert rates["hogwild", 1, True] == 0.0
     assert rates["hogwild", 16, True] > 0.05
-    # numeric replay simulates the same timing: the same rows, the same count
+    # numeric replay simulates the same timing (the same rows) and, for the logistic loss,
+    # writes the same coordinates as the gradients at θ0: the same count
     assert rates["hogwild", 16, False] == rates["hogwild", 16, True]
     assert np.isnan(rates["sync", 4, True])  # every sync update is applied at τ = 0
 
