@@ -15,6 +15,10 @@ engine (:func:`~stalesgd.seeds.worker_seeds`), the τ draws from a separate
 stream of the same seed, so with ``pdf = [1]`` (τ ≡ 0) the run is plain sequential
 SGD, bit for bit the same as ``seq`` in the simulator's numeric replay.
 
+The updates run in one compiled loop per stretch between evaluations (at most
+:data:`CHUNK` updates; η of a stretch is looked up before it, feeding an online rule in the
+same order as one update at a time would), so a cheap gradient is not dwarfed by Python.
+
 The record uses an *update clock*: time is the number of updates applied
 (``t_read = t0``, ``t_apply = k + 1``, evaluation at version k has ``t = k``), so
 ``seconds`` equals ``updates`` and ``updates_per_s`` is 1; ``wall_seconds`` is the
@@ -42,6 +46,7 @@ from stalesgd.experiment import (
     StepsizeSpec,
     StopSpec,
 )
+from stalesgd.jitcache import specialise
 from stalesgd.problems.registry import Problem
 from stalesgd.records import EvalLog, RunRecord, engine_summary, update_stats
 from stalesgd.seeds import worker_seeds
@@ -62,6 +67,28 @@ def _step_into(dst: np.ndarray, src: np.ndarray, grad: np.ndarray, eta: float) -
     """dst ← src − η g element by element (the same arithmetic as an in-place step)."""
     for j in range(dst.shape[0]):
         dst[j] = src[j] - eta * grad[j]
+
+
+@njit(nogil=True)
+def _iid_steps(kernel, ring, X, y, dims, ws, grad, batches, tau, etas, k0):  # noqa: ANN001
+    """Updates k0, k0 + 1, … (one per row of ``batches``): the gradient at θ_{k−τ_k} from
+    the ring of iterates, then θ_{k+1} = θ_k − η_k g.  Returns how many were applied (fewer
+    than asked when a minibatch loss is not finite: that update is not applied)."""
+    size = ring.shape[0]
+    for i in range(batches.shape[0]):
+        k = k0 + i
+        loss = kernel(ring[(k - tau[i]) % size], X, y, batches[i], grad, ws, dims)
+        if not np.isfinite(loss):
+            return i
+        if size == 1:
+            apply_step(ring[0], grad, etas[i])
+        else:
+            _step_into(ring[(k + 1) % size], ring[k % size], grad, etas[i])
+    return batches.shape[0]
+
+
+#: updates per compiled call at most (the minibatches of a call are drawn at once)
+CHUNK = 4096
 
 
 def _check_pdf(pdf: np.ndarray | Sequence[float]) -> np.ndarray:
@@ -174,23 +201,26 @@ def run_iid_staleness(
         evals.add(float(k), k, loss, acc, 1)
         return blew_up(loss, first)
 
+    steps = specialise(_iid_steps, kernel)
+    no_worker = np.zeros(min(n, CHUNK), np.int64)
     diverged = evaluate(0)
     done = 0
     t_wall = time.perf_counter()
     while done < n and not diverged:
-        k = done
-        t = int(tau[k])
-        loss = kernel(ring[(k - t) % ring_size], X, y, stream.next(), grad, ws, dims)
-        if not math.isfinite(loss):
+        # up to the next evaluation, in chunks: η of the chunk in order (an online rule
+        # fed as it goes), then its updates in one compiled call
+        stop = min(n, (done // eval_every + 1) * eval_every, done + CHUNK)
+        fed = step.fed
+        eta[done:stop] = step.etas(tau[done:stop], no_worker[: stop - done])
+        applied = steps(ring, X, y, dims, ws, grad, stream.take(stop - done), tau[done:stop],
+                        eta[done:stop], done)
+        if done + applied < stop:  # a non-finite minibatch loss: the rule saw only up to it
+            step.cut(min(step.fed, fed + applied))
+            eta[done + applied:stop] = math.nan
+            done += applied
             diverged = True
             break
-        e = step.eta(t, 0)
-        eta[k] = e
-        if ring_size == 1:
-            apply_step(ring[0], grad, e)
-        else:
-            _step_into(ring[(k + 1) % ring_size], ring[k % ring_size], grad, e)
-        done = k + 1
+        done = stop
         if done % eval_every == 0 and evaluate(done):
             diverged = True
     wall = time.perf_counter() - t_wall

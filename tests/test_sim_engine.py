@@ -153,6 +153,67 @@ def test_the_iid_mode_writes_declared_columns_only():
     assert table.num_rows == 1 and "pdf" in table.column_names
 
 
+def _iid_by_hand(problem, pdf, updates, lr, rule, options, seed, eval_every):
+    """The i.i.d.-staleness loop written out update by update in Python (the module
+    docstring's recursion): final θ, η of each applied update, tables, evaluated losses."""
+    from stalesgd.sim.batches import BatchStream
+    from stalesgd.sim.iid import TAU_STREAM_KEY
+    from stalesgd.sim.stepsizes import StepSizes
+
+    from stalesgd.seeds import worker_seeds
+    from stalesgd.stepsize import make_rule
+
+    p = np.asarray(pdf, float)
+    tau_max = p.size - 1
+    step = StepSizes(make_rule(rule, workers=1, lr=lr, **options), tau_max, lr)
+    stream = BatchStream(worker_seeds(seed, 1)[0], problem.dataset.n_train, 16)
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
+        seed, spawn_key=(TAU_STREAM_KEY,))))
+    tau = np.minimum(rng.choice(p.size, size=updates, p=p), np.arange(updates))
+    iterates = [problem.init_params(seed)]
+    grad, ws = np.zeros_like(iterates[0]), problem.workspace(16)
+    model, d = problem.model, problem.dataset
+    etas, losses = [], [problem.evaluate(iterates[0])[0]]
+    for k in range(updates):
+        loss = model.grad_kernel(iterates[k - tau[k]], d.inputs("train"), d.y_train,
+                                 stream.next(), grad, ws, model.dims)
+        if not np.isfinite(loss):
+            break
+        etas.append(step.eta(int(tau[k]), 0))
+        nxt = iterates[k].copy()
+        for j in range(nxt.shape[0]):
+            nxt[j] = iterates[k][j] - etas[-1] * grad[j]
+        iterates.append(nxt)
+        if (k + 1) % eval_every == 0:
+            losses.append(problem.evaluate(nxt)[0])
+    return iterates[-1], np.array(etas), step.n_tables, losses
+
+
+@pytest.mark.parametrize("lr,updates", [(0.02, 5000), (1e4, 5000)])
+def test_the_iid_mode_equals_its_recursion_written_out_by_hand(lr, updates):
+    """The compiled loop (chunks of updates, η of a chunk computed before it) gives the same
+    bits as the loop written out per update, also when a minibatch loss overflows part-way
+    through a chunk while an online rule refreshes its table (only tables from the samples
+    fed before that update count)."""
+    problem = make_problem("linreg-synthetic")
+    pdf, options, eval_every = [0.2] * 5, {"refresh_every": 7}, 1000
+    out = np.zeros(problem.model.n_params, problem.model.dtype)
+    with np.errstate(all="ignore"):
+        rec = run_iid_staleness(problem, pdf, updates=updates, lr=lr, stepsize="tail",
+                                stepsize_options=options, seed=3, eval_every=eval_every,
+                                final_params=out)
+        theta, etas, tables, losses = _iid_by_hand(problem, pdf, updates, lr, "tail", options,
+                                                   3, eval_every)
+    assert np.array_equal(out, theta)
+    assert np.array_equal(rec.updates["eta"], etas)
+    assert rec.summary["stepsize_tables"] == tables
+    assert np.array_equal(rec.evals["loss"][:len(losses)], losses)
+    if lr > 1:  # (diverged mid-chunk, long before the first evaluation)
+        assert rec.summary["diverged"] and 10 < etas.size < 200 and tables > 2
+    else:
+        assert not rec.summary["diverged"] and etas.size == updates
+
+
 # ------------------------------------------------------------------ Ctrl-C
 
 
