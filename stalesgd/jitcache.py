@@ -42,6 +42,12 @@ from numba import njit
 from numba.core import config
 from numba.core.caching import NullCache
 
+from stalesgd import compile_guard
+
+# every process that compiles the package's kernels imports this module: Ctrl-C during a
+# compilation then stops the program cleanly once it is over (stalesgd.compile_guard)
+compile_guard.install()
+
 #: Environment variable: ``0`` (or ``false``, ``no``, ``off``) turns the cache off.
 ENV_VAR = "STALESGD_NUMBA_CACHE"
 
