@@ -139,16 +139,18 @@ def parameter_vectors(spec: RunSpec) -> int:
 
 
 def permutations(spec: RunSpec, sparse: bool) -> int:
-    """The epoch permutations of the training rows a run keeps (``sampling = "epochs"``):
-    one per worker, and in a simulation of a sparse problem one more per worker for the
-    collision count (which draws the workers' minibatches again)."""
+    """The fewest epoch permutations of the training rows a run keeps (``sampling =
+    "epochs"``): one per worker; in a timing-only simulation of a sparse problem one per
+    worker for the collision count, which draws the workers' minibatches from the rows
+    (numeric replay counts with its own draws, unless its gradients are dense: then it holds
+    both sets)."""
     if spec.problem.sampling != "epochs":
         return 0
     if spec.engine != "sim":
         return spec.workers
-    replay = 0 if spec.sim.timing_only else 1
-    collisions = 1 if sparse and spec.algorithm.name != "sync" else 0
-    return spec.workers * (replay + collisions)
+    if not spec.sim.timing_only:
+        return spec.workers
+    return spec.workers if sparse and spec.algorithm.name != "sync" else 0
 
 
 def _orders(nbytes: int) -> str:

@@ -16,8 +16,9 @@ stream of the same seed, so with ``pdf = [1]`` (τ ≡ 0) the run is plain seque
 SGD, bit for bit the same as ``seq`` in the simulator's numeric replay.
 
 The updates run in one compiled loop per stretch between evaluations (at most
-:data:`CHUNK` updates; η of a stretch is looked up before it, feeding an online rule in the
-same order as one update at a time would), so a cheap gradient is not dwarfed by Python.
+:data:`CHUNK` updates and :data:`CHUNK_ROWS` minibatch rows; η of a stretch is looked up
+before it, feeding an online rule in the same order as one update at a time would), so a
+cheap gradient is not dwarfed by Python.
 
 The record uses an *update clock*: time is the number of updates applied
 (``t_read = t0``, ``t_apply = k + 1``, evaluation at version k has ``t = k``), so
@@ -87,8 +88,10 @@ def _iid_steps(kernel, ring, X, y, dims, ws, grad, batches, tau, etas, k0):  # n
     return batches.shape[0]
 
 
-#: updates per compiled call at most (the minibatches of a call are drawn at once)
+#: updates per compiled call at most, and minibatch rows (the minibatches of a call are
+#: drawn at once, so large batches make shorter calls: memory stays bounded)
 CHUNK = 4096
+CHUNK_ROWS = 1 << 16
 
 
 def _check_pdf(pdf: np.ndarray | Sequence[float]) -> np.ndarray:
@@ -202,14 +205,15 @@ def run_iid_staleness(
         return blew_up(loss, first)
 
     steps = specialise(_iid_steps, kernel)
-    no_worker = np.zeros(min(n, CHUNK), np.int64)
+    chunk = max(1, min(CHUNK, CHUNK_ROWS // int(batch)))
+    no_worker = np.zeros(min(n, chunk), np.int64)
     diverged = evaluate(0)
     done = 0
     t_wall = time.perf_counter()
     while done < n and not diverged:
         # up to the next evaluation, in chunks: η of the chunk in order (an online rule
         # fed as it goes), then its updates in one compiled call
-        stop = min(n, (done // eval_every + 1) * eval_every, done + CHUNK)
+        stop = min(n, (done // eval_every + 1) * eval_every, done + chunk)
         fed = step.fed
         eta[done:stop] = step.etas(tau[done:stop], no_worker[: stop - done])
         applied = steps(ring, X, y, dims, ws, grad, stream.take(stop - done), tau[done:stop],

@@ -200,22 +200,26 @@ def test_the_setting_is_checked_and_named_in_reports():
 
 
 def test_the_memory_check_counts_the_epoch_permutations():
-    """Real runs keep one permutation per worker; a sparse simulation one more for the
-    collision count.  With replacement neither is counted."""
+    """Real runs and numeric replay keep one permutation per worker, a timing-only sparse
+    simulation one per worker for its collision count; with replacement none is counted."""
     from stalesgd.app.preflight import check_memory
 
-    def spec(engine, sampling):
-        return expand(experiment_from_flags(
-            engine, problem="logreg-sparse", algorithm="hogwild", workers=8, updates=10,
+    def spec(engine, sampling, timing_only=False):
+        s = expand(experiment_from_flags(
+            engine, problem="logreg-sparse", algorithm="hogwild", workers=16, updates=10,
             sampling=sampling, problem_options={"n_train": 1_000_000, "nnz": 1}))[0]
+        return dataclasses.replace(s, sim=dataclasses.replace(s.sim, timing_only=timing_only))
 
-    one = 8 * 8 * 1_000_000  # bytes of the workers' permutations
-    room = 2 * one  # well above the data and parameters, below data + two sets
-    check_memory([spec("real", "epochs")], room)
-    check_memory([spec("sim", "replacement")], room)
-    with pytest.raises(ExperimentError, match="GiB of epoch permutations.*--sampling "
-                                              "replacement"):
-        check_memory([spec("sim", "epochs")], room)
+    one = 16 * 8 * 1_000_000  # bytes of the workers' permutations
+    room = one + one // 2  # above the data, parameters and one set, below two sets
+    for s in (spec("real", "epochs"), spec("sim", "epochs"), spec("sim", "epochs", True),
+              spec("sim", "replacement")):
+        check_memory([s], room)
+    for s in (spec("real", "epochs"), spec("sim", "epochs"), spec("sim", "epochs", True)):
+        with pytest.raises(ExperimentError, match="GiB of epoch permutations.*--sampling "
+                                                  "replacement"):
+            check_memory([s], one // 2)
+    check_memory([spec("sim", "replacement")], one // 2)
 
 
 SWEEP = """

@@ -214,6 +214,29 @@ def test_the_iid_mode_equals_its_recursion_written_out_by_hand(lr, updates):
         assert not rec.summary["diverged"] and etas.size == updates
 
 
+@pytest.mark.parametrize("batch", [16, 5000, 100_000])
+def test_the_iid_mode_draws_a_bounded_number_of_minibatch_rows_at_once(monkeypatch, batch):
+    """A compiled stretch draws its minibatches at once: at most CHUNK_ROWS rows (one
+    minibatch when a batch is larger), so a large batch does not multiply memory by 4096."""
+    from stalesgd.sim import iid
+    from stalesgd.sim.batches import BatchStream
+
+    taken = []
+    take = BatchStream.take
+
+    def recording(self, n):
+        taken.append(int(n) * self._batch)
+        return take(self, n)
+
+    monkeypatch.setattr(BatchStream, "take", recording)
+    problem = make_problem("linreg-synthetic", n_train=1000)
+    run_iid_staleness(problem, [0.5, 0.5], updates=40, lr=1e-4, batch=batch, seed=1,
+                      eval_every=10**6)
+    assert sum(taken) == 40 * batch
+    assert max(taken) == (batch if batch > iid.CHUNK_ROWS else
+                          min(40, iid.CHUNK_ROWS // batch) * batch)
+
+
 # ------------------------------------------------------------------ Ctrl-C
 
 
