@@ -49,8 +49,9 @@ class _HoldCtrlC(event.Listener):
         if self.depth == 1:
             self.caught = 0
             previous = signal.getsignal(signal.SIGINT)
-            # (None: a handler not set from Python, which could not be put back)
-            self.holding = previous is not None
+            # (None: a handler not set from Python, which could not be put back; SIG_IGN:
+            # Ctrl-C is ignored anyway, as in a job started in the background)
+            self.holding = previous is not None and previous != signal.SIG_IGN
             if self.holding:
                 self.previous = signal.signal(signal.SIGINT, self._hold)
 
