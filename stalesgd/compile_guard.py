@@ -6,9 +6,9 @@ leaves the library being built without code, so the next step of the compilation
 a ``RuntimeError`` traceback instead of the clean stop a user expects (seen on a cold cache:
 Ctrl-C a few seconds into ``stalesgd real`` gave such a traceback and exit 1 in two tries of
 two).  So a listener on Numba's compiler lock holds SIGINT back from the moment the main
-thread enters a compilation until it leaves the outermost one, then delivers it to the
-handler that was in place before (the default one raises ``KeyboardInterrupt``; an engine's
-own handler stops its run).  A compilation takes at most a few seconds; the first Ctrl-C
+thread enters a compilation until it leaves the outermost one, then calls the handler that
+was in place before (the default one: ``KeyboardInterrupt`` is raised there; an engine's own
+handler stops its run).  A compilation takes at most a few seconds; the first Ctrl-C
 held back says so on standard error.
 """
 
@@ -61,8 +61,17 @@ class _HoldCtrlC(event.Listener):
         self.depth -= 1
         if self.depth == 0 and self.holding:
             self.holding = False
-            signal.signal(signal.SIGINT, self.previous)
-            if self.caught:  # delivered to that handler at the interpreter's next check
+            previous = self.previous
+            signal.signal(signal.SIGINT, previous)
+            if not self.caught:
+                return
+            # delivered here and now (a signal raised again would be handled at the
+            # interpreter's next check, which can fall in a destructor that swallows it)
+            if previous is signal.default_int_handler:
+                raise KeyboardInterrupt
+            if callable(previous):
+                previous(signal.SIGINT, None)
+            elif previous == signal.SIG_DFL:
                 signal.raise_signal(signal.SIGINT)
 
 
