@@ -9,8 +9,11 @@ import pytest
 
 from stalesgd.compile_guard import NOTICE
 
-# Compiles a fresh function (a few seconds) while a thread sends SIGINT to the process every
-# 2 ms; prints what happened.  ``handler``: an engine-like SIGINT handler that only counts.
+# Compiles a fresh function (a second or two) while a thread sends SIGINT to the process 20
+# times, 2 ms apart, once the guard holds it (``ignored``: at once; the guard never holds an
+# ignored Ctrl-C); prints what happened.  ``handler``: an engine-like handler that counts.
+# (Sending only while the guard holds keeps a later Ctrl-C from landing in the script's own
+# except clause.)
 _SCRIPT = r"""
 import os, signal, sys, threading, time
 import numpy as np
@@ -34,10 +37,16 @@ elif sys.argv[1] == "ignored":  # (as in a job started in the background)
     signal.signal(signal.SIGINT, handler)
 stop = threading.Event()
 
+def holding():
+    held = signal.getsignal(signal.SIGINT)
+    return type(getattr(held, "__self__", None)).__name__ == "_HoldCtrlC"
+
 def pester():
-    time.sleep(0.05)
-    while not stop.is_set():
-        os.kill(os.getpid(), signal.SIGINT)
+    sent = 0
+    while not stop.is_set() and sent < 20:
+        if sys.argv[1] == "ignored" or holding():
+            os.kill(os.getpid(), signal.SIGINT)
+            sent += 1
         time.sleep(0.002)
 
 threading.Thread(target=pester, daemon=True).start()
