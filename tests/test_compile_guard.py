@@ -40,6 +40,9 @@ def f(a):
 
 counted = []
 handler = signal.default_int_handler
+# (a process started in the background by a non-interactive shell, as CI may be, inherits
+# an ignored SIGINT, and Python then installs no handler of its own)
+signal.signal(signal.SIGINT, handler)
 if sys.argv[1] == "handler":
     handler = lambda signum, frame: counted.append(signum)
     signal.signal(signal.SIGINT, handler)
