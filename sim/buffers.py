@@ -20,6 +20,8 @@ from typing import Protocol
 
 import numpy as np
 
+from stalesgd.compile_guard import deliver
+
 __all__ = ["COLUMNS", "DTYPES", "ROW_CHUNK", "RowBuffer", "RowSink"]
 
 #: the columns of an update row, in order
@@ -150,7 +152,4 @@ def _uninterrupted() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, previous)
     if caught:
-        if callable(previous):
-            previous(signal.SIGINT, None)
-        elif previous == signal.SIG_DFL:
-            signal.raise_signal(signal.SIGINT)
+        deliver(previous)

@@ -61,6 +61,19 @@ class ReplayCollisions:
         return int(counts[T_COLLIDED]) / written if written else float("nan")
 
 
+@njit(nogil=True, inline="always")
+def _stamp(writers, coords, n, t0, stamp):  # noqa: ANN001
+    """Stamp the ``n`` distinct coordinates ``coords[:n]`` of the update that writes
+    ``stamp`` (1 + its index) and read version ``t0``; returns how many collided (written
+    by an update after that read: ``writers[j] > t0``)."""
+    collided = 0
+    for p in range(n):
+        j = coords[p]
+        collided += writers[j] > t0
+        writers[j] = stamp
+    return collided
+
+
 def tally_read(tally, w):  # noqa: ANN001
     """Worker ``w`` reads the current version (compiled code only; ``tally`` None: nothing
     is counted)."""
@@ -95,13 +108,8 @@ def _tally_apply(tally, store, w):  # noqa: ANN001
         stamp = counts[T_APPLIED] + 1
         counts[T_APPLIED] = stamp
         n = nnz[w]
-        collided = 0
-        for p in range(n):
-            j = gidx[w, p]
-            collided += writers[j] > t0
-            writers[j] = stamp
         counts[T_WRITTEN] += n
-        counts[T_COLLIDED] += collided
+        counts[T_COLLIDED] += _stamp(writers, gidx[w], n, t0, stamp)
     return count
 
 
@@ -116,14 +124,8 @@ def count_collisions(kernel, theta0, X, y, batches, k, tau, dropped, writers,  #
         t0 = k[r] - tau[r]
         stamp = k[r] + 1
         nnz = kernel(theta0, X, y, batches[r], gidx, gval, ws, dims)[1]
-        collided = 0
-        for p in range(nnz):
-            j = gidx[p]
-            if writers[j] > t0:
-                collided += 1
-            writers[j] = stamp
         counts[0] += nnz
-        counts[1] += collided
+        counts[1] += _stamp(writers, gidx, nnz, t0, stamp)
 
 
 class CollisionCounter:

@@ -21,7 +21,7 @@ from typing import Any
 
 from numba.core import event
 
-__all__ = ["install"]
+__all__ = ["deliver", "install"]
 
 #: what a held-back Ctrl-C prints (once per compilation)
 NOTICE = "stalesgd: Ctrl-C: stopping once the compilation under way is done"
@@ -63,16 +63,18 @@ class _HoldCtrlC(event.Listener):
             self.holding = False
             previous = self.previous
             signal.signal(signal.SIGINT, previous)
-            if not self.caught:
-                return
-            # delivered here and now (a signal raised again would be handled at the
-            # interpreter's next check, which can fall in a destructor that swallows it)
-            if previous is signal.default_int_handler:
-                raise KeyboardInterrupt
-            if callable(previous):
-                previous(signal.SIGINT, None)
-            elif previous == signal.SIG_DFL:
-                signal.raise_signal(signal.SIGINT)
+            if self.caught:
+                deliver(previous)
+
+
+def deliver(previous: Any) -> None:
+    """Hand a Ctrl-C that was held back to ``previous`` (a SIGINT handler as
+    ``signal.signal`` returns it), here and now: call it (Python's default one raises
+    ``KeyboardInterrupt``), or take the default action."""
+    if callable(previous):
+        previous(signal.SIGINT, None)
+    elif previous == signal.SIG_DFL:
+        signal.raise_signal(signal.SIGINT)
 
 
 _listener: list[_HoldCtrlC] = []
