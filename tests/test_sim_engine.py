@@ -153,9 +153,10 @@ def test_the_iid_mode_writes_declared_columns_only():
     assert table.num_rows == 1 and "pdf" in table.column_names
 
 
-def _iid_by_hand(problem, pdf, updates, lr, rule, options, seed, eval_every):
+def _iid_by_hand(problem, pdf, updates, lr, rule, options, seed, eval_every, batch=16):
     """The i.i.d.-staleness loop written out update by update in Python (the module
-    docstring's recursion): final θ, η of each applied update, tables, evaluated losses."""
+    docstring's recursion, with every iterate kept whole and the dense gradient kernel):
+    final θ, η of each applied update, tables, evaluated losses."""
     from stalesgd.sim.batches import BatchStream
     from stalesgd.sim.iid import TAU_STREAM_KEY
     from stalesgd.sim.stepsizes import StepSizes
@@ -166,12 +167,12 @@ def _iid_by_hand(problem, pdf, updates, lr, rule, options, seed, eval_every):
     p = np.asarray(pdf, float)
     tau_max = p.size - 1
     step = StepSizes(make_rule(rule, workers=1, lr=lr, **options), tau_max, lr)
-    stream = BatchStream(worker_seeds(seed, 1)[0], problem.dataset.n_train, 16)
+    stream = BatchStream(worker_seeds(seed, 1)[0], problem.dataset.n_train, batch)
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
         seed, spawn_key=(TAU_STREAM_KEY,))))
     tau = np.minimum(rng.choice(p.size, size=updates, p=p), np.arange(updates))
     iterates = [problem.init_params(seed)]
-    grad, ws = np.zeros_like(iterates[0]), problem.workspace(16)
+    grad, ws = np.zeros_like(iterates[0]), problem.workspace(batch)
     model, d = problem.model, problem.dataset
     etas, losses = [], [problem.evaluate(iterates[0])[0]]
     for k in range(updates):
@@ -180,9 +181,7 @@ def _iid_by_hand(problem, pdf, updates, lr, rule, options, seed, eval_every):
         if not np.isfinite(loss):
             break
         etas.append(step.eta(int(tau[k]), 0))
-        nxt = iterates[k].copy()
-        for j in range(nxt.shape[0]):
-            nxt[j] = iterates[k][j] - etas[-1] * grad[j]
+        nxt = iterates[k] - etas[-1] * grad  # (element by element: two roundings each)
         iterates.append(nxt)
         if (k + 1) % eval_every == 0:
             losses.append(problem.evaluate(nxt)[0])

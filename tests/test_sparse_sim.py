@@ -7,10 +7,12 @@ import dataclasses
 
 import numpy as np
 import pytest
+from stalesgd.sim import iid
 from stalesgd.sim.replay import NumericReplay
 from stalesgd.sim.stepsizes import StepSizes
 from test_real_engine import _draws
 from test_real_sparse import _sync_reference
+from test_sim_engine import _iid_by_hand
 from test_sim_replay import replay, sequential_sgd
 
 from stalesgd.experiment import expand, experiment_from_flags
@@ -272,3 +274,47 @@ def test_reports_show_the_collision_rate_of_sparse_runs(tmp_path):
     assert "collision rate" not in runs_display(analyse([dense], run_fits=False)).columns
     mixed = runs_display(analyse([sparse, dense], run_fits=False))
     assert "collision rate" in mixed.columns  # a dense run's cell stays empty
+
+
+@pytest.mark.parametrize("lr,batch", [(1.0, 1), (1.0, 3), (5e307, 1)])
+def test_the_iid_mode_rewinds_a_sparse_problem_by_its_undo_log_to_the_same_bits(lr, batch):
+    """On a sparse problem the i.i.d.-staleness mode keeps θ_k and an undo log of the last
+    τmax updates' writes instead of τmax + 1 whole iterates: it reads θ_{k−τ} back from the
+    log and gives the bits of the recursion written out with every iterate kept and the
+    dense kernel, the log wrapped hundreds of times, an online rule refreshing, and a run
+    that overflows part-way through a compiled stretch."""
+    problem = make_problem("logreg-sparse", seed=0, **OPTIONS)
+    pdf, options, updates = [1 / 9] * 9, {"refresh_every": 7}, 3000
+    eval_every = 500 if lr < 1e300 else 10**6  # (an overflowing θ: minibatch losses decide)
+    chosen = iid._iterates(problem, problem.init_params(3), np.asarray(pdf), batch)
+    assert isinstance(chosen, iid._UndoLog)  # (not the ring: it is the one compared)
+    out = np.zeros(problem.model.n_params, problem.model.dtype)
+    with np.errstate(all="ignore"):
+        rec = iid.run_iid_staleness(problem, pdf, updates=updates, lr=lr, stepsize="tail",
+                                    stepsize_options=options, batch=batch, seed=3,
+                                    eval_every=eval_every, final_params=out)
+        theta, etas, tables, losses = _iid_by_hand(problem, pdf, updates, lr, "tail",
+                                                   options, 3, eval_every, batch=batch)
+    assert np.array_equal(out, theta)
+    assert np.array_equal(rec.updates["eta"], etas)
+    assert rec.summary["stepsize_tables"] == tables
+    assert np.array_equal(rec.evals["loss"][:len(losses)], losses)
+    assert rec.summary["peak_param_bytes"] < 3 * out.nbytes  # (the ring: 9 iterates)
+    if lr > 1:  # (diverged in the first stretch, the log wrapped many times before)
+        assert rec.summary["diverged"] and 100 < etas.size < iid.CHUNK
+    else:
+        assert not rec.summary["diverged"] and etas.size == updates
+
+
+def test_the_iid_mode_keeps_whole_iterates_where_rewinding_would_touch_more():
+    """The undo log rewinds E[τ] updates of a minibatch's capacity: with large batches or
+    long tails the ring of whole iterates is the cheaper one, and is chosen."""
+    problem = make_problem("logreg-sparse", seed=0, **OPTIONS)
+    theta = problem.init_params(0)
+    assert isinstance(iid._iterates(problem, theta, np.array([1.0]), 1), iid._UndoLog)
+    assert isinstance(iid._iterates(problem, theta, np.array([1.0]), 200), iid._RingOfIterates)
+    assert isinstance(iid._iterates(problem, theta, np.full(401, 1 / 401), 1),
+                      iid._RingOfIterates)
+    dense = make_problem("logreg-synthetic")
+    assert isinstance(iid._iterates(dense, dense.init_params(0), np.array([1.0]), 1),
+                      iid._RingOfIterates)
