@@ -7,8 +7,9 @@ and go through the same experiment checks and runner; ``compare`` and ``report``
 to :mod:`stalesgd.data.cli`.
 
 Every error a user can cause is checked before any work starts and ends in one message and
-exit code 2 (:data:`EXIT_USAGE`); results that cannot be written (a full disk) end in exit
-code 1 (:data:`EXIT_FAILURE`) with the runs written before kept; Ctrl-C in 130.
+exit code 2 (:data:`EXIT_USAGE`); results that cannot be written (a full disk) or a run that
+runs out of memory end in exit code 1 (:data:`EXIT_FAILURE`) with the runs written before
+kept; Ctrl-C in 130.
 """
 
 from __future__ import annotations
@@ -323,7 +324,15 @@ def _run(exp, out: str, progress: bool, *, dry_run: bool = False, resume: str | 
     if dry_run:
         _print_plan(plan)
         return 0
-    outcome = run_sweep(plan, progress=progress, out_key="--out")
+    try:
+        outcome = run_sweep(plan, progress=progress, out_key="--out")
+    except Exception as exc:
+        if getattr(exc, "kept_in", None) is not None:  # an error stopped the sweep part-way
+            folder, kept, planned = exc.kept_in
+            hint = f"; once the error below is fixed, `{rerun} --resume {folder}` finishes " \
+                "the sweep" if rerun else ""
+            _err(f"the sweep stopped: {kept} of {planned} runs kept in {folder}{hint}")
+        raise
     if outcome.summaries:
         print(format_summary(outcome.summaries, outcome.specs))
     done = f", {outcome.skipped} complete before" if outcome.skipped else ""
@@ -629,6 +638,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from stalesgd.records import RecordError, RecordWriteError
     from stalesgd.validation import OptionError
 
+    from .errors import OutOfMemory
+
     parser = build_parser()
     args = parser.parse_args(attach_dash_values(sys.argv[1:] if argv is None else argv))
     if args.command is None:
@@ -639,7 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "report": _cmd_analysis, "data": _cmd_data}
     try:
         return handlers[args.command](args)
-    except RecordWriteError as exc:
+    except (RecordWriteError, OutOfMemory) as exc:
         _err(str(exc))
         return EXIT_FAILURE
     except (OptionError, DataError, EngineNotAvailable, CalibrationError, RecordError,

@@ -131,11 +131,19 @@ def check_calibrations(runs: Iterable[RunSpec], skip: str) -> None:
                                   "dtype", f"cannot be used ({exc})") from None
 
 
-def parameter_vectors(spec: RunSpec) -> int:
-    """The fewest parameter-sized arrays any engine holds for a run: θ, the monitor's
-    snapshot (or the replay's workspace) and each worker's buffers (copy, gradient) as the
-    algorithm's registry entry counts them."""
-    return get_algorithm(spec.algorithm.name).buffers_per_worker * spec.workers + 2
+def parameter_vectors(spec: RunSpec, sparse: bool = False) -> int:
+    """The fewest parameter-sized arrays the run's engine holds: θ, the monitor's snapshot
+    (or the replay's workspace) and each worker's buffers (copy, gradient) as the
+    algorithm's registry entry counts them; for a pooled algorithm on the real engine its
+    pool (Leashed-SGD: 2m + 1 vectors, the snapshot among them) instead of θ and the
+    snapshot, and on a ``sparse`` problem no gradient rows (they list coordinates)."""
+    alg = get_algorithm(spec.algorithm.name)
+    if spec.engine == "real" and alg.pooled:
+        from stalesgd.real.pool import pool_size
+
+        grads = 0 if sparse else spec.workers
+        return pool_size(spec.workers) + (alg.buffers_per_worker - 1) * spec.workers + grads
+    return alg.buffers_per_worker * spec.workers + 2
 
 
 def permutations(spec: RunSpec, sparse: bool) -> int:
@@ -151,6 +159,13 @@ def permutations(spec: RunSpec, sparse: bool) -> int:
     if not spec.sim.timing_only:
         return spec.workers
     return spec.workers if sparse and spec.algorithm.name != "sync" else 0
+
+
+def _pool(spec: RunSpec) -> str:
+    """How the message names a real Leashed-SGD run's vectors."""
+    if spec.engine == "real" and get_algorithm(spec.algorithm.name).pooled:
+        return ", whose shared vectors come from a pool of 2m + 1"
+    return ""
 
 
 def _orders(nbytes: int) -> str:
@@ -170,13 +185,13 @@ def check_memory(runs: Iterable[RunSpec], memory_bytes: int | None) -> None:
     seen: set[str] = set()
     for spec in runs:
         p = spec.problem
-        vectors = parameter_vectors(spec)
-        key = repr((p.name, p.dtype, sorted(p.options.items()), vectors, p.sampling,
+        key = repr((p.name, p.dtype, sorted(p.options.items()), p.sampling,
                     spec.workers, spec.engine, spec.sim.timing_only, spec.algorithm.name))
         if key in seen:
             continue
         seen.add(key)
         shape = check_problem(p.name, p.options, p.dtype)
+        vectors = parameter_vectors(spec, shape.data.nnz_per_row is not None)
         param_bytes = shape.n_params * np.dtype(p.dtype).itemsize
         orders = 8 * shape.data.n_train * permutations(spec, shape.data.nnz_per_row is not None)
         need = shape.data.nbytes(p.dtype) + vectors * param_bytes + orders
@@ -190,6 +205,6 @@ def check_memory(runs: Iterable[RunSpec], memory_bytes: int | None) -> None:
                                   f"needs at least {need / 2**30:.1f} GiB: its data and "
                                   f"{vectors} parameter vectors of {param_bytes / 2**30:.3g} "
                                   f"GiB ({shape.n_params:,} parameters; θ, a snapshot and the "
-                                  f"buffers of {workers}){_orders(orders)} "
+                                  f"buffers of {workers}{_pool(spec)}){_orders(orders)} "
                                   f"(run {spec.run_id}, options "
                                   f"{p.options})")

@@ -2,7 +2,8 @@
 
 The folder's ``config.toml`` must be the resolved experiment being run (the same runs, so
 the same run ids).  A run already complete is kept and skipped; a run cut short, whether
-kept with ``interrupted = true`` or never committed, is run again in the same folder.
+kept with ``interrupted = true`` or never committed, is run again in the same folder.  A data
+file that changed since the folder's runs read it is refused (one sweep, one data set).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from stalesgd.data import file_identity
 from stalesgd.experiment import Experiment, ExperimentError, RunSpec, load_experiment
 from stalesgd.records import RecordError, ResultsFolder
 from stalesgd.validation import OptionError
@@ -60,7 +62,29 @@ def check_resumable(folder: str | Path, exp: Experiment, runs: list[RunSpec],
     if strange:
         raise OptionError(key, text, _ALLOWED, f"holds runs this experiment does not plan "
                           f"({', '.join(strange[:5])})")
-    return {run_id: row for run_id, row in stored.items() if not row.get("interrupted")}
+    done = {run_id: row for run_id, row in stored.items() if not row.get("interrupted")}
+    _check_same_data(done, key, text)
+    return done
+
+
+def _check_same_data(done: dict[str, dict[str, Any]], key: str, text: str) -> None:
+    """Refuse to add runs on a data file that changed since the folder's runs read it (their
+    rows record its path and SHA-256): one sweep would mix two data sets."""
+    seen: dict[str, str] = {}
+    for run_id, row in sorted(done.items()):
+        path, digest = row.get("data_file"), row.get("data_sha256")
+        if not isinstance(path, str) or not isinstance(digest, str):
+            continue
+        if path not in seen:
+            try:
+                seen[path] = file_identity(path)[1]
+            except OSError:  # (gone: the data checks before the run say so)
+                continue
+        if seen[path] != digest:
+            raise OptionError(key, text, _ALLOWED, f"holds runs of another version of the "
+                              f"data file {path} (run {run_id} read SHA-256 {digest[:12]}…, "
+                              f"the file is now {seen[path][:12]}…); put that file back, or "
+                              f"run into a new folder")
 
 
 def open_for_resume(folder: str | Path, done: dict[str, dict[str, Any]]) -> ResultsFolder:

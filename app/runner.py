@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from stalesgd.app.autocalibration import AUTO_CALIBRATION, AutoCalibrations, order_for_calibration
+from stalesgd.app.errors import OutOfMemory
 from stalesgd.app.preflight import check_calibrations, check_data, check_memory, check_output_root
 from stalesgd.app.resume import check_resumable, open_for_resume
 from tqdm.auto import tqdm
@@ -172,7 +173,7 @@ def run_sweep(plan: SweepPlan, progress: bool = True,
     run, not a crash.  On Ctrl-C the sweep stops, finished runs are kept, the folder is
     merged, and the outcome says ``interrupted``; a record that cannot be written stops the
     sweep with ``write_error`` set.  Any other error propagates; a new folder that holds no
-    run then is removed.
+    run then is removed, else the error carries ``kept_in`` = (folder, runs kept, planned).
     """
     echo = echo or (lambda msg: print(msg, file=sys.stderr))
     exp, runs = plan.experiment, plan.runs
@@ -208,6 +209,8 @@ def run_sweep(plan: SweepPlan, progress: bool = True,
                 break
             except (FloatingPointError, OverflowError) as exc:
                 record = _diverged_record(exc)
+            except MemoryError as exc:
+                raise OutOfMemory(spec, exc, written) from None
             except Exception as exc:
                 if not is_plugin_problem(spec.problem.name) or isinstance(exc, OURS):
                     raise
@@ -226,8 +229,10 @@ def run_sweep(plan: SweepPlan, progress: bool = True,
         outcome.interrupted = True
     except RecordWriteError as exc:
         outcome.write_error = exc
-    except BaseException:
+    except BaseException as exc:
         empty = plan.resume is None and not written  # nothing ran: leave no folder behind
+        if not empty:  # (the caller can say what is kept and how to go on)
+            exc.kept_in = (folder.path, len(outcome.summaries) + outcome.skipped, len(runs))
         raise
     finally:
         bar.close()

@@ -137,6 +137,61 @@ def test_resume_refuses_what_is_not_a_folder_of_the_experiment(fake, exp_file, t
     assert engine.calls == []
 
 
+def test_resume_refuses_a_data_file_that_changed_since(fake, tmp_path, capsys, monkeypatch):
+    """The runs of a folder record their data file's SHA-256; resuming after the file
+    changed would mix two data sets in one sweep: refused, naming the file and the run."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+
+    def write_data(seed):
+        r = np.random.default_rng(seed)
+        np.savez(tmp_path / "d.npz", X=r.normal(size=(40, 3)), y=np.arange(40) % 2)
+
+    write_data(0)
+    (tmp_path / "e.toml").write_text(
+        'name = "filesweep"\nengine = "fake"\nseeds = [0, 1, 2]\n[problem]\n'
+        'name = "logreg-file"\noptions = {file = "d.npz"}\n[stop]\nupdates = 200\n')
+    fake(FakeEngine(fail_on=2, exc=KeyboardInterrupt()))
+    assert main(["run", "e.toml", "--out", "res", "--no-progress", "--no-report"]) == 130
+    folder = only_folder(tmp_path / "res")
+    capsys.readouterr()
+    write_data(int(rng.integers(1, 100)))  # another data set under the same name
+    engine = fake(FakeEngine())
+    assert main(["run", "e.toml", "--resume", str(folder), "--no-progress",
+                 "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert f"holds runs of another version of the data file {tmp_path / 'd.npz'} (run r0000 " \
+           "read SHA-256" in err and "put that file back" in err
+    assert engine.calls == [] and sorted(load_results(folder).runs.run_id) == ["r0000"]
+    write_data(0)  # the file as the runs read it: the sweep goes on
+    assert main(["run", "e.toml", "--resume", str(folder), "--no-progress",
+                 "--no-report"]) == 0
+    assert [s.run_id for s in engine.calls] == ["r0001", "r0002"]
+
+
+def test_an_error_part_way_through_a_sweep_says_what_is_kept_and_how_to_go_on(
+        fake, exp_file, tmp_path, capsys):
+    """A data file that changed under a running sweep (or any other error of a later run)
+    stops it with the error; the runs before stay, and the message says where and how to
+    finish the sweep."""
+    from stalesgd.data import DataError
+
+    fake(FakeEngine(fail_on=3, exc=DataError("data.npz: the file is not the one the "
+                                             "experiment names")))
+    out = tmp_path / "res"
+    assert main(["run", str(exp_file), "--out", str(out), "--no-progress", "--no-report"]) == 2
+    folder = only_folder(out)
+    err = capsys.readouterr().err
+    assert (f"the sweep stopped: 2 of 8 runs kept in {folder}; once the error below is fixed, "
+            f"`stalesgd run {exp_file} --resume {folder}` finishes the sweep") in err
+    assert err.index("the sweep stopped") < err.index("not the one the experiment names")
+    engine = fake(FakeEngine())
+    assert main(["run", str(exp_file), "--resume", str(folder), "--no-progress",
+                 "--no-report"]) == 0
+    assert [s.run_id for s in engine.calls] == RUN_IDS[2:]
+    assert_complete(folder)
+
+
 def test_resume_reuses_the_automatic_calibration(fake, tmp_path, capsys):
     """The main job cut short among its sim runs: resuming calibrates nothing again, so
     every sim run of the folder uses the same timing model."""

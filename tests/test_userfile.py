@@ -389,6 +389,54 @@ def test_a_model_too_big_for_memory_is_refused_before_it_runs(tmp_path, capsys, 
         assert "parameter vectors" in err and "Traceback" not in err
 
 
+def test_leashed_real_runs_count_their_pool_of_vectors_before_they_run(tmp_path, monkeypatch):
+    """The real engine's Leashed-SGD keeps a pool of 2m + 1 shared vectors (and a dense
+    gradient row per worker), not θ and a snapshot: the memory check counts them."""
+    from stalesgd.app.preflight import check_memory, parameter_vectors
+
+    from stalesgd.experiment import ExperimentError, expand, experiment_from_flags
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wide.svm").write_text("1 1:1 2147483646:1\n-1 2:1\n1 3:1\n-1 1:1\n")
+
+    def spec(engine, algorithm, workers):
+        exp = experiment_from_flags(engine, problem="logreg-file", algorithm=algorithm,
+                                    workers=workers, updates=10, batch=1,
+                                    problem_options={"file": "wide.svm"})
+        return expand(exp)[0]
+
+    leashed = spec("real", "leashed", 12)
+    assert parameter_vectors(leashed, sparse=True) == 25  # the pool; gradients list coords
+    assert parameter_vectors(leashed, sparse=False) == 37  # and a gradient row each
+    assert parameter_vectors(spec("sim", "leashed", 12)) == 14  # no pool simulated
+    assert parameter_vectors(spec("real", "lock", 12)) == 2 * 12 + 2
+    # 25 vectors of 16 GiB: refused on a machine of 24 × 16 GiB (the old count, 14, fitted)
+    with pytest.raises(ExperimentError, match=r"25 parameter vectors of 16 GiB .*a pool of "
+                                              r"2m \+ 1"):
+        check_memory([leashed], 24 * 16 * 2**30)
+    check_memory([leashed], 26 * 16 * 2**30)
+
+
+def test_a_run_that_runs_out_of_memory_ends_in_one_line(tmp_path, capsys, monkeypatch):
+    """Past the checks (they count the data and the parameter vectors only) a run may still
+    ask for more than the machine gives: one line naming the run and what needs less, exit
+    1, and no results folder when no run was kept."""
+    from stalesgd.real.engine import RealRun
+
+    def too_big(self):
+        raise MemoryError("Unable to allocate 37.3 GiB for an array with shape (40000000320,)")
+
+    monkeypatch.setattr(RealRun, "run", too_big)
+    argv = ["real", "--problem", "logreg-synthetic", "--algorithm", "leashed", "--workers",
+            "3", "--updates", "10", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert ("run r0000 (logreg-synthetic, real, leashed, 3 workers) ran out of memory (Unable "
+            "to allocate 37.3 GiB") in err and "fewer workers" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def _zip(path, members):
     import zipfile
 
