@@ -456,7 +456,8 @@ def in_flags(error: Exception) -> Exception:
     value = short_repr(error.value)
     text = None
     if error.key in FLAG_OF_KEY:
-        text = f"{FLAG_OF_KEY[error.key]} {value}"
+        text = FLAG_OF_KEY[error.key] if error.value is None else \
+            f"{FLAG_OF_KEY[error.key]} {value}"
     else:
         for prefix, flag in OPTION_FLAGS.items():
             if error.key.startswith(prefix):
@@ -599,6 +600,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 #: what argparse itself reads as a negative number (and so as a value, not a flag)
 _PLAIN_NEGATIVE = re.compile(r"^-\d+$|^-\d*\.\d+$")
+#: non-finite numbers a value may be typed as after its minus sign (``--lr -inf``)
+_NON_FINITE = ("inf", "infinity", "nan")
 
 
 def attach_dash_values(argv: Sequence[str]) -> list[str]:
@@ -619,7 +622,8 @@ def attach_dash_values(argv: Sequence[str]) -> list[str]:
             break
         nxt = argv[i + 1] if i + 1 < len(argv) else ""
         if (token.startswith("-") and "=" not in token and len(nxt) > 1 and nxt[0] == "-"
-                and nxt[1] in "0123456789." and not _PLAIN_NEGATIVE.match(nxt)):
+                and (nxt[1] in "0123456789." or nxt[1:].lower() in _NON_FINITE)
+                and not _PLAIN_NEGATIVE.match(nxt)):
             out.append(f"{token}={nxt}")
             i += 2
             continue

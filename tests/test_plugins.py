@@ -235,7 +235,7 @@ def test_a_factory_error_and_a_non_model_are_refused(registered):
     with pytest.raises(OptionError, match=r"'raising-synthetic' cannot be built "
                                           r"\(RuntimeError: out of ideas\)"):
         check_problem("raising-synthetic")
-    with pytest.raises(OptionError, match="returned a object, not a stalesgd.problems.Model"):
+    with pytest.raises(OptionError, match="returned an object, not a stalesgd.problems.Model"):
         check_problem("notmodel-synthetic")
 
 

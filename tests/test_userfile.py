@@ -118,9 +118,13 @@ def test_regression_targets_for_linreg(tmp_path):
     ({"X": np.ones((4, 2)), "y": np.array([0, 1, 0, 1]), "X_test": np.ones((2, 2))},
      "only one of X_test and y_test"),
     ({"X": np.array([[1.0, 2.0], [3.0, np.nan], [0, 0], [1, 1]]), "y": np.array([0, 1, 0, 1])},
-     "X has 1 non-finite values .*first at row 1, column 1"),
+     r"X has 1 non-finite value .*first at X\[1, 1\] \(rows and columns counted from 0\)"),
     ({"X": np.ones((4, 2)), "y": np.array([0, 1, 0.5, 1])}, "labels must be the integers 0..K-1"
-                                                            ".*found 0.5"),
+                                                            ".*y holds 0.5; a regression model"),
+    ({"X": np.ones((4, 2)), "y": np.array([-1, 1, -1, 1])}, "y holds -1, -1; for labels -1 and "
+                                                            r"\+1 write 0 and 1"),
+    ({"X": np.ones((4, 2)), "y": np.array([0, 1, 0, 1]), "X_test": np.ones((2, 2)),
+      "y_test": np.array([1, 3])}, r"missing \[2\]; y_test holds \[3\], which y does not"),
     ({"X": np.ones((4, 2)), "y": np.array([1, 2, 1, 2])}, r"missing \[0\]"),
     ({"X": np.ones((4, 2)), "y": np.zeros(4)}, "every class present and K >= 2"),
     ({"X": np.array([["a", "b"]] * 4), "y": np.zeros(4)}, "X holds <U1 values"),
@@ -184,12 +188,14 @@ def test_the_checksum_is_verified_and_the_models_fit_is_checked(npz):
                          ).data.n_classes == 3
     with pytest.raises(DataCorruptError, match=f"sha256 {digest}, expected 0+ "):
         check_problem("softmax-file", {"file": str(path), "sha256": "0" * 64})
-    with pytest.raises(OptionError, match="logreg needs 2 classes; data set 'file' has 3"):
+    with pytest.raises(OptionError, match=r"logreg needs 2 classes \(labels 0 and 1\); data set "
+                                          rf"'file {path}' has 3 \(labels 0..2\)"):
         check_problem("logreg-file", {"file": str(path)})
     # a file replaced after it was checked is refused when it is loaded
     X2, y2 = _classes(30, k=3, seed=5)
     np.savez(path, X=X2, y=y2)
-    with pytest.raises(DataCorruptError, match="not the one the experiment names"):
+    with pytest.raises(DataCorruptError,
+                       match=r"not the one the experiment \(or --data-sha256\) names"):
         make_problem("softmax-file", file=str(path), sha256=digest)
 
 
@@ -208,7 +214,7 @@ def test_cli_run_records_the_files_path_and_checksum(tmp_path, capsys, monkeypat
     assert runs["data_sha256"].tolist() == [digest]
     assert main([*argv, "--data-sha256", "1" * 64]) == 2
     err = capsys.readouterr().err
-    assert "sha256" in err and "not the one the experiment names" in err
+    assert "sha256" in err and "not the one the experiment (or --data-sha256) names" in err
     assert "Traceback" not in err
     assert len(list((tmp_path / "out").iterdir())) == 1  # the refused run left no folder
 
@@ -504,7 +510,7 @@ def test_huge_labels_are_refused_without_a_cast_warning(npz, recwarn):
     X, _ = _classes(4)
     path = npz(X=X, y=np.array([0, 1e300, 0, 1e300]))
     with pytest.raises(DataCorruptError,
-                       match=r"labels must be the integers 0..K-1.*found 1e\+300"):
+                       match=r"labels must be the integers 0..K-1.*y holds 1e\+300"):
         check_problem("logreg-file", {"file": str(path)})
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
 
@@ -536,3 +542,30 @@ workers = [1, 2]
     monkeypatch.chdir("/")
     again = loads_experiment(to_toml(exp))
     assert again.to_dict() == exp.to_dict()
+
+
+def test_file_errors_from_the_command_line_read_as_typed(tmp_path, capsys, monkeypatch):
+    """A missing --data-file is named without a value; a folder is a folder whatever its
+    name; a minus sign before inf or nan is a value, not a flag."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "adv").mkdir()
+    base = ["real", "--algorithm", "lock", "--workers", "1", "--updates", "10", "--dry-run"]
+    cases = [
+        (["--problem", "logreg-file"], "stalesgd: --data-file is missing; allowed: the path"),
+        (["--problem", "logreg-file", "--data-file", "adv"],
+         f"stalesgd: {tmp_path / 'adv'}: is a folder, not a data file"),
+        (["--problem", "logreg-synthetic", "--lr", "-inf"],
+         "stalesgd: --lr -inf is out of range; allowed: a finite number > 0"),
+    ]
+    for extra, expected in cases:
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(expected), err
+
+
+def test_a_home_folder_in_an_experiment_files_path_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    X, y = _classes(20)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    exp = loads_experiment('[problem]\nname = "logreg-file"\noptions = {file = "~/d.npz"}\n')
+    assert exp.problem.options["file"] == str(tmp_path / "d.npz")

@@ -152,6 +152,8 @@ def _check_options(options: dict[str, Any]) -> dict[str, Any]:
 def _format_of(path: str, fmt: Any) -> tuple[str, str | None]:
     """The file's format (the option ``format``, else from the suffix) and its compression
     suffix (None: not compressed)."""
+    if Path(path).is_dir():
+        raise DataReadError(f"{Path(path).absolute()}: is a folder, not a data file (option file)")
     suffixes = [x.lower() for x in Path(path).suffixes]
     compression = suffixes[-1] if suffixes and suffixes[-1] in COMPRESSIONS else None
     inner = suffixes[-2 if compression else -1] if len(suffixes) > bool(compression) else ""
@@ -264,6 +266,7 @@ def _csv_problem(path: Path, numpy_message: str, header: bool) -> str:
     the header hint only when the first row is the one that is not numbers."""
     found = re.search(r"string '(.*)' to float64 at row (\d+), column (\d+)", numpy_message)
     if found is None:
+        numpy_message = numpy_message.split("; use `usecols`")[0]  # (NumPy's, not ours)
         return f"{path}: not comma-separated numbers ({numpy_message})"
     row = int(found.group(2)) + 1
     text = (f"{path}: example {row}" + (" (after the header line)" if header else "")
@@ -278,8 +281,10 @@ def _bad_values(a: np.ndarray, name: str) -> str | None:
     if not bad.any():
         return None
     where = np.argwhere(bad)[0]
-    at = (f"row {where[0]}, column {where[1]}" if a.ndim == 2 else f"row {where[0]}")
-    return f"{name} has {int(bad.sum())} non-finite values (NaN or infinity), first at {at}"
+    count = int(bad.sum())
+    at = f"{name}[{', '.join(str(int(i)) for i in where)}]"
+    return (f"{name} has {count} non-finite value{'s' if count != 1 else ''} (NaN or "
+            f"infinity), first at {at} (rows and columns counted from 0)")
 
 
 def _check_arrays(path: Path, a: _Arrays, kind: str) -> int:
@@ -313,21 +318,36 @@ def _check_arrays(path: Path, a: _Arrays, kind: str) -> int:
                                f"{a.X.shape[1]}")
     if kind == "regression":
         return 0
+    splits = [("y", a.y)] + ([] if a.y_test is None else [("y_test", a.y_test)])
+    for name, y in splits:
+        bad = (y != np.round(y)) | (y < 0) | (y > MAX_CLASS)
+        if np.any(bad):
+            odd = ", ".join(f"{v:g}" for v in y[bad][:5])
+            hint = ("; for labels -1 and +1 write 0 and 1 (an svmlight file's ±1 are read as "
+                    "1 and 0)" if np.all(np.isin(y, (-1, 1))) else
+                    "; a regression model (linreg) reads them as targets")
+            raise DataCorruptError(f"{path}: labels must be the integers 0..K-1 for a "
+                                   f"classifier; {name} holds {odd}{hint}")
     labels = a.y if a.y_test is None else np.concatenate([a.y, a.y_test])
-    bad = (labels != np.round(labels)) | (labels < 0) | (labels > MAX_CLASS)
-    if np.any(bad):
-        odd = labels[bad][:5]
-        raise DataCorruptError(f"{path}: labels must be the integers 0..K-1 for a classifier; "
-                               f"found {', '.join(f'{v:g}' for v in odd)} (kind = "
-                               "'regression' reads them as targets)")
     present = np.unique(labels.astype(np.int64))
     k = int(present[-1]) + 1
     if present.size < 2 or present.size != k:
         missing = sorted(set(range(k)) - set(present.tolist()))[:5]
+        only_test = [] if a.y_test is None else sorted(
+            set(np.unique(a.y_test.astype(np.int64)).tolist())
+            - set(np.unique(a.y.astype(np.int64)).tolist()))[:5]
         raise DataCorruptError(f"{path}: labels must be the integers 0..K-1 with every class "
                                f"present and K >= 2; found {present.size} distinct label(s) "
-                               f"up to {k - 1}" + (f", missing {missing}" if missing else ""))
+                               f"up to {k - 1}" + (f", missing {missing}" if missing else "")
+                               + (f"; y_test holds {only_test}, which y does not"
+                                  if only_test else ""))
     return k
+
+
+def _another_file(path: Path, digest: str, expected: str) -> DataCorruptError:
+    """The error for a file whose SHA-256 is not the one the run was given."""
+    return DataCorruptError(f"{path}: sha256 {digest}, expected {expected} (option sha256): "
+                            "the file is not the one the experiment (or --data-sha256) names")
 
 
 def _read(path: Path, options: dict[str, Any]) -> tuple[_Arrays, str, int]:
@@ -337,8 +357,7 @@ def _read(path: Path, options: dict[str, Any]) -> tuple[_Arrays, str, int]:
     _digests[file_key(path)] = digest
     expected = options.get("sha256")
     if expected is not None and digest != expected:
-        raise DataCorruptError(f"{path}: sha256 {digest}, expected {expected} (option sha256): "
-                               "the file is not the one the experiment names")
+        raise _another_file(path, digest, expected)
     if options["format"] == "npz":
         arrays = _parse_npz(path, raw)
     elif options["format"] == "csv":
@@ -360,9 +379,7 @@ def _facts_of(options: dict[str, Any]) -> FileFacts:
     if key in _facts:
         facts = _facts[key]
         if options.get("sha256") not in (None, facts.sha256):
-            raise DataCorruptError(f"{path}: sha256 {facts.sha256}, expected "
-                                   f"{options['sha256']} (option sha256): the file is not the "
-                                   "one the experiment names")
+            raise _another_file(path, facts.sha256, options["sha256"])
         return facts
     arrays, digest, k = _read(path, options)
     facts = FileFacts(str(path), digest, int(arrays.X.shape[0]),

@@ -112,10 +112,12 @@ DATA_FILE_KEY = "problem.options.file"
 
 
 def absolute_path(value: Any) -> Any:
-    """A data file's relative path as the absolute one it names from the current folder, so
-    that an experiment, and the config.toml a results folder keeps of it, name the same file
-    from any folder (anything but a non-empty string is left for the checks to refuse)."""
-    return str(Path(value).absolute()) if isinstance(value, str) and value else value
+    """A data file's relative path as the absolute one it names from the current folder (a
+    leading ``~`` as the home folder, as a shell would), so that an experiment, and the
+    config.toml a results folder keeps of it, name the same file from any folder (anything
+    but a non-empty string is left for the checks to refuse)."""
+    return str(Path(value).expanduser().absolute()) if isinstance(value, str) and value \
+        else value
 
 
 def parse_exclude(raw: Any, sweep: dict[str, tuple[Any, ...]]) -> tuple[dict[str, Any], ...]:

@@ -199,7 +199,9 @@ def check_contract(model: Any, dtype: np.dtype) -> str | None:
     """What ``model`` breaks of the kernel contract of :mod:`stalesgd.problems.base` (the
     first thing found), or None when it keeps it as far as can be seen without running it."""
     if not isinstance(model, Model):
-        return f"the factory returned a {type(model).__name__}, not a stalesgd.problems.Model"
+        kind = type(model).__name__
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
+        return f"the factory returned {article} {kind}, not a stalesgd.problems.Model"
     if getattr(model, "dtype", None) != dtype:
         return f"the model's dtype is {getattr(model, 'dtype', None)!r}, asked for {dtype}"
     n = getattr(model, "n_params", None)

@@ -11,10 +11,12 @@ registered with :func:`register_model`, or declared by an installed package in t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -331,8 +333,11 @@ def _data_options(data: str, options: dict[str, Any]) -> tuple[str, ...]:
     return ("kind", *KIND_OPTIONS[choice(options["kind"], "kind", tuple(KIND_OPTIONS))])
 
 
-def _check_fit(model: str, name: str, data: DataShape) -> None:
-    """Refuse a model that cannot be trained on ``data`` (key ``name``)."""
+def _check_fit(model: str, name: str, data: DataShape, file: Any = None) -> None:
+    """Refuse a model that cannot be trained on ``data`` (key ``name``; ``file``: the data
+    file of the data set ``file``, named in the message)."""
+    if file is not None:
+        data = dataclasses.replace(data, name=f"file {Path(str(file)).expanduser().absolute()}")
     why = None
     plugin = _plugin(model)
     if plugin is not None:
@@ -342,7 +347,8 @@ def _check_fit(model: str, name: str, data: DataShape) -> None:
     elif model != "linreg" and data.n_classes < 2:
         why = f"{model} needs a classification data set; {data.name!r} is regression"
     elif model in ("logreg", "svm") and data.n_classes != 2:
-        why = f"{model} needs 2 classes; data set {data.name!r} has {data.n_classes}"
+        why = (f"{model} needs 2 classes (labels 0 and 1); data set {data.name!r} has "
+               f"{data.n_classes} (labels 0..{data.n_classes - 1}): softmax takes more")
     elif model == "lenet":
         from stalesgd.problems.lenet import ALLOWED_INPUT_SHAPES, N_CLASSES
 
@@ -495,7 +501,8 @@ def check_problem(name: Any, options: dict[str, Any] | None = None,
     data_dir = options.pop("data_dir", None)
     shape, data_opts = check_dataset(data_name, dtype=dt, data_dir=data_dir, seed=seed,
                                      **options)
-    _check_fit(model_name, str(name), shape)
+    _check_fit(model_name, str(name), shape,
+               options.get("file") if data_name == FILE_SET else None)
     if model_name == "mlp" and "hidden" in model_opts:
         model_opts["hidden"] = hidden_sizes(model_opts["hidden"])
     if model_name == "lenet" and "fc84" in model_opts:
