@@ -1,6 +1,7 @@
 """Start-up of a short real run: wall seconds from the command to the results folder.
 
-Runs ``stalesgd real`` (200 updates of the MNIST MLP, lock, two workers, by default) as a
+Runs ``stalesgd real`` (200 updates of the MNIST MLP, lock, two workers, by default;
+``--engine sim`` the same simulated, with numeric replay) as a
 fresh process, "cold" (empty caches: ``NUMBA_CACHE_DIR`` and ``XDG_CACHE_HOME``, where the
 kernels and the parsed data set are kept, set to a new temporary folder) and "warm" (the same
 command again with the caches the cold run filled), several
@@ -11,6 +12,7 @@ machine.  Prints each one's median, minimum and maximum, and the targets (warm â
 
     python bench/real_startup.py                          # needs ../shared/data or --data-dir
     python bench/real_startup.py --rounds 7 --baseline ../stalesgd-main
+    python bench/real_startup.py --engine sim --rounds 2 --baseline ../stalesgd-main
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ HERE = Path(__file__).resolve().parents[1]
 TARGETS = {"warm": 1.5, "cold": 4.0}
 
 
-def command(checkout: Path, data_dir: str, out: str, extra: list[str]) -> list[str]:
+def command(checkout: Path, data_dir: str, out: str, extra: list[str],
+            engine: str = "real") -> list[str]:
     """The run, as a user types it, with ``checkout``'s installed command."""
     exe = checkout / ".venv" / "bin" / "stalesgd"
     if not exe.exists():
         raise SystemExit(f"{exe} does not exist: run `make venv` in {checkout} first")
-    return [str(exe), "real", "--problem", "mlp-mnist", "--algorithm", "lock", "--workers",
+    return [str(exe), engine, "--problem", "mlp-mnist", "--algorithm", "lock", "--workers",
             "2", "--updates", "200", "--data-dir", data_dir, "--out", out, "--no-progress",
             *extra]
 
@@ -58,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="another checkout (with its .venv) measured alternately")
     ap.add_argument("--data-dir", default=str(HERE.parent / "shared" / "data"),
                     help="where MNIST is (default: ../shared/data)")
+    ap.add_argument("--engine", choices=("real", "sim"), default="real",
+                    help="the command measured (the targets are those of real)")
     ap.add_argument("extra", nargs="*", help="more flags for the run (after --)")
     args = ap.parse_args(argv)
     checkouts = {"here": HERE}
@@ -70,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             for name, checkout in checkouts.items():
                 cache = scratch / f"numba-{name}-{r}"
-                cmd = command(checkout, args.data_dir, str(scratch / "results"), args.extra)
+                cmd = command(checkout, args.data_dir, str(scratch / "results"), args.extra,
+                              args.engine)
                 walls[name, "cold"].append(timed(cmd, cache))
                 walls[name, "warm"].append(timed(cmd, cache))
                 shutil.rmtree(cache, ignore_errors=True)

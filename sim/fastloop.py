@@ -70,7 +70,7 @@ from .fastcore import (
     unpark,
     wake,
 )
-from .faststeps import CODES, step
+from .faststeps import CODES, hogwild_step, leashed_step, lock_step, sync_step
 from .timing import Sampler
 
 __all__ = ["CompiledLoop", "SimulationStalled", "compiled"]
@@ -96,10 +96,10 @@ def compiled(algorithm: str) -> bool:
     return algorithm in CODES
 
 
-@cached
-@njit(**JIT)
-def _events(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table):
-    """Handle events in order until Python has work; returns why (``EXTERNAL`` …)."""
+@njit(**JIT, inline="always")
+def _event_loop(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, step):
+    """Handle events in order until Python has work; returns why (``EXTERNAL`` …).  ``step``
+    is the algorithm's compiled step: each algorithm has a loop of its own (below)."""
     m = I[M]
     while True:
         w = I[RESUME]
@@ -132,6 +132,43 @@ def _events(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table):
             return code
         I[RESUME] = -1
         settle(I, F, w)
+
+
+# One compiled loop per algorithm, its step inlined: Numba's inlining of one loop with every
+# algorithm's step took 17 of the 26 s it took to compile (a first simulation after an
+# install), and a step called instead of inlined made events up to 2x slower.
+
+
+@cached
+@njit(**JIT)
+def _lock_events(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table):
+    """:func:`_event_loop` with :func:`~.faststeps.lock_step`."""
+    return _event_loop(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, lock_step)
+
+
+@cached
+@njit(**JIT)
+def _hogwild_events(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table):
+    """:func:`_event_loop` with :func:`~.faststeps.hogwild_step`."""
+    return _event_loop(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, hogwild_step)
+
+
+@cached
+@njit(**JIT)
+def _leashed_events(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table):
+    """:func:`_event_loop` with :func:`~.faststeps.leashed_step`."""
+    return _event_loop(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, leashed_step)
+
+
+@cached
+@njit(**JIT)
+def _sync_events(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table):
+    """:func:`_event_loop` with :func:`~.faststeps.sync_step`."""
+    return _event_loop(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, sync_step)
+
+
+#: the event loop of each algorithm's code (:data:`~.faststeps.CODES`)
+EVENT_LOOPS = (_lock_events, _hogwild_events, _leashed_events, _sync_events)
 
 
 class Durations:
@@ -239,6 +276,7 @@ class CompiledLoop:
         host, rows, replay = self.host, self.host.rows, self.replay
         I, F = self.I, self.F  # noqa: N806
         args = (*self.state, self.durations.buf, rows.ints, rows.floats, *self.op)
+        events = EVENT_LOOPS[CODES[host.algorithm]]
         I[BUDGET_AT] = EVENT_BUDGET
         while True:
             F[NEXT_CHECK] = host.next_check
@@ -246,7 +284,7 @@ class CompiledLoop:
                 I[FLUSH_AT], I[FEEDING], I[FED] = (replay.ops.flush_at, replay.step.feeding,
                                                    replay.step.fed)
                 F[NEXT_EVAL] = replay.next_eval_k
-            code = _events(*args, self.eta_table)
+            code = events(*args, self.eta_table)
             host.v = int(I[V])
             if code == CALLBACK:
                 self._after_update()

@@ -8,8 +8,9 @@ Python has work (a replay flush, a refill of durations, a full row buffer, a cal
 an update) and is resumed there; blocks that can stop so start with their checks.
 
 Adding an algorithm's compiled step (optional: without one it runs in SimPy): write
-``<name>_step`` after its process, give it a code in :data:`CODES` and a branch in
-:func:`step`; ``tests/test_sim_loops.py`` then compares it with the process.
+``<name>_step`` after its process, give it a code in :data:`CODES` and its event loop in
+:data:`~stalesgd.sim.fastloop.EVENT_LOOPS` (a four-line function like the others);
+``tests/test_sim_loops.py`` then compares it with the process.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from numba import njit
 
 from .fastcore import (
     ACTIVE,
-    ALG,
     ATT,
     BOUND,
     CAS,
@@ -59,7 +59,7 @@ from .fastcore import (
     rows_full,
 )
 
-__all__ = ["CODES", "step"]
+__all__ = ["CODES", "hogwild_step", "leashed_step", "lock_step", "sync_step"]
 
 #: algorithms with a compiled step -> their code (``seq`` is Hogwild!'s process on one worker)
 CODES = {"lock": 0, "hogwild": 1, "seq": 1, "leashed": 2, "sync": 3}
@@ -327,15 +327,3 @@ def sync_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w):
             if code >= 0:
                 return code
             pc = TOP
-
-
-@njit(**JIT, inline="always")
-def step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w):
-    """Run worker ``w``'s step of the algorithm whose code the state holds."""
-    if I[ALG] == 0:
-        return lock_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w)
-    if I[ALG] == 1:
-        return hogwild_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w)
-    if I[ALG] == 2:
-        return leashed_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w)
-    return sync_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w)
