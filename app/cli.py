@@ -664,6 +664,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return EXIT_INTERRUPTED
+    except MemoryError as exc:  # (outside a run: reading data, writing records, a report)
+        text = " ".join(str(exc).split())[:300] or "MemoryError"
+        _err(f"out of memory ({text}); the command needs more memory than this machine has "
+             "free")
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

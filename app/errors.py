@@ -18,5 +18,6 @@ class OutOfMemory(RuntimeError):
         super().__init__(
             f"run {spec.run_id} ({spec.problem.name}, {spec.engine}, {spec.algorithm.name}, "
             f"{spec.workers} worker{'s' if spec.workers != 1 else ''}) ran out of memory "
-            f"({text}); fewer workers, --dtype float32 or a smaller problem need less (the "
-            "sweep stopped" + ("; the runs before it are kept)" if kept else ")"))
+            f"({text}); with more memory free the same experiment can go on, while fewer "
+            "workers, float32 or a smaller problem need less (another experiment) (the sweep "
+            "stopped" + ("; the runs before it are kept)" if kept else ")"))

@@ -210,7 +210,7 @@ def run_sweep(plan: SweepPlan, progress: bool = True,
             except (FloatingPointError, OverflowError) as exc:
                 record = _diverged_record(exc)
             except MemoryError as exc:
-                raise OutOfMemory(spec, exc, written) from None
+                raise OutOfMemory(spec, exc, written or bool(plan.done)) from None
             except Exception as exc:
                 if not is_plugin_problem(spec.problem.name) or isinstance(exc, OURS):
                     raise

@@ -443,6 +443,21 @@ def test_a_run_that_runs_out_of_memory_ends_in_one_line(tmp_path, capsys, monkey
     assert list(tmp_path.iterdir()) == []
 
 
+def test_memory_running_out_outside_a_run_is_one_line_too(tmp_path, capsys, monkeypatch):
+    import stalesgd.app.runner as runner
+
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 9 GiB")
+
+    monkeypatch.setattr(runner, "plan_sweep", too_big)
+    argv = ["real", "--problem", "logreg-synthetic", "--algorithm", "lock", "--workers", "1",
+            "--updates", "10", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("stalesgd: out of memory (Unable to allocate 9 GiB)") and \
+        "Traceback" not in err
+
+
 def _zip(path, members):
     import zipfile
 
