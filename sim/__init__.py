@@ -31,7 +31,7 @@ Adding an algorithm
    simulation's clock, machine, lock and row buffer, as the others.
 
 It then runs in the simulator on the SimPy processes.  Optionally, a compiled step in
-``sim/faststeps.py`` (a code in ``CODES``, its loop in ``fastloop.EVENT_LOOPS``) makes it fast;
+``sim/faststeps.py`` (a code in ``CODES``, its step in ``STEPS``) makes it fast;
 ``tests/test_sim_loops.py`` checks the step against the process bit for bit.
 """
 

@@ -119,6 +119,7 @@ def _earlier(ta, sa, tb, sb):
     return ta < tb or (ta == tb and sa < sb)
 
 
+@cached
 @njit(**JIT)
 def _sift(I, F, i, t, s, slot):
     """Put ``slot`` with key (``t``, ``s``) at heap position ``i`` and move it into place."""
@@ -194,6 +195,7 @@ def wake(I, F, w):
     I[READY], I[READY_SEQ] = w, seq
 
 
+@cached
 @njit(**JIT)
 def next_event(I, F):
     """The slot whose event is next (-1: none); the clock moves to it."""
@@ -214,6 +216,7 @@ def next_event(I, F):
     return I[I[O_SLOT]]
 
 
+@cached
 @njit(**JIT)
 def settle(I, F, slot):
     """After the event of ``slot``: unless it scheduled a new one, it has none."""
@@ -293,6 +296,7 @@ def _grant(I, F, WI, core, w):
     WI[LAST_TICK, w] = _tick_index(F[NOW], F[SLICE_LEN])
 
 
+@cached
 @njit(**JIT)
 def core_release(I, F, WI, w):
     """Worker ``w`` gives up its core; the head of the core's run queue gets it, or of the
@@ -312,6 +316,7 @@ def core_release(I, F, WI, w):
         I[I[O_CORES] + core] = -1
 
 
+@cached
 @njit(**JIT)
 def _take_core(I, F, WI, w, mode):
     """A core for ``w`` (True: its own if idle, else any idle one), or it queues on its own
@@ -332,6 +337,7 @@ def _take_core(I, F, WI, w, mode):
     return False
 
 
+@cached
 @njit(**JIT)
 def core_acquire(I, F, WI, WF, w, pc):
     """Make sure worker ``w`` holds a core; False: it queues and resumes at ``pc``."""
@@ -355,6 +361,7 @@ def _balance(I, WI, core):
         WI[CORE, w2] = core
 
 
+@cached
 @njit(**JIT)
 def run_cpu(I, F, WI, WF, w, d):
     """Machine.run for worker ``w`` with ``d`` seconds of CPU left; True when done now."""
@@ -449,6 +456,7 @@ def lock_take(I, F, w, retry):
     return False
 
 
+@cached
 @njit(**JIT)
 def lock_release(I, F):
     """Lock.release: free the lock and, unless one is under way, wake the longest waiter."""
@@ -475,6 +483,7 @@ def lock_acquire(I, F, WI, WF, w, retry, pc):
     return False
 
 
+@cached
 @njit(**JIT)
 def carried_release(I, F, w):
     """The release callback riding in ``w``'s entry: True if ``w``'s wake-up is the very
@@ -493,6 +502,7 @@ def carried_release(I, F, w):
 
 # ------------------------------------------------------------------- parking, barrier
 
+@cached
 @njit(**JIT)
 def park(I, F, WI, w, pc):
     """Worker ``w`` is not among the active ones: it gives up its core and sleeps until
@@ -513,6 +523,7 @@ def unpark(I, F, WI, n):
             wake(I, F, w)
 
 
+@cached
 @njit(**JIT)
 def arrive(I, F, WI, w, pc):
     """Worker ``w`` arrives at the barrier: True if last, else it gives up its core and
@@ -526,6 +537,7 @@ def arrive(I, F, WI, w, pc):
     return False
 
 
+@cached
 @njit(**JIT)
 def end_round(I, F):
     """The last worker applied the round's update: wake the others in arrival order."""

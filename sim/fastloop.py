@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from stalesgd.jitcache import cached
+from stalesgd.jitcache import specialise
 
 from .buffers import R_TAU, R_WORKER
 from .fastcore import (
@@ -70,7 +70,7 @@ from .fastcore import (
     unpark,
     wake,
 )
-from .faststeps import CODES, hogwild_step, leashed_step, lock_step, sync_step
+from .faststeps import CODES, STEPS
 from .timing import Sampler
 
 __all__ = ["CompiledLoop", "SimulationStalled", "compiled"]
@@ -96,10 +96,11 @@ def compiled(algorithm: str) -> bool:
     return algorithm in CODES
 
 
-@njit(**JIT, inline="always")
-def _event_loop(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, step):
+@njit(**JIT)
+def _events(step, I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table):
     """Handle events in order until Python has work; returns why (``EXTERNAL`` …).  ``step``
-    is the algorithm's compiled step: each algorithm has a loop of its own (below)."""
+    is the algorithm's compiled step: :func:`event_loop` compiles a loop of each algorithm,
+    its step inlined."""
     m = I[M]
     while True:
         w = I[RESUME]
@@ -134,41 +135,12 @@ def _event_loop(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, step):
         settle(I, F, w)
 
 
-# One compiled loop per algorithm, its step inlined: Numba's inlining of one loop with every
-# algorithm's step took 17 of the 26 s it took to compile (a first simulation after an
-# install), and a step called instead of inlined made events up to 2x slower.
-
-
-@cached
-@njit(**JIT)
-def _lock_events(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table):
-    """:func:`_event_loop` with :func:`~.faststeps.lock_step`."""
-    return _event_loop(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, lock_step)
-
-
-@cached
-@njit(**JIT)
-def _hogwild_events(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table):
-    """:func:`_event_loop` with :func:`~.faststeps.hogwild_step`."""
-    return _event_loop(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, hogwild_step)
-
-
-@cached
-@njit(**JIT)
-def _leashed_events(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table):
-    """:func:`_event_loop` with :func:`~.faststeps.leashed_step`."""
-    return _event_loop(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, leashed_step)
-
-
-@cached
-@njit(**JIT)
-def _sync_events(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table):
-    """:func:`_event_loop` with :func:`~.faststeps.sync_step`."""
-    return _event_loop(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, sync_step)
-
-
-#: the event loop of each algorithm's code (:data:`~.faststeps.CODES`)
-EVENT_LOOPS = (_lock_events, _hogwild_events, _leashed_events, _sync_events)
+def event_loop(algorithm: str) -> Any:
+    """The compiled event loop of ``algorithm`` (:func:`_events` of its step, kept in the
+    on-disk cache).  One loop per algorithm: Numba's inlining of every algorithm's step into
+    one loop took 17 of the 26 s it took to compile (a first simulation after an install),
+    and a step called instead of inlined made events up to 2× slower."""
+    return specialise(_events, STEPS[CODES[algorithm]])
 
 
 class Durations:
@@ -276,7 +248,7 @@ class CompiledLoop:
         host, rows, replay = self.host, self.host.rows, self.replay
         I, F = self.I, self.F  # noqa: N806
         args = (*self.state, self.durations.buf, rows.ints, rows.floats, *self.op)
-        events = EVENT_LOOPS[CODES[host.algorithm]]
+        events = event_loop(host.algorithm)
         I[BUDGET_AT] = EVENT_BUDGET
         while True:
             F[NEXT_CHECK] = host.next_check

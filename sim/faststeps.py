@@ -8,9 +8,8 @@ Python has work (a replay flush, a refill of durations, a full row buffer, a cal
 an update) and is resumed there; blocks that can stop so start with their checks.
 
 Adding an algorithm's compiled step (optional: without one it runs in SimPy): write
-``<name>_step`` after its process, give it a code in :data:`CODES` and its event loop in
-:data:`~stalesgd.sim.fastloop.EVENT_LOOPS` (a four-line function like the others);
-``tests/test_sim_loops.py`` then compares it with the process.
+``<name>_step`` after its process and give it a code in :data:`CODES`, the index of the step
+in :data:`STEPS`; ``tests/test_sim_loops.py`` then compares it with the process.
 """
 
 from __future__ import annotations
@@ -59,7 +58,7 @@ from .fastcore import (
     rows_full,
 )
 
-__all__ = ["CODES", "hogwild_step", "leashed_step", "lock_step", "sync_step"]
+__all__ = ["CODES", "STEPS"]
 
 #: algorithms with a compiled step -> their code (``seq`` is Hogwild!'s process on one worker)
 CODES = {"lock": 0, "hogwild": 1, "seq": 1, "leashed": 2, "sync": 3}
@@ -327,3 +326,7 @@ def sync_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w):
             if code >= 0:
                 return code
             pc = TOP
+
+
+#: each algorithm code's step (:func:`~stalesgd.sim.fastloop.event_loop` compiles a loop of it)
+STEPS = (lock_step, hogwild_step, leashed_step, sync_step)
