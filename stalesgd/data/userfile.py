@@ -77,6 +77,8 @@ KINDS = ("classification", "regression")
 DEFAULT_TEST_FRACTION = 0.2
 NPZ_KEYS = ("X", "y", "X_test", "y_test")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: how a data file was named, in messages about it
+_NAMED = "(--data-file, or file in the problem options)"
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,7 @@ def _format_of(path: str, fmt: Any) -> tuple[str, str | None]:
     """The file's format (the option ``format``, else from the suffix) and its compression
     suffix (None: not compressed)."""
     if Path(path).is_dir():
-        raise DataReadError(f"{Path(path).absolute()}: is a folder, not a data file (option file)")
+        raise DataReadError(f"{Path(path).absolute()}: is a folder, not a data file {_NAMED}")
     suffixes = [x.lower() for x in Path(path).suffixes]
     compression = suffixes[-1] if suffixes and suffixes[-1] in COMPRESSIONS else None
     inner = suffixes[-2 if compression else -1] if len(suffixes) > bool(compression) else ""
@@ -175,10 +177,10 @@ def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise DataNotFoundError(f"{path}: no such data file (option file); give {_ANY_FILE}"
+        raise DataNotFoundError(f"{path}: no such data file {_NAMED}; give {_ANY_FILE}"
                                 ) from None
     except IsADirectoryError:
-        raise DataReadError(f"{path}: is a folder, not a data file (option file)") from None
+        raise DataReadError(f"{path}: is a folder, not a data file {_NAMED}") from None
     except OSError as exc:
         raise DataReadError(f"{path}: cannot read it ({exc.strerror or exc})") from None
 
