@@ -82,12 +82,8 @@ def lock_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w):
                 return YIELDED
             pc = TOP
             continue
-        if pc == _L_ACQ_R:  # read under the lock
-            if not lock_acquire(I, F, WI, WF, w, False, _L_RETRY_R):
-                return YIELDED
-            pc = _L_READ
-        if pc == _L_RETRY_R:
-            if not lock_acquire(I, F, WI, WF, w, True, _L_RETRY_R):
+        if pc == _L_ACQ_R or pc == _L_RETRY_R:  # read under the lock (a retry: woken)
+            if not lock_acquire(I, F, WI, WF, w, pc == _L_RETRY_R, _L_RETRY_R):
                 return YIELDED
             pc = _L_READ
         if pc == _L_READ:
@@ -107,25 +103,19 @@ def lock_step(I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table, w):
                     release_later(I, F, r)
                 else:
                     lock_release(I, F)
-                if not cpu(I, F, WI, WF, w, r + c, _L_ACQ_U):
-                    return YIELDED
-                pc = _L_ACQ_U
-            else:
+                d, pc, work = r + c, _L_ACQ_U, True
+            else:  # the copy, then the release, then the compute (_L_REL)
                 WF[PEND, w] = c
-                if r > 0.0 and not cpu(I, F, WI, WF, w, r, _L_REL):
-                    return YIELDED
-                pc = _L_REL
+                d, pc, work = r, _L_REL, r > 0.0
+            if work and not cpu(I, F, WI, WF, w, d, pc):
+                return YIELDED
         if pc == _L_REL:
             lock_release(I, F)
             if WF[PEND, w] > 0.0 and not cpu(I, F, WI, WF, w, WF[PEND, w], _L_ACQ_U):
                 return YIELDED
             pc = _L_ACQ_U
-        if pc == _L_ACQ_U:  # apply under the lock
-            if not lock_acquire(I, F, WI, WF, w, False, _L_RETRY_U):
-                return YIELDED
-            pc = _L_APPLY
-        if pc == _L_RETRY_U:
-            if not lock_acquire(I, F, WI, WF, w, True, _L_RETRY_U):
+        if pc == _L_ACQ_U or pc == _L_RETRY_U:  # apply under the lock (a retry: woken)
+            if not lock_acquire(I, F, WI, WF, w, pc == _L_RETRY_U, _L_RETRY_U):
                 return YIELDED
             pc = _L_APPLY
         if pc == _L_APPLY:
