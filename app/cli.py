@@ -642,7 +642,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from stalesgd.records import RecordError, RecordWriteError
     from stalesgd.validation import OptionError
 
-    from .errors import OutOfMemory
+    from .errors import OutOfMemory, memory_text
 
     parser = build_parser()
     args = parser.parse_args(attach_dash_values(sys.argv[1:] if argv is None else argv))
@@ -665,9 +665,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err("interrupted")
         return EXIT_INTERRUPTED
     except MemoryError as exc:  # (outside a run: reading data, writing records, a report)
-        text = " ".join(str(exc).split())[:300] or "MemoryError"
-        _err(f"out of memory ({text}); the command needs more memory than this machine has "
-             "free")
+        _err(f"out of memory ({memory_text(exc)}); the command needs more memory than this "
+             "machine has free")
         return EXIT_FAILURE
 
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["OutOfMemory"]
+__all__ = ["OutOfMemory", "memory_text"]
+
+
+def memory_text(exc: MemoryError) -> str:
+    """What a MemoryError says, on one line (NumPy's names the array it could not allocate)."""
+    return " ".join(str(exc).split())[:300] or "MemoryError"
 
 
 class OutOfMemory(RuntimeError):
@@ -14,10 +19,9 @@ class OutOfMemory(RuntimeError):
     needs less, not a traceback."""
 
     def __init__(self, spec: Any, exc: MemoryError, kept: bool) -> None:
-        text = " ".join(str(exc).split())[:300] or "MemoryError"
         super().__init__(
             f"run {spec.run_id} ({spec.problem.name}, {spec.engine}, {spec.algorithm.name}, "
             f"{spec.workers} worker{'s' if spec.workers != 1 else ''}) ran out of memory "
-            f"({text}); with more memory free the same experiment can go on, while fewer "
-            "workers, float32 or a smaller problem need less (another experiment) (the sweep "
-            "stopped" + ("; the runs before it are kept)" if kept else ")"))
+            f"({memory_text(exc)}); with more memory free the same experiment can go on, while "
+            "fewer workers, float32 or a smaller problem need less (another experiment) (the "
+            "sweep stopped" + ("; the runs before it are kept)" if kept else ")"))

@@ -138,7 +138,7 @@ def parameter_vectors(spec: RunSpec, sparse: bool = False) -> int:
     pool (Leashed-SGD: 2m + 1 vectors, the snapshot among them) instead of θ and the
     snapshot, and on a ``sparse`` problem no gradient rows (they list coordinates)."""
     alg = get_algorithm(spec.algorithm.name)
-    if spec.engine == "real" and alg.pooled:
+    if _real_pool(spec):
         from stalesgd.real.pool import pool_size
 
         grads = 0 if sparse else spec.workers
@@ -161,11 +161,14 @@ def permutations(spec: RunSpec, sparse: bool) -> int:
     return spec.workers if sparse and spec.algorithm.name != "sync" else 0
 
 
+def _real_pool(spec: RunSpec) -> bool:
+    """Whether the run's shared vectors come from the real engine's pool (Leashed-SGD)."""
+    return spec.engine == "real" and get_algorithm(spec.algorithm.name).pooled
+
+
 def _pool(spec: RunSpec) -> str:
     """How the message names a real Leashed-SGD run's vectors."""
-    if spec.engine == "real" and get_algorithm(spec.algorithm.name).pooled:
-        return ", whose shared vectors come from a pool of 2m + 1"
-    return ""
+    return ", whose shared vectors come from a pool of 2m + 1" if _real_pool(spec) else ""
 
 
 def _orders(nbytes: int) -> str:

@@ -24,6 +24,7 @@ from stalesgd.jitcache import specialise
 
 from .buffers import R_TAU, R_WORKER
 from .fastcore import (
+    ALG,
     BUDGET,
     BUDGET_AT,
     CALLBACK,
@@ -135,12 +136,13 @@ def _events(step, I, F, WI, WF, buf, rows_i, rows_f, op_i, op_f, eta_table):
         settle(I, F, w)
 
 
-def event_loop(algorithm: str) -> Any:
-    """The compiled event loop of ``algorithm`` (:func:`_events` of its step, kept in the
-    on-disk cache).  One loop per algorithm: Numba's inlining of every algorithm's step into
-    one loop took 17 of the 26 s it took to compile (a first simulation after an install),
-    and a step called instead of inlined made events up to 2× slower."""
-    return specialise(_events, STEPS[CODES[algorithm]])
+def event_loop(code: int) -> Any:
+    """The compiled event loop of the algorithm whose code (:data:`~.faststeps.CODES`) the
+    state holds: :func:`_events` of its step, kept in the on-disk cache.  One loop per
+    algorithm: Numba's inlining of every algorithm's step into one loop took 17 of the 26 s
+    it took to compile (a first simulation after an install), and a step called instead of
+    inlined made events up to 2× slower."""
+    return specialise(_events, STEPS[code])
 
 
 class Durations:
@@ -248,7 +250,7 @@ class CompiledLoop:
         host, rows, replay = self.host, self.host.rows, self.replay
         I, F = self.I, self.F  # noqa: N806
         args = (*self.state, self.durations.buf, rows.ints, rows.floats, *self.op)
-        events = event_loop(host.algorithm)
+        events = event_loop(int(I[ALG]))
         I[BUDGET_AT] = EVENT_BUDGET
         while True:
             F[NEXT_CHECK] = host.next_check
